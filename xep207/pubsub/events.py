@@ -1,0 +1,83 @@
+"""What the engine tells the outside world, and what it asks of it.
+
+The engine emits ``Event``s with their already access-checked recipients to an
+``IEventSink``; the XML layer renders each event once and addresses it per
+recipient. The engine asks an ``IInterestDirectory`` which online resources
+want PEP notifications (XEP-0163 ``+notify``); the server's sessions know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from zope.interface import Interface
+
+from xep207.storage.records import Item, NodeConfig, Subscription
+
+ITEMS = "items"
+RETRACT = "retract"
+PURGE = "purge"
+DELETE = "delete"
+CONFIGURATION = "configuration"
+SUBSCRIPTION = "subscription"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Where one notification goes. ``subscription`` is None for an implicit
+    (``+notify``) PEP recipient."""
+
+    jid: str
+    subscription: Subscription | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    service: str
+    node_id: str
+    kind: str
+    items: tuple[Item, ...] = ()
+    retracted: tuple[str, ...] = ()
+    include_payloads: bool = True
+    notification_type: str = "headline"
+    redirect: str | None = None
+    config: NodeConfig | None = None
+    subscription: Subscription | None = None
+    # Items sent because of a new subscription (send_last_published_item),
+    # as opposed to a live publish.
+    replay: bool = False
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """XEP-0060 §8.6: a pending subscription the node owners must decide."""
+
+    service: str
+    node_id: str
+    subscription: Subscription
+    owners: tuple[str, ...]
+
+
+class IEventSink(Interface):
+    def deliver(event: Event, recipients: Sequence[Recipient]):
+        """Send ``event`` to each recipient. Must not raise."""
+
+    def request_authorization(request: AuthorizationRequest):
+        """Ask the owners to approve or deny a pending subscription."""
+
+
+class IInterestDirectory(Interface):
+    def interested_resources(entities: Iterable[str], node_id: str) -> list[str]:
+        """Full JIDs of the online resources of these bare JIDs that advertised
+        ``node_id+notify`` in their entity capabilities."""
+
+
+class NullSink:
+    """Drops everything; for an engine used without a transport."""
+
+    def deliver(self, event, recipients):
+        pass
+
+    def request_authorization(self, request):
+        pass

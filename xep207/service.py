@@ -1,0 +1,106 @@
+"""Service-tree pieces shared by both modes (component and full server)."""
+
+from __future__ import annotations
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.python import log
+from twisted.words.protocols.jabber import xmlstream
+from wokkel import disco
+from wokkel.ping import PingHandler
+from wokkel.subprotocols import XMPPHandler
+
+from xep207.pubsub.engine import PubSubEngine
+from xep207.pubsub.protocol import PubSubProtocol
+from xep207.storage import open_storage
+
+
+class StorageService(service.Service):
+    """Owns the storage backend: opens and migrates it on start, closes on stop.
+
+    ``ready`` fires once the schema is in place; services that touch storage
+    wait for it (see ``WhenReady``).
+    """
+
+    def __init__(self, url: str):
+        self.storage = open_storage(url)
+        self.ready = defer.Deferred()
+
+    def startService(self):
+        super().startService()
+        d = defer.maybeDeferred(self.storage.start)
+        d.addCallbacks(self.ready.callback, self._failed)
+
+    def _failed(self, failure):
+        log.err(failure, f"could not open storage {self.storage.url}")
+        from twisted.internet import reactor
+
+        if reactor.running:
+            reactor.stop()
+        self.ready.errback(failure)
+
+    def stopService(self):
+        super().stopService()
+        return defer.maybeDeferred(self.storage.stop)
+
+
+class WhenReady(service.MultiService):
+    """Starts its children only after ``ready`` has fired."""
+
+    def __init__(self, ready: defer.Deferred):
+        super().__init__()
+        self._ready = ready
+
+    def startService(self):
+        service.Service.startService(self)
+        self._ready.addCallback(self._start_children)
+        self._ready.addErrback(lambda _: None)
+
+    def _start_children(self, result):
+        if self.running:
+            for child in self:
+                child.startService()
+        return result
+
+
+def pubsub_handlers(engine: PubSubEngine) -> list:
+    """The XMPP handlers of a pubsub service: the service itself, disco, ping.
+
+    The same list is attached to an external server (component mode) or to
+    the internal router; the protocol is also the engine's event sink there.
+    """
+    protocol = PubSubProtocol(engine)
+    engine.sink = protocol
+    return [protocol, disco.DiscoHandler(), PingHandler()]
+
+
+class ComponentStatus(XMPPHandler):
+    """Logs when the component connection comes up and goes down; operators
+    (and the end-to-end tests) watch for these lines."""
+
+    def __init__(self, jid: str):
+        super().__init__()
+        self.jid = jid
+
+    def connectionMade(self):
+        self.xmlstream.addObserver(xmlstream.STREAM_ERROR_EVENT, self._stream_error)
+
+    def connectionInitialized(self):
+        log.msg(f"xep207 component {self.jid} online")
+
+    def _stream_error(self, reason):
+        condition = getattr(reason.value, "condition", "unknown")
+        log.msg(f"xep207 component {self.jid}: stream error {condition}")
+        if condition in ("not-authorized", "host-unknown", "conflict"):
+            # A wrong secret or an unknown component name will not fix itself:
+            # say so once and stop, rather than hammering the server.
+            log.msg(f"xep207 component {self.jid}: the server refused the component "
+                    f"({condition}); check --jid and the secret. Not retrying.")
+            self.parent.factory.stopTrying()
+            from twisted.internet import reactor
+
+            if reactor.running:
+                reactor.stop()
+
+    def connectionLost(self, reason):
+        log.msg(f"xep207 component {self.jid} offline: {reason.getErrorMessage()}; will reconnect")

@@ -1,0 +1,176 @@
+"""``memory:`` — everything in dicts; for tests, benchmarks and throwaway servers."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections import defaultdict
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from xep207.storage.interface import AccountExists, IStorage, NodeExists
+from xep207.storage.records import NONE, Affiliation, bare
+from xep207.storage.paging import page_of
+
+
+@implementer(IStorage)
+class MemoryStorage:
+    def __init__(self, url: str = "memory:"):
+        self.url = url
+        self._nodes = {}  # (service, node_id) -> Node
+        self._affiliations = defaultdict(dict)  # (service, node_id) -> {entity: aff}
+        self._subscriptions = defaultdict(dict)  # (service, node_id) -> {jid: Subscription}
+        self._by_entity = defaultdict(set)  # bare jid -> {(service, node_id, jid)}
+        self._items = defaultdict(dict)  # (service, node_id) -> {item_id: Item}, oldest first
+        self._accounts = {}
+        self._seq = itertools.count(1)
+
+    def start(self):
+        return defer.succeed(None)
+
+    def stop(self):
+        return defer.succeed(None)
+
+    # Nodes
+
+    def create_node(self, node):
+        key = (node.service, node.node_id)
+        if key in self._nodes:
+            return defer.fail(NodeExists(key))
+        self._nodes[key] = node
+        return defer.succeed(None)
+
+    def get_node(self, service, node_id):
+        return defer.succeed(self._nodes.get((service, node_id)))
+
+    def list_nodes(self, service):
+        return defer.succeed(sorted(n for s, n in self._nodes if s == service))
+
+    def set_node_config(self, service, node_id, config):
+        key = (service, node_id)
+        if key in self._nodes:
+            self._nodes[key] = dataclasses.replace(self._nodes[key], config=config)
+        return defer.succeed(None)
+
+    def delete_node(self, service, node_id):
+        self._delete_node(service, node_id)
+        return defer.succeed(None)
+
+    def _delete_node(self, service, node_id):
+        key = (service, node_id)
+        self._nodes.pop(key, None)
+        self._affiliations.pop(key, None)
+        self._items.pop(key, None)
+        for jid in self._subscriptions.pop(key, {}):
+            self._by_entity[bare(jid)].discard((service, node_id, jid))
+
+    # Affiliations
+
+    def get_affiliations(self, service, node_id):
+        return defer.succeed(dict(self._affiliations.get((service, node_id), {})))
+
+    def set_affiliation(self, service, node_id, entity, affiliation):
+        affiliations = self._affiliations[(service, node_id)]
+        if affiliation == NONE:
+            affiliations.pop(entity, None)
+        else:
+            affiliations[entity] = affiliation
+        return defer.succeed(None)
+
+    def get_entity_affiliations(self, entity, service=None):
+        found = [
+            Affiliation(s, n, entity, affs[entity])
+            for (s, n), affs in self._affiliations.items()
+            if entity in affs and (service is None or s == service)
+        ]
+        return defer.succeed(sorted(found, key=lambda a: (a.service, a.node_id)))
+
+    # Subscriptions
+
+    def get_subscriptions(self, service, node_id):
+        return defer.succeed(list(self._subscriptions.get((service, node_id), {}).values()))
+
+    def get_subscription(self, service, node_id, subscriber):
+        return defer.succeed(self._subscriptions.get((service, node_id), {}).get(subscriber))
+
+    def set_subscription(self, subscription):
+        s = subscription
+        self._subscriptions[(s.service, s.node_id)][s.subscriber] = s
+        self._by_entity[bare(s.subscriber)].add((s.service, s.node_id, s.subscriber))
+        return defer.succeed(None)
+
+    def remove_subscription(self, service, node_id, subscriber):
+        self._subscriptions.get((service, node_id), {}).pop(subscriber, None)
+        self._by_entity[bare(subscriber)].discard((service, node_id, subscriber))
+        return defer.succeed(None)
+
+    def get_entity_subscriptions(self, entity, service=None, node_id=None):
+        found = []
+        for s, n, jid in self._by_entity.get(entity, ()):
+            if (service is None or s == service) and (node_id is None or n == node_id):
+                found.append(self._subscriptions[(s, n)][jid])
+        found.sort(key=lambda x: (x.service, x.node_id, x.subscriber))
+        return defer.succeed(found)
+
+    # Items
+
+    def put_item(self, service, node_id, item, max_items):
+        items = self._items[(service, node_id)]
+        items.pop(item.item_id, None)
+        stored = dataclasses.replace(item, seq=next(self._seq))
+        items[item.item_id] = stored
+        if max_items is not None:
+            while len(items) > max_items:
+                del items[next(iter(items))]
+        return defer.succeed(stored)
+
+    def get_items(self, service, node_id, item_ids):
+        items = self._items.get((service, node_id), {})
+        found = [items[i] for i in item_ids if i in items]
+        found.sort(key=lambda i: i.seq)
+        return defer.succeed(found)
+
+    def page_items(self, service, node_id, limit=None, after=None, before=None):
+        items = list(self._items.get((service, node_id), {}).values())
+        return defer.succeed(page_of(items, limit, after, before))
+
+    def delete_items(self, service, node_id, item_ids):
+        items = self._items.get((service, node_id), {})
+        deleted = [i for i in item_ids if items.pop(i, None) is not None]
+        return defer.succeed(deleted)
+
+    def purge_items(self, service, node_id):
+        self._items.pop((service, node_id), None)
+        return defer.succeed(None)
+
+    # Accounts
+
+    def create_account(self, account):
+        if account.jid in self._accounts:
+            return defer.fail(AccountExists(account.jid))
+        self._accounts[account.jid] = account
+        return defer.succeed(None)
+
+    def get_account(self, jid):
+        return defer.succeed(self._accounts.get(jid))
+
+    def update_account(self, account):
+        self._accounts[account.jid] = account
+        return defer.succeed(None)
+
+    def delete_account(self, jid):
+        self._accounts.pop(jid, None)
+        for service, node_id in [k for k in self._nodes if k[0] == jid]:
+            self._delete_node(service, node_id)
+        for s, n, sub in list(self._by_entity.pop(jid, ())):
+            self._subscriptions.get((s, n), {}).pop(sub, None)
+        for affiliations in self._affiliations.values():
+            affiliations.pop(jid, None)
+        return defer.succeed(None)
+
+    def list_accounts(self, domain=None):
+        return defer.succeed(
+            sorted(j for j, a in self._accounts.items() if domain is None or a.domain == domain)
+        )
+

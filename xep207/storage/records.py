@@ -1,0 +1,163 @@
+"""Records: the small immutable data that storage keeps and the engine passes around.
+
+JIDs are kept as normalized strings (``JID.full()``): storage backends and their
+indexes compare strings, and the engine never needs more than bare/full.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Mapping
+
+# Affiliations (XEP-0060 §4.1), strongest first.
+OWNER = "owner"
+PUBLISHER = "publisher"
+PUBLISH_ONLY = "publish-only"
+MEMBER = "member"
+NONE = "none"
+OUTCAST = "outcast"
+AFFILIATIONS = (OWNER, PUBLISHER, PUBLISH_ONLY, MEMBER, NONE, OUTCAST)
+
+# Subscription states (XEP-0060 §4.2).
+SUBSCRIBED = "subscribed"
+PENDING = "pending"
+UNCONFIGURED = "unconfigured"
+
+# How a subscription came to be; decides how its notifications are rendered.
+VIA_PUBSUB = "pubsub"
+VIA_LEGACY = "legacy"
+
+
+def bare(jid: str) -> str:
+    """The bare form of a normalized JID string."""
+    return jid.split("/", 1)[0]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A node's configuration (``pubsub#node_config``), with XEP-0060 defaults.
+
+    ``extra`` keeps fields that the engine does not interpret but other layers
+    do (a MUC room's ``muc#roomconfig_*`` fields, for instance).
+    """
+
+    access_model: str = "open"
+    publish_model: str = "publishers"
+    max_items: int = 10
+    persist_items: bool = True
+    deliver_payloads: bool = True
+    deliver_notifications: bool = True
+    notify_retract: bool = True
+    notify_delete: bool = True
+    notify_config: bool = False
+    notification_type: str = "headline"
+    send_last_published_item: str = "never"
+    title: str = ""
+    roster_groups_allowed: tuple[str, ...] = ()
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    def replace(self, **changes) -> "NodeConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["roster_groups_allowed"] = list(self.roster_groups_allowed)
+        data["extra"] = dict(self.extra)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "NodeConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "roster_groups_allowed" in values:
+            values["roster_groups_allowed"] = tuple(values["roster_groups_allowed"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Node:
+    service: str
+    node_id: str
+    config: NodeConfig
+    creator: str = ""
+    created: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Item:
+    """A published item. ``payload`` is serialized XML, kept as sent.
+
+    ``seq`` orders items across the whole store (newer is larger); backends
+    assign it on ``put_item``.
+    """
+
+    item_id: str
+    payload: str
+    publisher: str
+    published: float = field(default_factory=time.time)
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class Subscription:
+    service: str
+    node_id: str
+    subscriber: str
+    state: str = SUBSCRIBED
+    subid: str = field(default_factory=new_id)
+    options: Mapping[str, object] = field(default_factory=dict)
+    via: str = VIA_PUBSUB
+
+    def replace(self, **changes) -> "Subscription":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Affiliation:
+    service: str
+    node_id: str
+    entity: str
+    affiliation: str
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    """One page of items (XEP-0059), oldest first."""
+
+    items: tuple[Item, ...]
+    count: int
+    first_index: int = 0
+
+    @property
+    def first(self) -> str | None:
+        return self.items[0].item_id if self.items else None
+
+    @property
+    def last(self) -> str | None:
+        return self.items[-1].item_id if self.items else None
+
+
+@dataclass(frozen=True)
+class Account:
+    """A local account. Only SCRAM material is stored, never the password."""
+
+    user: str
+    domain: str
+    salt: bytes
+    iterations: int
+    stored_key_sha1: bytes
+    server_key_sha1: bytes
+    stored_key_sha256: bytes
+    server_key_sha256: bytes
+    created: float = field(default_factory=time.time)
+
+    @property
+    def jid(self) -> str:
+        return f"{self.user}@{self.domain}"
