@@ -16,6 +16,7 @@ from twisted.python import usage
 from twisted.words.protocols.jabber import jid as jidlib
 from wokkel.component import Component
 
+from xep207.config import ConfigFileOptions
 from xep207.pubsub.engine import PubSubEngine
 from xep207.service import ComponentStatus, StorageService, WhenReady, pubsub_handlers
 
@@ -38,6 +39,16 @@ def _positive_int(value) -> int:
 
 
 _positive_int.coerceDoc = "Must be a positive integer."
+
+
+def _port(value) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError("must be a port number (0 picks a free one)")
+    return number
+
+
+_port.coerceDoc = "A TCP port (0: any free port)."
 
 
 class ComponentOptions(usage.Options):
@@ -104,17 +115,80 @@ def make_component_service(options) -> service.MultiService:
     return top
 
 
-class Options(usage.Options):
-    synopsis = "[server options] | component [component options]"
-    longdesc = __doc__
+class Options(ConfigFileOptions):
+    synopsis = "[options] | component [component options]"
+    longdesc = ("Run a complete XMPP server for --domain (default), or attach the pubsub "
+                "service to another server as a component. Settings can also come from a "
+                "TOML file (--config); the command line wins.")
+    tables = ("components",)
+
+    optFlags = [
+        ["tls-optional", None, "Offer STARTTLS but do not require it."],
+        ["no-tls", None, "No TLS at all (local testing only; implies plaintext streams)."],
+        ["allow-plaintext-auth", None, "Offer PLAIN authentication without TLS (local testing only)."],
+        ["no-compression", None, "Do not offer XEP-0138 stream compression."],
+        ["registration", None, "Allow XEP-0077 in-band registration of new accounts."],
+    ]
+    optParameters = [
+        ["config", "c", None, "A TOML file with any of these options (long names as keys)."],
+        ["domain", "d", "localhost", "The XMPP domain this server serves."],
+        ["data-dir", None, "xep207-data",
+         "Directory for the embedded SQLite database and the generated TLS certificate."],
+        ["storage", None, None,
+         "Storage URL: memory:, sqlite:///relative.db, sqlite:////absolute.db, "
+         "postgresql://user@host/db, or a plugin's scheme. Default: SQLite in --data-dir."],
+        ["c2s-port", None, 5222, "Port for client connections.", _port],
+        ["c2s-interfaces", None, "::",
+         "Comma-separated addresses to listen on for clients ('::' is IPv6 and IPv4)."],
+        ["tls-cert", None, None, "PEM certificate (chain) for the domain. Default: self-signed."],
+        ["tls-key", None, None, "PEM private key for --tls-cert."],
+        ["max-stanza-size", None, 262144, "Largest stanza in bytes (policy-violation beyond).",
+         _positive_int],
+        ["max-payload-size", None, 65536, "Largest pubsub item payload in bytes.", _positive_int],
+        ["auth-timeout", None, 60, "Seconds a connection may stay unauthenticated.", _positive_int],
+        ["max-auth-failures", None, 5,
+         "Failed logins per address per minute before further attempts are refused.", _positive_int],
+        ["pubsub-domain", None, None, "The pubsub service's JID. Default: pubsub.DOMAIN."],
+        ["chat-domain", None, None, "The groupchat service's JID. Default: chat.DOMAIN."],
+        ["component-port", None, 5347, "Port for XEP-0114 components (only with components).", _port],
+        ["component-interface", None, "127.0.0.1", "Address for the component port."],
+    ]
     subCommands = [
         ["component", None, ComponentOptions,
          "Attach the pubsub service to an existing XMPP server (XEP-0114)."],
     ]
 
+    def __init__(self):
+        super().__init__()
+        self["components"] = {}
+
+    def opt_component(self, value):
+        """NAME=SECRET: accept an external component (repeatable; prefer the config file)."""
+        name, sep, secret = value.partition("=")
+        if not sep or not name or not secret:
+            raise usage.UsageError("--component takes NAME=SECRET")
+        self["components"][name] = secret
+
     def postOptions(self):
-        if self.subCommand is None:
-            raise usage.UsageError("name a mode: component")
+        if self.subCommand is not None:
+            return
+        try:
+            domain = jidlib.JID(self["domain"])
+        except jidlib.InvalidFormat as exc:
+            raise usage.UsageError(f"--domain: {exc}")
+        if domain.user or domain.resource:
+            raise usage.UsageError("--domain is a domain name, not a JID")
+        self["domain"] = domain.host
+        self["pubsub-domain"] = self["pubsub-domain"] or f"pubsub.{domain.host}"
+        self["chat-domain"] = self["chat-domain"] or f"chat.{domain.host}"
+        if bool(self["tls-cert"]) != bool(self["tls-key"]):
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        for option in ("tls-cert", "tls-key"):
+            if self[option] and not os.path.isfile(self[option]):
+                raise usage.UsageError(f"--{option}: no such file {self[option]}")
+        if not self["storage"]:
+            self["storage"] = default_storage_url(self["data-dir"])
+        _check_storage_url(self["storage"])
 
 
 def makeService(options) -> service.IService:

@@ -146,10 +146,11 @@ class EngineResource(PubSubResource):
     """
 
     features = FEATURES
-    discoIdentity = disco.DiscoIdentity("pubsub", "service", "xep207 publish-subscribe")
 
-    def __init__(self, engine):
+    def __init__(self, engine, pep=False):
         self.engine = engine
+        self.discoIdentity = (disco.DiscoIdentity("pubsub", "pep") if pep else
+                              disco.DiscoIdentity("pubsub", "service", "xep207 publish-subscribe"))
 
     def getConfigurationOptions(self):
         return node_config.FIELDS
@@ -382,11 +383,22 @@ class PubSubProtocol(PubSubService):
     """The pubsub service on one XML stream (a component connection, or the
     internal router's). It is also the engine's event sink on that stream."""
 
-    def __init__(self, engine, resource=None):
-        super().__init__(resource or EngineResource(engine))
+    def __init__(self, engine, resource=None, accepts=None, pep=False):
+        """``accepts(service)`` says which addressed JIDs this instance serves
+        (default: any); ``pep`` makes it the PEP service of accounts."""
+        super().__init__(resource or EngineResource(engine, pep=pep))
         self.engine = engine
-        self.discoIdentity = {"category": "pubsub", "type": "service",
-                              "name": "xep207 publish-subscribe"}
+        self.accepts = accepts or (lambda service: True)
+
+    def getDiscoInfo(self, requestor, target, nodeIdentifier=""):
+        if not self.accepts(target.full()):
+            return defer.succeed([])
+        return super().getDiscoInfo(requestor, target, nodeIdentifier)
+
+    def getDiscoItems(self, requestor, target, nodeIdentifier=""):
+        if not self.accepts(target.full()):
+            return defer.succeed([])
+        return super().getDiscoItems(requestor, target, nodeIdentifier)
 
     def connectionMade(self):
         super().connectionMade()
@@ -396,6 +408,8 @@ class PubSubProtocol(PubSubService):
     def _onPubSubRequest(self, iq):
         # wokkel builds its own PubSubRequest here; ours parses more.
         request = Request.fromElement(iq)
+        if request.recipient is None or not self.accepts(request.recipient.full()):
+            return defer.fail(error.StanzaError("service-unavailable"))
         resource = self.resource.locateResource(request)
         preprocess = getattr(self, "_preProcess_" + request.verb, None)
         if preprocess is not None:

@@ -15,20 +15,14 @@ from twisted.internet.testing import StringTransport
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
 
+from xep207.xmlutil import parse_stanza
+
 _ids = itertools.count(1)
 
 
 def parse(text: str) -> domish.Element:
     """Parse one serialized stanza (a notification string, say) into an Element."""
-    elements = []
-    stream = domish.elementStream()
-    stream.DocumentStartEvent = elements.append
-    stream.ElementEvent = lambda e: elements[0].addChild(e)
-    stream.DocumentEndEvent = lambda: None
-    stream.parse("<root xmlns='jabber:component:accept'>" + text + "</root>")
-    children = [c for c in elements[0].elements()]
-    assert len(children) == 1, text
-    return children[0]
+    return parse_stanza(text, "jabber:component:accept")
 
 
 def as_element(obj) -> domish.Element:

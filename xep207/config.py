@@ -1,0 +1,66 @@
+"""Options from a TOML file, under the command line (which wins).
+
+The file's keys are the long option names: ``domain = "example.org"``,
+``c2s-port = 5222``, ``allow-plaintext-auth = true``, and a ``[components]``
+table of component JIDs to secrets.
+"""
+
+from __future__ import annotations
+
+import tomllib
+
+from twisted.python import usage
+
+
+def _find_config(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg in ("component",):  # a subcommand: its options are its own
+            return None
+    return None
+
+
+class ConfigFileOptions(usage.Options):
+    """``usage.Options`` that first reads ``--config FILE``; tables become dicts."""
+
+    tables: tuple[str, ...] = ()
+
+    def parseOptions(self, options=None):
+        import sys
+
+        argv = list(sys.argv[1:] if options is None else options)
+        path = _find_config(argv)
+        if path:
+            self.apply_config(path)
+        super().parseOptions(argv)
+
+    def apply_config(self, path: str) -> None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as exc:
+            raise usage.UsageError(f"--config: {exc}")
+        except tomllib.TOMLDecodeError as exc:
+            raise usage.UsageError(f"--config {path}: not valid TOML ({exc})")
+        flags = {name for name, *_ in getattr(self, "optFlags", [])}
+        parameters = {row[0]: row for row in getattr(self, "optParameters", [])}
+        for key, value in data.items():
+            if key in self.tables:
+                if not isinstance(value, dict):
+                    raise usage.UsageError(f"--config {path}: {key} must be a table")
+                self[key] = {str(k): str(v) for k, v in value.items()}
+            elif key in flags:
+                if not isinstance(value, bool):
+                    raise usage.UsageError(f"--config {path}: {key} must be true or false")
+                self[key] = value
+            elif key in parameters:
+                coerce = parameters[key][4] if len(parameters[key]) > 4 else None
+                try:
+                    self[key] = coerce(value) if coerce else str(value)
+                except (TypeError, ValueError) as exc:
+                    raise usage.UsageError(f"--config {path}: {key}: {exc}")
+            else:
+                raise usage.UsageError(f"--config {path}: unknown setting {key!r}")

@@ -1,0 +1,66 @@
+"""Account management shared by ``xep207ctl`` and XEP-0077 in-band registration."""
+
+from __future__ import annotations
+
+from twisted.words.protocols.jabber import jid as jidlib
+
+from xep207.pubsub.engine import PRESENCE_NODE, ROSTER_NODE
+from xep207.server import sasl
+from xep207.storage.interface import AccountExists
+from xep207.storage.records import OWNER, Node
+
+MIN_PASSWORD_LENGTH = 6
+
+
+class AccountError(Exception):
+    pass
+
+
+def normalize(jid: str, domain: str | None = None) -> jidlib.JID:
+    """A bare account JID, nodeprep'd; a bare localpart takes ``domain``."""
+    if "@" not in jid and domain:
+        jid = f"{jid}@{domain}"
+    try:
+        parsed = jidlib.JID(jid)
+    except jidlib.InvalidFormat as exc:
+        raise AccountError(f"invalid JID {jid!r}: {exc}")
+    if parsed.user is None or parsed.resource is not None:
+        raise AccountError(f"an account is user@domain, not {jid!r}")
+    return parsed
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
+
+
+async def create_account(storage, engine_defaults, jid: str, password: str) -> str:
+    """Create the account and its XEP-0207 nodes (``presence``, ``roster``)."""
+    parsed = normalize(jid)
+    check_password(password)
+    account = sasl.make_account(parsed.user, parsed.host, password)
+    try:
+        await storage.create_account(account)
+    except AccountExists:
+        raise AccountError(f"{account.jid} exists already")
+    for node_id in (PRESENCE_NODE, ROSTER_NODE):
+        if await storage.get_node(account.jid, node_id) is None:
+            config = engine_defaults(account.jid, node_id)
+            await storage.create_node(Node(account.jid, node_id, config, account.jid))
+            await storage.set_affiliation(account.jid, node_id, account.jid, OWNER)
+    return account.jid
+
+
+async def change_password(storage, jid: str, password: str) -> None:
+    parsed = normalize(jid)
+    check_password(password)
+    if await storage.get_account(parsed.userhost()) is None:
+        raise AccountError(f"no account {parsed.userhost()}")
+    await storage.update_account(sasl.make_account(parsed.user, parsed.host, password))
+
+
+async def delete_account(storage, jid: str) -> None:
+    parsed = normalize(jid)
+    if await storage.get_account(parsed.userhost()) is None:
+        raise AccountError(f"no account {parsed.userhost()}")
+    await storage.delete_account(parsed.userhost())

@@ -1,0 +1,370 @@
+"""Client streams (RFC 6120): negotiation, then a ``Session`` handed to the router.
+
+Where a client's bytes enter: ``ServerStream`` (parsing, limits), then
+``ClientNegotiator`` (STARTTLS, SASL, compression, bind), then, once bound,
+``Router.route_from_session`` for every stanza.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from twisted.internet import defer
+from twisted.python import log
+from twisted.words.protocols.jabber import jid as jidlib
+from twisted.words.protocols.jabber import xmlstream
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish import domish
+
+from xep207.server import sasl
+from xep207.server.stream import NS_STREAMS, ServerStream
+
+NS_CLIENT = "jabber:client"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
+NS_COMPRESS_FEATURE = "http://jabber.org/features/compress"
+NS_COMPRESS = "http://jabber.org/protocol/compress"
+NS_ROSTERVER = "urn:xmpp:features:rosterver"
+NS_REGISTER_FEATURE = "http://jabber.org/features/iq-register"
+
+
+@dataclass(frozen=True)
+class C2SPolicy:
+    """What the operator configured for client streams."""
+
+    domain: str
+    tls: object | None = None  # a Twisted TLS context factory, or None
+    require_tls: bool = True
+    allow_plaintext_auth: bool = False
+    compression: bool = True
+    max_stanza_size: int = 256 * 1024
+    auth_timeout: float = 60.0
+    registration: bool = False
+
+
+class AuthThrottle:
+    """Limits failed authentications per remote address (a sliding window)."""
+
+    def __init__(self, clock, max_failures: int = 5, window: float = 60.0):
+        self._clock = clock
+        self.max_failures = max_failures
+        self.window = window
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, address: str) -> list[float]:
+        now = self._clock.seconds()
+        recent = [t for t in self._failures.get(address, ()) if now - t < self.window]
+        if recent:
+            self._failures[address] = recent
+        else:
+            self._failures.pop(address, None)
+        return recent
+
+    def blocked(self, address: str) -> bool:
+        return len(self._recent(address)) >= self.max_failures
+
+    def failed(self, address: str) -> None:
+        self._recent(address)
+        self._failures.setdefault(address, []).append(self._clock.seconds())
+
+
+@dataclass(eq=False)
+class Session:
+    """A bound client resource. Presence state lives here because routing
+    (RFC 6121 §8) depends on it; what presence *means* lives in the legacy layer."""
+
+    jid: jidlib.JID
+    stream: ServerStream
+    available: bool = False
+    priority: int = 0
+    presence: domish.Element | None = None
+    started: float = field(default_factory=time.time)
+    interested: frozenset = frozenset()  # XEP-0115/0163 "+notify" node names
+    pubsub_nodes: set = field(default_factory=set)  # nodes it used XEP-0060 on
+    directed: set = field(default_factory=set)  # full JIDs it sent directed presence to
+
+    @property
+    def full(self) -> str:
+        return self.jid.full()
+
+    @property
+    def bare(self) -> str:
+        return self.jid.userhost()
+
+    def send(self, stanza) -> None:
+        """Write a stanza (an Element or already-serialized text) to the client."""
+        self.stream.send(stanza)
+
+    def close(self, condition: str, text: str | None = None) -> None:
+        self.stream.fail(condition, text)
+
+
+def _element(uri: str, name: str, *children: str) -> domish.Element:
+    element = domish.Element((uri, name))
+    for child in children:
+        element.addElement(child)
+    return element
+
+
+class ClientNegotiator(xmlstream.ListenAuthenticator):
+    """Runs RFC 6120 stream negotiation for one client connection."""
+
+    namespace = NS_CLIENT
+
+    def __init__(self, policy: C2SPolicy, router, throttle: AuthThrottle):
+        super().__init__()
+        self.policy = policy
+        self.router = router
+        self.throttle = throttle
+        self.user: str | None = None  # authenticated localpart
+        self.session: Session | None = None
+        self._mechanism = None
+        self._timeout = None
+
+    # Connection and stream headers -----------------------------------------
+
+    def connectionMade(self):
+        from twisted.internet import reactor
+
+        self._timeout = reactor.callLater(self.policy.auth_timeout, self._timed_out)
+        self.xmlstream.addObserver(xmlstream.STREAM_END_EVENT, self._connection_lost)
+
+    def _timed_out(self):
+        self._timeout = None
+        if self.session is None:
+            self.xmlstream.fail("connection-timeout", "no authenticated session in time")
+
+    @property
+    def address(self) -> str:
+        peer = self.xmlstream.transport.getPeer()
+        return getattr(peer, "host", str(peer))
+
+    @property
+    def tls_active(self) -> bool:
+        from twisted.internet.interfaces import ISSLTransport
+
+        transport = getattr(self.xmlstream.transport, "_transport", self.xmlstream.transport)
+        return ISSLTransport.providedBy(transport)
+
+    def streamStarted(self, root):
+        xs = self.xmlstream
+        xs.namespace = NS_CLIENT
+        xs.thisEntity = jidlib.JID(self.policy.domain)
+        xs.prefixes = {NS_STREAMS: "stream"}
+        xs.sid = uuid.uuid4().hex
+        if root.uri != NS_STREAMS or root.name != "stream":
+            return xs.fail("invalid-namespace")
+        if root.defaultUri != NS_CLIENT:
+            return xs.fail("invalid-namespace", "this port serves jabber:client")
+        version = root.getAttribute("version", "0.0")
+        try:
+            major = int(version.split(".")[0])
+        except ValueError:
+            major = 0
+        if major < 1:
+            return xs.fail("unsupported-version")
+        xs.version = (1, 0)
+        if root.getAttribute("to", "").lower() != self.policy.domain:
+            return xs.fail("host-unknown", f"this server serves {self.policy.domain}")
+        xs.sendHeader()
+        xs.send(self._features())
+        if not getattr(self, "_observing", False):
+            self._observing = True
+            xs.addObserver("/*", self._on_element, priority=-1)
+
+    def _features(self) -> domish.Element:
+        features = domish.Element((NS_STREAMS, "features"))
+        if self.user is None:
+            if self.policy.tls is not None and not self.tls_active:
+                starttls = features.addElement((NS_TLS, "starttls"))
+                if self.policy.require_tls:
+                    starttls.addElement("required")
+                    return features
+            mechanisms = features.addElement((NS_SASL, "mechanisms"))
+            for name in self._mechanisms():
+                mechanisms.addElement("mechanism", content=name)
+            if self.policy.registration:
+                features.addElement((NS_REGISTER_FEATURE, "register"))
+        else:
+            features.addElement((NS_BIND, "bind"))
+            features.addElement((NS_SESSION, "session")).addElement("optional")
+            features.addElement((NS_ROSTERVER, "ver"))
+            if self.policy.compression and not self.xmlstream.compressed:
+                compression = features.addElement((NS_COMPRESS_FEATURE, "compression"))
+                compression.addElement("method", content="zlib")
+        return features
+
+    def _mechanisms(self) -> dict:
+        plain = self.tls_active or self.policy.allow_plaintext_auth
+        return sasl.mechanisms(self.router.lookup_account, plain=plain)
+
+    # Elements -----------------------------------------------------------------
+
+    def _on_element(self, element):
+        if getattr(element, "handled", False):
+            return
+        element.handled = True
+        if self.session is not None:
+            self.router.route_from_session(self.session, element)
+            return
+        handler = {
+            (NS_TLS, "starttls"): self._on_starttls,
+            (NS_SASL, "auth"): self._on_auth,
+            (NS_SASL, "response"): self._on_response,
+            (NS_SASL, "abort"): self._on_abort,
+            (NS_COMPRESS, "compress"): self._on_compress,
+        }.get((element.uri, element.name))
+        if handler is not None:
+            return handler(element)
+        if element.name == "iq" and element.uri == NS_CLIENT:
+            return self._on_iq(element)
+        self.xmlstream.fail("not-authorized", "negotiate the stream first")
+
+    def _on_starttls(self, element):
+        xs = self.xmlstream
+        if self.policy.tls is None or self.tls_active or self.user is not None:
+            xs.send(_element(NS_TLS, "failure"))
+            xs.transport.loseConnection()
+            return
+        xs.send(_element(NS_TLS, "proceed"))
+        xs.transport.startTLS(self.policy.tls)
+        xs.reset()
+
+    def _sasl_failure(self, condition: str, text: str | None = None):
+        failure = _element(NS_SASL, "failure", condition)
+        if text:
+            failure.addElement("text", content=text)
+        self.xmlstream.send(failure)
+        self._mechanism = None
+
+    def _on_auth(self, element):
+        if self.user is not None:
+            return self.xmlstream.fail("policy-violation", "already authenticated")
+        if self.policy.tls is not None and self.policy.require_tls and not self.tls_active:
+            return self._sasl_failure("encryption-required")
+        if self.throttle.blocked(self.address):
+            return self._sasl_failure("temporary-auth-failure", "too many failed attempts; try later")
+        factory = self._mechanisms().get(element.getAttribute("mechanism"))
+        if factory is None:
+            return self._sasl_failure("invalid-mechanism")
+        self._mechanism = factory()
+        text = str(element).strip()
+        initial = None if text == "" else self._decode(text)
+        if initial is not False:
+            self._step(self._mechanism.start(initial))
+
+    def _on_response(self, element):
+        if self._mechanism is None:
+            return self._sasl_failure("malformed-request")
+        data = self._decode(str(element).strip())
+        if data is not False:
+            self._step(self._mechanism.respond(data))
+
+    def _on_abort(self, element):
+        self._sasl_failure("aborted")
+
+    def _decode(self, text: str):
+        """Base64 SASL data (``=`` is empty); False after answering bad encoding."""
+        if text in ("", "="):
+            return b""
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            self._sasl_failure("incorrect-encoding")
+            return False
+
+    def _step(self, coroutine):
+        mechanism = self._mechanism
+        d = defer.ensureDeferred(coroutine)
+
+        def answered(outcome):
+            if self._mechanism is not mechanism or self.xmlstream.transport is None:
+                return  # aborted meanwhile, or the client left
+            if isinstance(outcome, sasl.Challenge):
+                challenge = domish.Element((NS_SASL, "challenge"))
+                challenge.addContent(base64.b64encode(outcome.data).decode("ascii") if outcome.data else "=")
+                self.xmlstream.send(challenge)
+            else:
+                self._authenticated(outcome)
+
+        def failed(failure):
+            failure.trap(sasl.SASLFailure)
+            if failure.value.condition in ("not-authorized", "invalid-authzid"):
+                self.throttle.failed(self.address)
+                log.msg(f"failed authentication from {self.address}")
+            self._sasl_failure(failure.value.condition, failure.value.text)
+
+        d.addCallbacks(answered, failed)
+        d.addErrback(log.err, "SASL step failed")
+
+    def _authenticated(self, success: sasl.Success):
+        self.user = success.user
+        self._mechanism = None
+        element = domish.Element((NS_SASL, "success"))
+        if success.data:
+            element.addContent(base64.b64encode(success.data).decode("ascii"))
+        self.xmlstream.send(element)
+        self.xmlstream.reset()
+
+    def _on_compress(self, element):
+        xs = self.xmlstream
+        if self.user is None or not self.policy.compression or xs.compressed:
+            failure = _element(NS_COMPRESS, "failure", "setup-failed")
+            return xs.send(failure)
+        methods = [str(m) for m in element.elements(NS_COMPRESS, "method")]
+        if "zlib" not in methods:
+            return xs.send(_element(NS_COMPRESS, "failure", "unsupported-method"))
+        xs.send(_element(NS_COMPRESS, "compressed"))
+        xs.start_compression()
+
+    # Binding --------------------------------------------------------------------
+
+    def _on_iq(self, iq):
+        bind = iq.firstChildElement()
+        if self.user is None:
+            if self.policy.registration and bind is not None and bind.uri == "jabber:iq:register":
+                return self.router.handle_registration(self.xmlstream, iq, secure=self.tls_active)
+            return self.xmlstream.fail("not-authorized", "authenticate first")
+        if iq.getAttribute("type") != "set" or bind is None or (bind.uri, bind.name) != (NS_BIND, "bind"):
+            return self.xmlstream.send(StanzaError("not-authorized", text="bind a resource first").toResponse(iq))
+        requested = "".join(str(r) for r in bind.elements(NS_BIND, "resource")).strip()
+        resource = requested or uuid.uuid4().hex[:12]
+        try:
+            full = jidlib.JID(tuple=(self.user, self.policy.domain, resource))
+        except jidlib.InvalidFormat:
+            return self.xmlstream.send(StanzaError("bad-request", text="invalid resource").toResponse(iq))
+        self.session = Session(full, self.xmlstream)
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self.router.bind(self.session)
+        result = xmlstream.toResponse(iq, "result")
+        result.addElement((NS_BIND, "bind")).addElement("jid", content=full.full())
+        self.xmlstream.send(result)
+
+    def _connection_lost(self, reason):
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        if self.session is not None:
+            session, self.session = self.session, None
+            self.router.unbind(session)
+
+
+class ClientFactory(xmlstream.XmlStreamServerFactory):
+    """Creates a ``ServerStream`` with a fresh negotiator per connection."""
+
+    def __init__(self, policy: C2SPolicy, router, throttle: AuthThrottle):
+        super().__init__(lambda: ClientNegotiator(policy, router, throttle))
+        self.policy = policy
+
+    def buildProtocol(self, addr):
+        stream = ServerStream(self.authenticatorFactory(), self.policy.max_stanza_size)
+        stream.factory = self
+        for event, fn in self.bootstraps:
+            stream.addObserver(event, fn)
+        return stream

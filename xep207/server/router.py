@@ -1,0 +1,296 @@
+"""The router: every stanza of the server passes through ``route``.
+
+It knows the local sessions and the services by domain (internal ones such
+as ``pubsub.DOMAIN`` and external XEP-0114 components, attached through
+wokkel's ``addRoute``/``removeRoute`` protocol), and applies RFC 6121 §8 to
+addresses on the local domain. The legacy layer (presence, roster, chat,
+groupchat) plugs in as ``StanzaInterceptor``s that see a stanza before the
+default delivery does.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable, Iterable
+
+from twisted.internet import defer
+from twisted.python import log
+from twisted.words.protocols.jabber import jid as jidlib
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish import domish
+
+from xep207.server.c2s import Session
+from xep207.xmlutil import parse_stanza
+from xep207.storage.records import Account
+
+STANZAS = ("message", "presence", "iq")
+
+
+def is_error_or_result(stanza) -> bool:
+    return stanza.getAttribute("type") in ("error", "result")
+
+
+class Router:
+    def __init__(self, domain: str, storage):
+        self.domain = domain
+        self.storage = storage
+        self.sessions: dict[str, dict[str, Session]] = defaultdict(dict)
+        self.routes: dict[str, object] = {}  # domain -> stream-like with send()
+        self.internal_routes: set[str] = set()  # in-process services: answer what they ignore
+        self.local_services = None  # stream-like for iqs to the domain and to accounts
+        self.interceptors: list = []
+        self._known_accounts: dict[str, Account] = {}
+        self.on_bind: list[Callable[[Session], None]] = []
+        self.on_unbind: list[Callable[[Session], None]] = []
+        self.handle_registration = None  # XEP-0077 before login, when enabled
+
+    # Accounts -------------------------------------------------------------------
+
+    async def lookup_account(self, user: str) -> Account | None:
+        """SASL's credential lookup: a localpart on our domain."""
+        try:
+            bare = jidlib.JID(tuple=(user, self.domain, None)).userhost()
+        except jidlib.InvalidFormat:
+            return None
+        return await self.storage.get_account(bare)
+
+    async def account_exists(self, bare: str) -> bool:
+        if bare in self._known_accounts:
+            return True
+        account = await self.storage.get_account(bare)
+        if account is not None:
+            self._known_accounts[bare] = account
+        return account is not None
+
+    def forget_account(self, bare: str) -> None:
+        self._known_accounts.pop(bare, None)
+        for session in list(self.sessions.get(bare, {}).values()):
+            session.close("not-authorized", "account removed")
+
+    # Sessions -------------------------------------------------------------------
+
+    def bind(self, session: Session) -> None:
+        """Register a bound resource; an existing one of the same name is
+        replaced (RFC 6120 §7.7.2.2, first option: the old one is told
+        ``conflict`` and closed)."""
+        resources = self.sessions[session.bare]
+        old = resources.get(session.jid.resource)
+        if old is not None:
+            self.unbind(old)
+            old.close("conflict", "replaced by a new connection")
+        resources[session.jid.resource] = session
+        for callback in self.on_bind:
+            callback(session)
+
+    def unbind(self, session: Session) -> None:
+        resources = self.sessions.get(session.bare, {})
+        if resources.get(session.jid.resource) is session:
+            del resources[session.jid.resource]
+            if not resources:
+                self.sessions.pop(session.bare, None)
+            for callback in self.on_unbind:
+                callback(session)
+
+    def session(self, full: str) -> Session | None:
+        bare, _, resource = full.partition("/")
+        return self.sessions.get(bare, {}).get(resource)
+
+    def resources(self, bare: str) -> list[Session]:
+        return list(self.sessions.get(bare, {}).values())
+
+    def available_resources(self, bare: str) -> list[Session]:
+        return [s for s in self.resources(bare) if s.available]
+
+    def deliverable_resources(self, bare: str, everyone: bool = False) -> list[Session]:
+        """RFC 6121 §8.5.2.1.1: the available resources with non-negative
+        priority; only the highest-priority ones unless ``everyone``."""
+        candidates = [s for s in self.available_resources(bare) if s.priority >= 0]
+        if everyone or not candidates:
+            return candidates
+        top = max(s.priority for s in candidates)
+        return [s for s in candidates if s.priority == top]
+
+    # wokkel's router protocol (InternalComponent, XMPPComponentServerFactory) ------
+
+    def addRoute(self, destination: str, xs) -> None:
+        self.routes[destination] = xs
+        xs.addObserver("/*", self.route)
+
+    def removeRoute(self, destination: str, xs) -> None:
+        if self.routes.get(destination) is xs:
+            del self.routes[destination]
+        xs.removeObserver("/*", self.route)
+
+    # Routing ----------------------------------------------------------------------
+
+    def route_from_session(self, session: Session, stanza: domish.Element) -> None:
+        """A stanza from a bound client: stamp ``from`` (RFC 6120 §8.1.2.1), then route."""
+        if stanza.name not in STANZAS:
+            session.close("unsupported-stanza-type", f"<{stanza.name}/> is not a stanza")
+            return
+        claimed = stanza.getAttribute("from")
+        if claimed and claimed not in (session.full, session.bare):
+            session.close("invalid-from", "the from address is not this session's")
+            return
+        stanza["from"] = session.full
+        to = stanza.getAttribute("to")
+        if to:
+            try:
+                stanza["to"] = jidlib.JID(to).full()
+            except jidlib.InvalidFormat:
+                self.bounce(stanza, "jid-malformed")
+                return
+        stanza.session = session
+        self.route(stanza)
+
+    def route(self, stanza: domish.Element) -> None:
+        """Deliver one stanza, from a session, a service or a component."""
+        if stanza.name not in STANZAS:
+            return
+        d = defer.ensureDeferred(self._route(stanza))
+        d.addErrback(self._route_failed, stanza)
+
+    def _route_failed(self, failure, stanza):
+        if failure.check(StanzaError):
+            self.bounce(stanza, failure.value.condition, failure.value.text)
+            return
+        log.err(failure, f"routing failed for {stanza.toXml()[:200]}")
+        self.bounce(stanza, "internal-server-error")
+
+    async def _route(self, stanza: domish.Element) -> None:
+        for interceptor in self.interceptors:
+            if await interceptor.intercept(stanza):
+                return
+        to = stanza.getAttribute("to")
+        if not to:
+            to = self.domain if stanza.name == "iq" else stanza["from"].split("/")[0]
+            if stanza.name == "iq":
+                await self.deliver_local_service(stanza)
+                return
+        try:
+            target = jidlib.JID(to)
+        except jidlib.InvalidFormat:
+            self.bounce(stanza, "jid-malformed")
+            return
+        if target.host == self.domain:
+            await self.deliver_local(stanza, target)
+        elif target.host in self.routes:
+            self.routes[target.host].send(stanza)
+            if target.host in self.internal_routes:
+                self._unhandled(stanza)
+        else:
+            # No server-to-server: the rest of the network is unreachable.
+            self.bounce(stanza, "remote-server-not-found")
+
+    async def deliver_local(self, stanza: domish.Element, target: jidlib.JID) -> None:
+        """RFC 6121 §8.5 for an address on our domain."""
+        if target.user is None:
+            if stanza.name == "iq":
+                await self.deliver_local_service(stanza)
+            elif stanza.name == "message" and not is_error_or_result(stanza):
+                self.bounce(stanza, "service-unavailable")
+            return
+        bare = target.userhost()
+        if not await self.account_exists(bare):
+            # §8.5.1: no such user.
+            if stanza.name == "iq" or (stanza.name == "message" and stanza.getAttribute("type") != "headline"):
+                self.bounce(stanza, "service-unavailable")
+            return
+        if target.resource is None:
+            await self.deliver_to_bare(stanza, bare)
+        else:
+            self.deliver_to_full(stanza, target)
+
+    async def deliver_to_bare(self, stanza, bare: str) -> None:
+        """§8.5.2: a stanza addressed to an account's bare JID."""
+        if stanza.name == "iq":
+            await self.deliver_local_service(stanza)
+        elif stanza.name == "message":
+            self.deliver_message_to_bare(stanza, bare)
+        elif stanza.name == "presence":
+            for session in self.available_resources(bare):
+                session.send(stanza)
+
+    def deliver_message_to_bare(self, stanza, bare: str) -> bool:
+        """Returns whether some resource got it."""
+        kind = stanza.getAttribute("type", "normal")
+        if kind == "groupchat":
+            self.bounce(stanza, "service-unavailable")
+            return False
+        targets = self.deliverable_resources(bare, everyone=kind == "headline")
+        for session in targets:
+            session.send(stanza)
+        if not targets and kind in ("normal", "chat") and not is_error_or_result(stanza):
+            self.undeliverable_message(stanza, bare)
+        return bool(targets)
+
+    def undeliverable_message(self, stanza, bare: str) -> None:
+        """No available resource. The chat layer replaces this with offline
+        storage; without it, the sender learns the message did not arrive."""
+        self.bounce(stanza, "service-unavailable")
+
+    def deliver_to_full(self, stanza, target: jidlib.JID) -> None:
+        """§8.5.3: a stanza addressed to a full JID."""
+        session = self.session(target.full())
+        if session is not None:
+            session.send(stanza)
+            return
+        if stanza.name == "iq":
+            if not is_error_or_result(stanza):
+                self.bounce(stanza, "service-unavailable")
+        elif stanza.name == "message":
+            kind = stanza.getAttribute("type", "normal")
+            if kind in ("normal", "chat"):
+                self.deliver_message_to_bare(stanza, target.userhost())
+            elif kind == "groupchat":
+                self.bounce(stanza, "service-unavailable")
+        # presence to an unavailable resource: silently ignored (§8.5.3.2.3)
+
+    async def deliver_local_service(self, stanza) -> None:
+        if self.local_services is None:
+            self.bounce(stanza, "service-unavailable")
+        else:
+            self.local_services.send(stanza)
+            self._unhandled(stanza)
+
+    def _unhandled(self, stanza) -> None:
+        """An iq no in-process handler took: RFC 6120 §8.2.3 wants an answer."""
+        if stanza.name == "iq" and stanza.getAttribute("type") in ("get", "set") \
+                and not getattr(stanza, "handled", False):
+            self.bounce(stanza, "service-unavailable")
+
+    def deliver_serialized(self, to: str, xml: str, kind: str = "message",
+                           message_type: str = "headline") -> None:
+        """Deliver a stanza already serialized once for many recipients.
+
+        Used by the pubsub fan-out: the text goes to each session's socket as
+        is; only a recipient elsewhere (a component) costs a parse.
+        """
+        bare, _, resource = to.partition("/")
+        host = bare.split("@")[-1]
+        if host != self.domain or "@" not in bare:
+            self.route(parse_stanza(xml))
+            return
+        if resource:
+            session = self.session(to)
+            if session is not None:
+                session.send(xml)
+            return
+        everyone = message_type == "headline"
+        for session in self.deliverable_resources(bare, everyone=everyone):
+            session.send(xml)
+
+    # Errors -------------------------------------------------------------------------
+
+    def bounce(self, stanza: domish.Element, condition: str, text: str | None = None) -> None:
+        """Send a stanza error back to the sender; never answer an error or a result."""
+        if is_error_or_result(stanza) or not stanza.getAttribute("from"):
+            return
+        response = StanzaError(condition, text=text).toResponse(stanza)
+        if not response.getAttribute("from"):
+            response["from"] = self.domain
+        self.route(response)
+
+    def broadcast(self, sessions: Iterable[Session], stanza) -> None:
+        for session in sessions:
+            session.send(stanza)

@@ -1,0 +1,220 @@
+"""SASL for client streams: SCRAM-SHA-256, SCRAM-SHA-1 (RFC 5802/7677) and PLAIN.
+
+Only SCRAM material is ever stored (salt, iteration count, StoredKey and
+ServerKey per hash); PLAIN is verified by deriving the same keys from the
+offered password. Mechanisms are small state machines: ``start`` and
+``respond`` return a ``Challenge``, a ``Success`` or raise ``SASLFailure``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import unicodedata
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from xep207.storage.records import Account
+
+DEFAULT_ITERATIONS = 4096
+HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"}
+
+
+class SASLFailure(Exception):
+    """An RFC 6120 §6.5 failure condition (``not-authorized``, ``malformed-request`` …)."""
+
+    def __init__(self, condition: str, text: str | None = None):
+        super().__init__(condition, text)
+        self.condition = condition
+        self.text = text
+
+
+@dataclass(frozen=True)
+class Challenge:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Success:
+    user: str  # the authenticated localpart
+    data: bytes | None = None
+
+
+def saslprep(password: str) -> str:
+    """Normalize a password (RFC 4013's mapping is NFKC plus space folding).
+
+    Prohibited-character checks are left out: both sides of a comparison go
+    through the same function, so a password is only ever compared to itself.
+    """
+    mapped = "".join(" " if unicodedata.category(c) == "Zs" else c for c in password
+                     if c not in "\u00ad\u200b\u2060\ufeff\u034f\u180b\u180c\u180d\ufe00")
+    return unicodedata.normalize("NFKC", mapped)
+
+
+def _hmac(key: bytes, message: bytes, algorithm: str) -> bytes:
+    return hmac.new(key, message, algorithm).digest()
+
+
+def scram_keys(password: str, salt: bytes, iterations: int, algorithm: str) -> tuple[bytes, bytes]:
+    """(StoredKey, ServerKey) for a password, per RFC 5802 §3."""
+    salted = hashlib.pbkdf2_hmac(algorithm, saslprep(password).encode("utf-8"), salt, iterations)
+    client_key = _hmac(salted, b"Client Key", algorithm)
+    stored_key = hashlib.new(algorithm, client_key).digest()
+    server_key = _hmac(salted, b"Server Key", algorithm)
+    return stored_key, server_key
+
+
+def make_account(user: str, domain: str, password: str, iterations: int = DEFAULT_ITERATIONS) -> Account:
+    """An ``Account`` holding SCRAM keys for both hashes; the password is not kept."""
+    salt = os.urandom(16)
+    sk1, svk1 = scram_keys(password, salt, iterations, "sha1")
+    sk256, svk256 = scram_keys(password, salt, iterations, "sha256")
+    return Account(user, domain, salt, iterations, sk1, svk1, sk256, svk256)
+
+
+def _keys(account: Account, algorithm: str) -> tuple[bytes, bytes]:
+    if algorithm == "sha1":
+        return account.stored_key_sha1, account.server_key_sha1
+    return account.stored_key_sha256, account.server_key_sha256
+
+
+def verify_password(account: Account, password: str) -> bool:
+    stored, _ = scram_keys(password, account.salt, account.iterations, "sha256")
+    return hmac.compare_digest(stored, account.stored_key_sha256)
+
+
+# The credential lookup the mechanisms need: localpart -> Account or None.
+AccountLookup = Callable[[str], Awaitable[Account | None]]
+
+
+class Plain:
+    """RFC 4616. Offered only over TLS unless the operator allows otherwise."""
+
+    name = "PLAIN"
+
+    def __init__(self, lookup: AccountLookup):
+        self._lookup = lookup
+
+    async def start(self, data: bytes | None):
+        if not data:
+            return Challenge(b"")
+        return await self.respond(data)
+
+    async def respond(self, data: bytes):
+        try:
+            authzid, authcid, password = data.decode("utf-8").split("\x00")
+        except (UnicodeDecodeError, ValueError):
+            raise SASLFailure("malformed-request")
+        account = await self._lookup(authcid)
+        if account is None or not verify_password(account, password):
+            raise SASLFailure("not-authorized")
+        if authzid and authzid not in (authcid, account.jid):
+            raise SASLFailure("invalid-authzid")
+        return Success(account.user)
+
+
+def _attributes(message: str) -> dict[str, str]:
+    attributes = {}
+    for part in message.split(","):
+        if len(part) < 2 or part[1] != "=":
+            raise SASLFailure("malformed-request")
+        attributes[part[0]] = part[2:]
+    return attributes
+
+
+def _unescape_username(name: str) -> str:
+    if "=" in name.replace("=2C", "").replace("=3D", ""):
+        raise SASLFailure("malformed-request")
+    return name.replace("=2C", ",").replace("=3D", "=")
+
+
+class Scram:
+    """RFC 5802 server side, without channel binding (the -PLUS variants are
+    not offered, so a client's ``y`` flag is acceptable)."""
+
+    def __init__(self, name: str, lookup: AccountLookup, nonce: Callable[[], str] | None = None):
+        self.name = name
+        self.algorithm = HASHES[name]
+        self._lookup = lookup
+        self._nonce = nonce or (lambda: base64.b64encode(os.urandom(18)).decode("ascii"))
+        self._state = "start"
+
+    async def start(self, data: bytes | None):
+        if not data:
+            return Challenge(b"")
+        return await self.respond(data)
+
+    async def respond(self, data: bytes):
+        try:
+            message = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SASLFailure("malformed-request")
+        if self._state == "start":
+            return await self._client_first(message)
+        if self._state == "final":
+            return self._client_final(message)
+        raise SASLFailure("malformed-request")
+
+    async def _client_first(self, message: str):
+        parts = message.split(",", 2)
+        if len(parts) != 3 or parts[0] not in ("n", "y") and not parts[0].startswith("p="):
+            raise SASLFailure("malformed-request")
+        if parts[0].startswith("p="):
+            raise SASLFailure("not-authorized", "channel binding is not supported")
+        self._gs2_header = f"{parts[0]},{parts[1]},"
+        authzid = parts[1][2:] if parts[1].startswith("a=") else ""
+        self._client_first_bare = parts[2]
+        attributes = _attributes(parts[2])
+        if "m" in attributes or "n" not in attributes or "r" not in attributes:
+            raise SASLFailure("malformed-request")
+        self._user = _unescape_username(attributes["n"])
+        self._account = await self._lookup(self._user)
+        if self._account is not None and authzid and authzid not in (self._user, self._account.jid):
+            raise SASLFailure("invalid-authzid")
+        if self._account is None:
+            # Same exchange for an unknown user, failing only at the proof,
+            # so the server does not reveal which accounts exist.
+            salt, iterations = hashlib.sha256(self._user.encode()).digest()[:16], DEFAULT_ITERATIONS
+        else:
+            salt, iterations = self._account.salt, self._account.iterations
+        self._nonce_value = attributes["r"] + self._nonce()
+        self._server_first = (f"r={self._nonce_value},s={base64.b64encode(salt).decode('ascii')},"
+                              f"i={iterations}")
+        self._state = "final"
+        return Challenge(self._server_first.encode("ascii"))
+
+    def _client_final(self, message: str):
+        self._state = "done"
+        without_proof, _, proof_part = message.rpartition(",")
+        if not proof_part.startswith("p="):
+            raise SASLFailure("malformed-request")
+        attributes = _attributes(without_proof)
+        try:
+            channel_binding = base64.b64decode(attributes.get("c", ""), validate=True).decode("utf-8")
+            proof = base64.b64decode(proof_part[2:], validate=True)
+        except (ValueError, UnicodeDecodeError):
+            raise SASLFailure("incorrect-encoding")
+        if channel_binding != self._gs2_header or attributes.get("r") != self._nonce_value:
+            raise SASLFailure("not-authorized")
+        if self._account is None:
+            raise SASLFailure("not-authorized")
+        stored_key, server_key = _keys(self._account, self.algorithm)
+        auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode("utf-8")
+        signature = _hmac(stored_key, auth_message, self.algorithm)
+        if len(proof) != len(signature):
+            raise SASLFailure("not-authorized")
+        client_key = bytes(a ^ b for a, b in zip(proof, signature))
+        if not hmac.compare_digest(hashlib.new(self.algorithm, client_key).digest(), stored_key):
+            raise SASLFailure("not-authorized")
+        server_signature = _hmac(server_key, auth_message, self.algorithm)
+        return Success(self._account.user, b"v=" + base64.b64encode(server_signature))
+
+
+def mechanisms(lookup: AccountLookup, *, plain: bool) -> dict[str, Callable[[], object]]:
+    """Mechanism factories by name, strongest first."""
+    offered = {name: (lambda name=name: Scram(name, lookup)) for name in HASHES}
+    if plain:
+        offered["PLAIN"] = lambda: Plain(lookup)
+    return offered

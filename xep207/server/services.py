@@ -1,0 +1,66 @@
+"""In-process XMPP services: the handlers behind the server's own addresses.
+
+``LocalServices`` receives iqs addressed to the domain or to an account's
+bare JID (disco, ping, version, PEP, roster…). Services with a domain of their
+own (``pubsub.DOMAIN``, ``chat.DOMAIN``) are wokkel ``InternalComponent``s on
+the router. Both talk to the router through an ``XmlPipe``, exactly as an
+external component would through a socket.
+"""
+
+from __future__ import annotations
+
+from twisted.words.protocols.jabber import jid as jidlib
+from wokkel.generic import XmlPipe
+from wokkel import disco
+from wokkel.subprotocols import XMPPHandler, XMPPHandlerCollection
+from zope.interface import implementer
+
+import xep207
+
+
+class LocalServices(XMPPHandlerCollection):
+    def __init__(self, router):
+        super().__init__()
+        pipe = XmlPipe()
+        self.xmlstream = pipe.source
+        router.local_services = pipe.sink
+        pipe.sink.addObserver("/*", router.route)
+
+    def addHandler(self, handler):
+        super().addHandler(handler)
+        handler.makeConnection(self.xmlstream)
+        handler.connectionInitialized()
+
+    def send(self, obj):
+        self.xmlstream.send(obj)
+
+
+@implementer(disco.IDisco)
+class ServerDisco(XMPPHandler):
+    """XEP-0030 for the server itself and for accounts (with PEP, XEP-0163 §7)."""
+
+    def __init__(self, router, registration: bool = False):
+        super().__init__()
+        self.router = router
+        self.registration = registration
+
+    def getDiscoInfo(self, requestor, target, nodeIdentifier=""):
+        if nodeIdentifier:
+            return []
+        if target.user is None and target.host == self.router.domain:
+            info = [disco.DiscoIdentity("server", "im", f"xep207 {xep207.__version__}"),
+                    disco.DiscoFeature("urn:xmpp:ping"),
+                    disco.DiscoFeature("jabber:iq:version"),
+                    disco.DiscoFeature("jabber:iq:roster"),
+                    disco.DiscoFeature("urn:xmpp:features:rosterver")]
+            if self.registration:
+                info.append(disco.DiscoFeature("jabber:iq:register"))
+            return info
+        if target.user is not None and target.resource is None:
+            return [disco.DiscoIdentity("account", "registered")]
+        return []
+
+    def getDiscoItems(self, requestor, target, nodeIdentifier=""):
+        if nodeIdentifier or target.user is not None:
+            return []
+        return [disco.DiscoItem(jidlib.JID(domain)) for domain in sorted(self.router.routes)]

@@ -1,0 +1,124 @@
+"""A receiving XML stream that refuses what RFC 6120 says a server must refuse.
+
+On top of Twisted's ``XmlStream``: restricted XML (no DTD, entity declaration,
+comment or processing instruction — so an XML bomb never expands), a stanza
+size limit (``policy-violation``), ``not-well-formed`` reported as a stream
+error before closing, and XEP-0138 zlib compression with bounded inflation.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from twisted.python import log
+from twisted.words.protocols.jabber import error, xmlstream
+from twisted.words.xish import domish
+
+NS_STREAMS = "http://etherx.jabber.org/streams"
+INFLATE_CHUNK = 16 * 1024
+
+
+class RestrictedXML(Exception):
+    """The peer sent XML that RFC 6120 §11.1 forbids on a stream."""
+
+
+def _refuse(*_):
+    raise RestrictedXML()
+
+
+class _CompressingTransport:
+    """Wraps a transport so that everything written is zlib-compressed and flushed."""
+
+    def __init__(self, transport):
+        self._transport = transport
+        self._deflater = zlib.compressobj()
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(self._deflater.compress(data) + self._deflater.flush(zlib.Z_SYNC_FLUSH))
+
+    def writeSequence(self, data) -> None:
+        self.write(b"".join(data))
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
+class ServerStream(xmlstream.XmlStream):
+    """The receiving side of a client (or component) stream."""
+
+    max_stanza_size = 256 * 1024
+
+    def __init__(self, authenticator, max_stanza_size: int | None = None):
+        super().__init__(authenticator)
+        if max_stanza_size is not None:
+            self.max_stanza_size = max_stanza_size
+        self._inflater = None
+        self.compressed = False
+
+    def _initializeStream(self):
+        super()._initializeStream()
+        self.stream.maxStanzaSize = self.max_stanza_size
+        parser = self.stream.parser
+        parser.StartDoctypeDeclHandler = _refuse
+        parser.EntityDeclHandler = _refuse
+        parser.CommentHandler = _refuse
+        parser.ProcessingInstructionHandler = _refuse
+        parser.UnparsedEntityDeclHandler = _refuse
+        parser.NotationDeclHandler = _refuse
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.stream is None:
+            return
+        if self._inflater is not None:
+            self._inflate(data)
+        else:
+            self._parse(data)
+
+    def _inflate(self, data: bytes) -> None:
+        # Inflate in bounded pieces, checking the stanza limit in between, so
+        # a compression bomb cannot grow memory past one stanza.
+        try:
+            while data and self.stream is not None:
+                chunk = self._inflater.decompress(data, INFLATE_CHUNK)
+                data = self._inflater.unconsumed_tail
+                if chunk:
+                    self._parse(chunk)
+        except zlib.error:
+            self.fail("bad-format", "invalid zlib data")
+
+    def _parse(self, data: bytes) -> None:
+        try:
+            if self.rawDataInFn:
+                self.rawDataInFn(data)
+            self.stream.parse(data)
+        except RestrictedXML:
+            self.fail("restricted-xml", "DTDs, entities, comments and processing instructions are not allowed")
+        except domish.ParserError as exc:
+            message = str(exc)
+            if "Maximum" in message:
+                self.fail("policy-violation", f"stanza larger than {self.max_stanza_size} bytes")
+            else:
+                self.fail("not-well-formed", message)
+
+    def fail(self, condition: str, text: str | None = None) -> None:
+        """Send a stream error and close (RFC 6120 §4.9)."""
+        log.msg(f"stream error {condition} to {self.transport.getPeer()}: {text or ''}")
+        self.stream = None if self.stream is None else self.stream
+        if not self._headerSent:
+            self.namespace = self.namespace or "jabber:client"
+        try:
+            self.sendStreamError(error.StreamError(condition, text))
+        finally:
+            self.stream = None  # parse nothing more from this peer
+
+    def start_compression(self) -> None:
+        """Switch both directions to zlib (XEP-0138 §3), then expect a new header."""
+        self.transport = _CompressingTransport(self.transport)
+        self._inflater = zlib.decompressobj()
+        self.compressed = True
+        self.reset()
+
+    def send(self, obj) -> None:
+        if self.transport is None:
+            return
+        super().send(obj)

@@ -1,0 +1,112 @@
+"""The full server's service tree: storage, router, services, listeners."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from twisted.application import internet, service
+from twisted.internet import reactor
+from twisted.python import log
+from wokkel import disco
+from wokkel.component import InternalComponent
+from wokkel.generic import VersionHandler
+from wokkel.ping import PingHandler
+
+import xep207
+from xep207.legacy.delivery import EventDelivery, SessionInterest
+from xep207.pubsub.engine import PubSubEngine
+from xep207.pubsub.protocol import PubSubProtocol
+from xep207.server import tls
+from xep207.server.c2s import AuthThrottle, C2SPolicy, ClientFactory
+from xep207.server.components import ComponentServerFactory
+from xep207.server.register import RegistrationHandler
+from xep207.server.router import Router
+from xep207.server.services import LocalServices, ServerDisco
+from xep207.service import StorageService, WhenReady
+
+
+def _interfaces(value: str) -> list[str]:
+    interfaces = [i.strip() for i in value.split(",") if i.strip()]
+    if interfaces == ["::"] and not socket.has_ipv6:
+        return ["0.0.0.0"]
+    return interfaces
+
+
+class Server:
+    """The pieces of a running server, for embedding and tests."""
+
+    def __init__(self, options, clock=reactor):
+        domain = options["domain"]
+        self.domain = domain
+        self.top = service.MultiService()
+        self.storage_service = StorageService(options["storage"])
+        self.storage_service.setServiceParent(self.top)
+        self.storage = self.storage_service.storage
+        self.router = Router(domain, self.storage)
+        self.engine = PubSubEngine(
+            self.storage, EventDelivery(self.router.deliver_serialized),
+            pep_domains=[domain], interest=SessionInterest(self.router),
+            max_payload_size=options["max-payload-size"])
+        self.started = WhenReady(self.storage_service.ready)
+        self.started.setServiceParent(self.top)
+
+        # Addresses of the server itself and of its accounts (PEP).
+        self.local = LocalServices(self.router)
+        handlers = [ServerDisco(self.router, options["registration"]), disco.DiscoHandler(),
+                    PingHandler(), VersionHandler("xep207", xep207.__version__),
+                    PubSubProtocol(self.engine, accepts=self.engine.is_pep, pep=True)]
+        if options["registration"]:
+            handlers.append(RegistrationHandler(self))
+        for handler in handlers:
+            handler.setHandlerParent(self.local)
+
+        # The pubsub service on its own domain.
+        pubsub_domain = options["pubsub-domain"]
+        self.pubsub = InternalComponent(self.router, pubsub_domain)
+        for handler in (PubSubProtocol(self.engine, accepts=lambda s: s == pubsub_domain),
+                        disco.DiscoHandler(), PingHandler()):
+            handler.setHandlerParent(self.pubsub)
+        self.pubsub.setServiceParent(self.started)
+        self.router.internal_routes.add(pubsub_domain)
+
+        # Client connections.
+        tls_context = None
+        if not options["no-tls"]:
+            tls_context = tls.context_factory(domain, options["data-dir"], options["tls-cert"],
+                                              options["tls-key"])
+        self.policy = C2SPolicy(
+            domain=domain, tls=tls_context, require_tls=not options["tls-optional"],
+            allow_plaintext_auth=options["allow-plaintext-auth"],
+            compression=not options["no-compression"],
+            max_stanza_size=options["max-stanza-size"], auth_timeout=options["auth-timeout"],
+            registration=options["registration"])
+        self.throttle = AuthThrottle(clock, options["max-auth-failures"])
+        self.client_factory = ClientFactory(self.policy, self.router, self.throttle)
+        self.listeners = []
+        for interface in _interfaces(options["c2s-interfaces"]):
+            listener = internet.TCPServer(options["c2s-port"], self.client_factory, interface=interface)
+            listener.setServiceParent(self.started)
+            self.listeners.append(listener)
+
+        # External components (XEP-0114).
+        components = options["components"]
+        if components:
+            factory = ComponentServerFactory(self.router, components)
+            listener = internet.TCPServer(options["component-port"], factory,
+                                          interface=options["component-interface"])
+            listener.setServiceParent(self.started)
+            self.listeners.append(listener)
+
+    def engine_defaults(self, service_jid, node_id):
+        return self.engine.default_node_config(service_jid, node_id)
+
+
+def make_server_service(options) -> service.IService:
+    if options["storage"].startswith("sqlite:"):
+        os.makedirs(options["data-dir"], exist_ok=True)
+    server = Server(options)
+    log.msg(f"xep207 {xep207.__version__} serving {server.domain} "
+            f"(storage {server.storage.url}, pubsub at {options['pubsub-domain']})")
+    server.top.server = server
+    return server.top
