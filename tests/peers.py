@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-import pytest
+import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENTS = os.path.join(ROOT, "tests", "clients")
@@ -26,8 +26,8 @@ def require(program: str) -> str:
     path = shutil.which(program)
     if path is None:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{program} is not installed, and CI must run this test (.ci/run installs it)")
-        pytest.skip(f"{program} is not installed (apt-get install {program})")
+            raise AssertionError(f"{program} is not installed, and CI must run this test (.ci/run installs it)")
+        raise unittest.SkipTest(f"{program} is not installed (apt-get install {program})")
     return path
 
 

@@ -22,6 +22,10 @@ class RestrictedXML(Exception):
     """The peer sent XML that RFC 6120 §11.1 forbids on a stream."""
 
 
+class StanzaTooLarge(Exception):
+    """A complete stanza larger than the configured limit."""
+
+
 def _refuse(*_):
     raise RestrictedXML()
 
@@ -57,14 +61,36 @@ class ServerStream(xmlstream.XmlStream):
 
     def _initializeStream(self):
         super()._initializeStream()
-        self.stream.maxStanzaSize = self.max_stanza_size
-        parser = self.stream.parser
+        stream = self.stream
+        # Twisted's own cap catches a stanza that never ends (bytes since the
+        # last complete one); the byte offsets below catch a complete stanza
+        # that arrived within one read.
+        stream.maxStanzaSize = self.max_stanza_size
+        stream.ElementEvent = self._on_complete_stanza
+        parser = stream.parser
+        start_element = parser.StartElementHandler
+        self._stanza_start = 0
+
+        def on_start(name, attributes):
+            if stream.documentStarted and stream.currElem is None:
+                self._stanza_start = parser.CurrentByteIndex
+            start_element(name, attributes)
+
+        parser.StartElementHandler = on_start
         parser.StartDoctypeDeclHandler = _refuse
         parser.EntityDeclHandler = _refuse
         parser.CommentHandler = _refuse
         parser.ProcessingInstructionHandler = _refuse
         parser.UnparsedEntityDeclHandler = _refuse
         parser.NotationDeclHandler = _refuse
+
+    def _on_complete_stanza(self, element) -> None:
+        if self.stream.parser.CurrentByteIndex - self._stanza_start > self.max_stanza_size:
+            raise StanzaTooLarge()
+        self.onElement(element)
+
+    def resetDispatchFn(self):
+        self.stream.ElementEvent = self._on_complete_stanza
 
     def dataReceived(self, data: bytes) -> None:
         if self.stream is None:
@@ -91,6 +117,8 @@ class ServerStream(xmlstream.XmlStream):
             if self.rawDataInFn:
                 self.rawDataInFn(data)
             self.stream.parse(data)
+        except StanzaTooLarge:
+            self.fail("policy-violation", f"stanza larger than {self.max_stanza_size} bytes")
         except RestrictedXML:
             self.fail("restricted-xml", "DTDs, entities, comments and processing instructions are not allowed")
         except domish.ParserError as exc:
@@ -103,7 +131,6 @@ class ServerStream(xmlstream.XmlStream):
     def fail(self, condition: str, text: str | None = None) -> None:
         """Send a stream error and close (RFC 6120 §4.9)."""
         log.msg(f"stream error {condition} to {self.transport.getPeer()}: {text or ''}")
-        self.stream = None if self.stream is None else self.stream
         if not self._headerSent:
             self.namespace = self.namespace or "jabber:client"
         try:
