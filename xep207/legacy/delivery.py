@@ -1,40 +1,89 @@
-"""Where engine events leave for the network, rendered per recipient.
+"""Where engine events leave for the network, rendered per recipient session.
 
-Each event is serialized once per form it is rendered in; per recipient only
-the ``<message>`` envelope differs (``render.message``).
+DESIGN.md's rule: a subscription made through XEP-0060 gets the XEP-0207
+``<message><event/></message>`` form; one made by legacy capture gets the
+legacy stanza — unless the receiving session speaks pubsub for that node name
+(it advertised ``N+notify`` or used XEP-0060 on a node named N). Each form is
+serialized at most once per event; per session only the envelope differs.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 from zope.interface import implementer
 
+from xep207.legacy.render import LegacyRenderer
 from xep207.pubsub import render
 from xep207.pubsub.events import IEventSink, IInterestDirectory
+from xep207.storage.records import VIA_LEGACY
 
-# deliver(to, serialized stanza, stanza kind, message type)
-Deliver = Callable[[str, str, str, str], None]
+_UNSET = object()
+
+
+def speaks_pubsub(session, node_id: str) -> bool:
+    return node_id in session.interested or node_id in session.pubsub_nodes
 
 
 @implementer(IEventSink)
 class EventDelivery:
-    def __init__(self, deliver: Deliver):
-        self._deliver = deliver
+    def __init__(self, router, renderers: Sequence[LegacyRenderer] = ()):
+        self.router = router
+        self.renderers = list(renderers)
+        self.subscription_listeners: list[Callable] = []
+
+    def _legacy(self, event):
+        for renderer in self.renderers:
+            templates = renderer.render(event)
+            if templates is not None:
+                return templates
+        return None
 
     def deliver(self, event, recipients):
-        if not recipients:
-            return
-        body = render.event_body(event)
+        body = None
+        legacy = _UNSET
         for recipient in recipients:
-            xml = render.message(event.service, recipient.jid, body, type=event.notification_type)
-            self._deliver(recipient.jid, xml, "message", event.notification_type)
+            sessions = self.router.sessions_for(recipient.jid)
+            if sessions is None:  # not one of our accounts: a component, say
+                body = body or render.event_body(event)
+                self.router.deliver_serialized(
+                    recipient.jid, render.message(event.service, recipient.jid, body,
+                                                  type=event.notification_type))
+                continue
+            via_legacy = recipient.subscription is not None and recipient.subscription.via == VIA_LEGACY
+            for session in sessions:
+                if via_legacy and not speaks_pubsub(session, event.node_id):
+                    if legacy is _UNSET:
+                        legacy = self._legacy(event)
+                    if legacy is not None:
+                        for template in legacy:
+                            session.send(template.to(session.full))
+                        continue
+                if session.priority < 0 and "/" not in recipient.jid:
+                    continue  # RFC 6121 §8.5.2.1.1: not to negative-priority resources
+                body = body or render.event_body(event)
+                session.send(render.message(event.service, recipient.jid, body,
+                                            type=event.notification_type))
 
     def request_authorization(self, request):
-        form = render.authorization_form(request)
+        form = None
         for owner in request.owners:
-            xml = render.message(request.service, owner, form, id=render.authorization_id(request))
-            self._deliver(owner, xml, "message", "normal")
+            for session in self.router.sessions_for(owner) or ():
+                templates = None
+                if not speaks_pubsub(session, request.node_id):
+                    templates = next((t for t in (r.render_authorization(request) for r in self.renderers)
+                                      if t is not None), None)
+                if templates is not None:
+                    for template in templates:
+                        session.send(template.to(session.full))
+                else:
+                    form = form or render.authorization_form(request)
+                    session.send(render.message(request.service, owner, form,
+                                                id=render.authorization_id(request)))
+
+    def subscription_changed(self, change):
+        for listener in self.subscription_listeners:
+            listener(change)
 
 
 @implementer(IInterestDirectory)
@@ -48,3 +97,20 @@ class SessionInterest:
         return [session.full for bare in entities
                 for session in self.router.available_resources(bare)
                 if node_id in session.interested]
+
+
+class PubSubUsage:
+    """Router interceptor that never consumes: remembers the node names a
+    session used XEP-0060 on, which makes it pubsub-speaking for them."""
+
+    NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+
+    async def intercept(self, stanza) -> bool:
+        session = getattr(stanza, "session", None)
+        if session is not None and stanza.name == "iq":
+            for pubsub in stanza.elements(self.NS_PUBSUB, "pubsub"):
+                for verb in pubsub.elements():
+                    node = verb.getAttribute("node")
+                    if node:
+                        session.pubsub_nodes.add(node)
+        return False

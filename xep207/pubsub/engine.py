@@ -26,6 +26,7 @@ from xep207.pubsub.events import (
     Event,
     NullSink,
     Recipient,
+    SubscriptionChange,
 )
 from xep207.storage.interface import NodeExists
 from xep207.storage.records import (
@@ -168,8 +169,9 @@ class PubSubEngine:
         if config.access_model == "whitelist" and not self.is_pep(service):
             # DESIGN.md: the creator of a whitelist node is subscribed to it,
             # as XEP-0207 §6 shows both parties notified.
-            await self.storage.set_subscription(
-                Subscription(service, node_id, creator, SUBSCRIBED))
+            subscription = Subscription(service, node_id, creator, SUBSCRIBED)
+            await self.storage.set_subscription(subscription)
+            self._changed(subscription, NONE, creator)
         return node_id
 
     @returns_deferred
@@ -443,7 +445,10 @@ class PubSubEngine:
     async def subscribe(
         self, requestor: str, service: str, node_id: str, subscriber: str,
         options: Mapping[str, object] | None = None, *, via: str = VIA_PUBSUB,
+        approved: bool = False,
     ) -> Subscription:
+        """Subscribe; ``approved`` is for callers that already hold the owner's
+        consent (an RFC 6121 pre-approval) and skips the authorization step."""
         node = await self._node(service, node_id)
         affiliations = await self._affiliations(node)
         is_owner = affiliations.get(bare(requestor)) == OWNER
@@ -461,13 +466,14 @@ class PubSubEngine:
                 await self.storage.set_subscription(existing)
             return existing
         needs_approval = (
-            node.config.access_model == "authorize"
+            not approved and node.config.access_model == "authorize"
             and affiliations.get(bare(subscriber), NONE) not in _MAY_RETRIEVE
         )
         subscription = Subscription(
             service, node_id, subscriber, PENDING if needs_approval else SUBSCRIBED,
             options=dict(options or {}), via=via)
         await self.storage.set_subscription(subscription)
+        self._changed(subscription, NONE, requestor)
         if needs_approval:
             self.sink.request_authorization(AuthorizationRequest(
                 service, node_id, subscription, tuple(self._owners(node, affiliations))))
@@ -505,6 +511,7 @@ class PubSubEngine:
         if subid and subid != existing.subid:
             raise errors.not_acceptable("invalid-subid")
         await self.storage.remove_subscription(service, node_id, subscriber)
+        self._changed(existing.replace(state=NONE), existing.state, requestor)
 
     async def _own_subscription(self, requestor, service, node_id, subscriber, subid):
         node = await self._node(service, node_id)
@@ -572,6 +579,7 @@ class PubSubEngine:
                 if existing is not None:
                     await self.storage.remove_subscription(service, node_id, subscriber)
                     await self._notify_subscription_state(node, existing.replace(state=NONE))
+                    self._changed(existing.replace(state=NONE), existing.state, requestor)
             elif state == SUBSCRIBED:
                 if affiliations.get(bare(subscriber)) == OUTCAST:
                     failed.append((subscriber, state))
@@ -581,6 +589,7 @@ class PubSubEngine:
                 await self.storage.set_subscription(subscription)
                 if existing is None or existing.state != SUBSCRIBED:
                     await self._notify_subscription_state(node, subscription)
+                    self._changed(subscription, existing.state if existing else NONE, requestor)
             else:
                 failed.append((subscriber, state))
         return failed
@@ -609,6 +618,7 @@ class PubSubEngine:
             if affiliation == OUTCAST:
                 for subscription in await self.storage.get_entity_subscriptions(entity, service, node_id):
                     await self.storage.remove_subscription(service, node_id, subscription.subscriber)
+                    self._changed(subscription.replace(state=NONE), subscription.state, requestor)
 
     @returns_deferred
     async def answer_authorization(self, requestor: str, service: str, node_id: str,
@@ -629,7 +639,11 @@ class PubSubEngine:
             await self.storage.remove_subscription(service, node_id, subscriber)
             subscription = subscription.replace(state=NONE)
         await self._notify_subscription_state(node, subscription)
+        self._changed(subscription, PENDING, requestor)
         return subscription
+
+    def _changed(self, subscription: Subscription, previous: str, actor: str) -> None:
+        self.sink.subscription_changed(SubscriptionChange(subscription, previous, actor))
 
     @returns_deferred
     async def pending_subscriptions(self, requestor: str, service: str, node_id: str) -> list[Subscription]:

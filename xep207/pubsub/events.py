@@ -59,12 +59,26 @@ class AuthorizationRequest:
     owners: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class SubscriptionChange:
+    """A subscription moved from ``previous`` to ``subscription.state``
+    (``"none"`` when removed), because ``actor`` asked. The legacy layer turns
+    changes on ``presence`` nodes into roster pushes and presence stanzas."""
+
+    subscription: Subscription
+    previous: str
+    actor: str
+
+
 class IEventSink(Interface):
     def deliver(event: Event, recipients: Sequence[Recipient]):
         """Send ``event`` to each recipient. Must not raise."""
 
     def request_authorization(request: AuthorizationRequest):
         """Ask the owners to approve or deny a pending subscription."""
+
+    def subscription_changed(change: SubscriptionChange):
+        """A subscription was created, approved, denied or removed."""
 
 
 class IInterestDirectory(Interface):
@@ -80,4 +94,7 @@ class NullSink:
         pass
 
     def request_authorization(self, request):
+        pass
+
+    def subscription_changed(self, change):
         pass

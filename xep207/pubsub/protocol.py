@@ -62,6 +62,33 @@ def _form_values(form) -> dict:
     return {k: v for k, v in form.getValues().items() if k != "FORM_TYPE"}
 
 
+def parse_authorization_answer(form) -> tuple[str, str, bool, str | None]:
+    """(node, subscriber, allow, subid) from a submitted authorization form.
+
+    XEP-0207's example misspells the subscriber field ``pusub#subscriber_jid``;
+    both spellings are accepted.
+    """
+    fields = form.fields
+    subscriber_field = fields.get("pubsub#subscriber_jid") or fields.get("pusub#subscriber_jid")
+    node_field = fields.get("pubsub#node")
+    allow_field = fields.get("pubsub#allow")
+    if subscriber_field is None or node_field is None or allow_field is None:
+        raise errors.bad_request(text="incomplete authorization form")
+    subscriber = _jid(str(subscriber_field.value))
+    allow = str(allow_field.value).lower() in ("1", "true")
+    subid_field = fields.get("pubsub#subid")
+    subid = str(subid_field.value) if subid_field is not None and subid_field.value else None
+    return str(node_field.value), subscriber, allow, subid
+
+
+def authorization_answer(message):
+    """The submitted authorization form in a message, or None."""
+    form = data_form.findForm(message, render.NS_AUTHORIZATION)
+    if form is None or form.formType != "submit" or message.getAttribute("type") == "error":
+        return None
+    return form
+
+
 class Request(PubSubRequest):
     """wokkel's request, with the parameters XEP-0060 has and wokkel 18 lacks."""
 
@@ -449,8 +476,8 @@ class PubSubProtocol(PubSubService):
     # Authorization answers (XEP-0060 §8.6, XEP-0207 §4) --------------------
 
     def _on_authorization_answer(self, message):
-        form = data_form.findForm(message, render.NS_AUTHORIZATION)
-        if form is None or form.formType != "submit" or message.getAttribute("type") == "error":
+        form = authorization_answer(message)
+        if form is None:
             return
         message.handled = True
         d = self.answer_authorization(message, form)
@@ -458,22 +485,13 @@ class PubSubProtocol(PubSubService):
 
     def answer_authorization(self, message, form):
         """Apply an owner's submitted ``subscribe_authorization`` form."""
-        fields = form.fields
-        subscriber_field = fields.get("pubsub#subscriber_jid") or fields.get("pusub#subscriber_jid")
-        node_field = fields.get("pubsub#node")
-        allow_field = fields.get("pubsub#allow")
-        if subscriber_field is None or node_field is None or allow_field is None:
-            return defer.fail(errors.bad_request(text="incomplete authorization form"))
         try:
-            subscriber = _jid(str(subscriber_field.value))
+            node_id, subscriber, allow, subid = parse_authorization_answer(form)
         except error.StanzaError as exc:
             return defer.fail(exc)
-        allow = str(allow_field.value).lower() in ("1", "true")
-        subid_field = fields.get("pubsub#subid")
-        subid = str(subid_field.value) if subid_field is not None and subid_field.value else None
         service = message.getAttribute("to", "")
         return self.engine.answer_authorization(
-            message["from"], jid.JID(service).full() if service else "", str(node_field.value),
+            message["from"], jid.JID(service).full() if service else "", node_id,
             subscriber, allow, subid)
 
     def _answer_failed(self, failure, message):
@@ -492,6 +510,9 @@ class PubSubProtocol(PubSubService):
         for recipient in recipients:
             self.send(render.message(event.service, recipient.jid, body,
                                      type=event.notification_type))
+
+    def subscription_changed(self, change):
+        pass  # a component has no rosters to update
 
     def request_authorization(self, request):
         form = render.authorization_form(request)

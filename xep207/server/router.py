@@ -10,6 +10,7 @@ default delivery does.
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from typing import Callable, Iterable
 
@@ -43,6 +44,7 @@ class Router:
         self.on_bind: list[Callable[[Session], None]] = []
         self.on_unbind: list[Callable[[Session], None]] = []
         self.handle_registration = None  # XEP-0077 before login, when enabled
+        self._requests: dict[str, defer.Deferred] = {}
 
     # Accounts -------------------------------------------------------------------
 
@@ -101,6 +103,17 @@ class Router:
     def available_resources(self, bare: str) -> list[Session]:
         return [s for s in self.resources(bare) if s.available]
 
+    def sessions_for(self, jid: str) -> list[Session] | None:
+        """The sessions a stanza for ``jid`` reaches: that resource, or every
+        available one of the account; None when ``jid`` is not on our domain."""
+        bare, _, resource = jid.partition("/")
+        if "@" not in bare or bare.split("@", 1)[1] != self.domain:
+            return None
+        if resource:
+            session = self.session(jid)
+            return [session] if session is not None else []
+        return self.available_resources(bare)
+
     def deliverable_resources(self, bare: str, everyone: bool = False) -> list[Session]:
         """RFC 6121 §8.5.2.1.1: the available resources with non-negative
         priority; only the highest-priority ones unless ``everyone``."""
@@ -157,7 +170,41 @@ class Router:
         log.err(failure, f"routing failed for {stanza.toXml()[:200]}")
         self.bounce(stanza, "internal-server-error")
 
+    def request(self, iq: domish.Element, timeout: float = 30) -> defer.Deferred:
+        """Send an iq from the server itself; fires with the result (or
+        fails with the error) that comes back."""
+        from twisted.internet import reactor
+
+        iq["id"] = iq.getAttribute("id") or uuid.uuid4().hex
+        iq["from"] = self.domain
+        d = defer.Deferred()
+        self._requests[iq["id"]] = d
+        d.addTimeout(timeout, reactor)
+        d.addBoth(self._request_done, iq["id"])
+        self.route(iq)
+        return d
+
+    def _request_done(self, result, request_id):
+        self._requests.pop(request_id, None)
+        return result
+
+    def _response_to_server(self, stanza) -> bool:
+        if stanza.name != "iq" or not is_error_or_result(stanza):
+            return False
+        if stanza.getAttribute("to", self.domain) != self.domain:
+            return False
+        d = self._requests.get(stanza.getAttribute("id"))
+        if d is None:
+            return False
+        if stanza["type"] == "result":
+            d.callback(stanza)
+        else:
+            d.errback(StanzaError("undefined-condition", text=stanza.toXml()[:200]))
+        return True
+
     async def _route(self, stanza: domish.Element) -> None:
+        if self._response_to_server(stanza):
+            return
         for interceptor in self.interceptors:
             if await interceptor.intercept(stanza):
                 return

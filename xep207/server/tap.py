@@ -6,7 +6,7 @@ import os
 import socket
 
 from twisted.application import internet, service
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.python import log
 from wokkel import disco
 from wokkel.component import InternalComponent
@@ -14,7 +14,12 @@ from wokkel.generic import VersionHandler
 from wokkel.ping import PingHandler
 
 import xep207
-from xep207.legacy.delivery import EventDelivery, SessionInterest
+from xep207.legacy.caps import CapsTracker
+from xep207.legacy.delivery import EventDelivery, PubSubUsage, SessionInterest
+from xep207.legacy.presence import PresenceCapture
+from xep207.legacy.render import PresenceRenderer
+from xep207.legacy.roster import RosterHandler, RosterView
+from xep207.legacy.subscriptions import SubscriptionCapture
 from xep207.pubsub.engine import PubSubEngine
 from xep207.pubsub.protocol import PubSubProtocol
 from xep207.server import tls
@@ -44,18 +49,29 @@ class Server:
         self.storage_service.setServiceParent(self.top)
         self.storage = self.storage_service.storage
         self.router = Router(domain, self.storage)
+        self.delivery = EventDelivery(self.router, [PresenceRenderer()])
         self.engine = PubSubEngine(
-            self.storage, EventDelivery(self.router.deliver_serialized),
-            pep_domains=[domain], interest=SessionInterest(self.router),
-            max_payload_size=options["max-payload-size"])
-        self.started = WhenReady(self.storage_service.ready)
+            self.storage, self.delivery, pep_domains=[domain],
+            interest=SessionInterest(self.router), max_payload_size=options["max-payload-size"])
+
+        # Legacy capture: presence, subscriptions and the roster over nodes.
+        self.router.interceptors.append(PubSubUsage())
+        self.roster = RosterView(self.router, self.engine)
+        self.subscriptions = SubscriptionCapture(self.router, self.engine, self.delivery, self.roster)
+        self.caps = CapsTracker(self.router, self.engine, self.delivery)
+        self.presence = PresenceCapture(self.router, self.engine, self.delivery, self.subscriptions,
+                                        self.caps)
+        ready = self.storage_service.ready
+        ready.addCallback(lambda _: defer.ensureDeferred(self.presence.clear_stale()))
+        self.started = WhenReady(ready)
         self.started.setServiceParent(self.top)
 
         # Addresses of the server itself and of its accounts (PEP).
         self.local = LocalServices(self.router)
         handlers = [ServerDisco(self.router, options["registration"]), disco.DiscoHandler(),
                     PingHandler(), VersionHandler("xep207", xep207.__version__),
-                    PubSubProtocol(self.engine, accepts=self.engine.is_pep, pep=True)]
+                    PubSubProtocol(self.engine, accepts=self.engine.is_pep, pep=True),
+                    RosterHandler(self.roster, self.subscriptions)]
         if options["registration"]:
             handlers.append(RegistrationHandler(self))
         for handler in handlers:

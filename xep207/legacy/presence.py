@@ -1,0 +1,148 @@
+"""Presence capture (XEP-0207 §3): a client's presence becomes node operations.
+
+- available broadcast presence → publish to the account's ``presence`` node,
+  item id = resource, payload = the presence as sent (with ``from`` the full JID);
+- unavailable, or a session that drops → retract that resource's item;
+- initial presence → the session gets the current items of every ``presence``
+  node its account is subscribed to (the probe, answered from storage), the
+  presence of its own other resources, and pending subscription requests;
+- subscription-related presence → ``SubscriptionCapture``;
+- directed presence is delivered as is and remembered for the unavailable broadcast.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.python import log
+from twisted.words.xish import domish
+
+from xep207.legacy.render import Template
+from xep207.pubsub import errors
+from xep207.pubsub.engine import PRESENCE_NODE
+from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
+from xep207.storage.records import PENDING, SUBSCRIBED
+
+SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
+
+
+def priority_of(presence: domish.Element) -> int:
+    for element in presence.elements(None, "priority"):
+        try:
+            return max(-128, min(127, int(str(element).strip())))
+        except ValueError:
+            return 0
+    return 0
+
+
+def presence_payload(presence: domish.Element, sender: str) -> str:
+    """The presence as the node stores it: from the full JID, addressed to nobody."""
+    copy = domish.Element((presence.uri, "presence"), presence.defaultUri, dict(presence.attributes))
+    copy.children = presence.children
+    copy["from"] = sender
+    for attribute in ("to", "id"):
+        copy.attributes.pop(attribute, None)
+    return copy.toXml()
+
+
+class PresenceCapture:
+    def __init__(self, router, engine, delivery, subscriptions, caps=None):
+        self.router = router
+        self.engine = engine
+        self.storage = engine.storage
+        self.delivery = delivery
+        self.subscriptions = subscriptions
+        self.caps = caps
+        router.interceptors.append(self)
+        router.on_unbind.append(self._session_gone)
+
+    async def clear_stale(self) -> None:
+        """At start-up no resource is online: drop presence items a previous
+        run left behind (a crash skips the unavailable retractions)."""
+        for account in await self.storage.list_accounts():
+            await self.storage.purge_items(account, PRESENCE_NODE)
+
+    async def intercept(self, stanza) -> bool:
+        session = getattr(stanza, "session", None)
+        if stanza.name != "presence" or session is None:
+            return False
+        kind = stanza.getAttribute("type")
+        to = stanza.getAttribute("to")
+        if kind in SUBSCRIPTION_TYPES:
+            if to:
+                await self.subscriptions.handle(session, stanza)
+            return True
+        if kind == "probe":
+            return True  # the server answers probes itself, from node items
+        if kind not in (None, "unavailable"):
+            return False  # errors route as usual
+        if to:
+            if kind is None:
+                session.directed.add(to)
+            else:
+                session.directed.discard(to)
+            return False
+        if kind is None:
+            await self.available(session, stanza)
+        else:
+            await self.unavailable(session)
+        return True
+
+    async def available(self, session, stanza) -> None:
+        initial = not session.available
+        session.available = True
+        session.priority = priority_of(stanza)
+        payload = presence_payload(stanza, session.full)
+        session.presence = payload
+        if self.caps is not None:
+            self.caps.update(session, stanza)
+        await self.engine.publish(session.full, session.bare, PRESENCE_NODE,
+                                  [(session.jid.resource, payload)])
+        template = Template.around(payload, "presence")
+        for other in self.router.available_resources(session.bare):
+            other.send(template.to(other.full))
+        if initial:
+            await self.probe(session)
+
+    async def probe(self, session) -> None:
+        """RFC 6121 §4.2.2's probe, answered from the contacts' ``presence`` nodes."""
+        subscriptions = await self.storage.get_entity_subscriptions(session.bare, node_id=PRESENCE_NODE)
+        for subscription in subscriptions:
+            if subscription.state != SUBSCRIBED or subscription.service == session.bare:
+                continue
+            page = await self.storage.page_items(subscription.service, PRESENCE_NODE)
+            if page.items:
+                self.delivery.deliver(
+                    Event(subscription.service, PRESENCE_NODE, ITEMS, items=page.items, replay=True),
+                    [Recipient(session.full, subscription)])
+        for other in self.router.available_resources(session.bare):
+            if other is not session and other.presence:
+                session.send(Template.around(other.presence, "presence").to(session.full))
+        for pending in await self.storage.get_subscriptions(session.bare, PRESENCE_NODE):
+            if pending.state == PENDING:
+                self.delivery.request_authorization(
+                    AuthorizationRequest(session.bare, PRESENCE_NODE, pending, (session.full,)))
+
+    async def unavailable(self, session, echo: bool = True) -> None:
+        if not session.available:
+            return
+        session.available = False
+        session.presence = None
+        try:
+            await self.engine.retract(session.full, session.bare, PRESENCE_NODE,
+                                      [session.jid.resource], notify=True)
+        except errors.StanzaError:
+            pass  # nothing was published for this resource
+        gone = Template.presence(session.full, "unavailable")
+        for other in self.router.available_resources(session.bare):
+            other.send(gone.to(other.full))
+        if echo and session.stream.transport is not None:
+            session.send(gone.to(session.full))
+        for target in sorted(session.directed):
+            stanza = domish.Element((None, "presence"))
+            stanza["from"], stanza["to"], stanza["type"] = session.full, target, "unavailable"
+            self.router.route(stanza)
+        session.directed.clear()
+
+    def _session_gone(self, session) -> None:
+        d = defer.ensureDeferred(self.unavailable(session, echo=False))
+        d.addErrback(log.err, f"unavailable broadcast for {session.full} failed")

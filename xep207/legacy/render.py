@@ -1,0 +1,79 @@
+"""Legacy renderings of node events: what a client that never speaks pubsub receives.
+
+A rendering is serialized once per event as a ``Template``; per recipient
+only its ``to`` is filled in. Renderers are looked up in order; the first
+that knows the event's node wins (``PresenceRenderer`` here; groupchat and
+chat add theirs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+from xml.sax.saxutils import quoteattr
+
+from xep207.pubsub.engine import PRESENCE_NODE
+from xep207.pubsub.events import ITEMS, RETRACT, SUBSCRIPTION, AuthorizationRequest, Event
+from xep207.storage.records import SUBSCRIBED, bare
+
+
+@dataclass(frozen=True)
+class Template:
+    """A serialized stanza whose ``to`` is filled in per recipient.
+
+    ``head`` ends just before the ``to`` value, ``tail`` starts right after it.
+    """
+
+    head: str
+    tail: str
+
+    def to(self, recipient: str) -> str:
+        return self.head + quoteattr(recipient) + self.tail
+
+    @classmethod
+    def around(cls, stanza: str, name: str) -> "Template":
+        """Insert a ``to`` into serialized ``<name …>`` text."""
+        opening = "<" + name
+        if not stanza.startswith(opening):
+            raise ValueError(f"not a <{name}/>: {stanza[:40]!r}")
+        return cls(opening + " to=", stanza[len(opening):])
+
+    @classmethod
+    def presence(cls, sender: str, type: str | None = None, inner: str = "") -> "Template":
+        type_attribute = f" type={quoteattr(type)}" if type else ""
+        closing = f">{inner}</presence>" if inner else "/>"
+        return cls("<presence to=", f" from={quoteattr(sender)}{type_attribute}{closing}")
+
+
+class LegacyRenderer(Protocol):
+    def render(self, event: Event) -> list[Template] | None:
+        """Templates for this event, or None when the renderer does not know the node."""
+
+    def render_authorization(self, request: AuthorizationRequest) -> list[Template] | None:
+        """The legacy form of an authorization request, or None."""
+
+
+def is_presence_node(service: str, node_id: str) -> bool:
+    return node_id == PRESENCE_NODE and "@" in service and "/" not in service
+
+
+class PresenceRenderer:
+    """The ``presence`` node of an account, as RFC 6121 presence stanzas."""
+
+    def render(self, event: Event) -> list[Template] | None:
+        if not is_presence_node(event.service, event.node_id):
+            return None
+        if event.kind == ITEMS:
+            return [Template.around(item.payload, "presence") for item in event.items if item.payload]
+        if event.kind == RETRACT:
+            return [Template.presence(f"{event.service}/{resource}", "unavailable")
+                    for resource in event.retracted]
+        if event.kind == SUBSCRIPTION:
+            state = "subscribed" if event.subscription.state == SUBSCRIBED else "unsubscribed"
+            return [Template.presence(event.service, state)]
+        return []  # purge, delete, configuration: nothing a legacy client would understand
+
+    def render_authorization(self, request: AuthorizationRequest) -> list[Template] | None:
+        if not is_presence_node(request.service, request.node_id):
+            return None
+        return [Template.presence(bare(request.subscription.subscriber), "subscribe")]
