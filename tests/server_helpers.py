@@ -8,6 +8,7 @@ import sys
 
 from twisted.internet import defer, protocol, reactor, utils
 from twisted.trial import unittest
+from twisted.words.xish import domish
 
 from peers import CLIENTS, temp_dir
 from xep207.server import accounts
@@ -28,10 +29,46 @@ class RawClient(protocol.Protocol):
         self._cursor = 0
         self._waiters: list[tuple[bytes, defer.Deferred]] = []
         self.closed = defer.Deferred()
+        self.stanzas: list = []  # parsed stanzas, once bound
+        self._parser = None
+        self._stanza_waiters: list = []
 
     def dataReceived(self, data):
         self.received += data
         self._check()
+        if self._parser is not None:
+            self._parser.parse(data)
+
+    def start_parsing(self, pending: bytes = b"") -> None:
+        """From now on, parse what arrives into ``stanzas``."""
+        self._parser = domish.elementStream()
+        self._parser.DocumentStartEvent = lambda root: None
+        self._parser.ElementEvent = self._on_stanza
+        self._parser.DocumentEndEvent = lambda: None
+        self._parser.parse(b"<stream:stream xmlns='jabber:client' "
+                           b"xmlns:stream='http://etherx.jabber.org/streams'>" + pending)
+
+    def _on_stanza(self, element):
+        self.stanzas.append(element)
+        for match, d in list(self._stanza_waiters):
+            if match(element):
+                self._stanza_waiters.remove((match, d))
+                element.consumed = True
+                d.callback(element)
+                return
+
+    def wait_for(self, match, timeout: float = 10) -> defer.Deferred:
+        """The first not yet consumed stanza (received or to come) that ``match``es."""
+        for element in self.stanzas:
+            if not getattr(element, "consumed", False) and match(element):
+                element.consumed = True
+                return defer.succeed(element)
+        d = defer.Deferred()
+        self._stanza_waiters.append((match, d))
+        return d.addTimeout(timeout, reactor)
+
+    def unconsumed(self, name=None):
+        return [e for e in self.stanzas if not getattr(e, "consumed", False) and (name is None or e.name == name)]
 
     def _check(self):
         for needle, d in list(self._waiters):
@@ -74,7 +111,9 @@ class RawClient(protocol.Protocol):
         await self.expect("</stream:features>")
         self.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
                   f"<resource>{resource}</resource></bind></iq>")
-        await self.expect("</bind>")
+        await self.expect("</bind></iq>")
+        self.jid = f"{user}@{DOMAIN}/{resource}"
+        self.start_parsing(self.received[self._cursor:])
 
 
 class ServerTestCase(unittest.TestCase):

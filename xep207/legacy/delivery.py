@@ -78,7 +78,7 @@ class EventDelivery:
                         session.send(template.to(session.full))
                 else:
                     form = form or render.authorization_form(request)
-                    session.send(render.message(request.service, owner, form,
+                    session.send(render.message(request.service, session.full, form,
                                                 id=render.authorization_id(request)))
 
     def subscription_changed(self, change):

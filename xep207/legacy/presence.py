@@ -54,6 +54,30 @@ class PresenceCapture:
         self.caps = caps
         router.interceptors.append(self)
         router.on_unbind.append(self._session_gone)
+        engine.pep_payload_filters[PRESENCE_NODE] = self.vet_published_presence
+
+    def vet_published_presence(self, requestor, service, item_id, payload):
+        """A pubsub-native presence publish (XEP-0207 §3) is the same operation
+        as broadcast presence: one item per resource, and the payload's
+        ``from`` is the publisher's own full JID (no spoofing a contact)."""
+        from xep207.xmlutil import parse_stanza
+
+        if "/" not in requestor:
+            raise errors.bad_request("invalid-payload", text="presence comes from a resource")
+        try:
+            presence = parse_stanza(payload)
+        except Exception:
+            raise errors.bad_request("invalid-payload")
+        if presence.name != "presence" or presence.uri != "jabber:client" or \
+                presence.getAttribute("type") not in (None,):
+            raise errors.bad_request("invalid-payload", text="the item must be an available jabber:client presence")
+        session = self.router.session(requestor)
+        payload = presence_payload(presence, requestor)
+        if session is not None:
+            session.available = True
+            session.priority = priority_of(presence)
+            session.presence = payload
+        return requestor.split("/", 1)[1], payload
 
     async def clear_stale(self) -> None:
         """At start-up no resource is online: drop presence items a previous

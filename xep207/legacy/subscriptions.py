@@ -20,7 +20,6 @@ from twisted.internet import defer
 from twisted.python import log
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
-from twisted.words.xish import domish
 
 from xep207.legacy.render import Template
 from xep207.pubsub.engine import PRESENCE_NODE
@@ -77,9 +76,12 @@ class SubscriptionCapture:
                 # RFC 6121 §3.1.3: answer for a contact that does not exist.
                 session.send(Template.presence(contact, "unsubscribed").to(session.full))
             return
-        await getattr(self, "_" + kind)(session, user, contact)
+        if kind == "subscribe":
+            await self._subscribe(session, user, contact, stanza)
+        else:
+            await getattr(self, "_" + kind)(session, user, contact)
 
-    async def _subscribe(self, session, user, contact):
+    async def _subscribe(self, session, user, contact, stanza):
         existing = await self.storage.get_subscription(contact, PRESENCE_NODE, user)
         if existing is not None and existing.state == SUBSCRIBED:
             # §3.1.3: already approved; the contact's server answers for it.
@@ -92,8 +94,7 @@ class SubscriptionCapture:
             return
         outgoing = await self.storage.get_entity_subscriptions(user, node_id=PRESENCE_NODE)
         if sum(1 for s in outgoing if s.state == PENDING) >= self.max_pending:
-            error = StanzaError("policy-violation", text="too many pending subscription requests")
-            session.send(error.toResponse(_presence(contact, "subscribe", session.full)))
+            self.router.bounce(stanza, "policy-violation", "too many pending subscription requests")
             return
         entry = await self.roster.entry(contact, user)
         # §3.4: a pre-approval lets the request through without asking.
@@ -101,6 +102,9 @@ class SubscriptionCapture:
                                     approved=entry.approved)
         if entry.approved:
             await self.roster.store(contact, replace(entry, approved=False, listed=True))
+            approved = Template.presence(contact, "subscribed")
+            for other in self.router.sessions_for(user) or ():
+                other.send(approved.to(other.full))
 
     async def _subscribed(self, session, owner, contact):
         subscription = await self.storage.get_subscription(owner, PRESENCE_NODE, contact)
@@ -174,9 +178,3 @@ class SubscriptionCapture:
                 session.send(Template.presence(subscriber, "unsubscribe").to(session.full))
         await self.roster.push(owner, subscriber)
         await self.roster.push(subscriber, owner)
-
-
-def _presence(to, kind, full):
-    stanza = domish.Element((None, "presence"))
-    stanza["from"], stanza["to"], stanza["type"] = full, to, kind
-    return stanza

@@ -98,6 +98,9 @@ class PubSubEngine:
 
             call_later = reactor.callLater
         self._call_later = call_later
+        # node id -> callable(requestor, service, item_id, payload) -> (item_id, payload):
+        # how a layer above vets what may be published to PEP nodes it gives meaning to.
+        self.pep_payload_filters: dict = {}
 
     # Services, nodes and affiliations ---------------------------------------
 
@@ -356,6 +359,9 @@ class PubSubEngine:
         item_id, payload = items[0]
         if not payload and (config.persist_items or config.deliver_payloads):
             raise errors.bad_request("payload-required")
+        payload_filter = self.pep_payload_filters.get(node_id) if self.is_pep(service) else None
+        if payload_filter is not None:
+            item_id, payload = payload_filter(requestor, service, item_id, payload)
         item = Item(item_id or new_id(), payload, requestor)
         if config.persist_items:
             item = await self.storage.put_item(service, node_id, item, config.max_items)

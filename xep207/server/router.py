@@ -90,6 +90,8 @@ class Router:
             del resources[session.jid.resource]
             if not resources:
                 self.sessions.pop(session.bare, None)
+            for d in [d for d in self._requests.values() if d.to == session.full]:
+                d.cancel()  # nobody left to answer
             for callback in self.on_unbind:
                 callback(session)
 
@@ -146,6 +148,9 @@ class Router:
             session.close("invalid-from", "the from address is not this session's")
             return
         stanza["from"] = session.full
+        if stanza.name == "iq" and not stanza.getAttribute("to"):
+            # RFC 6120 §10.3.3: handled on behalf of the account, as if sent to its bare JID.
+            stanza["to"] = session.bare
         to = stanza.getAttribute("to")
         if to:
             try:
@@ -178,6 +183,7 @@ class Router:
         iq["id"] = iq.getAttribute("id") or uuid.uuid4().hex
         iq["from"] = self.domain
         d = defer.Deferred()
+        d.to = iq.getAttribute("to")
         self._requests[iq["id"]] = d
         d.addTimeout(timeout, reactor)
         d.addBoth(self._request_done, iq["id"])
@@ -333,7 +339,9 @@ class Router:
         """Send a stanza error back to the sender; never answer an error or a result."""
         if is_error_or_result(stanza) or not stanza.getAttribute("from"):
             return
-        response = StanzaError(condition, text=text).toResponse(stanza)
+        # Twisted's table lacks RFC 6120's policy-violation (type modify).
+        kind = "modify" if condition == "policy-violation" else None
+        response = StanzaError(condition, type=kind, text=text).toResponse(stanza)
         if not response.getAttribute("from"):
             response["from"] = self.domain
         self.route(response)
