@@ -23,3 +23,16 @@ class SlixmppAgainstServer(ServerTestCase):
         self.assertEqual(report["iq_unknown_resource"], "service-unavailable")
         self.assertEqual(report["remote"], "remote-server-not-found")
         self.assertTrue(report["quiet"])
+
+
+class MixedPresence(ServerTestCase):
+    async def test_legacy_and_native_clients_subscribe_to_each_other(self):
+        await self.start_server()
+        report = await self.run_client("mixed_presence.py", "127.0.0.1", self.port, DOMAIN, PASSWORD)
+        self.assertEqual(report["bob_subscription"], "pending")
+        self.assertEqual(report["bob_approved"], ["subscription", "subscribed"])
+        self.assertEqual(report["form"], ["http://jabber.org/protocol/pubsub#subscribe_authorization",
+                                          "presence", f"alice@{DOMAIN}"])
+        self.assertEqual(report["bob_sees"], [f"alice@{DOMAIN}", "presence", f"alice@{DOMAIN}/legacy", "Moping"])
+        self.assertEqual(report["alice_sees"], [f"bob@{DOMAIN}/native", "Publishing"])
+        self.assertEqual(report["alice_roster"], {f"bob@{DOMAIN}": "both"})

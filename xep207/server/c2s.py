@@ -364,6 +364,7 @@ class ClientFactory(xmlstream.XmlStreamServerFactory):
 
     def buildProtocol(self, addr):
         stream = ServerStream(self.authenticatorFactory(), self.policy.max_stanza_size)
+
         stream.factory = self
         for event, fn in self.bootstraps:
             stream.addObserver(event, fn)
