@@ -44,7 +44,24 @@ class StorageService(service.Service):
         return defer.maybeDeferred(self.storage.stop)
 
 
-class WhenReady(service.MultiService):
+class OrderedServices(service.MultiService):
+    """Stops its children one after another, last started first, each
+    waiting for the one before (MultiService stops them all at once, which
+    would close storage under stanzas still being routed)."""
+
+    def stopService(self):
+        if not self.running:
+            return defer.succeed(None)
+        service.Service.stopService(self)
+
+        async def stop_children():
+            for child in reversed(list(self)):
+                await defer.maybeDeferred(child.stopService)
+
+        return defer.ensureDeferred(stop_children())
+
+
+class WhenReady(OrderedServices):
     """Starts its children only after ``ready`` has fired."""
 
     def __init__(self, ready: defer.Deferred):

@@ -18,7 +18,7 @@ from wokkel.component import Component
 
 from xep207.config import ConfigFileOptions
 from xep207.pubsub.engine import PubSubEngine
-from xep207.service import ComponentStatus, StorageService, WhenReady, pubsub_handlers
+from xep207.service import ComponentStatus, OrderedServices, StorageService, WhenReady, pubsub_handlers
 
 
 def _check_storage_url(url: str) -> str:
@@ -100,7 +100,7 @@ def default_storage_url(data_dir: str) -> str:
 
 
 def make_component_service(options) -> service.MultiService:
-    top = service.MultiService()
+    top = OrderedServices()
     storage_service = StorageService(options["storage"])
     if storage_service.storage.url.startswith("sqlite:"):
         os.makedirs(os.path.dirname(storage_service.storage.path) or ".", exist_ok=True)

@@ -40,6 +40,10 @@ class EventDelivery:
         return None
 
     def deliver(self, event, recipients):
+        for renderer in self.renderers:
+            takes_over = getattr(renderer, "deliver", None)
+            if takes_over is not None and takes_over(event, recipients):
+                return
         body = None
         legacy = _UNSET
         for recipient in recipients:

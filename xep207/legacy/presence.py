@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.python import log
 from twisted.words.xish import domish
 
-from xep207.legacy.render import Template
+from xep207.legacy.render import Template, is_presence_node
 from xep207.pubsub import errors
 from xep207.pubsub.engine import PRESENCE_NODE
 from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
@@ -26,7 +26,7 @@ SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 
 
 def priority_of(presence: domish.Element) -> int:
-    for element in presence.elements(None, "priority"):
+    for element in (c for c in presence.elements() if c.name == "priority"):
         try:
             return max(-128, min(127, int(str(element).strip())))
         except ValueError:
@@ -54,14 +54,17 @@ class PresenceCapture:
         self.caps = caps
         router.interceptors.append(self)
         router.on_unbind.append(self._session_gone)
-        engine.pep_payload_filters[PRESENCE_NODE] = self.vet_published_presence
+        self.on_initial: list = []  # async callables(session): offline delivery and the like
+        engine.payload_filters.append(self.vet_published_presence)
 
-    def vet_published_presence(self, requestor, service, item_id, payload):
+    def vet_published_presence(self, requestor, node, item_id, payload):
         """A pubsub-native presence publish (XEP-0207 §3) is the same operation
         as broadcast presence: one item per resource, and the payload's
         ``from`` is the publisher's own full JID (no spoofing a contact)."""
         from xep207.xmlutil import parse_stanza
 
+        if not is_presence_node(node.service, node.node_id):
+            return None
         if "/" not in requestor:
             raise errors.bad_request("invalid-payload", text="presence comes from a resource")
         try:
@@ -126,6 +129,8 @@ class PresenceCapture:
             other.send(template.to(other.full))
         if initial:
             await self.probe(session)
+            for callback in self.on_initial:
+                await callback(session)
 
     async def probe(self, session) -> None:
         """RFC 6121 §4.2.2's probe, answered from the contacts' ``presence`` nodes."""

@@ -11,6 +11,7 @@ ACCESS_MODELS = ("open", "presence", "roster", "authorize", "whitelist")
 PUBLISH_MODELS = ("publishers", "subscribers", "open")
 SEND_LAST = ("never", "on_sub", "on_sub_and_presence")
 NOTIFICATION_TYPES = ("normal", "headline")
+ITEMREPLY = ("owner", "publisher")
 
 
 def _choices(values):
@@ -39,6 +40,9 @@ FIELDS: dict[str, dict] = {
     "pubsub#send_last_published_item": {
         "type": "list-single", "label": "When to send the last published item",
         "options": _choices(SEND_LAST)},
+    "pubsub#itemreply": {
+        "type": "list-single", "label": "Whom replies go to (publisher: notifications name the publisher)",
+        "options": _choices(ITEMREPLY)},
     "pubsub#roster_groups_allowed": {
         "type": "list-multi", "label": "Roster groups allowed to subscribe"},
     # XEP-0207 §6 lists publishers in the configuration form; we accept them
@@ -59,6 +63,7 @@ _CHOICES = {
     "pubsub#publish_model": ("publish_model", PUBLISH_MODELS),
     "pubsub#send_last_published_item": ("send_last_published_item", SEND_LAST),
     "pubsub#notification_type": ("notification_type", NOTIFICATION_TYPES),
+    "pubsub#itemreply": ("itemreply", ITEMREPLY),
 }
 
 

@@ -98,9 +98,10 @@ class PubSubEngine:
 
             call_later = reactor.callLater
         self._call_later = call_later
-        # node id -> callable(requestor, service, item_id, payload) -> (item_id, payload):
-        # how a layer above vets what may be published to PEP nodes it gives meaning to.
-        self.pep_payload_filters: dict = {}
+        # callables(requestor, node, item_id, payload) -> (item_id, payload), or
+        # None to pass: how a layer above vets what is published to nodes it
+        # gives meaning to (presence nodes, chat nodes, rooms).
+        self.payload_filters: list = []
 
     # Services, nodes and affiliations ---------------------------------------
 
@@ -111,14 +112,14 @@ class PubSubEngine:
     def default_node_config(self, service: str, node_id: str | None) -> NodeConfig:
         if not self.is_pep(service):
             return self.default_config
+        pep = self.default_config.replace(itemreply="owner")  # XEP-0163 notifications name no publisher
         if node_id == PRESENCE_NODE:
             # XEP-0207 §8: presence must be authorized, never open.
-            return self.default_config.replace(access_model="authorize", max_items=self.max_items_limit)
+            return pep.replace(access_model="authorize", max_items=self.max_items_limit)
         if node_id == ROSTER_NODE:
-            return self.default_config.replace(
-                access_model="whitelist", max_items=self.max_items_limit,
-                deliver_notifications=False)
-        return self.default_config.replace(access_model="presence")  # XEP-0163 §5
+            return pep.replace(access_model="whitelist", max_items=self.max_items_limit,
+                               deliver_notifications=False)
+        return pep.replace(access_model="presence")  # XEP-0163 §5
 
     async def _node(self, service: str, node_id: str) -> Node:
         if not node_id:
@@ -359,9 +360,11 @@ class PubSubEngine:
         item_id, payload = items[0]
         if not payload and (config.persist_items or config.deliver_payloads):
             raise errors.bad_request("payload-required")
-        payload_filter = self.pep_payload_filters.get(node_id) if self.is_pep(service) else None
-        if payload_filter is not None:
-            item_id, payload = payload_filter(requestor, service, item_id, payload)
+        for payload_filter in self.payload_filters:
+            vetted = payload_filter(requestor, node, item_id, payload)
+            if vetted is not None:
+                item_id, payload = vetted
+                break
         item = Item(item_id or new_id(), payload, requestor)
         if config.persist_items:
             item = await self.storage.put_item(service, node_id, item, config.max_items)
@@ -370,7 +373,8 @@ class PubSubEngine:
             self.sink.deliver(
                 Event(service, node_id, ITEMS, items=(item,),
                       include_payloads=config.deliver_payloads,
-                      notification_type=config.notification_type),
+                      notification_type=config.notification_type,
+                      reply_to=requestor if config.itemreply == "publisher" else None),
                 recipients)
         return [item.item_id]
 

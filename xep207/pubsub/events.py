@@ -44,6 +44,7 @@ class Event:
     redirect: str | None = None
     config: NodeConfig | None = None
     subscription: Subscription | None = None
+    reply_to: str | None = None  # XEP-0033 replyto: the publisher, if the node names it
     # Items sent because of a new subscription (send_last_published_item),
     # as opposed to a live publish.
     replay: bool = False

@@ -24,6 +24,7 @@ NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_EVENT = NS_PUBSUB + "#event"
 NS_AUTHORIZATION = NS_PUBSUB + "#subscribe_authorization"
 NS_DATA = "jabber:x:data"
+NS_ADDRESS = "http://jabber.org/protocol/address"
 
 
 def event_body(event: Event) -> str:
@@ -53,7 +54,11 @@ def event_body(event: Event) -> str:
                  f" subid={quoteattr(s.subid)} subscription={quoteattr(s.state)}/>")
     else:
         raise ValueError(f"unknown event kind {event.kind!r}")
-    return f"<event xmlns='{NS_EVENT}'>{inner}</event>"
+    body = f"<event xmlns='{NS_EVENT}'>{inner}</event>"
+    if event.reply_to:
+        body += (f"<addresses xmlns='{NS_ADDRESS}'>"
+                 f"<address type='replyto' jid={quoteattr(event.reply_to)}/></addresses>")
+    return body
 
 
 def message(sender: str, recipient: str, body: str, *, type: str | None = None,

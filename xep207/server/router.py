@@ -45,6 +45,7 @@ class Router:
         self.on_unbind: list[Callable[[Session], None]] = []
         self.handle_registration = None  # XEP-0077 before login, when enabled
         self._requests: dict[str, defer.Deferred] = {}
+        self._in_flight: set[defer.Deferred] = set()
 
     # Accounts -------------------------------------------------------------------
 
@@ -167,6 +168,18 @@ class Router:
             return
         d = defer.ensureDeferred(self._route(stanza))
         d.addErrback(self._route_failed, stanza)
+        if not d.called:
+            self._in_flight.add(d)
+            d.addBoth(self._landed, d)
+
+    def _landed(self, result, d):
+        self._in_flight.discard(d)
+        return result
+
+    async def drain(self) -> None:
+        """Wait until every stanza already accepted has been routed (shutdown)."""
+        while self._in_flight:
+            await defer.DeferredList(list(self._in_flight))
 
     def _route_failed(self, failure, stanza):
         if failure.check(StanzaError):

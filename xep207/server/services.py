@@ -52,12 +52,13 @@ class ServerDisco(XMPPHandler):
                     disco.DiscoFeature("urn:xmpp:ping"),
                     disco.DiscoFeature("jabber:iq:version"),
                     disco.DiscoFeature("jabber:iq:roster"),
-                    disco.DiscoFeature("urn:xmpp:features:rosterver")]
+                    disco.DiscoFeature("urn:xmpp:features:rosterver"),
+                    disco.DiscoFeature("urn:xmpp:carbons:2")]
             if self.registration:
                 info.append(disco.DiscoFeature("jabber:iq:register"))
             return info
         if target.user is not None and target.resource is None:
-            return [disco.DiscoIdentity("account", "registered")]
+            return [disco.DiscoIdentity("account", "registered"), disco.DiscoFeature("urn:xmpp:mam:2")]
         return []
 
     def getDiscoItems(self, requestor, target, nodeIdentifier=""):

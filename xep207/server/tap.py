@@ -14,7 +14,9 @@ from wokkel.generic import VersionHandler
 from wokkel.ping import PingHandler
 
 import xep207
+from xep207.legacy.archive import ArchiveHandler
 from xep207.legacy.caps import CapsTracker
+from xep207.legacy.chat import CarbonsHandler, ChatCapture
 from xep207.legacy.delivery import EventDelivery, PubSubUsage, SessionInterest
 from xep207.legacy.presence import PresenceCapture
 from xep207.legacy.render import PresenceRenderer
@@ -28,7 +30,7 @@ from xep207.server.components import ComponentServerFactory
 from xep207.server.register import RegistrationHandler
 from xep207.server.router import Router
 from xep207.server.services import LocalServices, ServerDisco
-from xep207.service import StorageService, WhenReady
+from xep207.service import OrderedServices, StorageService, WhenReady
 
 
 def _interfaces(value: str) -> list[str]:
@@ -38,18 +40,28 @@ def _interfaces(value: str) -> list[str]:
     return interfaces
 
 
+class _OnStop(service.Service):
+    def __init__(self, callback):
+        self.callback = callback
+
+    def stopService(self):
+        super().stopService()
+        return self.callback()
+
+
 class Server:
     """The pieces of a running server, for embedding and tests."""
 
     def __init__(self, options, clock=reactor):
         domain = options["domain"]
         self.domain = domain
-        self.top = service.MultiService()
+        self.top = OrderedServices()
         self.storage_service = StorageService(options["storage"])
         self.storage_service.setServiceParent(self.top)
         self.storage = self.storage_service.storage
+        pubsub_domain = options["pubsub-domain"]
         self.router = Router(domain, self.storage)
-        self.delivery = EventDelivery(self.router, [PresenceRenderer()])
+        self.delivery = EventDelivery(self.router)
         self.engine = PubSubEngine(
             self.storage, self.delivery, pep_domains=[domain],
             interest=SessionInterest(self.router), max_payload_size=options["max-payload-size"])
@@ -61,6 +73,10 @@ class Server:
         self.caps = CapsTracker(self.router, self.engine, self.delivery)
         self.presence = PresenceCapture(self.router, self.engine, self.delivery, self.subscriptions,
                                         self.caps)
+        self.chat = ChatCapture(self.router, self.engine, pubsub_domain)
+        self.carbons = CarbonsHandler(self.router)
+        self.presence.on_initial.append(self.chat.deliver_offline)
+        self.delivery.renderers.extend([PresenceRenderer(), self.chat])
         ready = self.storage_service.ready
         ready.addCallback(lambda _: defer.ensureDeferred(self.presence.clear_stale()))
         self.started = WhenReady(ready)
@@ -71,14 +87,13 @@ class Server:
         handlers = [ServerDisco(self.router, options["registration"]), disco.DiscoHandler(),
                     PingHandler(), VersionHandler("xep207", xep207.__version__),
                     PubSubProtocol(self.engine, accepts=self.engine.is_pep, pep=True),
-                    RosterHandler(self.roster, self.subscriptions)]
+                    RosterHandler(self.roster, self.subscriptions), ArchiveHandler(self.chat)]
         if options["registration"]:
             handlers.append(RegistrationHandler(self))
         for handler in handlers:
             handler.setHandlerParent(self.local)
 
         # The pubsub service on its own domain.
-        pubsub_domain = options["pubsub-domain"]
         self.pubsub = InternalComponent(self.router, pubsub_domain)
         for handler in (PubSubProtocol(self.engine, accepts=lambda s: s == pubsub_domain),
                         disco.DiscoHandler(), PingHandler()):
@@ -105,6 +120,9 @@ class Server:
             listener.setServiceParent(self.started)
             self.listeners.append(listener)
 
+        # Added last, stopped first: sessions end while storage is still open.
+        _OnStop(lambda: defer.ensureDeferred(self.close_sessions())).setServiceParent(self.started)
+
         # External components (XEP-0114).
         components = options["components"]
         if components:
@@ -113,6 +131,17 @@ class Server:
                                           interface=options["component-interface"])
             listener.setServiceParent(self.started)
             self.listeners.append(listener)
+
+    async def close_sessions(self) -> None:
+        """On shutdown, while storage is still open: every session goes
+        unavailable (its presence item retracted, contacts told), then its
+        stream ends with ``system-shutdown``."""
+        await self.router.drain()
+        sessions = [s for resources in list(self.router.sessions.values()) for s in resources.values()]
+        for session in sessions:
+            await self.presence.unavailable(session, echo=False)
+        for session in sessions:
+            session.close("system-shutdown", "the server is stopping")
 
     def engine_defaults(self, service_jid, node_id):
         return self.engine.default_node_config(service_jid, node_id)

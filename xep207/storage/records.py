@@ -61,6 +61,9 @@ class NodeConfig:
     send_last_published_item: str = "never"
     title: str = ""
     roster_groups_allowed: tuple[str, ...] = ()
+    # XEP-0207 §5–6 show notifications with an XEP-0033 replyto naming the
+    # publisher; "owner" hides publishers (XEP-0060's pubsub#itemreply).
+    itemreply: str = "publisher"
     extra: Mapping[str, object] = field(default_factory=dict)
 
     def replace(self, **changes) -> "NodeConfig":

@@ -1,0 +1,281 @@
+"""One-to-one messaging as pubsub (XEP-0207 §6): a whitelist node per pair.
+
+Capture: a ``chat`` or ``normal`` message with a body from A to B becomes a
+publish to A and B's pair node on the pubsub service (created on first use:
+whitelist, both parties publishers and subscribers, persistent items).
+
+Rendering (``ChatDelivery``): B's sessions get the message by RFC 6121 §8.5
+(the addressed resource, else the highest-priority ones); B's and A's other
+resources get XEP-0280 carbons if they enabled them, the "bcc" of the XEP;
+pubsub-speaking sessions get the XEP-0207 event. A message nobody could take
+stays an item and is delivered, with XEP-0203 ``<delay/>``, at B's next
+available presence — in order, once. The archive (XEP-0313) is a read of the
+same items.
+"""
+
+from __future__ import annotations
+
+import datetime
+from xml.sax.saxutils import quoteattr
+
+from twisted.internet import defer
+from twisted.words.protocols.jabber import jid as jidlib
+from twisted.words.xish import domish
+
+from xep207.legacy.delivery import speaks_pubsub
+from xep207.pubsub import errors, render
+from xep207.pubsub.events import ITEMS, Event, Recipient
+from xep207.storage.interface import NodeExists
+from xep207.storage.records import (
+    OWNER,
+    PUBLISHER,
+    SUBSCRIBED,
+    VIA_LEGACY,
+    Node,
+    NodeConfig,
+    Subscription,
+    bare,
+)
+from xep207.xmlutil import parse_stanza
+
+KIND = "xep207#kind"
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_FORWARD = "urn:xmpp:forward:0"
+NS_DELAY = "urn:xmpp:delay"
+NS_SID = "urn:xmpp:sid:0"
+OFFLINE_MARK = "xep207#offline-since"  # subscription option: first undelivered item
+STORED_TYPES = ("chat", "normal")
+
+
+def pair_node_id(a: str, b: str) -> str:
+    """A stable node name for two bare JIDs, whoever writes first."""
+    first, second = sorted((a, b))
+    return f"chat:{first}:{second}"
+
+
+def stamp(published: float) -> str:
+    moment = datetime.datetime.fromtimestamp(published, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def with_child(message_xml: str, child_xml: str) -> str:
+    """Serialized ``<message …>…</message>`` with one more child at the end."""
+    if message_xml.endswith("/>"):
+        return message_xml[:-2] + ">" + child_xml + "</message>"
+    return message_xml[: -len("</message>")] + child_xml + "</message>"
+
+
+def is_stored(stanza: domish.Element) -> bool:
+    """Chat and normal messages with a body are archived; chat states without
+    a body, headlines and errors only route (issue 6)."""
+    return (stanza.getAttribute("type", "normal") in STORED_TYPES
+            and any(child.name == "body" for child in stanza.elements()))
+
+
+class ChatCapture:
+    """Router interceptor for one-to-one messages, and the renderer of pair nodes."""
+
+    def __init__(self, router, engine, pubsub_domain: str, max_items: int = 10000):
+        self.router = router
+        self.engine = engine
+        self.storage = engine.storage
+        self.pubsub_domain = pubsub_domain
+        self.max_items = max_items
+        self._locks: dict[str, defer.DeferredLock] = {}
+        self._marking: list = []
+        router.interceptors.append(self)
+        engine.payload_filters.append(self.vet_published_message)
+
+    def is_chat_node(self, service: str, node_id: str, config: NodeConfig | None = None) -> bool:
+        if service != self.pubsub_domain or not node_id.startswith("chat:"):
+            return False
+        return config is None or config.extra.get(KIND) == "chat"
+
+    # Capture ---------------------------------------------------------------------
+
+    async def intercept(self, stanza) -> bool:
+        session = getattr(stanza, "session", None)
+        if session is None or stanza.name != "message" or not is_stored(stanza):
+            return False
+        to = stanza.getAttribute("to")
+        if not to:
+            return False
+        target = jidlib.JID(to)
+        if target.host != self.router.domain or target.user is None:
+            return False
+        contact = target.userhost()
+        if contact == session.bare and target.resource is None:
+            return False  # a note to self: route as RFC 6121 says
+        if not await self.router.account_exists(contact):
+            return False  # the router answers service-unavailable
+        node_id = pair_node_id(session.bare, contact)
+        payload = self.payload_of(stanza, session.full)
+        # One conversation at a time per pair: messages keep their order, and
+        # each sees the offline mark the one before it left.
+        lock = self._locks.setdefault(node_id, defer.DeferredLock())
+        await lock.acquire()
+        try:
+            await self.ensure_pair(session.bare, contact)
+            await self.engine.publish(session.full, self.pubsub_domain, node_id, [(None, payload)])
+            await self._marks_written()
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(node_id, None)
+        return True
+
+    @staticmethod
+    def payload_of(stanza: domish.Element, sender: str) -> str:
+        copy = domish.Element((stanza.uri, "message"), stanza.defaultUri, dict(stanza.attributes))
+        copy.children = stanza.children
+        copy["from"] = sender
+        return copy.toXml()
+
+    async def ensure_pair(self, a: str, b: str) -> str:
+        node_id = pair_node_id(a, b)
+        if await self.storage.get_node(self.pubsub_domain, node_id) is not None:
+            return node_id
+        config = self.engine.default_config.replace(
+            access_model="whitelist", publish_model="publishers", persist_items=True,
+            max_items=self.max_items, notification_type="normal", extra={KIND: "chat"})
+        service = self.pubsub_domain
+        try:
+            await self.storage.create_node(Node(service, node_id, config, service))
+        except NodeExists:
+            return node_id  # the other party's first message won the race
+        await self.storage.set_affiliation(service, node_id, service, OWNER)
+        for party in {a, b}:
+            await self.storage.set_affiliation(service, node_id, party, PUBLISHER)
+            await self.storage.set_subscription(
+                Subscription(service, node_id, party, SUBSCRIBED, via=VIA_LEGACY))
+        return node_id
+
+    def vet_published_message(self, requestor, node, item_id, payload):
+        """A pubsub-native publish to a pair node is a message from the
+        publisher: its ``from`` is rewritten, so nobody speaks for another."""
+        if not self.is_chat_node(node.service, node.node_id, node.config):
+            return None
+        try:
+            message = parse_stanza(payload)
+        except Exception:
+            raise errors.bad_request("invalid-payload")
+        if message.name != "message" or message.uri != "jabber:client":
+            raise errors.bad_request("invalid-payload", text="a chat item is a jabber:client message")
+        if "/" not in requestor:
+            raise errors.bad_request("invalid-payload", text="messages come from a resource")
+        if not message.getAttribute("to"):
+            parties = node.node_id[len("chat:"):].split(":")
+            others = [p for p in parties if p != bare(requestor)]
+            message["to"] = others[0] if others else bare(requestor)
+        message["type"] = message.getAttribute("type", "chat")
+        return item_id, self.payload_of(message, requestor)
+
+    # Rendering -------------------------------------------------------------------
+
+    def render(self, event):
+        return None  # chat nodes are delivered by ``deliver`` below
+
+    def render_authorization(self, request):
+        return None
+
+    def deliver(self, event, recipients) -> bool:
+        if not self.is_chat_node(event.service, event.node_id) or event.kind != ITEMS:
+            return False
+        body = None
+        for item in event.items:
+            sender = item.publisher
+            addressed = parse_stanza(item.payload).getAttribute("to", "")
+            payload = item.payload
+            if event.replay:
+                payload = with_child(payload, f"<delay xmlns='{NS_DELAY}' from={quoteattr(self.router.domain)}"
+                                              f" stamp='{stamp(item.published)}'/>")
+            for recipient in recipients:
+                sessions = self.router.sessions_for(recipient.jid)
+                if sessions is None:
+                    continue
+                party = bare(recipient.jid)
+                from_party = party == bare(sender)
+                legacy = recipient.subscription is not None and recipient.subscription.via == VIA_LEGACY
+                targets = [] if from_party or event.replay else self._targets(addressed, party)
+                if legacy and not from_party and not event.replay and not targets:
+                    self._mark_offline(recipient.subscription, item)
+                for session in sessions:
+                    if not legacy or speaks_pubsub(session, event.node_id):
+                        # The XEP-0207 form, to every session of both parties,
+                        # the sending one included (the XEP's bcc).
+                        body = body or render.event_body(event)
+                        session.send(render.message(event.service, session.full, body,
+                                                    type=event.notification_type))
+                    elif event.replay or session in targets:
+                        session.send(payload)
+                    elif session.full != sender and getattr(session, "carbons", False):
+                        direction = "sent" if from_party else "received"
+                        session.send(self._carbon(payload, session, direction))
+        return True
+
+    def _targets(self, addressed: str, party: str):
+        """RFC 6121 §8.5.3.2/§8.5.2.1.1: the addressed resource if it is online,
+        else the available resources of highest (non-negative) priority."""
+        if "/" in addressed and bare(addressed) == party:
+            session = self.router.session(addressed)
+            if session is not None:
+                return [session]
+        return self.router.deliverable_resources(party)
+
+    def _carbon(self, payload: str, session, direction: str) -> str:
+        return (f"<message from={quoteattr(session.bare)} to={quoteattr(session.full)} type='chat'>"
+                f"<{direction} xmlns='{NS_CARBONS}'><forwarded xmlns='{NS_FORWARD}'>{payload}"
+                f"</forwarded></{direction}></message>")
+
+    def _mark_offline(self, subscription, item) -> None:
+        if subscription is None or subscription.options.get(OFFLINE_MARK):
+            return
+        marked = subscription.replace(options={**subscription.options, OFFLINE_MARK: item.item_id})
+        self._marking.append(self.storage.set_subscription(marked))
+
+    async def _marks_written(self) -> None:
+        while self._marking:
+            await self._marking.pop(0)
+
+    # Offline delivery -------------------------------------------------------------
+
+    async def deliver_offline(self, session) -> None:
+        """At an initial available presence: every message that waited, oldest first."""
+        subscriptions = await self.storage.get_entity_subscriptions(session.bare, self.pubsub_domain)
+        for subscription in subscriptions:
+            since = subscription.options.get(OFFLINE_MARK)
+            if not since or not self.is_chat_node(subscription.service, subscription.node_id):
+                continue
+            options = {k: v for k, v in subscription.options.items() if k != OFFLINE_MARK}
+            await self.storage.set_subscription(subscription.replace(options=options))  # once
+            first = await self.storage.get_items(self.pubsub_domain, subscription.node_id, [since])
+            page = await self.storage.page_items(self.pubsub_domain, subscription.node_id)
+            waiting = [i for i in page.items
+                       if first and i.seq >= first[0].seq and bare(i.publisher) != session.bare]
+            if waiting:
+                self.deliver(Event(self.pubsub_domain, subscription.node_id, ITEMS, items=tuple(waiting),
+                                   notification_type="normal", replay=True),
+                             [Recipient(session.full, subscription)])
+
+
+class CarbonsHandler:
+    """XEP-0280 enable/disable; the flag lives on the session."""
+
+    NS = NS_CARBONS
+
+    def __init__(self, router):
+        self.router = router
+        router.interceptors.append(self)
+
+    async def intercept(self, stanza) -> bool:
+        session = getattr(stanza, "session", None)
+        if session is None or stanza.name != "iq" or stanza.getAttribute("type") != "set":
+            return False
+        child = stanza.firstChildElement()
+        if child is None or child.uri != NS_CARBONS or child.name not in ("enable", "disable"):
+            return False
+        session.carbons = child.name == "enable"
+        response = domish.Element((None, "iq"))
+        response["type"], response["id"], response["to"] = "result", stanza.getAttribute("id", ""), session.full
+        session.send(response)
+        return True
