@@ -14,7 +14,7 @@ class SlixmppAgainstServer(ServerTestCase):
         self.assertEqual(report["identities"], ["server/im"])
         self.assertIn("urn:xmpp:ping", report["features"])
         self.assertIn("jabber:iq:roster", report["features"])
-        self.assertEqual(report["items"], [f"pubsub.{DOMAIN}"])
+        self.assertEqual(report["items"], [f"chat.{DOMAIN}", f"pubsub.{DOMAIN}"])
         self.assertEqual(report["version"], "xep207")
         self.assertEqual(report["bare_delivery"], [[f"bob@{DOMAIN}/desk", "to bare"]] * 2)
         self.assertEqual(report["full_delivery"], "to laptop")

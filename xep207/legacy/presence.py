@@ -172,6 +172,6 @@ class PresenceCapture:
             self.router.route(stanza)
         session.directed.clear()
 
-    def _session_gone(self, session) -> None:
+    def _session_gone(self, session) -> defer.Deferred:
         d = defer.ensureDeferred(self.unavailable(session, echo=False))
-        d.addErrback(log.err, f"unavailable broadcast for {session.full} failed")
+        return d.addErrback(log.err, f"unavailable broadcast for {session.full} failed")

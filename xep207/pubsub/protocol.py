@@ -174,8 +174,9 @@ class EngineResource(PubSubResource):
 
     features = FEATURES
 
-    def __init__(self, engine, pep=False):
+    def __init__(self, engine, pep=False, allow_create=True):
         self.engine = engine
+        self.allow_create = allow_create
         self.discoIdentity = (disco.DiscoIdentity("pubsub", "pep") if pep else
                               disco.DiscoIdentity("pubsub", "service", "xep207 publish-subscribe"))
 
@@ -209,6 +210,8 @@ class EngineResource(PubSubResource):
 
     def create(self, request):
         sender, service = self._who(request)
+        if not self.allow_create:
+            return defer.fail(errors.forbidden(text="nodes here are made another way (join a room)"))
         values = _form_values(request.options) if request.options else None
         return self.engine.create_node(sender, service, request.nodeIdentifier, values)
 
@@ -410,10 +413,10 @@ class PubSubProtocol(PubSubService):
     """The pubsub service on one XML stream (a component connection, or the
     internal router's). It is also the engine's event sink on that stream."""
 
-    def __init__(self, engine, resource=None, accepts=None, pep=False):
+    def __init__(self, engine, resource=None, accepts=None, pep=False, allow_create=True):
         """``accepts(service)`` says which addressed JIDs this instance serves
         (default: any); ``pep`` makes it the PEP service of accounts."""
-        super().__init__(resource or EngineResource(engine, pep=pep))
+        super().__init__(resource or EngineResource(engine, pep=pep, allow_create=allow_create))
         self.engine = engine
         self.accepts = accepts or (lambda service: True)
 

@@ -85,7 +85,10 @@ class Router:
         for callback in self.on_bind:
             callback(session)
 
-    def unbind(self, session: Session) -> None:
+    def unbind(self, session: Session) -> defer.Deferred:
+        """Forget a resource; fires when every ``on_unbind`` consequence (going
+        unavailable, leaving rooms) has run."""
+        results = []
         resources = self.sessions.get(session.bare, {})
         if resources.get(session.jid.resource) is session:
             del resources[session.jid.resource]
@@ -94,7 +97,8 @@ class Router:
             for d in [d for d in self._requests.values() if d.to == session.full]:
                 d.cancel()  # nobody left to answer
             for callback in self.on_unbind:
-                callback(session)
+                results.append(defer.maybeDeferred(callback, session))
+        return defer.gatherResults(results, consumeErrors=True)
 
     def session(self, full: str) -> Session | None:
         bare, _, resource = full.partition("/")

@@ -18,6 +18,7 @@ from xep207.legacy.archive import ArchiveHandler
 from xep207.legacy.caps import CapsTracker
 from xep207.legacy.chat import CarbonsHandler, ChatCapture
 from xep207.legacy.delivery import EventDelivery, PubSubUsage, SessionInterest
+from xep207.legacy.groupchat import GroupchatService
 from xep207.legacy.presence import PresenceCapture
 from xep207.legacy.render import PresenceRenderer
 from xep207.legacy.roster import RosterHandler, RosterView
@@ -76,9 +77,13 @@ class Server:
         self.chat = ChatCapture(self.router, self.engine, pubsub_domain)
         self.carbons = CarbonsHandler(self.router)
         self.presence.on_initial.append(self.chat.deliver_offline)
-        self.delivery.renderers.extend([PresenceRenderer(), self.chat])
+        chat_domain = options["chat-domain"]
+        self.groupchat = GroupchatService(self.router, self.engine, chat_domain)
+        self.delivery.renderers.extend([PresenceRenderer(), self.chat, self.groupchat])
+        self.delivery.subscription_listeners.append(self.groupchat.on_subscription_change)
         ready = self.storage_service.ready
         ready.addCallback(lambda _: defer.ensureDeferred(self.presence.clear_stale()))
+        ready.addCallback(lambda _: defer.ensureDeferred(self.groupchat.clear_stale()))
         self.started = WhenReady(ready)
         self.started.setServiceParent(self.top)
 
@@ -100,6 +105,16 @@ class Server:
             handler.setHandlerParent(self.pubsub)
         self.pubsub.setServiceParent(self.started)
         self.router.internal_routes.add(pubsub_domain)
+
+        # The groupchat service: XEP-0045 and XEP-0060 on the same room nodes.
+        self.rooms = InternalComponent(self.router, chat_domain)
+        rooms_pubsub = PubSubProtocol(self.engine, accepts=lambda s: s.split("@")[-1] == chat_domain
+                                      and "/" not in s, allow_create=False)
+        rooms_pubsub.hideNodes = True  # rooms are listed as rooms, by the groupchat service
+        for handler in (self.groupchat, rooms_pubsub, disco.DiscoHandler(), PingHandler()):
+            handler.setHandlerParent(self.rooms)
+        self.rooms.setServiceParent(self.started)
+        self.router.internal_routes.add(chat_domain)
 
         # Client connections.
         tls_context = None
@@ -139,7 +154,7 @@ class Server:
         await self.router.drain()
         sessions = [s for resources in list(self.router.sessions.values()) for s in resources.values()]
         for session in sessions:
-            await self.presence.unavailable(session, echo=False)
+            await self.router.unbind(session)
         for session in sessions:
             session.close("system-shutdown", "the server is stopping")
 
