@@ -159,6 +159,7 @@ class GroupchatService(XMPPHandler):
         self.presences: dict[tuple[str, str], str] = {}  # (room, occupant jid) -> presence children
         self.nicks: dict[tuple[str, str], str] = {}  # (room, occupant jid) -> nick, for rendering
         self._locks: dict[str, defer.DeferredLock] = {}
+        self._pending: set[defer.Deferred] = set()
         engine.payload_filters.append(self.vet_published_message)
         router.on_unbind.append(self._session_gone)
         self.delivery = None
@@ -181,6 +182,17 @@ class GroupchatService(XMPPHandler):
         d = lock.run(lambda: defer.ensureDeferred(self._dispatch(stanza)))
         d.addErrback(self._failed, stanza)
         d.addBoth(self._unlock, key, lock)
+        self._pending.add(d)  # removed again by _settled, at once if already done
+        d.addBoth(self._settled, d)
+
+    def _settled(self, result, d):
+        self._pending.discard(d)
+        return result
+
+    async def drain(self) -> None:
+        """Wait for the room work already under way (shutdown)."""
+        while self._pending:
+            await defer.DeferredList(list(self._pending))
 
     def _unlock(self, result, key, lock):
         if not lock.locked and not lock.waiting:

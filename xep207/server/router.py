@@ -98,7 +98,10 @@ class Router:
                 d.cancel()  # nobody left to answer
             for callback in self.on_unbind:
                 results.append(defer.maybeDeferred(callback, session))
-        return defer.gatherResults(results, consumeErrors=True)
+        d = defer.gatherResults(results, consumeErrors=True)
+        self._in_flight.add(d)  # removed again by _landed, at once if already done
+        d.addBoth(self._landed, d)
+        return d
 
     def session(self, full: str) -> Session | None:
         bare, _, resource = full.partition("/")
@@ -164,6 +167,7 @@ class Router:
                 self.bounce(stanza, "jid-malformed")
                 return
         stanza.session = session
+        stanza.handled = False  # the client stream's mark; services downstream set their own
         self.route(stanza)
 
     def route(self, stanza: domish.Element) -> None:
@@ -172,9 +176,8 @@ class Router:
             return
         d = defer.ensureDeferred(self._route(stanza))
         d.addErrback(self._route_failed, stanza)
-        if not d.called:
-            self._in_flight.add(d)
-            d.addBoth(self._landed, d)
+        self._in_flight.add(d)  # removed again by _landed, at once if already done
+        d.addBoth(self._landed, d)
 
     def _landed(self, result, d):
         self._in_flight.discard(d)

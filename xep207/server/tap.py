@@ -151,12 +151,20 @@ class Server:
         """On shutdown, while storage is still open: every session goes
         unavailable (its presence item retracted, contacts told), then its
         stream ends with ``system-shutdown``."""
-        await self.router.drain()
+        await self.quiesce()
         sessions = [s for resources in list(self.router.sessions.values()) for s in resources.values()]
         for session in sessions:
             await self.router.unbind(session)
+        # Going unavailable sent presence to rooms and contacts: let it land.
+        await self.quiesce()
         for session in sessions:
             session.close("system-shutdown", "the server is stopping")
+
+    async def quiesce(self) -> None:
+        """Wait until no stanza is being routed and no room work is under way."""
+        while self.router._in_flight or self.groupchat._pending:
+            await self.router.drain()
+            await self.groupchat.drain()
 
     def engine_defaults(self, service_jid, node_id):
         return self.engine.default_node_config(service_jid, node_id)
