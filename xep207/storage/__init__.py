@@ -7,9 +7,10 @@ from urllib.parse import urlsplit
 from twisted.plugin import getPlugins
 from zope.interface import Attribute, Interface
 
-from xep207.storage.interface import AccountExists, IStorage, NodeExists
+from xep207.storage.interface import AccountExists, IStorage, NodeExists, StorageUnavailable
 
-__all__ = ["IStorage", "IStorageFactory", "NodeExists", "AccountExists", "open_storage"]
+__all__ = ["IStorage", "IStorageFactory", "NodeExists", "AccountExists", "StorageUnavailable",
+           "open_storage"]
 
 
 class IStorageFactory(Interface):

@@ -18,6 +18,10 @@ class AccountExists(Exception):
     """``create_account`` for a JID that is already registered."""
 
 
+class StorageUnavailable(Exception):
+    """The database cannot be reached now; the operation did nothing."""
+
+
 class IStorage(Interface):
     url = Attribute("The URL this backend was opened with (no password).")
 

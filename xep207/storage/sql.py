@@ -1,0 +1,342 @@
+"""The SQL both bundled database backends share (SQLite and PostgreSQL).
+
+Statements are written once, with ``?`` placeholders and the upsert and
+``RETURNING`` syntax both databases accept; a backend supplies how to run a
+transaction off the reactor thread (``_transact``), its placeholder style, its
+schema migrations and its integrity-error class.
+"""
+
+from __future__ import annotations
+
+import json
+
+from xep207.storage.interface import AccountExists, NodeExists
+from xep207.storage.records import (
+    NONE,
+    Account,
+    Affiliation,
+    Item,
+    ItemPage,
+    Node,
+    NodeConfig,
+    Subscription,
+    bare,
+)
+
+TABLES = ("nodes", "affiliations", "subscriptions", "items")
+_ITEM_COLUMNS = "seq, item_id, payload, publisher, published"
+_SUBSCRIPTION_COLUMNS = "service, node, subscriber, subid, state, options, via"
+_ACCOUNT_COLUMNS = ("user_name, domain, salt, iterations, stored_key_sha1, server_key_sha1,"
+                    " stored_key_sha256, server_key_sha256, created")
+
+
+def _item(row) -> Item:
+    seq, item_id, payload, publisher, published = row
+    return Item(item_id, payload, publisher, published, seq)
+
+
+def _subscription(row) -> Subscription:
+    service, node, subscriber, subid, state, options, via = row
+    return Subscription(service, node, subscriber, state, subid, json.loads(options), via)
+
+
+def _account(row) -> Account:
+    user, domain, salt, iterations, sk1, svk1, sk256, svk256, created = row
+    return Account(user, domain, bytes(salt), iterations, bytes(sk1), bytes(svk1), bytes(sk256),
+                   bytes(svk256), created)
+
+
+class SQLStorage:
+    """Every ``IStorage`` method, as SQL run through ``self._transact``."""
+
+    placeholder = "?"
+    integrity_errors: tuple = ()
+
+    def _transact(self, function, *args):
+        """Run ``function(cursor, *args)`` in one transaction; a Deferred."""
+        raise NotImplementedError
+
+    def _sql(self, statement: str) -> str:
+        return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
+
+    def _execute(self, cursor, statement: str, args=()):
+        cursor.execute(self._sql(statement), tuple(args))
+        return cursor
+
+    def _fetch(self, statement: str, args=(), convert=list):
+        def fetch(cursor):
+            return convert(self._execute(cursor, statement, args).fetchall())
+
+        return self._transact(fetch)
+
+    def _run(self, statement: str, args=()):
+        return self._transact(lambda cursor: self._execute(cursor, statement, args) and None)
+
+    # Nodes
+
+    def create_node(self, node):
+        def create(cursor):
+            try:
+                self._execute(cursor, "INSERT INTO nodes VALUES (?, ?, ?, ?, ?)",
+                              (node.service, node.node_id, json.dumps(node.config.to_dict()),
+                               node.creator, node.created))
+            except self.integrity_errors:
+                raise NodeExists((node.service, node.node_id))
+
+        return self._transact(create)
+
+    def get_node(self, service, node_id):
+        def found(rows):
+            if not rows:
+                return None
+            config, creator, created = rows[0]
+            return Node(service, node_id, NodeConfig.from_dict(json.loads(config)), creator, created)
+
+        return self._fetch("SELECT config, creator, created FROM nodes WHERE service = ? AND node = ?",
+                           (service, node_id), found)
+
+    def list_nodes(self, service):
+        return self._fetch("SELECT node FROM nodes WHERE service = ? ORDER BY node", (service,),
+                           lambda rows: [r[0] for r in rows])
+
+    def set_node_config(self, service, node_id, config):
+        return self._run("UPDATE nodes SET config = ? WHERE service = ? AND node = ?",
+                         (json.dumps(config.to_dict()), service, node_id))
+
+    def delete_node(self, service, node_id):
+        def delete(cursor):
+            for table in TABLES:
+                self._execute(cursor, f"DELETE FROM {table} WHERE service = ? AND node = ?", (service, node_id))
+
+        return self._transact(delete)
+
+    # Affiliations
+
+    def get_affiliations(self, service, node_id):
+        return self._fetch("SELECT entity, affiliation FROM affiliations WHERE service = ? AND node = ?",
+                           (service, node_id), dict)
+
+    def set_affiliation(self, service, node_id, entity, affiliation):
+        if affiliation == NONE:
+            return self._run("DELETE FROM affiliations WHERE service = ? AND node = ? AND entity = ?",
+                             (service, node_id, entity))
+        return self._run(
+            "INSERT INTO affiliations VALUES (?, ?, ?, ?) ON CONFLICT (service, node, entity)"
+            " DO UPDATE SET affiliation = excluded.affiliation", (service, node_id, entity, affiliation))
+
+    def get_entity_affiliations(self, entity, service=None):
+        statement = "SELECT service, node, affiliation FROM affiliations WHERE entity = ?"
+        args = [entity]
+        if service is not None:
+            statement += " AND service = ?"
+            args.append(service)
+        return self._fetch(statement + " ORDER BY service, node", args,
+                           lambda rows: [Affiliation(s, n, entity, a) for s, n, a in rows])
+
+    # Subscriptions
+
+    def get_subscriptions(self, service, node_id):
+        return self._fetch(f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE service = ? AND node = ?",
+                           (service, node_id), lambda rows: [_subscription(r) for r in rows])
+
+    def get_subscription(self, service, node_id, subscriber):
+        return self._fetch(
+            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"
+            " WHERE service = ? AND node = ? AND subscriber = ?", (service, node_id, subscriber),
+            lambda rows: _subscription(rows[0]) if rows else None)
+
+    def set_subscription(self, subscription):
+        s = subscription
+        return self._run(
+            "INSERT INTO subscriptions VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (service, node, subscriber) DO UPDATE SET subid = excluded.subid,"
+            " state = excluded.state, options = excluded.options, via = excluded.via",
+            (s.service, s.node_id, s.subscriber, bare(s.subscriber), s.subid, s.state,
+             json.dumps(dict(s.options)), s.via))
+
+    def remove_subscription(self, service, node_id, subscriber):
+        return self._run("DELETE FROM subscriptions WHERE service = ? AND node = ? AND subscriber = ?",
+                         (service, node_id, subscriber))
+
+    def get_entity_subscriptions(self, entity, service=None, node_id=None):
+        statement = f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE subscriber_bare = ?"
+        args = [entity]
+        if service is not None:
+            statement += " AND service = ?"
+            args.append(service)
+        if node_id is not None:
+            statement += " AND node = ?"
+            args.append(node_id)
+        return self._fetch(statement + " ORDER BY service, node, subscriber", args,
+                           lambda rows: [_subscription(r) for r in rows])
+
+    # Items
+
+    def put_item(self, service, node_id, item, max_items):
+        def put(cursor):
+            self._execute(cursor, "DELETE FROM items WHERE service = ? AND node = ? AND item_id = ?",
+                          (service, node_id, item.item_id))
+            seq = self._execute(
+                cursor, "INSERT INTO items (service, node, item_id, payload, publisher, published)"
+                " VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+                (service, node_id, item.item_id, item.payload, item.publisher, item.published)).fetchone()[0]
+            if max_items is not None:
+                self._execute(
+                    cursor, "DELETE FROM items WHERE service = ? AND node = ? AND seq <= ("
+                    " SELECT seq FROM items WHERE service = ? AND node = ?"
+                    " ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                    (service, node_id, service, node_id, max_items))
+            return Item(item.item_id, item.payload, item.publisher, item.published, seq)
+
+        return self._transact(put)
+
+    def get_items(self, service, node_id, item_ids):
+        item_ids = list(item_ids)
+
+        def get(cursor):
+            if not item_ids:
+                return []
+            marks = ", ".join("?" * len(item_ids))
+            rows = self._execute(cursor, f"SELECT {_ITEM_COLUMNS} FROM items WHERE service = ? AND node = ?"
+                                         f" AND item_id IN ({marks}) ORDER BY seq",
+                                 [service, node_id, *item_ids]).fetchall()
+            return [_item(r) for r in rows]
+
+        return self._transact(get)
+
+    def page_items(self, service, node_id, limit=None, after=None, before=None):
+        def page(cursor):
+            where = "service = ? AND node = ?"
+            key = (service, node_id)
+            count = self._execute(cursor, f"SELECT COUNT(*) FROM items WHERE {where}", key).fetchone()[0]
+            anchor = after if after is not None else before
+            anchor_seq = None
+            if anchor:
+                row = self._execute(cursor, f"SELECT seq FROM items WHERE {where} AND item_id = ?",
+                                    (*key, anchor)).fetchone()
+                if row is None:
+                    return ItemPage((), count)
+                anchor_seq = row[0]
+            lim = count if limit is None else limit
+            if after is not None:
+                rows = self._execute(cursor, f"SELECT {_ITEM_COLUMNS} FROM items WHERE {where} AND seq > ?"
+                                             " ORDER BY seq LIMIT ?", (*key, anchor_seq, lim)).fetchall()
+            else:
+                bound = "AND seq < ?" if anchor_seq is not None else ""
+                args = (*key, anchor_seq) if anchor_seq is not None else key
+                rows = self._execute(cursor, f"SELECT {_ITEM_COLUMNS} FROM items WHERE {where} {bound}"
+                                             " ORDER BY seq DESC LIMIT ?", (*args, lim)).fetchall()
+                rows.reverse()
+            items = tuple(_item(r) for r in rows)
+            first_index = 0
+            if items:
+                first_index = self._execute(cursor, f"SELECT COUNT(*) FROM items WHERE {where} AND seq < ?",
+                                            (*key, items[0].seq)).fetchone()[0]
+            return ItemPage(items, count, first_index)
+
+        return self._transact(page)
+
+    def delete_items(self, service, node_id, item_ids):
+        def delete(cursor):
+            deleted = []
+            for item_id in item_ids:
+                self._execute(cursor, "DELETE FROM items WHERE service = ? AND node = ? AND item_id = ?",
+                              (service, node_id, item_id))
+                if cursor.rowcount:
+                    deleted.append(item_id)
+            return deleted
+
+        return self._transact(delete)
+
+    def purge_items(self, service, node_id):
+        return self._run("DELETE FROM items WHERE service = ? AND node = ?", (service, node_id))
+
+    # Accounts
+
+    def create_account(self, account):
+        def create(cursor):
+            try:
+                self._execute(cursor, f"INSERT INTO accounts (jid, {_ACCOUNT_COLUMNS})"
+                                      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              (account.jid, account.user, account.domain, account.salt, account.iterations,
+                               account.stored_key_sha1, account.server_key_sha1,
+                               account.stored_key_sha256, account.server_key_sha256, account.created))
+            except self.integrity_errors:
+                raise AccountExists(account.jid)
+
+        return self._transact(create)
+
+    def get_account(self, jid):
+        return self._fetch(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE jid = ?", (jid,),
+                           lambda rows: _account(rows[0]) if rows else None)
+
+    def update_account(self, account):
+        return self._run(
+            "UPDATE accounts SET salt = ?, iterations = ?, stored_key_sha1 = ?, server_key_sha1 = ?,"
+            " stored_key_sha256 = ?, server_key_sha256 = ? WHERE jid = ?",
+            (account.salt, account.iterations, account.stored_key_sha1, account.server_key_sha1,
+             account.stored_key_sha256, account.server_key_sha256, account.jid))
+
+    def delete_account(self, jid):
+        def delete(cursor):
+            self._execute(cursor, "DELETE FROM accounts WHERE jid = ?", (jid,))
+            for table in TABLES:
+                self._execute(cursor, f"DELETE FROM {table} WHERE service = ?", (jid,))
+            self._execute(cursor, "DELETE FROM subscriptions WHERE subscriber_bare = ?", (jid,))
+            self._execute(cursor, "DELETE FROM affiliations WHERE entity = ?", (jid,))
+
+        return self._transact(delete)
+
+    def list_accounts(self, domain=None):
+        if domain is None:
+            return self._fetch("SELECT jid FROM accounts ORDER BY jid", (), lambda rows: [r[0] for r in rows])
+        return self._fetch("SELECT jid FROM accounts WHERE domain = ? ORDER BY jid", (domain,),
+                           lambda rows: [r[0] for r in rows])
+
+
+def schema(serial: str, binary: str, real: str) -> str:
+    """Schema version 1, in a dialect's column types."""
+    return f"""
+    CREATE TABLE nodes (
+        service TEXT NOT NULL, node TEXT NOT NULL, config TEXT NOT NULL,
+        creator TEXT NOT NULL, created {real} NOT NULL,
+        PRIMARY KEY (service, node));
+    CREATE TABLE affiliations (
+        service TEXT NOT NULL, node TEXT NOT NULL, entity TEXT NOT NULL,
+        affiliation TEXT NOT NULL,
+        PRIMARY KEY (service, node, entity));
+    CREATE INDEX affiliations_entity ON affiliations (entity);
+    CREATE TABLE subscriptions (
+        service TEXT NOT NULL, node TEXT NOT NULL, subscriber TEXT NOT NULL,
+        subscriber_bare TEXT NOT NULL, subid TEXT NOT NULL, state TEXT NOT NULL,
+        options TEXT NOT NULL, via TEXT NOT NULL,
+        PRIMARY KEY (service, node, subscriber));
+    CREATE INDEX subscriptions_bare ON subscriptions (subscriber_bare);
+    CREATE TABLE items (
+        seq {serial},
+        service TEXT NOT NULL, node TEXT NOT NULL, item_id TEXT NOT NULL,
+        payload TEXT NOT NULL, publisher TEXT NOT NULL, published {real} NOT NULL,
+        UNIQUE (service, node, item_id));
+    CREATE INDEX items_node_seq ON items (service, node, seq);
+    CREATE TABLE accounts (
+        jid TEXT PRIMARY KEY, user_name TEXT NOT NULL, domain TEXT NOT NULL,
+        salt {binary} NOT NULL, iterations INTEGER NOT NULL,
+        stored_key_sha1 {binary} NOT NULL, server_key_sha1 {binary} NOT NULL,
+        stored_key_sha256 {binary} NOT NULL, server_key_sha256 {binary} NOT NULL,
+        created {real} NOT NULL)
+    """
+
+
+def migrate(cursor, execute, migrations: list[str]) -> None:
+    """Bring the schema to ``len(migrations)``, recording the version."""
+    execute(cursor, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = execute(cursor, "SELECT version FROM schema_version").fetchone()
+    version = row[0] if row else 0
+    if version > len(migrations):
+        raise RuntimeError(f"database schema version {version} is newer than this xep207 ({len(migrations)})")
+    for script in migrations[version:]:
+        for statement in script.split(";"):
+            if statement.strip():
+                execute(cursor, statement)
+    execute(cursor, "DELETE FROM schema_version")
+    execute(cursor, "INSERT INTO schema_version VALUES (?)", (len(migrations),))
