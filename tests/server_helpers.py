@@ -121,11 +121,21 @@ class ServerTestCase(unittest.TestCase):
 
     server_args: tuple[str, ...] = ()
     users = ("alice", "bob")
+    storage = "memory"  # or "sqlite", "postgresql": the same tests on every bundled backend
+
+    def storage_url(self) -> str:
+        if self.storage == "sqlite":
+            return "sqlite:///" + os.path.join(self.data_dir, "xep207.sqlite")
+        if self.storage == "postgresql":
+            from pg import shared_cluster
+
+            return shared_cluster().new_database()
+        return "memory:"
 
     async def start_server(self, *args: str) -> Server:
         self.data_dir = temp_dir(self)
         options = Options()
-        options.parseOptions(["--domain", DOMAIN, "--data-dir", self.data_dir, "--storage", "memory:",
+        options.parseOptions(["--domain", DOMAIN, "--data-dir", self.data_dir, "--storage", self.storage_url(),
                               "--c2s-port", "0", "--c2s-interfaces", "127.0.0.1",
                               *self.server_args, *args])
         self.server = Server(options)

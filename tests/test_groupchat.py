@@ -354,3 +354,11 @@ class NativeGroupchat(RoomTestCase):
         iago.send(f"<iq to='{CHAT}' type='set' id='mk'><pubsub xmlns='{NS_PUBSUB}'><create node='mine'/></pubsub></iq>")
         self.assertEqual((await iago.wait_for(is_result("mk")))["type"], "error")
         self.assertEqual([e for e in bard.stanzas if "lurker" in e.toXml()], [])
+
+
+class JoiningOnPostgreSQL(Joining):
+    storage = "postgresql"
+
+
+class ModerationOnPostgreSQL(Moderation):
+    storage = "postgresql"

@@ -347,3 +347,11 @@ class SubscriptionErrors(PresenceTestCase):
         self.assertIsNone(await self.server.storage.get_subscription(NURSE, "presence", ROMEO))
 
 
+
+
+class SubscriptionsOnPostgreSQL(XEP0207Subscriptions):
+    storage = "postgresql"
+
+
+class PresenceOnSQLite(XEP0207Presence):
+    storage = "sqlite"

@@ -36,3 +36,15 @@ class MixedPresence(ServerTestCase):
         self.assertEqual(report["bob_sees"], [f"alice@{DOMAIN}", "presence", f"alice@{DOMAIN}/legacy", "Moping"])
         self.assertEqual(report["alice_sees"], [f"bob@{DOMAIN}/native", "Publishing"])
         self.assertEqual(report["alice_roster"], {f"bob@{DOMAIN}": "both"})
+
+
+class SlixmppAgainstServerOnPostgreSQL(SlixmppAgainstServer):
+    storage = "postgresql"
+
+
+class MixedPresenceOnPostgreSQL(MixedPresence):
+    storage = "postgresql"
+
+
+class SlixmppAgainstServerOnSQLite(SlixmppAgainstServer):
+    storage = "sqlite"

@@ -51,6 +51,18 @@ class ListUsers(usage.Options):
     synopsis = "list"
 
 
+class Migrate(usage.Options):
+    synopsis = "migrate --from URL --to URL"
+    optParameters = [["from", None, None, "Storage URL to copy from."],
+                     ["to", None, None, "Storage URL to copy to (created or brought up to date)."]]
+
+    def postOptions(self):
+        if not self["from"] or not self["to"]:
+            raise usage.UsageError("migrate needs --from and --to")
+        if self["from"] == self["to"]:
+            raise usage.UsageError("--from and --to are the same storage")
+
+
 class Options(ServerOptions):
     synopsis = "[--config FILE] [--storage URL] [--data-dir DIR] [--domain D] COMMAND"
     subCommands = [
@@ -58,6 +70,7 @@ class Options(ServerOptions):
         ["deluser", None, DelUser, "Delete an account with its nodes and subscriptions."],
         ["passwd", None, Passwd, "Change an account's password."],
         ["list", None, ListUsers, "List the accounts of --domain."],
+        ["migrate", None, Migrate, "Copy all data from one storage URL to another (idempotent)."],
     ]
 
     def postOptions(self):
@@ -70,8 +83,31 @@ class Options(ServerOptions):
             self.subCommand = sub
 
 
+async def migrate(options) -> int:
+    from xep207.storage.migrate import copy_storage
+
+    source = open_storage(options.subOptions["from"])
+    target = open_storage(options.subOptions["to"])
+    await defer.maybeDeferred(source.start)
+    try:
+        await defer.maybeDeferred(target.start)
+        try:
+            counts = await copy_storage(source, target)
+        finally:
+            await defer.maybeDeferred(target.stop)
+    finally:
+        await defer.maybeDeferred(source.stop)
+    print(f"copied {counts.accounts} accounts, {counts.nodes} nodes, {counts.items} items, "
+          f"{counts.subscriptions} subscriptions, {counts.affiliations} affiliations")
+    for mismatch in counts.mismatches:
+        print(f"xep207ctl: mismatch: {mismatch}", file=sys.stderr)
+    return 1 if counts.mismatches else 0
+
+
 async def run(options) -> int:
     command = options.subCommand
+    if command == "migrate":
+        return await migrate(options)
     url = options["storage"]
     if url.startswith("sqlite:"):
         os.makedirs(options["data-dir"], exist_ok=True)

@@ -42,6 +42,9 @@ class IStorage(Interface):
     def list_nodes(service):
         """Node ids of one service, sorted."""
 
+    def list_all_nodes():
+        """Every (service, node_id) in the store, sorted (for migration and admin)."""
+
     def set_node_config(service, node_id, config):
         """Replace a node's ``NodeConfig``."""
 

@@ -47,6 +47,9 @@ class MemoryStorage:
     def list_nodes(self, service):
         return defer.succeed(sorted(n for s, n in self._nodes if s == service))
 
+    def list_all_nodes(self):
+        return defer.succeed(sorted(self._nodes))
+
     def set_node_config(self, service, node_id, config):
         key = (service, node_id)
         if key in self._nodes:

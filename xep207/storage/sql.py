@@ -99,6 +99,10 @@ class SQLStorage:
         return self._fetch("SELECT node FROM nodes WHERE service = ? ORDER BY node", (service,),
                            lambda rows: [r[0] for r in rows])
 
+    def list_all_nodes(self):
+        return self._fetch("SELECT service, node FROM nodes ORDER BY service, node", (),
+                           lambda rows: [(s, n) for s, n in rows])
+
     def set_node_config(self, service, node_id, config):
         return self._run("UPDATE nodes SET config = ? WHERE service = ? AND node = ?",
                          (json.dumps(config.to_dict()), service, node_id))

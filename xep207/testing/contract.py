@@ -57,6 +57,7 @@ class StorageContract:
         node = await self.storage.get_node(S, "b")
         self.assertEqual(node, Node(S, "b", config, "juliet@example.org", 1.5))
         self.assertEqual(await self.storage.list_nodes(S), ["a", "b"])
+        self.assertEqual(await self.storage.list_all_nodes(), [(PEP, "presence"), (S, "a"), (S, "b")])
         self.assertIsNone(await self.storage.get_node(S, "missing"))
         self.assertIsNone(await self.storage.get_node(PEP, "b"))
 
