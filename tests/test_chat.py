@@ -97,7 +97,9 @@ class Offline(ChatTestCase):
         alice = await self.online("alice", "phone")
         for i in range(3):
             self.chat(alice, BOB, f"m{i}")
-        await self.server.quiesce()  # every accepted stanza routed and stored
+        alice.send("<iq type='get' id='read'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await alice.wait_for(is_result("read"))  # the server has read the messages …
+        await self.server.quiesce()  # … and routed and stored them
         self.assertEqual((await self.server.storage.page_items(PUBSUB, NODE)).count, 3)
         bob = await self.online("bob", "desk", presence=False)
         bob.send("<presence/>")
