@@ -48,3 +48,39 @@ class MixedPresenceOnPostgreSQL(MixedPresence):
 
 class SlixmppAgainstServerOnSQLite(SlixmppAgainstServer):
     storage = "sqlite"
+
+
+class GoSendxmppLogsIn(ServerTestCase):
+    """A second real client, from Debian's packages: go-sendxmpp (STARTTLS, SASL)."""
+
+    server_args = ("--tls-optional", "--allow-plaintext-auth")
+
+    async def test_message_from_go_sendxmpp(self):
+        import os
+
+        from twisted.internet import utils
+
+        from peers import require
+        from test_presence_roster import is_result
+
+        binary = require("go-sendxmpp")
+        await self.start_server()
+        bob = await self.connect()
+        await bob.login("bob", resource="desk")
+        bob.send("<presence/>")
+        await bob.wait_for(lambda e: e.name == "presence")
+        message_file = os.path.join(self.data_dir, "message.txt")
+        with open(message_file, "w") as f:
+            f.write("hello from go-sendxmpp")
+        out, err, code = await utils.getProcessOutputAndValue(
+            binary, ["-u", f"alice@{DOMAIN}", "-p", PASSWORD, "-j", f"127.0.0.1:{self.port}", "-n",
+                     "-m", message_file, f"bob@{DOMAIN}"],
+            env={"HOME": self.data_dir, "PATH": os.environ.get("PATH", "")})
+        self.assertEqual(code, 0, (out, err))
+        message = await bob.wait_for(lambda e: e.name == "message" and e.body is not None)
+        self.assertEqual(str(message.body).strip(), "hello from go-sendxmpp")
+        self.assertTrue(message["from"].startswith(f"alice@{DOMAIN}/"))
+        bob.send("<iq type='set' id='mam'><query xmlns='urn:xmpp:mam:2'/></iq>")
+        await bob.wait_for(is_result("mam"))
+        self.assertTrue(any("hello from go-sendxmpp" in e.toXml() for e in bob.stanzas if e.name == "message"
+                            and e.result is not None))

@@ -1,7 +1,6 @@
 """TLS for client streams: the operator's certificate, or a self-signed one made once.
 
-TLS-level compression stays off (OpenSSL's ``OP_NO_COMPRESSION``, which
-Twisted's ``CertificateOptions`` sets): compressing secrets together with
+TLS-level compression stays off (OpenSSL's ``OP_NO_COMPRESSION``): compressing secrets together with
 attacker-chosen data leaks them (CRIME). Stream compression (XEP-0138) happens
 after authentication instead, where XEP-0207 wants it.
 """
@@ -15,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from twisted.internet import ssl
+from OpenSSL import SSL
 from twisted.python import log
 
 
@@ -46,9 +45,34 @@ def generate_self_signed(domain: str, cert_path: str, key_path: str) -> None:
         f.write(certificate.public_bytes(serialization.Encoding.PEM))
 
 
+class ServerTLS:
+    """An OpenSSL context for the server side of STARTTLS.
+
+    Built directly rather than with Twisted's ``CertificateOptions``, whose
+    context answered Go's TLS client (go-sendxmpp, Conversations-era stacks)
+    with an internal-error alert; this one serves OpenSSL, Python and Go alike.
+    """
+
+    CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5:!DSS"
+
+    def __init__(self, cert_path: str, key_path: str):
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.set_min_proto_version(SSL.TLS1_2_VERSION)
+        context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE
+                            | getattr(SSL, "OP_NO_RENEGOTIATION", 0))
+        context.set_cipher_list(self.CIPHERS)
+        context.use_certificate_chain_file(cert_path)
+        context.use_privatekey_file(key_path)
+        context.check_privatekey()
+        self._context = context
+
+    def getContext(self):
+        return self._context
+
+
 def context_factory(domain: str, data_dir: str, cert_path: str | None = None,
-                    key_path: str | None = None) -> ssl.CertificateOptions:
-    """TLS options for the c2s listener, generating a certificate if none is configured."""
+                    key_path: str | None = None) -> ServerTLS:
+    """TLS for the c2s listener, generating a certificate if none is configured."""
     if cert_path is None:
         cert_path = os.path.join(data_dir, "tls", f"{domain}.crt")
         key_path = os.path.join(data_dir, "tls", f"{domain}.key")
@@ -56,21 +80,4 @@ def context_factory(domain: str, data_dir: str, cert_path: str | None = None,
             generate_self_signed(domain, cert_path, key_path)
             log.msg(f"generated a self-signed TLS certificate for {domain} at {cert_path}; "
                     "use --tls-cert/--tls-key for a real one")
-    with open(cert_path, "rb") as f:
-        cert_pem = f.read()
-    with open(key_path or cert_path, "rb") as f:
-        key_pem = f.read()
-    certificate = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
-    chain = [ssl.Certificate.loadPEM(pem).original
-             for pem in _split_pem(cert_pem)[1:]]
-    return ssl.CertificateOptions(
-        privateKey=certificate.privateKey.original,
-        certificate=certificate.original,
-        extraCertChain=chain or None,
-        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
-    )
-
-
-def _split_pem(data: bytes) -> list[bytes]:
-    marker = b"-----END CERTIFICATE-----"
-    return [part + marker for part in data.split(marker) if b"-----BEGIN CERTIFICATE-----" in part]
+    return ServerTLS(cert_path, key_path or cert_path)
