@@ -76,12 +76,11 @@ class Router:
         """Register a bound resource; an existing one of the same name is
         replaced (RFC 6120 §7.7.2.2, first option: the old one is told
         ``conflict`` and closed)."""
-        resources = self.sessions[session.bare]
-        old = resources.get(session.jid.resource)
+        old = self.sessions.get(session.bare, {}).get(session.jid.resource)
         if old is not None:
             self.unbind(old)
             old.close("conflict", "replaced by a new connection")
-        resources[session.jid.resource] = session
+        self.sessions[session.bare][session.jid.resource] = session  # unbind may have dropped the dict
         for callback in self.on_bind:
             callback(session)
 
