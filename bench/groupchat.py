@@ -1,0 +1,63 @@
+"""Issue 5: a room with K occupants; S of them send M groupchat messages each as
+fast as the server accepts; report delivered stanzas/s and p50/p99 latency.
+
+    python bench/groupchat.py [K] [S] [M]      # default 100 occupants, 10 senders, 20 messages
+
+Plain TCP; the load generator shares the 2 cores with the server.
+"""
+
+import re
+import sys
+import time
+
+from twisted.internet import defer
+
+sys.path.insert(0, __file__.rsplit("/bench/", 1)[0])
+from bench.common import ServerProcess, connect, percentile, report, run  # noqa: E402
+
+K = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+S = int(sys.argv[2]) if len(sys.argv) > 2 else 10
+M = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+ROOM = "bench@chat.localhost"
+STAMP = re.compile(rb"<body>t=([0-9.]+)</body>")
+
+
+async def main():
+    users = [f"o{i}" for i in range(K)]
+    server = ServerProcess("--no-tls", "--allow-plaintext-auth", users=users)
+    try:
+        latencies = []
+        expected = K * S * M
+        done = defer.Deferred()
+
+        def on_data(data):
+            now = time.time()
+            for match in STAMP.finditer(data):
+                latencies.append(now - float(match.group(1)))
+            if len(latencies) >= expected and not done.called:
+                done.callback(None)
+
+        clients = []
+        for user in users:  # joins one after another: the occupant list grows as in real life
+            client = await connect(server.port, user, "r")
+            joined = defer.Deferred()
+            client.on_data = lambda data, d=joined: (b"<subject" in data and not d.called and d.callback(None))
+            client.send(f"<presence to='{ROOM}/{user}'><x xmlns='http://jabber.org/protocol/muc'>"
+                        "<history maxstanzas='0'/></x></presence>")
+            await joined
+            client.on_data = on_data
+            clients.append(client)
+        started = time.perf_counter()
+        for _ in range(M):
+            for sender in clients[:S]:
+                sender.send(f"<message to='{ROOM}' type='groupchat'><body>t={time.time():.6f}</body></message>")
+        await done
+        elapsed = time.perf_counter() - started
+        report(f"groupchat: {K} occupants, {S} senders x {M} messages",
+               delivered=len(latencies), delivered_per_second=len(latencies) / elapsed, seconds=elapsed,
+               latency_p50_ms=percentile(latencies, 0.50) * 1000, latency_p99_ms=percentile(latencies, 0.99) * 1000)
+    finally:
+        server.stop()
+
+
+run(main)
