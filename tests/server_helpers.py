@@ -134,18 +134,27 @@ class ServerTestCase(unittest.TestCase):
 
     async def start_server(self, *args: str) -> Server:
         self.data_dir = temp_dir(self)
+        self.server_argv = ["--domain", DOMAIN, "--data-dir", self.data_dir, "--storage", self.storage_url(),
+                            "--c2s-port", "0", "--c2s-interfaces", "127.0.0.1", *self.server_args, *args]
+        await self._launch()
+        for user in self.users:
+            await accounts.create_account(self.server.storage, self.server.engine_defaults,
+                                          f"{user}@{DOMAIN}", PASSWORD)
+        return self.server
+
+    async def _launch(self) -> None:
         options = Options()
-        options.parseOptions(["--domain", DOMAIN, "--data-dir", self.data_dir, "--storage", self.storage_url(),
-                              "--c2s-port", "0", "--c2s-interfaces", "127.0.0.1",
-                              *self.server_args, *args])
+        options.parseOptions(self.server_argv)
         self.server = Server(options)
         self.server.top.startService()
         self.addCleanup(self.server.top.stopService)
         await self.server.storage_service.ready
         self.port = self.server.listeners[0]._port.getHost().port
-        for user in self.users:
-            await accounts.create_account(self.server.storage, self.server.engine_defaults,
-                                          f"{user}@{DOMAIN}", PASSWORD)
+
+    async def restart_server(self) -> Server:
+        """Stop the server (cleanly, as twistd would) and start a new one on the same storage."""
+        await self.server.top.stopService()
+        await self._launch()
         return self.server
 
     async def connect(self) -> RawClient:

@@ -1,12 +1,9 @@
 """One-to-one messaging over pair nodes (XEP-0207 §6), at the XML level over real sockets."""
 
-import os
 
 from server_helpers import DOMAIN, ServerTestCase
 from test_presence_roster import is_result
 from xep207.legacy.chat import pair_node_id
-from xep207.server.tap import Server
-from xep207.tap import Options
 
 ALICE, BOB, IAGO = f"alice@{DOMAIN}", f"bob@{DOMAIN}", f"iago@{DOMAIN}"
 PUBSUB = f"pubsub.{DOMAIN}"
@@ -119,14 +116,7 @@ class Offline(ChatTestCase):
 
 
 class OfflineAcrossRestart(ChatTestCase):
-    async def start_server(self, *args):
-        self.db = os.path.join(self.mktemp_dir(), "xep207.sqlite")
-        return await super().start_server("--storage", "sqlite:///" + self.db, *args)
-
-    def mktemp_dir(self):
-        from peers import temp_dir
-
-        return temp_dir(self)
+    storage = "sqlite"
 
     async def test_waiting_messages_survive_a_restart(self):
         alice = await self.online("alice", "phone")
@@ -134,15 +124,7 @@ class OfflineAcrossRestart(ChatTestCase):
         self.chat(alice, BOB, "still waiting")
         alice.send("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
         await alice.wait_for(is_result("sync"))
-        await self.server.top.stopService()
-        options = Options()
-        options.parseOptions(["--domain", DOMAIN, "--data-dir", self.data_dir, "--storage", "sqlite:///" + self.db,
-                              "--c2s-port", "0", "--c2s-interfaces", "127.0.0.1", *self.server_args])
-        self.server = Server(options)
-        self.server.top.startService()
-        self.addCleanup(self.server.top.stopService)
-        await self.server.storage_service.ready
-        self.port = self.server.listeners[0]._port.getHost().port
+        await self.restart_server()
         bob = await self.online("bob", "desk", presence=False)
         bob.send("<presence/>")
         first = await bob.wait_for(is_message("before restart"))

@@ -104,3 +104,45 @@ class AdminCommand(unittest.TestCase):
         self.assertNotEqual(out.returncode, 0)
 
 
+
+
+class ServerModeUnderTwistd(unittest.TestCase):
+    """The real `twistd -n xep207`: a client connecting the moment the port is
+    open finds a complete server (routes, storage) — it once did not."""
+
+    def test_first_connection_is_fully_served(self):
+        import base64
+        import socket
+
+        from peers import free_port, twistd
+
+        directory = temp_dir(self)
+        storage = "sqlite:///" + os.path.join(directory, "xep207.sqlite")
+        self.assertEqual(run([*CTL, "--storage", storage, "--domain", "localhost", "adduser", "juliet"],
+                             directory, "juliet-password\n").returncode, 0)
+        port = free_port()
+        server = twistd(["--storage", storage, "--data-dir", directory, "--c2s-port", str(port),
+                         "--c2s-interfaces", "127.0.0.1", "--no-tls", "--allow-plaintext-auth"], directory)
+        self.addCleanup(server.stop)
+        server.wait_for(f"starting on {port}")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            def converse(data: str, until: bytes) -> bytes:
+                sock.sendall(data.encode())
+                received = b""
+                while until not in received:
+                    chunk = sock.recv(65536)
+                    self.assertTrue(chunk, received)
+                    received += chunk
+                return received
+
+            header = ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+                      "to='localhost' version='1.0'>")
+            converse(header, b"</stream:features>")
+            token = base64.b64encode(b"\0juliet\0juliet-password").decode()
+            converse(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>", b"<success")
+            converse(header, b"</stream:features>")
+            converse("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>", b"</iq>")
+            joined = converse("<presence to='room@chat.localhost/J'><x xmlns='http://jabber.org/protocol/muc'/></presence>",
+                              b"</subject>")
+        self.assertIn(b"code='110'", joined)
+        self.assertNotIn(b"remote-server-not-found", joined)

@@ -1,12 +1,8 @@
 """XEP-0045 over room nodes, and XEP-0207 §5's native syntax on the same rooms."""
 
-import os
 
-from peers import temp_dir
 from server_helpers import DOMAIN, ServerTestCase
 from test_presence_roster import is_result
-from xep207.server.tap import Server
-from xep207.tap import Options
 
 CHAT = f"chat.{DOMAIN}"
 ROOM = f"characters@{CHAT}"
@@ -278,9 +274,7 @@ class History(RoomTestCase):
 
 
 class Persistence(RoomTestCase):
-    async def start_server(self, *args):
-        self.db = os.path.join(temp_dir(self), "xep207.sqlite")
-        return await super().start_server("--storage", "sqlite:///" + self.db, *args)
+    storage = "sqlite"
 
     async def test_rooms_affiliations_and_history_survive_a_restart(self):
         juliet = await self.online("juliet")
@@ -291,15 +285,7 @@ class Persistence(RoomTestCase):
         await juliet.wait_for(is_result("ban"))
         self.say(juliet, "remember me")
         await juliet.wait_for(groupchat("remember me"))
-        await self.server.top.stopService()
-        options = Options()
-        options.parseOptions(["--domain", DOMAIN, "--data-dir", self.data_dir, "--storage", "sqlite:///" + self.db,
-                              "--c2s-port", "0", "--c2s-interfaces", "127.0.0.1", *self.server_args])
-        self.server = Server(options)
-        self.server.top.startService()
-        self.addCleanup(self.server.top.stopService)
-        await self.server.storage_service.ready
-        self.port = self.server.listeners[0]._port.getHost().port
+        await self.restart_server()
         romeo = await self.online("romeo")
         romeo.send(f"<presence to='{ROOM}/Romeo'><x xmlns='{NS_MUC}'/></presence>")
         own = await romeo.wait_for(lambda e: from_room("Romeo")(e) and 110 in statuses(e))

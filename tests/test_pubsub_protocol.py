@@ -1,12 +1,10 @@
 """XEP-0060 use cases at the XML level, errors included, against the real engine."""
 
 from pubsub_helpers import (
-    ENTRY,
     HAMLET,
     IAGO,
     JULIET,
     NS,
-    NS_OWNER,
     ROMEO,
     SERVICE,
     PubSubTestCase,

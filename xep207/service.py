@@ -62,7 +62,16 @@ class OrderedServices(service.MultiService):
 
 
 class WhenReady(OrderedServices):
-    """Starts its children only after ``ready`` has fired."""
+    """Starts its children only after ``ready`` has fired.
+
+    That includes listening: twistd binds ports in ``privilegedStartService``,
+    before storage is open and before the internal routes exist, so clients
+    could connect into a half-started server. Here children bind in
+    ``startService`` (xep207's ports are unprivileged by default).
+    """
+
+    def privilegedStartService(self):
+        pass
 
     def __init__(self, ready: defer.Deferred):
         super().__init__()

@@ -17,3 +17,34 @@ def parse_stanza(text: str, namespace: str = "jabber:client") -> domish.Element:
     if len(children) != 1:
         raise ValueError(f"expected one stanza, got {len(children)}")
     return children[0]
+
+
+def answer_iq(send, iq, coroutine) -> None:
+    """Run a handler coroutine for ``iq`` and send what it returns, or the
+    stanza error it raised (any other failure: ``internal-server-error``)."""
+    from twisted.internet import defer
+    from twisted.python import log
+    from twisted.words.protocols.jabber.error import StanzaError
+
+    def failed(failure):
+        if failure.check(StanzaError):
+            return failure.value.toResponse(iq)
+        log.err(failure, "iq handler failed")
+        return StanzaError("internal-server-error").toResponse(iq)
+
+    iq.handled = True
+    defer.ensureDeferred(coroutine).addErrback(failed).addCallback(send)
+
+
+def parse_message_item(payload: str, what: str):
+    """A pubsub item that must be one ``jabber:client`` message, parsed; or
+    XEP-0060's ``invalid-payload``."""
+    from xep207.pubsub import errors
+
+    try:
+        message = parse_stanza(payload)
+    except Exception:
+        raise errors.bad_request("invalid-payload")
+    if message.name != "message" or message.uri != "jabber:client":
+        raise errors.bad_request("invalid-payload", text=f"{what} is a jabber:client message")
+    return message

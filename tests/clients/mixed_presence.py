@@ -18,7 +18,6 @@ AUTH = "http://jabber.org/protocol/pubsub#subscribe_authorization"
 
 
 async def main():
-    loop = asyncio.get_running_loop()
     alice = Client(f"{ALICE}/legacy", PASSWORD)
     alice.auto_authorize = True  # approve requests …
     alice.auto_subscribe = True  # … and ask back, as many clients do

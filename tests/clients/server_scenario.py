@@ -16,7 +16,6 @@ HOST, PORT, DOMAIN, PASSWORD = sys.argv[1:5]
 
 
 async def main():
-    loop = asyncio.get_running_loop()
     phone = await Client(f"alice@{DOMAIN}/phone", PASSWORD, plugins=("xep_0030", "xep_0199", "xep_0092")).online(HOST, PORT)
     laptop = await Client(f"alice@{DOMAIN}/laptop", PASSWORD).online(HOST, PORT)
     bob = await Client(f"bob@{DOMAIN}/desk", PASSWORD).online(HOST, PORT)

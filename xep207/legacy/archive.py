@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 from xml.sax.saxutils import quoteattr
 
-from twisted.internet import defer
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import StanzaError
@@ -14,6 +13,7 @@ from wokkel.subprotocols import XMPPHandler
 
 from xep207.legacy.chat import NS_DELAY, NS_FORWARD, pair_node_id, stamp
 from xep207.storage.paging import page_of
+from xep207.xmlutil import answer_iq
 
 NS_MAM = "urn:xmpp:mam:2"
 NS_RSM = "http://jabber.org/protocol/rsm"
@@ -50,11 +50,7 @@ class ArchiveHandler(XMPPHandler):
         self.send(response)
 
     def _on_query(self, iq):
-        iq.handled = True
-        d = defer.ensureDeferred(self._query(iq))
-        d.addErrback(lambda f: f.value.toResponse(iq) if f.check(StanzaError)
-                     else StanzaError("internal-server-error").toResponse(iq))
-        d.addCallback(self.send)
+        answer_iq(self.send, iq, self._query(iq))
 
     async def _query(self, iq):
         requester = jidlib.JID(iq["from"])

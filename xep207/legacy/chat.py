@@ -36,7 +36,7 @@ from xep207.storage.records import (
     Subscription,
     bare,
 )
-from xep207.xmlutil import parse_stanza
+from xep207.xmlutil import parse_message_item, parse_stanza
 
 KIND = "xep207#kind"
 NS_CARBONS = "urn:xmpp:carbons:2"
@@ -155,12 +155,7 @@ class ChatCapture:
         publisher: its ``from`` is rewritten, so nobody speaks for another."""
         if not self.is_chat_node(node.service, node.node_id, node.config):
             return None
-        try:
-            message = parse_stanza(payload)
-        except Exception:
-            raise errors.bad_request("invalid-payload")
-        if message.name != "message" or message.uri != "jabber:client":
-            raise errors.bad_request("invalid-payload", text="a chat item is a jabber:client message")
+        message = parse_message_item(payload, "a chat item")
         if "/" not in requestor:
             raise errors.bad_request("invalid-payload", text="messages come from a resource")
         if not message.getAttribute("to"):

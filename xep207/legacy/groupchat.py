@@ -31,6 +31,7 @@ from wokkel import data_form, disco
 from wokkel.subprotocols import XMPPHandler
 from zope.interface import implementer
 
+from xep207.inflight import InFlight
 from xep207.legacy.chat import NS_DELAY, stamp, with_child
 from xep207.legacy.delivery import speaks_pubsub
 from xep207.legacy.render import Template
@@ -49,7 +50,7 @@ from xep207.storage.records import (
     Subscription,
     bare,
 )
-from xep207.xmlutil import parse_stanza
+from xep207.xmlutil import parse_message_item, parse_stanza
 
 NS_MUC = "http://jabber.org/protocol/muc"
 NS_USER = NS_MUC + "#user"
@@ -159,7 +160,7 @@ class GroupchatService(XMPPHandler):
         self.presences: dict[tuple[str, str], str] = {}  # (room, occupant jid) -> presence children
         self.nicks: dict[tuple[str, str], str] = {}  # (room, occupant jid) -> nick, for rendering
         self._locks: dict[str, defer.DeferredLock] = {}
-        self._pending: set[defer.Deferred] = set()
+        self.in_flight = InFlight()  # room work under way, for a clean shutdown
         engine.payload_filters.append(self.vet_published_message)
         router.on_unbind.append(self._session_gone)
         self.delivery = None
@@ -182,17 +183,7 @@ class GroupchatService(XMPPHandler):
         d = lock.run(lambda: defer.ensureDeferred(self._dispatch(stanza)))
         d.addErrback(self._failed, stanza)
         d.addBoth(self._unlock, key, lock)
-        self._pending.add(d)  # removed again by _settled, at once if already done
-        d.addBoth(self._settled, d)
-
-    def _settled(self, result, d):
-        self._pending.discard(d)
-        return result
-
-    async def drain(self) -> None:
-        """Wait for the room work already under way (shutdown)."""
-        while self._pending:
-            await defer.DeferredList(list(self._pending))
+        self.in_flight.track(d)
 
     def _unlock(self, result, key, lock):
         if not lock.locked and not lock.waiting:
@@ -590,12 +581,7 @@ class GroupchatService(XMPPHandler):
     def vet_published_message(self, requestor, node, item_id, payload):
         if not self.is_room(node.service, node.node_id, node.config):
             return None
-        try:
-            message = parse_stanza(payload)
-        except Exception:
-            raise errors.bad_request("invalid-payload")
-        if message.name != "message" or message.uri != "jabber:client":
-            raise errors.bad_request("invalid-payload", text="a room item is a jabber:client message")
+        message = parse_message_item(payload, "a room item")
         message["from"] = requestor
         message["type"] = "groupchat"
         message.attributes.pop("to", None)

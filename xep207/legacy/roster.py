@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape, quoteattr
 
-from twisted.internet import defer
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import StanzaError
@@ -23,6 +22,7 @@ from wokkel.subprotocols import XMPPHandler
 from xep207.pubsub.engine import PRESENCE_NODE, ROSTER_NODE
 from xep207.pubsub.roster_items import NS_ROSTER
 from xep207.storage.records import PENDING, SUBSCRIBED
+from xep207.xmlutil import answer_iq
 
 MAX_GROUP_LENGTH = 1023
 
@@ -162,11 +162,7 @@ class RosterHandler(XMPPHandler):
         self.xmlstream.addObserver(f"/iq/query[@xmlns='{NS_ROSTER}']", self._on_roster)
 
     def _on_roster(self, iq):
-        iq.handled = True
-        d = defer.ensureDeferred(self._handle(iq))
-        d.addErrback(lambda f: f.value.toResponse(iq) if f.check(StanzaError)
-                     else StanzaError("internal-server-error").toResponse(iq))
-        d.addCallback(self.send)
+        answer_iq(self.send, iq, self._handle(iq))
 
     async def _handle(self, iq):
         sender = jidlib.JID(iq["from"])

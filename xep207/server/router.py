@@ -20,6 +20,7 @@ from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
+from xep207.inflight import InFlight
 from xep207.server.c2s import Session
 from xep207.xmlutil import parse_stanza
 from xep207.storage.records import Account
@@ -45,7 +46,7 @@ class Router:
         self.on_unbind: list[Callable[[Session], None]] = []
         self.handle_registration = None  # XEP-0077 before login, when enabled
         self._requests: dict[str, defer.Deferred] = {}
-        self._in_flight: set[defer.Deferred] = set()
+        self.in_flight = InFlight()
 
     # Accounts -------------------------------------------------------------------
 
@@ -97,10 +98,7 @@ class Router:
                 d.cancel()  # nobody left to answer
             for callback in self.on_unbind:
                 results.append(defer.maybeDeferred(callback, session))
-        d = defer.gatherResults(results, consumeErrors=True)
-        self._in_flight.add(d)  # removed again by _landed, at once if already done
-        d.addBoth(self._landed, d)
-        return d
+        return self.in_flight.track(defer.gatherResults(results, consumeErrors=True))
 
     def session(self, full: str) -> Session | None:
         bare, _, resource = full.partition("/")
@@ -175,17 +173,11 @@ class Router:
             return
         d = defer.ensureDeferred(self._route(stanza))
         d.addErrback(self._route_failed, stanza)
-        self._in_flight.add(d)  # removed again by _landed, at once if already done
-        d.addBoth(self._landed, d)
-
-    def _landed(self, result, d):
-        self._in_flight.discard(d)
-        return result
+        self.in_flight.track(d)
 
     async def drain(self) -> None:
         """Wait until every stanza already accepted has been routed (shutdown)."""
-        while self._in_flight:
-            await defer.DeferredList(list(self._in_flight))
+        await self.in_flight.drain()
 
     def _route_failed(self, failure, stanza):
         if failure.check(StanzaError):

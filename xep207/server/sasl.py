@@ -89,18 +89,26 @@ def verify_password(account: Account, password: str) -> bool:
 AccountLookup = Callable[[str], Awaitable[Account | None]]
 
 
-class Plain:
-    """RFC 4616. Offered only over TLS unless the operator allows otherwise."""
-
-    name = "PLAIN"
+class Mechanism:
+    """A server-side SASL mechanism: ``start`` with the optional initial
+    response, then ``respond`` to each client message."""
 
     def __init__(self, lookup: AccountLookup):
         self._lookup = lookup
 
     async def start(self, data: bytes | None):
         if not data:
-            return Challenge(b"")
+            return Challenge(b"")  # no initial response: ask for one
         return await self.respond(data)
+
+    async def respond(self, data: bytes):
+        raise NotImplementedError
+
+
+class Plain(Mechanism):
+    """RFC 4616. Offered only over TLS unless the operator allows otherwise."""
+
+    name = "PLAIN"
 
     async def respond(self, data: bytes):
         try:
@@ -130,21 +138,16 @@ def _unescape_username(name: str) -> str:
     return name.replace("=2C", ",").replace("=3D", "=")
 
 
-class Scram:
+class Scram(Mechanism):
     """RFC 5802 server side, without channel binding (the -PLUS variants are
     not offered, so a client's ``y`` flag is acceptable)."""
 
     def __init__(self, name: str, lookup: AccountLookup, nonce: Callable[[], str] | None = None):
+        super().__init__(lookup)
         self.name = name
         self.algorithm = HASHES[name]
-        self._lookup = lookup
         self._nonce = nonce or (lambda: base64.b64encode(os.urandom(18)).decode("ascii"))
         self._state = "start"
-
-    async def start(self, data: bytes | None):
-        if not data:
-            return Challenge(b"")
-        return await self.respond(data)
 
     async def respond(self, data: bytes):
         try:

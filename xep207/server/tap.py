@@ -162,9 +162,9 @@ class Server:
 
     async def quiesce(self) -> None:
         """Wait until no stanza is being routed and no room work is under way."""
-        while self.router._in_flight or self.groupchat._pending:
-            await self.router.drain()
-            await self.groupchat.drain()
+        while self.router.in_flight or self.groupchat.in_flight:
+            await self.router.in_flight.drain()
+            await self.groupchat.in_flight.drain()
 
     def engine_defaults(self, service_jid, node_id):
         return self.engine.default_node_config(service_jid, node_id)
