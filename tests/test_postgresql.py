@@ -83,3 +83,14 @@ class ServerRestart(unittest.TestCase):
         await storage.put_item("svc", "n", Item("after", "<p/>", "x@y"), None)
         page = await storage.page_items("svc", "n")
         self.assertEqual([i.item_id for i in page.items], ["before", "after"])
+
+
+class Concurrency(unittest.TestCase):
+    async def test_concurrent_writers_of_one_item_id(self):
+        storage = PostgreSQLStorage(shared_cluster().new_database())
+        await storage.start()
+        self.addCleanup(storage.stop)
+        await defer.gatherResults([storage.put_item("svc", "n", Item("same", f"<p n='{i}'/>", "x@y"), 10)
+                                   for i in range(20)])
+        page = await storage.page_items("svc", "n")
+        self.assertEqual([i.item_id for i in page.items], ["same"])

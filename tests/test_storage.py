@@ -20,6 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class MemoryContract(StorageContract, unittest.TestCase):
+    test_reopen_keeps_everything = None  # nothing to reopen: memory is not durable
+
     def make_storage(self):
         return MemoryStorage()
 
@@ -34,6 +36,42 @@ class SQLiteContract(StorageContract, unittest.TestCase):
         self.storage = SQLiteStorage("sqlite:///" + self.path)
         await self.storage.start()
         return self.storage
+
+
+class CachedSQLiteContract(SQLiteContract):
+    """The cache the server puts in front of SQLite keeps the contract too."""
+
+    def make_storage(self):
+        from xep207.storage.cache import CachingStorage
+
+        return CachingStorage(super().make_storage())
+
+    async def reopen(self):
+        from xep207.storage.cache import CachingStorage
+
+        await defer.maybeDeferred(self.storage.stop)
+        self.storage = CachingStorage(SQLiteStorage("sqlite:///" + self.path))
+        await self.storage.start()
+        return self.storage
+
+    async def test_reads_after_writes_are_fresh(self):
+        from xep207.storage.records import Node, NodeConfig, Subscription
+
+        await self.storage.create_node(Node("s", "n", NodeConfig(), "o@x"))
+        self.assertEqual(await self.storage.get_subscriptions("s", "n"), [])  # now cached
+        first = self.storage.get_affiliations("s", "n")
+        await self.storage.set_affiliation("s", "n", "o@x", "owner")  # while a read is in flight
+        await first
+        self.assertEqual(await self.storage.get_affiliations("s", "n"), {"o@x": "owner"})
+        await self.storage.set_subscription(Subscription("s", "n", "a@x"))
+        self.assertEqual([s.subscriber for s in await self.storage.get_subscriptions("s", "n")], ["a@x"])
+        mutable = await self.storage.get_affiliations("s", "n")
+        mutable["intruder@x"] = "owner"
+        self.assertEqual(await self.storage.get_affiliations("s", "n"), {"o@x": "owner"})
+        await self.storage.set_node_config("s", "n", NodeConfig(title="new"))
+        self.assertEqual((await self.storage.get_node("s", "n")).config.title, "new")
+        await self.storage.delete_node("s", "n")
+        self.assertIsNone(await self.storage.get_node("s", "n"))
 
 
 class StorageSelection(unittest.TestCase):

@@ -23,7 +23,12 @@ class StorageService(service.Service):
     """
 
     def __init__(self, url: str):
-        self.storage = open_storage(url)
+        storage = open_storage(url)
+        if getattr(storage, "single_writer", False):
+            from xep207.storage.cache import CachingStorage
+
+            storage = CachingStorage(storage)
+        self.storage = storage
         self.ready = defer.Deferred()
 
     def startService(self):

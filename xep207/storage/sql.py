@@ -178,12 +178,21 @@ class SQLStorage:
 
     def put_item(self, service, node_id, item, max_items):
         def put(cursor):
-            self._execute(cursor, "DELETE FROM items WHERE service = ? AND node = ? AND item_id = ?",
-                          (service, node_id, item.item_id))
-            seq = self._execute(
-                cursor, "INSERT INTO items (service, node, item_id, payload, publisher, published)"
-                " VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
-                (service, node_id, item.item_id, item.payload, item.publisher, item.published)).fetchone()[0]
+            # Replace = delete, then insert as the newest. Under PostgreSQL's
+            # read committed, a concurrent writer of the same id can slip in
+            # between: then the insert does nothing and we go round again.
+            for _ in range(10):
+                self._execute(cursor, "DELETE FROM items WHERE service = ? AND node = ? AND item_id = ?",
+                              (service, node_id, item.item_id))
+                row = self._execute(
+                    cursor, "INSERT INTO items (service, node, item_id, payload, publisher, published)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, node, item_id) DO NOTHING RETURNING seq",
+                    (service, node_id, item.item_id, item.payload, item.publisher, item.published)).fetchone()
+                if row is not None:
+                    break
+            else:
+                raise RuntimeError(f"could not store item {item.item_id}: too much contention")
+            seq = row[0]
             if max_items is not None:
                 self._execute(
                     cursor, "DELETE FROM items WHERE service = ? AND node = ? AND seq <= ("

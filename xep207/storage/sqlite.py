@@ -34,6 +34,7 @@ def _path_from_url(url: str) -> tuple[str, dict]:
 @implementer(IStorage)
 class SQLiteStorage(SQLStorage):
     integrity_errors = (sqlite3.IntegrityError,)
+    single_writer = True  # one server process owns the file: node metadata may be cached
 
     def __init__(self, url: str):
         self.url = url

@@ -1,0 +1,115 @@
+"""A read-through cache of node metadata in front of a single-writer backend.
+
+The publish path reads a node, its affiliations and its subscriptions for
+every notification; items change far more often than those. With SQLite each
+read is a trip through the database thread, so the embedded default keeps
+them here, invalidated by every write that passes through this wrapper. All
+of xep207 shares one storage object, so no write goes around it.
+
+Only for backends one process writes to: a database several xep207
+processes share (PostgreSQL) could change under the cache, so it is not used
+there.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from xep207.storage.interface import IStorage
+
+_MISSING = object()
+
+
+@implementer(IStorage)
+class CachingStorage:
+    def __init__(self, backend, max_nodes: int = 20000):
+        self.backend = backend
+        self.url = backend.url
+        self.max_nodes = max_nodes
+        self._entries: OrderedDict = OrderedDict()  # (kind, service, node) -> value
+        self._generation: dict = {}  # (service, node) -> writes seen, to drop racing reads
+        self._epoch = 0  # bumped when everything is forgotten at once
+
+    def __getattr__(self, name):
+        # Everything not cached passes straight through (items, accounts, entity queries).
+        return getattr(self.backend, name)
+
+    # Cached reads -----------------------------------------------------------------
+
+    def _cached(self, kind, service, node_id, read, copy):
+        key = (kind, service, node_id)
+        value = self._entries.get(key, _MISSING)
+        if value is not _MISSING:
+            self._entries.move_to_end(key)
+            return defer.succeed(copy(value))
+        generation = (self._epoch, self._generation.get((service, node_id), 0))
+
+        def remember(result):
+            if (self._epoch, self._generation.get((service, node_id), 0)) == generation:
+                self._entries[key] = result
+                if len(self._entries) > self.max_nodes * 3:
+                    self._entries.popitem(last=False)
+            return copy(result)
+
+        return read(service, node_id).addCallback(remember)
+
+    def get_node(self, service, node_id):
+        return self._cached("node", service, node_id, self.backend.get_node, lambda n: n)
+
+    def get_affiliations(self, service, node_id):
+        return self._cached("affiliations", service, node_id, self.backend.get_affiliations, dict)
+
+    def get_subscriptions(self, service, node_id):
+        return self._cached("subscriptions", service, node_id, self.backend.get_subscriptions, list)
+
+    def get_subscription(self, service, node_id, subscriber):
+        def pick(subscriptions):
+            return next((s for s in subscriptions if s.subscriber == subscriber), None)
+
+        return self.get_subscriptions(service, node_id).addCallback(pick)
+
+    # Writes invalidate ------------------------------------------------------------
+
+    def _forget(self, service, node_id, *kinds):
+        key = (service, node_id)
+        self._generation[key] = self._generation.get(key, 0) + 1
+        for kind in kinds or ("node", "affiliations", "subscriptions"):
+            self._entries.pop((kind, service, node_id), None)
+
+    def _write(self, result_deferred, service, node_id, *kinds):
+        self._forget(service, node_id, *kinds)
+        # Forget again once written: a read that started meanwhile saw old data.
+        return result_deferred.addBoth(lambda result: self._forget(service, node_id, *kinds) or result)
+
+    def create_node(self, node):
+        return self._write(self.backend.create_node(node), node.service, node.node_id)
+
+    def set_node_config(self, service, node_id, config):
+        return self._write(self.backend.set_node_config(service, node_id, config), service, node_id, "node")
+
+    def delete_node(self, service, node_id):
+        return self._write(self.backend.delete_node(service, node_id), service, node_id)
+
+    def set_affiliation(self, service, node_id, entity, affiliation):
+        return self._write(self.backend.set_affiliation(service, node_id, entity, affiliation),
+                           service, node_id, "affiliations")
+
+    def set_subscription(self, subscription):
+        return self._write(self.backend.set_subscription(subscription),
+                           subscription.service, subscription.node_id, "subscriptions")
+
+    def remove_subscription(self, service, node_id, subscriber):
+        return self._write(self.backend.remove_subscription(service, node_id, subscriber),
+                           service, node_id, "subscriptions")
+
+    def delete_account(self, jid):
+        def clear(result=None):
+            self._entries.clear()
+            self._epoch += 1
+            return result
+
+        clear()
+        return self.backend.delete_account(jid).addBoth(clear)
