@@ -70,7 +70,9 @@ class ServerProcess:
             self.storage = "memory:"
         if users and storage != "memory":
             create_accounts(self.storage, users, subscribe_to)
+        profile = os.environ.get("XEP207_BENCH_PROFILE")  # a file: the server runs under cProfile
         command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+                   *([f"--profile={profile}", "--profiler=cprofile", "--savestats"] if profile else []),
                    "--logfile", os.path.join(self.directory, "twistd.log"),
                    "--pidfile", os.path.join(self.directory, "twistd.pid"), "xep207",
                    "--domain", DOMAIN, "--data-dir", self.directory, "--storage", self.storage,

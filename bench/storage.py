@@ -19,6 +19,7 @@ sys.path.insert(0, __file__.rsplit("/bench/", 1)[0])
 from bench.common import report, run  # noqa: E402
 from xep207.pubsub.engine import PubSubEngine  # noqa: E402
 from xep207.storage import open_storage  # noqa: E402
+from xep207.storage.cache import with_cache  # noqa: E402
 from xep207.storage.records import Item  # noqa: E402
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
@@ -37,7 +38,7 @@ async def timed(operation, count):
 
 
 async def bench(url: str, label: str):
-    storage = open_storage(url)
+    storage = with_cache(open_storage(url))  # as the server uses it
     await defer.maybeDeferred(storage.start)
     engine = PubSubEngine(storage, max_items_limit=N)
     for n in range(NODES):

@@ -13,6 +13,7 @@ from wokkel.subprotocols import XMPPHandler
 from xep207.pubsub.engine import PubSubEngine
 from xep207.pubsub.protocol import PubSubProtocol
 from xep207.storage import open_storage
+from xep207.storage.cache import with_cache
 
 
 class StorageService(service.Service):
@@ -23,12 +24,7 @@ class StorageService(service.Service):
     """
 
     def __init__(self, url: str):
-        storage = open_storage(url)
-        if getattr(storage, "single_writer", False):
-            from xep207.storage.cache import CachingStorage
-
-            storage = CachingStorage(storage)
-        self.storage = storage
+        self.storage = with_cache(open_storage(url))
         self.ready = defer.Deferred()
 
     def startService(self):

@@ -113,3 +113,8 @@ class CachingStorage:
 
         clear()
         return self.backend.delete_account(jid).addBoth(clear)
+
+
+def with_cache(storage):
+    """The storage a server should use: cached when one process owns it."""
+    return CachingStorage(storage) if getattr(storage, "single_writer", False) else storage
