@@ -89,6 +89,22 @@ class Routing(ChatTestCase):
         self.assertIn("service-unavailable", error.toXml())
 
 
+class DeliveryToAllResources(ChatTestCase):
+    server_args = ChatTestCase.server_args + ("--deliver-to-all-resources",)
+
+    async def test_policy_reaches_every_non_negative_resource(self):
+        alice = await self.online("alice", "phone")
+        high = await self.online("bob", "desk", priority=5)
+        low = await self.online("bob", "phone", priority=1)
+        negative = await self.online("bob", "away", priority=-1)
+        self.chat(alice, BOB, "everyone")
+        await high.wait_for(is_message("everyone"))
+        await low.wait_for(is_message("everyone"))
+        negative.send("<iq type='get' id='after'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await negative.wait_for(is_result("after"))  # anything sent to it before has arrived
+        self.assertEqual([e for e in negative.stanzas if e.name == "message"], [])
+
+
 class Offline(ChatTestCase):
     async def test_delivered_at_next_presence_in_order_once(self):
         alice = await self.online("alice", "phone")

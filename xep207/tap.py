@@ -128,6 +128,9 @@ class Options(ConfigFileOptions):
         ["allow-plaintext-auth", None, "Offer PLAIN authentication without TLS (local testing only)."],
         ["no-compression", None, "Do not offer XEP-0138 stream compression."],
         ["registration", None, "Allow XEP-0077 in-band registration of new accounts."],
+        ["deliver-to-all-resources", None,
+         "Deliver messages to a bare JID to every resource with non-negative priority, "
+         "not only the highest (RFC 6121 §8.5.2.1.1 allows both)."],
     ]
     optParameters = [
         ["config", "c", None, "A TOML file with any of these options (long names as keys)."],

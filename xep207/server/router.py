@@ -45,6 +45,7 @@ class Router:
         self.on_bind: list[Callable[[Session], None]] = []
         self.on_unbind: list[Callable[[Session], None]] = []
         self.handle_registration = None  # XEP-0077 before login, when enabled
+        self.deliver_to_all = False  # bare-JID messages to every non-negative resource
         self._requests: dict[str, defer.Deferred] = {}
         self.in_flight = InFlight()
 
@@ -123,9 +124,10 @@ class Router:
 
     def deliverable_resources(self, bare: str, everyone: bool = False) -> list[Session]:
         """RFC 6121 §8.5.2.1.1: the available resources with non-negative
-        priority; only the highest-priority ones unless ``everyone``."""
+        priority; only the highest-priority ones unless ``everyone`` or the
+        operator's policy (``--deliver-to-all-resources``) says all."""
         candidates = [s for s in self.available_resources(bare) if s.priority >= 0]
-        if everyone or not candidates:
+        if everyone or self.deliver_to_all or not candidates:
             return candidates
         top = max(s.priority for s in candidates)
         return [s for s in candidates if s.priority == top]

@@ -62,6 +62,7 @@ class Server:
         self.storage = self.storage_service.storage
         pubsub_domain = options["pubsub-domain"]
         self.router = Router(domain, self.storage)
+        self.router.deliver_to_all = options["deliver-to-all-resources"]
         self.delivery = EventDelivery(self.router)
         self.engine = PubSubEngine(
             self.storage, self.delivery, pep_domains=[domain],
