@@ -7,26 +7,24 @@ p50/p99 latency.
 Plain TCP; SQLite storage (every message is a stored item).
 """
 
-import re
 import sys
 import time
 
 from twisted.internet import defer
 
 sys.path.insert(0, __file__.rsplit("/bench/", 1)[0])
-from bench.common import ServerProcess, connect, percentile, report, run  # noqa: E402
+from bench.common import Latencies, ServerProcess, connect, run  # noqa: E402
 
 P = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 W = int(sys.argv[2]) if len(sys.argv) > 2 else 10
 M = int(sys.argv[3]) if len(sys.argv) > 3 else 50
-STAMP = re.compile(rb"<body>t=([0-9.]+)</body>")
 
 
 async def main():
     users = [f"a{i}" for i in range(P)] + [f"b{i}" for i in range(P)]
     server = ServerProcess("--no-tls", "--allow-plaintext-auth", users=users)
     try:
-        latencies = []
+        latencies = Latencies(rb"<body>t=([0-9.]+)</body>", P * M)
         all_done = []
         senders = []
         for i in range(P):
@@ -41,9 +39,7 @@ async def main():
                 sender.send(f"<message to='b{i}@localhost' type='chat'><body>t={time.time():.6f}</body></message>")
 
             def on_data(data, state=state, send_one=send_one):
-                now = time.time()
-                for match in STAMP.finditer(data):
-                    latencies.append(now - float(match.group(1)))
+                for _ in range(latencies.on_data(data)):
                     state["received"] += 1
                     if state["sent"] < M:
                         send_one()
@@ -58,10 +54,8 @@ async def main():
             for _ in range(min(W, M)):
                 send_one()
         await defer.gatherResults(all_done)
-        elapsed = time.perf_counter() - started
-        report(f"one-to-one: {P} pairs, window {W}, {M} messages a pair (stored in pair nodes)",
-               delivered=len(latencies), delivered_per_second=len(latencies) / elapsed, seconds=elapsed,
-               latency_p50_ms=percentile(latencies, 0.50) * 1000, latency_p99_ms=percentile(latencies, 0.99) * 1000)
+        latencies.report(f"one-to-one: {P} pairs, window {W}, {M} messages a pair (stored in pair nodes)",
+                         time.perf_counter() - started)
     finally:
         server.stop()
 

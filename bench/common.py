@@ -253,6 +253,34 @@ async def connect(port, user, resource=None, **kwargs) -> Client:
     return await client.ready
 
 
+class Latencies:
+    """Counts timestamped deliveries (``t=<unix time>`` in the stanza) as they
+    arrive; ``done`` fires once ``expected`` have."""
+
+    def __init__(self, pattern: bytes, expected: int):
+        import re
+
+        self.stamp = re.compile(pattern)
+        self.expected = expected
+        self.values: list[float] = []
+        self.done = defer.Deferred()
+
+    def on_data(self, data: bytes) -> int:
+        now = time.time()
+        found = 0
+        for match in self.stamp.finditer(data):
+            self.values.append(now - float(match.group(1)))
+            found += 1
+        if len(self.values) >= self.expected and not self.done.called:
+            self.done.callback(None)
+        return found
+
+    def report(self, title: str, elapsed: float) -> None:
+        report(title, delivered=len(self.values), delivered_per_second=len(self.values) / elapsed,
+               seconds=elapsed, latency_p50_ms=percentile(self.values, 0.50) * 1000,
+               latency_p99_ms=percentile(self.values, 0.99) * 1000)
+
+
 def run(main):
     """Run an async benchmark under the reactor."""
     from twisted.internet import task
@@ -260,4 +288,4 @@ def run(main):
     task.react(lambda r: defer.ensureDeferred(main()))
 
 
-__all__ = ["ServerProcess", "connect", "report", "percentile", "rss_kib", "run", "statistics"]
+__all__ = ["ServerProcess", "Latencies", "connect", "report", "percentile", "rss_kib", "run", "statistics"]

@@ -6,36 +6,25 @@ fast as the server accepts; report delivered stanzas/s and p50/p99 latency.
 Plain TCP; the load generator shares the 2 cores with the server.
 """
 
-import re
 import sys
 import time
 
 from twisted.internet import defer
 
 sys.path.insert(0, __file__.rsplit("/bench/", 1)[0])
-from bench.common import ServerProcess, connect, percentile, report, run  # noqa: E402
+from bench.common import Latencies, ServerProcess, connect, run  # noqa: E402
 
 K = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 S = int(sys.argv[2]) if len(sys.argv) > 2 else 10
 M = int(sys.argv[3]) if len(sys.argv) > 3 else 20
 ROOM = "bench@chat.localhost"
-STAMP = re.compile(rb"<body>t=([0-9.]+)</body>")
 
 
 async def main():
     users = [f"o{i}" for i in range(K)]
     server = ServerProcess("--no-tls", "--allow-plaintext-auth", users=users)
     try:
-        latencies = []
-        expected = K * S * M
-        done = defer.Deferred()
-
-        def on_data(data):
-            now = time.time()
-            for match in STAMP.finditer(data):
-                latencies.append(now - float(match.group(1)))
-            if len(latencies) >= expected and not done.called:
-                done.callback(None)
+        latencies = Latencies(rb"<body>t=([0-9.]+)</body>", K * S * M)
 
         clients = []
         for user in users:  # joins one after another: the occupant list grows as in real life
@@ -45,17 +34,14 @@ async def main():
             client.send(f"<presence to='{ROOM}/{user}'><x xmlns='http://jabber.org/protocol/muc'>"
                         "<history maxstanzas='0'/></x></presence>")
             await joined
-            client.on_data = on_data
+            client.on_data = latencies.on_data
             clients.append(client)
         started = time.perf_counter()
         for _ in range(M):
             for sender in clients[:S]:
                 sender.send(f"<message to='{ROOM}' type='groupchat'><body>t={time.time():.6f}</body></message>")
-        await done
-        elapsed = time.perf_counter() - started
-        report(f"groupchat: {K} occupants, {S} senders x {M} messages",
-               delivered=len(latencies), delivered_per_second=len(latencies) / elapsed, seconds=elapsed,
-               latency_p50_ms=percentile(latencies, 0.50) * 1000, latency_p99_ms=percentile(latencies, 0.99) * 1000)
+        await latencies.done
+        latencies.report(f"groupchat: {K} occupants, {S} senders x {M} messages", time.perf_counter() - started)
     finally:
         server.stop()
 

@@ -7,38 +7,27 @@ Plain TCP (no TLS) so the numbers are the server's presence path, not crypto.
 The load generator is one Python process on the same 2 cores as the server.
 """
 
-import re
 import sys
 import time
 
 from twisted.internet import defer
 
 sys.path.insert(0, __file__.rsplit("/bench/", 1)[0])
-from bench.common import ServerProcess, connect, percentile, report, run  # noqa: E402
+from bench.common import Latencies, ServerProcess, connect, run  # noqa: E402
 
 R = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 M = int(sys.argv[2]) if len(sys.argv) > 2 else 20
-STAMP = re.compile(rb"<status>t=([0-9.]+)</status>")
 
 
 async def main():
     contacts = [f"c{i}" for i in range(R)]
     server = ServerProcess("--no-tls", "--allow-plaintext-auth", users=["star", *contacts], subscribe_to="star")
     try:
-        latencies = []
-        expected = R * M
-        done = defer.Deferred()
-
-        def on_data(data):
-            now = time.time()
-            for match in STAMP.finditer(data):
-                latencies.append(now - float(match.group(1)))
-            if len(latencies) >= expected and not done.called:
-                done.callback(None)
+        latencies = Latencies(rb"<status>t=([0-9.]+)</status>", R * M)
 
         semaphore = defer.DeferredSemaphore(100)
         clients = await defer.gatherResults([semaphore.run(
-            lambda u=u: defer.ensureDeferred(connect(server.port, u, "r", on_data=on_data))) for u in contacts])
+            lambda u=u: defer.ensureDeferred(connect(server.port, u, "r", on_data=latencies.on_data))) for u in contacts])
         for client in clients:
             client.send("<presence/>")
         star = await connect(server.port, "star", "r")
@@ -48,11 +37,9 @@ async def main():
         started = time.perf_counter()
         for _ in range(M):
             star.send(f"<presence><status>t={time.time():.6f}</status></presence>")
-        await done
-        elapsed = time.perf_counter() - started
-        report(f"presence fan-out: 1 user, {R} subscribed contacts online, {M} status changes",
-               deliveries=len(latencies), deliveries_per_second=len(latencies) / elapsed, seconds=elapsed,
-               latency_p50_ms=percentile(latencies, 0.50) * 1000, latency_p99_ms=percentile(latencies, 0.99) * 1000)
+        await latencies.done
+        latencies.report(f"presence fan-out: 1 user, {R} subscribed contacts online, {M} status changes",
+                         time.perf_counter() - started)
     finally:
         server.stop()
 
