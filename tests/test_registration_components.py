@@ -106,6 +106,16 @@ class ExternalComponent(ServerTestCase):
         back = await alice.wait_for(lambda e: e.name == "message" and e.body is not None)
         self.assertEqual(back["from"], "user@gateway.localhost")
 
+    async def test_component_cannot_speak_for_others(self):
+        xs = await self.connect_component("gateway.localhost", "s3cret")
+        bob = await self.connect()
+        await bob.login("bob", resource="r")
+        xs.send(f"<message from='alice@{DOMAIN}/r' to='bob@{DOMAIN}/r'><body>forged</body></message>")
+        xs.send(f"<message from='user@gateway.localhost' to='bob@{DOMAIN}/r'><body>genuine</body></message>")
+        genuine = await bob.wait_for(lambda e: e.name == "message" and e.body is not None)
+        self.assertEqual(str(genuine.body), "genuine")  # the forged one, sent first, never came
+        self.assertEqual([e for e in bob.stanzas if "forged" in e.toXml()], [])
+
     async def test_wrong_secret_and_unknown_name_are_refused(self):
         for name, secret in (("gateway.localhost", "wrong"), ("other.localhost", "s3cret")):
             with self.assertRaises(Exception):

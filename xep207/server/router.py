@@ -136,12 +136,25 @@ class Router:
 
     def addRoute(self, destination: str, xs) -> None:
         self.routes[destination] = xs
-        xs.addObserver("/*", self.route)
+        xs.addObserver("/*", self._route_from_service, destination=destination)
 
     def removeRoute(self, destination: str, xs) -> None:
         if self.routes.get(destination) is xs:
             del self.routes[destination]
-        xs.removeObserver("/*", self.route)
+        xs.removeObserver("/*", self._route_from_service)
+
+    def _route_from_service(self, stanza, destination: str) -> None:
+        """A service or component speaks only for its own domain (XEP-0114
+        §3: the server MUST NOT let a component spoof other addresses)."""
+        sender = stanza.getAttribute("from", "")
+        try:
+            host = jidlib.JID(sender).host if sender else ""
+        except jidlib.InvalidFormat:
+            host = ""
+        if host != destination:
+            log.msg(f"dropped a stanza from {destination} claiming to be from {sender!r}")
+            return
+        self.route(stanza)
 
     # Routing ----------------------------------------------------------------------
 

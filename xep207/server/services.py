@@ -12,7 +12,8 @@ from __future__ import annotations
 from twisted.words.protocols.jabber import jid as jidlib
 from wokkel.generic import XmlPipe
 from wokkel import disco
-from wokkel.subprotocols import XMPPHandler, XMPPHandlerCollection
+from twisted.words.protocols.jabber.xmlstream import XMPPHandlerCollection
+from wokkel.subprotocols import XMPPHandler
 from zope.interface import implementer
 
 import xep207
