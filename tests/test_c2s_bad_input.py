@@ -113,6 +113,18 @@ class BadInput(ServerTestCase):
         client.send("<iq type='get' id='after-whitespace'><ping xmlns='urn:xmpp:ping'/></iq>\n \n")
         await client.expect("id='after-whitespace'")
 
+    async def test_legacy_session_establishment_is_accepted(self):
+        client = await self.connect()
+        await client.login("alice")
+        client.send("<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
+        await client.expect("id='sess' type='result'")
+
+    async def test_unknown_iq_gets_service_unavailable(self):
+        client = await self.connect()
+        await client.login("alice")
+        client.send("<iq type='get' id='what'><query xmlns='urn:example:nothing'/></iq>")
+        await client.expect("<service-unavailable")
+
     async def test_spoofed_from_is_invalid_from(self):
         client = await self.connect()
         await client.login("alice")

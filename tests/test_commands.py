@@ -61,15 +61,28 @@ class Twistd(unittest.TestCase):
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("unknown setting 'colour'", out.stdout + out.stderr)
 
-    def test_plugin_is_listed_after_pip_install(self):
+    def installed_env(self):
         installed = os.path.join(sysconfig.get_paths()["purelib"], "twisted", "plugins", "xep207_plugin.py")
         if not os.path.exists(installed):
             if os.environ.get("CI") == "true":
                 self.fail("the wheel did not install twisted/plugins/xep207_plugin.py")
             raise unittest.SkipTest("xep207 is not pip-installed in this interpreter")
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        out = run([*TWISTD, "--help"], self.dir, env=env)
+        return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def test_plugin_is_listed_after_pip_install(self):
+        out = run([*TWISTD, "--help"], self.dir, env=self.installed_env())
         self.assertIn("xep207", out.stdout)
+
+    def test_installed_server_starts(self):
+        """What `pip install . && twistd -n xep207` gives: every module shipped."""
+        from peers import Process, free_port
+
+        port = free_port()
+        server = Process([*TWISTD, "-n", "--pidfile=", "--logfile=-", "xep207", "--c2s-port", str(port),
+                          "--c2s-interfaces", "127.0.0.1"], env=self.installed_env(), cwd=self.dir)
+        self.addCleanup(server.stop)
+        server.wait_for(f"starting on {port}")
+        self.assertTrue(os.path.exists(os.path.join(self.dir, "xep207-data", "tls", "localhost.crt")))
 
 
 class AdminCommand(unittest.TestCase):

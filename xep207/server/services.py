@@ -66,3 +66,18 @@ class ServerDisco(XMPPHandler):
         if nodeIdentifier or target.user is not None:
             return []
         return [disco.DiscoItem(jidlib.JID(domain)) for domain in sorted(self.router.routes)]
+
+
+class LegacySession(XMPPHandler):
+    """RFC 3921's session establishment, a no-op since RFC 6121 (we advertise it
+    as optional); old clients still send it and expect a result."""
+
+    def connectionInitialized(self):
+        self.xmlstream.addObserver("/iq[@type='set']/session[@xmlns='urn:ietf:params:xml:ns:xmpp-session']",
+                                   self._on_session)
+
+    def _on_session(self, iq):
+        from twisted.words.protocols.jabber.xmlstream import toResponse
+
+        iq.handled = True
+        self.send(toResponse(iq, "result"))

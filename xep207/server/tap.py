@@ -30,7 +30,7 @@ from xep207.server.c2s import AuthThrottle, C2SPolicy, ClientFactory
 from xep207.server.components import ComponentServerFactory
 from xep207.server.register import RegistrationHandler
 from xep207.server.router import Router
-from xep207.server.services import LocalServices, ServerDisco
+from xep207.server.services import LegacySession, LocalServices, ServerDisco
 from xep207.service import OrderedServices, StorageService, WhenReady
 
 
@@ -90,7 +90,7 @@ class Server:
 
         # Addresses of the server itself and of its accounts (PEP).
         self.local = LocalServices(self.router)
-        handlers = [ServerDisco(self.router, options["registration"]), disco.DiscoHandler(),
+        handlers = [ServerDisco(self.router, options["registration"]), disco.DiscoHandler(), LegacySession(),
                     PingHandler(), VersionHandler("xep207", xep207.__version__),
                     PubSubProtocol(self.engine, accepts=self.engine.is_pep, pep=True),
                     RosterHandler(self.roster, self.subscriptions), ArchiveHandler(self.chat)]
