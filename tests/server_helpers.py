@@ -21,6 +21,12 @@ STREAM_HEADER = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
                  "xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>")
 
 
+def plain_auth(user: str, password: str = PASSWORD) -> str:
+    """A SASL PLAIN ``<auth/>`` element."""
+    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    return f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+
+
 class RawClient(protocol.Protocol):
     """Bytes in, bytes out; waits on what the server says, never on time."""
 
@@ -104,8 +110,7 @@ class RawClient(protocol.Protocol):
         """Plain-TCP PLAIN login and bind (the server must allow it)."""
         self.header()
         await self.expect("</stream:features>")
-        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-        self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+        self.send(plain_auth(user, password))
         await self.expect("<success")
         self.header()
         await self.expect("</stream:features>")

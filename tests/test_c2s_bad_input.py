@@ -3,7 +3,7 @@ and an established session keeps being served throughout."""
 
 import base64
 
-from server_helpers import DOMAIN, ServerTestCase
+from server_helpers import DOMAIN, ServerTestCase, plain_auth
 
 NS_STREAMS_ERROR = "urn:ietf:params:xml:ns:xmpp-streams"
 
@@ -139,17 +139,13 @@ class Authentication(ServerTestCase):
     async def setUp(self):
         await self.start_server()
 
-    def plain(self, user, password):
-        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-        return f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
-
     async def test_wrong_password_then_right_one(self):
         client = await self.connect()
         client.header()
         await client.expect("</stream:features>")
-        client.send(self.plain("alice", "wrong-password"))
+        client.send(plain_auth("alice", "wrong-password"))
         await client.expect("<not-authorized/></failure>")
-        client.send(self.plain("alice", "wonderland"))
+        client.send(plain_auth("alice", "wonderland"))
         await client.expect("<success")
 
     async def test_unknown_mechanism_and_bad_encoding(self):
@@ -169,9 +165,9 @@ class Authentication(ServerTestCase):
         client.header()
         await client.expect("</stream:features>")
         for _ in range(3):
-            client.send(self.plain("alice", "guess"))
+            client.send(plain_auth("alice", "guess"))
             await client.expect("<not-authorized/>")
-        client.send(self.plain("alice", "wonderland"))  # even the right password, for now
+        client.send(plain_auth("alice", "wonderland"))  # even the right password, for now
         await client.expect("<temporary-auth-failure/>")
         self.assertNotIn(b"<success", client.received)
 
@@ -179,7 +175,7 @@ class Authentication(ServerTestCase):
         client = await self.connect()
         client.header()
         await client.expect("</stream:features>")
-        client.send(self.plain("nobody", "wonderland"))
+        client.send(plain_auth("nobody", "wonderland"))
         await client.expect("<not-authorized/>")
 
     async def test_scram_unknown_user_still_gets_a_challenge(self):

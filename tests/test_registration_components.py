@@ -1,18 +1,11 @@
 """XEP-0077 in-band registration and the XEP-0114 component listener."""
 
-import base64
-
 from twisted.internet import defer, reactor
 from twisted.words.protocols.jabber import component as jabber_component
 from twisted.words.protocols.jabber import xmlstream
 
 from server_helpers import DOMAIN, ServerTestCase
 from test_presence_roster import is_result
-
-
-def plain(user, password):
-    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-    return f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
 
 
 class Registration(ServerTestCase):
