@@ -135,9 +135,6 @@ class PubSubEngine:
             affiliations[node.service] = OWNER  # a PEP service's account owns it all
         return affiliations
 
-    async def _affiliation(self, node: Node, entity: str) -> str:
-        return (await self._affiliations(node)).get(bare(entity), NONE)
-
     async def _require_owner(self, node: Node, requestor: str) -> dict[str, str]:
         affiliations = await self._affiliations(node)
         if affiliations.get(bare(requestor)) != OWNER:
@@ -654,11 +651,6 @@ class PubSubEngine:
 
     def _changed(self, subscription: Subscription, previous: str, actor: str) -> None:
         self.sink.subscription_changed(SubscriptionChange(subscription, previous, actor))
-
-    @returns_deferred
-    async def pending_subscriptions(self, requestor: str, service: str, node_id: str) -> list[Subscription]:
-        subscriptions = await self.node_subscriptions(requestor, service, node_id)
-        return [s for s in subscriptions if s.state == PENDING]
 
     async def _notify_subscription_state(self, node: Node, subscription: Subscription) -> None:
         """XEP-0060 §8.8.4: tell the subscriber its state changed."""

@@ -39,10 +39,10 @@ NS_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
 FEATURES = [
     "access-authorize", "access-open", "access-presence", "access-roster", "access-whitelist",
     "auto-create", "auto-subscribe", "config-node", "create-and-configure", "create-nodes",
-    "delete-items", "delete-nodes", "filtered-notifications", "get-pending", "instant-nodes",
+    "delete-items", "delete-nodes", "filtered-notifications", "instant-nodes",
     "item-ids", "last-published", "manage-affiliations", "manage-subscriptions",
     "meta-data", "modify-affiliations", "outcast-affiliation", "persistent-items",
-    "presence-notifications", "publish", "publish-options", "publisher-affiliation",
+    "publish", "publish-options", "publisher-affiliation",
     "publish-only-affiliation", "purge-nodes", "retract-items", "retrieve-affiliations",
     "retrieve-default", "retrieve-items", "retrieve-subscriptions", "subscribe",
     "subscription-options", "subscription-notifications", "config-node-max",

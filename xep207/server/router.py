@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from typing import Callable, Iterable
+from typing import Callable
 
 from twisted.internet import defer
 from twisted.python import log
@@ -371,7 +371,3 @@ class Router:
         if not response.getAttribute("from"):
             response["from"] = self.domain
         self.route(response)
-
-    def broadcast(self, sessions: Iterable[Session], stanza) -> None:
-        for session in sessions:
-            session.send(stanza)
