@@ -84,3 +84,23 @@ class GoSendxmppLogsIn(ServerTestCase):
         await bob.wait_for(is_result("mam"))
         self.assertTrue(any("hello from go-sendxmpp" in e.toXml() for e in bob.stanzas if e.name == "message"
                             and e.result is not None))
+
+
+class MixedRoom(ServerTestCase):
+    users = ("alice", "bob", "carol")
+
+    async def test_slixmpp_xep0045_occupants_and_a_native_occupant(self):
+        await self.start_server()
+        report = await self.run_client("mixed_room.py", "127.0.0.1", self.port, DOMAIN, PASSWORD)
+        room = f"globe@chat.{DOMAIN}"
+        self.assertEqual(report["alice_codes"], [100, 110, 201])
+        self.assertEqual(report["roster_after_bob"], ["Alice", "Bob"])
+        self.assertEqual(report["bob_saw_occupants"], ["Alice", "Bob"])  # the others, then itself
+        self.assertEqual(report["carol_subscription"], "subscribed")
+        self.assertEqual(report["roster_after_carol"], ["Alice", "Bob", "Carol"])
+        self.assertEqual(report["alice_hears"], [f"{room}/Alice", "hello from legacy"])
+        self.assertEqual(report["bob_hears"], [f"{room}/Alice", "hello from legacy"])
+        self.assertEqual(report["carol_hears"], [f"chat.{DOMAIN}", "hello from legacy"])
+        self.assertEqual(report["carol_replyto"], f"alice@{DOMAIN}/legacy")
+        self.assertEqual(report["alice_hears_carol"], [f"{room}/Carol", "hello from pubsub"])
+        self.assertEqual(report["bob_hears_carol"], [f"{room}/Carol", "hello from pubsub"])

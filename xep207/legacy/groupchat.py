@@ -232,7 +232,7 @@ class GroupchatService(XMPPHandler):
         found = []
         for subscription in await self.storage.get_subscriptions(self.domain, room.node.node_id):
             nick = subscription.options.get(NICK)
-            if subscription.state != SUBSCRIBED or not nick or "/" not in subscription.subscriber:
+            if subscription.state != SUBSCRIBED or not nick:
                 continue
             affiliation = muc_affiliation(affiliations.get(bare(subscription.subscriber), NONE),
                                           bare(subscription.subscriber), room.admins)
@@ -587,7 +587,7 @@ class GroupchatService(XMPPHandler):
         message.attributes.pop("to", None)
         message.children = [c for c in message.children
                             if not (isinstance(c, domish.Element) and c.uri == NS_NICK)]
-        nick = self.nicks.get((node.node_id, requestor))
+        nick = self.nicks.get((node.node_id, requestor)) or self.nicks.get((node.node_id, bare(requestor)))
         if nick is None:
             raise errors.forbidden(text="join the room (subscribe with a roomnick) first")
         message.addElement((NS_NICK, "nick"), content=nick)
@@ -597,8 +597,10 @@ class GroupchatService(XMPPHandler):
         """A native client joins by subscribing with a ``roomnick`` (XEP-0207 §5):
         legacy occupants see it arrive and leave under that nick."""
         subscription = change.subscription
+        # A native occupant may subscribe its full JID (as XEP-0207 §5 shows) or
+        # its bare JID (then all its resources follow the room).
         if subscription.via != "pubsub" or not self.is_room(subscription.service, subscription.node_id) \
-                or "/" not in subscription.subscriber or subscription.node_id.startswith("chat:"):
+                or subscription.node_id.startswith("chat:"):
             return
         d = defer.ensureDeferred(self._native_change(change))
         d.addErrback(log.err, "native room subscription follow-up failed")
