@@ -214,14 +214,45 @@ class EntryRules(RoomTestCase):
         refused = await self.join(iago, "Iago", muc="<password>cauldron</password>", expect_ok=False)
         self.assertIn("service-unavailable", refused.toXml())
 
-    async def test_config_form_forbidden_to_others_and_destroy(self):
+    async def test_reserved_room_is_locked_until_configured(self):
         juliet = await self.online("juliet")
         await self.join(juliet, "JC")
         juliet.send(f"<iq type='get' to='{ROOM}' id='form'><query xmlns='{NS_MUC}#owner'/></iq>")
-        form = await juliet.wait_for(is_result("form"))
-        self.assertIn("muc#roomconfig_membersonly", form.toXml())
+        await juliet.wait_for(is_result("form"))
+        romeo = await self.online("romeo")
+        refused = await self.join(romeo, "Romeo", expect_ok=False)
+        self.assertIn("item-not-found", refused.toXml())
+        await self.configure(juliet, roomname="Reserved")
+        await self.join(romeo, "Romeo")
+
+    async def test_instant_room_stays_open_when_others_arrive_first(self):
+        juliet = await self.online("juliet")
+        await self.join(juliet, "JC")
         romeo = await self.online("romeo")
         await self.join(romeo, "Romeo")
+        juliet.send(f"<iq type='get' to='{ROOM}' id='form'><query xmlns='{NS_MUC}#owner'/></iq>")
+        await juliet.wait_for(is_result("form"))
+        bard = await self.online("bard")
+        await self.join(bard, "Bard")  # asking for the form later does not lock anyone out
+
+    async def test_cancelled_initial_configuration_destroys_the_room(self):
+        juliet = await self.online("juliet")
+        await self.join(juliet, "JC")
+        juliet.send(f"<iq type='get' to='{ROOM}' id='form'><query xmlns='{NS_MUC}#owner'/></iq>")
+        await juliet.wait_for(is_result("form"))
+        juliet.send(f"<iq type='set' to='{ROOM}' id='cancel'><query xmlns='{NS_MUC}#owner'>"
+                    "<x xmlns='jabber:x:data' type='cancel'/></query></iq>")
+        await juliet.wait_for(is_result("cancel"))
+        self.assertIsNone(await self.server.storage.get_node(CHAT, "characters"))
+
+    async def test_config_form_forbidden_to_others_and_destroy(self):
+        juliet = await self.online("juliet")
+        await self.join(juliet, "JC")
+        romeo = await self.online("romeo")
+        await self.join(romeo, "Romeo")
+        juliet.send(f"<iq type='get' to='{ROOM}' id='form'><query xmlns='{NS_MUC}#owner'/></iq>")
+        form = await juliet.wait_for(is_result("form"))
+        self.assertIn("muc#roomconfig_membersonly", form.toXml())
         romeo.send(f"<iq type='get' to='{ROOM}' id='steal'><query xmlns='{NS_MUC}#owner'/></iq>")
         self.assertIn("forbidden", (await romeo.wait_for(is_result("steal"))).toXml())
         juliet.send(f"<iq type='set' to='{ROOM}' id='end'><query xmlns='{NS_MUC}#owner'>"

@@ -159,6 +159,7 @@ class GroupchatService(XMPPHandler):
         self.domain = domain
         self.presences: dict[tuple[str, str], str] = {}  # (room, occupant jid) -> presence children
         self.nicks: dict[tuple[str, str], str] = {}  # (room, occupant jid) -> nick, for rendering
+        self.fresh: set[str] = set()  # rooms whose creator may still ask to configure first
         self._locks: dict[str, defer.DeferredLock] = {}
         self.in_flight = InFlight()  # room work under way, for a clean shutdown
         engine.payload_filters.append(self.vet_published_message)
@@ -324,6 +325,8 @@ class GroupchatService(XMPPHandler):
         muc = next(stanza.elements(NS_MUC, "x"), None)
         if affiliation == OUTCAST:
             raise StanzaError("forbidden", text="you are banned from this room")
+        if room.node.config.extra.get("locked") and affiliation != OWNER:
+            raise StanzaError("item-not-found", text="the room is being configured")
         if room.flag("membersonly") and affiliation == NONE:
             raise StanzaError("registration-required", text="this room is members-only")
         if room.flag("passwordprotectedroom") and affiliation != OWNER:
@@ -335,6 +338,8 @@ class GroupchatService(XMPPHandler):
         if room.max_users and len(occupants) >= room.max_users and affiliation not in (OWNER, ADMIN):
             raise StanzaError("service-unavailable", text="the room is full")
 
+        if not created:
+            self.fresh.discard(room.node.node_id)  # someone else is in: it is an instant room now
         subscription = Subscription(self.domain, room.node.node_id, sender, SUBSCRIBED,
                                     options={NICK: nick}, via=VIA_LEGACY)
         await self.storage.set_subscription(subscription)
@@ -370,6 +375,7 @@ class GroupchatService(XMPPHandler):
             pass
         await self.storage.set_affiliation(self.domain, name, self.domain, OWNER)
         await self.storage.set_affiliation(self.domain, name, owner, OWNER)
+        self.fresh.add(name)
         return await self.room(name)
 
     async def send_history(self, room: Room, to: str, muc) -> None:
@@ -664,7 +670,17 @@ class GroupchatService(XMPPHandler):
     async def _is_moderator(self, room, jid) -> bool:
         return any(o.jid == jid and o.role == "moderator" for o in await self.occupants(room))
 
+    async def _lock(self, room: Room, locked: bool) -> None:
+        await self.storage.set_node_config(self.domain, room.node.node_id, room.node.config.replace(
+            extra={**room.node.config.extra, "locked": locked}))
+
     async def _owner(self, iq, room: Room, query):
+        if iq["type"] == "get" and room.node.node_id in self.fresh:
+            # XEP-0045 §10.1.3: the creator asked for the form before anyone
+            # came in, so this is a reserved room: locked until configured.
+            self.fresh.discard(room.node.node_id)
+            await self._lock(room, True)
+            room = await self.room(room.node.node_id)
         if iq["type"] == "get":
             response = xmlstream.toResponse(iq, "result")
             form = data_form.Form("form", formNamespace=NS_ROOMCONFIG)
@@ -687,6 +703,8 @@ class GroupchatService(XMPPHandler):
         if form is None:
             raise StanzaError("bad-request", text="submit a muc#roomconfig form")
         if form.formType == "cancel":
+            if room.node.config.extra.get("locked"):
+                await self.destroy(room)  # §10.1.3: the initial configuration was cancelled
             return xmlstream.toResponse(iq, "result")
         settings = dict(room.settings)
         for var, field in form.fields.items():
@@ -709,10 +727,11 @@ class GroupchatService(XMPPHandler):
             if not str(settings[number]).isdigit():
                 raise StanzaError("not-acceptable", text=f"{number} must be a number")
         history = max(1, min(int(settings["muc#roomconfig_historylength"]), self.engine.max_items_limit))
+        self.fresh.discard(room.node.node_id)
         config = room.node.config.replace(
             access_model="whitelist" if _truth(settings["muc#roomconfig_membersonly"]) else "open",
             max_items=history, title=settings["muc#roomconfig_roomname"],
-            extra={**room.node.config.extra, "muc": settings})
+            extra={**room.node.config.extra, "muc": settings, "locked": False})
         await self.storage.set_node_config(self.domain, room.node.node_id, config)
         for admin in settings["muc#roomconfig_roomadmins"]:
             if (await self.storage.get_affiliations(self.domain, room.node.node_id)).get(admin) != OWNER:
