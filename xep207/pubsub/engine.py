@@ -275,7 +275,8 @@ class PubSubEngine:
     def _owners(self, node: Node, affiliations: Mapping[str, str]) -> list[str]:
         return sorted(e for e, a in affiliations.items() if a == OWNER)
 
-    async def _access_error(self, node: Node, entity: str, affiliations) -> Exception | None:
+    async def _access_error(self, node: Node, entity: str, affiliations,
+                            presence_cache: dict | None = None) -> Exception | None:
         """Why ``entity`` may not subscribe to or read ``node``, or None.
 
         Shared by subscribe, retrieve and notification so that the three can
@@ -294,7 +295,13 @@ class PubSubEngine:
             return errors.closed_node()
         owners = self._owners(node, affiliations)
         for owner in owners:
-            if entity in await self._presence_subscribers(owner):
+            if presence_cache is None:
+                subscribers = await self._presence_subscribers(owner)
+            else:  # one notification, many entities: read each owner's subscribers once
+                if owner not in presence_cache:
+                    presence_cache[owner] = await self._presence_subscribers(owner)
+                subscribers = presence_cache[owner]
+            if entity in subscribers:
                 if model == "presence":
                     return None
                 allowed = set(node.config.roster_groups_allowed)
@@ -671,10 +678,12 @@ class PubSubEngine:
             affiliations = await self._affiliations(node)
         subscriptions = await self.storage.get_subscriptions(node.service, node.node_id)
         allowed: dict[str, bool] = {}
+        presence_cache: dict[str, set[str]] = {}
 
         async def may_receive(entity: str) -> bool:
             if entity not in allowed:
-                allowed[entity] = await self._access_error(node, entity, affiliations) is None
+                error = await self._access_error(node, entity, affiliations, presence_cache)
+                allowed[entity] = error is None
             return allowed[entity]
 
         recipients = []
@@ -690,7 +699,9 @@ class PubSubEngine:
         if self.interest is not None and self.is_pep(node.service):
             candidates = {node.service}
             if node.config.access_model in ("presence", "roster", "open"):
-                candidates |= await self._presence_subscribers(node.service)
+                if node.service not in presence_cache:
+                    presence_cache[node.service] = await self._presence_subscribers(node.service)
+                candidates |= presence_cache[node.service]
             candidates = [c for c in sorted(candidates) if await may_receive(c)]
             for resource in self.interest.interested_resources(candidates, node.node_id):
                 if resource not in seen and bare(resource) not in seen:
