@@ -419,7 +419,7 @@ class Subscribing(PubSubTestCase):
         await self.publish(item_id="last")
         reply = self.assert_result(await self.subscribe(ROMEO))
         self.assertEqual(self.harness.messages_to(ROMEO), [])  # not before the reply
-        self.assertIsNotNone(reply)
+        self.assertEqual(reply.pubsub.subscription["subscription"], "subscribed")
         self.flush()
         message = await self.harness.next_message_to(ROMEO)
         self.assertEqual(message.event.items.item["id"], "last")

@@ -48,3 +48,19 @@ def parse_message_item(payload: str, what: str):
     if message.name != "message" or message.uri != "jabber:client":
         raise errors.bad_request("invalid-payload", text=f"{what} is a jabber:client message")
     return message
+
+
+def restamped(stanza: domish.Element, sender: str, *, drop: tuple[str, ...] = (),
+              without_uri: str | None = None, extra: tuple = ()) -> domish.Element:
+    """A shallow copy of ``stanza`` sent by ``sender``: the captures store what a
+    client sent as items, and the renderers hand it on, always under the
+    address the server vouches for. ``drop`` removes attributes, ``without_uri``
+    children of a namespace, ``extra`` appends children."""
+    copy = domish.Element((stanza.uri, stanza.name), stanza.defaultUri, dict(stanza.attributes))
+    copy.children = [c for c in stanza.children
+                     if without_uri is None or not (isinstance(c, domish.Element) and c.uri == without_uri)]
+    copy.children.extend(extra)
+    copy["from"] = sender
+    for attribute in drop:
+        copy.attributes.pop(attribute, None)
+    return copy

@@ -36,7 +36,7 @@ from xep207.storage.records import (
     Subscription,
     bare,
 )
-from xep207.xmlutil import parse_message_item, parse_stanza
+from xep207.xmlutil import parse_message_item, parse_stanza, restamped
 
 KIND = "xep207#kind"
 NS_CARBONS = "urn:xmpp:carbons:2"
@@ -109,27 +109,20 @@ class ChatCapture:
         if not await self.router.account_exists(contact):
             return False  # the router answers service-unavailable
         node_id = pair_node_id(session.bare, contact)
-        payload = self.payload_of(stanza, session.full)
+        payload = restamped(stanza, session.full).toXml()
         # One conversation at a time per pair: messages keep their order, and
         # each sees the offline mark the one before it left.
         lock = self._locks.setdefault(node_id, defer.DeferredLock())
         await lock.acquire()
         try:
             await self.ensure_pair(session.bare, contact)
-            await self.engine.publish(session.full, self.pubsub_domain, node_id, [(None, payload)])
+            await self.engine.publish(session.full, self.pubsub_domain, node_id, [(None, payload)], vetted=True)
             await self._marks_written()
         finally:
             lock.release()
             if not lock.locked and not lock.waiting:
                 self._locks.pop(node_id, None)
         return True
-
-    @staticmethod
-    def payload_of(stanza: domish.Element, sender: str) -> str:
-        copy = domish.Element((stanza.uri, "message"), stanza.defaultUri, dict(stanza.attributes))
-        copy.children = stanza.children
-        copy["from"] = sender
-        return copy.toXml()
 
     async def ensure_pair(self, a: str, b: str) -> str:
         node_id = pair_node_id(a, b)
@@ -163,7 +156,7 @@ class ChatCapture:
             others = [p for p in parties if p != bare(requestor)]
             message["to"] = others[0] if others else bare(requestor)
         message["type"] = message.getAttribute("type", "chat")
-        return item_id, self.payload_of(message, requestor)
+        return item_id, restamped(message, requestor).toXml()
 
     # Rendering -------------------------------------------------------------------
 
@@ -203,7 +196,7 @@ class ChatCapture:
                                                     type=event.notification_type))
                     elif event.replay or session in targets:
                         session.send(payload)
-                    elif session.full != sender and getattr(session, "carbons", False):
+                    elif session.full != sender and session.carbons:
                         direction = "sent" if from_party else "received"
                         session.send(self._carbon(payload, session, direction))
         return True

@@ -50,7 +50,7 @@ from xep207.storage.records import (
     Subscription,
     bare,
 )
-from xep207.xmlutil import parse_message_item, parse_stanza
+from xep207.xmlutil import parse_message_item, parse_stanza, restamped
 
 NS_MUC = "http://jabber.org/protocol/muc"
 NS_USER = NS_MUC + "#user"
@@ -499,22 +499,21 @@ class GroupchatService(XMPPHandler):
                      "subject_from": self.room_jid(room, me.nick)}
             await self.storage.set_node_config(self.domain, room.node.node_id,
                                                room.node.config.replace(extra=extra))
-        payload = domish.Element((stanza.uri, "message"), stanza.defaultUri, dict(stanza.attributes))
-        payload.children = [c for c in stanza.children
-                             if not (isinstance(c, domish.Element) and c.uri == NS_NICK)]
-        payload["from"] = sender
-        await self.engine.publish(sender, self.domain, room.node.node_id, [(None, payload.toXml())])
+        nick = domish.Element((NS_NICK, "nick"))
+        nick.addContent(me.nick)  # history renders room/nick from the item alone
+        payload = restamped(stanza, sender, without_uri=NS_NICK, extra=(nick,))
+        await self.engine.publish(sender, self.domain, room.node.node_id, [(None, payload.toXml())],
+                                  vetted=True)
 
     def _private(self, room, me, occupants, nick, stanza):
         target = [o for o in occupants if o.nick == nick]
         if not target:
             raise StanzaError("item-not-found", text="no occupant by that nickname")
-        copy = domish.Element((stanza.uri, "message"), stanza.defaultUri, dict(stanza.attributes))
-        copy.children = list(stanza.children) + [domish.Element((NS_USER, "x"))]
-        copy["from"] = self.room_jid(room, me.nick)
+        copy = restamped(stanza, self.room_jid(room, me.nick), drop=("to",),
+                         extra=(domish.Element((NS_USER, "x")),))
+        template = Template.around(copy.toXml(), "message")  # serialized once, addressed per resource
         for occupant in target:
-            copy["to"] = occupant.jid
-            self.router.deliver_serialized(occupant.jid, copy.toXml())
+            self.router.deliver_serialized(occupant.jid, template.to(occupant.jid))
 
     async def _invite(self, room, sender, me, x):
         if me is None:
@@ -588,11 +587,8 @@ class GroupchatService(XMPPHandler):
         if not self.is_room(node.service, node.node_id, node.config):
             return None
         message = parse_message_item(payload, "a room item")
-        message["from"] = requestor
+        message = restamped(message, requestor, drop=("to",), without_uri=NS_NICK)
         message["type"] = "groupchat"
-        message.attributes.pop("to", None)
-        message.children = [c for c in message.children
-                            if not (isinstance(c, domish.Element) and c.uri == NS_NICK)]
         nick = self.nicks.get((node.node_id, requestor)) or self.nicks.get((node.node_id, bare(requestor)))
         if nick is None:
             raise errors.forbidden(text="join the room (subscribe with a roomnick) first")

@@ -21,6 +21,7 @@ from xep207.pubsub import errors
 from xep207.pubsub.engine import PRESENCE_NODE
 from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
 from xep207.storage.records import PENDING, SUBSCRIBED
+from xep207.xmlutil import parse_stanza, restamped
 
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 
@@ -36,12 +37,7 @@ def priority_of(presence: domish.Element) -> int:
 
 def presence_payload(presence: domish.Element, sender: str) -> str:
     """The presence as the node stores it: from the full JID, addressed to nobody."""
-    copy = domish.Element((presence.uri, "presence"), presence.defaultUri, dict(presence.attributes))
-    copy.children = presence.children
-    copy["from"] = sender
-    for attribute in ("to", "id"):
-        copy.attributes.pop(attribute, None)
-    return copy.toXml()
+    return restamped(presence, sender, drop=("to", "id")).toXml()
 
 
 class PresenceCapture:
@@ -61,8 +57,6 @@ class PresenceCapture:
         """A pubsub-native presence publish (XEP-0207 §3) is the same operation
         as broadcast presence: one item per resource, and the payload's
         ``from`` is the publisher's own full JID (no spoofing a contact)."""
-        from xep207.xmlutil import parse_stanza
-
         if not is_presence_node(node.service, node.node_id):
             return None
         if "/" not in requestor:
@@ -123,7 +117,7 @@ class PresenceCapture:
         if self.caps is not None:
             self.caps.update(session, stanza)
         await self.engine.publish(session.full, session.bare, PRESENCE_NODE,
-                                  [(session.jid.resource, payload)])
+                                  [(session.jid.resource, payload)], vetted=True)
         template = Template.around(payload, "presence")
         for other in self.router.available_resources(session.bare):
             other.send(template.to(other.full))

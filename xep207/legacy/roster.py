@@ -136,7 +136,7 @@ class RosterView:
 
     async def push(self, user: str, contact: str, remove: bool = False) -> None:
         """RFC 6121 §2.1.6: a roster push to every interested resource."""
-        sessions = [s for s in self.router.resources(user) if getattr(s, "roster_requested", False)]
+        sessions = [s for s in self.router.resources(user) if s.roster_requested]
         if not sessions:
             return
         entries = await self.entries(user)

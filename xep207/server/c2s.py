@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -83,11 +82,12 @@ class Session:
     stream: ServerStream
     available: bool = False
     priority: int = 0
-    presence: domish.Element | None = None
-    started: float = field(default_factory=time.time)
+    presence: str | None = None  # its last available presence, serialized as stored
     interested: frozenset = frozenset()  # XEP-0115/0163 "+notify" node names
     pubsub_nodes: set = field(default_factory=set)  # nodes it used XEP-0060 on
     directed: set = field(default_factory=set)  # full JIDs it sent directed presence to
+    roster_requested: bool = False  # RFC 6121 §2.1.6: only such resources get pushes
+    carbons: bool = False  # XEP-0280 enabled
 
     @property
     def full(self) -> str:

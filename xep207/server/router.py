@@ -350,13 +350,11 @@ class Router:
         if host != self.domain or "@" not in bare:
             self.route(parse_stanza(xml))
             return
-        if resource:
-            session = self.session(to)
-            if session is not None:
-                session.send(xml)
-            return
-        everyone = message_type == "headline"
-        for session in self.deliverable_resources(bare, everyone=everyone):
+        if resource or kind == "presence":
+            sessions = self.sessions_for(to)  # that resource, or every available one
+        else:  # a message to a bare JID: RFC 6121 §8.5.2.1.1
+            sessions = self.deliverable_resources(bare, everyone=message_type == "headline")
+        for session in sessions:
             session.send(xml)
 
     # Errors -------------------------------------------------------------------------
