@@ -119,7 +119,7 @@ def _create_main(storage_url, users, subscribe_to=None):
         await defer.maybeDeferred(storage.start)
         engine = PubSubEngine(storage, pep_domains=[DOMAIN])
         for user in users:
-            await accounts.create_account(storage, engine.default_node_config, f"{user}@{DOMAIN}", PASSWORD)
+            await accounts.create_account(engine, f"{user}@{DOMAIN}", PASSWORD)
         if subscribe_to:
             from xep207.storage.records import Subscription
 

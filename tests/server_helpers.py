@@ -143,7 +143,7 @@ class ServerTestCase(unittest.TestCase):
                             "--c2s-port", "0", "--c2s-interfaces", "127.0.0.1", *self.server_args, *args]
         await self._launch()
         for user in self.users:
-            await accounts.create_account(self.server.storage, self.server.engine_defaults,
+            await accounts.create_account(self.server.engine,
                                           f"{user}@{DOMAIN}", PASSWORD)
         return self.server
 

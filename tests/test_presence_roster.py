@@ -139,6 +139,7 @@ class XEP0207Presence(PresenceTestCase):
         juliet = await self.online("juliet", "balcony")
         romeo = await self.online("romeo", "mobile")
         await self.befriend(romeo, juliet, JULIET)
+        await romeo.wait_for(is_presence(f"{JULIET}/balcony"))  # her presence, once approved
         juliet.send("<presence type='unavailable'/>")
         gone = await romeo.wait_for(is_presence(f"{JULIET}/balcony", "unavailable"))
         self.assertEqual(gone["to"], f"{ROMEO}/mobile")

@@ -123,14 +123,14 @@ async def run(options) -> int:
         if "@" not in jid:
             jid = f"{jid}@{options['domain']}"
         if command == "adduser":
-            created = await accounts.create_account(storage, engine.default_node_config, jid,
+            created = await accounts.create_account(engine, jid,
                                                     _read_password())
             print(f"created {created}")
         elif command == "passwd":
             await accounts.change_password(storage, jid, _read_password())
             print(f"changed the password of {jid}")
         elif command == "deluser":
-            await accounts.delete_account(storage, jid)
+            await accounts.delete_account(engine, jid)
             print(f"deleted {jid}")
         return 0
     except accounts.AccountError as exc:

@@ -122,5 +122,6 @@ class CapsTracker:
                 if page.items:
                     self.delivery.deliver(
                         Event(service, node_id, ITEMS, items=page.items,
+                              node_kind=self.engine.kind_of(service, node_id).name,
                               include_payloads=node.config.deliver_payloads, replay=True),
                         [Recipient(session.full)])

@@ -23,34 +23,18 @@ from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.xish import domish
 
 from xep207.legacy.delivery import speaks_pubsub
-from xep207.pubsub import errors, render
+from xep207.pubsub import render
 from xep207.pubsub.events import ITEMS, Event, Recipient
-from xep207.storage.interface import NodeExists
-from xep207.storage.records import (
-    OWNER,
-    PUBLISHER,
-    SUBSCRIBED,
-    VIA_LEGACY,
-    Node,
-    NodeConfig,
-    Subscription,
-    bare,
-)
-from xep207.xmlutil import parse_message_item, parse_stanza, restamped
+from xep207.pubsub.kinds import Trusted, pair_node_id
+from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind
+from xep207.storage.records import VIA_LEGACY, bare
+from xep207.xmlutil import parse_stanza, restamped
 
-KIND = "xep207#kind"
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_FORWARD = "urn:xmpp:forward:0"
 NS_DELAY = "urn:xmpp:delay"
 NS_SID = "urn:xmpp:sid:0"
-OFFLINE_MARK = "xep207#offline-since"  # subscription option: first undelivered item
 STORED_TYPES = ("chat", "normal")
-
-
-def pair_node_id(a: str, b: str) -> str:
-    """A stable node name for two bare JIDs, whoever writes first."""
-    first, second = sorted((a, b))
-    return f"chat:{first}:{second}"
 
 
 def stamp(published: float) -> str:
@@ -75,21 +59,16 @@ def is_stored(stanza: domish.Element) -> bool:
 class ChatCapture:
     """Router interceptor for one-to-one messages, and the renderer of pair nodes."""
 
-    def __init__(self, router, engine, pubsub_domain: str, max_items: int = 10000):
+    def __init__(self, router, engine, pubsub_domain: str):
         self.router = router
         self.engine = engine
         self.storage = engine.storage
         self.pubsub_domain = pubsub_domain
-        self.max_items = max_items
         self._locks: dict[str, defer.DeferredLock] = {}
-        self._marking: list = []
         router.interceptors.append(self)
-        engine.payload_filters.append(self.vet_published_message)
 
-    def is_chat_node(self, service: str, node_id: str, config: NodeConfig | None = None) -> bool:
-        if service != self.pubsub_domain or not node_id.startswith("chat:"):
-            return False
-        return config is None or config.extra.get(KIND) == "chat"
+    def is_chat_node(self, service: str, node_id: str) -> bool:
+        return isinstance(self.engine.kind_of(service, node_id), PairKind)
 
     # Capture ---------------------------------------------------------------------
 
@@ -115,48 +94,15 @@ class ChatCapture:
         lock = self._locks.setdefault(node_id, defer.DeferredLock())
         await lock.acquire()
         try:
-            await self.ensure_pair(session.bare, contact)
-            await self.engine.publish(session.full, self.pubsub_domain, node_id, [(None, payload)], vetted=True)
-            await self._marks_written()
+            # The pair kind creates the node on a party's first message,
+            # whichever door it came through.
+            await self.engine.publish(session.full, self.pubsub_domain, node_id, [(None, payload)],
+                                      vetted=True, via=VIA_LEGACY)
         finally:
             lock.release()
             if not lock.locked and not lock.waiting:
                 self._locks.pop(node_id, None)
         return True
-
-    async def ensure_pair(self, a: str, b: str) -> str:
-        node_id = pair_node_id(a, b)
-        if await self.storage.get_node(self.pubsub_domain, node_id) is not None:
-            return node_id
-        config = self.engine.default_config.replace(
-            access_model="whitelist", publish_model="publishers", persist_items=True,
-            max_items=self.max_items, notification_type="normal", extra={KIND: "chat"})
-        service = self.pubsub_domain
-        try:
-            await self.storage.create_node(Node(service, node_id, config, service))
-        except NodeExists:
-            return node_id  # the other party's first message won the race
-        await self.storage.set_affiliation(service, node_id, service, OWNER)
-        for party in {a, b}:
-            await self.storage.set_affiliation(service, node_id, party, PUBLISHER)
-            await self.storage.set_subscription(
-                Subscription(service, node_id, party, SUBSCRIBED, via=VIA_LEGACY))
-        return node_id
-
-    def vet_published_message(self, requestor, node, item_id, payload):
-        """A pubsub-native publish to a pair node is a message from the
-        publisher: its ``from`` is rewritten, so nobody speaks for another."""
-        if not self.is_chat_node(node.service, node.node_id, node.config):
-            return None
-        message = parse_message_item(payload, "a chat item")
-        if "/" not in requestor:
-            raise errors.bad_request("invalid-payload", text="messages come from a resource")
-        if not message.getAttribute("to"):
-            parties = node.node_id[len("chat:"):].split(":")
-            others = [p for p in parties if p != bare(requestor)]
-            message["to"] = others[0] if others else bare(requestor)
-        message["type"] = message.getAttribute("type", "chat")
-        return item_id, restamped(message, requestor).toXml()
 
     # Rendering -------------------------------------------------------------------
 
@@ -166,9 +112,12 @@ class ChatCapture:
     def render_authorization(self, request):
         return None
 
-    def deliver(self, event, recipients) -> bool:
-        if not self.is_chat_node(event.service, event.node_id) or event.kind != ITEMS:
-            return False
+    def deliver(self, event, recipients):
+        """Fires nothing, writes nothing: returns the recipients none of whose
+        sessions could take a live message (the pair kind keeps them offline)."""
+        if event.node_kind != PairKind.name or event.kind != ITEMS:
+            return None
+        undelivered = []
         body = None
         for item in event.items:
             sender = item.publisher
@@ -186,7 +135,7 @@ class ChatCapture:
                 legacy = recipient.subscription is not None and recipient.subscription.via == VIA_LEGACY
                 targets = [] if from_party or event.replay else self._targets(addressed, party)
                 if legacy and not from_party and not event.replay and not targets:
-                    self._mark_offline(recipient.subscription, item)
+                    undelivered.append(recipient)
                 for session in sessions:
                     if not legacy or speaks_pubsub(session, event.node_id):
                         # The XEP-0207 form, to every session of both parties,
@@ -199,7 +148,7 @@ class ChatCapture:
                     elif session.full != sender and session.carbons:
                         direction = "sent" if from_party else "received"
                         session.send(self._carbon(payload, session, direction))
-        return True
+        return undelivered
 
     def _targets(self, addressed: str, party: str):
         """RFC 6121 §8.5.3.2/§8.5.2.1.1: the addressed resource if it is online,
@@ -215,16 +164,6 @@ class ChatCapture:
                 f"<{direction} xmlns='{NS_CARBONS}'><forwarded xmlns='{NS_FORWARD}'>{payload}"
                 f"</forwarded></{direction}></message>")
 
-    def _mark_offline(self, subscription, item) -> None:
-        if subscription is None or subscription.options.get(OFFLINE_MARK):
-            return
-        marked = subscription.replace(options={**subscription.options, OFFLINE_MARK: item.item_id})
-        self._marking.append(self.storage.set_subscription(marked))
-
-    async def _marks_written(self) -> None:
-        while self._marking:
-            await self._marking.pop(0)
-
     # Offline delivery -------------------------------------------------------------
 
     async def deliver_offline(self, session) -> None:
@@ -234,14 +173,14 @@ class ChatCapture:
             since = subscription.options.get(OFFLINE_MARK)
             if not since or not self.is_chat_node(subscription.service, subscription.node_id):
                 continue
-            options = {k: v for k, v in subscription.options.items() if k != OFFLINE_MARK}
-            await self.storage.set_subscription(subscription.replace(options=options))  # once
+            await self.engine.set_offline_mark(Trusted(self.pubsub_domain), subscription, None)  # once
             first = await self.storage.get_items(self.pubsub_domain, subscription.node_id, [since])
             page = await self.storage.page_items(self.pubsub_domain, subscription.node_id)
             waiting = [i for i in page.items
                        if first and i.seq >= first[0].seq and bare(i.publisher) != session.bare]
             if waiting:
                 self.deliver(Event(self.pubsub_domain, subscription.node_id, ITEMS, items=tuple(waiting),
+                                   node_kind=PairKind.name,
                                    notification_type="normal", replay=True),
                              [Recipient(session.full, subscription)])
 

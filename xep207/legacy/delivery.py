@@ -9,7 +9,7 @@ serialized at most once per event; per session only the envelope differs.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping
 
 from zope.interface import implementer
 
@@ -27,23 +27,24 @@ def speaks_pubsub(session, node_id: str) -> bool:
 
 @implementer(IEventSink)
 class EventDelivery:
-    def __init__(self, router, renderers: Sequence[LegacyRenderer] = ()):
+    """``renderers`` maps a node kind's name to its legacy renderer."""
+
+    def __init__(self, router, renderers: Mapping[str, LegacyRenderer] | None = None):
         self.router = router
-        self.renderers = list(renderers)
+        self.renderers: dict[str, LegacyRenderer] = dict(renderers or {})
         self.subscription_listeners: list[Callable] = []
 
     def _legacy(self, event):
-        for renderer in self.renderers:
-            templates = renderer.render(event)
-            if templates is not None:
-                return templates
-        return None
+        renderer = self.renderers.get(event.node_kind)
+        return renderer.render(event) if renderer is not None else None
 
     def deliver(self, event, recipients):
-        for renderer in self.renderers:
-            takes_over = getattr(renderer, "deliver", None)
-            if takes_over is not None and takes_over(event, recipients):
-                return
+        renderer = self.renderers.get(event.node_kind)
+        takes_over = getattr(renderer, "deliver", None)
+        if takes_over is not None:
+            answer = takes_over(event, recipients)
+            if answer is not None:
+                return answer
         body = None
         legacy = _UNSET
         for recipient in recipients:
@@ -75,8 +76,9 @@ class EventDelivery:
             for session in self.router.sessions_for(owner) or ():
                 templates = None
                 if not speaks_pubsub(session, request.node_id):
-                    templates = next((t for t in (r.render_authorization(request) for r in self.renderers)
-                                      if t is not None), None)
+                    renderer = self.renderers.get(request.node_kind)
+                    if renderer is not None:
+                        templates = renderer.render_authorization(request)
                 if templates is not None:
                     for template in templates:
                         session.send(template.to(session.full))

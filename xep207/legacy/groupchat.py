@@ -37,7 +37,22 @@ from xep207.legacy.delivery import speaks_pubsub
 from xep207.legacy.render import Template
 from xep207.pubsub import errors, render
 from xep207.pubsub.events import ITEMS
-from xep207.storage.interface import NodeExists
+from xep207.pubsub.kinds import Trusted
+from xep207.pubsub.kinds.room import (
+    ADMIN,
+    NICK,
+    NS_NICK,
+    PASSWORD_OPTION,
+    ROLE,
+    Occupant,
+    Room,
+    RoomKind,
+    add_nick,
+    muc_affiliation,
+    occupants_of,
+    pubsub_affiliation,
+)
+from xep207.pubsub.kinds.room import truth as _truth
 from xep207.storage.records import (
     MEMBER,
     NONE,
@@ -46,48 +61,17 @@ from xep207.storage.records import (
     PUBLISHER,
     SUBSCRIBED,
     VIA_LEGACY,
-    Node,
-    Subscription,
     bare,
 )
-from xep207.xmlutil import parse_message_item, parse_stanza, restamped
+from xep207.xmlutil import parse_stanza, restamped
 
 NS_MUC = "http://jabber.org/protocol/muc"
 NS_USER = NS_MUC + "#user"
 NS_ADMIN = NS_MUC + "#admin"
 NS_OWNER = NS_MUC + "#owner"
 NS_ROOMCONFIG = NS_MUC + "#roomconfig"
-NS_NICK = "http://jabber.org/protocol/nick"  # XEP-0172: the sender's room nick, kept in the item
 KIND = "xep207#kind"
-ROLE = "xep207#role"
-NICK = "roomnick"
 DEFAULT_HISTORY = 20
-
-# XEP-0045 affiliation <-> pubsub affiliation. "admin" has no XEP-0060
-# counterpart: admins are publishers recorded in the room's configuration.
-ADMIN = "admin"
-
-
-def muc_affiliation(pubsub_affiliation: str, entity: str, admins) -> str:
-    if pubsub_affiliation == OWNER:
-        return OWNER
-    if entity in admins:
-        return ADMIN
-    return {PUBLISHER: MEMBER, MEMBER: MEMBER, OUTCAST: OUTCAST}.get(pubsub_affiliation, NONE)
-
-
-def pubsub_affiliation(affiliation: str) -> str:
-    return {OWNER: OWNER, ADMIN: PUBLISHER, MEMBER: PUBLISHER, OUTCAST: OUTCAST}.get(affiliation, NONE)
-
-
-@dataclass(frozen=True)
-class Occupant:
-    jid: str
-    nick: str
-    affiliation: str
-    role: str
-    subscription: Subscription
-
 
 # Room configuration form (muc#roomconfig) <-> node configuration.
 ROOM_FIELDS = {
@@ -104,47 +88,6 @@ ROOM_FIELDS = {
     "muc#roomconfig_historylength": ("text-single", "Messages kept as history"),
     "muc#roomconfig_roomadmins": ("jid-multi", "Room admins"),
 }
-DEFAULT_ROOM = {
-    "muc#roomconfig_roomname": "", "muc#roomconfig_roomdesc": "",
-    "muc#roomconfig_persistentroom": False, "muc#roomconfig_publicroom": True,
-    "muc#roomconfig_membersonly": False, "muc#roomconfig_passwordprotectedroom": False,
-    "muc#roomconfig_roomsecret": "", "muc#roomconfig_maxusers": "0",
-    "muc#roomconfig_moderatedroom": False, "muc#roomconfig_changesubject": False,
-    "muc#roomconfig_historylength": "50", "muc#roomconfig_roomadmins": [],
-}
-
-
-def _truth(value) -> bool:
-    return value in (True, 1, "1", "true")
-
-
-class Room:
-    """A room node's configuration seen as XEP-0045 settings."""
-
-    def __init__(self, node: Node):
-        self.node = node
-        self.settings = {**DEFAULT_ROOM, **node.config.extra.get("muc", {})}
-
-    def __getitem__(self, name):
-        return self.settings["muc#roomconfig_" + name]
-
-    @property
-    def name(self) -> str:
-        return self["roomname"] or self.node.node_id
-
-    @property
-    def admins(self) -> set[str]:
-        return set(self["roomadmins"] or [])
-
-    def flag(self, name) -> bool:
-        return _truth(self[name])
-
-    @property
-    def max_users(self) -> int:
-        try:
-            return int(self["maxusers"] or 0)
-        except ValueError:
-            return 0
 
 
 @implementer(disco.IDisco)
@@ -162,7 +105,7 @@ class GroupchatService(XMPPHandler):
         self.fresh: set[str] = set()  # rooms whose creator may still ask to configure first
         self._locks: dict[str, defer.DeferredLock] = {}
         self.in_flight = InFlight()  # room work under way, for a clean shutdown
-        engine.payload_filters.append(self.vet_published_message)
+        self.trusted = Trusted(domain)  # the service's own bookkeeping
         router.on_unbind.append(self._session_gone)
         self.delivery = None
 
@@ -229,28 +172,7 @@ class GroupchatService(XMPPHandler):
     # Occupants -----------------------------------------------------------------
 
     async def occupants(self, room: Room) -> list[Occupant]:
-        affiliations = await self.storage.get_affiliations(self.domain, room.node.node_id)
-        found = []
-        for subscription in await self.storage.get_subscriptions(self.domain, room.node.node_id):
-            nick = subscription.options.get(NICK)
-            if subscription.state != SUBSCRIBED or not nick:
-                continue
-            affiliation = muc_affiliation(affiliations.get(bare(subscription.subscriber), NONE),
-                                          bare(subscription.subscriber), room.admins)
-            found.append(Occupant(subscription.subscriber, nick, affiliation,
-                                  self._role(room, affiliation, subscription), subscription))
-        return sorted(found, key=lambda o: o.nick)
-
-    @staticmethod
-    def _role(room: Room, affiliation: str, subscription: Subscription) -> str:
-        explicit = subscription.options.get(ROLE)
-        if explicit:
-            return explicit
-        if affiliation in (OWNER, ADMIN):
-            return "moderator"
-        if room.flag("moderatedroom") and affiliation != MEMBER:
-            return "visitor"
-        return "participant"
+        return await occupants_of(self.engine, room)
 
     def _user_x(self, occupant: Occupant, statuses=(), extra: str = "", real_jid: bool = True) -> str:
         jid_attribute = f" jid={quoteattr(occupant.jid)}" if real_jid else ""
@@ -315,37 +237,29 @@ class GroupchatService(XMPPHandler):
         return "".join(str(s) for s in stanza.elements() if s.name == "status")
 
     async def join(self, room: Room | None, name: str, nick: str, sender: str, stanza, children: str):
-        created = False
-        if room is None:
-            room = await self.create_room(name, bare(sender))
-            created = True
-        occupants = await self.occupants(room)
-        affiliations = await self.storage.get_affiliations(self.domain, room.node.node_id)
-        affiliation = muc_affiliation(affiliations.get(bare(sender), NONE), bare(sender), room.admins)
+        """Joining is subscribing with a ``roomnick``: the room kind admits
+        (or refuses) exactly as it does an XEP-0060 subscribe."""
+        created = room is None
         muc = next(stanza.elements(NS_MUC, "x"), None)
-        if affiliation == OUTCAST:
-            raise StanzaError("forbidden", text="you are banned from this room")
-        if room.node.config.extra.get("locked") and affiliation != OWNER:
-            raise StanzaError("item-not-found", text="the room is being configured")
-        if room.flag("membersonly") and affiliation == NONE:
-            raise StanzaError("registration-required", text="this room is members-only")
-        if room.flag("passwordprotectedroom") and affiliation != OWNER:
-            given = str(next(muc.elements(NS_MUC, "password"), "")) if muc is not None else ""
-            if given != room["roomsecret"]:
-                raise StanzaError("not-authorized", text="a password is required")
-        if any(o.nick == nick and bare(o.jid) != bare(sender) for o in occupants):
-            raise StanzaError("conflict", text="that nickname is in use")
-        if room.max_users and len(occupants) >= room.max_users and affiliation not in (OWNER, ADMIN):
-            raise StanzaError("service-unavailable", text="the room is full")
+        options = {NICK: nick}
+        given = next(muc.elements(NS_MUC, "password"), None) if muc is not None else None
+        if given is not None:
+            options[PASSWORD_OPTION] = str(given)
+        subscription = await self.engine.subscribe(sender, self.domain, name, sender, options,
+                                                   via=VIA_LEGACY)
+        room = await self.room(name)
+        if created:
+            self.fresh.add(name)
+        else:
+            self.fresh.discard(name)  # someone else is in: it is an instant room now
+        occupants = [o for o in await self.occupants(room) if o.jid != sender]
+        affiliations = await self.storage.get_affiliations(self.domain, name)
+        affiliation = muc_affiliation(affiliations.get(bare(sender), NONE), bare(sender), room.admins)
+        self.presences[(name, sender)] = children
+        self.nicks[(name, sender)] = nick
+        from xep207.pubsub.kinds.room import role_of
 
-        if not created:
-            self.fresh.discard(room.node.node_id)  # someone else is in: it is an instant room now
-        subscription = Subscription(self.domain, room.node.node_id, sender, SUBSCRIBED,
-                                    options={NICK: nick}, via=VIA_LEGACY)
-        await self.storage.set_subscription(subscription)
-        self.presences[(room.node.node_id, sender)] = children
-        self.nicks[(room.node.node_id, sender)] = nick
-        occupant = Occupant(sender, nick, affiliation, self._role(room, affiliation, subscription), subscription)
+        occupant = Occupant(sender, nick, affiliation, role_of(room, affiliation, subscription), subscription)
         # 1. the occupant list, 2. the joiner's own presence (110, 201), then to the others.
         for other in occupants:
             self.router.deliver_serialized(sender, self._presence_template(room, other).to(sender), "presence")
@@ -359,24 +273,6 @@ class GroupchatService(XMPPHandler):
         self.router.deliver_serialized(
             sender, f"<message from={quoteattr(subject_from)} to={quoteattr(sender)} type='groupchat'>"
                     f"<subject>{escape(subject)}</subject></message>")
-
-    async def create_room(self, name: str, owner: str) -> Room:
-        try:
-            jidlib.JID(tuple=(name, self.domain, None))
-        except jidlib.InvalidFormat:
-            raise StanzaError("jid-malformed")
-        settings = dict(DEFAULT_ROOM)
-        config = self.engine.default_config.replace(
-            access_model="open", publish_model="subscribers", persist_items=True, max_items=50,
-            notification_type="groupchat", extra={KIND: "room", "muc": settings})
-        try:
-            await self.storage.create_node(Node(self.domain, name, config, owner))
-        except NodeExists:
-            pass
-        await self.storage.set_affiliation(self.domain, name, self.domain, OWNER)
-        await self.storage.set_affiliation(self.domain, name, owner, OWNER)
-        self.fresh.add(name)
-        return await self.room(name)
 
     async def send_history(self, room: Room, to: str, muc) -> None:
         """XEP-0045 §7.2.15: persisted items with XEP-0203 delay, within the asked limits."""
@@ -419,15 +315,13 @@ class GroupchatService(XMPPHandler):
 
     async def change_nick(self, room: Room, occupant: Occupant, nick: str, children: str):
         occupants = await self.occupants(room)
-        if any(o.nick == nick and bare(o.jid) != bare(occupant.jid) for o in occupants):
-            raise StanzaError("conflict", text="that nickname is in use")
+        subscription = await self.engine.set_subscription_options(
+            occupant.jid, self.domain, room.node.node_id, occupant.jid, {NICK: nick})
         gone = self._presence_template(room, occupant, type="unavailable", children="", statuses=(303,),
                                        item_extra=f" nick={quoteattr(nick)}")
         self._broadcast(room, occupants, gone, occupant,
                         lambda o: self._presence_template(room, o, type="unavailable", children="",
                                                           statuses=(303, 110), item_extra=f" nick={quoteattr(nick)}"))
-        subscription = occupant.subscription.replace(options={**occupant.subscription.options, NICK: nick})
-        await self.storage.set_subscription(subscription)
         self.presences[(room.node.node_id, occupant.jid)] = children
         self.nicks[(room.node.node_id, occupant.jid)] = nick
         renamed = Occupant(occupant.jid, nick, occupant.affiliation, occupant.role, subscription)
@@ -435,12 +329,29 @@ class GroupchatService(XMPPHandler):
         self._broadcast(room, occupants, self._presence_template(room, renamed), renamed,
                         lambda o: self._presence_template(room, o, statuses=(110,)))
 
-    async def leave(self, room: Room, jid: str, *, statuses=(), status_text: str = "", actor_extra: str = ""):
+    async def leave(self, room: Room, jid: str, *, statuses=(), status_text: str = "", actor_extra: str = "",
+                    actor: str | None = None):
+        """``actor``: a moderator removing someone (a kick), checked by the room kind."""
         occupants = await self.occupants(room)
         occupant = next((o for o in occupants if o.jid == jid), None)
         if occupant is None:
             return
-        await self.storage.remove_subscription(self.domain, room.node.node_id, jid)
+        if actor is None:
+            try:
+                await self.engine.unsubscribe(Trusted(jid), self.domain, room.node.node_id, jid)
+            except errors.StanzaError:
+                return  # left meanwhile (a dropped session racing its own leave): told already
+        else:
+            failed = await self.engine.set_node_subscriptions(actor, self.domain, room.node.node_id,
+                                                              [(jid, NONE)])
+            if failed:
+                raise StanzaError("not-allowed", text="moderators cannot remove an admin")
+        await self.announce_leave(room, occupants, occupant, statuses=statuses, status_text=status_text,
+                                  actor_extra=actor_extra)
+
+    async def announce_leave(self, room: Room, occupants, occupant: Occupant, *, statuses=(),
+                             status_text: str = "", actor_extra: str = "") -> None:
+        jid = occupant.jid
         self.presences.pop((room.node.node_id, jid), None)
         self.nicks.pop((room.node.node_id, jid), None)
         children = f"<status>{escape(status_text)}</status>" if status_text else ""
@@ -450,7 +361,11 @@ class GroupchatService(XMPPHandler):
                         lambda o: self._presence_template(room, o, type="unavailable", children=children,
                                                           statuses=tuple(statuses) + (110,), item_extra=actor_extra))
         if len(occupants) == 1 and not room.flag("persistentroom"):
-            await self.storage.delete_node(self.domain, room.node.node_id)  # a temporary room ends
+            # A temporary room ends, through the engine: native subscribers are told.
+            try:
+                await self.engine.delete_node(self.trusted, self.domain, room.node.node_id)
+            except errors.StanzaError:
+                pass  # the last two occupants left at once: the other leave ended it
 
     async def _leave_by_error(self, stanza, to):
         room = await self.room(to.user) if to.user else None
@@ -497,13 +412,10 @@ class GroupchatService(XMPPHandler):
                 raise StanzaError("forbidden", text="only moderators change the subject")
             extra = {**room.node.config.extra, "subject": str(subject),
                      "subject_from": self.room_jid(room, me.nick)}
-            await self.storage.set_node_config(self.domain, room.node.node_id,
-                                               room.node.config.replace(extra=extra))
-        nick = domish.Element((NS_NICK, "nick"))
-        nick.addContent(me.nick)  # history renders room/nick from the item alone
-        payload = restamped(stanza, sender, without_uri=NS_NICK, extra=(nick,))
-        await self.engine.publish(sender, self.domain, room.node.node_id, [(None, payload.toXml())],
-                                  vetted=True)
+            await self.engine.configure_node(self.trusted, self.domain, room.node.node_id, {}, extra=extra)
+        # History renders room/nick from the item alone (XEP-0172).
+        payload = add_nick(restamped(stanza, sender, without_uri=NS_NICK).toXml(), me.nick)
+        await self.engine.publish(sender, self.domain, room.node.node_id, [(None, payload)], vetted=True)
 
     def _private(self, room, me, occupants, nick, stanza):
         target = [o for o in occupants if o.nick == nick]
@@ -526,7 +438,8 @@ class GroupchatService(XMPPHandler):
             if room.flag("membersonly"):
                 if me.affiliation not in (OWNER, ADMIN):
                     raise StanzaError("forbidden", text="only admins invite to a members-only room")
-                await self.storage.set_affiliation(self.domain, room.node.node_id, bare(invitee), PUBLISHER)
+                await self.engine.set_node_affiliations(sender, self.domain, room.node.node_id,
+                                                        {bare(invitee): PUBLISHER})
             reason = next(invite.elements(NS_USER, "reason"), None)
             reason_xml = f"<reason>{escape(str(reason))}</reason>" if reason is not None else ""
             password = (f"<password>{escape(room['roomsecret'])}</password>"
@@ -558,9 +471,9 @@ class GroupchatService(XMPPHandler):
     def render_authorization(self, request):
         return None
 
-    def deliver(self, event, recipients) -> bool:
-        if not self.is_room(event.service, event.node_id) or event.node_id.startswith("chat:"):
-            return False
+    def deliver(self, event, recipients):
+        if event.node_kind != RoomKind.name:
+            return None
         room_jid = f"{event.node_id}@{self.domain}"
         templates = {}
         body = None
@@ -579,21 +492,9 @@ class GroupchatService(XMPPHandler):
                         templates[item.item_id] = Template.around(xml, "message") if xml else None
                     if templates[item.item_id] is not None:
                         session.send(templates[item.item_id].to(session.full))
-        return True
+        return []  # a room keeps no offline copies: history is the items
 
     # Native subscriptions (XEP-0207 §5): the roomnick makes an occupant --------------
-
-    def vet_published_message(self, requestor, node, item_id, payload):
-        if not self.is_room(node.service, node.node_id, node.config):
-            return None
-        message = parse_message_item(payload, "a room item")
-        message = restamped(message, requestor, drop=("to",), without_uri=NS_NICK)
-        message["type"] = "groupchat"
-        nick = self.nicks.get((node.node_id, requestor)) or self.nicks.get((node.node_id, bare(requestor)))
-        if nick is None:
-            raise errors.forbidden(text="join the room (subscribe with a roomnick) first")
-        message.addElement((NS_NICK, "nick"), content=nick)
-        return item_id or uuid.uuid4().hex, message.toXml()
 
     def on_subscription_change(self, change) -> None:
         """A native client joins by subscribing with a ``roomnick`` (XEP-0207 §5):
@@ -615,10 +516,7 @@ class GroupchatService(XMPPHandler):
         key = (room.node.node_id, subscription.subscriber)
         nick = subscription.options.get(NICK)
         if subscription.state == SUBSCRIBED and nick and key not in self.nicks:
-            occupants = await self.occupants(room)
-            if any(o.nick == nick and bare(o.jid) != bare(subscription.subscriber) for o in occupants):
-                await self.storage.remove_subscription(self.domain, room.node.node_id, subscription.subscriber)
-                return  # the nick is taken: no occupant
+            occupants = await self.occupants(room)  # the room kind admitted the nick
             self.nicks[key] = nick
             occupant = next(o for o in occupants if o.jid == subscription.subscriber)
             others = [o for o in occupants if o.jid != occupant.jid]
@@ -637,9 +535,9 @@ class GroupchatService(XMPPHandler):
                 continue
             for subscription in await self.storage.get_subscriptions(self.domain, node_id):
                 if subscription.options.get(NICK):
-                    await self.storage.remove_subscription(self.domain, node_id, subscription.subscriber)
+                    await self.engine.unsubscribe(self.trusted, self.domain, node_id, subscription.subscriber)
             if not room.flag("persistentroom"):
-                await self.storage.delete_node(self.domain, node_id)
+                await self.engine.delete_node(self.trusted, self.domain, node_id)
 
     # Owner and admin (XEP-0045 §10, §9) ------------------------------------------
 
@@ -667,8 +565,8 @@ class GroupchatService(XMPPHandler):
         return any(o.jid == jid and o.role == "moderator" for o in await self.occupants(room))
 
     async def _lock(self, room: Room, locked: bool) -> None:
-        await self.storage.set_node_config(self.domain, room.node.node_id, room.node.config.replace(
-            extra={**room.node.config.extra, "locked": locked}))
+        await self.engine.configure_node(self.trusted, self.domain, room.node.node_id, {},
+                                         extra={**room.node.config.extra, "locked": locked})
 
     async def _owner(self, iq, room: Room, query):
         if iq["type"] == "get" and room.node.node_id in self.fresh:
@@ -724,14 +622,14 @@ class GroupchatService(XMPPHandler):
                 raise StanzaError("not-acceptable", text=f"{number} must be a number")
         history = max(1, min(int(settings["muc#roomconfig_historylength"]), self.engine.max_items_limit))
         self.fresh.discard(room.node.node_id)
-        config = room.node.config.replace(
-            access_model="whitelist" if _truth(settings["muc#roomconfig_membersonly"]) else "open",
-            max_items=history, title=settings["muc#roomconfig_roomname"],
-            extra={**room.node.config.extra, "muc": settings, "locked": False})
-        await self.storage.set_node_config(self.domain, room.node.node_id, config)
-        for admin in settings["muc#roomconfig_roomadmins"]:
-            if (await self.storage.get_affiliations(self.domain, room.node.node_id)).get(admin) != OWNER:
-                await self.storage.set_affiliation(self.domain, room.node.node_id, admin, PUBLISHER)
+        values = {"pubsub#access_model": "whitelist" if _truth(settings["muc#roomconfig_membersonly"]) else "open",
+                  "pubsub#max_items": str(history), "pubsub#title": settings["muc#roomconfig_roomname"]}
+        await self.engine.configure_node(self.trusted, self.domain, room.node.node_id, values,
+                                         extra={**room.node.config.extra, "muc": settings, "locked": False})
+        affiliations = await self.storage.get_affiliations(self.domain, room.node.node_id)
+        admins = {a: PUBLISHER for a in settings["muc#roomconfig_roomadmins"] if affiliations.get(a) != OWNER}
+        if admins:
+            await self.engine.set_node_affiliations(self.trusted, self.domain, room.node.node_id, admins)
         return xmlstream.toResponse(iq, "result")
 
     async def destroy(self, room: Room, destroy=None) -> None:
@@ -745,7 +643,7 @@ class GroupchatService(XMPPHandler):
             self.router.deliver_serialized(occupant.jid, template.to(occupant.jid), "presence")
             self.nicks.pop((room.node.node_id, occupant.jid), None)
             self.presences.pop((room.node.node_id, occupant.jid), None)
-        await self.engine.delete_node(self.domain, self.domain, room.node.node_id)
+        await self.engine.delete_node(self.trusted, self.domain, room.node.node_id)
 
     async def _admin(self, iq, room: Room, query, mine: str, affiliations):
         items = list(query.elements(NS_ADMIN, "item"))
@@ -769,14 +667,16 @@ class GroupchatService(XMPPHandler):
             return response
         for item in items:
             if item.getAttribute("affiliation") is not None:
-                await self._set_affiliation(room, item, mine)
+                await self._set_affiliation(room, item, mine, iq["from"])
             elif item.getAttribute("role") is not None:
-                await self._set_role(room, item, mine)
+                await self._set_role(room, item, mine, iq["from"])
             else:
                 raise StanzaError("bad-request", text="an item sets an affiliation or a role")
         return xmlstream.toResponse(iq, "result")
 
-    async def _set_affiliation(self, room: Room, item, mine: str):
+    async def _set_affiliation(self, room: Room, item, mine: str, actor: str):
+        """The room kind decides who may change which affiliation (XEP-0045
+        §9–10), as it does for an XEP-0060 affiliations set."""
         affiliation = item["affiliation"]
         if affiliation not in (OWNER, ADMIN, MEMBER, NONE, OUTCAST):
             raise StanzaError("bad-request", text="unknown affiliation")
@@ -784,34 +684,34 @@ class GroupchatService(XMPPHandler):
             entity = jidlib.JID(item.getAttribute("jid", "")).userhost()
         except jidlib.InvalidFormat:
             raise StanzaError("jid-malformed")
-        if affiliation in (OWNER, ADMIN) and mine != OWNER:
-            raise StanzaError("forbidden", text="only owners grant ownership or admin status")
-        current = await self.storage.get_affiliations(self.domain, room.node.node_id)
-        if current.get(entity) == OWNER and mine != OWNER:
-            raise StanzaError("not-allowed", text="admins cannot change an owner")
-        if current.get(entity) == OWNER and affiliation != OWNER and \
-                sum(1 for e, a in current.items() if a == OWNER and e != self.domain) <= 1:
-            raise StanzaError("conflict", text="a room keeps at least one owner")
+        if affiliation == ADMIN and mine != OWNER:
+            raise StanzaError("forbidden", text="only owners grant admin status")
+        occupants = await self.occupants(room)
+        await self.engine.set_node_affiliations(actor, self.domain, room.node.node_id,
+                                                {entity: pubsub_affiliation(affiliation)})
         settings = dict(room.settings)
         admins = [a for a in settings["muc#roomconfig_roomadmins"] if a != entity]
         if affiliation == ADMIN:
             admins.append(entity)
-        settings["muc#roomconfig_roomadmins"] = admins
-        await self.storage.set_node_config(self.domain, room.node.node_id, room.node.config.replace(
-            extra={**room.node.config.extra, "muc": settings}))
-        await self.storage.set_affiliation(self.domain, room.node.node_id, entity, pubsub_affiliation(affiliation))
+        if admins != list(settings["muc#roomconfig_roomadmins"]):
+            settings["muc#roomconfig_roomadmins"] = admins
+            await self.engine.configure_node(self.trusted, self.domain, room.node.node_id, {},
+                                             extra={**room.node.config.extra, "muc": settings})
         room = await self.room(room.node.node_id)
-        for occupant in await self.occupants(room):
+        for occupant in occupants:
             if bare(occupant.jid) != entity:
                 continue
-            if affiliation == OUTCAST:
-                await self.leave(room, occupant.jid, statuses=(301,))
+            if affiliation == OUTCAST:  # the engine ended the subscription
+                await self.announce_leave(room, occupants, occupant, statuses=(301,))
             elif affiliation == NONE and room.flag("membersonly"):
                 await self.leave(room, occupant.jid, statuses=(321,))
             else:
-                self._broadcast(room, await self.occupants(room), self._presence_template(room, occupant))
+                updated = next((o for o in await self.occupants(room) if o.jid == occupant.jid), occupant)
+                self._broadcast(room, await self.occupants(room), self._presence_template(room, updated))
 
-    async def _set_role(self, room: Room, item, mine: str):
+    async def _set_role(self, room: Room, item, mine: str, actor: str):
+        """A kick or a role change, checked by the room kind like any
+        subscription change."""
         role = item["role"]
         nick = item.getAttribute("nick")
         occupant = next((o for o in await self.occupants(room) if o.nick == nick), None)
@@ -820,12 +720,10 @@ class GroupchatService(XMPPHandler):
         if occupant.affiliation in (OWNER, ADMIN) and mine not in (OWNER,):
             raise StanzaError("not-allowed", text="moderators cannot change an admin's role")
         if role == "none":
-            await self.leave(room, occupant.jid, statuses=(307,))  # kicked
+            await self.leave(room, occupant.jid, statuses=(307,), actor=actor)  # kicked
             return
-        if role not in ("visitor", "participant", "moderator"):
-            raise StanzaError("bad-request", text="unknown role")
-        subscription = occupant.subscription.replace(options={**occupant.subscription.options, ROLE: role})
-        await self.storage.set_subscription(subscription)
+        subscription = await self.engine.set_subscription_options(
+            actor, self.domain, room.node.node_id, occupant.jid, {ROLE: role})
         updated = Occupant(occupant.jid, occupant.nick, occupant.affiliation, role, subscription)
         self._broadcast(room, await self.occupants(room), self._presence_template(room, updated))
 

@@ -17,11 +17,13 @@ from twisted.python import log
 from twisted.words.xish import domish
 
 from xep207.legacy.render import Template, is_presence_node
+from xep207.hooks import ITEM_PUBLISHED
 from xep207.pubsub import errors
-from xep207.pubsub.engine import PRESENCE_NODE
 from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
+from xep207.pubsub.kinds import PRESENCE_NODE, PresenceKind, Trusted
+from xep207.pubsub.kinds.account import presence_payload
 from xep207.storage.records import PENDING, SUBSCRIBED
-from xep207.xmlutil import parse_stanza, restamped
+from xep207.xmlutil import parse_stanza
 
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 
@@ -35,11 +37,6 @@ def priority_of(presence: domish.Element) -> int:
     return 0
 
 
-def presence_payload(presence: domish.Element, sender: str) -> str:
-    """The presence as the node stores it: from the full JID, addressed to nobody."""
-    return restamped(presence, sender, drop=("to", "id")).toXml()
-
-
 class PresenceCapture:
     def __init__(self, router, engine, delivery, subscriptions, caps=None):
         self.router = router
@@ -51,36 +48,29 @@ class PresenceCapture:
         router.interceptors.append(self)
         router.on_unbind.append(self._session_gone)
         self.on_initial: list = []  # async callables(session): offline delivery and the like
-        engine.payload_filters.append(self.vet_published_presence)
+        engine.hooks.add(ITEM_PUBLISHED, self.on_published)
 
-    def vet_published_presence(self, requestor, node, item_id, payload):
-        """A pubsub-native presence publish (XEP-0207 §3) is the same operation
-        as broadcast presence: one item per resource, and the payload's
-        ``from`` is the publisher's own full JID (no spoofing a contact)."""
+    def on_published(self, node, item, requestor) -> None:
+        """A native presence publish (XEP-0207 §3) makes its session
+        available, as broadcast presence would."""
         if not is_presence_node(node.service, node.node_id):
-            return None
-        if "/" not in requestor:
-            raise errors.bad_request("invalid-payload", text="presence comes from a resource")
-        try:
-            presence = parse_stanza(payload)
-        except Exception:
-            raise errors.bad_request("invalid-payload")
-        if presence.name != "presence" or presence.uri != "jabber:client" or \
-                presence.getAttribute("type") not in (None,):
-            raise errors.bad_request("invalid-payload", text="the item must be an available jabber:client presence")
+            return
         session = self.router.session(requestor)
-        payload = presence_payload(presence, requestor)
-        if session is not None:
+        if session is not None and not session.available:
             session.available = True
-            session.priority = priority_of(presence)
-            session.presence = payload
-        return requestor.split("/", 1)[1], payload
+            session.priority = priority_of(parse_stanza(item.payload))
+            session.presence = item.payload
+        elif session is not None:
+            session.presence = item.payload
 
     async def clear_stale(self) -> None:
         """At start-up no resource is online: drop presence items a previous
         run left behind (a crash skips the unavailable retractions)."""
         for account in await self.storage.list_accounts():
-            await self.storage.purge_items(account, PRESENCE_NODE)
+            try:
+                await self.engine.purge_node(Trusted(account), account, PRESENCE_NODE)
+            except errors.StanzaError:
+                pass  # no presence node (an account made by an older version)
 
     async def intercept(self, stanza) -> bool:
         session = getattr(stanza, "session", None)
@@ -135,7 +125,8 @@ class PresenceCapture:
             page = await self.storage.page_items(subscription.service, PRESENCE_NODE)
             if page.items:
                 self.delivery.deliver(
-                    Event(subscription.service, PRESENCE_NODE, ITEMS, items=page.items, replay=True),
+                    Event(subscription.service, PRESENCE_NODE, ITEMS, items=page.items, replay=True,
+                          node_kind=PresenceKind.name),
                     [Recipient(session.full, subscription)])
         for other in self.router.available_resources(session.bare):
             if other is not session and other.presence:
@@ -143,7 +134,8 @@ class PresenceCapture:
         for pending in await self.storage.get_subscriptions(session.bare, PRESENCE_NODE):
             if pending.state == PENDING:
                 self.delivery.request_authorization(
-                    AuthorizationRequest(session.bare, PRESENCE_NODE, pending, (session.full,)))
+                    AuthorizationRequest(session.bare, PRESENCE_NODE, pending, (session.full,),
+                                         node_kind=PresenceKind.name))
 
     async def unavailable(self, session, echo: bool = True) -> None:
         if not session.available:

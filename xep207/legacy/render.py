@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from xml.sax.saxutils import quoteattr
 
-from xep207.pubsub.engine import PRESENCE_NODE
+from xep207.pubsub.kinds import PRESENCE_NODE, PresenceKind
 from xep207.pubsub.events import ITEMS, RETRACT, SUBSCRIPTION, AuthorizationRequest, Event
 from xep207.storage.records import SUBSCRIBED, bare
 

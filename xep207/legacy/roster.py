@@ -19,7 +19,7 @@ from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import StanzaError
 from wokkel.subprotocols import XMPPHandler
 
-from xep207.pubsub.engine import PRESENCE_NODE, ROSTER_NODE
+from xep207.pubsub.kinds import PRESENCE_NODE, ROSTER_NODE, Trusted
 from xep207.pubsub.roster_items import NS_ROSTER
 from xep207.storage.records import PENDING, SUBSCRIBED
 from xep207.xmlutil import answer_iq
@@ -132,7 +132,10 @@ class RosterView:
         return True
 
     async def forget(self, user: str, contact: str) -> None:
-        await self.storage.delete_items(user, ROSTER_NODE, [contact])
+        try:
+            await self.engine.retract(Trusted(user), user, ROSTER_NODE, [contact])
+        except StanzaError:
+            pass  # never listed
 
     async def push(self, user: str, contact: str, remove: bool = False) -> None:
         """RFC 6121 §2.1.6: a roster push to every interested resource."""

@@ -22,7 +22,7 @@ from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
 
 from xep207.legacy.render import Template
-from xep207.pubsub.engine import PRESENCE_NODE
+from xep207.pubsub.kinds import PRESENCE_NODE, PresenceKind
 from xep207.pubsub.protocol import authorization_answer, parse_authorization_answer
 from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
 from xep207.storage.records import NONE, PENDING, SUBSCRIBED, VIA_LEGACY, bare
@@ -90,7 +90,8 @@ class SubscriptionCapture:
         if existing is not None:
             # Still pending: remind the contact (§3.1.2 allows a re-send).
             self.delivery.request_authorization(
-                AuthorizationRequest(contact, PRESENCE_NODE, existing, (contact,)))
+                AuthorizationRequest(contact, PRESENCE_NODE, existing, (contact,),
+                                     node_kind=PresenceKind.name))
             return
         outgoing = await self.storage.get_entity_subscriptions(user, node_id=PRESENCE_NODE)
         if sum(1 for s in outgoing if s.state == PENDING) >= self.max_pending:
@@ -164,7 +165,8 @@ class SubscriptionCapture:
             # §3.1.5: the new subscriber gets the contact's current presence.
             page = await self.storage.page_items(owner, PRESENCE_NODE)
             if page.items:
-                self.delivery.deliver(Event(owner, PRESENCE_NODE, ITEMS, items=page.items, replay=True),
+                self.delivery.deliver(Event(owner, PRESENCE_NODE, ITEMS, items=page.items, replay=True,
+                                            node_kind=PresenceKind.name),
                                       [Recipient(subscription.subscriber, subscription)])
         if subscription.state == NONE and change.previous == SUBSCRIBED:
             # §3.2/§3.3: the former subscriber stops seeing the contact.

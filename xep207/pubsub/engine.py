@@ -8,6 +8,7 @@ Deferred. Access checks live here and nowhere else.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Iterable, Mapping, Sequence
 
@@ -28,15 +29,17 @@ from xep207.pubsub.events import (
     Recipient,
     SubscriptionChange,
 )
+from xep207.hooks import ITEM_PUBLISHED, SUBSCRIPTION_CHANGED, Hooks
+from xep207.pubsub.kinds import PRESENCE_NODE, ROSTER_NODE, PresenceKind, RosterKind
+from xep207.pubsub.kinds.base import MAY_RETRIEVE, Access, NodeKind, Trusted, is_trusted
+from xep207.pubsub.kinds.pair import OFFLINE_MARK
 from xep207.storage.interface import NodeExists
 from xep207.storage.records import (
     AFFILIATIONS,
-    MEMBER,
     NONE,
     OUTCAST,
     OWNER,
     PENDING,
-    PUBLISH_ONLY,
     PUBLISHER,
     SUBSCRIBED,
     VIA_PUBSUB,
@@ -48,13 +51,6 @@ from xep207.storage.records import (
     bare,
     new_id,
 )
-
-PRESENCE_NODE = "presence"  # XEP-0207: the node that carries presence
-ROSTER_NODE = "roster"  # private owner-only node: roster names and groups
-
-_MAY_PUBLISH = {OWNER, PUBLISHER, PUBLISH_ONLY}
-_MAY_RETRIEVE = {OWNER, PUBLISHER, MEMBER}
-
 
 def returns_deferred(method):
     """Run an ``async def`` method as a Deferred, the currency of Twisted callers."""
@@ -72,7 +68,13 @@ def _truthy(value) -> bool:
 
 class PubSubEngine:
     """One engine serves many pubsub services (a component JID, every PEP
-    account), all in one storage. ``service`` arguments are JID strings."""
+    account), all in one storage. ``service`` arguments are JID strings.
+
+    Every permission is the node kind's (``xep207.pubsub.kinds``); a
+    ``Trusted`` requestor (the service itself) skips the kinds' checks but
+    not the engine's invariants, events or notifications. Nothing else in
+    the server writes storage.
+    """
 
     def __init__(
         self,
@@ -85,6 +87,8 @@ class PubSubEngine:
         max_items_limit: int = 10000,
         default_config: NodeConfig = NodeConfig(),
         call_later=None,
+        kinds: Sequence[NodeKind] = (),
+        hooks: Hooks | None = None,
     ):
         self.storage = storage
         self.sink = sink or NullSink()
@@ -98,10 +102,20 @@ class PubSubEngine:
 
             call_later = reactor.callLater
         self._call_later = call_later
-        # callables(requestor, node, item_id, payload) -> (item_id, payload), or
-        # None to pass: how a layer above vets what is published to nodes it
-        # gives meaning to (presence nodes, chat nodes, rooms).
-        self.payload_filters: list = []
+        self.hooks = hooks or Hooks()
+        # Most specific first; the generic kind claims whatever is left.
+        self.kinds: list[NodeKind] = [*kinds, PresenceKind(), RosterKind()]
+        self.generic = NodeKind()
+
+    def add_kind(self, kind: NodeKind) -> None:
+        """A kind added later (a plugin, a service) is asked before the built-in ones."""
+        self.kinds.insert(0, kind)
+
+    def kind_of(self, service: str, node_id: str) -> NodeKind:
+        for kind in self.kinds:
+            if kind.claims(self, service, node_id):
+                return kind
+        return self.generic
 
     # Services, nodes and affiliations ---------------------------------------
 
@@ -110,24 +124,9 @@ class PubSubEngine:
         return "@" in service and "/" not in service and service.split("@", 1)[1] in self.pep_domains
 
     def default_node_config(self, service: str, node_id: str | None) -> NodeConfig:
-        if not self.is_pep(service):
-            return self.default_config
-        pep = self.default_config.replace(itemreply="owner")  # XEP-0163 notifications name no publisher
-        if node_id == PRESENCE_NODE:
-            # XEP-0207 §8: presence must be authorized, never open.
-            return pep.replace(access_model="authorize", max_items=self.max_items_limit)
-        if node_id == ROSTER_NODE:
-            return pep.replace(access_model="whitelist", max_items=self.max_items_limit,
-                               deliver_notifications=False)
-        return pep.replace(access_model="presence")  # XEP-0163 §5
-
-    async def _node(self, service: str, node_id: str) -> Node:
-        if not node_id:
-            raise errors.bad_request("nodeid-required")
-        node = await self.storage.get_node(service, node_id)
-        if node is None:
-            raise errors.item_not_found()
-        return node
+        if node_id is None:
+            return self.generic.initial_config(self, service, "")
+        return self.kind_of(service, node_id).initial_config(self, service, node_id)
 
     async def _affiliations(self, node: Node) -> dict[str, str]:
         affiliations = await self.storage.get_affiliations(node.service, node.node_id)
@@ -135,72 +134,123 @@ class PubSubEngine:
             affiliations[node.service] = OWNER  # a PEP service's account owns it all
         return affiliations
 
-    async def _require_owner(self, node: Node, requestor: str) -> dict[str, str]:
-        affiliations = await self._affiliations(node)
-        if affiliations.get(bare(requestor)) != OWNER:
-            raise errors.forbidden()
-        return affiliations
+    async def _access(self, requestor: str, service: str, node_id: str, *,
+                      missing_ok: bool = False) -> tuple[NodeKind, Access | None]:
+        """The node's kind and the requestor's access to it. A node the
+        requestor may not see answers exactly as a missing one does."""
+        if not node_id:
+            raise errors.bad_request("nodeid-required")
+        kind = self.kind_of(service, node_id)
+        node = await self.storage.get_node(service, node_id)
+        if node is None:
+            if missing_ok:
+                return kind, None
+            raise errors.item_not_found()
+        access = Access(self, node, requestor, await self._affiliations(node))
+        if not access.trusted and not await kind.visible(access):
+            raise errors.item_not_found()
+        return kind, access
+
+    async def _owner_access(self, requestor, service, node_id, operation) -> tuple[NodeKind, Access]:
+        kind, access = await self._access(requestor, service, node_id)
+        if not access.trusted:
+            await kind.check_owner(access, operation)
+        return kind, access
+
+    async def _hidden_if_missing(self, kind: NodeKind, requestor: str, service: str,
+                                 node_id: str, operation: str) -> Node:
+        """A missing node: created when the kind says this operation creates
+        it (PEP publish, a pair's first message), else ``item-not-found``."""
+        if not await kind.may_auto_create(self, requestor, service, node_id, operation):
+            raise errors.item_not_found()
+        await self._create(requestor, service, node_id, kind, None, via=VIA_PUBSUB)
+        node = await self.storage.get_node(service, node_id)
+        assert node is not None
+        return node
+
+    async def is_subscribed(self, node: Node, requestor: str) -> bool:
+        subscriptions = await self.storage.get_entity_subscriptions(
+            bare(requestor), node.service, node.node_id)
+        return any(s.state == SUBSCRIBED for s in subscriptions)
 
     @returns_deferred
     async def create_node(
         self, requestor: str, service: str, node_id: str | None,
         values: Mapping[str, object] | None = None, *, config: NodeConfig | None = None,
+        via: str = VIA_PUBSUB,
     ) -> str:
-        """Create a node (instant when ``node_id`` is None); the requestor owns it."""
-        if self.is_pep(service) and bare(requestor) != service:
-            raise errors.forbidden(text="only the account may create nodes on its PEP service")
+        """Create a node (instant when ``node_id`` is None); its kind decides who may."""
+        kind = self.kind_of(service, node_id) if node_id else self.generic
+        if not is_trusted(requestor):
+            await kind.check_create(self, requestor, service, node_id or "", values)
+        return await self._create(requestor, service, node_id, kind, values, config=config, via=via)
+
+    async def _create(self, requestor, service, node_id, kind, values, *, config=None, via=VIA_PUBSUB):
         instant = not node_id
         node_id = node_id or new_id()
         if config is None:
-            config = self.default_node_config(service, node_id)
-        publishers = None
+            config = kind.initial_config(self, service, node_id)
+        publishers: list[str] = []
         if values:
-            config, publishers = node_config.apply_values(config, values, self.max_items_limit)
-        creator = bare(requestor)
+            config, listed = node_config.apply_values(config, values, self.max_items_limit)
+            publishers = listed or []
+        node = Node(service, node_id, config, kind.creator(self, requestor, service, node_id))
         try:
-            await self.storage.create_node(Node(service, node_id, config, creator))
+            await self.storage.create_node(node)
         except NodeExists:
             if instant:
                 raise errors.conflict()
             raise errors.conflict(text="node already exists")
-        await self.storage.set_affiliation(service, node_id, creator, OWNER)
-        for publisher in publishers or ():
-            if publisher != creator:
-                await self.storage.set_affiliation(service, node_id, publisher, PUBLISHER)
-        if config.access_model == "whitelist" and not self.is_pep(service):
-            # DESIGN.md: the creator of a whitelist node is subscribed to it,
-            # as XEP-0207 §6 shows both parties notified.
-            subscription = Subscription(service, node_id, creator, SUBSCRIBED)
-            await self.storage.set_subscription(subscription)
-            self._changed(subscription, NONE, creator)
+        await kind.after_create(self, node, requestor, publishers, via)
         return node_id
 
     @returns_deferred
+    async def ensure_node(self, requestor: Trusted, service: str, node_id: str,
+                          config: NodeConfig | None = None, via: str = VIA_PUBSUB) -> bool:
+        """The service makes sure a node of its own exists; True if it made it now."""
+        kind = self.kind_of(service, node_id)
+        if await self.storage.get_node(service, node_id) is not None:
+            return False
+        try:
+            await self._create(requestor, service, node_id, kind, None, config=config, via=via)
+        except errors.StanzaError:
+            return False  # created meanwhile
+        return True
+
+    @returns_deferred
     async def get_configuration(self, requestor: str, service: str, node_id: str) -> NodeConfig:
-        node = await self._node(service, node_id)
-        await self._require_owner(node, requestor)
-        return node.config
+        _, access = await self._owner_access(requestor, service, node_id, "configure")
+        return access.node.config
 
     @returns_deferred
     async def configure_node(
-        self, requestor: str, service: str, node_id: str, values: Mapping[str, object]
+        self, requestor: str, service: str, node_id: str, values: Mapping[str, object],
+        *, extra: Mapping[str, object] | None = None,
     ) -> NodeConfig:
-        node = await self._node(service, node_id)
-        await self._require_owner(node, requestor)
+        """``extra``: what a kind keeps beside XEP-0060's fields (a room's
+        settings); only the service itself sets it."""
+        kind, access = await self._access(requestor, service, node_id)
+        if not access.trusted:
+            if extra is not None:
+                raise errors.forbidden()
+            await kind.check_configure(access, values)
+        node = access.node
         config, publishers = node_config.apply_values(node.config, values, self.max_items_limit)
+        if extra is not None:
+            config = config.replace(extra=dict(extra))
         await self.storage.set_node_config(service, node_id, config)
         for publisher in publishers or ():
             await self.storage.set_affiliation(service, node_id, publisher, PUBLISHER)
         if config.max_items < node.config.max_items:
             await self._trim(service, node_id, config.max_items)
-        if config.notify_config:
+        if config.notify_config and values:
             node = Node(service, node_id, config, node.creator, node.created)
             recipients = await self._recipients(node)
-            self.sink.deliver(
+            self._deliver(
                 Event(service, node_id, CONFIGURATION, config=config,
                       include_payloads=config.deliver_payloads,
                       notification_type=config.notification_type),
-                recipients)
+                recipients, node)
         return config
 
     async def _trim(self, service, node_id, max_items):
@@ -212,27 +262,30 @@ class PubSubEngine:
     @returns_deferred
     async def delete_node(self, requestor: str, service: str, node_id: str,
                           redirect: str | None = None) -> None:
-        node = await self._node(service, node_id)
-        await self._require_owner(node, requestor)
+        _, access = await self._owner_access(requestor, service, node_id, "delete")
+        node = access.node
         recipients = await self._recipients(node) if node.config.notify_delete else []
+        subscriptions = await self.storage.get_subscriptions(service, node_id)
         await self.storage.delete_node(service, node_id)
+        for subscription in subscriptions:
+            self._changed(subscription.replace(state=NONE), subscription.state, requestor)
         if recipients:
-            self.sink.deliver(
+            self._deliver(
                 Event(service, node_id, DELETE, redirect=redirect,
                       notification_type=node.config.notification_type),
-                recipients)
+                recipients, node)
 
     @returns_deferred
     async def purge_node(self, requestor: str, service: str, node_id: str) -> None:
-        node = await self._node(service, node_id)
-        await self._require_owner(node, requestor)
+        _, access = await self._owner_access(requestor, service, node_id, "purge")
+        node = access.node
         if not node.config.persist_items:
             raise errors.unsupported("persistent-items")
         await self.storage.purge_items(service, node_id)
         recipients = await self._recipients(node)
-        self.sink.deliver(
+        self._deliver(
             Event(service, node_id, PURGE, notification_type=node.config.notification_type),
-            recipients)
+            recipients, node)
 
     @returns_deferred
     async def list_nodes(self, requestor: str, service: str) -> list[str]:
@@ -240,21 +293,21 @@ class PubSubEngine:
         node_ids = await self.storage.list_nodes(service)
         visible = []
         for node_id in node_ids:
-            node = await self.storage.get_node(service, node_id)
-            if node is not None and await self._may_see(node, requestor):
+            if await self._may_see(requestor, service, node_id):
                 visible.append(node_id)
         return visible
 
     @returns_deferred
     async def node_info(self, requestor: str, service: str, node_id: str) -> Node | None:
-        node = await self.storage.get_node(service, node_id)
-        if node is None or not await self._may_see(node, requestor):
+        if not await self._may_see(requestor, service, node_id):
             return None
-        return node
+        return await self.storage.get_node(service, node_id)
 
-    async def _may_see(self, node: Node, requestor: str) -> bool:
+    async def _may_see(self, requestor: str, service: str, node_id: str) -> bool:
         try:
-            await self._check_retrieve(node, requestor)
+            kind, access = await self._access(requestor, service, node_id)
+            if not access.trusted:
+                await kind.check_retrieve(access)
         except errors.StanzaError:
             return False
         return True
@@ -275,18 +328,16 @@ class PubSubEngine:
     def _owners(self, node: Node, affiliations: Mapping[str, str]) -> list[str]:
         return sorted(e for e, a in affiliations.items() if a == OWNER)
 
-    async def _access_error(self, node: Node, entity: str, affiliations,
-                            presence_cache: dict | None = None) -> Exception | None:
-        """Why ``entity`` may not subscribe to or read ``node``, or None.
-
-        Shared by subscribe, retrieve and notification so that the three can
-        never disagree.
-        """
+    async def access_error(self, node: Node, entity: str, affiliations,
+                           presence_cache: dict | None = None) -> Exception | None:
+        """Why ``entity`` may not subscribe to or read ``node`` by its access
+        model, or None. Shared by subscribe, retrieve and notification so
+        that the three can never disagree."""
         entity = bare(entity)
         affiliation = affiliations.get(entity, NONE)
         if affiliation == OUTCAST:
             return errors.forbidden()
-        if affiliation in _MAY_RETRIEVE:
+        if affiliation in MAY_RETRIEVE:
             return None
         model = node.config.access_model
         if model in ("open", "authorize"):
@@ -311,21 +362,6 @@ class PubSubEngine:
             return errors.not_authorized("presence-subscription-required")
         return errors.not_authorized("not-in-roster-group")
 
-    async def _check_retrieve(self, node: Node, requestor: str) -> dict[str, str]:
-        affiliations = await self._affiliations(node)
-        error = await self._access_error(node, requestor, affiliations)
-        if error is not None:
-            raise error
-        if node.config.access_model == "authorize" and affiliations.get(bare(requestor), NONE) not in _MAY_RETRIEVE:
-            subscriptions = await self.storage.get_entity_subscriptions(
-                bare(requestor), node.service, node.node_id)
-            states = {s.state for s in subscriptions}
-            if SUBSCRIBED not in states:
-                if PENDING in states:
-                    raise errors.not_authorized("pending-subscription")
-                raise errors.not_authorized("not-subscribed")
-        return affiliations
-
     # Publishing -------------------------------------------------------------
 
     @returns_deferred
@@ -333,12 +369,13 @@ class PubSubEngine:
         self, requestor: str, service: str, node_id: str,
         items: Sequence[tuple[str | None, str]],
         options: Mapping[str, object] | None = None, *, vetted: bool = False,
+        via: str = VIA_PUBSUB,
     ) -> list[str]:
         """Publish ``items`` as (item id or None, serialized payload) pairs.
 
         Fires with the item ids, generated where none was given. ``vetted``:
-        the payload was built by a capture layer itself, so the payload filters
-        (which exist to vet what clients publish) need not parse it again.
+        the payload was built by a capture from a stanza it already stamped,
+        so the kind's vetting (which parses) need not run again.
         """
         if not node_id:
             raise errors.bad_request("nodeid-required")
@@ -347,17 +384,23 @@ class PubSubEngine:
         for _, payload in items:
             if len(payload.encode("utf-8")) > self.max_payload_size:
                 raise errors.not_acceptable("payload-too-big")
-        node = await self.storage.get_node(service, node_id)
-        if node is None:
-            if not (self.is_pep(service) and bare(requestor) == service):
+        kind, access = await self._access(requestor, service, node_id, missing_ok=True)
+        if access is None:
+            if not await kind.may_auto_create(self, requestor, service, node_id, "publish"):
                 raise errors.item_not_found()
             # XEP-0163 §3: auto-create, with the publish-options as configuration.
-            await self.create_node(requestor, service, node_id, options)
-            node = await self.storage.get_node(service, node_id)
-        elif options:
+            if not is_trusted(requestor):
+                await kind.check_create(self, requestor, service, node_id,
+                                        options if kind is self.generic else None)
+            await self._create(requestor, service, node_id, kind,
+                               options if kind is self.generic else None, via=via)
+            kind, access = await self._access(requestor, service, node_id)
+            options = None
+        node = access.node
+        if not access.trusted:
+            await kind.check_publish(access)  # permission first: preconditions leak nothing
+        if options:
             self._check_preconditions(node.config, options)
-        affiliations = await self._affiliations(node)
-        await self._check_publish(node, requestor, affiliations)
         config = node.config
         if not items:
             if config.persist_items or config.deliver_payloads:
@@ -366,22 +409,27 @@ class PubSubEngine:
         item_id, payload = items[0]
         if not payload and (config.persist_items or config.deliver_payloads):
             raise errors.bad_request("payload-required")
-        for payload_filter in () if vetted else self.payload_filters:
-            vetted = payload_filter(requestor, node, item_id, payload)
-            if vetted is not None:
-                item_id, payload = vetted
-                break
+        if not vetted and payload:
+            item_id, payload = await kind.vet_item(access, item_id, payload)
+        if item_id and config.persist_items and not access.trusted \
+                and not kind.overwrites_any(access):
+            existing = await self.storage.get_items(service, node_id, [item_id])
+            if existing:
+                await kind.check_overwrite(access, existing[0])
         item = Item(item_id or new_id(), payload, requestor)
         if config.persist_items:
             item = await self.storage.put_item(service, node_id, item, config.max_items)
+        self.hooks.fire(ITEM_PUBLISHED, node, item, requestor)
         if config.deliver_notifications:
-            recipients = await self._recipients(node, affiliations)
-            self.sink.deliver(
+            recipients = await self._recipients(node, access.affiliations)
+            undelivered = self._deliver(
                 Event(service, node_id, ITEMS, items=(item,),
                       include_payloads=config.deliver_payloads,
                       notification_type=config.notification_type,
                       reply_to=requestor if config.itemreply == "publisher" else None),
-                recipients)
+                recipients, node)
+            for recipient in undelivered or ():
+                await kind.undelivered(self, node, item, recipient)
         return [item.item_id]
 
     def _check_preconditions(self, config: NodeConfig, options: Mapping[str, object]) -> None:
@@ -393,45 +441,27 @@ class PubSubEngine:
         if wanted != config:
             raise errors.precondition_not_met()
 
-    async def _check_publish(self, node: Node, requestor: str, affiliations) -> None:
-        affiliation = affiliations.get(bare(requestor), NONE)
-        if affiliation in _MAY_PUBLISH:
-            return
-        model = node.config.publish_model
-        if affiliation != OUTCAST:
-            if model == "open":
-                return
-            if model == "subscribers":
-                subscriptions = await self.storage.get_entity_subscriptions(
-                    bare(requestor), node.service, node.node_id)
-                if any(s.state == SUBSCRIBED for s in subscriptions):
-                    return
-        raise errors.forbidden()
-
     @returns_deferred
     async def retract(self, requestor: str, service: str, node_id: str,
                       item_ids: Sequence[str], notify: bool = False) -> None:
-        node = await self._node(service, node_id)
+        kind, access = await self._access(requestor, service, node_id)
+        node = access.node
         if not item_ids:
             raise errors.bad_request("item-required")
         if not node.config.persist_items:
             raise errors.unsupported("persistent-items")
-        affiliations = await self._affiliations(node)
-        affiliation = affiliations.get(bare(requestor), NONE)
-        if affiliation not in _MAY_PUBLISH:
-            raise errors.forbidden()
         existing = await self.storage.get_items(service, node_id, item_ids)
+        if not access.trusted:
+            await kind.check_retract(access, existing)
         if len(existing) != len(set(item_ids)):
             raise errors.item_not_found()
-        if affiliation == PUBLISH_ONLY and any(bare(i.publisher) != bare(requestor) for i in existing):
-            raise errors.forbidden()
         deleted = await self.storage.delete_items(service, node_id, item_ids)
         if notify and node.config.notify_retract and deleted:
-            recipients = await self._recipients(node, affiliations)
-            self.sink.deliver(
+            recipients = await self._recipients(node, access.affiliations)
+            self._deliver(
                 Event(service, node_id, RETRACT, retracted=tuple(deleted),
                       notification_type=node.config.notification_type),
-                recipients)
+                recipients, node)
 
     # Retrieving -------------------------------------------------------------
 
@@ -441,9 +471,10 @@ class PubSubEngine:
         item_ids: Sequence[str] = (), max_items: int | None = None,
         after: str | None = None, before: str | None = None,
     ) -> ItemPage:
-        node = await self._node(service, node_id)
-        await self._check_retrieve(node, requestor)
-        if not node.config.persist_items:
+        kind, access = await self._access(requestor, service, node_id)
+        if not access.trusted:
+            await kind.check_retrieve(access)
+        if not access.node.config.persist_items:
             raise errors.unsupported("persistent-items")
         if item_ids:
             found = await self.storage.get_items(service, node_id, item_ids)
@@ -465,37 +496,44 @@ class PubSubEngine:
     ) -> Subscription:
         """Subscribe; ``approved`` is for callers that already hold the owner's
         consent (an RFC 6121 pre-approval) and skips the authorization step."""
-        node = await self._node(service, node_id)
-        affiliations = await self._affiliations(node)
-        is_owner = affiliations.get(bare(requestor)) == OWNER
-        if bare(subscriber) != bare(requestor) and not is_owner:
-            raise errors.bad_request("invalid-jid")
-        error = await self._access_error(node, subscriber, affiliations)
-        if error is not None:
-            raise error
+        kind, access = await self._access(requestor, service, node_id, missing_ok=True)
+        if access is None:
+            if not await kind.may_auto_create(self, requestor, service, node_id, "subscribe"):
+                raise errors.item_not_found()
+            await self._create(requestor, service, node_id, kind, None, via=via)
+            kind, access = await self._access(requestor, service, node_id)
+        node = access.node
         existing = await self.storage.get_subscription(service, node_id, subscriber)
         if existing is not None:
             if existing.state == PENDING:
                 raise errors.not_authorized("pending-subscription")
             if options:
-                existing = existing.replace(options={**existing.options, **options})
+                cleaned = (dict(options) if access.trusted
+                           else await kind.check_options(access, existing, options))
+                existing = existing.replace(options={**existing.options, **cleaned})
                 await self.storage.set_subscription(existing)
             return existing
-        needs_approval = (
-            not approved and node.config.access_model == "authorize"
-            and affiliations.get(bare(subscriber), NONE) not in _MAY_RETRIEVE
-        )
+        if access.trusted:
+            cleaned = dict(options or {})
+        else:
+            cleaned = dict(await kind.check_subscribe(access, subscriber, options or {}))
+        needs_approval = not approved and kind.needs_approval(access, subscriber)
         subscription = Subscription(
             service, node_id, subscriber, PENDING if needs_approval else SUBSCRIBED,
-            options=dict(options or {}), via=via)
-        await self.storage.set_subscription(subscription)
-        self._changed(subscription, NONE, requestor)
+            options=cleaned, via=via)
+        await self.add_subscription(subscription, requestor)
         if needs_approval:
             self.sink.request_authorization(AuthorizationRequest(
-                service, node_id, subscription, tuple(self._owners(node, affiliations))))
+                service, node_id, subscription, tuple(self._owners(node, access.affiliations)),
+                node_kind=kind.name))
         else:
             self._send_last_item_later(node, subscription)
         return subscription
+
+    async def add_subscription(self, subscription: Subscription, actor: str) -> None:
+        """Store a new subscription and tell the world (kinds use it on creation)."""
+        await self.storage.set_subscription(subscription)
+        self._changed(subscription, NONE, actor)
 
     def _send_last_item_later(self, node: Node, subscription: Subscription) -> None:
         """XEP-0060 §6.1.7, after the subscribe reply has gone out."""
@@ -505,22 +543,20 @@ class PubSubEngine:
         async def send():
             page = await self.storage.page_items(node.service, node.node_id, 1)
             if page.items:
-                self.sink.deliver(
+                self._deliver(
                     Event(node.service, node.node_id, ITEMS, items=page.items,
                           include_payloads=node.config.deliver_payloads,
                           notification_type=node.config.notification_type, replay=True),
-                    [Recipient(subscription.subscriber, subscription)])
+                    [Recipient(subscription.subscriber, subscription)], node)
 
         self._call_later(0, lambda: defer.ensureDeferred(send()))
 
     @returns_deferred
     async def unsubscribe(self, requestor: str, service: str, node_id: str,
                           subscriber: str, subid: str | None = None) -> None:
-        node = await self._node(service, node_id)
-        if bare(subscriber) != bare(requestor):
-            affiliations = await self._affiliations(node)
-            if affiliations.get(bare(requestor)) != OWNER:
-                raise errors.bad_request("invalid-jid")
+        kind, access = await self._access(requestor, service, node_id)
+        if not access.trusted:
+            await kind.check_unsubscribe(access, subscriber)
         existing = await self.storage.get_subscription(service, node_id, subscriber)
         if existing is None:
             raise errors.not_subscribed()
@@ -529,13 +565,8 @@ class PubSubEngine:
         await self.storage.remove_subscription(service, node_id, subscriber)
         self._changed(existing.replace(state=NONE), existing.state, requestor)
 
-    async def _own_subscription(self, requestor, service, node_id, subscriber, subid):
-        node = await self._node(service, node_id)
-        if bare(subscriber) != bare(requestor):
-            affiliations = await self._affiliations(node)
-            if affiliations.get(bare(requestor)) != OWNER:
-                raise errors.forbidden()
-        subscription = await self.storage.get_subscription(service, node_id, subscriber)
+    async def _subscription_of(self, access: Access, subscriber: str, subid: str | None) -> Subscription:
+        subscription = await self.storage.get_subscription(access.service, access.node_id, subscriber)
         if subscription is None:
             raise errors.not_subscribed()
         if subid and subid != subscription.subid:
@@ -545,16 +576,23 @@ class PubSubEngine:
     @returns_deferred
     async def get_subscription_options(self, requestor: str, service: str, node_id: str,
                                        subscriber: str, subid: str | None = None) -> Subscription:
-        return await self._own_subscription(requestor, service, node_id, subscriber, subid)
+        kind, access = await self._access(requestor, service, node_id)
+        if bare(subscriber) != bare(requestor) and not access.is_owner:
+            raise errors.forbidden()
+        return await self._subscription_of(access, subscriber, subid)
 
     @returns_deferred
     async def set_subscription_options(self, requestor: str, service: str, node_id: str,
                                        subscriber: str, options: Mapping[str, object],
                                        subid: str | None = None) -> Subscription:
-        subscription = await self._own_subscription(requestor, service, node_id, subscriber, subid)
-        subscription = subscription.replace(options={**subscription.options, **options})
-        await self.storage.set_subscription(subscription)
-        return subscription
+        kind, access = await self._access(requestor, service, node_id)
+        subscription = await self._subscription_of(access, subscriber, subid)
+        cleaned = dict(options) if access.trusted else await kind.check_options(access, subscription, options)
+        updated = subscription.replace(options={**subscription.options, **cleaned})
+        await self.storage.set_subscription(updated)
+        if updated.options != subscription.options:
+            self._changed(updated, subscription.state, requestor, options_changed=True)
+        return updated
 
     @returns_deferred
     async def subscriptions_of(self, requestor: str, service: str,
@@ -576,8 +614,7 @@ class PubSubEngine:
 
     @returns_deferred
     async def node_subscriptions(self, requestor: str, service: str, node_id: str) -> list[Subscription]:
-        node = await self._node(service, node_id)
-        await self._require_owner(node, requestor)
+        await self._owner_access(requestor, service, node_id, "subscriptions")
         return await self.storage.get_subscriptions(service, node_id)
 
     @returns_deferred
@@ -586,20 +623,23 @@ class PubSubEngine:
         changes: Sequence[tuple[str, str]],
     ) -> list[tuple[str, str]]:
         """XEP-0060 §8.8.2. Fires with the (jid, state) pairs that failed."""
-        node = await self._node(service, node_id)
-        affiliations = await self._require_owner(node, requestor)
+        kind, access = await self._access(requestor, service, node_id)
+        if not access.trusted:
+            await kind.check_owner(access, "subscriptions")
+        node = access.node
         failed = []
         for subscriber, state in changes:
             existing = await self.storage.get_subscription(service, node_id, subscriber)
+            if not access.trusted and not await kind.check_subscription_change(
+                    access, subscriber, state, existing):
+                failed.append((subscriber, state))
+                continue
             if state == NONE:
                 if existing is not None:
                     await self.storage.remove_subscription(service, node_id, subscriber)
                     await self._notify_subscription_state(node, existing.replace(state=NONE))
                     self._changed(existing.replace(state=NONE), existing.state, requestor)
             elif state == SUBSCRIBED:
-                if affiliations.get(bare(subscriber)) == OUTCAST:
-                    failed.append((subscriber, state))
-                    continue
                 subscription = (existing or Subscription(service, node_id, subscriber)).replace(
                     state=SUBSCRIBED)
                 await self.storage.set_subscription(subscription)
@@ -612,19 +652,20 @@ class PubSubEngine:
 
     @returns_deferred
     async def node_affiliations(self, requestor: str, service: str, node_id: str) -> dict[str, str]:
-        node = await self._node(service, node_id)
-        return await self._require_owner(node, requestor)
+        _, access = await self._owner_access(requestor, service, node_id, "affiliations")
+        return dict(access.affiliations)
 
     @returns_deferred
     async def set_node_affiliations(self, requestor: str, service: str, node_id: str,
                                     changes: Mapping[str, str]) -> None:
         """XEP-0060 §8.9.2; an outcast loses its subscriptions at once."""
-        node = await self._node(service, node_id)
-        affiliations = await self._require_owner(node, requestor)
+        kind, access = await self._access(requestor, service, node_id)
         for entity, affiliation in changes.items():
             if affiliation not in AFFILIATIONS:
                 raise errors.bad_request(text=f"unknown affiliation {affiliation!r}")
-        after = {**affiliations, **changes}
+        if not access.trusted:
+            await kind.check_affiliation_change(access, changes)
+        after = {**access.affiliations, **changes}
         if OWNER not in after.values():
             raise errors.not_acceptable(text="a node must keep an owner")
         if self.is_pep(service) and changes.get(service, OWNER) != OWNER:
@@ -640,8 +681,8 @@ class PubSubEngine:
     async def answer_authorization(self, requestor: str, service: str, node_id: str,
                                    subscriber: str, allow: bool, subid: str | None = None) -> Subscription:
         """An owner's answer to an ``AuthorizationRequest`` (XEP-0060 §8.6)."""
-        node = await self._node(service, node_id)
-        await self._require_owner(node, requestor)
+        kind, access = await self._owner_access(requestor, service, node_id, "subscriptions")
+        node = access.node
         subscription = await self.storage.get_subscription(service, node_id, subscriber)
         if subscription is None or subscription.state != PENDING:
             raise errors.StanzaError("unexpected-request", text="no pending subscription")
@@ -658,15 +699,61 @@ class PubSubEngine:
         self._changed(subscription, PENDING, requestor)
         return subscription
 
-    def _changed(self, subscription: Subscription, previous: str, actor: str) -> None:
-        self.sink.subscription_changed(SubscriptionChange(subscription, previous, actor))
+    # The service's own bookkeeping --------------------------------------------------
+
+    @returns_deferred
+    async def delete_account_data(self, actor: Trusted, account: str) -> None:
+        """Before an account goes: its nodes (PEP and pair nodes) are deleted
+        and its subscriptions and affiliations elsewhere end, with events, so
+        that a new account of the same name inherits nothing."""
+        for node_id in await self.storage.list_nodes(account):
+            await self.delete_node(actor, account, node_id)
+        for subscription in await self.storage.get_entity_subscriptions(account):
+            kind = self.kind_of(subscription.service, subscription.node_id)
+            node = await self.storage.get_node(subscription.service, subscription.node_id)
+            if node is None:
+                continue
+            if await kind.ends_with_account(self, node, account):
+                await self.delete_node(actor, node.service, node.node_id)
+            else:
+                await self.storage.remove_subscription(node.service, node.node_id,
+                                                       subscription.subscriber)
+                self._changed(subscription.replace(state=NONE), subscription.state, actor)
+        for affiliation in await self.storage.get_entity_affiliations(account):
+            if await self.storage.get_node(affiliation.service, affiliation.node_id) is not None:
+                await self.storage.set_affiliation(affiliation.service, affiliation.node_id, account, NONE)
+
+    @returns_deferred
+    async def set_offline_mark(self, actor: Trusted, subscription: Subscription,
+                               value: str | None) -> None:
+        """The pair kind's undelivered-message mark (set, or cleared with None)."""
+        current = await self.storage.get_subscription(
+            subscription.service, subscription.node_id, subscription.subscriber)
+        if current is None:
+            return
+        options = {k: v for k, v in current.options.items() if k != OFFLINE_MARK}
+        if value is not None:
+            options[OFFLINE_MARK] = value
+        await self.storage.set_subscription(current.replace(options=options))
+
+    def _changed(self, subscription: Subscription, previous: str, actor: str,
+                 options_changed: bool = False) -> None:
+        change = SubscriptionChange(subscription, previous, actor, options_changed)
+        self.sink.subscription_changed(change)
+        self.hooks.fire(SUBSCRIPTION_CHANGED, change)
 
     async def _notify_subscription_state(self, node: Node, subscription: Subscription) -> None:
         """XEP-0060 §8.8.4: tell the subscriber its state changed."""
-        self.sink.deliver(
+        self._deliver(
             Event(node.service, node.node_id, SUBSCRIPTION, subscription=subscription,
                   notification_type="normal"),
-            [Recipient(subscription.subscriber, subscription)])
+            [Recipient(subscription.subscriber, subscription)], node)
+
+    def _deliver(self, event: Event, recipients: Sequence[Recipient], node: Node):
+        """Hand an event to the sink, labelled with the node's kind (the
+        delivery picks the legacy renderer by it)."""
+        event = dataclasses.replace(event, node_kind=self.kind_of(node.service, node.node_id).name)
+        return self.sink.deliver(event, recipients)
 
     # Notifications ----------------------------------------------------------
 
@@ -684,7 +771,7 @@ class PubSubEngine:
 
         async def may_receive(entity: str) -> bool:
             if entity not in allowed:
-                error = await self._access_error(node, entity, affiliations, presence_cache)
+                error = await self.access_error(node, entity, affiliations, presence_cache)
                 allowed[entity] = error is None
             return allowed[entity]
 

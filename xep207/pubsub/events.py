@@ -48,6 +48,8 @@ class Event:
     # Items sent because of a new subscription (send_last_published_item),
     # as opposed to a live publish.
     replay: bool = False
+    # The node's kind (``xep207.pubsub.kinds``): the delivery renders by it.
+    node_kind: str = "generic"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class AuthorizationRequest:
     node_id: str
     subscription: Subscription
     owners: tuple[str, ...]
+    node_kind: str = "generic"
 
 
 @dataclass(frozen=True)
@@ -69,11 +72,14 @@ class SubscriptionChange:
     subscription: Subscription
     previous: str
     actor: str
+    options_changed: bool = False  # same state, new options (a room nick, say)
 
 
 class IEventSink(Interface):
     def deliver(event: Event, recipients: Sequence[Recipient]):
-        """Send ``event`` to each recipient. Must not raise."""
+        """Send ``event`` to each recipient. Must not raise. May return the
+        recipients that no session could take (the kind may keep the event
+        for them: offline messages)."""
 
     def request_authorization(request: AuthorizationRequest):
         """Ask the owners to approve or deny a pending subscription."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from twisted.words.protocols.jabber import jid as jidlib
 
-from xep207.pubsub.engine import PRESENCE_NODE, ROSTER_NODE
+from xep207.pubsub.kinds import Trusted
+from xep207.pubsub.kinds.account import ACCOUNT_NODES
 from xep207.server import sasl
 from xep207.storage.interface import AccountExists
-from xep207.storage.records import OWNER, Node
 
 MIN_PASSWORD_LENGTH = 6
 
@@ -34,20 +34,17 @@ def check_password(password: str) -> None:
         raise AccountError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
 
 
-async def create_account(storage, engine_defaults, jid: str, password: str) -> str:
+async def create_account(engine, jid: str, password: str) -> str:
     """Create the account and its XEP-0207 nodes (``presence``, ``roster``)."""
     parsed = normalize(jid)
     check_password(password)
     account = sasl.make_account(parsed.user, parsed.host, password)
     try:
-        await storage.create_account(account)
+        await engine.storage.create_account(account)
     except AccountExists:
         raise AccountError(f"{account.jid} exists already")
-    for node_id in (PRESENCE_NODE, ROSTER_NODE):
-        if await storage.get_node(account.jid, node_id) is None:
-            config = engine_defaults(account.jid, node_id)
-            await storage.create_node(Node(account.jid, node_id, config, account.jid))
-            await storage.set_affiliation(account.jid, node_id, account.jid, OWNER)
+    for node_id in ACCOUNT_NODES:
+        await engine.ensure_node(Trusted(account.jid), account.jid, node_id)
     return account.jid
 
 
@@ -59,8 +56,11 @@ async def change_password(storage, jid: str, password: str) -> None:
     await storage.update_account(sasl.make_account(parsed.user, parsed.host, password))
 
 
-async def delete_account(storage, jid: str) -> None:
+async def delete_account(engine, jid: str) -> None:
+    """The account, its nodes and its one-to-one conversations go; contacts
+    and rooms are told through the engine's events."""
     parsed = normalize(jid)
-    if await storage.get_account(parsed.userhost()) is None:
+    if await engine.storage.get_account(parsed.userhost()) is None:
         raise AccountError(f"no account {parsed.userhost()}")
-    await storage.delete_account(parsed.userhost())
+    await engine.delete_account_data(Trusted(parsed.userhost()), parsed.userhost())
+    await engine.storage.delete_account(parsed.userhost())

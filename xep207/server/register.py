@@ -57,7 +57,7 @@ class RegistrationHandler(XMPPHandler, IQHandlerMixin):
         sender = iq["from"].split("/")[0]
         query = iq.query
         if query.remove is not None:
-            await accounts.delete_account(self.server.storage, sender)
+            await accounts.delete_account(self.server.engine, sender)
             self.server.router.forget_account(sender)
             return None
         fields = _fields(query)
@@ -103,7 +103,7 @@ class RegistrationHandler(XMPPHandler, IQHandlerMixin):
         if not fields.get("username") or not fields.get("password"):
             raise StanzaError("not-acceptable", text="username and password are required")
         try:
-            await accounts.create_account(self.server.storage, self.server.engine_defaults,
+            await accounts.create_account(self.server.engine,
                                           f"{fields['username']}@{self.server.domain}", fields["password"])
         except accounts.AccountError as exc:
             condition = "conflict" if "exists" in str(exc) else "not-acceptable"

@@ -24,6 +24,8 @@ from xep207.legacy.render import PresenceRenderer
 from xep207.legacy.roster import RosterHandler, RosterView
 from xep207.legacy.subscriptions import SubscriptionCapture
 from xep207.pubsub.engine import PubSubEngine
+from xep207.pubsub.kinds import PairKind, PresenceKind, standard_kinds
+from xep207.pubsub.kinds.room import RoomKind
 from xep207.pubsub.protocol import PubSubProtocol
 from xep207.server import tls
 from xep207.server.c2s import AuthThrottle, C2SPolicy, ClientFactory
@@ -64,9 +66,11 @@ class Server:
         self.router = Router(domain, self.storage)
         self.router.deliver_to_all = options["deliver-to-all-resources"]
         self.delivery = EventDelivery(self.router)
+        chat_domain = options["chat-domain"]
         self.engine = PubSubEngine(
             self.storage, self.delivery, pep_domains=[domain],
-            interest=SessionInterest(self.router), max_payload_size=options["max-payload-size"])
+            interest=SessionInterest(self.router), max_payload_size=options["max-payload-size"],
+            kinds=standard_kinds(pubsub_domain, chat_domain))
 
         # Legacy capture: presence, subscriptions and the roster over nodes.
         self.router.interceptors.append(PubSubUsage())
@@ -78,9 +82,9 @@ class Server:
         self.chat = ChatCapture(self.router, self.engine, pubsub_domain)
         self.carbons = CarbonsHandler(self.router)
         self.presence.on_initial.append(self.chat.deliver_offline)
-        chat_domain = options["chat-domain"]
         self.groupchat = GroupchatService(self.router, self.engine, chat_domain)
-        self.delivery.renderers.extend([PresenceRenderer(), self.chat, self.groupchat])
+        self.delivery.renderers.update({PresenceKind.name: PresenceRenderer(), PairKind.name: self.chat,
+                                        RoomKind.name: self.groupchat})
         self.delivery.subscription_listeners.append(self.groupchat.on_subscription_change)
         ready = self.storage_service.ready
         ready.addCallback(lambda _: defer.ensureDeferred(self.presence.clear_stale()))

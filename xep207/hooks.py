@@ -1,0 +1,59 @@
+"""Named events with ordered handlers: how layers and plugins plug in.
+
+One mechanism instead of callback lists per concern (Prosody's ``module:hook``
+is the model): a handler is added under an event name with a priority (higher
+runs first; equal priorities run in the order added). ``fire`` runs every
+handler; ``first`` stops at the first handler that answers (returns something
+other than None or False), which is how a stanza is captured.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.python import log
+
+# The events the server fires (third-party plugins may add their own names).
+STANZA = "stanza"  # (stanza) from a session, before routing; a truthy answer consumes it
+SESSION_BOUND = "session-bound"  # (session)
+SESSION_UNBOUND = "session-unbound"  # (session); may return a Deferred to wait for
+INITIAL_PRESENCE = "initial-presence"  # (session), after the probe is answered
+SUBSCRIPTION_CHANGED = "subscription-changed"  # (SubscriptionChange)
+ITEM_PUBLISHED = "item-published"  # (node, item, requestor), after storing, before delivery
+
+
+class Hooks:
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[tuple[int, int, Callable[..., Any]]]] = {}
+        self._order = itertools.count()
+
+    def add(self, name: str, handler: Callable[..., Any], priority: int = 0) -> None:
+        handlers = self._handlers.setdefault(name, [])
+        handlers.append((-priority, next(self._order), handler))
+        handlers.sort(key=lambda entry: entry[:2])
+
+    def remove(self, name: str, handler: Callable[..., Any]) -> None:
+        self._handlers[name] = [h for h in self._handlers.get(name, []) if h[2] != handler]
+
+    def handlers(self, name: str) -> list[Callable[..., Any]]:
+        return [handler for _, _, handler in self._handlers.get(name, ())]
+
+    def fire(self, name: str, *args: Any) -> defer.Deferred:
+        """Run every handler; fires when the Deferreds they returned have.
+        A failing handler is logged and does not stop the others."""
+        results = []
+        for handler in self.handlers(name):
+            d = defer.maybeDeferred(handler, *args)
+            d.addErrback(log.err, f"{name} handler {handler!r} failed")
+            results.append(d)
+        return defer.gatherResults(results)
+
+    async def first(self, name: str, *args: Any) -> Any:
+        """Run handlers in order until one answers; that answer, or None."""
+        for handler in self.handlers(name):
+            answer = await defer.maybeDeferred(handler, *args)
+            if answer is not None and answer is not False:
+                return answer
+        return None

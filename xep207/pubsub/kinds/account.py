@@ -1,0 +1,117 @@
+"""The two nodes every account has on its PEP service (XEP-0207 §3–4).
+
+``presence``: one item per online resource, the presence as sent; access model
+``authorize``, so a subscription is a presence subscription (RFC 6121 §3) and
+needs the owner's consent. Nobody may make someone else a subscriber — not even
+the owner, or a stranger could push herself into anyone's roster.
+
+``roster``: the account's private names, groups and pre-approvals; nobody but
+the account may even learn that it exists.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from xep207.pubsub import errors
+from xep207.pubsub.kinds.base import Access, NodeKind, only_options
+from xep207.storage.records import (
+    MEMBER,
+    NONE,
+    OUTCAST,
+    PENDING,
+    SUBSCRIBED,
+    NodeConfig,
+    Subscription,
+    bare,
+)
+from xep207.xmlutil import parse_stanza, restamped
+
+PRESENCE_NODE = "presence"  # XEP-0207: the node that carries presence
+ROSTER_NODE = "roster"  # private owner-only node: roster names and groups
+PRESENCE_OPTIONS = ("pubsub#deliver",)
+
+
+def presence_payload(presence, sender: str) -> str:
+    """The presence as the node stores it: from the full JID, addressed to nobody."""
+    return restamped(presence, sender, drop=("to", "id")).toXml()
+
+
+class PresenceKind(NodeKind):
+    name = "presence"
+
+    def claims(self, engine, service: str, node_id: str) -> bool:
+        return node_id == PRESENCE_NODE and engine.is_pep(service)
+
+    def initial_config(self, engine, service: str, node_id: str) -> NodeConfig:
+        # XEP-0207 §8: presence must be authorized, never open.
+        return super().initial_config(engine, service, node_id).replace(
+            access_model="authorize", max_items=engine.max_items_limit)
+
+    async def vet_item(self, access: Access, item_id, payload: str):
+        """A native presence publish is the same operation as broadcast
+        presence: item id = resource, ``from`` the publishing resource."""
+        if "/" not in access.requestor:
+            raise errors.bad_request("invalid-payload", text="presence comes from a resource")
+        try:
+            presence = parse_stanza(payload)
+        except Exception:
+            raise errors.bad_request("invalid-payload")
+        if presence.name != "presence" or presence.uri != "jabber:client" or \
+                presence.getAttribute("type") is not None:
+            raise errors.bad_request("invalid-payload",
+                                     text="the item must be an available jabber:client presence")
+        return access.requestor.split("/", 1)[1], presence_payload(presence, access.requestor)
+
+    async def check_subscribe(self, access: Access, subscriber: str,
+                              options: Mapping[str, object]) -> Mapping[str, object]:
+        if bare(subscriber) != bare(access.requestor) and not access.trusted:
+            raise errors.bad_request("invalid-jid")  # nobody subscribes anybody else
+        if not access.trusted:
+            only_options(options, PRESENCE_OPTIONS)
+        return await super().check_subscribe(access, subscriber, options)
+
+    async def check_options(self, access: Access, subscription: Subscription,
+                            options: Mapping[str, object]) -> Mapping[str, object]:
+        if not access.trusted:
+            only_options(options, PRESENCE_OPTIONS)
+        return await super().check_options(access, subscription, options)
+
+    async def check_subscription_change(self, access: Access, subscriber: str, state: str,
+                                        existing: Subscription | None) -> bool:
+        """The owner approves a pending request or ends a subscription; she
+        never creates one (RFC 6121: the contact asks first)."""
+        if state == SUBSCRIBED:
+            return existing is not None and existing.state in (PENDING, SUBSCRIBED)
+        return state == NONE
+
+    async def check_affiliation_change(self, access: Access, changes: Mapping[str, str]) -> None:
+        await super().check_affiliation_change(access, changes)
+        if any(a not in (NONE, OUTCAST, MEMBER) for e, a in changes.items() if e != access.service):
+            raise errors.not_acceptable(text="only the account publishes its presence")
+
+
+class RosterKind(NodeKind):
+    name = "roster"
+
+    def claims(self, engine, service: str, node_id: str) -> bool:
+        return node_id == ROSTER_NODE and engine.is_pep(service)
+
+    def initial_config(self, engine, service: str, node_id: str) -> NodeConfig:
+        return super().initial_config(engine, service, node_id).replace(
+            access_model="whitelist", max_items=engine.max_items_limit, deliver_notifications=False)
+
+    async def visible(self, access: Access) -> bool:
+        return access.trusted or bare(access.requestor) == access.service
+
+    async def check_affiliation_change(self, access: Access, changes: Mapping[str, str]) -> None:
+        await super().check_affiliation_change(access, changes)
+        if any(e != access.service for e in changes):
+            raise errors.not_acceptable(text="a roster is private to its account")
+
+    async def check_subscription_change(self, access: Access, subscriber: str, state: str,
+                                        existing: Subscription | None) -> bool:
+        return state == NONE or bare(subscriber) == access.service
+
+
+ACCOUNT_NODES: Sequence[str] = (PRESENCE_NODE, ROSTER_NODE)

@@ -1,0 +1,295 @@
+"""What a kind of node is: the rules the engine asks, whichever door a request used.
+
+Every node belongs to one kind (``generic``, ``presence``, ``roster``, ``pair``,
+``room``). The engine never decides a permission itself: it asks the node's kind
+at each decision point (create, subscribe, publish, overwrite, retract,
+retrieve, options, owner operations). A legacy stanza and an XEP-0060 request
+for the same node reach the same question and get the same answer.
+
+``NodeKind`` is the generic XEP-0060 behaviour; the other kinds subclass it and
+tighten what they give meaning to. Prosody's ``util/pubsub.lua`` (one place
+that answers "may this actor do this", and a trusted actor) is the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from zope.interface import Attribute, Interface, implementer
+
+from xep207.pubsub import errors
+from xep207.storage.records import (
+    MEMBER,
+    NONE,
+    OUTCAST,
+    OWNER,
+    PENDING,
+    PUBLISH_ONLY,
+    PUBLISHER,
+    SUBSCRIBED,
+    VIA_PUBSUB,
+    Item,
+    Node,
+    NodeConfig,
+    Subscription,
+    bare,
+)
+
+if TYPE_CHECKING:
+    from xep207.pubsub.engine import PubSubEngine
+
+MAY_PUBLISH = frozenset({OWNER, PUBLISHER, PUBLISH_ONLY})
+MAY_RETRIEVE = frozenset({OWNER, PUBLISHER, MEMBER})
+INTERNAL_OPTION_PREFIX = "xep207#"  # subscription options only the service sets
+
+
+class Trusted(str):
+    """The service acting for itself, or for a party whose right it has just
+    established (a pair node on a first message, room bookkeeping, accounts).
+
+    A trusted request skips the kind's permission checks, never the engine's
+    invariants, events or notifications. It is a ``str`` so that it flows
+    through the engine like any requestor JID.
+    """
+
+
+def is_trusted(requestor: str) -> bool:
+    return isinstance(requestor, Trusted)
+
+
+@dataclass(frozen=True)
+class Access:
+    """One requestor in front of one node: what every check needs to know."""
+
+    engine: "PubSubEngine"
+    node: Node
+    requestor: str
+    affiliations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def trusted(self) -> bool:
+        return is_trusted(self.requestor)
+
+    @property
+    def affiliation(self) -> str:
+        return self.affiliations.get(bare(self.requestor), NONE)
+
+    @property
+    def is_owner(self) -> bool:
+        return self.trusted or self.affiliation == OWNER
+
+    @property
+    def service(self) -> str:
+        return self.node.service
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
+
+
+class INodeKind(Interface):
+    """The rules of one kind of node. Every ``check_*`` raises a stanza error
+    to refuse; the engine calls them for untrusted requestors only, except
+    the ``vet_*`` and ``clean_*`` ones, which keep invariants for everyone."""
+
+    name = Attribute("A short name: rendering and logs refer to the kind by it.")
+
+    def claims(engine, service, node_id):
+        """Whether this kind owns the name (reserved: nobody else may create it)."""
+
+    def initial_config(engine, service, node_id):
+        """The configuration a new node of this kind starts with."""
+
+    def check_create(engine, requestor, service, node_id, values):
+        """Deferred/coroutine: may ``requestor`` create this node through XEP-0060?"""
+
+    def after_create(engine, node, requestor, publishers, via):
+        """Coroutine: the affiliations and subscriptions a new node starts with."""
+
+    def may_auto_create(engine, requestor, service, node_id, operation):
+        """Coroutine: whether a publish or subscribe to a missing node creates it."""
+
+    def visible(access):
+        """Coroutine: False hides the node (every answer as if it did not exist)."""
+
+
+@implementer(INodeKind)
+class NodeKind:
+    """Generic XEP-0060 (and XEP-0163 PEP) nodes."""
+
+    name = "generic"
+
+    def claims(self, engine: "PubSubEngine", service: str, node_id: str) -> bool:
+        return True
+
+    def initial_config(self, engine: "PubSubEngine", service: str, node_id: str) -> NodeConfig:
+        if not engine.is_pep(service):
+            return engine.default_config
+        # XEP-0163 §5: PEP nodes default to the presence access model, and
+        # their notifications name no publisher.
+        return engine.default_config.replace(itemreply="owner", access_model="presence")
+
+    # Creating ------------------------------------------------------------------
+
+    async def check_create(self, engine, requestor: str, service: str, node_id: str,
+                           values: Mapping[str, object] | None) -> None:
+        if engine.is_pep(service) and bare(requestor) != service:
+            raise errors.forbidden(text="only the account may create nodes on its PEP service")
+
+    async def after_create(self, engine, node: Node, requestor: str,
+                           publishers: Sequence[str], via: str) -> None:
+        creator = node.creator
+        await engine.storage.set_affiliation(node.service, node.node_id, creator, OWNER)
+        for publisher in publishers:
+            if publisher != creator:
+                await engine.storage.set_affiliation(node.service, node.node_id, publisher, PUBLISHER)
+        if node.config.access_model == "whitelist" and not engine.is_pep(node.service):
+            # DESIGN.md: the creator of a whitelist node is subscribed to it,
+            # as XEP-0207 §6 shows both parties notified.
+            await engine.add_subscription(Subscription(node.service, node.node_id, creator, SUBSCRIBED),
+                                          requestor)
+
+    async def may_auto_create(self, engine, requestor: str, service: str, node_id: str,
+                              operation: str) -> bool:
+        # XEP-0163 §3: publishing to a missing PEP node creates it.
+        return operation == "publish" and engine.is_pep(service) and bare(requestor) == service
+
+    def creator(self, engine, requestor: str, service: str, node_id: str) -> str:
+        return bare(requestor)
+
+    async def visible(self, access: Access) -> bool:
+        return True
+
+    # Owner operations ------------------------------------------------------------
+
+    async def check_owner(self, access: Access, operation: str) -> None:
+        """configure, delete, purge, affiliations, subscriptions (XEP-0060 §8)."""
+        if not access.is_owner:
+            raise errors.forbidden()
+
+    async def check_configure(self, access: Access, values: Mapping[str, object]) -> None:
+        await self.check_owner(access, "configure")
+
+    async def check_subscription_change(self, access: Access, subscriber: str, state: str,
+                                        existing: Subscription | None) -> bool:
+        """Whether an owner's XEP-0060 §8.8.2 change applies (False: it is
+        reported as failed)."""
+        if state == SUBSCRIBED and access.affiliations.get(bare(subscriber)) == OUTCAST:
+            return False
+        return state in (NONE, SUBSCRIBED)
+
+    async def check_affiliation_change(self, access: Access, changes: Mapping[str, str]) -> None:
+        await self.check_owner(access, "affiliations")
+
+    # Publishing --------------------------------------------------------------------
+
+    async def check_publish(self, access: Access) -> None:
+        if access.affiliation in MAY_PUBLISH:
+            return
+        node = access.node
+        if access.affiliation != OUTCAST:
+            model = node.config.publish_model
+            if model == "open":
+                return
+            if model == "subscribers" and await access.engine.is_subscribed(node, access.requestor):
+                return
+        raise errors.forbidden()
+
+    async def vet_item(self, access: Access, item_id: str | None, payload: str) -> tuple[str | None, str]:
+        """The item as it will be stored; raises ``invalid-payload`` for what
+        the kind gives no meaning to."""
+        return item_id, payload
+
+    def overwrites_any(self, access: Access) -> bool:
+        """Whether the requestor may overwrite any item (no need to look at it)."""
+        return access.affiliation in (OWNER, PUBLISHER)
+
+    async def check_overwrite(self, access: Access, existing: Item) -> None:
+        """XEP-0060 lets publishers overwrite; anyone else only their own items."""
+        if bare(existing.publisher) != bare(access.requestor):
+            raise errors.forbidden(text="that item was published by someone else")
+
+    async def check_retract(self, access: Access, existing: Sequence[Item]) -> None:
+        if access.affiliation in (OWNER, PUBLISHER):
+            return
+        if access.affiliation == PUBLISH_ONLY:
+            if all(bare(i.publisher) == bare(access.requestor) for i in existing):
+                return
+        raise errors.forbidden()
+
+    # Reading and subscribing -------------------------------------------------------
+
+    async def check_retrieve(self, access: Access) -> None:
+        error = await access.engine.access_error(access.node, access.requestor, access.affiliations)
+        if error is not None:
+            raise error
+        node = access.node
+        if node.config.access_model == "authorize" and access.affiliation not in MAY_RETRIEVE:
+            subscriptions = await access.engine.storage.get_entity_subscriptions(
+                bare(access.requestor), node.service, node.node_id)
+            states = {s.state for s in subscriptions}
+            if SUBSCRIBED not in states:
+                if PENDING in states:
+                    raise errors.not_authorized("pending-subscription")
+                raise errors.not_authorized("not-subscribed")
+
+    async def check_subscribe(self, access: Access, subscriber: str,
+                              options: Mapping[str, object]) -> Mapping[str, object]:
+        """Admission. Returns the options to store."""
+        if bare(subscriber) != bare(access.requestor) and not access.is_owner:
+            raise errors.bad_request("invalid-jid")
+        error = await access.engine.access_error(access.node, subscriber, access.affiliations)
+        if error is not None:
+            raise error
+        return self.clean_options(access, None, options)
+
+    def needs_approval(self, access: Access, subscriber: str) -> bool:
+        return (access.node.config.access_model == "authorize"
+                and access.affiliations.get(bare(subscriber), NONE) not in MAY_RETRIEVE)
+
+    async def check_options(self, access: Access, subscription: Subscription,
+                            options: Mapping[str, object]) -> Mapping[str, object]:
+        """Who may set which subscription option. Returns the options to store."""
+        if bare(subscription.subscriber) != bare(access.requestor) and not access.is_owner:
+            raise errors.forbidden()
+        return self.clean_options(access, subscription, options)
+
+    def clean_options(self, access: Access, subscription: Subscription | None,
+                      options: Mapping[str, object]) -> dict:
+        """Internal options are the service's; the rest are the subscriber's."""
+        if not access.trusted and any(k.startswith(INTERNAL_OPTION_PREFIX) for k in options):
+            raise errors.forbidden(text="that subscription option is set by the service")
+        return dict(options)
+
+    async def check_unsubscribe(self, access: Access, subscriber: str) -> None:
+        if bare(subscriber) != bare(access.requestor) and not access.is_owner:
+            raise errors.bad_request("invalid-jid")
+
+    # The service's bookkeeping ------------------------------------------------------
+
+    async def undelivered(self, engine, node: Node, item: Item, recipient) -> None:
+        """A live item reached none of ``recipient``'s sessions."""
+
+    async def ends_with_account(self, engine, node: Node, account: str) -> bool:
+        """Whether deleting ``account`` deletes this node (it was one of its parties)."""
+        return False
+
+
+def single_value(options: Mapping[str, object], name: str) -> str | None:
+    """A text-single option's value; a list of more than one is a bad request."""
+    value = options.get(name)
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise errors.bad_request("invalid-options", text=f"{name} takes one value")
+        value = value[0]
+    return None if value is None else str(value)
+
+
+def only_options(options: Mapping[str, object], allowed: Sequence[str]) -> None:
+    """Refuse options a kind does not define (XEP-0060 §6.3.5 invalid-options)."""
+    for name in options:
+        if name.startswith(INTERNAL_OPTION_PREFIX):
+            raise errors.forbidden(text="that subscription option is set by the service")
+        if name not in allowed:
+            raise errors.bad_request("invalid-options", text=f"unknown subscription option {name}")

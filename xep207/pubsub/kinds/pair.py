@@ -1,0 +1,168 @@
+"""Pair nodes: one-to-one chat as pubsub (XEP-0207 §6).
+
+``chat:A:B`` on the pubsub service (A < B, the bare JIDs of two local accounts)
+holds A and B's conversation. The name is reserved; the service owns the node;
+both parties publish and are subscribed; nobody else may learn it exists. A
+legacy chat message and a native publish are the same operation: the first one
+of either kind creates the node.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from xep207.pubsub import errors
+from xep207.pubsub.kinds.base import Access, NodeKind, Trusted, only_options
+from xep207.storage.records import (
+    OWNER,
+    PUBLISHER,
+    SUBSCRIBED,
+    VIA_LEGACY,
+    VIA_PUBSUB,
+    Item,
+    Node,
+    NodeConfig,
+    Subscription,
+    bare,
+)
+from xep207.xmlutil import parse_message_item, restamped
+
+PAIR_PREFIX = "chat:"
+KIND_FIELD = "xep207#kind"
+OFFLINE_MARK = "xep207#offline-since"  # subscription option: first undelivered item
+PAIR_OPTIONS = ("pubsub#deliver",)
+
+
+def pair_node_id(a: str, b: str) -> str:
+    """A stable node name for two bare JIDs, whoever writes first."""
+    first, second = sorted((a, b))
+    return f"{PAIR_PREFIX}{first}:{second}"
+
+
+def pair_parties(node_id: str) -> tuple[str, str] | None:
+    """The two bare JIDs of a well-formed pair name, else None."""
+    if not node_id.startswith(PAIR_PREFIX):
+        return None
+    parts = node_id[len(PAIR_PREFIX):].split(":")
+    if len(parts) != 2 or parts[0] >= parts[1]:
+        return None
+    if any("@" not in p or "/" in p or not p.split("@", 1)[0] for p in parts):
+        return None
+    return parts[0], parts[1]
+
+
+class PairKind(NodeKind):
+    name = "pair"
+
+    def __init__(self, pubsub_domain: str, max_items: int = 10000):
+        self.pubsub_domain = pubsub_domain
+        self.max_items = max_items
+
+    def claims(self, engine, service: str, node_id: str) -> bool:
+        return service == self.pubsub_domain and node_id.startswith(PAIR_PREFIX)
+
+    def initial_config(self, engine, service: str, node_id: str) -> NodeConfig:
+        return engine.default_config.replace(
+            access_model="whitelist", publish_model="publishers", persist_items=True,
+            max_items=min(self.max_items, engine.max_items_limit), notification_type="normal",
+            extra={KIND_FIELD: "chat"})
+
+    def creator(self, engine, requestor: str, service: str, node_id: str) -> str:
+        return service  # the service owns every pair node
+
+    @staticmethod
+    def _is_party(access: Access) -> bool:
+        parties = pair_parties(access.node_id)
+        return parties is not None and bare(access.requestor) in parties
+
+    async def _well_formed(self, engine, node_id: str) -> tuple[str, str]:
+        parties = pair_parties(node_id)
+        if parties is None or any(p.split("@", 1)[1] not in engine.pep_domains for p in parties):
+            raise errors.not_acceptable(text="a pair node is chat:A:B for two accounts, A < B")
+        for party in parties:
+            if await engine.storage.get_account(party) is None:
+                raise errors.not_acceptable(text="a pair node is chat:A:B for two accounts, A < B")
+        return parties
+
+    async def check_create(self, engine, requestor: str, service: str, node_id: str,
+                           values: Mapping[str, object] | None) -> None:
+        parties = pair_parties(node_id)
+        if parties is None or bare(requestor) not in parties:
+            raise errors.forbidden(text="pair nodes are made by their parties' first message")
+        await self._well_formed(engine, node_id)
+        if values:
+            raise errors.not_acceptable(text="a pair node's configuration is the service's")
+
+    async def may_auto_create(self, engine, requestor: str, service: str, node_id: str,
+                              operation: str) -> bool:
+        parties = pair_parties(node_id)
+        if parties is None or bare(requestor) not in parties:
+            return False
+        await self._well_formed(engine, node_id)
+        return True
+
+    async def after_create(self, engine, node: Node, requestor: str,
+                           publishers: Sequence[str], via: str) -> None:
+        service, node_id = node.service, node.node_id
+        trusted = Trusted(service)
+        await engine.storage.set_affiliation(service, node_id, service, OWNER)
+        for party in pair_parties(node_id) or ():
+            await engine.storage.set_affiliation(service, node_id, party, PUBLISHER)
+            # The party who started it natively hears XEP-0207 events; the
+            # other one hears chat messages until it speaks pubsub itself.
+            party_via = VIA_PUBSUB if via == VIA_PUBSUB and party == bare(requestor) else VIA_LEGACY
+            await engine.add_subscription(
+                Subscription(service, node_id, party, SUBSCRIBED, via=party_via), trusted)
+
+    async def visible(self, access: Access) -> bool:
+        return access.trusted or self._is_party(access)
+
+    async def vet_item(self, access: Access, item_id, payload: str):
+        """A message from the publisher, whatever the payload claims."""
+        message = parse_message_item(payload, "a chat item")
+        if "/" not in access.requestor:
+            raise errors.bad_request("invalid-payload", text="messages come from a resource")
+        if not message.getAttribute("to"):
+            parties = pair_parties(access.node_id) or ()
+            others = [p for p in parties if p != bare(access.requestor)]
+            message["to"] = others[0] if others else bare(access.requestor)
+        message["type"] = message.getAttribute("type", "chat")
+        return item_id, restamped(message, access.requestor).toXml()
+
+    def overwrites_any(self, access: Access) -> bool:
+        return False  # shared history: nobody rewrites another's message
+
+    async def check_overwrite(self, access: Access, existing: Item) -> None:
+        if bare(existing.publisher) != bare(access.requestor):
+            raise errors.forbidden(text="that message is the other party's")
+
+    async def check_retract(self, access: Access, existing: Sequence[Item]) -> None:
+        if any(bare(i.publisher) != bare(access.requestor) for i in existing):
+            raise errors.forbidden(text="that message is the other party's")
+
+    async def check_subscribe(self, access: Access, subscriber: str,
+                              options: Mapping[str, object]) -> Mapping[str, object]:
+        if bare(subscriber) != bare(access.requestor):
+            raise errors.bad_request("invalid-jid")
+        only_options(options, PAIR_OPTIONS)
+        return await super().check_subscribe(access, subscriber, options)
+
+    async def check_options(self, access: Access, subscription: Subscription,
+                            options: Mapping[str, object]) -> Mapping[str, object]:
+        if not access.trusted:
+            only_options(options, PAIR_OPTIONS)
+        return await super().check_options(access, subscription, options)
+
+    async def undelivered(self, engine, node: Node, item: Item, recipient) -> None:
+        """Remember the first message a party missed; its next session gets
+        everything from there (XEP-0160 offline delivery, read from the items)."""
+        subscription = recipient.subscription
+        if subscription is None or bare(subscription.subscriber) == bare(item.publisher):
+            return
+        current = await engine.storage.get_subscription(node.service, node.node_id,
+                                                        subscription.subscriber)
+        if current is not None and not current.options.get(OFFLINE_MARK):
+            await engine.set_offline_mark(Trusted(node.service), current, item.item_id)
+
+    async def ends_with_account(self, engine, node: Node, account: str) -> bool:
+        return account in (pair_parties(node.node_id) or ())

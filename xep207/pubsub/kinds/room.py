@@ -1,0 +1,423 @@
+"""Rooms: XEP-0045 groupchat as pubsub (XEP-0207 §5).
+
+A room is a node on the chat service; an occupant is a subscription of a
+full JID with the subscription option ``roomnick``; a groupchat message is a
+publish; history is the node's items; owner/admin/member/outcast are the
+node's affiliations (XEP-0045 "admin" is a publisher listed in the room's
+settings, since XEP-0060 has no admin affiliation).
+
+Joining is subscribing, whichever door: the XEP-0045 presence and an
+XEP-0060 subscribe with ``roomnick`` run the same admission checks below
+(bans, members-only, password, lock, nick conflicts, max users), each a small
+function, as Prosody's ``plugins/muc/*.lib.lua`` are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+from twisted.words.protocols.jabber import jid as jidlib
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish import domish
+
+from xep207.pubsub import errors
+from xep207.pubsub.kinds.base import (
+    INTERNAL_OPTION_PREFIX,
+    Access,
+    NodeKind,
+    single_value,
+)
+from xep207.storage.records import (
+    MEMBER,
+    NONE,
+    OUTCAST,
+    OWNER,
+    PUBLISHER,
+    SUBSCRIBED,
+    Item,
+    Node,
+    NodeConfig,
+    Subscription,
+    bare,
+)
+from xep207.xmlutil import parse_message_item, restamped
+
+KIND_FIELD = "xep207#kind"
+NICK = "roomnick"
+ROLE = "xep207#role"
+PASSWORD_OPTION = "muc#password"  # the XEP-0060 door's way to give a room password; never stored
+ROOM_OPTIONS = (NICK, PASSWORD_OPTION, "pubsub#deliver", ROLE)
+NS_NICK = "http://jabber.org/protocol/nick"  # XEP-0172: the sender's room nick, kept in the item
+ROLES = ("visitor", "participant", "moderator")
+
+# XEP-0045 affiliation <-> pubsub affiliation.
+ADMIN = "admin"
+
+DEFAULT_ROOM = {
+    "muc#roomconfig_roomname": "", "muc#roomconfig_roomdesc": "",
+    "muc#roomconfig_persistentroom": False, "muc#roomconfig_publicroom": True,
+    "muc#roomconfig_membersonly": False, "muc#roomconfig_passwordprotectedroom": False,
+    "muc#roomconfig_roomsecret": "", "muc#roomconfig_maxusers": "0",
+    "muc#roomconfig_moderatedroom": False, "muc#roomconfig_changesubject": False,
+    "muc#roomconfig_historylength": "50", "muc#roomconfig_roomadmins": [],
+}
+
+
+def truth(value) -> bool:
+    return value in (True, 1, "1", "true")
+
+
+def muc_affiliation(pubsub_affiliation: str, entity: str, admins) -> str:
+    if pubsub_affiliation == OWNER:
+        return OWNER
+    if entity in admins:
+        return ADMIN
+    return {PUBLISHER: MEMBER, MEMBER: MEMBER, OUTCAST: OUTCAST}.get(pubsub_affiliation, NONE)
+
+
+def pubsub_affiliation(affiliation: str) -> str:
+    return {OWNER: OWNER, ADMIN: PUBLISHER, MEMBER: PUBLISHER, OUTCAST: OUTCAST}.get(affiliation, NONE)
+
+
+class Room:
+    """A room node's configuration seen as XEP-0045 settings."""
+
+    def __init__(self, node: Node):
+        self.node = node
+        self.settings = {**DEFAULT_ROOM, **node.config.extra.get("muc", {})}
+
+    def __getitem__(self, name):
+        return self.settings["muc#roomconfig_" + name]
+
+    @property
+    def name(self) -> str:
+        return self["roomname"] or self.node.node_id
+
+    @property
+    def admins(self) -> set[str]:
+        return set(self["roomadmins"] or [])
+
+    def flag(self, name) -> bool:
+        return truth(self[name])
+
+    @property
+    def locked(self) -> bool:
+        return bool(self.node.config.extra.get("locked"))
+
+    @property
+    def max_users(self) -> int:
+        try:
+            return int(self["maxusers"] or 0)
+        except ValueError:
+            return 0
+
+
+@dataclass(frozen=True)
+class Occupant:
+    jid: str
+    nick: str
+    affiliation: str
+    role: str
+    subscription: Subscription
+
+
+def role_of(room: Room, affiliation: str, subscription: Subscription) -> str:
+    explicit = subscription.options.get(ROLE)
+    if explicit:
+        return str(explicit)
+    if affiliation in (OWNER, ADMIN):
+        return "moderator"
+    if room.flag("moderatedroom") and affiliation != MEMBER:
+        return "visitor"
+    return "participant"
+
+
+async def occupants_of(engine, room: Room, affiliations: Mapping[str, str] | None = None) -> list[Occupant]:
+    node = room.node
+    if affiliations is None:
+        affiliations = await engine.storage.get_affiliations(node.service, node.node_id)
+    found = []
+    for subscription in await engine.storage.get_subscriptions(node.service, node.node_id):
+        nick = subscription.options.get(NICK)
+        if subscription.state != SUBSCRIBED or not nick:
+            continue
+        entity = bare(subscription.subscriber)
+        affiliation = muc_affiliation(affiliations.get(entity, NONE), entity, room.admins)
+        found.append(Occupant(subscription.subscriber, str(nick), affiliation,
+                              role_of(room, affiliation, subscription), subscription))
+    return sorted(found, key=lambda o: o.nick)
+
+
+@dataclass(frozen=True)
+class Joining:
+    """Everything an admission check may look at."""
+
+    room: Room
+    jid: str
+    nick: str
+    affiliation: str  # XEP-0045's
+    password: str | None
+    occupants: Sequence[Occupant]
+
+
+def banned(joining: Joining) -> None:
+    if joining.affiliation == OUTCAST:
+        raise StanzaError("forbidden", text="you are banned from this room")
+
+
+def locked(joining: Joining) -> None:
+    if joining.room.locked and joining.affiliation != OWNER:
+        raise StanzaError("item-not-found", text="the room is being configured")
+
+
+def members_only(joining: Joining) -> None:
+    if joining.room.flag("membersonly") and joining.affiliation == NONE:
+        raise StanzaError("registration-required", text="this room is members-only")
+
+
+def password(joining: Joining) -> None:
+    if joining.room.flag("passwordprotectedroom") and joining.affiliation != OWNER:
+        if joining.password != joining.room["roomsecret"]:
+            raise StanzaError("not-authorized", text="a password is required")
+
+
+def nick_free(joining: Joining) -> None:
+    if any(o.nick == joining.nick and bare(o.jid) != bare(joining.jid) for o in joining.occupants):
+        raise StanzaError("conflict", text="that nickname is in use")
+
+
+def room_not_full(joining: Joining) -> None:
+    others = [o for o in joining.occupants if o.jid != joining.jid]
+    if joining.room.max_users and len(others) >= joining.room.max_users \
+            and joining.affiliation not in (OWNER, ADMIN):
+        raise StanzaError("service-unavailable", text="the room is full")
+
+
+# In XEP-0045 §7.2's order of error precedence. A plugin may append its own.
+ADMISSION: list[Callable[[Joining], None]] = [banned, locked, members_only, password, nick_free, room_not_full]
+# What a non-occupant must pass to read the history (no nick, no password given).
+READING = [banned, locked, members_only, password]
+
+
+def valid_nick(nick: str | None) -> str:
+    if not nick:
+        raise errors.bad_request(text="join with a roomnick subscription option")
+    try:
+        jidlib.JID(tuple=("room", "example.org", nick))
+    except jidlib.InvalidFormat:
+        raise StanzaError("jid-malformed", text="not a valid room nickname")
+    return nick
+
+
+class RoomKind(NodeKind):
+    name = "room"
+
+    def __init__(self, chat_domain: str, max_history: int = 50):
+        self.chat_domain = chat_domain
+        self.max_history = max_history
+
+    def claims(self, engine, service: str, node_id: str) -> bool:
+        return service == self.chat_domain
+
+    def initial_config(self, engine, service: str, node_id: str) -> NodeConfig:
+        return engine.default_config.replace(
+            access_model="open", publish_model="subscribers", persist_items=True,
+            max_items=self.max_history, notification_type="groupchat",
+            extra={KIND_FIELD: "room", "muc": dict(DEFAULT_ROOM)})
+
+    async def check_create(self, engine, requestor, service, node_id, values) -> None:
+        raise errors.forbidden(text="rooms are made by joining them")
+
+    async def may_auto_create(self, engine, requestor: str, service: str, node_id: str,
+                              operation: str) -> bool:
+        """Joining a room that does not exist creates it (XEP-0045 §10.1)."""
+        if operation != "subscribe":
+            return False
+        try:
+            jidlib.JID(tuple=(node_id, service, None))
+        except jidlib.InvalidFormat:
+            raise StanzaError("jid-malformed")
+        return True
+
+    async def after_create(self, engine, node: Node, requestor: str,
+                           publishers: Sequence[str], via: str) -> None:
+        await engine.storage.set_affiliation(node.service, node.node_id, node.service, OWNER)
+        await engine.storage.set_affiliation(node.service, node.node_id, node.creator, OWNER)
+
+    # Who is who ---------------------------------------------------------------------
+
+    @staticmethod
+    def _muc(access: Access, entity: str) -> str:
+        room = Room(access.node)
+        return muc_affiliation(access.affiliations.get(bare(entity), NONE), bare(entity), room.admins)
+
+    async def _occupant(self, access: Access, jid: str) -> Occupant | None:
+        room = Room(access.node)
+        for occupant in await occupants_of(access.engine, room, access.affiliations):
+            if occupant.jid == jid:
+                return occupant
+        if "/" in jid:  # a native occupant may have joined with its bare JID
+            return await self._occupant(access, bare(jid))
+        return None
+
+    async def _is_moderator(self, access: Access) -> bool:
+        if access.trusted or self._muc(access, access.requestor) in (OWNER, ADMIN):
+            return True
+        occupant = await self._occupant(access, access.requestor)
+        return occupant is not None and occupant.role == "moderator"
+
+
+    # Joining (subscribing) ----------------------------------------------------------
+
+    def _check_option_names(self, access: Access, options: Mapping[str, object]) -> None:
+        for name in options:
+            if name not in ROOM_OPTIONS:
+                if name.startswith(INTERNAL_OPTION_PREFIX):
+                    raise errors.forbidden(text="that subscription option is set by the service")
+                raise errors.bad_request("invalid-options", text=f"unknown subscription option {name}")
+
+    async def check_subscribe(self, access: Access, subscriber: str,
+                              options: Mapping[str, object]) -> Mapping[str, object]:
+        """XEP-0045 §7.2 admission, for the legacy join and the native subscribe alike."""
+        if bare(subscriber) != bare(access.requestor):
+            raise errors.bad_request("invalid-jid")  # nobody joins anybody else
+        self._check_option_names(access, options)
+        if ROLE in options:
+            raise errors.forbidden(text="a role is given by a moderator")
+        nick = valid_nick(single_value(options, NICK))
+        given = single_value(options, PASSWORD_OPTION)
+        room = Room(access.node)
+        joining = Joining(room, subscriber, nick, self._muc(access, subscriber), given,
+                          await occupants_of(access.engine, room, access.affiliations))
+        for check in ADMISSION:
+            check(joining)
+        cleaned: dict[str, object] = {NICK: nick}
+        if "pubsub#deliver" in options:
+            cleaned["pubsub#deliver"] = options["pubsub#deliver"]
+        return cleaned
+
+    def needs_approval(self, access: Access, subscriber: str) -> bool:
+        return False
+
+    async def check_options(self, access: Access, subscription: Subscription,
+                            options: Mapping[str, object]) -> Mapping[str, object]:
+        """A nick change is the occupant's own; a role is a moderator's."""
+        self._check_option_names(access, options)
+        own = bare(subscription.subscriber) == bare(access.requestor)
+        cleaned: dict[str, object] = {}
+        room = Room(access.node)
+        if NICK in options:
+            if not own:
+                raise errors.forbidden(text="only the occupant changes its nick")
+            nick = valid_nick(single_value(options, NICK))
+            nick_free(Joining(room, subscription.subscriber, nick, NONE, None,
+                              await occupants_of(access.engine, room, access.affiliations)))
+            cleaned[NICK] = nick
+        if ROLE in options:
+            role = single_value(options, ROLE)
+            if role not in ROLES:
+                raise errors.bad_request(text="unknown role")
+            if not await self._is_moderator(access):
+                raise errors.forbidden(text="only moderators change roles")
+            target = self._muc(access, subscription.subscriber)
+            if target in (OWNER, ADMIN) and self._muc(access, access.requestor) != OWNER:
+                raise StanzaError("not-allowed", text="moderators cannot change an admin's role")
+            cleaned[ROLE] = role
+        if "pubsub#deliver" in options:
+            if not own:
+                raise errors.forbidden()
+            cleaned["pubsub#deliver"] = options["pubsub#deliver"]
+        return cleaned
+
+    async def check_unsubscribe(self, access: Access, subscriber: str) -> None:
+        if bare(subscriber) != bare(access.requestor):
+            raise errors.bad_request("invalid-jid")
+
+    async def check_subscription_change(self, access: Access, subscriber: str, state: str,
+                                        existing: Subscription | None) -> bool:
+        """An owner's XEP-0060 subscription management is a kick: nobody is
+        made an occupant by someone else."""
+        if state != NONE:
+            return False
+        target = self._muc(access, subscriber)
+        return target not in (OWNER, ADMIN) or self._muc(access, access.requestor) == OWNER
+
+    async def check_configure(self, access: Access, values: Mapping[str, object]) -> None:
+        """A room's settings are XEP-0045's (muc#owner), kept in step with its
+        node configuration by the service."""
+        raise errors.forbidden(text="configure rooms with http://jabber.org/protocol/muc#owner")
+
+    async def check_owner(self, access: Access, operation: str) -> None:
+        if operation == "subscriptions" and await self._is_moderator(access):
+            return  # moderators kick (XEP-0045 §8.2)
+        await super().check_owner(access, operation)
+
+    async def check_affiliation_change(self, access: Access, changes: Mapping[str, str]) -> None:
+        """XEP-0045 §9–10: admins ban and grant membership; only owners touch
+        owners and admins; a room keeps an owner besides the service."""
+        mine = self._muc(access, access.requestor)
+        if mine not in (OWNER, ADMIN):
+            raise errors.forbidden(text="only admins and owners change affiliations")
+        admins = Room(access.node).admins
+        for entity, affiliation in changes.items():
+            current = self._muc(access, entity)
+            if entity == access.service:
+                raise errors.forbidden(text="the service owns every room")
+            if (affiliation == OWNER or current in (OWNER, ADMIN) or entity in admins) and mine != OWNER:
+                raise StanzaError("not-allowed", text="only owners change owners and admins")
+        after = {**access.affiliations, **changes}
+        if not any(a == OWNER for e, a in after.items() if e != access.service):
+            raise StanzaError("conflict", text="a room keeps at least one owner")
+
+    # Messages ----------------------------------------------------------------------
+
+    async def check_publish(self, access: Access) -> None:
+        occupant = await self._occupant(access, access.requestor)
+        if occupant is None:
+            raise errors.forbidden(text="join the room (subscribe with a roomnick) first")
+        if occupant.role == "visitor":
+            raise errors.forbidden(text="visitors have no voice in this moderated room")
+
+    async def vet_item(self, access: Access, item_id, payload: str):
+        """A groupchat message from the publisher, under its current nick
+        (never one the payload claims)."""
+        message = parse_message_item(payload, "a room item")
+        message = restamped(message, access.requestor, drop=("to",), without_uri=NS_NICK)
+        message["type"] = "groupchat"
+        occupant = await self._occupant(access, access.requestor)
+        nick = occupant.nick if occupant is not None else access.requestor.split("@")[0]
+        return item_id, add_nick(message.toXml(), nick)
+
+    def overwrites_any(self, access: Access) -> bool:
+        return False  # shared history: nobody rewrites another's message
+
+    async def check_overwrite(self, access: Access, existing: Item) -> None:
+        if bare(existing.publisher) != bare(access.requestor):
+            raise errors.forbidden(text="that message is someone else's")
+
+    async def check_retract(self, access: Access, existing: Sequence[Item]) -> None:
+        if all(bare(i.publisher) == bare(access.requestor) for i in existing):
+            return
+        if not await self._is_moderator(access):
+            raise errors.forbidden(text="only moderators retract others' messages")
+
+    async def check_retrieve(self, access: Access) -> None:
+        """History: occupants and affiliates; others as if they joined with no password."""
+        if self._muc(access, access.requestor) in (OWNER, ADMIN, MEMBER):
+            return
+        if await self._occupant(access, access.requestor) is not None:
+            return
+        room = Room(access.node)
+        reader = Joining(room, access.requestor, "", self._muc(access, access.requestor), None, ())
+        for check in READING:
+            check(reader)
+
+
+def add_nick(payload: str, nick: str) -> str:
+    """The serialized message with an XEP-0172 ``<nick/>`` child at the end."""
+    element = domish.Element((NS_NICK, "nick"))
+    element.addContent(nick)
+    if payload.endswith("/>"):
+        return payload[:-2] + ">" + element.toXml() + "</message>"
+    return payload[: -len("</message>")] + element.toXml() + "</message>"
