@@ -106,6 +106,7 @@ class GroupchatService(XMPPHandler):
         self._locks: dict[str, defer.DeferredLock] = {}
         self.in_flight = InFlight()  # room work under way, for a clean shutdown
         self.trusted = Trusted(domain)  # the service's own bookkeeping
+        self._leaving: set[tuple[str, str]] = set()  # departures XEP-0045 code announces itself
         router.on_unbind.append(self._session_gone)
         self.delivery = None
 
@@ -336,16 +337,22 @@ class GroupchatService(XMPPHandler):
         occupant = next((o for o in occupants if o.jid == jid), None)
         if occupant is None:
             return
-        if actor is None:
-            try:
+        key = (room.node.node_id, jid)
+        self._leaving.add(key)
+        try:
+            if actor is None:
                 await self.engine.unsubscribe(Trusted(jid), self.domain, room.node.node_id, jid)
-            except errors.StanzaError:
+            else:
+                failed = await self.engine.set_node_subscriptions(actor, self.domain, room.node.node_id,
+                                                                  [(jid, NONE)])
+                if failed:
+                    raise StanzaError("not-allowed", text="moderators cannot remove an admin")
+        except errors.StanzaError as exc:
+            if exc.condition == "unexpected-request":
                 return  # left meanwhile (a dropped session racing its own leave): told already
-        else:
-            failed = await self.engine.set_node_subscriptions(actor, self.domain, room.node.node_id,
-                                                              [(jid, NONE)])
-            if failed:
-                raise StanzaError("not-allowed", text="moderators cannot remove an admin")
+            raise
+        finally:
+            self._leaving.discard(key)
         await self.announce_leave(room, occupants, occupant, statuses=statuses, status_text=status_text,
                                   actor_extra=actor_extra)
 
@@ -502,9 +509,13 @@ class GroupchatService(XMPPHandler):
         subscription = change.subscription
         # A native occupant may subscribe its full JID (as XEP-0207 §5 shows) or
         # its bare JID (then all its resources follow the room).
-        if subscription.via != "pubsub" or not self.is_room(subscription.service, subscription.node_id) \
-                or subscription.node_id.startswith("chat:"):
+        if subscription.service != self.domain:
             return
+        key = (subscription.node_id, subscription.subscriber)
+        if subscription.state == NONE and key in self._leaving:
+            return  # the XEP-0045 side is announcing this departure itself
+        if subscription.via != "pubsub" and subscription.state != NONE:
+            return  # XEP-0045 joins announce themselves, in XEP-0045's order
         d = defer.ensureDeferred(self._native_change(change))
         d.addErrback(log.err, "native room subscription follow-up failed")
 
@@ -522,10 +533,20 @@ class GroupchatService(XMPPHandler):
             others = [o for o in occupants if o.jid != occupant.jid]
             self._broadcast(room, others, self._presence_template(room, occupant))
         elif subscription.state == NONE and key in self.nicks:
+            # Left, or removed through XEP-0060 by a moderator (a kick: 307).
             nick = self.nicks.pop(key)
+            self.presences.pop(key, None)
             occupant = Occupant(subscription.subscriber, nick, NONE, "none", subscription)
-            gone = self._presence_template(room, occupant, type="unavailable", children="")
-            self._broadcast(room, await self.occupants(room), gone)
+            kicked = (307,) if bare(change.actor) != bare(subscription.subscriber) else ()
+            gone = self._presence_template(room, occupant, type="unavailable", children="", statuses=kicked)
+            remaining = await self.occupants(room)
+            self._broadcast(room, remaining, gone)
+            if subscription.via != "pubsub":
+                self.router.deliver_serialized(
+                    subscription.subscriber,
+                    self._presence_template(room, occupant, type="unavailable", children="",
+                                            statuses=kicked + (110,)).to(subscription.subscriber),
+                    "presence")
 
     async def clear_stale(self) -> None:
         """At start-up nobody is in any room: drop occupancies a crash left."""
@@ -687,8 +708,13 @@ class GroupchatService(XMPPHandler):
         if affiliation == ADMIN and mine != OWNER:
             raise StanzaError("forbidden", text="only owners grant admin status")
         occupants = await self.occupants(room)
-        await self.engine.set_node_affiliations(actor, self.domain, room.node.node_id,
-                                                {entity: pubsub_affiliation(affiliation)})
+        leaving = {(room.node.node_id, o.jid) for o in occupants if bare(o.jid) == entity}
+        self._leaving |= leaving  # a ban ends their subscriptions; announced below with 301
+        try:
+            await self.engine.set_node_affiliations(actor, self.domain, room.node.node_id,
+                                                    {entity: pubsub_affiliation(affiliation)})
+        finally:
+            self._leaving -= leaving
         settings = dict(room.settings)
         admins = [a for a in settings["muc#roomconfig_roomadmins"] if a != entity]
         if affiliation == ADMIN:
