@@ -112,6 +112,7 @@ class DoorsTestCase(ServerTestCase):
 
     server_args = ("--no-tls", "--allow-plaintext-auth")
     users = ("alice", "bob", "carol", "eve")
+    maxDiff = None  # the answers of two doors side by side
 
     async def setUp(self):
         await self.start_server()

@@ -12,7 +12,6 @@ from doors_helpers import (
     EVE,
     NS_ROSTER,
     DoorsTestCase,
-    error_of,
 )
 
 
@@ -99,6 +98,23 @@ class RosterInjection(DoorsTestCase):
         await self.settle(eve, bob)
         self.nothing(bob, lambda e: "forged by eve" in e.toXml())
         self.nothing(alice, lambda e: "forged by eve" in e.toXml())
+
+
+    async def test_presence_item_is_the_publishing_resource(self):
+        alice = await self.roster_ready("alice")
+        bob = await self.roster_ready("bob")
+        bob.send(f"<presence to='{ALICE}' type='subscribe'/>")
+        alice.send(f"<presence to='{BOB}' type='subscribed'/>")
+        await bob.wait_for(lambda e: presence_from(ALICE)(e) and e.getAttribute("type") is None)
+        ghost = (f"<presence xmlns='jabber:client' from='{ALICE}/ghost'><status>native</status></presence>")
+        self.assert_ok(await self.publish(alice, ALICE, "presence", ghost, item_id="ghost"))
+        got = await bob.wait_for(lambda e: e.name == "presence" and "native" in e.toXml())
+        self.assertEqual(got["from"], f"{ALICE}/r")
+        page = await self.server.storage.page_items(ALICE, "presence")
+        self.assertEqual([i.item_id for i in page.items], ["r"])
+        self.assert_failed(await self.publish(alice, ALICE, "presence", "<message xmlns='jabber:client'/>"))
+        self.assert_failed(await self.publish(alice, ALICE, "presence",
+                                              "<presence xmlns='jabber:client' type='unavailable'/>"))
 
 
 class RosterIsPrivate(DoorsTestCase):

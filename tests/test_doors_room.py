@@ -17,7 +17,6 @@ from doors_helpers import (
     NS_ADMIN,
     NS_MUC,
     NS_MUC_OWNER,
-    NS_USER,
     DoorsTestCase,
     chat_item,
     event_on,
@@ -227,7 +226,8 @@ class SubscriptionOptions(RoomDoors):
         await self.join(bob, "Bob")
         self.say(alice, "still alive")
         await bob.wait_for(groupchat("still alive"))
-        listing = await self.iq(alice, "get", ROOM_JID, f"<query xmlns='{NS_ADMIN}'><item affiliation='owner'/></query>")
+        listing = await self.iq(alice, "get", ROOM_JID,
+                                f"<query xmlns='{NS_ADMIN}'><item affiliation='owner'/></query>")
         self.assert_ok(listing)
         self.assert_ok(await self.native_say(eve, "me too"))
         got = await bob.wait_for(groupchat("me too"))
@@ -240,7 +240,8 @@ class SubscriptionOptions(RoomDoors):
         self.assertIsNone(await self.subscription_of(eve.jid))
         self.assert_ok(await self.native_join(eve, "Eve"))
         await alice.wait_for(from_room(ROOM_JID, "Eve"))
-        self.assert_error(await self.set_options(eve, CHAT, ROOM, {"x-unknown": "1"}), "bad-request", "invalid-options")
+        self.assert_error(await self.set_options(eve, CHAT, ROOM, {"x-unknown": "1"}),
+                          "bad-request", "invalid-options")
         self.assertNotIn("x-unknown", (await self.subscription_of(eve.jid)).options)
 
     async def test_nobody_sets_her_own_role(self):
