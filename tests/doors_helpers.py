@@ -277,3 +277,77 @@ class DoorsTestCase(ServerTestCase):
     async def roster(self, client) -> dict[str, str | None]:
         reply = await self.iq(client, "get", None, f"<query xmlns='{NS_ROSTER}'/>")
         return {i["jid"]: i.getAttribute("subscription") for i in reply.query.elements(NS_ROSTER, "item")}
+
+
+# Rooms ----------------------------------------------------------------------------
+
+ROOM = "den"
+ROOM_JID = f"{ROOM}@{CHAT}"
+NS_NICK = "http://jabber.org/protocol/nick"
+
+
+def error_presence(e):
+    return e.name == "presence" and e.getAttribute("type") == "error"
+
+
+def error_condition(stanza) -> str | None:
+    error = stanza.error
+    if error is None:
+        return None
+    return next((c.name for c in error.elements() if c.uri == NS_STANZAS), None)
+
+
+class RoomDoorsTestCase(DoorsTestCase):
+    """A room ``den`` on the chat service, reached through either door."""
+
+    # Legacy door ---------------------------------------------------------------
+
+    async def join(self, client, nick, muc=""):
+        """A XEP-0045 join that must succeed; fires with the own presence."""
+        client.send(f"<presence to='{ROOM_JID}/{nick}'><x xmlns='{NS_MUC}'>{muc}</x></presence>")
+        own = await client.wait_for(lambda e: from_room(ROOM_JID, nick)(e) and 110 in statuses(e))
+        await client.wait_for(lambda e: e.name == "message" and e.subject is not None)
+        return own
+
+    async def refused_join(self, client, nick, muc="") -> str | None:
+        """A XEP-0045 join that must fail; the error condition."""
+        client.send(f"<presence to='{ROOM_JID}/{nick}'><x xmlns='{NS_MUC}'>{muc}</x></presence>")
+        return error_condition(await client.wait_for(error_presence))
+
+    def say(self, client, body):
+        client.send(f"<message to='{ROOM_JID}' type='groupchat'><body>{body}</body></message>")
+
+    async def configure(self, owner, **fields):
+        values = {f"muc#roomconfig_{k}": v for k, v in fields.items()}
+        reply = await self.iq(owner, "set", ROOM_JID,
+                              f"<query xmlns='{NS_MUC_OWNER}'>{form(NS_MUC + '#roomconfig', values)}</query>")
+        return self.assert_ok(reply)
+
+    async def admin(self, client, item: str):
+        return await self.iq(client, "set", ROOM_JID, f"<query xmlns='{NS_ADMIN}'>{item}</query>")
+
+    async def room_with_alice(self, **config):
+        """alice (legacy) creates the room as its owner and configures it."""
+        alice = await self.online("alice", "phone")
+        await self.join(alice, "Alice")
+        if config:
+            await self.configure(alice, **config)
+        return alice
+
+    # XEP-0060 door -------------------------------------------------------------
+
+    def native_join(self, client, nick, **options):
+        """Subscribe the full JID with ``roomnick`` (XEP-0207 §5)."""
+        return self.subscribe(client, CHAT, ROOM, options={"roomnick": nick, **options})
+
+    def native_say(self, client, body, item_id=None, **attributes):
+        return self.publish(client, CHAT, ROOM, chat_item(body, **attributes), item_id=item_id)
+
+    # State ---------------------------------------------------------------------
+
+    async def subscription_of(self, jid):
+        return await self.server.storage.get_subscription(CHAT, ROOM, jid)
+
+    async def history(self) -> list[str]:
+        page = await self.server.storage.page_items(CHAT, ROOM)
+        return [i.payload for i in page.items]
