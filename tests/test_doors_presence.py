@@ -1,0 +1,134 @@
+"""Presence and roster nodes through both doors: issue 10, TWO_DOORS_SPEC.md
+"Presence nodes" and "Roster nodes".
+
+The attack: eve, who owns her presence node, makes alice "subscribed" to it, so
+that alice gets a roster push with eve as ``subscription='to'`` and eve's
+presence without ever asking. Neither door may let her.
+"""
+
+from doors_helpers import (
+    ALICE,
+    BOB,
+    EVE,
+    NS_ROSTER,
+    DoorsTestCase,
+)
+
+
+def push_about(contact: str):
+    def match(e):
+        return (e.name == "iq" and e.getAttribute("type") == "set" and e.query is not None
+                and e.query.uri == NS_ROSTER and e.query.item is not None and e.query.item["jid"] == contact)
+    return match
+
+
+def presence_from(user: str):
+    return lambda e: e.name == "presence" and e.getAttribute("from", "").split("/")[0] == user
+
+
+class RosterInjection(DoorsTestCase):
+    async def roster_ready(self, user, resource="r"):
+        """Online with the roster fetched (so pushes reach it) and initial presence sent."""
+        client = await self.online(user, resource, presence=False)
+        await self.roster(client)
+        client.send("<presence/>")
+        await client.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == client.jid)
+        return client
+
+    async def assert_alice_untouched(self, alice, eve):
+        await self.settle(eve, alice)
+        self.nothing(alice, push_about(EVE))
+        self.nothing(alice, presence_from(EVE))
+        self.assertNotIn(EVE, await self.roster(alice))
+        self.assertIsNone(await self.server.storage.get_subscription(EVE, "presence", ALICE))
+
+    async def test_owner_cannot_subscribe_someone_else(self):
+        alice = await self.roster_ready("alice")
+        eve = await self.roster_ready("eve")
+        self.assert_error(await self.subscribe(eve, EVE, "presence", jid=ALICE), "bad-request", "invalid-jid")
+        self.assert_error(await self.subscribe(eve, EVE, "presence", jid=f"{ALICE}/r"), "bad-request", "invalid-jid")
+        # Had a pending request been made for alice, eve could now approve it herself.
+        approve = (f"<subscriptions node='presence'><subscription jid='{ALICE}' subscription='subscribed'/>"
+                   "</subscriptions>")
+        self.assert_failed(await self.pubsub(eve, "set", EVE, approve, owner=True))
+        eve.send("<presence><status>look at me</status></presence>")
+        await self.assert_alice_untouched(alice, eve)
+
+    async def test_owner_management_cannot_create_a_subscription(self):
+        alice = await self.roster_ready("alice")
+        eve = await self.roster_ready("eve")
+        reply = await self.pubsub(eve, "set", EVE, "<subscriptions node='presence'><subscription "
+                                                   f"jid='{ALICE}' subscription='subscribed'/></subscriptions>",
+                                  owner=True)
+        self.assert_failed(reply)
+        eve.send("<presence><status>look at me</status></presence>")
+        await self.assert_alice_untouched(alice, eve)
+
+    async def test_unsolicited_approval_through_the_legacy_door(self):
+        alice = await self.roster_ready("alice")
+        eve = await self.roster_ready("eve")
+        eve.send(f"<presence to='{ALICE}' type='subscribed'/>")
+        eve.send("<presence><status>look at me</status></presence>")
+        await self.assert_alice_untouched(alice, eve)
+
+    async def test_owner_may_still_approve_a_pending_request(self):
+        alice = await self.roster_ready("alice")
+        bob = await self.roster_ready("bob")
+        reply = self.assert_ok(await self.subscribe(bob, ALICE, "presence", jid=BOB))
+        self.assertEqual(reply.pubsub.subscription["subscription"], "pending")
+        approve = (f"<subscriptions node='presence'><subscription jid='{BOB}' subscription='subscribed'/>"
+                   "</subscriptions>")
+        self.assert_ok(await self.pubsub(alice, "set", ALICE, approve, owner=True))
+        self.assertEqual((await self.server.storage.get_subscription(ALICE, "presence", BOB)).state, "subscribed")
+        self.assertEqual((await self.roster(bob)).get(ALICE), "to")
+        # And may remove it again.
+        remove = f"<subscriptions node='presence'><subscription jid='{BOB}' subscription='none'/></subscriptions>"
+        self.assert_ok(await self.pubsub(alice, "set", ALICE, remove, owner=True))
+        self.assertIsNone(await self.server.storage.get_subscription(ALICE, "presence", BOB))
+
+    async def test_nobody_else_publishes_presence(self):
+        alice = await self.roster_ready("alice")
+        bob = await self.roster_ready("bob")
+        eve = await self.roster_ready("eve")
+        bob.send(f"<presence to='{ALICE}' type='subscribe'/>")
+        alice.send(f"<presence to='{BOB}' type='subscribed'/>")
+        await bob.wait_for(lambda e: presence_from(ALICE)(e) and e.getAttribute("type") is None)
+        forged = (f"<presence xmlns='jabber:client' from='{ALICE}/r'><status>forged by eve</status></presence>")
+        self.assert_failed(await self.publish(eve, ALICE, "presence", forged, item_id="r"))
+        await self.settle(eve, bob)
+        self.nothing(bob, lambda e: "forged by eve" in e.toXml())
+        self.nothing(alice, lambda e: "forged by eve" in e.toXml())
+
+
+    async def test_presence_item_is_the_publishing_resource(self):
+        alice = await self.roster_ready("alice")
+        bob = await self.roster_ready("bob")
+        bob.send(f"<presence to='{ALICE}' type='subscribe'/>")
+        alice.send(f"<presence to='{BOB}' type='subscribed'/>")
+        await bob.wait_for(lambda e: presence_from(ALICE)(e) and e.getAttribute("type") is None)
+        ghost = (f"<presence xmlns='jabber:client' from='{ALICE}/ghost'><status>native</status></presence>")
+        self.assert_ok(await self.publish(alice, ALICE, "presence", ghost, item_id="ghost"))
+        got = await bob.wait_for(lambda e: e.name == "presence" and "native" in e.toXml())
+        self.assertEqual(got["from"], f"{ALICE}/r")
+        page = await self.server.storage.page_items(ALICE, "presence")
+        self.assertEqual([i.item_id for i in page.items], ["r"])
+        self.assert_failed(await self.publish(alice, ALICE, "presence", "<message xmlns='jabber:client'/>"))
+        self.assert_failed(await self.publish(alice, ALICE, "presence",
+                                              "<presence xmlns='jabber:client' type='unavailable'/>"))
+
+
+class RosterIsPrivate(DoorsTestCase):
+    async def test_every_operation_on_someone_elses_roster_is_hidden(self):
+        alice = await self.online("alice", "phone", presence=False)
+        alice.send(f"<iq type='set' id='add'><query xmlns='{NS_ROSTER}'><item jid='{BOB}' name='Bobby'/></query></iq>")
+        await alice.wait_for(lambda e: e.name == "iq" and e.getAttribute("id") == "add")
+        eve = await self.online("eve", "lair")
+        existing = await self.answers(eve, ALICE, "roster")
+        hidden = ("error", "item-not-found", None)
+        self.assertEqual({verb: answer for verb, answer in existing.items() if answer != hidden}, {})
+        self.assert_failed(await self.create(eve, ALICE, "roster"))
+        await self.settle(eve, alice)
+        self.nothing(alice, lambda e: "forged" in e.toXml())
+        self.assertEqual(await self.roster(alice), {BOB: "none"})
+        self.assertIsNone(await self.server.storage.get_subscription(ALICE, "roster", EVE))
+        self.assertNotIn(EVE, await self.server.storage.get_affiliations(ALICE, "roster"))
