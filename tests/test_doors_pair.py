@@ -112,13 +112,14 @@ class PartyCreate(DoorsTestCase):
         bob = await self.online("bob", "desk")
         self.assert_ok(await self.create(alice, PUBSUB, NODE))
         self.assert_error(await self.create(alice, PUBSUB, NODE), "conflict")
-        self.assert_error(await self.create(bob, PUBSUB, NODE), "conflict")
-        # It is the node a first legacy message would have made: chat works both ways.
+        # It is the node a first legacy message would have made: chat works both ways
+        # (bob has not used XEP-0060 on it yet, so he hears plain chat messages).
         self.chat(bob, ALICE, "on the node alice made")
         await alice.wait_for(message_with("on the node alice made"))
         self.chat(alice, BOB, "and back")
         got = await bob.wait_for(chat_body("and back"))
         self.assertEqual(got["from"], f"{ALICE}/phone")
+        self.assert_error(await self.create(bob, PUBSUB, NODE), "conflict")
         # Only the service owns it.
         self.assert_error(await self.pubsub(alice, "set", PUBSUB, f"<delete node='{NODE}'/>", owner=True),
                           "forbidden")

@@ -541,6 +541,11 @@ class GroupchatService(XMPPHandler):
             gone = self._presence_template(room, occupant, type="unavailable", children="", statuses=kicked)
             remaining = await self.occupants(room)
             self._broadcast(room, remaining, gone)
+            if not remaining and not room.flag("persistentroom"):
+                try:  # the last occupant left: a temporary room ends, native subscribers told
+                    await self.engine.delete_node(self.trusted, self.domain, room.node.node_id)
+                except errors.StanzaError:
+                    pass
             if subscription.via != "pubsub":
                 self.router.deliver_serialized(
                     subscription.subscriber,

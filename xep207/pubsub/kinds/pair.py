@@ -86,10 +86,9 @@ class PairKind(NodeKind):
 
     async def check_create(self, engine, requestor: str, service: str, node_id: str,
                            values: Mapping[str, object] | None) -> None:
-        parties = pair_parties(node_id)
-        if parties is None or bare(requestor) not in parties:
+        parties = await self._well_formed(engine, node_id)  # a property of the name alone
+        if bare(requestor) not in parties:
             raise errors.forbidden(text="pair nodes are made by their parties' first message")
-        await self._well_formed(engine, node_id)
         if values:
             raise errors.not_acceptable(text="a pair node's configuration is the service's")
 
