@@ -22,6 +22,7 @@ from twisted.internet import defer
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.xish import domish
 
+from xep207.hooks import STANZA
 from xep207.legacy.delivery import speaks_pubsub
 from xep207.pubsub import render
 from xep207.pubsub.events import ITEMS, Event, Recipient
@@ -65,7 +66,7 @@ class ChatCapture:
         self.storage = engine.storage
         self.pubsub_domain = pubsub_domain
         self._locks: dict[str, defer.DeferredLock] = {}
-        router.interceptors.append(self)
+        router.hooks.add(STANZA, self.intercept)
 
     def is_chat_node(self, service: str, node_id: str) -> bool:
         return isinstance(self.engine.kind_of(service, node_id), PairKind)
@@ -192,7 +193,7 @@ class CarbonsHandler:
 
     def __init__(self, router):
         self.router = router
-        router.interceptors.append(self)
+        router.hooks.add(STANZA, self.intercept)
 
     async def intercept(self, stanza) -> bool:
         session = getattr(stanza, "session", None)

@@ -9,7 +9,7 @@ serialized at most once per event; per session only the envelope differs.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Mapping
 
 from zope.interface import implementer
 
@@ -32,7 +32,6 @@ class EventDelivery:
     def __init__(self, router, renderers: Mapping[str, LegacyRenderer] | None = None):
         self.router = router
         self.renderers: dict[str, LegacyRenderer] = dict(renderers or {})
-        self.subscription_listeners: list[Callable] = []
 
     def _legacy(self, event):
         renderer = self.renderers.get(event.node_kind)
@@ -88,8 +87,7 @@ class EventDelivery:
                                                 id=render.authorization_id(request)))
 
     def subscription_changed(self, change):
-        for listener in self.subscription_listeners:
-            listener(change)
+        pass  # the engine fires the SUBSCRIPTION_CHANGED hook; captures listen there
 
 
 @implementer(IInterestDirectory)

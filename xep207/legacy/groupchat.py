@@ -31,6 +31,7 @@ from wokkel import data_form, disco
 from wokkel.subprotocols import XMPPHandler
 from zope.interface import implementer
 
+from xep207.hooks import SESSION_UNBOUND, SUBSCRIPTION_CHANGED
 from xep207.inflight import InFlight
 from xep207.legacy.chat import NS_DELAY, stamp, with_child
 from xep207.legacy.delivery import speaks_pubsub
@@ -107,7 +108,8 @@ class GroupchatService(XMPPHandler):
         self.in_flight = InFlight()  # room work under way, for a clean shutdown
         self.trusted = Trusted(domain)  # the service's own bookkeeping
         self._leaving: set[tuple[str, str]] = set()  # departures XEP-0045 code announces itself
-        router.on_unbind.append(self._session_gone)
+        router.hooks.add(SESSION_UNBOUND, self._session_gone)
+        router.hooks.add(SUBSCRIPTION_CHANGED, self.on_subscription_change)
         self.delivery = None
 
     # Wiring --------------------------------------------------------------------

@@ -17,7 +17,7 @@ from twisted.python import log
 from twisted.words.xish import domish
 
 from xep207.legacy.render import Template, is_presence_node
-from xep207.hooks import ITEM_PUBLISHED
+from xep207.hooks import INITIAL_PRESENCE, ITEM_PUBLISHED, SESSION_UNBOUND, STANZA
 from xep207.pubsub import errors
 from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
 from xep207.pubsub.kinds import PRESENCE_NODE, PresenceKind, Trusted
@@ -45,9 +45,8 @@ class PresenceCapture:
         self.delivery = delivery
         self.subscriptions = subscriptions
         self.caps = caps
-        router.interceptors.append(self)
-        router.on_unbind.append(self._session_gone)
-        self.on_initial: list = []  # async callables(session): offline delivery and the like
+        router.hooks.add(STANZA, self.intercept)
+        router.hooks.add(SESSION_UNBOUND, self._session_gone)
         engine.hooks.add(ITEM_PUBLISHED, self.on_published)
 
     def on_published(self, node, item, requestor) -> None:
@@ -113,8 +112,7 @@ class PresenceCapture:
             other.send(template.to(other.full))
         if initial:
             await self.probe(session)
-            for callback in self.on_initial:
-                await callback(session)
+            await self.router.hooks.fire(INITIAL_PRESENCE, session)  # offline delivery and the like
 
     async def probe(self, session) -> None:
         """RFC 6121 §4.2.2's probe, answered from the contacts' ``presence`` nodes."""

@@ -21,6 +21,7 @@ from twisted.python import log
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
 
+from xep207.hooks import STANZA, SUBSCRIPTION_CHANGED
 from xep207.legacy.render import Template
 from xep207.pubsub.kinds import PRESENCE_NODE, PresenceKind
 from xep207.pubsub.protocol import authorization_answer, parse_authorization_answer
@@ -36,8 +37,8 @@ class SubscriptionCapture:
         self.delivery = delivery
         self.roster = roster
         self.max_pending = max_pending
-        delivery.subscription_listeners.append(self.on_change)
-        router.interceptors.append(self)
+        router.hooks.add(SUBSCRIPTION_CHANGED, self.on_change)
+        router.hooks.add(STANZA, self.intercept)
 
     async def intercept(self, stanza) -> bool:
         """A pubsub-native owner's answer to an authorization request, sent to

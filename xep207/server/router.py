@@ -4,15 +4,15 @@ It knows the local sessions and the services by domain (internal ones such
 as ``pubsub.DOMAIN`` and external XEP-0114 components, attached through
 wokkel's ``addRoute``/``removeRoute`` protocol), and applies RFC 6121 §8 to
 addresses on the local domain. The legacy layer (presence, roster, chat,
-groupchat) plugs in as ``StanzaInterceptor``s that see a stanza before the
-default delivery does.
+groupchat) plugs in through ``hooks``: a ``STANZA`` handler sees a stanza
+before the default delivery does and may capture it; ``SESSION_BOUND`` and
+``SESSION_UNBOUND`` follow sessions.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from typing import Callable
 
 from twisted.internet import defer
 from twisted.python import log
@@ -20,6 +20,7 @@ from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
+from xep207.hooks import SESSION_BOUND, SESSION_UNBOUND, STANZA, Hooks
 from xep207.inflight import InFlight
 from xep207.server.c2s import Session
 from xep207.xmlutil import parse_stanza
@@ -33,17 +34,15 @@ def is_error_or_result(stanza) -> bool:
 
 
 class Router:
-    def __init__(self, domain: str, storage):
+    def __init__(self, domain: str, storage, hooks: Hooks | None = None):
         self.domain = domain
+        self.hooks = hooks or Hooks()
         self.storage = storage
         self.sessions: dict[str, dict[str, Session]] = defaultdict(dict)
         self.routes: dict[str, object] = {}  # domain -> stream-like with send()
         self.internal_routes: set[str] = set()  # in-process services: answer what they ignore
         self.local_services = None  # stream-like for iqs to the domain and to accounts
-        self.interceptors: list = []
         self._known_accounts: dict[str, Account] = {}
-        self.on_bind: list[Callable[[Session], None]] = []
-        self.on_unbind: list[Callable[[Session], None]] = []
         self.handle_registration = None  # XEP-0077 before login, when enabled
         self.deliver_to_all = False  # bare-JID messages to every non-negative resource
         self._requests: dict[str, defer.Deferred] = {}
@@ -83,13 +82,12 @@ class Router:
             self.unbind(old)
             old.close("conflict", "replaced by a new connection")
         self.sessions[session.bare][session.jid.resource] = session  # unbind may have dropped the dict
-        for callback in self.on_bind:
-            callback(session)
+        self.hooks.fire(SESSION_BOUND, session)
 
     def unbind(self, session: Session) -> defer.Deferred:
-        """Forget a resource; fires when every ``on_unbind`` consequence (going
-        unavailable, leaving rooms) has run."""
-        results = []
+        """Forget a resource; fires when every ``SESSION_UNBOUND`` consequence
+        (going unavailable, leaving rooms) has run."""
+        done = defer.succeed(None)
         resources = self.sessions.get(session.bare, {})
         if resources.get(session.jid.resource) is session:
             del resources[session.jid.resource]
@@ -97,9 +95,8 @@ class Router:
                 self.sessions.pop(session.bare, None)
             for d in [d for d in self._requests.values() if d.to == session.full]:
                 d.cancel()  # nobody left to answer
-            for callback in self.on_unbind:
-                results.append(defer.maybeDeferred(callback, session))
-        return self.in_flight.track(defer.gatherResults(results, consumeErrors=True))
+            done = self.hooks.fire(SESSION_UNBOUND, session)
+        return self.in_flight.track(done)
 
     def session(self, full: str) -> Session | None:
         bare, _, resource = full.partition("/")
@@ -237,9 +234,8 @@ class Router:
     async def _route(self, stanza: domish.Element) -> None:
         if self._response_to_server(stanza):
             return
-        for interceptor in self.interceptors:
-            if await interceptor.intercept(stanza):
-                return
+        if await self.hooks.first(STANZA, stanza):
+            return  # captured
         to = stanza.getAttribute("to")
         if not to:
             to = self.domain if stanza.name == "iq" else stanza["from"].split("/")[0]

@@ -14,6 +14,7 @@ from wokkel.generic import VersionHandler
 from wokkel.ping import PingHandler
 
 import xep207
+from xep207.hooks import INITIAL_PRESENCE, STANZA, Hooks
 from xep207.legacy.archive import ArchiveHandler
 from xep207.legacy.caps import CapsTracker
 from xep207.legacy.chat import CarbonsHandler, ChatCapture
@@ -63,17 +64,18 @@ class Server:
         self.storage_service.setServiceParent(self.top)
         self.storage = self.storage_service.storage
         pubsub_domain = options["pubsub-domain"]
-        self.router = Router(domain, self.storage)
+        self.hooks = Hooks()  # one set of named events for the router, the engine and plugins
+        self.router = Router(domain, self.storage, self.hooks)
         self.router.deliver_to_all = options["deliver-to-all-resources"]
         self.delivery = EventDelivery(self.router)
         chat_domain = options["chat-domain"]
         self.engine = PubSubEngine(
             self.storage, self.delivery, pep_domains=[domain],
             interest=SessionInterest(self.router), max_payload_size=options["max-payload-size"],
-            kinds=standard_kinds(pubsub_domain, chat_domain))
+            kinds=standard_kinds(pubsub_domain, chat_domain), hooks=self.hooks)
 
         # Legacy capture: presence, subscriptions and the roster over nodes.
-        self.router.interceptors.append(PubSubUsage())
+        self.hooks.add(STANZA, PubSubUsage().intercept, priority=100)  # observes, never captures
         self.roster = RosterView(self.router, self.engine)
         self.subscriptions = SubscriptionCapture(self.router, self.engine, self.delivery, self.roster)
         self.caps = CapsTracker(self.router, self.engine, self.delivery)
@@ -81,11 +83,10 @@ class Server:
                                         self.caps)
         self.chat = ChatCapture(self.router, self.engine, pubsub_domain)
         self.carbons = CarbonsHandler(self.router)
-        self.presence.on_initial.append(self.chat.deliver_offline)
+        self.hooks.add(INITIAL_PRESENCE, self.chat.deliver_offline)
         self.groupchat = GroupchatService(self.router, self.engine, chat_domain)
         self.delivery.renderers.update({PresenceKind.name: PresenceRenderer(), PairKind.name: self.chat,
                                         RoomKind.name: self.groupchat})
-        self.delivery.subscription_listeners.append(self.groupchat.on_subscription_change)
         ready = self.storage_service.ready
         ready.addCallback(lambda _: defer.ensureDeferred(self.presence.clear_stale()))
         ready.addCallback(lambda _: defer.ensureDeferred(self.groupchat.clear_stale()))
