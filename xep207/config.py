@@ -52,6 +52,10 @@ class ConfigFileOptions(usage.Options):
                 if not isinstance(value, dict):
                     raise usage.UsageError(f"--config {path}: {key} must be a table")
                 self[key] = {str(k): str(v) for k, v in value.items()}
+            elif key == "plugins" and "plugins" in self:
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise usage.UsageError(f"--config {path}: plugins is a list of names")
+                self["plugins"] = list(value)
             elif key in flags:
                 if not isinstance(value, bool):
                     raise usage.UsageError(f"--config {path}: {key} must be true or false")

@@ -164,6 +164,11 @@ class Options(ConfigFileOptions):
     def __init__(self):
         super().__init__()
         self["components"] = {}
+        self["plugins"] = []
+
+    def opt_plugin(self, name):
+        """NAME: enable a server plugin (xep207.plugins.IServerPlugin); repeatable."""
+        self["plugins"].append(name)
 
     def opt_component(self, value):
         """NAME=SECRET: accept an external component (repeatable; prefer the config file)."""
@@ -192,6 +197,12 @@ class Options(ConfigFileOptions):
         if not self["storage"]:
             self["storage"] = default_storage_url(self["data-dir"])
         _check_storage_url(self["storage"])
+        if self["plugins"]:
+            from xep207.plugins import find_plugins
+
+            missing = sorted(set(self["plugins"]) - set(find_plugins()))
+            if missing:
+                raise usage.UsageError(f"--plugin: no xep207 plugin named {', '.join(missing)}")
 
 
 def makeService(options) -> service.IService:

@@ -15,6 +15,7 @@ from wokkel.ping import PingHandler
 
 import xep207
 from xep207.hooks import INITIAL_PRESENCE, STANZA, Hooks
+from xep207.plugins import install_plugins
 from xep207.legacy.archive import ArchiveHandler
 from xep207.legacy.caps import CapsTracker
 from xep207.legacy.chat import CarbonsHandler, ChatCapture
@@ -143,6 +144,9 @@ class Server:
 
         # Added last, stopped first: sessions end while storage is still open.
         _OnStop(lambda: defer.ensureDeferred(self.close_sessions())).setServiceParent(self.started)
+
+        # Server plugins (xep207.plugins), last: everything they extend exists.
+        install_plugins(self, options.get("plugins", ()))
 
         # External components (XEP-0114).
         components = options["components"]
