@@ -16,6 +16,7 @@ from twisted.internet import defer, task
 from twisted.python import usage
 
 from xep207.pubsub.engine import PubSubEngine
+from xep207.pubsub.kinds import standard_kinds
 from xep207.server import accounts
 from xep207.storage import open_storage
 from xep207.tap import Options as ServerOptions
@@ -114,7 +115,11 @@ async def run(options) -> int:
     storage = open_storage(url)
     await defer.maybeDeferred(storage.start)
     try:
-        engine = PubSubEngine(storage, pep_domains=[options["domain"]])
+        domain = options["domain"]
+        # The same node kinds as the server: deleting an account deletes its
+        # one-to-one conversations too.
+        engine = PubSubEngine(storage, pep_domains=[domain], kinds=standard_kinds(
+            options["pubsub-domain"] or f"pubsub.{domain}", options["chat-domain"] or f"chat.{domain}"))
         if command == "list":
             for jid in await storage.list_accounts(options["domain"]):
                 print(jid)
@@ -127,7 +132,7 @@ async def run(options) -> int:
                                                     _read_password())
             print(f"created {created}")
         elif command == "passwd":
-            await accounts.change_password(storage, jid, _read_password())
+            await accounts.change_password(engine, jid, _read_password())
             print(f"changed the password of {jid}")
         elif command == "deluser":
             await accounts.delete_account(engine, jid)

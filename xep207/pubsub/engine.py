@@ -32,6 +32,7 @@ from xep207.pubsub.events import (
 from xep207.hooks import ITEM_PUBLISHED, SUBSCRIPTION_CHANGED, Hooks
 from xep207.pubsub.kinds import PRESENCE_NODE, ROSTER_NODE, PresenceKind, RosterKind
 from xep207.pubsub.kinds.base import MAY_RETRIEVE, Access, NodeKind, Trusted, is_trusted
+from xep207.pubsub.kinds.account import ACCOUNT_NODES
 from xep207.pubsub.kinds.pair import OFFLINE_MARK
 from xep207.storage.interface import NodeExists
 from xep207.storage.records import (
@@ -43,6 +44,7 @@ from xep207.storage.records import (
     PUBLISHER,
     SUBSCRIBED,
     VIA_PUBSUB,
+    Account,
     Item,
     ItemPage,
     Node,
@@ -700,6 +702,23 @@ class PubSubEngine:
         return subscription
 
     # The service's own bookkeeping --------------------------------------------------
+
+    @returns_deferred
+    async def create_account(self, actor: Trusted, account: Account) -> None:
+        """A new account and its XEP-0207 nodes (``presence``, ``roster``)."""
+        await self.storage.create_account(account)
+        for node_id in ACCOUNT_NODES:
+            await self.ensure_node(actor, account.jid, node_id)
+
+    @returns_deferred
+    async def update_account(self, actor: Trusted, account: Account) -> None:
+        """New SCRAM keys (a password change)."""
+        await self.storage.update_account(account)
+
+    @returns_deferred
+    async def delete_account(self, actor: Trusted, account: str) -> None:
+        await self.delete_account_data(actor, account)
+        await self.storage.delete_account(account)
 
     @returns_deferred
     async def delete_account_data(self, actor: Trusted, account: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from twisted.words.protocols.jabber import jid as jidlib
 
 from xep207.pubsub.kinds import Trusted
-from xep207.pubsub.kinds.account import ACCOUNT_NODES
 from xep207.server import sasl
 from xep207.storage.interface import AccountExists
 
@@ -40,20 +39,19 @@ async def create_account(engine, jid: str, password: str) -> str:
     check_password(password)
     account = sasl.make_account(parsed.user, parsed.host, password)
     try:
-        await engine.storage.create_account(account)
+        await engine.create_account(Trusted(account.jid), account)
     except AccountExists:
         raise AccountError(f"{account.jid} exists already")
-    for node_id in ACCOUNT_NODES:
-        await engine.ensure_node(Trusted(account.jid), account.jid, node_id)
     return account.jid
 
 
-async def change_password(storage, jid: str, password: str) -> None:
+async def change_password(engine, jid: str, password: str) -> None:
     parsed = normalize(jid)
     check_password(password)
-    if await storage.get_account(parsed.userhost()) is None:
+    if await engine.storage.get_account(parsed.userhost()) is None:
         raise AccountError(f"no account {parsed.userhost()}")
-    await storage.update_account(sasl.make_account(parsed.user, parsed.host, password))
+    await engine.update_account(Trusted(parsed.userhost()),
+                                sasl.make_account(parsed.user, parsed.host, password))
 
 
 async def delete_account(engine, jid: str) -> None:
@@ -62,5 +60,4 @@ async def delete_account(engine, jid: str) -> None:
     parsed = normalize(jid)
     if await engine.storage.get_account(parsed.userhost()) is None:
         raise AccountError(f"no account {parsed.userhost()}")
-    await engine.delete_account_data(Trusted(parsed.userhost()), parsed.userhost())
-    await engine.storage.delete_account(parsed.userhost())
+    await engine.delete_account(Trusted(parsed.userhost()), parsed.userhost())

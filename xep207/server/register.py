@@ -64,7 +64,7 @@ class RegistrationHandler(XMPPHandler, IQHandlerMixin):
         if fields.get("username") not in (None, sender.split("@")[0]):
             raise StanzaError("bad-request", text="you can only change your own password")
         try:
-            await accounts.change_password(self.server.storage, sender, fields.get("password", ""))
+            await accounts.change_password(self.server.engine, sender, fields.get("password", ""))
         except accounts.AccountError as exc:
             raise StanzaError("not-acceptable", text=str(exc))
         return None

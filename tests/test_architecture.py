@@ -1,0 +1,48 @@
+"""Rules of the house that a reader relies on, checked on the source itself."""
+
+from __future__ import annotations
+
+import ast
+import os
+
+from twisted.trial import unittest
+
+ROOT = os.path.join(os.path.dirname(__file__), os.pardir, "xep207")
+WRITES = {"create_node", "set_node_config", "delete_node", "set_affiliation", "set_subscription",
+          "remove_subscription", "put_item", "delete_items", "purge_items", "create_account",
+          "update_account", "delete_account"}
+# Only the engine (and the storage layer itself, and the backend contract suite) write storage.
+MAY_WRITE = ("pubsub", "storage", "testing")
+
+
+def storage_writes(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in WRITES:
+            owner = node.func.value
+            name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+            if name in ("storage", "backend", "target"):
+                found.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} {name}.{node.func.attr}")
+    return found
+
+
+class OneAuthority(unittest.TestCase):
+    def test_nothing_outside_the_engine_writes_storage(self):
+        offenders = []
+        for folder, _, files in os.walk(ROOT):
+            relative = os.path.relpath(folder, ROOT)
+            if relative.split(os.sep)[0] in MAY_WRITE:
+                continue
+            for name in files:
+                if name.endswith(".py"):
+                    offenders += storage_writes(os.path.join(folder, name))
+        self.assertEqual(offenders, [], "storage written around the engine")
+
+    def test_the_walker_sees_a_write(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("async def f(self):\n    await self.storage.put_item('s', 'n', None, 1)\n")
+        self.assertEqual(len(storage_writes(path)), 1)
