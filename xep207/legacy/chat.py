@@ -23,8 +23,6 @@ from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.xish import domish
 
 from xep207.hooks import STANZA
-from xep207.legacy.delivery import speaks_pubsub
-from xep207.pubsub import render
 from xep207.pubsub.events import ITEMS, Event, Recipient
 from xep207.pubsub.kinds import Trusted, pair_node_id
 from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind
@@ -60,8 +58,9 @@ def is_stored(stanza: domish.Element) -> bool:
 class ChatCapture:
     """Router interceptor for one-to-one messages, and the renderer of pair nodes."""
 
-    def __init__(self, router, engine, pubsub_domain: str):
+    def __init__(self, router, engine, pubsub_domain: str, delivery):
         self.router = router
+        self.delivery = delivery
         self.engine = engine
         self.storage = engine.storage
         self.pubsub_domain = pubsub_domain
@@ -107,49 +106,13 @@ class ChatCapture:
 
     # Rendering -------------------------------------------------------------------
 
-    def render(self, event):
-        return None  # chat nodes are delivered by ``deliver`` below
+    def prepare(self, event) -> "PairRendering | None":
+        if event.kind != ITEMS:
+            return None  # configuration, deletion: only the XEP-0207 form says it
+        return PairRendering(self, event)
 
     def render_authorization(self, request):
         return None
-
-    def deliver(self, event, recipients):
-        """Fires nothing, writes nothing: returns the recipients none of whose
-        sessions could take a live message (the pair kind keeps them offline)."""
-        if event.node_kind != PairKind.name or event.kind != ITEMS:
-            return None
-        undelivered = []
-        body = None
-        for item in event.items:
-            sender = item.publisher
-            addressed = parse_stanza(item.payload).getAttribute("to", "")
-            payload = item.payload
-            if event.replay:
-                payload = with_child(payload, f"<delay xmlns='{NS_DELAY}' from={quoteattr(self.router.domain)}"
-                                              f" stamp='{stamp(item.published)}'/>")
-            for recipient in recipients:
-                sessions = self.router.sessions_for(recipient.jid)
-                if sessions is None:
-                    continue
-                party = bare(recipient.jid)
-                from_party = party == bare(sender)
-                legacy = recipient.subscription is not None and recipient.subscription.via == VIA_LEGACY
-                targets = [] if from_party or event.replay else self._targets(addressed, party)
-                if legacy and not from_party and not event.replay and not targets:
-                    undelivered.append(recipient)
-                for session in sessions:
-                    if not legacy or speaks_pubsub(session, event.node_id):
-                        # The XEP-0207 form, to every session of both parties,
-                        # the sending one included (the XEP's bcc).
-                        body = body or render.event_body(event)
-                        session.send(render.message(event.service, session.full, body,
-                                                    type=event.notification_type))
-                    elif event.replay or session in targets:
-                        session.send(payload)
-                    elif session.full != sender and session.carbons:
-                        direction = "sent" if from_party else "received"
-                        session.send(self._carbon(payload, session, direction))
-        return undelivered
 
     def _targets(self, addressed: str, party: str):
         """RFC 6121 §8.5.3.2/§8.5.2.1.1: the addressed resource if it is online,
@@ -180,10 +143,54 @@ class ChatCapture:
             waiting = [i for i in page.items
                        if first and i.seq >= first[0].seq and bare(i.publisher) != session.bare]
             if waiting:
-                self.deliver(Event(self.pubsub_domain, subscription.node_id, ITEMS, items=tuple(waiting),
+                self.delivery.deliver(Event(self.pubsub_domain, subscription.node_id, ITEMS, items=tuple(waiting),
                                    node_kind=PairKind.name,
                                    notification_type="normal", replay=True),
                              [Recipient(session.full, subscription)])
+
+
+class PairRendering:
+    """A message on a pair node, as RFC 6121 delivers it: to the addressed
+    resource (else the highest-priority ones) of the other party, with
+    XEP-0280 carbons to the parties' other resources; replays (offline
+    delivery) carry an XEP-0203 delay."""
+
+    def __init__(self, chat: ChatCapture, event):
+        self.chat = chat
+        self.event = event
+        self.items = []
+        for item in event.items:
+            payload = item.payload
+            if event.replay:
+                payload = with_child(payload, f"<delay xmlns='{NS_DELAY}' from={quoteattr(chat.router.domain)}"
+                                              f" stamp='{stamp(item.published)}'/>")
+            self.items.append((item.publisher, parse_stanza(item.payload).getAttribute("to", ""), payload))
+        self._targets: dict[str, list] = {}
+
+    def _targets_of(self, party: str, sender: str, addressed: str) -> list:
+        if party == bare(sender) or self.event.replay:
+            return []
+        key = f"{party} {addressed}"
+        if key not in self._targets:
+            self._targets[key] = self.chat._targets(addressed, party)
+        return self._targets[key]
+
+    def stanzas_for(self, recipient, session) -> list[str]:
+        party = bare(recipient.jid)
+        stanzas = []
+        for sender, addressed, payload in self.items:
+            if self.event.replay or session in self._targets_of(party, sender, addressed):
+                stanzas.append(payload)
+            elif session.full != sender and session.carbons:
+                direction = "sent" if party == bare(sender) else "received"
+                stanzas.append(self.chat._carbon(payload, session, direction))
+        return stanzas
+
+    def missed(self, recipient) -> bool:
+        party = bare(recipient.jid)
+        return not self.event.replay and any(
+            party != bare(sender) and not self._targets_of(party, sender, addressed)
+            for sender, addressed, _ in self.items)
 
 
 class CarbonsHandler:

@@ -1,6 +1,6 @@
 """Where engine events leave for the network, rendered per recipient session.
 
-DESIGN.md's rule: a subscription made through XEP-0060 gets the XEP-0207
+The rule (docs/architecture.md): a subscription made through XEP-0060 gets the XEP-0207
 ``<message><event/></message>`` form; one made by legacy capture gets the
 legacy stanza — unless the receiving session speaks pubsub for that node name
 (it advertised ``N+notify`` or used XEP-0060 on a node named N). Each form is
@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from xep207.legacy.render import LegacyRenderer
 from xep207.pubsub import render
-from xep207.pubsub.events import IEventSink, IInterestDirectory
+from xep207.pubsub.events import IEventSink, IInterestDirectory, Recipient
 from xep207.storage.records import VIA_LEGACY
 
 _UNSET = object()
@@ -25,49 +25,54 @@ def speaks_pubsub(session, node_id: str) -> bool:
     return node_id in session.interested or node_id in session.pubsub_nodes
 
 
+def pubsub_type(event) -> str:
+    """XEP-0060 notifications are ``normal`` or ``headline`` (a room's node
+    says ``groupchat`` for its legacy rendering)."""
+    return event.notification_type if event.notification_type in ("normal", "headline") else "headline"
+
+
 @implementer(IEventSink)
 class EventDelivery:
-    """``renderers`` maps a node kind's name to its legacy renderer."""
+    """The one place where a notification's form is chosen, per recipient session.
+
+    ``renderers`` maps a node kind's name to its legacy renderer; a kind
+    without one is pubsub-only. Rendering reads, never writes: what a kind
+    must remember (an offline message) is reported back to the engine as the
+    recipients that were missed.
+    """
 
     def __init__(self, router, renderers: Mapping[str, LegacyRenderer] | None = None):
         self.router = router
         self.renderers: dict[str, LegacyRenderer] = dict(renderers or {})
 
-    def _legacy(self, event):
+    def deliver(self, event, recipients) -> list[Recipient]:
         renderer = self.renderers.get(event.node_kind)
-        return renderer.render(event) if renderer is not None else None
-
-    def deliver(self, event, recipients):
-        renderer = self.renderers.get(event.node_kind)
-        takes_over = getattr(renderer, "deliver", None)
-        if takes_over is not None:
-            answer = takes_over(event, recipients)
-            if answer is not None:
-                return answer
-        body = None
-        legacy = _UNSET
+        rendering = _UNSET  # the legacy form, prepared once, when first needed
+        body = None  # the XEP-0207 form, serialized once, when first needed
+        missed = []
         for recipient in recipients:
             sessions = self.router.sessions_for(recipient.jid)
             if sessions is None:  # not one of our accounts: a component, say
                 body = body or render.event_body(event)
                 self.router.deliver_serialized(
-                    recipient.jid, render.message(event.service, recipient.jid, body,
-                                                  type=event.notification_type))
+                    recipient.jid, render.message(event.service, recipient.jid, body, type=pubsub_type(event)))
                 continue
-            via_legacy = recipient.subscription is not None and recipient.subscription.via == VIA_LEGACY
+            legacy = renderer is not None and recipient.subscription is not None \
+                and recipient.subscription.via == VIA_LEGACY
+            if legacy and rendering is _UNSET:
+                rendering = renderer.prepare(event)
             for session in sessions:
-                if via_legacy and not speaks_pubsub(session, event.node_id):
-                    if legacy is _UNSET:
-                        legacy = self._legacy(event)
-                    if legacy is not None:
-                        for template in legacy:
-                            session.send(template.to(session.full))
-                        continue
+                if legacy and rendering is not None and not speaks_pubsub(session, event.node_id):
+                    for xml in rendering.stanzas_for(recipient, session):
+                        session.send(xml)
+                    continue
                 if session.priority < 0 and "/" not in recipient.jid:
                     continue  # RFC 6121 §8.5.2.1.1: not to negative-priority resources
                 body = body or render.event_body(event)
-                session.send(render.message(event.service, recipient.jid, body,
-                                            type=event.notification_type))
+                session.send(render.message(event.service, session.full, body, type=pubsub_type(event)))
+            if legacy and rendering is not None and rendering.missed(recipient):
+                missed.append(recipient)
+        return missed
 
     def request_authorization(self, request):
         form = None

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import datetime
 import time
-import uuid
-from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
 from twisted.internet import defer
@@ -34,9 +32,8 @@ from zope.interface import implementer
 from xep207.hooks import SESSION_UNBOUND, SUBSCRIPTION_CHANGED
 from xep207.inflight import InFlight
 from xep207.legacy.chat import NS_DELAY, stamp, with_child
-from xep207.legacy.delivery import speaks_pubsub
-from xep207.legacy.render import Template
-from xep207.pubsub import errors, render
+from xep207.legacy.render import Template, TemplateRendering
+from xep207.pubsub import errors
 from xep207.pubsub.events import ITEMS
 from xep207.pubsub.kinds import Trusted
 from xep207.pubsub.kinds.room import (
@@ -47,7 +44,6 @@ from xep207.pubsub.kinds.room import (
     ROLE,
     Occupant,
     Room,
-    RoomKind,
     add_nick,
     muc_affiliation,
     occupants_of,
@@ -474,34 +470,17 @@ class GroupchatService(XMPPHandler):
 
     # Rendering of room events (EventDelivery hands them over) ------------------------
 
-    def render(self, event):
-        return None
+    def prepare(self, event) -> TemplateRendering:
+        """Room items as groupchat messages from room/nick; occupants learn
+        of configuration changes and destruction from presence instead."""
+        if event.kind != ITEMS:
+            return TemplateRendering(())
+        room_jid = f"{event.node_id}@{self.domain}"
+        rendered = (self._as_groupchat(room_jid, item) for item in event.items)
+        return TemplateRendering(tuple(Template.around(xml, "message") for xml in rendered if xml))
 
     def render_authorization(self, request):
         return None
-
-    def deliver(self, event, recipients):
-        if event.node_kind != RoomKind.name:
-            return None
-        room_jid = f"{event.node_id}@{self.domain}"
-        templates = {}
-        body = None
-        for recipient in recipients:
-            via_legacy = recipient.subscription is not None and recipient.subscription.via == VIA_LEGACY
-            for session in self.router.sessions_for(recipient.jid) or []:
-                if not via_legacy or speaks_pubsub(session, event.node_id):
-                    body = body or render.event_body(event)
-                    session.send(render.message(event.service, session.full, body, type="headline"))
-                    continue
-                if event.kind != ITEMS:
-                    continue  # occupants learn of config changes and destruction from presence
-                for item in event.items:
-                    if item.item_id not in templates:
-                        xml = self._as_groupchat(room_jid, item)
-                        templates[item.item_id] = Template.around(xml, "message") if xml else None
-                    if templates[item.item_id] is not None:
-                        session.send(templates[item.item_id].to(session.full))
-        return []  # a room keeps no offline copies: history is the items
 
     # Native subscriptions (XEP-0207 §5): the roomnick makes an occupant --------------
 

@@ -9,10 +9,10 @@ chat add theirs).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterable, Protocol
 from xml.sax.saxutils import quoteattr
 
-from xep207.pubsub.kinds import PRESENCE_NODE, PresenceKind
+from xep207.pubsub.kinds import PRESENCE_NODE
 from xep207.pubsub.events import ITEMS, RETRACT, SUBSCRIPTION, AuthorizationRequest, Event
 from xep207.storage.records import SUBSCRIBED, bare
 
@@ -45,12 +45,37 @@ class Template:
         return cls("<presence to=", f" from={quoteattr(sender)}{type_attribute}{closing}")
 
 
+class Rendering(Protocol):
+    """One event's legacy form, prepared once for all its recipients."""
+
+    def stanzas_for(self, recipient, session) -> Iterable[str]:
+        """The serialized stanzas this session gets (none is fine)."""
+
+    def missed(self, recipient) -> bool:
+        """Whether a live event reached none of the recipient's sessions that
+        should have had it (the kind may keep it for later)."""
+
+
 class LegacyRenderer(Protocol):
-    def render(self, event: Event) -> list[Template] | None:
-        """Templates for this event, or None when the renderer does not know the node."""
+    def prepare(self, event: Event) -> Rendering | None:
+        """The legacy form of this event, or None when it has none (the
+        XEP-0207 form is sent instead)."""
 
     def render_authorization(self, request: AuthorizationRequest) -> list[Template] | None:
         """The legacy form of an authorization request, or None."""
+
+
+@dataclass(frozen=True)
+class TemplateRendering:
+    """The common case: the same stanzas for everyone, addressed per session."""
+
+    templates: tuple[Template, ...]
+
+    def stanzas_for(self, recipient, session) -> Iterable[str]:
+        return [template.to(session.full) for template in self.templates]
+
+    def missed(self, recipient) -> bool:
+        return False
 
 
 def is_presence_node(service: str, node_id: str) -> bool:
@@ -59,6 +84,10 @@ def is_presence_node(service: str, node_id: str) -> bool:
 
 class PresenceRenderer:
     """The ``presence`` node of an account, as RFC 6121 presence stanzas."""
+
+    def prepare(self, event: Event) -> Rendering | None:
+        templates = self.render(event)
+        return TemplateRendering(tuple(templates)) if templates is not None else None
 
     def render(self, event: Event) -> list[Template] | None:
         if not is_presence_node(event.service, event.node_id):

@@ -82,7 +82,7 @@ class Server:
         self.caps = CapsTracker(self.router, self.engine, self.delivery)
         self.presence = PresenceCapture(self.router, self.engine, self.delivery, self.subscriptions,
                                         self.caps)
-        self.chat = ChatCapture(self.router, self.engine, pubsub_domain)
+        self.chat = ChatCapture(self.router, self.engine, pubsub_domain, self.delivery)
         self.carbons = CarbonsHandler(self.router)
         self.hooks.add(INITIAL_PRESENCE, self.chat.deliver_offline)
         self.groupchat = GroupchatService(self.router, self.engine, chat_domain)

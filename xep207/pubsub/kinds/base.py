@@ -28,7 +28,6 @@ from xep207.storage.records import (
     PUBLISH_ONLY,
     PUBLISHER,
     SUBSCRIBED,
-    VIA_PUBSUB,
     Item,
     Node,
     NodeConfig,
