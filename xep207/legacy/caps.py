@@ -3,7 +3,7 @@
 The first time a ``ver`` is seen, the server asks the client (disco#info on
 ``node#ver``), checks that the answer hashes to ``ver`` (a poisoned cache
 would route other users' notifications wrongly) and remembers the features
-by ``ver``. Interests decide both implicit PEP delivery and, per DESIGN.md,
+by ``ver``. Interests decide both implicit PEP delivery and, per docs/architecture.md,
 whether a session gets the XEP-0207 form of a node's events.
 """
 

@@ -42,7 +42,7 @@ class SubscriptionCapture:
 
     async def intercept(self, stanza) -> bool:
         """A pubsub-native owner's answer to an authorization request, sent to
-        its own bare JID or to the server (DESIGN.md accepts both)."""
+        its own bare JID or to the server (docs/architecture.md: both are accepted)."""
         session = getattr(stanza, "session", None)
         if stanza.name != "message" or session is None:
             return False

@@ -46,7 +46,7 @@ FIELDS: dict[str, dict] = {
     "pubsub#roster_groups_allowed": {
         "type": "list-multi", "label": "Roster groups allowed to subscribe"},
     # XEP-0207 §6 lists publishers in the configuration form; we accept them
-    # and turn them into publisher affiliations (see DESIGN.md).
+    # and turn them into publisher affiliations (see docs/architecture.md).
     "pubsub#publisher": {"type": "jid-multi", "label": "Publishers (become publisher affiliations)"},
 }
 

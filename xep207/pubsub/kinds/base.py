@@ -144,7 +144,7 @@ class NodeKind:
             if publisher != creator:
                 await engine.storage.set_affiliation(node.service, node.node_id, publisher, PUBLISHER)
         if node.config.access_model == "whitelist" and not engine.is_pep(node.service):
-            # DESIGN.md: the creator of a whitelist node is subscribed to it,
+            # docs/architecture.md: the creator of a whitelist node is subscribed to it,
             # as XEP-0207 §6 shows both parties notified.
             await engine.add_subscription(Subscription(node.service, node.node_id, creator, SUBSCRIBED),
                                           requestor)
