@@ -16,6 +16,9 @@ from typing import Any, Callable
 from twisted.internet import defer
 from twisted.python import log
 
+__all__ = ["Hooks", "STANZA", "SESSION_BOUND", "SESSION_UNBOUND", "INITIAL_PRESENCE",
+           "SUBSCRIPTION_CHANGED", "ITEM_PUBLISHED"]
+
 # The events the server fires (third-party plugins may add their own names).
 STANZA = "stanza"  # (stanza) from a session, before routing; a truthy answer consumes it
 SESSION_BOUND = "session-bound"  # (session)
