@@ -193,6 +193,36 @@ class BanThroughXep0060(RoomDoorsTestCase):
         self.assertIn(301, statuses(own))
 
 
+class AdminBannedThroughXep0060(RoomDoorsTestCase):
+    """An owner bans (or demotes) an admin through XEP-0060 affiliations. The
+    room's admin list is kept beside the affiliations and wins over them:
+    the banned admin walks back in, still an admin."""
+
+    async def _with_admin_bob(self):
+        alice = await self.room_with_alice()
+        self.assert_ok(await self.admin(alice, f"<item jid='{BOB}' affiliation='admin'/>"))
+        return alice
+
+    async def test_banned_admin_stays_out(self):
+        alice = await self._with_admin_bob()
+        self.assert_ok(await self.pubsub(alice, "set", CHAT, f"<affiliations node='{ROOM}'>"
+                                         f"<affiliation jid='{BOB}' affiliation='outcast'/></affiliations>",
+                                         owner=True))
+        bob = await self.online("bob", "desk")
+        bob.send(f"<presence to='{ROOM_JID}/Bob'><x xmlns='{NS_MUC}'/></presence>")
+        answer = await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("from", "").startswith(ROOM_JID))
+        self.assertEqual(error_condition(answer), "forbidden", answer.toXml())
+
+    async def test_demoted_admin_bans_nobody(self):
+        alice = await self._with_admin_bob()
+        self.assert_ok(await self.pubsub(alice, "set", CHAT, f"<affiliations node='{ROOM}'>"
+                                         f"<affiliation jid='{BOB}' affiliation='none'/></affiliations>",
+                                         owner=True))
+        bob = await self.online("bob", "desk")
+        await self.join(bob, "Bob")
+        self.assert_failed(await self.admin(bob, f"<item jid='{CAROL}' affiliation='outcast'/>"))
+
+
 class SameNickRace(RoomDoorsTestCase):
     """Two joins with the same nick at once, one per door: one must lose."""
 
@@ -297,6 +327,40 @@ class FullJidPresenceSubscriber(DoorsTestCase):
         await self.settle(alice, eve)
         self.nothing(eve, lambda e: "eve must not see this" in e.toXml(), since)
         self.assertIsNone(await self.server.storage.get_subscription(ALICE, "presence", eve.jid))
+
+
+class OneRequestPerAccount(DoorsTestCase):
+    """RFC 6121 subscriptions are between bare JIDs, and the legacy door caps
+    pending requests. Through XEP-0060, eve subscribes one full JID after
+    another: each is a new pending request and a new ``subscribe`` to alice."""
+
+    async def test_resources_do_not_multiply_requests(self):
+        alice = await self.online("alice", "phone")
+        eve = await self.online("eve", "lair")
+        for n in range(5):
+            await self.subscribe(eve, ALICE, "presence", jid=f"{EVE}/spam{n}")
+        await self.settle(eve, alice)
+        pending = [s for s in await self.server.storage.get_subscriptions(ALICE, "presence")
+                   if s.subscriber.split("/")[0] == EVE]
+        self.assertLessEqual(len(pending), 1, [s.subscriber for s in pending])
+        asked = [e for e in alice.stanzas if presence_from(EVE, "subscribe")(e)]
+        self.assertLessEqual(len(asked), 1)
+
+
+class PairSubscriptionIsThePartysMailbox(DoorsTestCase):
+    """A party's native client unsubscribes from its pair node (or it is
+    refused): its legacy client must still get the other party's messages,
+    live or offline — they must not vanish without a bounce."""
+
+    async def test_unsubscribe_does_not_swallow_messages(self):
+        alice = await self.online("alice", "phone")
+        bob = await self.online("bob", "desk")
+        self.chat(alice, BOB, "first")
+        await bob.wait_for(chat_body("first"))
+        native = await self.online("bob", "native", presence=False)
+        await self.pubsub(native, "set", PUBSUB, f"<unsubscribe node={quoteattr(pair(ALICE, BOB))} jid='{BOB}'/>")
+        self.chat(alice, BOB, "second")
+        await bob.wait_for(chat_body("second"), timeout=5)
 
 
 class LegacyClientsSeeNoPubsub(DoorsTestCase):
