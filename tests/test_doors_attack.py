@@ -303,7 +303,8 @@ class FullJidPresenceSubscriber(DoorsTestCase):
         await alice.wait_for(presence_from(EVE, "subscribe"))
         alice.send(f"<presence to='{EVE}' type='subscribed'/>")
         await self.settle(alice, eve)
-        self.assertEqual((await self.server.storage.get_subscription(ALICE, "presence", eve.jid)).state,
+        # Kept under the bare JID (RFC 6121), whichever door asked.
+        self.assertEqual((await self.server.storage.get_subscription(ALICE, "presence", EVE)).state,
                          "subscribed")
 
     async def test_legacy_owner_revokes(self):
@@ -315,7 +316,7 @@ class FullJidPresenceSubscriber(DoorsTestCase):
                                   "pubsub#allow": "true"})
         alice.send(f"<message to='{ALICE}'>{answer}</message>")
         await self.settle(alice, eve)
-        self.assertEqual((await self.server.storage.get_subscription(ALICE, "presence", eve.jid)).state,
+        self.assertEqual((await self.server.storage.get_subscription(ALICE, "presence", EVE)).state,
                          "subscribed")
         # ...then her legacy client revokes it, and removes eve from the roster.
         alice.send(f"<presence to='{EVE}' type='unsubscribed'/>")
@@ -326,7 +327,7 @@ class FullJidPresenceSubscriber(DoorsTestCase):
         alice.send("<presence><status>eve must not see this</status></presence>")
         await self.settle(alice, eve)
         self.nothing(eve, lambda e: "eve must not see this" in e.toXml(), since)
-        self.assertIsNone(await self.server.storage.get_subscription(ALICE, "presence", eve.jid))
+        self.assertIsNone(await self.server.storage.get_subscription(ALICE, "presence", EVE))
 
 
 class OneRequestPerAccount(DoorsTestCase):
@@ -504,7 +505,8 @@ class Pins(DoorsTestCase):
         for to in (DOMAIN, CAROL, PUBSUB, BOB):
             carol.send(f"<message to={quoteattr(to)}>{answer}</message>")
         await self.settle(carol, bob, eve)
-        self.assertEqual((await self.server.storage.get_subscription(BOB, "presence", eve.jid)).state, "pending")
+        # Presence subscriptions are kept under the bare JID (RFC 6121), whichever door.
+        self.assertEqual((await self.server.storage.get_subscription(BOB, "presence", EVE)).state, "pending")
 
     async def test_mam_reads_only_ones_own_pairs(self):
         alice = await self.online("alice", "phone")

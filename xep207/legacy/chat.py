@@ -83,8 +83,8 @@ class ChatCapture:
         if target.host != self.router.domain or target.user is None:
             return False
         contact = target.userhost()
-        if contact == session.bare and target.resource is None:
-            return False  # a note to self: route as RFC 6121 says
+        if contact == session.bare:
+            return False  # a note to oneself or one's other device: routed as RFC 6121 says
         if not await self.router.account_exists(contact):
             return False  # the router answers service-unavailable
         node_id = pair_node_id(session.bare, contact)

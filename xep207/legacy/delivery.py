@@ -62,8 +62,10 @@ class EventDelivery:
             if legacy and rendering is _UNSET:
                 rendering = renderer.prepare(event)
             for session in sessions:
-                if legacy and rendering is not None and not speaks_pubsub(session, event.node_id):
-                    for xml in rendering.stanzas_for(recipient, session):
+                if legacy and not speaks_pubsub(session, event.node_id):
+                    # A client that never speaks pubsub never sees a pubsub stanza:
+                    # an event its kind does not render reaches it as nothing.
+                    for xml in rendering.stanzas_for(recipient, session) if rendering is not None else ():
                         session.send(xml)
                     continue
                 if session.priority < 0 and "/" not in recipient.jid:

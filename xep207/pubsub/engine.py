@@ -31,7 +31,14 @@ from xep207.pubsub.events import (
 )
 from xep207.hooks import ITEM_PUBLISHED, SUBSCRIPTION_CHANGED, Hooks
 from xep207.pubsub.kinds import PRESENCE_NODE, ROSTER_NODE, PresenceKind, RosterKind
-from xep207.pubsub.kinds.base import MAY_RETRIEVE, Access, NodeKind, Trusted, is_trusted
+from xep207.pubsub.kinds.base import (
+    INTERNAL_OPTION_PREFIX,
+    MAY_RETRIEVE,
+    Access,
+    NodeKind,
+    Trusted,
+    is_trusted,
+)
 from xep207.pubsub.kinds.account import ACCOUNT_NODES
 from xep207.pubsub.kinds.pair import OFFLINE_MARK
 from xep207.storage.interface import NodeExists
@@ -505,6 +512,7 @@ class PubSubEngine:
             await self._create(requestor, service, node_id, kind, None, via=via)
             kind, access = await self._access(requestor, service, node_id)
         node = access.node
+        subscriber = kind.subscriber_key(subscriber)
         existing = await self.storage.get_subscription(service, node_id, subscriber)
         if existing is not None:
             if existing.state == PENDING:
@@ -557,6 +565,7 @@ class PubSubEngine:
     async def unsubscribe(self, requestor: str, service: str, node_id: str,
                           subscriber: str, subid: str | None = None) -> None:
         kind, access = await self._access(requestor, service, node_id)
+        subscriber = kind.subscriber_key(subscriber)
         if not access.trusted:
             await kind.check_unsubscribe(access, subscriber)
         existing = await self.storage.get_subscription(service, node_id, subscriber)
@@ -568,6 +577,7 @@ class PubSubEngine:
         self._changed(existing.replace(state=NONE), existing.state, requestor)
 
     async def _subscription_of(self, access: Access, subscriber: str, subid: str | None) -> Subscription:
+        subscriber = self.kind_of(access.service, access.node_id).subscriber_key(subscriber)
         subscription = await self.storage.get_subscription(access.service, access.node_id, subscriber)
         if subscription is None:
             raise errors.not_subscribed()
@@ -581,7 +591,12 @@ class PubSubEngine:
         kind, access = await self._access(requestor, service, node_id)
         if bare(subscriber) != bare(requestor) and not access.is_owner:
             raise errors.forbidden()
-        return await self._subscription_of(access, subscriber, subid)
+        subscription = await self._subscription_of(access, subscriber, subid)
+        if access.trusted:
+            return subscription
+        # The service's bookkeeping (xep207#…) is not the subscriber's to see.
+        return subscription.replace(options={k: v for k, v in subscription.options.items()
+                                             if not k.startswith(INTERNAL_OPTION_PREFIX)})
 
     @returns_deferred
     async def set_subscription_options(self, requestor: str, service: str, node_id: str,
@@ -631,6 +646,7 @@ class PubSubEngine:
         node = access.node
         failed = []
         for subscriber, state in changes:
+            subscriber = kind.subscriber_key(subscriber)
             existing = await self.storage.get_subscription(service, node_id, subscriber)
             if not access.trusted and not await kind.check_subscription_change(
                     access, subscriber, state, existing):
@@ -685,6 +701,7 @@ class PubSubEngine:
         """An owner's answer to an ``AuthorizationRequest`` (XEP-0060 §8.6)."""
         kind, access = await self._owner_access(requestor, service, node_id, "subscriptions")
         node = access.node
+        subscriber = kind.subscriber_key(subscriber)
         subscription = await self.storage.get_subscription(service, node_id, subscriber)
         if subscription is None or subscription.state != PENDING:
             raise errors.StanzaError("unexpected-request", text="no pending subscription")
@@ -741,6 +758,11 @@ class PubSubEngine:
         for affiliation in await self.storage.get_entity_affiliations(account):
             if await self.storage.get_node(affiliation.service, affiliation.node_id) is not None:
                 await self.storage.set_affiliation(affiliation.service, affiliation.node_id, account, NONE)
+        # Others' roster items about the account (names, groups, pre-approvals):
+        # a new account of the same name is somebody else.
+        for other in await self.storage.list_accounts(account.split("@", 1)[1]):
+            if other != account and await self.storage.get_items(other, ROSTER_NODE, [account]):
+                await self.retract(actor, other, ROSTER_NODE, [account])
 
     @returns_deferred
     async def set_offline_mark(self, actor: Trusted, subscription: Subscription,

@@ -63,6 +63,24 @@ class PresenceKind(NodeKind):
                                      text="the item must be an available jabber:client presence")
         return access.requestor.split("/", 1)[1], presence_payload(presence, access.requestor)
 
+    def subscriber_key(self, subscriber: str) -> str:
+        """RFC 6121: presence subscriptions are between bare JIDs, whichever
+        door (one request per account, and the legacy answers reach it)."""
+        return bare(subscriber)
+
+    async def check_configure(self, access: Access, values: Mapping[str, object]) -> None:
+        await super().check_configure(access, values)
+        if "pubsub#publisher" in values or values.get("pubsub#publish_model", "publishers") != "publishers":
+            raise errors.not_acceptable(text="only the account's resources publish its presence")
+        if values.get("pubsub#access_model", "authorize") != "authorize":
+            raise errors.not_acceptable(text="presence needs the owner's authorization (XEP-0207 §8)")
+
+    async def check_retract(self, access: Access, existing) -> None:
+        """A resource retracts its own presence only (item id = resource)."""
+        resource = access.requestor.split("/", 1)[1] if "/" in access.requestor else None
+        if bare(access.requestor) != access.service or any(i.item_id != resource for i in existing):
+            raise errors.forbidden(text="a resource retracts its own presence")
+
     async def check_subscribe(self, access: Access, subscriber: str,
                               options: Mapping[str, object]) -> Mapping[str, object]:
         if bare(subscriber) != bare(access.requestor) and not access.trusted:

@@ -243,6 +243,10 @@ class NodeKind:
             raise error
         return self.clean_options(access, None, options)
 
+    def subscriber_key(self, subscriber: str) -> str:
+        """The JID a subscription is kept under (XEP-0060: as given)."""
+        return subscriber
+
     def needs_approval(self, access: Access, subscriber: str) -> bool:
         return (access.node.config.access_model == "authorize"
                 and access.affiliations.get(bare(subscriber), NONE) not in MAY_RETRIEVE)

@@ -126,6 +126,8 @@ class PairKind(NodeKind):
             others = [p for p in parties if p != bare(access.requestor)]
             message["to"] = others[0] if others else bare(access.requestor)
         message["type"] = message.getAttribute("type", "chat")
+        if message["type"] not in ("chat", "normal"):
+            raise errors.bad_request("invalid-payload", text="a one-to-one message is of type chat or normal")
         return item_id, restamped(message, access.requestor).toXml()
 
     def overwrites_any(self, access: Access) -> bool:
@@ -145,6 +147,13 @@ class PairKind(NodeKind):
             raise errors.bad_request("invalid-jid")
         only_options(options, PAIR_OPTIONS)
         return await super().check_subscribe(access, subscriber, options)
+
+    async def check_unsubscribe(self, access: Access, subscriber: str) -> None:
+        """A party's subscription is its mailbox: ending it would swallow the
+        other party's messages. ``pubsub#deliver`` turns notifications off."""
+        await super().check_unsubscribe(access, subscriber)
+        if subscriber in (pair_parties(access.node_id) or ()):
+            raise errors.StanzaError("not-allowed", text="a party stays subscribed to its conversation")
 
     async def check_options(self, access: Access, subscription: Subscription,
                             options: Mapping[str, object]) -> Mapping[str, object]:
