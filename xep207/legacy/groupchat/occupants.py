@@ -34,7 +34,7 @@ class Occupants:
 
     # What occupants are told about each other ---------------------------------------
 
-    def presence(self, room: Room, occupant: Occupant, *, type: str | None = None, statuses: Iterable[int] = (),
+    def presence(self, room: Room, occupant: Occupant, *, type: str | None = None, statuses: tuple[int, ...] = (),
                  children: str | None = None, item_extra: str = "") -> Template:
         """``occupant``'s presence as the room sends it (§7.2.3): what it last
         sent (``children``), its affiliation and role, the status codes."""
@@ -51,7 +51,7 @@ class Occupants:
             self.rooms.router.deliver_serialized(recipient.jid, template.to(recipient.jid), "presence")
 
     def announce(self, room: Room, occupants: Iterable[Occupant], occupant: Occupant, *,
-                 statuses: Iterable[int] = (), own: Iterable[int] = THIS_IS_YOU, **details) -> None:
+                 statuses: tuple[int, ...] = (), own: tuple[int, ...] = THIS_IS_YOU, **details) -> None:
         """``occupant``'s presence to the others, then to itself with the
         ``own`` status codes added (110: this is you)."""
         self.send(self.presence(room, occupant, statuses=statuses, **details),
