@@ -68,7 +68,7 @@ class Occupants:
         if kind in ("error", "unavailable"):
             if room is not None:
                 if kind == "error":
-                    await self.leave(room, sender, statuses=(333,))  # its client failed (§7.14)
+                    await self.leave(room, sender, statuses=(333,))  # its client failed: 333
                 else:
                     status = "".join(str(s) for s in stanza.elements() if s.name == "status")
                     await self.leave(room, sender, status_text=status)
@@ -113,7 +113,7 @@ class Occupants:
         rooms.presences[(name, sender)] = children
         rooms.nicks[(name, sender)] = nick
         occupant = Occupant(sender, nick, affiliation, role_of(room, affiliation, subscription), subscription)
-        # 1. the occupant list, 2. the joiner's own presence (110, 201), then to the others.
+        # 1. the occupant list to the joiner, 2. its presence to the others and last to itself.
         for other in occupants:
             self.send(self.presence(room, other), [occupant])
         self.announce(room, occupants, occupant, own=(110, 100, 201) if created else (110, 100))
