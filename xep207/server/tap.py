@@ -87,7 +87,7 @@ class Server:
         self.hooks.add(INITIAL_PRESENCE, self.chat.deliver_offline)
         self.groupchat = GroupchatService(self.router, self.engine, chat_domain)
         self.delivery.renderers.update({PresenceKind.name: PresenceRenderer(), PairKind.name: self.chat,
-                                        RoomKind.name: self.groupchat})
+                                        RoomKind.name: self.groupchat.renderer})
         ready = self.storage_service.ready
         ready.addCallback(lambda _: defer.ensureDeferred(self.presence.clear_stale()))
         ready.addCallback(lambda _: defer.ensureDeferred(self.groupchat.clear_stale()))

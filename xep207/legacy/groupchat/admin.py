@@ -1,0 +1,125 @@
+"""muc#admin (XEP-0045 §8–9): affiliation and role lists, bans and
+memberships, kicks, voice and moderator grants.
+
+Each change goes through the engine as the requesting occupant, so the room
+kind decides who may do what, as it does for the same change made through
+XEP-0060; this module announces the outcome in XEP-0045's presences.
+"""
+
+from __future__ import annotations
+
+from twisted.words.protocols.jabber import jid as jidlib
+from twisted.words.protocols.jabber import xmlstream
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish import domish
+
+from xep207.legacy.groupchat.occupants import Occupants
+from xep207.legacy.groupchat.rooms import NS_ADMIN, Rooms
+from xep207.pubsub.kinds.room import ADMIN, ROLE, Occupant, Room, muc_affiliation, pubsub_affiliation
+from xep207.storage.records import MEMBER, NONE, OUTCAST, OWNER, bare
+
+
+class Admin:
+    def __init__(self, rooms: Rooms, occupants: Occupants):
+        self.rooms = rooms
+        self.occupants = occupants
+
+    async def on_iq(self, iq: domish.Element, room: Room) -> domish.Element:
+        sender = bare(iq["from"])
+        affiliations = await self.rooms.storage.get_affiliations(self.rooms.domain, room.node.node_id)
+        mine = muc_affiliation(affiliations.get(sender, NONE), sender, room.admins)
+        if mine not in (OWNER, ADMIN) and not (iq["type"] == "set" and await self._is_moderator(room, iq["from"])):
+            raise StanzaError("forbidden", text="only admins and moderators")
+        items = list(iq.query.elements(NS_ADMIN, "item"))
+        if iq["type"] == "get":
+            response = xmlstream.toResponse(iq, "result")
+            await self._list(room, items, affiliations, response.addElement((NS_ADMIN, "query")))
+            return response
+        for item in items:
+            if item.getAttribute("affiliation") is not None:
+                await self._set_affiliation(room, item, mine, iq["from"])
+            elif item.getAttribute("role") is not None:
+                await self._set_role(room, item, mine, iq["from"])
+            else:
+                raise StanzaError("bad-request", text="an item sets an affiliation or a role")
+        return xmlstream.toResponse(iq, "result")
+
+    async def _is_moderator(self, room: Room, jid: str) -> bool:
+        return any(o.jid == jid and o.role == "moderator" for o in await self.rooms.occupants(room))
+
+    async def _list(self, room: Room, items, affiliations, answer: domish.Element) -> None:
+        """The occupants with a role (§8.5), or the entities with an affiliation (§9.5)."""
+        wanted = items[0].getAttribute("affiliation") if items else None
+        role = items[0].getAttribute("role") if items else None
+        if role:
+            for occupant in await self.rooms.occupants(room):
+                if occupant.role == role:
+                    item = answer.addElement("item")
+                    item["nick"], item["role"], item["jid"] = occupant.nick, occupant.role, occupant.jid
+                    item["affiliation"] = occupant.affiliation
+            return
+        for entity, affiliation in sorted(affiliations.items()):
+            muc = muc_affiliation(affiliation, entity, room.admins)
+            if entity != self.rooms.domain and (wanted is None or muc == wanted):
+                item = answer.addElement("item")
+                item["jid"], item["affiliation"] = entity, muc
+
+    async def _set_affiliation(self, room: Room, item: domish.Element, mine: str, actor: str) -> None:
+        """The room kind decides who may change which affiliation (XEP-0045
+        §9–10), as it does for an XEP-0060 affiliations set."""
+        rooms = self.rooms
+        affiliation = item["affiliation"]
+        if affiliation not in (OWNER, ADMIN, MEMBER, NONE, OUTCAST):
+            raise StanzaError("bad-request", text="unknown affiliation")
+        try:
+            entity = jidlib.JID(item.getAttribute("jid", "")).userhost()
+        except jidlib.InvalidFormat:
+            raise StanzaError("jid-malformed")
+        if affiliation == ADMIN and mine != OWNER:
+            raise StanzaError("forbidden", text="only owners grant admin status")
+        occupants = await rooms.occupants(room)
+        leaving = {(room.node.node_id, o.jid) for o in occupants if bare(o.jid) == entity}
+        rooms.leaving |= leaving  # a ban ends their subscriptions; announced below with 301
+        try:
+            await rooms.engine.set_node_affiliations(actor, rooms.domain, room.node.node_id,
+                                                     {entity: pubsub_affiliation(affiliation)})
+        finally:
+            rooms.leaving -= leaving
+        admins = [a for a in room["roomadmins"] if a != entity]
+        if affiliation == ADMIN:
+            admins.append(entity)
+        if admins != list(room["roomadmins"]):
+            await rooms.configure(room, muc={**room.settings, "muc#roomconfig_roomadmins": admins})
+        room = await rooms.room(room.node.node_id)
+        for occupant in occupants:
+            if bare(occupant.jid) != entity:
+                continue
+            if affiliation == OUTCAST:  # the engine ended the subscription
+                await self.occupants.announce_leave(room, occupants, occupant, statuses=(301,))
+            elif affiliation == NONE and room.flag("membersonly"):
+                await self.occupants.leave(room, occupant.jid, statuses=(321,))
+            else:
+                updated = next((o for o in await rooms.occupants(room) if o.jid == occupant.jid), occupant)
+                await self._announce(room, updated)
+
+    async def _set_role(self, room: Room, item: domish.Element, mine: str, actor: str) -> None:
+        """A kick or a role change, checked by the room kind like any
+        subscription change."""
+        role = item["role"]
+        nick = item.getAttribute("nick")
+        occupant = next((o for o in await self.rooms.occupants(room) if o.nick == nick), None)
+        if occupant is None:
+            raise StanzaError("item-not-found", text="no occupant by that nickname")
+        if occupant.affiliation in (OWNER, ADMIN) and mine not in (OWNER,):
+            raise StanzaError("not-allowed", text="moderators cannot change an admin's role")
+        if role == "none":
+            await self.occupants.leave(room, occupant.jid, statuses=(307,), actor=actor)  # kicked
+            return
+        subscription = await self.rooms.engine.set_subscription_options(
+            actor, self.rooms.domain, room.node.node_id, occupant.jid, {ROLE: role})
+        await self._announce(room, Occupant(occupant.jid, occupant.nick, occupant.affiliation, role, subscription))
+
+    async def _announce(self, room: Room, changed: Occupant) -> None:
+        """A changed affiliation or role, told to every occupant alike (the one it concerns too)."""
+        occupants = await self.rooms.occupants(room)
+        self.occupants.send(self.occupants.presence(room, changed), occupants)

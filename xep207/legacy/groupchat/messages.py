@@ -1,0 +1,143 @@
+"""Messages in a room (XEP-0045 §7.4–7.8, §7.2.15–16): to everyone (a publish
+to the room node), to one occupant, invitations, and the history and subject
+a newcomer is sent."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from xml.sax.saxutils import escape, quoteattr
+
+from twisted.words.protocols.jabber import jid as jidlib
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish import domish
+
+from xep207.legacy.chat import NS_DELAY, stamp, with_child
+from xep207.legacy.groupchat.rendering import as_groupchat
+from xep207.legacy.groupchat.rooms import NS_MUC, NS_USER, Rooms
+from xep207.legacy.render import Template
+from xep207.pubsub.kinds.room import ADMIN, NS_NICK, Occupant, Room, add_nick
+from xep207.storage.records import OWNER, PUBLISHER, bare
+from xep207.xmlutil import restamped
+
+DEFAULT_HISTORY = 20
+
+
+class Messages:
+    def __init__(self, rooms: Rooms):
+        self.rooms = rooms
+
+    async def on_message(self, stanza: domish.Element, name: str, nick: str | None) -> None:
+        """A message to room ``name``, or to occupant ``nick`` in it."""
+        sender = stanza["from"]
+        kind = stanza.getAttribute("type", "normal")
+        if kind == "error":
+            return
+        rooms = self.rooms
+        room = await rooms.room(name)
+        if room is None:
+            raise StanzaError("item-not-found", text="no such room")
+        occupants = await rooms.occupants(room)
+        me = next((o for o in occupants if o.jid == sender), None)
+        invite = next((x for x in stanza.elements(NS_USER, "x") if next(x.elements(NS_USER, "invite"), None)), None)
+        if invite is not None:
+            return await self._invite(room, sender, me, invite)
+        if me is None:
+            raise StanzaError("not-acceptable", text="only occupants may send messages to the room")
+        if nick is not None:
+            return self._private(room, me, occupants, nick, stanza)
+        if kind != "groupchat":
+            raise StanzaError("bad-request", text="messages to the room are of type groupchat")
+        if me.role == "visitor":
+            raise StanzaError("forbidden", text="visitors have no voice in this moderated room")
+        subject = next((c for c in stanza.elements() if c.name == "subject"), None)
+        if subject is not None:
+            if me.role != "moderator" and not room.flag("changesubject"):
+                raise StanzaError("forbidden", text="only moderators change the subject")
+            await rooms.configure(room, subject=str(subject), subject_from=rooms.jid(room, me.nick))
+        # History renders room/nick from the item alone (XEP-0172).
+        payload = add_nick(restamped(stanza, sender, without_uri=NS_NICK).toXml(), me.nick)
+        await rooms.engine.publish(sender, rooms.domain, room.node.node_id, [(None, payload)], vetted=True)
+
+    def _private(self, room: Room, me: Occupant, occupants, nick: str, stanza) -> None:
+        target = [o for o in occupants if o.nick == nick]
+        if not target:
+            raise StanzaError("item-not-found", text="no occupant by that nickname")
+        copy = restamped(stanza, self.rooms.jid(room, me.nick), drop=("to",),
+                         extra=(domish.Element((NS_USER, "x")),))
+        template = Template.around(copy.toXml(), "message")  # serialized once, addressed per resource
+        for occupant in target:
+            self.rooms.router.deliver_serialized(occupant.jid, template.to(occupant.jid))
+
+    async def _invite(self, room: Room, sender: str, me: Occupant | None, x) -> None:
+        if me is None:
+            raise StanzaError("not-acceptable", text="only occupants invite")
+        rooms = self.rooms
+        for invite in x.elements(NS_USER, "invite"):
+            try:
+                invitee = jidlib.JID(invite.getAttribute("to", "")).full()
+            except jidlib.InvalidFormat:
+                raise StanzaError("jid-malformed")
+            if room.flag("membersonly"):
+                if me.affiliation not in (OWNER, ADMIN):
+                    raise StanzaError("forbidden", text="only admins invite to a members-only room")
+                await rooms.engine.set_node_affiliations(sender, rooms.domain, room.node.node_id,
+                                                         {bare(invitee): PUBLISHER})
+            reason = next(invite.elements(NS_USER, "reason"), None)
+            reason_xml = f"<reason>{escape(str(reason))}</reason>" if reason is not None else ""
+            password = (f"<password>{escape(room['roomsecret'])}</password>"
+                        if room.flag("passwordprotectedroom") else "")
+            stanza = domish.Element((None, "message"))
+            stanza["from"], stanza["to"] = rooms.jid(room), invitee
+            stanza.addRawXml(f"<x xmlns='{NS_USER}'><invite from={quoteattr(sender)}>{reason_xml}</invite>"
+                             f"{password}</x>")
+            rooms.router.route(stanza)
+
+    async def welcome(self, room: Room, to: str, muc: domish.Element | None) -> None:
+        """After the presences of a join: the history, then the subject (§7.2.15–16)."""
+        await self.send_history(room, to, muc)
+        subject = room.node.config.extra.get("subject", "")
+        subject_from = room.node.config.extra.get("subject_from") or self.rooms.jid(room)
+        self.rooms.router.deliver_serialized(
+            to, f"<message from={quoteattr(subject_from)} to={quoteattr(to)} type='groupchat'>"
+                f"<subject>{escape(subject)}</subject></message>")
+
+    async def send_history(self, room: Room, to: str, muc: domish.Element | None) -> None:
+        """XEP-0045 §7.2.15: persisted items with XEP-0203 delay, within the asked limits."""
+        history = next(muc.elements(NS_MUC, "history"), None) if muc is not None else None
+        limit, max_chars, since = DEFAULT_HISTORY, None, None
+        if history is not None:
+            try:
+                if history.getAttribute("maxstanzas") is not None:
+                    limit = int(history["maxstanzas"])
+                if history.getAttribute("maxchars") is not None:
+                    max_chars = int(history["maxchars"])
+                if history.getAttribute("seconds") is not None:
+                    since = time.time() - int(history["seconds"])
+                if history.getAttribute("since"):
+                    since = datetime.datetime.fromisoformat(history["since"].replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                limit = DEFAULT_HISTORY
+        if limit <= 0:
+            return
+        page = await self.rooms.storage.page_items(self.rooms.domain, room.node.node_id, limit)
+        chosen = [i for i in page.items if since is None or i.published >= since]
+        room_jid = self.rooms.jid(room)
+        rendered = []
+        for item in chosen:
+            xml = as_groupchat(room_jid, item)
+            if xml is None:
+                continue
+            xml = with_child(xml, f"<delay xmlns='{NS_DELAY}' from={quoteattr(room_jid)}"
+                                  f" stamp='{stamp(item.published)}'/>")
+            rendered.append(Template.around(xml, "message").to(to))
+        if max_chars is not None:
+            kept, total = [], 0
+            for xml in reversed(rendered):
+                total += len(xml)
+                if total > max_chars:
+                    break
+                kept.append(xml)
+            rendered = list(reversed(kept))
+        for xml in rendered:
+            self.rooms.router.deliver_serialized(to, xml)

@@ -1,0 +1,67 @@
+"""Native occupants (XEP-0207 §5): a pubsub client joins a room by subscribing
+to its node with a ``roomnick``, and leaves (or is kicked) by the subscription
+ending. Legacy occupants see such arrivals and departures as XEP-0045
+presences under that nick; changes the XEP-0045 side made announce
+themselves and are not told twice.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.python import log
+
+from xep207.legacy.groupchat.occupants import THIS_IS_YOU, Occupants
+from xep207.legacy.groupchat.rooms import Rooms
+from xep207.pubsub.kinds.room import NICK, Occupant
+from xep207.storage.records import NONE, SUBSCRIBED, bare
+
+
+class NativeBridge:
+    def __init__(self, rooms: Rooms, occupants: Occupants):
+        self.rooms = rooms
+        self.occupants = occupants
+
+    def on_subscription_change(self, change) -> None:
+        """Every subscription change the engine makes: native joins, and
+        departures the XEP-0045 side did not make (a kick through XEP-0060
+        included), are announced."""
+        subscription = change.subscription
+        # A native occupant may subscribe its full JID (as XEP-0207 §5 shows) or
+        # its bare JID (then all its resources follow the room).
+        if subscription.service != self.rooms.domain:
+            return
+        key = (subscription.node_id, subscription.subscriber)
+        if subscription.state == NONE and key in self.rooms.leaving:
+            return  # the XEP-0045 side is announcing this departure itself
+        if subscription.via != "pubsub" and subscription.state != NONE:
+            return  # XEP-0045 joins announce themselves, in XEP-0045's order
+        d = defer.ensureDeferred(self._announce(change))
+        d.addErrback(log.err, "native room subscription follow-up failed")
+
+    async def _announce(self, change) -> None:
+        rooms = self.rooms
+        subscription = change.subscription
+        room = await rooms.room(subscription.node_id)
+        if room is None:
+            return
+        key = (room.node.node_id, subscription.subscriber)
+        nick = subscription.options.get(NICK)
+        if subscription.state == SUBSCRIBED and nick and key not in rooms.nicks:
+            occupants = await rooms.occupants(room)  # the room kind admitted the nick
+            rooms.nicks[key] = nick
+            occupant = next(o for o in occupants if o.jid == subscription.subscriber)
+            others = [o for o in occupants if o.jid != occupant.jid]
+            self.occupants.send(self.occupants.presence(room, occupant), others)
+        elif subscription.state == NONE and key in rooms.nicks:
+            # Left, or removed through XEP-0060 by a moderator (a kick: 307).
+            occupant = Occupant(subscription.subscriber, rooms.nicks[key], NONE, "none", subscription)
+            rooms.forget(room, occupant.jid)
+            kicked = (307,) if bare(change.actor) != bare(subscription.subscriber) else ()
+            gone = self.occupants.presence(room, occupant, type="unavailable", children="", statuses=kicked)
+            remaining = await rooms.occupants(room)
+            self.occupants.send(gone, remaining)
+            if not remaining and not room.flag("persistentroom"):
+                await rooms.end(room)
+            if subscription.via != "pubsub":
+                self.occupants.send(self.occupants.presence(room, occupant, type="unavailable", children="",
+                                                            statuses=kicked + THIS_IS_YOU), [occupant])

@@ -1,0 +1,130 @@
+"""muc#owner (XEP-0045 §10): the room configuration form, the lock on a
+reserved room until its creator configures it, and destroying a room.
+
+The form's settings are kept in the room node's configuration, and the ones
+XEP-0060 knows (members-only, history length, title) are mirrored onto its
+pubsub settings so that both doors see the same room.
+"""
+
+from __future__ import annotations
+
+from xml.sax.saxutils import escape
+
+from twisted.words.protocols.jabber import jid as jidlib
+from twisted.words.protocols.jabber import xmlstream
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish import domish
+from wokkel import data_form
+
+from xep207.legacy.groupchat.rooms import NS_OWNER, NS_USER, Rooms
+from xep207.legacy.render import Template
+from xep207.pubsub.kinds.room import Room, truth
+from xep207.storage.records import OWNER, PUBLISHER
+
+NS_ROOMCONFIG = "http://jabber.org/protocol/muc#roomconfig"
+
+# Room configuration form (muc#roomconfig) <-> node configuration.
+ROOM_FIELDS = {
+    "muc#roomconfig_roomname": ("text-single", "Room name"),
+    "muc#roomconfig_roomdesc": ("text-single", "Description"),
+    "muc#roomconfig_persistentroom": ("boolean", "Persistent room"),
+    "muc#roomconfig_publicroom": ("boolean", "Listed in the directory"),
+    "muc#roomconfig_membersonly": ("boolean", "Members only"),
+    "muc#roomconfig_passwordprotectedroom": ("boolean", "Password protected"),
+    "muc#roomconfig_roomsecret": ("text-private", "Password"),
+    "muc#roomconfig_maxusers": ("text-single", "Maximum occupants (0: no limit)"),
+    "muc#roomconfig_moderatedroom": ("boolean", "Moderated (visitors have no voice)"),
+    "muc#roomconfig_changesubject": ("boolean", "Occupants may change the subject"),
+    "muc#roomconfig_historylength": ("text-single", "Messages kept as history"),
+    "muc#roomconfig_roomadmins": ("jid-multi", "Room admins"),
+}
+
+
+class Owner:
+    def __init__(self, rooms: Rooms):
+        self.rooms = rooms
+
+    async def on_iq(self, iq: domish.Element, room: Room) -> domish.Element:
+        if await self.rooms.affiliation(room, iq["from"]) != OWNER:
+            raise StanzaError("forbidden", text="only owners configure rooms")
+        if iq["type"] == "get":
+            if room.node.node_id in self.rooms.fresh:
+                # XEP-0045 §10.1.3: the creator asked for the form before anyone
+                # came in, so this is a reserved room: locked until configured.
+                self.rooms.fresh.discard(room.node.node_id)
+                await self.rooms.configure(room, locked=True)
+                room = await self.rooms.room(room.node.node_id)
+            response = xmlstream.toResponse(iq, "result")
+            response.addElement((NS_OWNER, "query")).addChild(self._form(room).toElement())
+            return response
+        destroy = next(iq.query.elements(NS_OWNER, "destroy"), None)
+        if destroy is not None:
+            await self.destroy(room, destroy)
+            return xmlstream.toResponse(iq, "result")
+        form = data_form.findForm(iq.query, NS_ROOMCONFIG)
+        if form is None:
+            raise StanzaError("bad-request", text="submit a muc#roomconfig form")
+        if form.formType == "cancel":
+            if room.node.config.extra.get("locked"):
+                await self.destroy(room)  # §10.1.3: the initial configuration was cancelled
+            return xmlstream.toResponse(iq, "result")
+        await self._configure(room, form)
+        return xmlstream.toResponse(iq, "result")
+
+    @staticmethod
+    def _form(room: Room) -> data_form.Form:
+        form = data_form.Form("form", formNamespace=NS_ROOMCONFIG)
+        for var, (kind, label) in ROOM_FIELDS.items():
+            value = room.settings.get(var)
+            if kind == "jid-multi":
+                form.addField(data_form.Field(kind, var=var, label=label,
+                                              values=[jidlib.JID(v) for v in value or []]))
+            elif kind == "boolean":
+                form.addField(data_form.Field(kind, var=var, label=label, value=truth(value)))
+            else:
+                form.addField(data_form.Field(kind, var=var, label=label, value=str(value or "")))
+        return form
+
+    async def _configure(self, room: Room, form: data_form.Form) -> None:
+        rooms = self.rooms
+        settings = dict(room.settings)
+        for var, field in form.fields.items():
+            if var == "FORM_TYPE":
+                continue
+            if var not in ROOM_FIELDS:
+                raise StanzaError("not-acceptable", text=f"unknown room setting {var}")
+            kind = ROOM_FIELDS[var][0]
+            values = [str(v) for v in field.values]
+            if kind == "boolean":
+                settings[var] = (values[0] if values else "0").lower() in ("1", "true")
+            elif kind == "jid-multi":
+                try:
+                    settings[var] = [jidlib.JID(v).userhost() for v in values]
+                except jidlib.InvalidFormat:
+                    raise StanzaError("not-acceptable", text=f"{var}: invalid JID")
+            else:
+                settings[var] = values[0] if values else ""
+        for number in ("muc#roomconfig_maxusers", "muc#roomconfig_historylength"):
+            if not str(settings[number]).isdigit():
+                raise StanzaError("not-acceptable", text=f"{number} must be a number")
+        history = max(1, min(int(settings["muc#roomconfig_historylength"]), rooms.engine.max_items_limit))
+        rooms.fresh.discard(room.node.node_id)
+        mirrored = {"pubsub#access_model": "whitelist" if truth(settings["muc#roomconfig_membersonly"]) else "open",
+                    "pubsub#max_items": str(history), "pubsub#title": settings["muc#roomconfig_roomname"]}
+        await rooms.configure(room, mirrored, muc=settings, locked=False)
+        affiliations = await rooms.storage.get_affiliations(rooms.domain, room.node.node_id)
+        admins = {a: PUBLISHER for a in settings["muc#roomconfig_roomadmins"] if affiliations.get(a) != OWNER}
+        if admins:
+            await rooms.engine.set_node_affiliations(rooms.trusted, rooms.domain, room.node.node_id, admins)
+
+    async def destroy(self, room: Room, destroy: domish.Element | None = None) -> None:
+        """XEP-0045 §10.9: occupants told, then the node (items and all) deleted."""
+        rooms = self.rooms
+        reason = next(destroy.elements(NS_OWNER, "reason"), None) if destroy is not None else None
+        inner = f"<destroy>{'<reason>' + escape(str(reason)) + '</reason>' if reason is not None else ''}</destroy>"
+        x = f"<x xmlns='{NS_USER}'><item affiliation='none' role='none'/>{inner}</x>"
+        for occupant in await rooms.occupants(room):
+            template = Template.presence(rooms.jid(room, occupant.nick), "unavailable", x)
+            rooms.router.deliver_serialized(occupant.jid, template.to(occupant.jid), "presence")
+            rooms.forget(room, occupant.jid)
+        await rooms.engine.delete_node(rooms.trusted, rooms.domain, room.node.node_id)

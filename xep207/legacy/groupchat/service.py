@@ -1,0 +1,125 @@
+"""Where a stanza to the chat service enters, and how the parts are wired.
+
+Stanzas for one room are handled one at a time (a lock per room), so a join,
+a message and a kick in the same room never interleave; different rooms run
+side by side.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.python import log
+from twisted.words.protocols.jabber import jid as jidlib
+from twisted.words.protocols.jabber.error import StanzaError
+from wokkel import disco
+from wokkel.subprotocols import XMPPHandler
+from zope.interface import implementer
+
+from xep207.hooks import SESSION_UNBOUND, SUBSCRIPTION_CHANGED
+from xep207.inflight import InFlight
+from xep207.legacy.groupchat import discovery
+from xep207.legacy.groupchat.admin import Admin
+from xep207.legacy.groupchat.messages import Messages
+from xep207.legacy.groupchat.native import NativeBridge
+from xep207.legacy.groupchat.occupants import Occupants
+from xep207.legacy.groupchat.owner import Owner
+from xep207.legacy.groupchat.rendering import RoomRenderer
+from xep207.legacy.groupchat.rooms import NS_ADMIN, NS_OWNER, Rooms
+from xep207.pubsub.kinds.room import NICK
+
+
+@implementer(disco.IDisco)
+class GroupchatService(XMPPHandler):
+    """The XEP-0045 face of the chat service; also the renderer of its nodes."""
+
+    def __init__(self, router, engine, domain: str):
+        super().__init__()
+        self.router = router
+        self.rooms = Rooms(router, engine, domain)
+        self.messages = Messages(self.rooms)
+        self.occupants = Occupants(self.rooms, self.messages)
+        self.owner = Owner(self.rooms)
+        self.admin = Admin(self.rooms, self.occupants)
+        self.native = NativeBridge(self.rooms, self.occupants)
+        self.renderer = RoomRenderer(domain)
+        self._locks: dict[str, defer.DeferredLock] = {}
+        self.in_flight = InFlight()  # room work under way, for a clean shutdown
+        router.hooks.add(SESSION_UNBOUND, self.occupants.session_gone)
+        router.hooks.add(SUBSCRIPTION_CHANGED, self.native.on_subscription_change)
+
+    # Stanzas in ------------------------------------------------------------------
+
+    def connectionInitialized(self):
+        self.xmlstream.addObserver("/presence", self._on_stanza)
+        self.xmlstream.addObserver("/message", self._on_stanza)
+        self.xmlstream.addObserver(f"/iq/query[@xmlns='{NS_OWNER}']", self._on_stanza)
+        self.xmlstream.addObserver(f"/iq/query[@xmlns='{NS_ADMIN}']", self._on_stanza)
+
+    def _on_stanza(self, stanza):
+        if getattr(stanza, "handled", False):
+            return
+        stanza.handled = True
+        room = jidlib.JID(stanza["to"]).user
+        key = room or ""
+        lock = self._locks.setdefault(key, defer.DeferredLock())
+        d = lock.run(lambda: defer.ensureDeferred(self._dispatch(stanza)))
+        d.addErrback(self._failed, stanza)
+        d.addBoth(self._unlock, key, lock)
+        self.in_flight.track(d)
+
+    def _unlock(self, result, key, lock):
+        if not lock.locked and not lock.waiting:
+            self._locks.pop(key, None)
+        return result
+
+    def _failed(self, failure, stanza):
+        if failure.check(StanzaError):
+            if stanza.getAttribute("type") != "error":
+                self.router.bounce(stanza, failure.value.condition, failure.value.text)
+            return
+        log.err(failure, "groupchat failed")
+        self.router.bounce(stanza, "internal-server-error")
+
+    async def _dispatch(self, stanza):
+        to = jidlib.JID(stanza["to"])
+        if stanza.name == "iq":
+            return await self._on_iq(stanza, to)
+        if to.user is None:
+            if stanza.name == "message" and stanza.getAttribute("type") != "error":
+                raise StanzaError("service-unavailable")
+            return
+        if stanza.name == "presence":
+            return await self.occupants.on_presence(stanza, to.user, to.resource)
+        return await self.messages.on_message(stanza, to.user, to.resource)
+
+    async def _on_iq(self, iq, to):
+        if to.user is None or to.resource is not None:
+            raise StanzaError("service-unavailable")
+        room = await self.rooms.room(to.user)
+        if room is None:
+            raise StanzaError("item-not-found", text="no such room")
+        part = self.owner if iq.query.uri == NS_OWNER else self.admin
+        self.send(await part.on_iq(iq, room))
+
+    # The rest of the server --------------------------------------------------------
+
+    async def clear_stale(self) -> None:
+        """At start-up nobody is in any room: drop occupancies a crash left."""
+        rooms = self.rooms
+        for node_id in await rooms.storage.list_nodes(rooms.domain):
+            room = await rooms.room(node_id)
+            if room is None:
+                continue
+            for subscription in await rooms.storage.get_subscriptions(rooms.domain, node_id):
+                if subscription.options.get(NICK):
+                    await rooms.engine.unsubscribe(rooms.trusted, rooms.domain, node_id, subscription.subscriber)
+            if not room.flag("persistentroom"):
+                await rooms.engine.delete_node(rooms.trusted, rooms.domain, node_id)
+
+    # Discovery -----------------------------------------------------------------------
+
+    def getDiscoInfo(self, requestor, target, nodeIdentifier=""):
+        return defer.ensureDeferred(discovery.info(self.rooms, target, nodeIdentifier))
+
+    def getDiscoItems(self, requestor, target, nodeIdentifier=""):
+        return defer.ensureDeferred(discovery.items(self.rooms, target, nodeIdentifier))
