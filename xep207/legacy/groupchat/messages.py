@@ -16,7 +16,7 @@ from xep207.legacy.chat import NS_DELAY, stamp, with_child
 from xep207.legacy.groupchat.rendering import as_groupchat
 from xep207.legacy.groupchat.rooms import NS_MUC, NS_USER, Rooms
 from xep207.legacy.render import Template
-from xep207.pubsub.kinds.room import ADMIN, NS_NICK, Occupant, Room, add_nick
+from xep207.pubsub.kinds.room import ADMIN, NS_NICK, Occupant, Room, add_nick, may_change_subject
 from xep207.storage.records import OWNER, PUBLISHER, bare
 from xep207.xmlutil import restamped
 
@@ -52,7 +52,7 @@ class Messages:
             raise StanzaError("forbidden", text="visitors have no voice in this moderated room")
         subject = next((c for c in stanza.elements() if c.name == "subject"), None)
         if subject is not None:
-            if me.role != "moderator" and not room.flag("changesubject"):
+            if not may_change_subject(room, me.role):
                 raise StanzaError("forbidden", text="only moderators change the subject")
             await rooms.configure(room, subject=str(subject), subject_from=rooms.jid(room, me.nick))
         # History renders room/nick from the item alone (XEP-0172).

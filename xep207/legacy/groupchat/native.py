@@ -7,13 +7,15 @@ themselves and are not told twice.
 
 from __future__ import annotations
 
+from xml.sax.saxutils import quoteattr
+
 from twisted.internet import defer
 from twisted.python import log
 
 from xep207.legacy.groupchat.occupants import THIS_IS_YOU, Occupants
 from xep207.legacy.groupchat.rooms import Rooms
 from xep207.pubsub.kinds.room import NICK, Occupant
-from xep207.storage.records import NONE, SUBSCRIBED, bare
+from xep207.storage.records import NONE, OUTCAST, SUBSCRIBED, bare
 
 
 class NativeBridge:
@@ -33,7 +35,9 @@ class NativeBridge:
         key = (subscription.node_id, subscription.subscriber)
         if subscription.state == NONE and key in self.rooms.leaving:
             return  # the XEP-0045 side is announcing this departure itself
-        if subscription.via != "pubsub" and subscription.state != NONE:
+        if change.options_changed and key in self.rooms.renaming:
+            return  # likewise a nick change
+        if subscription.via != "pubsub" and subscription.state != NONE and not change.options_changed:
             return  # XEP-0045 joins announce themselves, in XEP-0045's order
         d = defer.ensureDeferred(self._announce(change))
         d.addErrback(log.err, "native room subscription follow-up failed")
@@ -46,7 +50,10 @@ class NativeBridge:
             return
         key = (room.node.node_id, subscription.subscriber)
         nick = subscription.options.get(NICK)
-        if subscription.state == SUBSCRIBED and nick and key not in rooms.nicks:
+        if change.options_changed and subscription.state == SUBSCRIBED and nick \
+                and key in rooms.nicks and rooms.nicks[key] != nick:
+            await self._renamed(room, subscription, rooms.nicks[key], nick)
+        elif subscription.state == SUBSCRIBED and nick and key not in rooms.nicks:
             occupants = await rooms.occupants(room)  # the room kind admitted the nick
             rooms.nicks[key] = nick
             occupant = next(o for o in occupants if o.jid == subscription.subscriber)
@@ -56,7 +63,7 @@ class NativeBridge:
             # Left, or removed through XEP-0060 by a moderator (a kick: 307).
             occupant = Occupant(subscription.subscriber, rooms.nicks[key], NONE, "none", subscription)
             rooms.forget(room, occupant.jid)
-            kicked = (307,) if bare(change.actor) != bare(subscription.subscriber) else ()
+            kicked = await self._why_removed(room, change)
             gone = self.occupants.presence(room, occupant, type="unavailable", children="", statuses=kicked)
             remaining = await rooms.occupants(room)
             self.occupants.send(gone, remaining)
@@ -65,3 +72,33 @@ class NativeBridge:
             if subscription.via != "pubsub":
                 self.occupants.send(self.occupants.presence(room, occupant, type="unavailable", children="",
                                                             statuses=kicked + THIS_IS_YOU), [occupant])
+
+    async def _why_removed(self, room, change) -> tuple[int, ...]:
+        """XEP-0045 status codes for a departure someone else caused."""
+        subscriber = change.subscription.subscriber
+        if bare(change.actor) == bare(subscriber):
+            return ()
+        affiliation = await self.rooms.affiliation(room, subscriber)
+        if affiliation == OUTCAST:
+            return (301,)  # banned
+        if affiliation == NONE and room.flag("membersonly"):
+            return (321,)  # no longer a member
+        return (307,)  # kicked
+
+    async def _renamed(self, room, subscription, old: str, new: str) -> None:
+        """A nick changed through XEP-0060 (§7.6's 303, then the new nick)."""
+        rooms = self.rooms
+        occupants = await rooms.occupants(room)
+        renamed = next((o for o in occupants if o.jid == subscription.subscriber), None)
+        if renamed is None:
+            return
+        rooms.nicks[(room.node.node_id, subscription.subscriber)] = new
+        before = Occupant(renamed.jid, old, renamed.affiliation, renamed.role, renamed.subscription)
+        gone = dict(type="unavailable", children="", statuses=(303,), item_extra=f" nick={quoteattr(new)}")
+        if subscription.via == "pubsub":  # a native occupant reads no presences itself
+            others = [o for o in occupants if o.jid != renamed.jid]
+            self.occupants.send(self.occupants.presence(room, before, **gone), others)
+            self.occupants.send(self.occupants.presence(room, renamed), others)
+        else:
+            self.occupants.announce(room, occupants, before, **gone)
+            self.occupants.announce(room, occupants, renamed)

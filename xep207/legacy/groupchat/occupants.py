@@ -123,8 +123,13 @@ class Occupants:
     async def change_nick(self, room: Room, occupant: Occupant, nick: str, children: str) -> None:
         rooms = self.rooms
         occupants = await rooms.occupants(room)
-        subscription = await rooms.engine.set_subscription_options(
-            occupant.jid, rooms.domain, room.node.node_id, occupant.jid, {NICK: nick})
+        key = (room.node.node_id, occupant.jid)
+        rooms.renaming.add(key)
+        try:
+            subscription = await rooms.engine.set_subscription_options(
+                occupant.jid, rooms.domain, room.node.node_id, occupant.jid, {NICK: nick})
+        finally:
+            rooms.renaming.discard(key)
         self.announce(room, occupants, occupant, type="unavailable", children="", statuses=(303,),
                       item_extra=f" nick={quoteattr(nick)}")
         rooms.presences[(room.node.node_id, occupant.jid)] = children

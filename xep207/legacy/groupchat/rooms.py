@@ -36,6 +36,7 @@ class Rooms:
         self.nicks: dict[Key, str] = {}  # the nick an occupant was announced under
         self.fresh: set[str] = set()  # rooms whose creator may still ask to configure first
         self.leaving: set[Key] = set()  # departures the XEP-0045 side announces itself
+        self.renaming: set[Key] = set()  # nick changes the XEP-0045 side announces itself
 
     async def room(self, name: str) -> Room | None:
         node = await self.storage.get_node(self.domain, name)

@@ -69,9 +69,11 @@ def truth(value) -> bool:
 
 
 def muc_affiliation(pubsub_affiliation: str, entity: str, admins) -> str:
+    """An admin is a publisher the room's settings list (XEP-0060 has no
+    admin): a ban or a demotion through either door ends the admin status."""
     if pubsub_affiliation == OWNER:
         return OWNER
-    if entity in admins:
+    if pubsub_affiliation == PUBLISHER and entity in admins:
         return ADMIN
     return {PUBLISHER: MEMBER, MEMBER: MEMBER, OUTCAST: OUTCAST}.get(pubsub_affiliation, NONE)
 
@@ -201,13 +203,23 @@ READING = [banned, locked, members_only, password]
 
 
 def valid_nick(nick: str | None) -> str:
+    """The nick as the room JID's resource, prepared (RFC 7622 §3.4): the
+    XEP-0045 door gets it prepared by the router, the XEP-0060 door here, so
+    the two compare equal (XEP-0045 §7.2.9)."""
     if not nick:
         raise errors.bad_request(text="join with a roomnick subscription option")
     try:
-        jidlib.JID(tuple=("room", "example.org", nick))
+        prepared = jidlib.JID(tuple=("room", "example.org", nick)).resource
     except jidlib.InvalidFormat:
         raise StanzaError("jid-malformed", text="not a valid room nickname")
-    return nick
+    if not prepared:
+        raise StanzaError("jid-malformed", text="not a valid room nickname")
+    return prepared
+
+
+def may_change_subject(room: "Room", role: str) -> bool:
+    """XEP-0045 §8.1: moderators, or everyone with voice if the room says so."""
+    return role == "moderator" or (room.flag("changesubject") and role != "visitor")
 
 
 class RoomKind(NodeKind):
@@ -235,9 +247,11 @@ class RoomKind(NodeKind):
         if operation != "subscribe":
             return False
         try:
-            jidlib.JID(tuple=(node_id, service, None))
+            prepared = jidlib.JID(tuple=(node_id, service, None)).user
         except jidlib.InvalidFormat:
             raise StanzaError("jid-malformed")
+        if prepared != node_id:  # a room is room@chat.DOMAIN: one name, one room
+            raise StanzaError("jid-malformed", text=f"the room is called {prepared}")
         return True
 
     async def after_create(self, engine, node: Node, requestor: str,
@@ -321,8 +335,12 @@ class RoomKind(NodeKind):
             if not await self._is_moderator(access):
                 raise errors.forbidden(text="only moderators change roles")
             target = self._muc(access, subscription.subscriber)
-            if target in (OWNER, ADMIN) and self._muc(access, access.requestor) != OWNER:
+            mine = "trusted" if access.trusted else self._muc(access, access.requestor)
+            if target in (OWNER, ADMIN) and mine not in (OWNER, "trusted"):
                 raise StanzaError("not-allowed", text="moderators cannot change an admin's role")
+            current = role_of(Room(access.node), target, subscription)
+            if "moderator" in (role, current) and mine not in (OWNER, ADMIN, "trusted"):
+                raise errors.forbidden(text="only admins grant or revoke moderation (XEP-0045 §9.6)")
             cleaned[ROLE] = role
         if "pubsub#deliver" in options:
             if not own:
@@ -351,6 +369,8 @@ class RoomKind(NodeKind):
     async def check_owner(self, access: Access, operation: str) -> None:
         if operation == "subscriptions" and await self._is_moderator(access):
             return  # moderators kick (XEP-0045 §8.2)
+        if operation == "delete":
+            raise errors.forbidden(text="destroy rooms with http://jabber.org/protocol/muc#owner")
         await super().check_owner(access, operation)
 
     async def check_affiliation_change(self, access: Access, changes: Mapping[str, str]) -> None:
@@ -386,6 +406,9 @@ class RoomKind(NodeKind):
         message = restamped(message, access.requestor, drop=("to",), without_uri=NS_NICK)
         message["type"] = "groupchat"
         occupant = await self._occupant(access, access.requestor)
+        if any(c.name == "subject" for c in message.elements()) and not access.trusted and \
+                (occupant is None or not may_change_subject(Room(access.node), occupant.role)):
+            raise errors.forbidden(text="only moderators change the subject")
         nick = occupant.nick if occupant is not None else access.requestor.split("@")[0]
         return item_id, add_nick(message.toXml(), nick)
 
