@@ -223,6 +223,23 @@ class AdminBannedThroughXep0060(RoomDoorsTestCase):
         self.assert_failed(await self.admin(bob, f"<item jid='{CAROL}' affiliation='outcast'/>"))
 
 
+class GhostOccupant(RoomDoorsTestCase):
+    """TWO_DOORS_SPEC: a native occupant subscribed with a full JID leaves when
+    that session ends. eve subscribes a full JID of hers that has no session:
+    it never ends, so the occupant never leaves (and keeps a temporary room,
+    and a seat in a full one, for good)."""
+
+    async def test_full_jid_without_a_session_is_no_occupant(self):
+        alice = await self.room_with_alice()
+        eve = await self.online("eve", "lair")
+        reply = await self.subscribe(eve, CHAT, ROOM, jid=f"{EVE}/ghost", options={"roomnick": "Ghost"})
+        await self.settle(eve, alice)
+        if reply["type"] == "result":
+            await self.logout(eve)
+            await self.settle(alice)
+        self.assertIsNone(await self.subscription_of(f"{EVE}/ghost"))
+
+
 class SameNickRace(RoomDoorsTestCase):
     """Two joins with the same nick at once, one per door: one must lose."""
 
