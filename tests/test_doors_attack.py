@@ -223,6 +223,23 @@ class AdminBannedThroughXep0060(RoomDoorsTestCase):
         self.assert_failed(await self.admin(bob, f"<item jid='{CAROL}' affiliation='outcast'/>"))
 
 
+class GhostOccupant(RoomDoorsTestCase):
+    """TWO_DOORS_SPEC: a native occupant subscribed with a full JID leaves when
+    that session ends. eve subscribes a full JID of hers that has no session:
+    it never ends, so the occupant never leaves (and keeps a temporary room,
+    and a seat in a full one, for good)."""
+
+    async def test_full_jid_without_a_session_is_no_occupant(self):
+        alice = await self.room_with_alice()
+        eve = await self.online("eve", "lair")
+        reply = await self.subscribe(eve, CHAT, ROOM, jid=f"{EVE}/ghost", options={"roomnick": "Ghost"})
+        await self.settle(eve, alice)
+        if reply["type"] == "result":
+            await self.logout(eve)
+            await self.settle(alice)
+        self.assertIsNone(await self.subscription_of(f"{EVE}/ghost"))
+
+
 class SameNickRace(RoomDoorsTestCase):
     """Two joins with the same nick at once, one per door: one must lose."""
 
@@ -457,6 +474,56 @@ class InternalOptionsStayInside(DoorsTestCase):
         bob = await self.online("bob", "native", presence=False)  # no presence: the mark stays
         options = self.assert_ok(await self.get_options(bob, PUBSUB, pair(ALICE, BOB), jid=BOB))
         self.assertNotIn("xep207#", options.toXml())
+
+
+class CapsPoisoning(DoorsTestCase):
+    """XEP-0115's verification string joins features with '<'; a feature
+    containing '<' makes another feature set hash to the same ``ver``. The
+    server caches interests by ``ver`` for everyone: eve answers first for a
+    popular client's ``ver`` with the features merged, and every later session
+    announcing that ``ver`` loses its ``+notify`` interests (XEP-0115 §5.4 and
+    §8: such an answer is ill-formed and must not be cached)."""
+
+    NS_CAPS = "http://jabber.org/protocol/caps"
+    NS_INFO = "http://jabber.org/protocol/disco#info"
+    IDENTITY = "<identity category='client' type='pc' name='T'/>"
+
+    def ver(self) -> str:
+        import base64
+        import hashlib
+        text = f"client/pc//T<{self.NS_INFO}<x+notify<"
+        return base64.b64encode(hashlib.sha1(text.encode()).digest()).decode()
+
+    def caps_presence(self) -> str:
+        return f"<presence><c xmlns='{self.NS_CAPS}' hash='sha-1' node='http://client' ver='{self.ver()}'/></presence>"
+
+    async def test_merged_features_are_not_cached(self):
+        eve = await self.online("eve", "lair", presence=False)
+        eve.send(self.caps_presence())
+        ask = await eve.wait_for(lambda e: e.name == "iq" and e.getAttribute("type") == "get"
+                                 and e.query is not None and e.query.uri == self.NS_INFO)
+        eve.send(f"<iq type='result' id={quoteattr(ask['id'])} to={quoteattr(ask['from'])}>"
+                 f"<query xmlns='{self.NS_INFO}' node={quoteattr(ask.query['node'])}>{self.IDENTITY}"
+                 f"<feature var='{self.NS_INFO}&lt;x+notify'/></query></iq>")
+        await self.settle(eve)
+        laptop = await self.online("alice", "laptop", presence=False)
+        laptop.send(self.caps_presence())
+        asked = laptop.wait_for(lambda e: e.name == "iq" and e.getAttribute("type") == "get"
+                                and e.query is not None and e.query.uri == self.NS_INFO)
+        await laptop.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == laptop.jid)
+        await self.settle(laptop)  # a disco#info question, if the server asks one, has arrived
+        if asked.called:  # the server did not trust eve's answer: it asks alice's client
+            ask = await asked
+            laptop.send(f"<iq type='result' id={quoteattr(ask['id'])} to={quoteattr(ask['from'])}>"
+                        f"<query xmlns='{self.NS_INFO}' node={quoteattr(ask.query['node'])}>{self.IDENTITY}"
+                        f"<feature var='{self.NS_INFO}'/><feature var='x+notify'/></query></iq>")
+            await self.settle(laptop)
+        else:
+            asked.cancel()
+            asked.addErrback(lambda f: None)
+        phone = await self.online("alice", "phone")
+        self.assert_ok(await self.publish(phone, ALICE, "x", "<x xmlns='urn:example'>tune</x>"))
+        await laptop.wait_for(message_with("tune"), timeout=5)
 
 
 # Pins: what was tried and held -------------------------------------------------------
