@@ -52,6 +52,23 @@ def verification_string(query: domish.Element) -> str:
     return text
 
 
+def well_formed(query: domish.Element) -> bool:
+    """XEP-0115 §5.4: no duplicate identities or features, and no ``<`` in
+    any value — it would let two different feature lists share one
+    verification string, poisoning the cache every session relies on."""
+    identities = [(i.getAttribute("category", ""), i.getAttribute("type", ""),
+                   i.getAttribute(("http://www.w3.org/XML/1998/namespace", "lang"), ""),
+                   i.getAttribute("name", "")) for i in query.elements(NS_DISCO_INFO, "identity")]
+    features = [f.getAttribute("var", "") for f in query.elements(NS_DISCO_INFO, "feature")]
+    values = [v for identity in identities for v in identity] + features
+    for form in query.elements(NS_DATA, "x"):
+        for field in form.elements(NS_DATA, "field"):
+            values.append(field.getAttribute("var", ""))
+            values.extend(str(v) for v in field.elements(NS_DATA, "value"))
+    return (len(set(identities)) == len(identities) and len(set(features)) == len(features)
+            and not any("<" in value for value in values))
+
+
 def features_of(query: domish.Element) -> set[str]:
     return {f.getAttribute("var", "") for f in query.elements(NS_DISCO_INFO, "feature")}
 
@@ -62,7 +79,7 @@ class CapsTracker:
         self.engine = engine
         self.delivery = delivery
         self.known: dict[str, frozenset] = {}  # ver -> +notify node names
-        self._asking: dict[str, defer.Deferred] = {}
+        self._asking: dict[str, list] = {}  # ver -> sessions waiting for its features
 
     def update(self, session, presence: domish.Element) -> None:
         caps = next(presence.elements(NS_CAPS, "c"), None)
@@ -72,21 +89,22 @@ class CapsTracker:
         if ver in self.known:
             self._interested(session, self.known[ver])
             return
+        if ver in self._asking:  # asked already: this session learns with the first
+            self._asking[ver].append(session)
+            return
+        self._asking[ver] = [session]
         d = defer.ensureDeferred(self._learn(session, caps.getAttribute("node", ""), ver))
         d.addErrback(lambda f: log.msg(f"caps {ver} from {session.full} not learned: {f.getErrorMessage()}"))
+        d.addBoth(lambda _: self._asking.pop(ver, None))
 
     async def _learn(self, session, node: str, ver: str) -> None:
-        if ver not in self._asking:
-            iq = domish.Element((None, "iq"))
-            iq["type"], iq["to"] = "get", session.full
-            iq.addElement((NS_DISCO_INFO, "query"))["node"] = f"{node}#{ver}"
-            self._asking[ver] = self.router.request(iq)
-        try:
-            result = await self._asking[ver]
-        finally:
-            self._asking.pop(ver, None)
+        iq = domish.Element((None, "iq"))
+        iq["type"], iq["to"] = "get", session.full
+        iq.addElement((NS_DISCO_INFO, "query"))["node"] = f"{node}#{ver}"
+        result = await self.router.request(iq)
         query = next(result.elements(NS_DISCO_INFO, "query"), None)
-        if query is None:
+        if query is None or not well_formed(query):
+            log.msg(f"caps {ver} from {session.full}: malformed disco#info, ignored")
             return
         digest = base64.b64encode(hashlib.sha1(verification_string(query).encode("utf-8")).digest()).decode()
         if digest != ver:
@@ -94,7 +112,8 @@ class CapsTracker:
             return
         interests = frozenset(f[: -len(NOTIFY)] for f in features_of(query) if f.endswith(NOTIFY))
         self.known[ver] = interests
-        self._interested(session, interests)
+        for waiting in self._asking.get(ver, [session]):
+            self._interested(waiting, interests)
 
     def _interested(self, session, interests: frozenset) -> None:
         new = interests - session.interested

@@ -109,6 +109,11 @@ class SessionInterest:
                 for session in self.router.available_resources(bare)
                 if node_id in session.interested]
 
+    def is_online(self, jid):
+        if "/" in jid:
+            return self.router.session(jid) is not None
+        return bool(self.router.resources(jid))
+
 
 class PubSubUsage:
     """Router interceptor that never consumes: remembers the node names a

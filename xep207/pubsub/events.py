@@ -93,6 +93,10 @@ class IInterestDirectory(Interface):
         """Full JIDs of the online resources of these bare JIDs that advertised
         ``node_id+notify`` in their entity capabilities."""
 
+    def is_online(jid: str) -> bool:
+        """A full JID: whether that session is connected; a bare JID: whether
+        any of the account's sessions is."""
+
 
 class NullSink:
     """Drops everything; for an engine used without a transport."""

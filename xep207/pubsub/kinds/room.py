@@ -299,6 +299,10 @@ class RoomKind(NodeKind):
         self._check_option_names(access, options)
         if ROLE in options:
             raise errors.forbidden(text="a role is given by a moderator")
+        directory = access.engine.interest
+        if directory is not None and not directory.is_online(subscriber):
+            # An occupant is a session: one that does not exist would never leave.
+            raise errors.not_acceptable(text="occupants are connected sessions")
         nick = valid_nick(single_value(options, NICK))
         given = single_value(options, PASSWORD_OPTION)
         room = Room(access.node)
