@@ -13,6 +13,6 @@ import constantly
 import twisted.python.compat
 
 if not hasattr(twisted.python.compat, "_PY3"):
-    twisted.python.compat._PY3 = True
+    setattr(twisted.python.compat, "_PY3", True)  # an attribute Twisted no longer declares
 
 sys.modules.setdefault("twisted.python.constants", constantly)

@@ -6,7 +6,7 @@ from twisted.internet import defer
 
 
 class InFlight:
-    def __init__(self):
+    def __init__(self) -> None:
         self._pending: set[defer.Deferred] = set()
 
     def __bool__(self) -> bool:

@@ -7,7 +7,7 @@ from twisted.words.xish import domish
 
 def parse_stanza(text: str, namespace: str = "jabber:client") -> domish.Element:
     """Parse exactly one serialized stanza into an Element."""
-    elements = []
+    elements: list[domish.Element] = []
     stream = domish.elementStream()
     stream.DocumentStartEvent = elements.append
     stream.ElementEvent = lambda e: elements[0].addChild(e)

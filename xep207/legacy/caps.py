@@ -17,6 +17,7 @@ from twisted.python import log
 from twisted.words.xish import domish
 
 from xep207.pubsub.events import ITEMS, Event, Recipient
+from xep207.storage.records import SUBSCRIBED
 
 NS_CAPS = "http://jabber.org/protocol/caps"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
@@ -74,7 +75,7 @@ def features_of(query: domish.Element) -> set[str]:
 
 
 class CapsTracker:
-    def __init__(self, router, engine, delivery):
+    def __init__(self, router, engine, delivery) -> None:
         self.router = router
         self.engine = engine
         self.delivery = delivery
@@ -128,7 +129,7 @@ class CapsTracker:
         storage = self.engine.storage
         services = {session.bare}
         for subscription in await storage.get_entity_subscriptions(session.bare, node_id="presence"):
-            if subscription.state == "subscribed":
+            if subscription.state == SUBSCRIBED:
                 services.add(subscription.service)
         for service in sorted(services):
             for node_id in sorted(nodes):

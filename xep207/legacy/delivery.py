@@ -13,12 +13,11 @@ from typing import Mapping
 
 from zope.interface import implementer
 
-from xep207.legacy.render import LegacyRenderer
+from xep207.legacy.render import LegacyRenderer, Rendering
 from xep207.pubsub import render
 from xep207.pubsub.events import IEventSink, IInterestDirectory, Recipient
+from xep207.pubsub.kinds.base import NodeKindName
 from xep207.storage.records import VIA_LEGACY
-
-_UNSET = object()
 
 
 def speaks_pubsub(session, node_id: str) -> bool:
@@ -41,13 +40,14 @@ class EventDelivery:
     recipients that were missed.
     """
 
-    def __init__(self, router, renderers: Mapping[str, LegacyRenderer] | None = None):
+    def __init__(self, router, renderers: Mapping[NodeKindName, LegacyRenderer] | None = None):
         self.router = router
-        self.renderers: dict[str, LegacyRenderer] = dict(renderers or {})
+        self.renderers: dict[NodeKindName, LegacyRenderer] = dict(renderers or {})
 
     def deliver(self, event, recipients) -> list[Recipient]:
         renderer = self.renderers.get(event.node_kind)
-        rendering = _UNSET  # the legacy form, prepared once, when first needed
+        rendering: Rendering | None = None  # the legacy form, prepared once,
+        prepared = False  # when first needed
         body = None  # the XEP-0207 form, serialized once, when first needed
         missed = []
         for recipient in recipients:
@@ -59,8 +59,9 @@ class EventDelivery:
                 continue
             legacy = renderer is not None and recipient.subscription is not None \
                 and recipient.subscription.via == VIA_LEGACY
-            if legacy and rendering is _UNSET:
-                rendering = renderer.prepare(event)
+            if legacy and not prepared:
+                rendering = renderer.prepare(event) if renderer is not None else None
+                prepared = True
             for session in sessions:
                 if legacy and not speaks_pubsub(session, event.node_id):
                     # A client that never speaks pubsub never sees a pubsub stanza:

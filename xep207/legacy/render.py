@@ -98,6 +98,7 @@ class PresenceRenderer:
             return [Template.presence(f"{event.service}/{resource}", "unavailable")
                     for resource in event.retracted]
         if event.kind == SUBSCRIPTION:
+            assert event.subscription is not None, "a subscription event carries its subscription"
             state = "subscribed" if event.subscription.state == SUBSCRIBED else "unsubscribed"
             return [Template.presence(event.service, state)]
         return []  # purge, delete, configuration: nothing a legacy client would understand

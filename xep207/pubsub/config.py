@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 from xep207.pubsub import errors
 from xep207.storage.records import NodeConfig
@@ -80,15 +80,16 @@ def config_values(config: NodeConfig) -> dict:
 
 
 def apply_values(
-    config: NodeConfig, values: Mapping[str, object], max_items_limit: int
+    config: NodeConfig, values: Mapping[str, Any], max_items_limit: int
 ) -> tuple[NodeConfig, list[str] | None]:
     """Apply submitted, type-checked form values to ``config``.
 
     Returns the new configuration and the ``pubsub#publisher`` list (None when
     absent). Unknown fields and bad values raise ``not-acceptable``: a silently
     ignored setting is a security surprise (think ``access_model``).
+    ``values`` are typed per field (a list for the multi fields), hence ``Any``.
     """
-    changes = {}
+    changes: dict[str, object] = {}
     publishers = None
     for var, value in values.items():
         if var == "FORM_TYPE":

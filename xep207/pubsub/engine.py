@@ -43,7 +43,6 @@ from xep207.pubsub.kinds.account import ACCOUNT_NODES
 from xep207.pubsub.kinds.pair import OFFLINE_MARK
 from xep207.storage.interface import NodeExists
 from xep207.storage.records import (
-    AFFILIATIONS,
     NONE,
     OUTCAST,
     OWNER,
@@ -52,12 +51,16 @@ from xep207.storage.records import (
     SUBSCRIBED,
     VIA_PUBSUB,
     Account,
+    AffiliationName,
     Item,
     ItemPage,
     Node,
     NodeConfig,
     Subscription,
+    SubscriptionState,
+    Via,
     bare,
+    is_affiliation,
     new_id,
 )
 
@@ -137,24 +140,29 @@ class PubSubEngine:
             return self.generic.initial_config(self, service, "")
         return self.kind_of(service, node_id).initial_config(self, service, node_id)
 
-    async def _affiliations(self, node: Node) -> dict[str, str]:
+    async def _affiliations(self, node: Node) -> dict[str, AffiliationName]:
         affiliations = await self.storage.get_affiliations(node.service, node.node_id)
         if self.is_pep(node.service):
             affiliations[node.service] = OWNER  # a PEP service's account owns it all
         return affiliations
 
-    async def _access(self, requestor: str, service: str, node_id: str, *,
-                      missing_ok: bool = False) -> tuple[NodeKind, Access | None]:
+    async def _access(self, requestor: str, service: str, node_id: str) -> tuple[NodeKind, Access]:
         """The node's kind and the requestor's access to it. A node the
         requestor may not see answers exactly as a missing one does."""
+        kind, access = await self._access_if_exists(requestor, service, node_id)
+        if access is None:
+            raise errors.item_not_found()
+        return kind, access
+
+    async def _access_if_exists(self, requestor: str, service: str,
+                                node_id: str) -> tuple[NodeKind, Access | None]:
+        """As ``_access``, but a missing node gives None (the caller may create it)."""
         if not node_id:
             raise errors.bad_request("nodeid-required")
         kind = self.kind_of(service, node_id)
         node = await self.storage.get_node(service, node_id)
         if node is None:
-            if missing_ok:
-                return kind, None
-            raise errors.item_not_found()
+            return kind, None
         access = Access(self, node, requestor, await self._affiliations(node))
         if not access.trusted and not await kind.visible(access):
             raise errors.item_not_found()
@@ -186,7 +194,7 @@ class PubSubEngine:
     async def create_node(
         self, requestor: str, service: str, node_id: str | None,
         values: Mapping[str, object] | None = None, *, config: NodeConfig | None = None,
-        via: str = VIA_PUBSUB,
+        via: Via = VIA_PUBSUB,
     ) -> str:
         """Create a node (instant when ``node_id`` is None); its kind decides who may."""
         kind = self.kind_of(service, node_id) if node_id else self.generic
@@ -194,7 +202,8 @@ class PubSubEngine:
             await kind.check_create(self, requestor, service, node_id or "", values)
         return await self._create(requestor, service, node_id, kind, values, config=config, via=via)
 
-    async def _create(self, requestor, service, node_id, kind, values, *, config=None, via=VIA_PUBSUB):
+    async def _create(self, requestor, service, node_id, kind, values, *, config=None,
+                      via: Via = VIA_PUBSUB):
         instant = not node_id
         node_id = node_id or new_id()
         if config is None:
@@ -215,7 +224,7 @@ class PubSubEngine:
 
     @returns_deferred
     async def ensure_node(self, requestor: Trusted, service: str, node_id: str,
-                          config: NodeConfig | None = None, via: str = VIA_PUBSUB) -> bool:
+                          config: NodeConfig | None = None, via: Via = VIA_PUBSUB) -> bool:
         """The service makes sure a node of its own exists; True if it made it now."""
         kind = self.kind_of(service, node_id)
         if await self.storage.get_node(service, node_id) is not None:
@@ -334,7 +343,7 @@ class PubSubEngine:
         items = await self.storage.get_items(owner, ROSTER_NODE, [contact])
         return groups_of(items[0].payload) if items else set()
 
-    def _owners(self, node: Node, affiliations: Mapping[str, str]) -> list[str]:
+    def _owners(self, node: Node, affiliations: Mapping[str, AffiliationName]) -> list[str]:
         return sorted(e for e, a in affiliations.items() if a == OWNER)
 
     async def access_error(self, node: Node, entity: str, affiliations,
@@ -378,7 +387,7 @@ class PubSubEngine:
         self, requestor: str, service: str, node_id: str,
         items: Sequence[tuple[str | None, str]],
         options: Mapping[str, object] | None = None, *, vetted: bool = False,
-        via: str = VIA_PUBSUB,
+        via: Via = VIA_PUBSUB,
     ) -> list[str]:
         """Publish ``items`` as (item id or None, serialized payload) pairs.
 
@@ -393,7 +402,7 @@ class PubSubEngine:
         for _, payload in items:
             if len(payload.encode("utf-8")) > self.max_payload_size:
                 raise errors.not_acceptable("payload-too-big")
-        kind, access = await self._access(requestor, service, node_id, missing_ok=True)
+        kind, access = await self._access_if_exists(requestor, service, node_id)
         if access is None:
             if not await kind.may_auto_create(self, requestor, service, node_id, "publish"):
                 raise errors.item_not_found()
@@ -500,12 +509,12 @@ class PubSubEngine:
     @returns_deferred
     async def subscribe(
         self, requestor: str, service: str, node_id: str, subscriber: str,
-        options: Mapping[str, object] | None = None, *, via: str = VIA_PUBSUB,
+        options: Mapping[str, object] | None = None, *, via: Via = VIA_PUBSUB,
         approved: bool = False,
     ) -> Subscription:
         """Subscribe; ``approved`` is for callers that already hold the owner's
         consent (an RFC 6121 pre-approval) and skips the authorization step."""
-        kind, access = await self._access(requestor, service, node_id, missing_ok=True)
+        kind, access = await self._access_if_exists(requestor, service, node_id)
         if access is None:
             if not await kind.may_auto_create(self, requestor, service, node_id, "subscribe"):
                 raise errors.item_not_found()
@@ -669,26 +678,30 @@ class PubSubEngine:
         return failed
 
     @returns_deferred
-    async def node_affiliations(self, requestor: str, service: str, node_id: str) -> dict[str, str]:
+    async def node_affiliations(self, requestor: str, service: str,
+                                node_id: str) -> dict[str, AffiliationName]:
         _, access = await self._owner_access(requestor, service, node_id, "affiliations")
         return dict(access.affiliations)
 
     @returns_deferred
     async def set_node_affiliations(self, requestor: str, service: str, node_id: str,
                                     changes: Mapping[str, str]) -> None:
-        """XEP-0060 §8.9.2; an outcast loses its subscriptions at once."""
+        """XEP-0060 §8.9.2; an outcast loses its subscriptions at once.
+        ``changes`` may come straight from the wire: unknown names are refused."""
         kind, access = await self._access(requestor, service, node_id)
+        valid: dict[str, AffiliationName] = {}
         for entity, affiliation in changes.items():
-            if affiliation not in AFFILIATIONS:
+            if not is_affiliation(affiliation):
                 raise errors.bad_request(text=f"unknown affiliation {affiliation!r}")
+            valid[entity] = affiliation
         if not access.trusted:
-            await kind.check_affiliation_change(access, changes)
-        after = {**access.affiliations, **changes}
+            await kind.check_affiliation_change(access, valid)
+        after = {**access.affiliations, **valid}
         if OWNER not in after.values():
             raise errors.not_acceptable(text="a node must keep an owner")
-        if self.is_pep(service) and changes.get(service, OWNER) != OWNER:
+        if self.is_pep(service) and valid.get(service, OWNER) != OWNER:
             raise errors.not_acceptable(text="the account always owns its PEP nodes")
-        for entity, affiliation in changes.items():
+        for entity, affiliation in valid.items():
             await self.storage.set_affiliation(service, node_id, entity, affiliation)
             if affiliation == OUTCAST:
                 for subscription in await self.storage.get_entity_subscriptions(entity, service, node_id):
@@ -777,7 +790,7 @@ class PubSubEngine:
             options[OFFLINE_MARK] = value
         await self.storage.set_subscription(current.replace(options=options))
 
-    def _changed(self, subscription: Subscription, previous: str, actor: str,
+    def _changed(self, subscription: Subscription, previous: SubscriptionState, actor: str,
                  options_changed: bool = False) -> None:
         change = SubscriptionChange(subscription, previous, actor, options_changed)
         self.sink.subscription_changed(change)
@@ -832,8 +845,8 @@ class PubSubEngine:
                 if node.service not in presence_cache:
                     presence_cache[node.service] = await self._presence_subscribers(node.service)
                 candidates |= presence_cache[node.service]
-            candidates = [c for c in sorted(candidates) if await may_receive(c)]
-            for resource in self.interest.interested_resources(candidates, node.node_id):
+            receivers = [c for c in sorted(candidates) if await may_receive(c)]
+            for resource in self.interest.interested_resources(receivers, node.node_id):
                 if resource not in seen and bare(resource) not in seen:
                     recipients.append(Recipient(resource))
                     seen.add(resource)

@@ -9,11 +9,14 @@ want PEP notifications (XEP-0163 ``+notify``); the server's sessions know.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from zope.interface import Interface
 
-from xep207.storage.records import Item, NodeConfig, Subscription
+from xep207.storage.records import Item, NodeConfig, Subscription, SubscriptionState
+
+if TYPE_CHECKING:
+    from xep207.pubsub.kinds.base import NodeKindName
 
 ITEMS = "items"
 RETRACT = "retract"
@@ -49,7 +52,7 @@ class Event:
     # as opposed to a live publish.
     replay: bool = False
     # The node's kind (``xep207.pubsub.kinds``): the delivery renders by it.
-    node_kind: str = "generic"
+    node_kind: NodeKindName = "generic"
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class AuthorizationRequest:
     node_id: str
     subscription: Subscription
     owners: tuple[str, ...]
-    node_kind: str = "generic"
+    node_kind: NodeKindName = "generic"
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class SubscriptionChange:
     changes on ``presence`` nodes into roster pushes and presence stanzas."""
 
     subscription: Subscription
-    previous: str
+    previous: SubscriptionState
     actor: str
     options_changed: bool = False  # same state, new options (a room nick, say)
 

@@ -31,7 +31,7 @@ from zope.interface import implementer
 from xep207.pubsub import config as node_config
 from xep207.pubsub import errors, render
 from xep207.pubsub.events import IEventSink
-from xep207.storage.records import AFFILIATIONS, NONE, PENDING, SUBSCRIBED
+from xep207.storage.records import AFFILIATIONS, NONE, SubscriptionState, is_subscription_state
 
 NS_RSM = "http://jabber.org/protocol/rsm"
 NS_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
@@ -95,8 +95,8 @@ class Request(PubSubRequest):
     publishOptions = None
     notify = False
     redirect = None
-    rsm = None
-    subscriptionChanges = None
+    rsm: dict[str, str | int | None] | None = None
+    subscriptionChanges: list[tuple[str, SubscriptionState]] | None = None
 
     _parameters = dict(
         PubSubRequest._parameters,
@@ -136,22 +136,24 @@ class Request(PubSubRequest):
 
     def _parse_rsm(self, verbElement):
         for element in verbElement.parent.elements(NS_RSM, "set"):
-            rsm = {}
+            texts = {}
             for child in element.elements():
-                rsm[child.name] = str(child)
+                texts[child.name] = str(child)
+            rsm: dict[str, str | int | None] = dict(texts)
             try:
-                rsm["max"] = int(rsm["max"]) if "max" in rsm else None
+                rsm["max"] = int(texts["max"]) if "max" in texts else None
             except ValueError:
                 raise errors.bad_request(text="RSM max must be a number")
             self.rsm = rsm
 
     def _parse_subscriptionChanges(self, verbElement):
-        self.subscriptionChanges = []
+        changes: list[tuple[str, SubscriptionState]] = []
+        self.subscriptionChanges = changes
         for element in verbElement.elements(NS_PUBSUB_OWNER, "subscription"):
             state = element.getAttribute("subscription")
-            if not element.getAttribute("jid") or state not in (NONE, SUBSCRIBED, PENDING, "unconfigured"):
+            if not element.getAttribute("jid") or not is_subscription_state(state):
                 raise errors.bad_request(text="each subscription needs a jid and a state")
-            self.subscriptionChanges.append((_jid(element["jid"]), state))
+            changes.append((_jid(element["jid"]), state))
 
 
 def _subscription_element(subscription, uri=NS_PUBSUB, with_node=True):

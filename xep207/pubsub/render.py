@@ -50,6 +50,7 @@ def event_body(event: Event) -> str:
         inner = f"<configuration node={node}/>"
     elif event.kind == SUBSCRIPTION:
         s = event.subscription
+        assert s is not None, "a subscription event carries its subscription"
         inner = (f"<subscription node={node} jid={quoteattr(s.subscriber)}"
                  f" subid={quoteattr(s.subid)} subscription={quoteattr(s.state)}/>")
     else:

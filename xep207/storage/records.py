@@ -10,25 +10,43 @@ import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Final, Literal, Mapping, TypeGuard, get_args
+
+# The vocabularies below are ``Literal`` string types, not enums: the values
+# stay plain ``str`` at run time, so storage rows, JSON and XML attributes are
+# exactly the strings XEP-0060 names, and mypy still rejects a misspelling.
 
 # Affiliations (XEP-0060 §4.1), strongest first.
-OWNER = "owner"
-PUBLISHER = "publisher"
-PUBLISH_ONLY = "publish-only"
-MEMBER = "member"
-NONE = "none"
-OUTCAST = "outcast"
-AFFILIATIONS = (OWNER, PUBLISHER, PUBLISH_ONLY, MEMBER, NONE, OUTCAST)
+AffiliationName = Literal["owner", "publisher", "publish-only", "member", "none", "outcast"]
+OWNER: Final = "owner"
+PUBLISHER: Final = "publisher"
+PUBLISH_ONLY: Final = "publish-only"
+MEMBER: Final = "member"
+NONE: Final = "none"
+OUTCAST: Final = "outcast"
+AFFILIATIONS: Final[tuple[AffiliationName, ...]] = get_args(AffiliationName)
 
-# Subscription states (XEP-0060 §4.2).
-SUBSCRIBED = "subscribed"
-PENDING = "pending"
-UNCONFIGURED = "unconfigured"
+# Subscription states (XEP-0060 §4.2); "none" only in a change that removed one.
+SubscriptionState = Literal["none", "pending", "subscribed", "unconfigured"]
+SUBSCRIBED: Final = "subscribed"
+PENDING: Final = "pending"
+UNCONFIGURED: Final = "unconfigured"
+SUBSCRIPTION_STATES: Final[tuple[SubscriptionState, ...]] = get_args(SubscriptionState)
 
 # How a subscription came to be; decides how its notifications are rendered.
-VIA_PUBSUB = "pubsub"
-VIA_LEGACY = "legacy"
+Via = Literal["pubsub", "legacy"]
+VIA_PUBSUB: Final = "pubsub"
+VIA_LEGACY: Final = "legacy"
+
+
+def is_affiliation(value: object) -> TypeGuard[AffiliationName]:
+    """Whether a string from the wire or a form names an affiliation."""
+    return value in AFFILIATIONS
+
+
+def is_subscription_state(value: object) -> TypeGuard[SubscriptionState]:
+    """Whether a string from the wire names a subscription state."""
+    return value in SUBSCRIPTION_STATES
 
 
 def bare(jid: str) -> str:
@@ -113,10 +131,10 @@ class Subscription:
     service: str
     node_id: str
     subscriber: str
-    state: str = SUBSCRIBED
+    state: SubscriptionState = SUBSCRIBED
     subid: str = field(default_factory=new_id)
     options: Mapping[str, object] = field(default_factory=dict)
-    via: str = VIA_PUBSUB
+    via: Via = VIA_PUBSUB
 
     def replace(self, **changes) -> "Subscription":
         return dataclasses.replace(self, **changes)
@@ -127,7 +145,7 @@ class Affiliation:
     service: str
     node_id: str
     entity: str
-    affiliation: str
+    affiliation: AffiliationName
 
 
 @dataclass(frozen=True)

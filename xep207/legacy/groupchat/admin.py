@@ -90,7 +90,9 @@ class Admin:
             admins.append(entity)
         if admins != list(room["roomadmins"]):
             await rooms.configure(room, muc={**room.settings, "muc#roomconfig_roomadmins": admins})
-        room = await rooms.room(room.node.node_id)
+        reloaded = await rooms.room(room.node.node_id)
+        assert reloaded is not None, "configured just now"
+        room = reloaded
         for occupant in occupants:
             if bare(occupant.jid) != entity:
                 continue

@@ -96,8 +96,8 @@ class Messages:
     async def welcome(self, room: Room, to: str, muc: domish.Element | None) -> None:
         """After the presences of a join: the history, then the subject (§7.2.15–16)."""
         await self.send_history(room, to, muc)
-        subject = room.node.config.extra.get("subject", "")
-        subject_from = room.node.config.extra.get("subject_from") or self.rooms.jid(room)
+        subject = str(room.node.config.extra.get("subject", ""))
+        subject_from = str(room.node.config.extra.get("subject_from") or self.rooms.jid(room))
         self.rooms.router.deliver_serialized(
             to, f"<message from={quoteattr(subject_from)} to={quoteattr(to)} type='groupchat'>"
                 f"<subject>{escape(subject)}</subject></message>")

@@ -15,7 +15,7 @@ from twisted.python import log
 from xep207.legacy.groupchat.occupants import THIS_IS_YOU, Occupants
 from xep207.legacy.groupchat.rooms import Rooms
 from xep207.pubsub.kinds.room import NICK, Occupant
-from xep207.storage.records import NONE, OUTCAST, SUBSCRIBED, bare
+from xep207.storage.records import NONE, OUTCAST, SUBSCRIBED, VIA_PUBSUB, bare
 
 
 class NativeBridge:
@@ -37,7 +37,7 @@ class NativeBridge:
             return  # the XEP-0045 side is announcing this departure itself
         if change.options_changed and key in self.rooms.renaming:
             return  # likewise a nick change
-        if subscription.via != "pubsub" and subscription.state != NONE and not change.options_changed:
+        if subscription.via != VIA_PUBSUB and subscription.state != NONE and not change.options_changed:
             return  # XEP-0045 joins announce themselves, in XEP-0045's order
         d = defer.ensureDeferred(self._announce(change))
         d.addErrback(log.err, "native room subscription follow-up failed")
@@ -69,7 +69,7 @@ class NativeBridge:
             self.occupants.send(gone, remaining)
             if not remaining and not room.flag("persistentroom"):
                 await rooms.end(room)
-            if subscription.via != "pubsub":
+            if subscription.via != VIA_PUBSUB:
                 self.occupants.send(self.occupants.presence(room, occupant, type="unavailable", children="",
                                                             statuses=kicked + THIS_IS_YOU), [occupant])
 
@@ -94,11 +94,13 @@ class NativeBridge:
             return
         rooms.nicks[(room.node.node_id, subscription.subscriber)] = new
         before = Occupant(renamed.jid, old, renamed.affiliation, renamed.role, renamed.subscription)
-        gone = dict(type="unavailable", children="", statuses=(303,), item_extra=f" nick={quoteattr(new)}")
-        if subscription.via == "pubsub":  # a native occupant reads no presences itself
+        new_nick = f" nick={quoteattr(new)}"
+        if subscription.via == VIA_PUBSUB:  # a native occupant reads no presences itself
             others = [o for o in occupants if o.jid != renamed.jid]
-            self.occupants.send(self.occupants.presence(room, before, **gone), others)
+            self.occupants.send(self.occupants.presence(
+                room, before, type="unavailable", children="", statuses=(303,), item_extra=new_nick), others)
             self.occupants.send(self.occupants.presence(room, renamed), others)
         else:
-            self.occupants.announce(room, occupants, before, **gone)
+            self.occupants.announce(room, occupants, before, type="unavailable", children="",
+                                    statuses=(303,), item_extra=new_nick)
             self.occupants.announce(room, occupants, renamed)

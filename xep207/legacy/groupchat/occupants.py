@@ -104,6 +104,7 @@ class Occupants:
             options[PASSWORD_OPTION] = str(given)
         subscription = await rooms.engine.subscribe(sender, rooms.domain, name, sender, options, via=VIA_LEGACY)
         room = await rooms.room(name)
+        assert room is not None, "the subscription has just made or found it"
         if created:
             rooms.fresh.add(name)
         else:

@@ -53,7 +53,9 @@ class Owner:
                 # came in, so this is a reserved room: locked until configured.
                 self.rooms.fresh.discard(room.node.node_id)
                 await self.rooms.configure(room, locked=True)
-                room = await self.rooms.room(room.node.node_id)
+                reloaded = await self.rooms.room(room.node.node_id)
+                assert reloaded is not None, "configured just now"
+                room = reloaded
             response = xmlstream.toResponse(iq, "result")
             response.addElement((NS_OWNER, "query")).addChild(self._form(room).toElement())
             return response

@@ -11,16 +11,17 @@ the account may even learn that it exists.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 from xep207.pubsub import errors
-from xep207.pubsub.kinds.base import Access, NodeKind, only_options
+from xep207.pubsub.kinds.base import Access, NodeKind, NodeKindName, only_options
 from xep207.storage.records import (
     MEMBER,
     NONE,
     OUTCAST,
     PENDING,
     SUBSCRIBED,
+    AffiliationName,
     NodeConfig,
     Subscription,
     bare,
@@ -38,7 +39,7 @@ def presence_payload(presence, sender: str) -> str:
 
 
 class PresenceKind(NodeKind):
-    name = "presence"
+    name: ClassVar[NodeKindName] = "presence"
 
     def claims(self, engine, service: str, node_id: str) -> bool:
         return node_id == PRESENCE_NODE and engine.is_pep(service)
@@ -103,14 +104,15 @@ class PresenceKind(NodeKind):
             return existing is not None and existing.state in (PENDING, SUBSCRIBED)
         return state == NONE
 
-    async def check_affiliation_change(self, access: Access, changes: Mapping[str, str]) -> None:
+    async def check_affiliation_change(self, access: Access,
+                                       changes: Mapping[str, AffiliationName]) -> None:
         await super().check_affiliation_change(access, changes)
         if any(a not in (NONE, OUTCAST, MEMBER) for e, a in changes.items() if e != access.service):
             raise errors.not_acceptable(text="only the account publishes its presence")
 
 
 class RosterKind(NodeKind):
-    name = "roster"
+    name: ClassVar[NodeKindName] = "roster"
 
     def claims(self, engine, service: str, node_id: str) -> bool:
         return node_id == ROSTER_NODE and engine.is_pep(service)
@@ -122,7 +124,8 @@ class RosterKind(NodeKind):
     async def visible(self, access: Access) -> bool:
         return access.trusted or bare(access.requestor) == access.service
 
-    async def check_affiliation_change(self, access: Access, changes: Mapping[str, str]) -> None:
+    async def check_affiliation_change(self, access: Access,
+                                       changes: Mapping[str, AffiliationName]) -> None:
         await super().check_affiliation_change(access, changes)
         if any(e != access.service for e in changes):
             raise errors.not_acceptable(text="a roster is private to its account")

@@ -14,7 +14,7 @@ that answers "may this actor do this", and a trusted actor) is the model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar, Literal, Mapping, Sequence
 
 from zope.interface import Attribute, Interface, implementer
 
@@ -28,6 +28,8 @@ from xep207.storage.records import (
     PUBLISH_ONLY,
     PUBLISHER,
     SUBSCRIBED,
+    Via,
+    AffiliationName,
     Item,
     Node,
     NodeConfig,
@@ -37,6 +39,9 @@ from xep207.storage.records import (
 
 if TYPE_CHECKING:
     from xep207.pubsub.engine import PubSubEngine
+
+# The kinds there are, by the ``name`` each ``NodeKind`` class declares.
+NodeKindName = Literal["generic", "presence", "roster", "pair", "room"]
 
 MAY_PUBLISH = frozenset({OWNER, PUBLISHER, PUBLISH_ONLY})
 MAY_RETRIEVE = frozenset({OWNER, PUBLISHER, MEMBER})
@@ -64,14 +69,14 @@ class Access:
     engine: "PubSubEngine"
     node: Node
     requestor: str
-    affiliations: Mapping[str, str] = field(default_factory=dict)
+    affiliations: Mapping[str, AffiliationName] = field(default_factory=dict)
 
     @property
     def trusted(self) -> bool:
         return is_trusted(self.requestor)
 
     @property
-    def affiliation(self) -> str:
+    def affiliation(self) -> AffiliationName:
         return self.affiliations.get(bare(self.requestor), NONE)
 
     @property
@@ -117,7 +122,7 @@ class INodeKind(Interface):
 class NodeKind:
     """Generic XEP-0060 (and XEP-0163 PEP) nodes."""
 
-    name = "generic"
+    name: ClassVar[NodeKindName] = "generic"
 
     def claims(self, engine: "PubSubEngine", service: str, node_id: str) -> bool:
         return True
@@ -137,7 +142,7 @@ class NodeKind:
             raise errors.forbidden(text="only the account may create nodes on its PEP service")
 
     async def after_create(self, engine, node: Node, requestor: str,
-                           publishers: Sequence[str], via: str) -> None:
+                           publishers: Sequence[str], via: Via) -> None:
         creator = node.creator
         await engine.storage.set_affiliation(node.service, node.node_id, creator, OWNER)
         for publisher in publishers:
@@ -178,7 +183,8 @@ class NodeKind:
             return False
         return state in (NONE, SUBSCRIBED)
 
-    async def check_affiliation_change(self, access: Access, changes: Mapping[str, str]) -> None:
+    async def check_affiliation_change(self, access: Access,
+                                       changes: Mapping[str, AffiliationName]) -> None:
         await self.check_owner(access, "affiliations")
 
     # Publishing --------------------------------------------------------------------

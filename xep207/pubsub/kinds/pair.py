@@ -9,16 +9,17 @@ of either kind creates the node.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 from xep207.pubsub import errors
-from xep207.pubsub.kinds.base import Access, NodeKind, Trusted, only_options
+from xep207.pubsub.kinds.base import Access, NodeKind, NodeKindName, Trusted, only_options
 from xep207.storage.records import (
     OWNER,
     PUBLISHER,
     SUBSCRIBED,
     VIA_LEGACY,
     VIA_PUBSUB,
+    Via,
     Item,
     Node,
     NodeConfig,
@@ -52,7 +53,7 @@ def pair_parties(node_id: str) -> tuple[str, str] | None:
 
 
 class PairKind(NodeKind):
-    name = "pair"
+    name: ClassVar[NodeKindName] = "pair"
 
     def __init__(self, pubsub_domain: str, max_items: int = 10000):
         self.pubsub_domain = pubsub_domain
@@ -101,7 +102,7 @@ class PairKind(NodeKind):
         return True
 
     async def after_create(self, engine, node: Node, requestor: str,
-                           publishers: Sequence[str], via: str) -> None:
+                           publishers: Sequence[str], via: Via) -> None:
         service, node_id = node.service, node.node_id
         trusted = Trusted(service)
         await engine.storage.set_affiliation(service, node_id, service, OWNER)
@@ -109,7 +110,7 @@ class PairKind(NodeKind):
             await engine.storage.set_affiliation(service, node_id, party, PUBLISHER)
             # The party who started it natively hears XEP-0207 events; the
             # other one hears chat messages until it speaks pubsub itself.
-            party_via = VIA_PUBSUB if via == VIA_PUBSUB and party == bare(requestor) else VIA_LEGACY
+            party_via: Via = VIA_PUBSUB if via == VIA_PUBSUB and party == bare(requestor) else VIA_LEGACY
             await engine.add_subscription(
                 Subscription(service, node_id, party, SUBSCRIBED, via=party_via), trusted)
 

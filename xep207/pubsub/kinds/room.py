@@ -15,7 +15,7 @@ function, as Prosody's ``plugins/muc/*.lib.lua`` are.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
@@ -26,6 +26,7 @@ from xep207.pubsub.kinds.base import (
     INTERNAL_OPTION_PREFIX,
     Access,
     NodeKind,
+    NodeKindName,
     single_value,
 )
 from xep207.storage.records import (
@@ -35,6 +36,8 @@ from xep207.storage.records import (
     OWNER,
     PUBLISHER,
     SUBSCRIBED,
+    Via,
+    AffiliationName,
     Item,
     Node,
     NodeConfig,
@@ -54,7 +57,8 @@ ROLES = ("visitor", "participant", "moderator")
 # XEP-0045 affiliation <-> pubsub affiliation.
 ADMIN = "admin"
 
-DEFAULT_ROOM = {
+# XEP-0045 settings by form var; each value has its field's type (bool, str, JID list).
+DEFAULT_ROOM: dict[str, Any] = {
     "muc#roomconfig_roomname": "", "muc#roomconfig_roomdesc": "",
     "muc#roomconfig_persistentroom": False, "muc#roomconfig_publicroom": True,
     "muc#roomconfig_membersonly": False, "muc#roomconfig_passwordprotectedroom": False,
@@ -87,7 +91,9 @@ class Room:
 
     def __init__(self, node: Node):
         self.node = node
-        self.settings = {**DEFAULT_ROOM, **node.config.extra.get("muc", {})}
+        muc = node.config.extra.get("muc", {})
+        assert isinstance(muc, Mapping), "RoomKind keeps a room's settings as a mapping"
+        self.settings: dict[str, Any] = {**DEFAULT_ROOM, **muc}
 
     def __getitem__(self, name):
         return self.settings["muc#roomconfig_" + name]
@@ -223,7 +229,7 @@ def may_change_subject(room: "Room", role: str) -> bool:
 
 
 class RoomKind(NodeKind):
-    name = "room"
+    name: ClassVar[NodeKindName] = "room"
 
     def __init__(self, chat_domain: str, max_history: int = 50):
         self.chat_domain = chat_domain
@@ -255,7 +261,7 @@ class RoomKind(NodeKind):
         return True
 
     async def after_create(self, engine, node: Node, requestor: str,
-                           publishers: Sequence[str], via: str) -> None:
+                           publishers: Sequence[str], via: Via) -> None:
         await engine.storage.set_affiliation(node.service, node.node_id, node.service, OWNER)
         await engine.storage.set_affiliation(node.service, node.node_id, node.creator, OWNER)
 
@@ -377,7 +383,8 @@ class RoomKind(NodeKind):
             raise errors.forbidden(text="destroy rooms with http://jabber.org/protocol/muc#owner")
         await super().check_owner(access, operation)
 
-    async def check_affiliation_change(self, access: Access, changes: Mapping[str, str]) -> None:
+    async def check_affiliation_change(self, access: Access,
+                                       changes: Mapping[str, AffiliationName]) -> None:
         """XEP-0045 §9–10: admins ban and grant membership; only owners touch
         owners and admins; a room keeps an owner besides the service."""
         mine = self._muc(access, access.requestor)
