@@ -37,7 +37,8 @@ class NativeBridge:
             return  # the XEP-0045 side is announcing this departure itself
         if change.options_changed and key in self.rooms.renaming:
             return  # likewise a nick change
-        if subscription.via != VIA_PUBSUB and subscription.state != NONE and not change.options_changed:
+        if subscription.via != VIA_PUBSUB and subscription.state != NONE \
+                and not change.options_changed:
             return  # XEP-0045 joins announce themselves, in XEP-0045's order
         d = defer.ensureDeferred(self._announce(change))
         d.addErrback(log.err, "native room subscription follow-up failed")
@@ -97,8 +98,9 @@ class NativeBridge:
         new_nick = f" nick={quoteattr(new)}"
         if subscription.via == VIA_PUBSUB:  # a native occupant reads no presences itself
             others = [o for o in occupants if o.jid != renamed.jid]
-            self.occupants.send(self.occupants.presence(
-                room, before, type="unavailable", children="", statuses=(303,), item_extra=new_nick), others)
+            gone = self.occupants.presence(room, before, type="unavailable", children="",
+                                           statuses=(303,), item_extra=new_nick)
+            self.occupants.send(gone, others)
             self.occupants.send(self.occupants.presence(room, renamed), others)
         else:
             self.occupants.announce(room, occupants, before, type="unavailable", children="",

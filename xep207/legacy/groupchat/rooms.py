@@ -14,7 +14,14 @@ from typing import Any, Mapping
 
 from xep207.pubsub import errors
 from xep207.pubsub.kinds import Trusted
-from xep207.pubsub.kinds.room import KIND_FIELD, Occupant, Room, muc_affiliation, occupants_of
+from xep207.pubsub.kinds.room import (
+    KIND_FIELD,
+    MucAffiliation,
+    Occupant,
+    Room,
+    muc_affiliation,
+    occupants_of,
+)
 from xep207.storage.records import NONE, bare
 
 NS_MUC = "http://jabber.org/protocol/muc"
@@ -51,7 +58,7 @@ class Rooms:
     async def occupants(self, room: Room) -> list[Occupant]:
         return await occupants_of(self.engine, room)
 
-    async def affiliation(self, room: Room, jid: str) -> str:
+    async def affiliation(self, room: Room, jid: str) -> MucAffiliation:
         """``jid``'s XEP-0045 affiliation with the room."""
         affiliations = await self.storage.get_affiliations(self.domain, room.node.node_id)
         return muc_affiliation(affiliations.get(bare(jid), NONE), bare(jid), room.admins)

@@ -110,7 +110,8 @@ class PairKind(NodeKind):
             await engine.storage.set_affiliation(service, node_id, party, PUBLISHER)
             # The party who started it natively hears XEP-0207 events; the
             # other one hears chat messages until it speaks pubsub itself.
-            party_via: Via = VIA_PUBSUB if via == VIA_PUBSUB and party == bare(requestor) else VIA_LEGACY
+            native = via == VIA_PUBSUB and party == bare(requestor)
+            party_via: Via = VIA_PUBSUB if native else VIA_LEGACY
             await engine.add_subscription(
                 Subscription(service, node_id, party, SUBSCRIBED, via=party_via), trusted)
 

@@ -15,7 +15,7 @@ function, as Prosody's ``plugins/muc/*.lib.lua`` are.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Final, Literal, Mapping, Sequence
 
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
@@ -55,7 +55,12 @@ NS_NICK = "http://jabber.org/protocol/nick"  # XEP-0172: the sender's room nick,
 ROLES = ("visitor", "participant", "moderator")
 
 # XEP-0045 affiliation <-> pubsub affiliation.
-ADMIN = "admin"
+MucAffiliation = Literal["owner", "admin", "member", "none", "outcast"]
+ADMIN: Final = "admin"
+_MUC_OF: Final[Mapping[AffiliationName, MucAffiliation]] = {
+    PUBLISHER: MEMBER, MEMBER: MEMBER, OUTCAST: OUTCAST}
+_PUBSUB_OF: Final[Mapping[str, AffiliationName]] = {
+    OWNER: OWNER, ADMIN: PUBLISHER, MEMBER: PUBLISHER, OUTCAST: OUTCAST}
 
 # XEP-0045 settings by form var; each value has its field's type (bool, str, JID list).
 DEFAULT_ROOM: dict[str, Any] = {
@@ -72,18 +77,18 @@ def truth(value) -> bool:
     return value in (True, 1, "1", "true")
 
 
-def muc_affiliation(pubsub_affiliation: str, entity: str, admins) -> str:
+def muc_affiliation(pubsub_affiliation: AffiliationName, entity: str, admins) -> MucAffiliation:
     """An admin is a publisher the room's settings list (XEP-0060 has no
     admin): a ban or a demotion through either door ends the admin status."""
     if pubsub_affiliation == OWNER:
         return OWNER
     if pubsub_affiliation == PUBLISHER and entity in admins:
         return ADMIN
-    return {PUBLISHER: MEMBER, MEMBER: MEMBER, OUTCAST: OUTCAST}.get(pubsub_affiliation, NONE)
+    return _MUC_OF.get(pubsub_affiliation, NONE)
 
 
-def pubsub_affiliation(affiliation: str) -> str:
-    return {OWNER: OWNER, ADMIN: PUBLISHER, MEMBER: PUBLISHER, OUTCAST: OUTCAST}.get(affiliation, NONE)
+def pubsub_affiliation(affiliation: str) -> AffiliationName:
+    return _PUBSUB_OF.get(affiliation, NONE)
 
 
 class Room:
@@ -125,12 +130,12 @@ class Room:
 class Occupant:
     jid: str
     nick: str
-    affiliation: str
+    affiliation: MucAffiliation
     role: str
     subscription: Subscription
 
 
-def role_of(room: Room, affiliation: str, subscription: Subscription) -> str:
+def role_of(room: Room, affiliation: MucAffiliation, subscription: Subscription) -> str:
     explicit = subscription.options.get(ROLE)
     if explicit:
         return str(explicit)
@@ -141,7 +146,8 @@ def role_of(room: Room, affiliation: str, subscription: Subscription) -> str:
     return "participant"
 
 
-async def occupants_of(engine, room: Room, affiliations: Mapping[str, str] | None = None) -> list[Occupant]:
+async def occupants_of(engine, room: Room,
+                       affiliations: Mapping[str, AffiliationName] | None = None) -> list[Occupant]:
     node = room.node
     if affiliations is None:
         affiliations = await engine.storage.get_affiliations(node.service, node.node_id)
@@ -164,7 +170,7 @@ class Joining:
     room: Room
     jid: str
     nick: str
-    affiliation: str  # XEP-0045's
+    affiliation: MucAffiliation
     password: str | None
     occupants: Sequence[Occupant]
 
@@ -268,7 +274,7 @@ class RoomKind(NodeKind):
     # Who is who ---------------------------------------------------------------------
 
     @staticmethod
-    def _muc(access: Access, entity: str) -> str:
+    def _muc(access: Access, entity: str) -> MucAffiliation:
         room = Room(access.node)
         return muc_affiliation(access.affiliations.get(bare(entity), NONE), bare(entity), room.admins)
 
