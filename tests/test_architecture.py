@@ -46,3 +46,24 @@ class OneAuthority(unittest.TestCase):
         with open(path, "w") as f:
             f.write("async def f(self):\n    await self.storage.put_item('s', 'n', None, 1)\n")
         self.assertEqual(len(storage_writes(path)), 1)
+
+
+class KindNames(unittest.TestCase):
+    """mypy checks each kind's ``name`` against ``NodeKindName``; this checks
+    the other way: every listed name has exactly one kind (the delivery
+    dispatches renderers by it, so two kinds sharing a name would collide)."""
+
+    def test_every_kind_name_belongs_to_exactly_one_kind(self):
+        from typing import get_args
+
+        import xep207.pubsub.kinds.room  # noqa: F401 (loaded lazily elsewhere)
+        from xep207.pubsub.kinds.base import NodeKind, NodeKindName
+
+        kinds, todo = [], [NodeKind]
+        while todo:
+            kind = todo.pop()
+            kinds.append(kind)
+            todo.extend(kind.__subclasses__())
+        names = [kind.name for kind in kinds
+                 if "name" in vars(kind) and kind.__module__.startswith("xep207.")]
+        self.assertEqual(sorted(names), sorted(get_args(NodeKindName)))

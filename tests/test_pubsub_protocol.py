@@ -1,5 +1,7 @@
 """XEP-0060 use cases at the XML level, errors included, against the real engine."""
 
+from twisted.words.protocols.jabber.error import StanzaError
+
 from pubsub_helpers import (
     HAMLET,
     IAGO,
@@ -503,6 +505,28 @@ class OwnerManagement(PubSubTestCase):
         notice = await self.harness.next_message_to(JULIET)
         self.assertEqual(notice.event.subscription["subscription"], "subscribed")
         self.assert_error(await self.owner(ROMEO, "get", "<subscriptions node='princely_musings'/>"), "forbidden")
+
+    async def test_unknown_subscription_state_is_bad_request(self):
+        """XEP-0060 §4.2 names four states; anything else changes nothing."""
+        await self.create()
+        await self.subscribe(ROMEO)
+        for state in ("emperor", "Subscribed", ""):
+            reply = await self.owner(HAMLET, "set", "<subscriptions node='princely_musings'>"
+                                     f"<subscription jid='{ROMEO}' subscription='{state}'/>"
+                                     "</subscriptions>")
+            self.assert_error(reply, "bad-request")
+        stored = await self.storage.get_subscription(SERVICE, "princely_musings", ROMEO)
+        self.assertEqual(stored.state, "subscribed")
+
+    async def test_engine_refuses_unknown_affiliation_from_any_door(self):
+        """The engine validates affiliation names itself, not only the XML door."""
+        await self.create()
+        with self.assertRaises(StanzaError) as raised:
+            await self.engine.set_node_affiliations(
+                HAMLET, SERVICE, "princely_musings", {"romeo@montague.lit": "Publisher"})
+        self.assertEqual(raised.exception.condition, "bad-request")
+        self.assertEqual(await self.storage.get_affiliations(SERVICE, "princely_musings"),
+                         {"hamlet@denmark.lit": "owner"})
 
     async def test_manage_affiliations(self):
         await self.create()
