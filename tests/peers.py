@@ -72,6 +72,23 @@ class Process:
                 if marker in line:
                     return line
 
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """Read output until the process exits; its exit status (fail on timeout)."""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.popen.stdout, selectors.EVENT_READ)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"{self.name}: still running after {timeout}s:\n" + self.output())
+                if not selector.select(remaining):
+                    continue
+                line = self.popen.stdout.readline()
+                if not line:
+                    break
+                self.lines.append(line)
+        return self.popen.wait(max(0.1, deadline - time.monotonic()))
+
     def output(self) -> str:
         return "".join(self.lines[-80:])
 

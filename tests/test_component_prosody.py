@@ -63,8 +63,10 @@ class ComponentWithProsody(unittest.TestCase):
                             "--host", "127.0.0.1", "--port", str(self.prosody.component_port),
                             "--storage", "memory:"], self.tmp)
         try:
-            component.wait_for("the server refused the component (not-authorized)")
-            component.wait_for("Main loop terminated")
+            line = component.wait_for("the server refused the component")
+            self.assertIn("xep207: fatal:", line)
+            self.assertIn("(not-authorized)", line)
+            self.assertNotEqual(component.wait_exit(), 0, component.output())
         finally:
             component.stop()
         assert not os.path.exists(os.path.join(self.tmp, "pubsub.sqlite"))

@@ -18,7 +18,9 @@ from wokkel.component import Component
 
 from xep207.config import ConfigFileOptions
 from xep207.pubsub.engine import PubSubEngine
-from xep207.service import ComponentStatus, OrderedServices, StorageService, WhenReady, pubsub_handlers
+from xep207.service import (ComponentStatus, OrderedServices, StorageService, WhenReady, prepare_sqlite,
+                             pubsub_handlers)
+from xep207.startup import StartupError, fail_start, prepare_data_dir
 
 
 def _check_storage_url(url: str) -> str:
@@ -102,8 +104,15 @@ def default_storage_url(data_dir: str) -> str:
 def make_component_service(options) -> service.MultiService:
     top = OrderedServices()
     storage_service = StorageService(options["storage"])
-    if storage_service.storage.url.startswith("sqlite:"):
-        os.makedirs(os.path.dirname(storage_service.storage.path) or ".", exist_ok=True)
+    if options["storage"] == default_storage_url(options["data-dir"]):
+        try:
+            prepare_data_dir(options["data-dir"])
+        except StartupError as exc:
+            fail_start(str(exc))
+    try:
+        prepare_sqlite(options["storage"])
+    except StartupError as exc:
+        fail_start(str(exc))
     storage_service.setServiceParent(top)
     engine = PubSubEngine(storage_service.storage, max_payload_size=options["max-payload-size"])
     component = Component(options["host"], options["port"], options["jid"].full(), options["secret"])

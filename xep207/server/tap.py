@@ -31,7 +31,8 @@ from xep207.server.components import ComponentServerFactory
 from xep207.server.register import RegistrationHandler
 from xep207.server.router import Router
 from xep207.server.services import LegacySession, LocalServices, ServerDisco
-from xep207.service import OrderedServices, StorageService, WhenReady
+from xep207.service import OrderedServices, StorageService, WhenReady, prepare_sqlite
+from xep207.startup import ExclusiveLock, StartupError, fail_start, prepare_data_dir
 
 
 def _interfaces(value: str) -> list[str]:
@@ -172,9 +173,16 @@ class Server:
 
 
 def make_server_service(options) -> service.IService:
-    if options["storage"].startswith("sqlite:"):
-        os.makedirs(options["data-dir"], exist_ok=True)
-    server = Server(options)
+    try:
+        uses_data_dir = options["storage"].startswith("sqlite:") or not (
+            options["no-tls"] or options["tls-cert"])
+        if uses_data_dir:
+            data_dir = prepare_data_dir(options["data-dir"])
+            ExclusiveLock(os.path.join(data_dir, "xep207.lock"), f"data dir {data_dir}")
+        prepare_sqlite(options["storage"])
+        server = Server(options)
+    except StartupError as exc:
+        fail_start(str(exc))
     log.msg(f"xep207 {xep207.__version__} serving {server.domain} "
             f"(storage {server.storage.url}, pubsub at {options['pubsub-domain']})")
     server.top.server = server
