@@ -24,9 +24,44 @@ def describe(stanza) -> str:
     return " ".join(parts)
 
 
+def peer_address(stream_or_session) -> str:
+    """The client's IP address, from a stream or a session (``?`` if gone)."""
+    is_session = hasattr(stream_or_session, "jid")  # an XmlStream's .stream is its parser
+    stream = stream_or_session.stream if is_session else stream_or_session
+    transport = getattr(stream, "transport", None)
+    if transport is None:
+        return "?"
+    peer = transport.getPeer()
+    return getattr(peer, "host", str(peer))
+
+
 def failure(reason: Failure, what: str) -> None:
     """Log a failed operation: a line for storage trouble, a traceback for a bug."""
     if reason.check(StorageUnavailable):
         log.msg(f"{what}: {reason.getErrorMessage()}")
     else:
         log.err(reason, what)
+
+
+# --log-format json -------------------------------------------------------------------
+
+_json_path = "-"
+
+
+def json_output(logfile: str | None) -> None:
+    """Where ``json_observer`` writes: twistd's ``--logfile`` (``-`` or unset: stdout)."""
+    global _json_path
+    _json_path = logfile or "-"
+
+
+def json_observer():
+    """twistd ``--logger`` factory: one JSON event per line (``jsonFileLogObserver``)."""
+    import sys
+
+    from twisted.logger import jsonFileLogObserver
+
+    if _json_path == "-":
+        output = sys.stdout
+    else:
+        output = open(_json_path, "a", encoding="utf-8")  # noqa: SIM115 (open for the process' life)
+    return jsonFileLogObserver(output, recordSeparator="")

@@ -13,6 +13,7 @@ from wokkel import disco
 from wokkel.ping import PingHandler
 from wokkel.subprotocols import XMPPHandler
 
+from xep207.metrics import TimedStorage
 from xep207.pubsub.engine import PubSubEngine
 from xep207.pubsub.protocol import PubSubProtocol
 from xep207.startup import DATA_DIR_MODE, ExclusiveLock, StartupError, create_private, fatal
@@ -47,7 +48,8 @@ class StorageService(service.Service):
     """
 
     def __init__(self, url: str):
-        self.storage = with_cache(open_storage(url))
+        self.backend = open_storage(url)
+        self.storage = with_cache(TimedStorage(self.backend))
         self.ready = defer.Deferred()
 
     def startService(self):

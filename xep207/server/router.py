@@ -68,10 +68,14 @@ class Router:
             raise SASLFailure("temporary-auth-failure", "the account store is unavailable; try later")
 
     async def account_exists(self, bare: str) -> bool:
-        # A bound session proves the account, so errors reach it while storage is down.
-        if bare in self._known_accounts or self.sessions.get(bare):
+        if bare in self._known_accounts:
             return True
-        account = await self.storage.get_account(bare)
+        try:
+            account = await self.storage.get_account(bare)
+        except StorageUnavailable:
+            if self.sessions.get(bare):
+                return True  # a bound session proves it: errors reach it while storage is down
+            raise
         if account is not None:
             self._known_accounts[bare] = account
         return account is not None

@@ -61,6 +61,7 @@ class Server:
         self.storage_service = StorageService(options["storage"])
         self.storage_service.setServiceParent(self.top)
         self.storage = self.storage_service.storage
+        self.storage_backend = self.storage_service.backend
         pubsub_domain = options["pubsub-domain"]
         self.router = Router(domain, self.storage)
         self.router.deliver_to_all = options["deliver-to-all-resources"]
@@ -131,11 +132,20 @@ class Server:
             registration=options["registration"])
         self.throttle = AuthThrottle(clock, options["max-auth-failures"])
         self.client_factory = ClientFactory(self.policy, self.router, self.throttle)
+        self.client_factory.noisy = False
         self.listeners = []
         for interface in _interfaces(options["c2s-interfaces"]):
             listener = internet.TCPServer(options["c2s-port"], self.client_factory, interface=interface)
             listener.setServiceParent(self.started)
             self.listeners.append(listener)
+
+        # Prometheus, when asked for.
+        self.metrics = None
+        if options["metrics-port"] is not None:
+            from xep207.metrics import MetricsService
+
+            self.metrics = MetricsService(options["metrics-port"], options["metrics-interface"], self)
+            self.metrics.setServiceParent(self.started)
 
         # Added last, stopped first: sessions end while storage is still open.
         _OnStop(lambda: defer.ensureDeferred(self.close_sessions())).setServiceParent(self.started)
@@ -144,6 +154,7 @@ class Server:
         components = options["components"]
         if components:
             factory = ComponentServerFactory(self.router, components)
+            factory.noisy = False
             listener = internet.TCPServer(options["component-port"], factory,
                                           interface=options["component-interface"])
             listener.setServiceParent(self.started)

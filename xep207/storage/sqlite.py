@@ -89,6 +89,10 @@ class SQLiteStorage(SQLStorage):
         self._jobs.put(None)
         return self._stopped
 
+    def queue_depth(self) -> int:
+        """Operations waiting for the database thread (for metrics)."""
+        return self._jobs.qsize() if self._pool is not None else 0
+
     def _transact(self, function, *args):
         if self._pool is None:
             return defer.fail(StorageUnavailable(f"storage {self.url} is not open"))
