@@ -4,6 +4,7 @@ works again once the database is back."""
 
 import os
 import sqlite3
+import unittest
 
 from twisted.internet import defer
 
@@ -115,3 +116,74 @@ class PostgreSQLDown(OutageScenario, ServerTestCase):
 
         await threads.deferToThread(self.cluster.start)
 
+
+
+class SQLiteDiskFull(ServerTestCase):
+    """The file system under the database fills up: a message that cannot be stored
+    is answered ``internal-server-error``, the log names the problem without the
+    body, and once space is back messages flow again."""
+
+    storage = "sqlite"
+    server_args = ("--no-tls", "--allow-plaintext-auth")
+    BODY = "secret-words-" * 3000
+
+    def storage_url(self):
+        import subprocess
+
+        self.mount = os.path.join(self.data_dir, "small")
+        os.makedirs(self.mount)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", self.mount],
+                                 capture_output=True, text=True)
+        if mounted.returncode != 0:
+            raise unittest.SkipTest(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+        self.addCleanup(subprocess.run, ["umount", "-l", self.mount], capture_output=True)
+        return "sqlite:///" + os.path.join(self.mount, "xep207.sqlite")
+
+    def fill_disk(self):
+        """Fill the file system to the last block; ``free_disk`` undoes it."""
+        self.fillers = []
+        self.addCleanup(self.free_disk)  # before the server stops: it writes on the way out
+        for block in (65536, 512):
+            path = os.path.join(self.mount, f"filler-{block}")
+            try:
+                with open(path, "wb") as f:
+                    self.fillers.append(path)
+                    while True:
+                        f.write(b"\0" * block)
+                        f.flush()
+            except OSError:
+                pass
+
+    def free_disk(self):
+        while self.fillers:
+            os.remove(self.fillers.pop())
+
+    async def test_disk_full_is_an_error_not_a_hang_and_no_body_is_logged(self):
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        await self.start_server()
+        alice = await self.connect()
+        await alice.login("alice")
+        bob = await self.connect()
+        await bob.login("bob")
+        bob.send("<presence/>")
+        await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == bob.jid)
+        logged = []
+
+        def observe(event):
+            logged.append(formatEvent(event) + str(event.get("log_failure", "")))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+
+        self.fill_disk()
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat' id='full'><body>{self.BODY}</body></message>")
+        bounced = await alice.wait_for(is_message("full"), timeout=20)
+        self.assertEqual((bounced["type"], condition(bounced)), ("error", "internal-server-error"))
+        self.assertTrue(any("database or disk is full" in line for line in logged), logged)
+        self.assertFalse(any("secret-words" in line for line in logged), logged)
+
+        self.free_disk()
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat' id='again'><body>{self.BODY}</body></message>")
+        delivered = await bob.wait_for(is_message("again"), timeout=20)
+        self.assertIn("secret-words", str(next(c for c in delivered.elements() if c.name == "body")))
