@@ -188,3 +188,26 @@ class PrometheusEndpoint(ServerTestCase):
         self.server_args = ("--no-tls",)
         await self.start_server()
         self.assertIsNone(self.server.metrics)
+
+
+class PrometheusOnSQLite(ServerTestCase):
+    storage = "sqlite"
+    server_args = ("--no-tls", "--allow-plaintext-auth", "--metrics-port", "0")
+    scrape = PrometheusEndpoint.scrape
+
+    async def test_offline_queue_gauges(self):
+        await self.start_server()
+        await self.server.metrics.collector.refresh_offline()
+        before = await self.scrape()
+        self.assertEqual(before[("xep207_offline_accounts", ())], 0)
+        alice = await self.connect()
+        await alice.login("alice")
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat' id='m'><body>while you were out</body></message>")
+        alice.send("<iq type='get' id='ping'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await alice.wait_for(lambda e: e.getAttribute("id") == "ping")
+        await self.server.quiesce()
+        await self.server.metrics.collector.refresh_offline()
+        after = await self.scrape()
+        self.assertEqual(after[("xep207_offline_accounts", ())], 1)
+        self.assertEqual(after[("xep207_offline_conversations", ())], 1)
+        self.assertGreaterEqual(after[("xep207_queue_depth", (("queue", "storage"),))], 0)

@@ -15,12 +15,16 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.application import internet, service
+from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.web import resource, server
 from zope.interface import implementer
 
+from xep207 import logs
 from xep207.storage.interface import IStorage
 
 KINDS = ("message", "presence", "iq")
+OFFLINE_REFRESH = 30.0  # seconds between counts of waiting offline messages
 
 STANZAS_IN = Counter("xep207_stanzas_received", "Stanzas received from client sessions, by kind.",
                      ["kind"])
@@ -80,13 +84,11 @@ class TimedStorage:
 
             def done(result):
                 histogram.observe(time.perf_counter() - started)
+                if isinstance(result, Failure):
+                    failures.inc()
                 return result
 
-            def failed(failure):
-                failures.inc()
-                return done(failure)
-
-            return method(*args, **kwargs).addCallbacks(done, failed)
+            return method(*args, **kwargs).addBoth(done)
 
         return timed
 
@@ -98,6 +100,7 @@ class ServerCollector:
 
     def __init__(self, server):
         self.server = server
+        self.offline: tuple[int, int] | None = None
 
     def collect(self):
         router = self.server.router
@@ -115,13 +118,30 @@ class ServerCollector:
         if depth is not None:
             queues.add_metric(["storage"], depth())
         yield queues
-        offline = getattr(self.server, "offline_conversations", None)
-        if offline is not None:
+        if self.offline is not None:
+            conversations, accounts = self.offline
             gauge = GaugeMetricFamily("xep207_offline_conversations",
-                                      "Conversations with messages waiting for an offline recipient "
-                                      "(refreshed periodically).")
-            gauge.add_metric([], offline)
+                                      "One-to-one conversations with messages waiting for an offline "
+                                      f"recipient (refreshed every {OFFLINE_REFRESH:g} s).")
+            gauge.add_metric([], conversations)
             yield gauge
+            gauge = GaugeMetricFamily("xep207_offline_accounts",
+                                      "Accounts with messages waiting for their next login "
+                                      f"(refreshed every {OFFLINE_REFRESH:g} s).")
+            gauge.add_metric([], accounts)
+            yield gauge
+
+    async def refresh_offline(self) -> None:
+        """Count waiting conversations (a query, so periodically, not per scrape)."""
+        from xep207.legacy.chat import OFFLINE_MARK
+
+        count = getattr(self.server.storage, "count_subscriptions_with_option", None)
+        if count is None:
+            return  # a backend without it: no such metric
+        try:
+            self.offline = await count(self.server.chat.pubsub_domain, OFFLINE_MARK)
+        except Exception:
+            logs.failure(Failure(), "counting offline messages for metrics failed")
 
 
 class _Metrics(resource.Resource):
@@ -143,7 +163,11 @@ class MetricsService(service.MultiService):
         super().__init__()
         self.collector_registry = CollectorRegistry(auto_describe=False)
         if xmpp_server is not None:
-            self.collector_registry.register(ServerCollector(xmpp_server))
+            self.collector = collector = ServerCollector(xmpp_server)
+            self.collector_registry.register(collector)
+            refresh = internet.TimerService(OFFLINE_REFRESH, lambda: defer.ensureDeferred(
+                collector.refresh_offline()))
+            refresh.setServiceParent(self)
         factory = _site(_Metrics([REGISTRY, self.collector_registry]))
         self.listener = internet.TCPServer(port, factory, interface=interface)
         self.listener.setServiceParent(self)
