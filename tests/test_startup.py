@@ -6,6 +6,7 @@ import os
 import socket
 import sqlite3
 import stat
+import subprocess
 import unittest
 
 from peers import free_port, temp_dir, twistd
@@ -62,14 +63,35 @@ class FailsToStart(unittest.TestCase):
         process, _ = self.start("--storage", f"sqlite:///{path}?busy_timeout=100")
         self.assert_fails(process, path, "locked")
 
-    @unittest.skipIf(os.geteuid() == 0, "root writes read-only files")
+    def read_only_mount(self) -> str:
+        """A file system mounted read-only (which stops root too), or skip."""
+        mount = os.path.join(self.dir, "ro")
+        os.makedirs(mount)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mount],
+                          capture_output=True).returncode != 0:
+            raise unittest.SkipTest("cannot mount a tmpfs here (needs root)")
+        self.addCleanup(subprocess.run, ["umount", "-l", mount], capture_output=True)
+        return mount
+
+    def remount_read_only(self, mount):
+        subprocess.run(["mount", "-o", "remount,ro", mount], check=True, capture_output=True)
+
     def test_read_only_database(self):
-        os.makedirs(self.data)
-        path = os.path.join(self.data, "xep207.sqlite")
+        if os.geteuid() == 0:
+            directory = self.read_only_mount()
+        else:
+            directory = os.path.join(self.dir, "db")
+            os.makedirs(directory)
+        path = os.path.join(directory, "xep207.sqlite")
         sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.close()
-        os.chmod(path, 0o400)
-        process, _ = self.start()
-        self.assert_fails(process, path, "readonly")
+        if os.geteuid() == 0:
+            self.remount_read_only(directory)
+        else:
+            os.chmod(path, 0o400)
+            os.chmod(directory, 0o500)
+            self.addCleanup(os.chmod, directory, 0o700)
+        process, _ = self.start("--storage", f"sqlite:///{path}")
+        self.assert_fails(process, path)
 
     def test_unusable_data_dir(self):
         blocker = os.path.join(self.dir, "a-file")
@@ -78,11 +100,15 @@ class FailsToStart(unittest.TestCase):
         process, _ = self.start(data=data)
         self.assert_fails(process, f"data dir {data}")
 
-    @unittest.skipIf(os.geteuid() == 0, "root writes anywhere")
     def test_unwritable_data_dir(self):
-        os.makedirs(self.data, mode=0o500)
-        process, _ = self.start()
-        self.assert_fails(process, f"data dir {self.data}", "not writable")
+        if os.geteuid() == 0:
+            data = self.read_only_mount()
+            self.remount_read_only(data)
+        else:
+            data = self.data
+            os.makedirs(data, mode=0o500)
+        process, _ = self.start(data=data)
+        self.assert_fails(process, f"data dir {data}")
 
     def test_garbage_tls_key(self):
         from xep207.server.tls import generate_self_signed

@@ -95,7 +95,7 @@ def create_private(path: str) -> None:
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
     except OSError as exc:
-        raise StartupError(f"{path}: {exc.strerror or exc}") from None
+        raise StartupError(f"cannot open {path} for writing: {exc.strerror or exc}") from None
     private_files(path, path + "-wal", path + "-shm")
 
 
