@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import stat
 import subprocess
+import sys
 import unittest
 
 from peers import free_port, temp_dir, twistd
@@ -109,6 +110,20 @@ class FailsToStart(unittest.TestCase):
             os.makedirs(data, mode=0o500)
         process, _ = self.start(data=data)
         self.assert_fails(process, f"data dir {data}")
+
+    def test_failing_start_up_clean_up(self):
+        """Storage opens, then the clean-up of stale presence fails (a table is gone)."""
+        from peers import source_env
+
+        path = os.path.join(self.data, "xep207.sqlite")
+        added = subprocess.run([sys.executable, "-m", "xep207.admin", "--data-dir", self.data, "adduser",
+                                "juliet"], input="juliet-password\n", capture_output=True, text=True,
+                               cwd=self.dir, env=source_env(), timeout=60)
+        self.assertEqual(added.returncode, 0, added.stderr)
+        with sqlite3.connect(path) as connection:
+            connection.execute("DROP TABLE items")
+        process, _ = self.start()
+        self.assert_fails(process, "start-up failed", path, "no such table: items")
 
     def test_garbage_tls_key(self):
         from xep207.server.tls import generate_self_signed
