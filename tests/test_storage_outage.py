@@ -6,7 +6,6 @@ import os
 import sqlite3
 import unittest
 
-from twisted.internet import defer
 
 from server_helpers import DOMAIN, ServerTestCase, plain_auth
 

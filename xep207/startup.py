@@ -22,6 +22,7 @@ DATA_DIR_MODE = 0o700  # the database holds SCRAM keys, messages and room passwo
 FILE_MODE = 0o600
 
 _exit_status = 0
+_held: list = []  # the process' ExclusiveLocks
 
 
 class StartupError(Exception):
@@ -122,8 +123,10 @@ class ExclusiveLock:
         os.ftruncate(descriptor, 0)
         os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
         self._descriptor = descriptor
+        _held.append(self)  # kept until the process ends
 
     def release(self) -> None:
         if self._descriptor is not None:
             os.close(self._descriptor)
             self._descriptor = None
+            _held.remove(self)
