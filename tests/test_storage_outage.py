@@ -6,7 +6,6 @@ import os
 import sqlite3
 import unittest
 
-
 from server_helpers import DOMAIN, ServerTestCase, plain_auth
 
 ROSTER_GET = "<iq type='get' id='{id}'><query xmlns='jabber:iq:roster'/></iq>"
