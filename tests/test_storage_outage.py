@@ -98,11 +98,12 @@ class PostgreSQLDown(OutageScenario, ServerTestCase):
     storage = "postgresql"
 
     def storage_url(self):
-        from pg import Cluster
+        from pg import shared_cluster
 
-        self.cluster = Cluster()
-        self.addCleanup(self.cluster.destroy)
-        return self.cluster.new_database() + "?pool_timeout=2"
+        # This worker's own cluster: tests in one process run one at a time, and
+        # release() starts it again whatever happens.
+        self.cluster = shared_cluster()
+        return self.cluster.new_database() + "?pool_timeout=1"
 
     async def hold(self):
         from twisted.internet import threads
