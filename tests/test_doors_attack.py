@@ -16,9 +16,7 @@ from doors_helpers import (
     DOMAIN,
     EVE,
     NODE_CONFIG,
-    NS_ADMIN,
     NS_MUC,
-    NS_USER,
     PUBSUB,
     ROOM,
     ROOM_JID,
@@ -29,7 +27,6 @@ from doors_helpers import (
     error_condition,
     form,
     from_room,
-    groupchat,
     message_with,
     pair,
     statuses,
@@ -584,7 +581,7 @@ class Pins(DoorsTestCase):
         self.assertEqual(await self.mam(eve, ALICE), [])
         self.assertEqual(await self.mam(eve, BOB), [])
         self.assertEqual(await self.mam(eve), [])
-        reply = await self.iq(eve, "set", ALICE, f"<query xmlns='urn:xmpp:mam:2'/>")
+        reply = await self.iq(eve, "set", ALICE, "<query xmlns='urn:xmpp:mam:2'/>")
         self.assertEqual(reply["type"], "error")
 
     async def test_trusted_is_not_reachable_by_a_room_leave_for_someone_else(self):
