@@ -4,7 +4,7 @@ import os
 
 from twisted.trial import unittest
 
-from peers import Prosody, run_client, temp_dir, twistd
+from tests.peers import Prosody, run_client, temp_dir, twistd
 
 DOMAIN = "localhost"
 SERVICE = "pubsub.localhost"

@@ -1,7 +1,7 @@
 """XEP-0207 §3–4 stanza by stanza, and RFC 6121 subscription scenarios, over real sockets."""
 
 
-from server_helpers import DOMAIN, ServerTestCase
+from tests.server_helpers import DOMAIN, ServerTestCase
 
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_EVENT = NS_PUBSUB + "#event"
