@@ -18,6 +18,7 @@ From pytest with pytest-twisted, ``server_fixture`` makes the same a fixture.
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import tempfile
 from typing import Callable, Mapping
@@ -113,18 +114,15 @@ class Client:
 class RunningServer:
     """A started xep207 server on a free loopback port, and the accounts it was given."""
 
-    def __init__(self, server: Server, data_dir: str, accounts: Mapping[str, str]):
+    def __init__(self, server: Server, data_dir: str, accounts: Mapping[str, str],
+                 certificate: str | None):
         self.server = server  # the pieces (storage, engine, router), for tests that look inside
         self.domain: str = server.domain
         self.port: int = server.listeners[0]._port.getHost().port
         self.data_dir = data_dir
         self.accounts = dict(accounts)
+        self.certificate = certificate  # what clients trust: the server's own (None: --no-tls)
         self._clients: list[Client] = []
-
-    @property
-    def certificate(self) -> str:
-        """The self-signed certificate the server made for itself (clients trust it)."""
-        return f"{self.data_dir}/tls/{self.domain}.crt"
 
     async def login(self, user: str, password: str | None = None, resource: str = "test",
                     available: bool = True) -> Client:
@@ -133,6 +131,8 @@ class RunningServer:
         reach this client from the moment this returns (RFC 6121)."""
         if password is None:
             password = self.accounts[user]
+        if self.certificate is None:
+            raise ValueError("login() speaks STARTTLS, as real clients do: start the server with TLS")
         with open(self.certificate, "rb") as f:
             # Pinned: this server's own certificate is the only one trusted. (Not
             # optionsForClientTLS: its name check refuses the "*.localhost" a
@@ -140,17 +140,7 @@ class RunningServer:
             tls = ssl.CertificateOptions(trustRoot=ssl.Certificate.loadPEM(f.read()))
         factory = client.XMPPClientFactory(jidlib.JID(f"{user}@{self.domain}/{resource}"), password,
                                            configurationForTLS=tls)
-        # A test client never reconnects (the factory re-arms itself on every connection).
-        factory.addBootstrap(xmlstream.STREAM_CONNECTED_EVENT, lambda _: factory.stopTrying())
-        ready: defer.Deferred[xmlstream.XmlStream] = defer.Deferred()
-        factory.addBootstrap(xmlstream.STREAM_AUTHD_EVENT, ready.callback)
-        factory.addBootstrap(xmlstream.INIT_FAILED_EVENT, ready.errback)
-        connector = reactor.connectTCP("127.0.0.1", self.port, factory)
-        try:
-            stream = await ready.addTimeout(10, reactor)
-        except BaseException:
-            connector.disconnect()
-            raise
+        stream = await _authenticated_stream(factory, self.port)
         session = Client(stream)
         self._clients.append(session)
         if available:
@@ -164,6 +154,40 @@ class RunningServer:
             await session.disconnect()
         await self.server.top.stopService()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+async def _authenticated_stream(factory, port: int, timeout: float = 10) -> xmlstream.XmlStream:
+    """Connect and wait until the stream is authenticated and bound. On failure the
+    connection is gone before the error is raised: no stray socket, no retry."""
+    ready: defer.Deferred[xmlstream.XmlStream] = defer.Deferred()
+    gone: defer.Deferred[None] = defer.Deferred()
+    streams = []
+
+    def fail(reason):
+        if not ready.called:
+            ready.errback(reason)
+
+    def connected(stream):
+        factory.stopTrying()  # a test client never reconnects (the factory re-arms on each connection)
+        streams.append(stream)
+
+    def lost(reason):
+        gone.callback(None)
+        fail(reason)
+
+    factory.addBootstrap(xmlstream.STREAM_CONNECTED_EVENT, connected)
+    factory.addBootstrap(xmlstream.STREAM_AUTHD_EVENT, ready.callback)
+    factory.addBootstrap(xmlstream.INIT_FAILED_EVENT, fail)
+    factory.addBootstrap(xmlstream.STREAM_END_EVENT, lost)
+    factory.clientConnectionFailed = lambda _connector, reason: fail(reason)
+    connector = reactor.connectTCP("127.0.0.1", port, factory)
+    try:
+        return await ready.addTimeout(timeout, reactor)
+    except BaseException:
+        connector.disconnect()
+        if streams and not gone.called:
+            await gone
+        raise
 
 
 async def start_server(accounts: Mapping[str, str], *, domain: str = "localhost",
@@ -188,7 +212,10 @@ async def start_server(accounts: Mapping[str, str], *, domain: str = "localhost"
         await server.top.stopService()
         shutil.rmtree(data_dir, ignore_errors=True)
         raise
-    return RunningServer(server, data_dir, accounts)
+    certificate = None
+    if not options["no-tls"]:
+        certificate = options["tls-cert"] or os.path.join(data_dir, "tls", f"{domain}.crt")
+    return RunningServer(server, data_dir, accounts, certificate)
 
 
 def server_fixture(accounts: Mapping[str, str], *, scope: str = "function", **options):

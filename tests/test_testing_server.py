@@ -1,0 +1,70 @@
+"""xep207.testing's running server and logged-in clients, from a trial TestCase.
+
+(The same helpers under pytest-twisted: examples/test_embedding.py, which .ci/run runs.)
+"""
+
+import os
+
+from twisted.internet import defer, error, protocol, reactor
+from twisted.internet.interfaces import ISSLTransport
+from twisted.trial import unittest
+from twisted.words.protocols.jabber.sasl import SASLAuthError
+
+from xep207.testing import start_server
+
+ACCOUNTS = {"alice": "wonderland", "bob": "builder!"}
+
+
+class RunningServerTests(unittest.TestCase):
+    async def setUp(self):
+        self.server = await start_server(ACCOUNTS)
+        self.addCleanup(self.server.stop)
+
+    async def test_accounts_exist_and_login_is_tls_sasl_and_bind(self):
+        self.assertEqual(await self.server.server.storage.list_accounts(), ["alice@localhost", "bob@localhost"])
+        alice = await self.server.login("alice", resource="laptop")
+        self.assertEqual(alice.jid, "alice@localhost/laptop")
+        self.assertTrue(ISSLTransport.providedBy(alice.stream.transport))  # STARTTLS happened
+        self.assertIn("laptop", self.server.server.router.sessions["alice@localhost"])
+
+    async def test_message_to_bare_jid_and_iq_round_trip(self):
+        alice = await self.server.login("alice")
+        bob = await self.server.login("bob", resource="desk")
+        alice.send("<message to='bob@localhost' type='chat'><body>hello bob</body></message>")
+        message = await bob.wait_for(lambda s: s.name == "message" and s.body is not None)
+        self.assertEqual((message["from"], str(message.body)), ("alice@localhost/test", "hello bob"))
+        reply = await alice.request("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        self.assertEqual(reply["type"], "result")
+        error_reply = await alice.request("<iq type='get' to='nobody@localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        self.assertEqual(error_reply["type"], "error")
+
+    async def test_each_stanza_satisfies_one_wait(self):
+        alice = await self.server.login("alice")
+        bob = await self.server.login("bob")
+        for text in ("one", "two"):
+            alice.send(f"<message to='bob@localhost/test' type='chat'><body>{text}</body></message>")
+        is_chat = lambda s: s.name == "message" and s.body is not None  # noqa: E731
+        first, second = await bob.wait_for(is_chat), await bob.wait_for(is_chat)
+        self.assertEqual([str(first.body), str(second.body)], ["one", "two"])
+
+    async def test_wrong_password_fails_without_leaving_a_connection(self):
+        with self.assertRaises(SASLAuthError) as caught:
+            await self.server.login("alice", password="not the password")
+        self.assertEqual(caught.exception.condition, "not-authorized")
+        # trial's reactor check after this test fails on any socket left open.
+
+    async def test_stop_closes_clients_and_port_and_removes_data(self):
+        alice = await self.server.login("alice")
+        ended = []
+        alice.stream.addObserver("//event/stream/end", ended.append)
+        await self.server.stop()
+        self.assertEqual(len(ended), 1)
+        self.assertFalse(os.path.exists(self.server.data_dir))
+        with self.assertRaises(error.ConnectionRefusedError):
+            await protocol.ClientCreator(reactor, protocol.Protocol).connectTCP("127.0.0.1", self.server.port)
+
+    async def test_disconnect_is_idempotent(self):
+        alice = await self.server.login("alice")
+        await defer.gatherResults([alice.disconnect(), alice.disconnect()])
+        await alice.disconnect()
+        self.assertFalse(alice.stream.transport.connected)
