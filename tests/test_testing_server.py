@@ -4,12 +4,14 @@
 """
 
 import os
+import tempfile
 
 from twisted.internet import defer, error, protocol, reactor
 from twisted.internet.interfaces import ISSLTransport
 from twisted.trial import unittest
 from twisted.words.protocols.jabber.sasl import SASLAuthError
 
+from tests.peers import temp_dir
 from xep207.testing import start_server
 
 ACCOUNTS = {"alice": "wonderland", "bob": "builder!"}
@@ -68,3 +70,22 @@ class RunningServerTests(unittest.TestCase):
         await defer.gatherResults([alice.disconnect(), alice.disconnect()])
         await alice.disconnect()
         self.assertFalse(alice.stream.transport.connected)
+
+    async def test_a_wait_that_times_out_says_what_arrived(self):
+        alice = await self.server.login("alice")
+        with self.assertRaises(defer.TimeoutError) as caught:
+            await alice.wait_for(lambda s: s.name == "never", timeout=0.1)
+        self.assertIn("alice@localhost/test: no matching stanza within 0.1s", str(caught.exception))
+        self.assertIn("<presence", str(caught.exception))  # its own presence, echoed at login
+        self.assertEqual(alice._waiters, [])
+
+
+class StartServerTests(unittest.TestCase):
+    async def test_bad_options_leave_nothing_behind(self):
+        from twisted.python import usage
+
+        private = temp_dir(self)
+        self.patch(tempfile, "tempdir", private)  # where start_server makes its data directory
+        with self.assertRaises(usage.UsageError):
+            await start_server({}, args=("--c2s-port", "nonsense"))
+        self.assertEqual(os.listdir(private), [])

@@ -68,7 +68,12 @@ class Client:
                 return defer.succeed(stanza)
         d: defer.Deferred[domish.Element] = defer.Deferred(lambda _: self._forget(d))
         self._waiters.append((match, d))
-        return d.addTimeout(timeout, reactor)
+        return d.addTimeout(timeout, reactor, onTimeoutCancel=self._timed_out)
+
+    def _timed_out(self, _result, timeout: float):
+        recent = "\n".join(s.toXml() for s in self.received[-5:]) or "nothing"
+        raise defer.TimeoutError(f"{self.jid}: no matching stanza within {timeout}s; "
+                                 f"the last ones received:\n{recent}")
 
     def request(self, iq: str | domish.Element, timeout: float = 10) -> defer.Deferred[domish.Element]:
         """Send an iq (an ``id`` is added when it has none); fires with its result or error."""
@@ -198,18 +203,20 @@ async def start_server(accounts: Mapping[str, str], *, domain: str = "localhost"
     when done: the fixture and ``addCleanup`` do.
     """
     data_dir = tempfile.mkdtemp(prefix="xep207-server-")
-    options = Options()
-    options.parseOptions(["--domain", domain, "--data-dir", data_dir, "--storage", storage,
-                          "--c2s-port", "0", "--c2s-interfaces", "127.0.0.1", *args])
-    server = Server(options)
-    server.top.startService()
+    server = None
     try:
+        options = Options()
+        options.parseOptions(["--domain", domain, "--data-dir", data_dir, "--storage", storage,
+                              "--c2s-port", "0", "--c2s-interfaces", "127.0.0.1", *args])
+        server = Server(options)
+        server.top.startService()
         await server.storage_service.ready
         for user, password in accounts.items():
             await account_store.create_account(server.storage, server.engine_defaults,
                                                f"{user}@{domain}", password)
     except BaseException:
-        await server.top.stopService()
+        if server is not None:
+            await server.top.stopService()
         shutil.rmtree(data_dir, ignore_errors=True)
         raise
     certificate = None
