@@ -26,13 +26,15 @@ async def test_alice_writes_to_bob(server):
 async def test_bob_hears_what_alice_publishes(server):
     alice = await server.login("alice")
     bob = await server.login("bob")
-    pubsub = "<iq type='set' to='pubsub.localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'>{}</pubsub></iq>"
+    pubsub = ("<iq type='set' to='pubsub.localhost'>"
+              "<pubsub xmlns='http://jabber.org/protocol/pubsub'>{}</pubsub></iq>")
     created = await alice.request(pubsub.format("<create node='news'/>"))
     assert created["type"] == "result"
     subscribed = await bob.request(pubsub.format(f"<subscribe node='news' jid='{bob.jid}'/>"))
     assert subscribed["type"] == "result"
-    await alice.request(pubsub.format("<publish node='news'><item id='1'><entry xmlns='urn:example'>"
-                                      "xep207 is out</entry></item></publish>"))
+    item = "<item><entry xmlns='urn:example'>xep207 is out</entry></item>"
+    published = await alice.request(pubsub.format(f"<publish node='news'>{item}</publish>"))
+    assert published["type"] == "result"
     event = await bob.wait_for(lambda stanza: stanza.name == "message" and stanza.event is not None)
     assert event.event.items["node"] == "news"
     assert str(event.event.items.item.entry) == "xep207 is out"

@@ -66,7 +66,8 @@ class RunnerReport:
         self.outcomes = outcomes
 
     def of(self, test_class: str) -> dict[str, str]:
-        return {name: outcome for (cls, name), outcome in self.outcomes.items() if cls == test_class}
+        return {name: outcome for (cls, name), outcome in self.outcomes.items()
+                if cls == test_class}
 
 
 class StorageContractUnderRunner:
@@ -104,7 +105,8 @@ class StorageContractUnderRunner:
     def test_whole_run_passes_with_one_skip(self):
         report = self.report()
         self.assertEqual(report.code, 0, report.output)
-        self.assertEqual(report.counts, {"passed": 2 * len(CONTRACT_TESTS) - 1, "skipped": 1}, report.output)
+        expected = {"passed": 2 * len(CONTRACT_TESTS) - 1, "skipped": 1}
+        self.assertEqual(report.counts, expected, report.output)
 
     def test_non_durable_backend_reports_durability_skipped(self):
         report = self.report()
@@ -144,8 +146,8 @@ class Pytest(StorageContractUnderRunner, unittest.TestCase):
     plugins = ("-p", "no:twisted")  # plain pytest, whether or not pytest-twisted is installed
 
     def command(self, module):
-        return [sys.executable, "-m", "pytest", *self.plugins, "-p", "no:cacheprovider", "-v", "-rs",
-                f"{module}.py"]
+        return [sys.executable, "-m", "pytest", *self.plugins, "-p", "no:cacheprovider",
+                "-v", "-rs", f"{module}.py"]
 
     def parse(self, code, output):
         # "test_backend.py::MemoryContract::test_accounts PASSED" per test;

@@ -23,7 +23,8 @@ class RunningServerTests(unittest.TestCase):
         self.addCleanup(self.server.stop)
 
     async def test_accounts_exist_and_login_is_tls_sasl_and_bind(self):
-        self.assertEqual(await self.server.server.storage.list_accounts(), ["alice@localhost", "bob@localhost"])
+        self.assertEqual(await self.server.server.storage.list_accounts(),
+                         ["alice@localhost", "bob@localhost"])
         alice = await self.server.login("alice", resource="laptop")
         self.assertEqual(alice.jid, "alice@localhost/laptop")
         self.assertTrue(ISSLTransport.providedBy(alice.stream.transport))  # STARTTLS happened
@@ -34,17 +35,18 @@ class RunningServerTests(unittest.TestCase):
         bob = await self.server.login("bob", resource="desk")
         alice.send("<message to='bob@localhost' type='chat'><body>hello bob</body></message>")
         message = await bob.wait_for(lambda s: s.name == "message" and s.body is not None)
-        self.assertEqual((message["from"], str(message.body)), ("alice@localhost/test", "hello bob"))
-        reply = await alice.request("<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        self.assertEqual((message["from"], str(message.body)), (alice.jid, "hello bob"))
+        ping = "<iq type='get' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        reply = await alice.request(ping.format("localhost"))
         self.assertEqual(reply["type"], "result")
-        error_reply = await alice.request("<iq type='get' to='nobody@localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        error_reply = await alice.request(ping.format("nobody@localhost"))
         self.assertEqual(error_reply["type"], "error")
 
     async def test_each_stanza_satisfies_one_wait(self):
         alice = await self.server.login("alice")
         bob = await self.server.login("bob")
         for text in ("one", "two"):
-            alice.send(f"<message to='bob@localhost/test' type='chat'><body>{text}</body></message>")
+            alice.send(f"<message to='bob@localhost/test'><body>{text}</body></message>")
         is_chat = lambda s: s.name == "message" and s.body is not None  # noqa: E731
         first, second = await bob.wait_for(is_chat), await bob.wait_for(is_chat)
         self.assertEqual([str(first.body), str(second.body)], ["one", "two"])
@@ -63,7 +65,8 @@ class RunningServerTests(unittest.TestCase):
         self.assertEqual(len(ended), 1)
         self.assertFalse(os.path.exists(self.server.data_dir))
         with self.assertRaises(error.ConnectionRefusedError):
-            await protocol.ClientCreator(reactor, protocol.Protocol).connectTCP("127.0.0.1", self.server.port)
+            await protocol.ClientCreator(reactor, protocol.Protocol).connectTCP(
+                "127.0.0.1", self.server.port)
 
     async def test_disconnect_is_idempotent(self):
         alice = await self.server.login("alice")

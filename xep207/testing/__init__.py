@@ -21,4 +21,5 @@ from xep207.testing.contract import StorageContract
 from xep207.testing.server import Client, RunningServer, server_fixture, start_server
 from xep207.testing.stanzas import StanzaHarness
 
-__all__ = ["StorageContract", "StanzaHarness", "Client", "RunningServer", "server_fixture", "start_server"]
+__all__ = ["StorageContract", "StanzaHarness", "Client", "RunningServer", "server_fixture",
+           "start_server"]

@@ -75,7 +75,8 @@ class Client:
         raise defer.TimeoutError(f"{self.jid}: no matching stanza within {timeout}s; "
                                  f"the last ones received:\n{recent}")
 
-    def request(self, iq: str | domish.Element, timeout: float = 10) -> defer.Deferred[domish.Element]:
+    def request(self, iq: str | domish.Element,
+                timeout: float = 10) -> defer.Deferred[domish.Element]:
         """Send an iq (an ``id`` is added when it has none); fires with its result or error."""
         stanza = _element(iq)
         if not stanza.getAttribute("id"):
@@ -137,7 +138,7 @@ class RunningServer:
         if password is None:
             password = self.accounts[user]
         if self.certificate is None:
-            raise ValueError("login() speaks STARTTLS, as real clients do: start the server with TLS")
+            raise ValueError("login() speaks STARTTLS, as real clients do: keep the server's TLS")
         with open(self.certificate, "rb") as f:
             # Pinned: this server's own certificate is the only one trusted. (Not
             # optionsForClientTLS: its name check refuses the "*.localhost" a
@@ -150,7 +151,8 @@ class RunningServer:
         self._clients.append(session)
         if available:
             session.send("<presence/>")
-            await session.wait_for(lambda s: s.name == "presence" and s.getAttribute("from") == session.jid)
+            await session.wait_for(lambda s: s.name == "presence"
+                                   and s.getAttribute("from") == session.jid)
         return session
 
     async def stop(self) -> None:
@@ -173,7 +175,7 @@ async def _authenticated_stream(factory, port: int, timeout: float = 10) -> xmls
             ready.errback(reason)
 
     def connected(stream):
-        factory.stopTrying()  # a test client never reconnects (the factory re-arms on each connection)
+        factory.stopTrying()  # a test client never reconnects (the factory re-arms on connecting)
         streams.append(stream)
 
     def lost(reason):
