@@ -153,6 +153,7 @@ class XEP0207Presence(PresenceTestCase):
         romeo = await self.online("romeo", "mobile")
         await self.befriend(romeo, juliet, JULIET)
         juliet.send("<presence><show>away</show></presence>")
+        await romeo.wait_for(lambda e: e.name == "presence" and e.show is not None)  # stored
         # Romeo's second device comes online: it is told Juliet's current presence
         # (answered from the node's items) and about Romeo's other resource.
         laptop = await self.online("romeo", "laptop", presence=None)
