@@ -51,7 +51,10 @@ class Process:
     def __init__(self, args, *, env=None, cwd=None, name=None):
         self.name = name or os.path.basename(args[0])
         self.lines: list[str] = []
-        self.popen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        # stdin from /dev/null: under ``trial -j`` a worker's stdin is its command pipe, and a
+        # peer left holding it would keep trial waiting for that worker forever.
+        self.popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT,
                                       env=env, cwd=cwd, text=True, start_new_session=True)
 
     def wait_for(self, marker: str, timeout: float = 30.0) -> str:

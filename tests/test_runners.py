@@ -99,7 +99,8 @@ class StorageContractUnderRunner:
         # Only what an author's shell would have: no pytest settings inherited from our run.
         env = {k: v for k, v in source_env().items() if not k.startswith("PYTEST_")}
         completed = subprocess.run(self.command("test_backend"), cwd=directory, env=env,
-                                   capture_output=True, text=True, timeout=120)
+                                   stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                   timeout=120)
         return self.parse(completed.returncode, completed.stdout + completed.stderr)
 
     def test_whole_run_passes_with_one_skip(self):
