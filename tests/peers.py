@@ -56,8 +56,11 @@ class Process:
         self.lines: list[str] = []
         self._partial = b""
         self._unread: list[str] = []  # complete lines not yet looked at by wait_for
-        self.popen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      env=env, cwd=cwd, bufsize=0, start_new_session=True)
+        # stdin from /dev/null: under ``trial -j`` a worker's stdin is its command pipe, and a
+        # peer left holding it would keep trial waiting for that worker forever.
+        self.popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, env=env, cwd=cwd, bufsize=0,
+                                      start_new_session=True)
 
     def _next_line(self, deadline: float, what: str) -> str | None:
         """The next output line; None at end of output; fail at the deadline."""

@@ -7,7 +7,7 @@ import sysconfig
 
 from twisted.trial import unittest
 
-from peers import source_env, temp_dir
+from tests.peers import source_env, temp_dir
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 CTL = [sys.executable, "-m", "xep207.admin"]
@@ -75,7 +75,7 @@ class Twistd(unittest.TestCase):
 
     def test_installed_server_starts(self):
         """What `pip install . && twistd -n xep207` gives: every module shipped."""
-        from peers import Process, free_port
+        from tests.peers import Process, free_port
 
         port = free_port()
         server = Process([*TWISTD, "-n", "--pidfile=", "--logfile=-", "xep207", "--c2s-port", str(port),
@@ -151,7 +151,7 @@ class ServerModeUnderTwistd(unittest.TestCase):
         import base64
         import socket
 
-        from peers import free_port, twistd
+        from tests.peers import free_port, twistd
 
         directory = temp_dir(self)
         storage = "sqlite:///" + os.path.join(directory, "xep207.sqlite")

@@ -4,7 +4,7 @@ import os
 
 from twisted.trial import unittest
 
-from peers import Prosody, run_client, temp_dir, twistd
+from tests.peers import Prosody, run_client, temp_dir, twistd
 
 DOMAIN = "localhost"
 SERVICE = "pubsub.localhost"
@@ -18,8 +18,8 @@ class ComponentWithProsody(unittest.TestCase):
         self.prosody = Prosody(os.path.join(self.tmp, "prosody"), DOMAIN, SERVICE, "component-secret")
         for user in ("alice", "bob"):
             self.prosody.register(user, "wonderland")
+        self.addCleanup(self.prosody.stop)  # before start: a start that times out still stops it
         self.prosody.start()
-        self.addCleanup(self.prosody.stop)
 
     def test_slixmpp_clients_use_our_pubsub_through_prosody(self):
         secret_file = os.path.join(self.tmp, "secret")

@@ -8,7 +8,7 @@ door or both; the victims are legacy clients unless said otherwise.
 
 from xml.sax.saxutils import quoteattr
 
-from doors_helpers import (
+from tests.doors_helpers import (
     ALICE,
     BOB,
     CAROL,
@@ -31,7 +31,7 @@ from doors_helpers import (
     pair,
     statuses,
 )
-from server_helpers import PASSWORD
+from tests.server_helpers import PASSWORD
 from xep207.server.accounts import create_account, delete_account
 
 
@@ -539,7 +539,7 @@ class Pins(DoorsTestCase):
                                                      f"node={quoteattr(pair(ALICE, BOB))}/>")
         missing = await self.iq(eve, "get", PUBSUB, "<query xmlns='http://jabber.org/protocol/disco#info' "
                                                     f"node={quoteattr(pair(CAROL, EVE.replace('eve', 'dave')))}/>")
-        from doors_helpers import error_of
+        from tests.doors_helpers import error_of
         self.assertEqual((existing["type"], error_of(existing)), (missing["type"], error_of(missing)))
 
     async def test_unnormalized_pair_names_reach_nothing(self):

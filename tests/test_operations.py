@@ -16,8 +16,8 @@ import urllib.request
 from twisted.internet import threads
 from twisted.trial import unittest
 
-from peers import free_port, source_env, temp_dir, twistd
-from server_helpers import DOMAIN, ServerTestCase, plain_auth
+from tests.peers import free_port, source_env, temp_dir, twistd
+from tests.server_helpers import DOMAIN, ServerTestCase, plain_auth
 
 HEADER = ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
           "to='localhost' version='1.0'>")

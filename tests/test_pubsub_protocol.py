@@ -1,6 +1,6 @@
 """XEP-0060 use cases at the XML level, errors included, against the real engine."""
 
-from pubsub_helpers import (
+from tests.pubsub_helpers import (
     HAMLET,
     IAGO,
     JULIET,

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import unittest
 
-from peers import free_port, temp_dir, twistd
+from tests.peers import free_port, temp_dir, twistd
 
 
 def fatal_line(process) -> str:
@@ -113,7 +113,7 @@ class FailsToStart(unittest.TestCase):
 
     def test_failing_start_up_clean_up(self):
         """Storage opens, then the clean-up of stale presence fails (a table is gone)."""
-        from peers import source_env
+        from tests.peers import source_env
 
         path = os.path.join(self.data, "xep207.sqlite")
         added = subprocess.run([sys.executable, "-m", "xep207.admin", "--data-dir", self.data, "adduser",

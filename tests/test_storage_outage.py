@@ -6,7 +6,7 @@ import os
 import sqlite3
 import unittest
 
-from server_helpers import DOMAIN, ServerTestCase, plain_auth
+from tests.server_helpers import DOMAIN, ServerTestCase, plain_auth
 
 ROSTER_GET = "<iq type='get' id='{id}'><query xmlns='jabber:iq:roster'/></iq>"
 
@@ -98,7 +98,7 @@ class PostgreSQLDown(OutageScenario, ServerTestCase):
     storage = "postgresql"
 
     def storage_url(self):
-        from pg import shared_cluster
+        from tests.pg import shared_cluster
 
         # This worker's own cluster: tests in one process run one at a time, and
         # release() starts it again whatever happens.

@@ -188,8 +188,6 @@ class Server:
             await self.router.in_flight.drain()
             await self.groupchat.in_flight.drain()
 
-    def engine_defaults(self, service_jid, node_id):
-        return self.engine.default_node_config(service_jid, node_id)
 
 
 def make_server_service(options) -> service.IService:
