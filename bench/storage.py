@@ -82,9 +82,8 @@ async def main():
     url = os.environ.get("XEP207_BENCH_POSTGRESQL")
     cluster = None
     if not url:
-        sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
         try:
-            from pg import Cluster
+            from tests.pg import Cluster
 
             cluster = Cluster()
             url = cluster.new_database()

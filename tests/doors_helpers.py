@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from xml.sax.saxutils import escape, quoteattr
 
-from server_helpers import DOMAIN, ServerTestCase
+from tests.server_helpers import DOMAIN, ServerTestCase
 
 ALICE, BOB, CAROL, EVE = (f"{u}@{DOMAIN}" for u in ("alice", "bob", "carol", "eve"))
 PUBSUB = f"pubsub.{DOMAIN}"

@@ -46,31 +46,61 @@ def source_env(**extra) -> dict:
 
 
 class Process:
-    """A child process whose output we read line by line until a marker shows."""
+    """A child process whose output we read line by line until a marker shows.
+
+    Output is read from the pipe's descriptor in whatever chunks arrive (a
+    buffered reader could hold complete lines that select() no longer reports)."""
 
     def __init__(self, args, *, env=None, cwd=None, name=None):
         self.name = name or os.path.basename(args[0])
         self.lines: list[str] = []
-        self.popen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      env=env, cwd=cwd, text=True, start_new_session=True)
+        self._partial = b""
+        self._unread: list[str] = []  # complete lines not yet looked at by wait_for
+        # stdin from /dev/null: under ``trial -j`` a worker's stdin is its command pipe, and a
+        # peer left holding it would keep trial waiting for that worker forever.
+        self.popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, env=env, cwd=cwd, bufsize=0,
+                                      start_new_session=True)
+
+    def _next_line(self, deadline: float, what: str) -> str | None:
+        """The next output line; None at end of output; fail at the deadline."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.popen.stdout, selectors.EVENT_READ)
+            while not self._unread:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"{self.name}: {what}:\n" + self.output())
+                if not selector.select(remaining):
+                    continue
+                chunk = os.read(self.popen.stdout.fileno(), 65536)
+                if not chunk:
+                    if self._partial:
+                        self._unread.append(self._partial.decode("utf-8", "replace"))
+                        self._partial = b""
+                        break
+                    return None
+                *complete, self._partial = (self._partial + chunk).split(b"\n")
+                self._unread.extend(line.decode("utf-8", "replace") + "\n" for line in complete)
+        line = self._unread.pop(0)
+        self.lines.append(line)
+        return line
 
     def wait_for(self, marker: str, timeout: float = 30.0) -> str:
         """Read output until a line contains ``marker``; fail on exit or timeout."""
         deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.popen.stdout, selectors.EVENT_READ)
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"{self.name}: no {marker!r} within {timeout}s:\n" + self.output())
-                if not selector.select(remaining):
-                    continue
-                line = self.popen.stdout.readline()
-                if not line:
-                    raise AssertionError(f"{self.name} exited before {marker!r}:\n" + self.output())
-                self.lines.append(line)
-                if marker in line:
-                    return line
+        while True:
+            line = self._next_line(deadline, f"no {marker!r} within {timeout}s")
+            if line is None:
+                raise AssertionError(f"{self.name} exited before {marker!r}:\n" + self.output())
+            if marker in line:
+                return line
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """Read output until the process exits; its exit status (fail on timeout)."""
+        deadline = time.monotonic() + timeout
+        while self._next_line(deadline, f"still running after {timeout}s") is not None:
+            pass
+        return self.popen.wait(max(0.1, deadline - time.monotonic()))
 
     def output(self) -> str:
         return "".join(self.lines[-80:])

@@ -13,7 +13,7 @@ import tempfile
 import unittest
 import uuid
 
-from peers import free_port
+from tests.peers import free_port
 
 
 def _bin(name: str) -> str | None:

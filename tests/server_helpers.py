@@ -10,7 +10,7 @@ from twisted.internet import defer, protocol, reactor, utils
 from twisted.trial import unittest
 from twisted.words.xish import domish
 
-from peers import CLIENTS, temp_dir
+from tests.peers import CLIENTS, temp_dir
 from xep207.server import accounts
 from xep207.server.tap import Server
 from xep207.tap import Options
@@ -132,7 +132,7 @@ class ServerTestCase(unittest.TestCase):
         if self.storage == "sqlite":
             return "sqlite:///" + os.path.join(self.data_dir, "xep207.sqlite")
         if self.storage == "postgresql":
-            from pg import shared_cluster
+            from tests.pg import shared_cluster
 
             return shared_cluster().new_database()
         return "memory:"

@@ -3,7 +3,7 @@ and an established session keeps being served throughout."""
 
 import base64
 
-from server_helpers import DOMAIN, ServerTestCase, plain_auth
+from tests.server_helpers import DOMAIN, ServerTestCase, plain_auth
 
 NS_STREAMS_ERROR = "urn:ietf:params:xml:ns:xmpp-streams"
 

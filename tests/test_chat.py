@@ -1,8 +1,8 @@
 """One-to-one messaging over pair nodes (XEP-0207 §6), at the XML level over real sockets."""
 
 
-from server_helpers import DOMAIN, ServerTestCase
-from test_presence_roster import is_result
+from tests.server_helpers import DOMAIN, ServerTestCase
+from tests.test_presence_roster import is_result
 from xep207.legacy.chat import pair_node_id
 
 ALICE, BOB, IAGO = f"alice@{DOMAIN}", f"bob@{DOMAIN}", f"iago@{DOMAIN}"

@@ -7,7 +7,7 @@ import sysconfig
 
 from twisted.trial import unittest
 
-from peers import source_env, temp_dir
+from tests.peers import source_env, temp_dir
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 CTL = [sys.executable, "-m", "xep207.admin"]
@@ -75,7 +75,7 @@ class Twistd(unittest.TestCase):
 
     def test_installed_server_starts(self):
         """What `pip install . && twistd -n xep207` gives: every module shipped."""
-        from peers import Process, free_port
+        from tests.peers import Process, free_port
 
         port = free_port()
         server = Process([*TWISTD, "-n", "--pidfile=", "--logfile=-", "xep207", "--c2s-port", str(port),
@@ -112,6 +112,30 @@ class AdminCommand(unittest.TestCase):
         self.assertNotIn(b"changed-password", data)
         self.assertNotIn(b"first-password", data)
 
+    def test_from_the_wrong_directory_creates_nothing(self):
+        out = run([*CTL, "--domain", "example.org", "adduser", "juliet"], self.dir, "juliet-password\n")
+        self.assertEqual(out.returncode, 1, out.stdout)
+        self.assertIn("created nothing", out.stderr)
+        self.assertIn(os.path.join(self.dir, "xep207-data", "xep207.sqlite"), out.stderr)
+        self.assertEqual(os.listdir(self.dir), [])
+
+    def test_finds_the_servers_data_through_its_config_file(self):
+        server_dir = os.path.join(self.dir, "etc")
+        os.makedirs(server_dir)
+        config = os.path.join(server_dir, "xep207.toml")
+        with open(config, "w") as f:
+            f.write('domain = "example.org"\ndata-dir = "data"\n')
+        elsewhere = temp_dir(self)
+        added = run([*CTL, "--config", config, "adduser", "juliet"], elsewhere, "juliet-password\n")
+        self.assertEqual(added.returncode, 0, added.stderr)
+        self.assertIn("created a new database", added.stderr)
+        database = os.path.join(server_dir, "data", "xep207.sqlite")
+        self.assertEqual(os.stat(database).st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(os.path.dirname(database)).st_mode & 0o777, 0o700)
+        listed = run([*CTL, "--config", config, "list"], temp_dir(self))
+        self.assertEqual(listed.stdout.split(), ["juliet@example.org"])
+        self.assertEqual(os.listdir(elsewhere), [])
+
     def test_password_never_on_the_command_line(self):
         out = self.ctl("adduser", "juliet", "--password", "x")
         self.assertNotEqual(out.returncode, 0)
@@ -127,7 +151,7 @@ class ServerModeUnderTwistd(unittest.TestCase):
         import base64
         import socket
 
-        from peers import free_port, twistd
+        from tests.peers import free_port, twistd
 
         directory = temp_dir(self)
         storage = "sqlite:///" + os.path.join(directory, "xep207.sqlite")

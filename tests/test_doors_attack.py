@@ -8,7 +8,7 @@ door or both; the victims are legacy clients unless said otherwise.
 
 from xml.sax.saxutils import quoteattr
 
-from doors_helpers import (
+from tests.doors_helpers import (
     ALICE,
     BOB,
     CAROL,
@@ -16,9 +16,7 @@ from doors_helpers import (
     DOMAIN,
     EVE,
     NODE_CONFIG,
-    NS_ADMIN,
     NS_MUC,
-    NS_USER,
     PUBSUB,
     ROOM,
     ROOM_JID,
@@ -29,12 +27,11 @@ from doors_helpers import (
     error_condition,
     form,
     from_room,
-    groupchat,
     message_with,
     pair,
     statuses,
 )
-from server_helpers import PASSWORD
+from tests.server_helpers import PASSWORD
 from xep207.server.accounts import create_account, delete_account
 
 
@@ -542,7 +539,7 @@ class Pins(DoorsTestCase):
                                                      f"node={quoteattr(pair(ALICE, BOB))}/>")
         missing = await self.iq(eve, "get", PUBSUB, "<query xmlns='http://jabber.org/protocol/disco#info' "
                                                     f"node={quoteattr(pair(CAROL, EVE.replace('eve', 'dave')))}/>")
-        from doors_helpers import error_of
+        from tests.doors_helpers import error_of
         self.assertEqual((existing["type"], error_of(existing)), (missing["type"], error_of(missing)))
 
     async def test_unnormalized_pair_names_reach_nothing(self):
@@ -584,7 +581,7 @@ class Pins(DoorsTestCase):
         self.assertEqual(await self.mam(eve, ALICE), [])
         self.assertEqual(await self.mam(eve, BOB), [])
         self.assertEqual(await self.mam(eve), [])
-        reply = await self.iq(eve, "set", ALICE, f"<query xmlns='urn:xmpp:mam:2'/>")
+        reply = await self.iq(eve, "set", ALICE, "<query xmlns='urn:xmpp:mam:2'/>")
         self.assertEqual(reply["type"], "error")
 
     async def test_trusted_is_not_reachable_by_a_room_leave_for_someone_else(self):

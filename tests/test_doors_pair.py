@@ -7,7 +7,7 @@ answer, then that nothing changed: the victims received nothing, the history
 
 from twisted.internet import reactor
 
-from doors_helpers import (
+from tests.doors_helpers import (
     ALICE,
     BOB,
     CAROL,

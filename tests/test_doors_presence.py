@@ -6,7 +6,7 @@ that alice gets a roster push with eve as ``subscription='to'`` and eve's
 presence without ever asking. Neither door may let her.
 """
 
-from doors_helpers import (
+from tests.doors_helpers import (
     ALICE,
     BOB,
     EVE,

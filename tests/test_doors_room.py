@@ -9,7 +9,7 @@ admission rule answers with the same XEP-0045 condition through both.
 
 from xml.sax.saxutils import quoteattr
 
-from doors_helpers import (
+from tests.doors_helpers import (
     BOB,
     CHAT,
     EVE,

@@ -6,7 +6,7 @@ from those allowed to change them, never from what the occupant claims in a
 subscription option or a payload.
 """
 
-from doors_helpers import (
+from tests.doors_helpers import (
     ALICE,
     BOB,
     CAROL,

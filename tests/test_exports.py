@@ -19,7 +19,8 @@ PUBLIC = {
     "xep207.hooks": {"Hooks", "STANZA", "SESSION_BOUND", "SESSION_UNBOUND", "INITIAL_PRESENCE",
                      "SUBSCRIPTION_CHANGED", "ITEM_PUBLISHED"},
     "xep207.plugins": {"IServerPlugin", "PluginNotFound", "find_plugins", "install_plugins"},
-    "xep207.testing": {"StorageContract", "StanzaHarness"},
+    "xep207.testing": {"StorageContract", "StanzaHarness", "Client", "RunningServer", "server_fixture",
+                       "start_server"},
 }
 
 

@@ -1,8 +1,8 @@
 """XEP-0045 over room nodes, and XEP-0207 §5's native syntax on the same rooms."""
 
 
-from server_helpers import DOMAIN, ServerTestCase
-from test_presence_roster import is_result
+from tests.server_helpers import DOMAIN, ServerTestCase
+from tests.test_presence_roster import is_result
 
 CHAT = f"chat.{DOMAIN}"
 ROOM = f"characters@{CHAT}"

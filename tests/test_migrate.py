@@ -7,8 +7,8 @@ import sys
 
 from twisted.trial import unittest
 
-from peers import source_env, temp_dir
-from pg import shared_cluster
+from tests.peers import source_env, temp_dir
+from tests.pg import shared_cluster
 from xep207.server.sasl import make_account
 from xep207.storage.migrate import copy_storage
 from xep207.storage.records import Item, Node, NodeConfig, Subscription, VIA_LEGACY

@@ -4,7 +4,7 @@ from twisted.internet import task
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from pubsub_helpers import NS
+from tests.pubsub_helpers import NS
 from xep207.pubsub.engine import PubSubEngine
 from xep207.pubsub.events import IInterestDirectory
 from xep207.service import pubsub_handlers

@@ -12,7 +12,7 @@ import twisted.plugins
 from twisted.python import usage
 from twisted.trial import unittest
 
-from server_helpers import DOMAIN, ServerTestCase
+from tests.server_helpers import DOMAIN, ServerTestCase
 from xep207.hooks import Hooks
 from xep207.tap import Options
 

@@ -4,7 +4,7 @@ and clean failures and reconnection when the database server restarts."""
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from pg import Cluster, shared_cluster
+from tests.pg import Cluster, shared_cluster
 from xep207.storage import StorageUnavailable
 from xep207.storage.postgresql import SCHEMA_VERSION, PostgreSQLStorage
 from xep207.storage.records import Item, Node, NodeConfig, Subscription

@@ -1,7 +1,7 @@
 """XEP-0207 §3–4 stanza by stanza, and RFC 6121 subscription scenarios, over real sockets."""
 
 
-from server_helpers import DOMAIN, ServerTestCase
+from tests.server_helpers import DOMAIN, ServerTestCase
 
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_EVENT = NS_PUBSUB + "#event"
@@ -154,6 +154,7 @@ class XEP0207Presence(PresenceTestCase):
         romeo = await self.online("romeo", "mobile")
         await self.befriend(romeo, juliet, JULIET)
         juliet.send("<presence><show>away</show></presence>")
+        await romeo.wait_for(lambda e: e.name == "presence" and e.show is not None)  # stored
         # Romeo's second device comes online: it is told Juliet's current presence
         # (answered from the node's items) and about Romeo's other resource.
         laptop = await self.online("romeo", "laptop", presence=None)

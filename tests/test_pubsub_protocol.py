@@ -2,7 +2,7 @@
 
 from twisted.words.protocols.jabber.error import StanzaError
 
-from pubsub_helpers import (
+from tests.pubsub_helpers import (
     HAMLET,
     IAGO,
     JULIET,

@@ -4,8 +4,8 @@ from twisted.internet import defer, reactor
 from twisted.words.protocols.jabber import component as jabber_component
 from twisted.words.protocols.jabber import xmlstream
 
-from server_helpers import DOMAIN, ServerTestCase
-from test_presence_roster import is_result
+from tests.server_helpers import DOMAIN, ServerTestCase
+from tests.test_presence_roster import is_result
 
 
 class Registration(ServerTestCase):

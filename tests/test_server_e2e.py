@@ -1,6 +1,6 @@
 """The full server end to end with a real client (slixmpp in a child process)."""
 
-from server_helpers import DOMAIN, PASSWORD, ServerTestCase
+from tests.server_helpers import DOMAIN, PASSWORD, ServerTestCase
 
 
 class SlixmppAgainstServer(ServerTestCase):
@@ -60,8 +60,8 @@ class GoSendxmppLogsIn(ServerTestCase):
 
         from twisted.internet import utils
 
-        from peers import require
-        from test_presence_roster import is_result
+        from tests.peers import require
+        from tests.test_presence_roster import is_result
 
         binary = require("go-sendxmpp")
         await self.start_server()

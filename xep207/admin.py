@@ -77,6 +77,8 @@ class Options(ServerOptions):
     def postOptions(self):
         if self.subCommand is None:
             raise usage.UsageError("name a command: adduser, deluser, passwd or list")
+        # Told where the server's data is (rather than guessing ./xep207-data)?
+        self.location_given = bool(self["storage"] or self["config"] or self["data-dir"] != "xep207-data")
         sub, self.subCommand = self.subCommand, None
         try:
             super().postOptions()
@@ -105,13 +107,38 @@ async def migrate(options) -> int:
     return 1 if counts.mismatches else 0
 
 
+def _sqlite_ready(url: str, location_given: bool) -> bool:
+    """The server's SQLite file, found; or created (private) where we were told, and said so.
+
+    Run from the wrong directory with no --config/--data-dir/--storage, this
+    once created an empty ./xep207-data and reported success."""
+    from xep207.startup import DATA_DIR_MODE, StartupError, create_private
+    from xep207.storage.sqlite import _path_from_url
+
+    path = os.path.abspath(_path_from_url(url)[0])
+    if os.path.exists(path):
+        return True
+    if not location_given:
+        print(f"xep207ctl: no server database at {path} (created nothing); run this where the server "
+              "runs, or pass the server's --config, --data-dir or --storage", file=sys.stderr)
+        return False
+    try:
+        os.makedirs(os.path.dirname(path), mode=DATA_DIR_MODE, exist_ok=True)
+        create_private(path)
+    except (OSError, StartupError) as exc:
+        print(f"xep207ctl: cannot create the database {path}: {exc}", file=sys.stderr)
+        return False
+    print(f"xep207ctl: created a new database at {path}", file=sys.stderr)
+    return True
+
+
 async def run(options) -> int:
     command = options.subCommand
     if command == "migrate":
         return await migrate(options)
     url = options["storage"]
-    if url.startswith("sqlite:"):
-        os.makedirs(options["data-dir"], exist_ok=True)
+    if url.startswith("sqlite:") and not _sqlite_ready(url, getattr(options, "location_given", True)):
+        return 1
     storage = open_storage(url)
     await defer.maybeDeferred(storage.start)
     try:

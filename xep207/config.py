@@ -2,11 +2,14 @@
 
 The file's keys are the long option names: ``domain = "example.org"``,
 ``c2s-port = 5222``, ``allow-plaintext-auth = true``, and a ``[components]``
-table of component JIDs to secrets.
+table of component JIDs to secrets. Relative paths (``data-dir``, ``tls-cert``,
+``tls-key``) are relative to the file's directory, so ``twistd`` and
+``xep207ctl`` find the same data from wherever they are run.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 
 from twisted.python import usage
@@ -21,6 +24,9 @@ def _find_config(argv: list[str]) -> str | None:
         if arg in ("component",):  # a subcommand: its options are its own
             return None
     return None
+
+
+PATHS = ("data-dir", "tls-cert", "tls-key")  # file settings resolved against the config file's directory
 
 
 class ConfigFileOptions(usage.Options):
@@ -45,6 +51,7 @@ class ConfigFileOptions(usage.Options):
             raise usage.UsageError(f"--config: {exc}")
         except tomllib.TOMLDecodeError as exc:
             raise usage.UsageError(f"--config {path}: not valid TOML ({exc})")
+        base = os.path.dirname(os.path.abspath(path))
         flags = {name for name, *_ in getattr(self, "optFlags", [])}
         parameters = {row[0]: row for row in getattr(self, "optParameters", [])}
         for key, value in data.items():
@@ -66,5 +73,8 @@ class ConfigFileOptions(usage.Options):
                     self[key] = coerce(value) if coerce else str(value)
                 except (TypeError, ValueError) as exc:
                     raise usage.UsageError(f"--config {path}: {key}: {exc}")
+                if key in PATHS:
+                    # Relative to the file, so the server and xep207ctl agree from any directory.
+                    self[key] = os.path.join(base, os.path.expanduser(self[key]))
             else:
                 raise usage.UsageError(f"--config {path}: unknown setting {key!r}")

@@ -12,6 +12,9 @@ class InFlight:
     def __bool__(self) -> bool:
         return bool(self._pending)
 
+    def __len__(self) -> int:
+        return len(self._pending)
+
     def track(self, d: defer.Deferred) -> defer.Deferred:
         self._pending.add(d)  # removed again when it fires (at once if it already has)
         d.addBoth(self._settled, d)

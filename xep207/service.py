@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import os
+
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.python import log
 from twisted.words.protocols.jabber import xmlstream
 from wokkel import disco
 from wokkel.ping import PingHandler
 from wokkel.subprotocols import XMPPHandler
 
+from xep207.metrics import TimedStorage
 from xep207.pubsub.engine import PubSubEngine
 from xep207.pubsub.protocol import PubSubProtocol
+from xep207.startup import DATA_DIR_MODE, ExclusiveLock, StartupError, create_private, fatal
 from xep207.storage import open_storage
 from xep207.storage.cache import with_cache
+
+
+def prepare_sqlite(url: str) -> None:
+    """For a server on SQLite: the file private (0600) and used by this server
+    alone (a second server on it is refused; xep207ctl may still write)."""
+    if not url.startswith("sqlite:"):
+        return
+    from xep207.storage.sqlite import _path_from_url
+
+    path = os.path.abspath(_path_from_url(url)[0])
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        try:
+            os.makedirs(directory, mode=DATA_DIR_MODE)
+        except OSError as exc:
+            raise StartupError(f"cannot create {directory} for the SQLite database: "
+                               f"{exc.strerror or exc}") from None
+    create_private(path)
+    ExclusiveLock(path + ".lock", f"the SQLite database {path}")
 
 
 class StorageService(service.Service):
@@ -24,7 +48,8 @@ class StorageService(service.Service):
     """
 
     def __init__(self, url: str):
-        self.storage = with_cache(open_storage(url))
+        self.backend = open_storage(url)
+        self.storage = with_cache(TimedStorage(self.backend))
         self.ready = defer.Deferred()
 
     def startService(self):
@@ -33,12 +58,8 @@ class StorageService(service.Service):
         d.addCallbacks(self.ready.callback, self._failed)
 
     def _failed(self, failure):
-        log.err(failure, f"could not open storage {self.storage.url}")
-        from twisted.internet import reactor
-
-        if reactor.running:
-            reactor.stop()
-        self.ready.errback(failure)
+        # WhenReady reports it: one fatal line, exit status 1.
+        self.ready.errback(StartupError(f"cannot open storage {self.storage.url}: {failure.getErrorMessage()}"))
 
     def stopService(self):
         super().stopService()
@@ -57,7 +78,8 @@ class OrderedServices(service.MultiService):
 
         async def stop_children():
             for child in reversed(list(self)):
-                await defer.maybeDeferred(child.stopService)
+                if child.running:  # after a failed start, some never started
+                    await defer.maybeDeferred(child.stopService)
 
         return defer.ensureDeferred(stop_children())
 
@@ -81,13 +103,25 @@ class WhenReady(OrderedServices):
     def startService(self):
         service.Service.startService(self)
         self._ready.addCallback(self._start_children)
-        self._ready.addErrback(lambda _: None)
+        self._ready.addErrback(self._failed)
 
     def _start_children(self, result):
         if self.running:
             for child in self:
-                child.startService()
+                try:
+                    child.startService()
+                except CannotListenError as exc:
+                    reason = getattr(exc.socketError, "strerror", None) or exc.socketError
+                    raise StartupError(f"cannot listen on {exc.interface or '*'} port {exc.port}: {reason}")
         return result
+
+    def _failed(self, failure):
+        """Nothing may run half-started: a listener that could not bind, storage
+        that did not open, a start-up clean-up that failed end the process."""
+        if not failure.check(StartupError):
+            log.err(failure, "start-up failed")
+        fatal(failure.getErrorMessage() if failure.check(StartupError)
+              else f"start-up failed: {failure.getErrorMessage()}")
 
 
 def pubsub_handlers(engine: PubSubEngine) -> list:
@@ -121,13 +155,9 @@ class ComponentStatus(XMPPHandler):
         if condition in ("not-authorized", "host-unknown", "conflict"):
             # A wrong secret or an unknown component name will not fix itself:
             # say so once and stop, rather than hammering the server.
-            log.msg(f"xep207 component {self.jid}: the server refused the component "
-                    f"({condition}); check --jid and the secret. Not retrying.")
             self.parent.factory.stopTrying()
-            from twisted.internet import reactor
-
-            if reactor.running:
-                reactor.stop()
+            fatal(f"the server refused the component {self.jid} ({condition}); "
+                  "check --jid and the secret. Not retrying.")
 
     def connectionLost(self, reason):
         log.msg(f"xep207 component {self.jid} offline: {reason.getErrorMessage()}; will reconnect")

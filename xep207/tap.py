@@ -18,7 +18,9 @@ from wokkel.component import Component
 
 from xep207.config import ConfigFileOptions
 from xep207.pubsub.engine import PubSubEngine
-from xep207.service import ComponentStatus, OrderedServices, StorageService, WhenReady, pubsub_handlers
+from xep207.service import (ComponentStatus, OrderedServices, StorageService, WhenReady, prepare_sqlite,
+                             pubsub_handlers)
+from xep207.startup import StartupError, fail_start, prepare_data_dir
 
 
 def _check_storage_url(url: str) -> str:
@@ -71,9 +73,14 @@ class ComponentOptions(usage.Options):
          "Default: sqlite in --data-dir."],
         ["data-dir", None, "xep207-data", "Directory for the default SQLite database."],
         ["max-payload-size", None, 65536, "Largest item payload in bytes.", _positive_int],
+        ["metrics-port", None, None, "Serve Prometheus metrics over HTTP on this port (off by default).",
+         _port],
+        ["metrics-interface", None, "127.0.0.1", "Address for the metrics port (loopback by default)."],
+        ["log-format", None, "text", "Log as 'text' or 'json' (one JSON event per line)."],
     ]
 
     def postOptions(self):
+        _log_format(self)
         if not self["jid"]:
             raise usage.UsageError("--jid is required")
         try:
@@ -95,6 +102,21 @@ class ComponentOptions(usage.Options):
         _check_storage_url(self["storage"])
 
 
+def _log_format(options) -> None:
+    """``--log-format json``: twistd's own ``--logger`` set to our JSON observer
+    (twistd starts logging after parsing options, before the service exists)."""
+    if options["log-format"] not in ("text", "json"):
+        raise usage.UsageError("--log-format is text or json")
+    twistd_options = getattr(options, "parent", None)
+    while twistd_options is not None and not hasattr(twistd_options, "loadedPlugins"):
+        twistd_options = getattr(twistd_options, "parent", None)
+    if options["log-format"] == "json" and twistd_options is not None and not twistd_options["logger"]:
+        from xep207 import logs
+
+        logs.json_output(twistd_options["logfile"])
+        twistd_options["logger"] = "xep207.logs.json_observer"
+
+
 def default_storage_url(data_dir: str) -> str:
     return "sqlite:///" + os.path.join(os.path.abspath(data_dir), "xep207.sqlite")
 
@@ -102,8 +124,15 @@ def default_storage_url(data_dir: str) -> str:
 def make_component_service(options) -> service.MultiService:
     top = OrderedServices()
     storage_service = StorageService(options["storage"])
-    if storage_service.storage.url.startswith("sqlite:"):
-        os.makedirs(os.path.dirname(storage_service.storage.path) or ".", exist_ok=True)
+    if options["storage"] == default_storage_url(options["data-dir"]):
+        try:
+            prepare_data_dir(options["data-dir"])
+        except StartupError as exc:
+            fail_start(str(exc))
+    try:
+        prepare_sqlite(options["storage"])
+    except StartupError as exc:
+        fail_start(str(exc))
     storage_service.setServiceParent(top)
     engine = PubSubEngine(storage_service.storage, max_payload_size=options["max-payload-size"])
     component = Component(options["host"], options["port"], options["jid"].full(), options["secret"])
@@ -111,7 +140,12 @@ def make_component_service(options) -> service.MultiService:
         handler.setHandlerParent(component)
     started = WhenReady(storage_service.ready)
     started.setServiceParent(top)
+    component.factory.noisy = False  # no "Starting factory" line per reconnection
     component.setServiceParent(started)
+    if options["metrics-port"] is not None:
+        from xep207.metrics import MetricsService
+
+        MetricsService(options["metrics-port"], options["metrics-interface"]).setServiceParent(started)
     return top
 
 
@@ -155,6 +189,10 @@ class Options(ConfigFileOptions):
         ["chat-domain", None, None, "The groupchat service's JID. Default: chat.DOMAIN."],
         ["component-port", None, 5347, "Port for XEP-0114 components (only with components).", _port],
         ["component-interface", None, "127.0.0.1", "Address for the component port."],
+        ["metrics-port", None, None, "Serve Prometheus metrics over HTTP on this port (off by default).",
+         _port],
+        ["metrics-interface", None, "127.0.0.1", "Address for the metrics port (loopback by default)."],
+        ["log-format", None, "text", "Log as 'text' or 'json' (one JSON event per line)."],
     ]
     subCommands = [
         ["component", None, ComponentOptions,
@@ -180,6 +218,7 @@ class Options(ConfigFileOptions):
     def postOptions(self):
         if self.subCommand is not None:
             return
+        _log_format(self)
         try:
             domain = jidlib.JID(self["domain"])
         except jidlib.InvalidFormat as exc:

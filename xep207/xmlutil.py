@@ -23,13 +23,14 @@ def answer_iq(send, iq, coroutine) -> None:
     """Run a handler coroutine for ``iq`` and send what it returns, or the
     stanza error it raised (any other failure: ``internal-server-error``)."""
     from twisted.internet import defer
-    from twisted.python import log
     from twisted.words.protocols.jabber.error import StanzaError
+
+    from xep207 import logs
 
     def failed(failure):
         if failure.check(StanzaError):
             return failure.value.toResponse(iq)
-        log.err(failure, "iq handler failed")
+        logs.failure(failure, f"iq handler failed for {logs.describe(iq)}")
         return StanzaError("internal-server-error").toResponse(iq)
 
     iq.handled = True

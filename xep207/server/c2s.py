@@ -19,6 +19,7 @@ from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
+from xep207 import metrics
 from xep207.server import sasl
 from xep207.server.stream import NS_STREAMS, ServerStream
 
@@ -99,6 +100,7 @@ class Session:
 
     def send(self, stanza) -> None:
         """Write a stanza (an Element or already-serialized text) to the client."""
+        metrics.sent(stanza)
         self.stream.send(stanza)
 
     def close(self, condition: str, text: str | None = None) -> None:
@@ -126,6 +128,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         self.session: Session | None = None
         self._mechanism = None
         self._timeout = None
+        self._attempted: str | None = None  # the username of the SASL exchange under way
 
     # Connection and stream headers -----------------------------------------
 
@@ -202,7 +205,11 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
 
     def _mechanisms(self) -> dict:
         plain = self.tls_active or self.policy.allow_plaintext_auth
-        return sasl.mechanisms(self.router.lookup_account, plain=plain)
+        return sasl.mechanisms(self._lookup_account, plain=plain)
+
+    def _lookup_account(self, user: str):
+        self._attempted = user  # for the log line of a failed login
+        return self.router.lookup_account(user)
 
     # Elements -----------------------------------------------------------------
 
@@ -211,6 +218,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             return
         element.handled = True
         if self.session is not None:
+            metrics.received(element)
             self.router.route_from_session(self.session, element)
             return
         handler = {
@@ -295,9 +303,10 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
 
         def failed(failure):
             failure.trap(sasl.SASLFailure)
+            metrics.AUTH_FAILURES.labels(failure.value.condition).inc()
             if failure.value.condition in ("not-authorized", "invalid-authzid"):
                 self.throttle.failed(self.address)
-                log.msg(f"failed authentication from {self.address}")
+                log.msg(f"failed login as {self._attempted!r} from {self.address}: {failure.value.condition}")
             self._sasl_failure(failure.value.condition, failure.value.text)
 
         d.addCallbacks(answered, failed)
@@ -305,6 +314,8 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
 
     def _authenticated(self, success: sasl.Success):
         self.user = success.user
+        metrics.LOGINS.inc()
+        log.msg(f"login {success.user}@{self.policy.domain} from {self.address}")
         self._mechanism = None
         element = domish.Element((NS_SASL, "success"))
         if success.data:

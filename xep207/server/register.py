@@ -13,6 +13,7 @@ from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import StanzaError
 from wokkel.subprotocols import IQHandlerMixin, XMPPHandler
 
+from xep207.logs import peer_address
 from xep207.server import accounts
 
 NS_REGISTER = "jabber:iq:register"
@@ -58,6 +59,7 @@ class RegistrationHandler(XMPPHandler, IQHandlerMixin):
         query = iq.query
         if query.remove is not None:
             await accounts.delete_account(self.server.engine, sender)
+            log.msg(f"deleted account {sender} (in-band, from {peer_address(getattr(iq, 'session', None))})")
             self.server.router.forget_account(sender)
             return None
         fields = _fields(query)
@@ -75,7 +77,7 @@ class RegistrationHandler(XMPPHandler, IQHandlerMixin):
     # Before login: a new account.
 
     def register_before_login(self, xs, iq, secure: bool) -> None:
-        d = defer.ensureDeferred(self._register(iq, secure))
+        d = defer.ensureDeferred(self._register(iq, secure, peer_address(xs)))
 
         def reply(result):
             response = xmlstream.toResponse(iq, "result")
@@ -92,7 +94,7 @@ class RegistrationHandler(XMPPHandler, IQHandlerMixin):
 
         d.addCallbacks(reply, failed)
 
-    async def _register(self, iq, secure: bool):
+    async def _register(self, iq, secure: bool, address: str = "?"):
         if iq.getAttribute("type") == "get":
             return _form("Choose a username and password.")
         if iq.getAttribute("type") != "set":
@@ -108,4 +110,5 @@ class RegistrationHandler(XMPPHandler, IQHandlerMixin):
         except accounts.AccountError as exc:
             condition = "conflict" if "exists" in str(exc) else "not-acceptable"
             raise StanzaError(condition, text=str(exc))
+        log.msg(f"registered account {fields['username']}@{self.server.domain} (in-band, from {address})")
         return None

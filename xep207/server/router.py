@@ -20,9 +20,12 @@ from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
+from xep207 import logs
 from xep207.hooks import SESSION_BOUND, SESSION_UNBOUND, STANZA, Hooks
 from xep207.inflight import InFlight
 from xep207.server.c2s import Session
+from xep207.server.sasl import SASLFailure
+from xep207.storage.interface import StorageUnavailable
 from xep207.xmlutil import parse_stanza
 from xep207.storage.records import Account
 
@@ -56,12 +59,22 @@ class Router:
             bare = jidlib.JID(tuple=(user, self.domain, None)).userhost()
         except jidlib.InvalidFormat:
             return None
-        return await self.storage.get_account(bare)
+        try:
+            return await self.storage.get_account(bare)
+        except StorageUnavailable as exc:
+            # RFC 6120 §6.5.15: the client may retry; without an answer it would wait forever.
+            log.msg(f"login of {bare} not checked: {exc}")
+            raise SASLFailure("temporary-auth-failure", "the account store is unavailable; try later")
 
     async def account_exists(self, bare: str) -> bool:
         if bare in self._known_accounts:
             return True
-        account = await self.storage.get_account(bare)
+        try:
+            account = await self.storage.get_account(bare)
+        except StorageUnavailable:
+            if self.sessions.get(bare):
+                return True  # a bound session proves it: errors reach it while storage is down
+            raise
         if account is not None:
             self._known_accounts[bare] = account
         return account is not None
@@ -195,7 +208,7 @@ class Router:
         if failure.check(StanzaError):
             self.bounce(stanza, failure.value.condition, failure.value.text)
             return
-        log.err(failure, f"routing failed for {stanza.toXml()[:200]}")
+        logs.failure(failure, f"routing failed for {logs.describe(stanza)}")
         self.bounce(stanza, "internal-server-error")
 
     def request(self, iq: domish.Element, timeout: float = 30) -> defer.Deferred:

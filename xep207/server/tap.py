@@ -35,7 +35,8 @@ from xep207.server.components import ComponentServerFactory
 from xep207.server.register import RegistrationHandler
 from xep207.server.router import Router
 from xep207.server.services import LegacySession, LocalServices, ServerDisco
-from xep207.service import OrderedServices, StorageService, WhenReady
+from xep207.service import OrderedServices, StorageService, WhenReady, prepare_sqlite
+from xep207.startup import ExclusiveLock, StartupError, fail_start, prepare_data_dir
 
 
 def _interfaces(value: str) -> list[str]:
@@ -64,6 +65,7 @@ class Server:
         self.storage_service = StorageService(options["storage"])
         self.storage_service.setServiceParent(self.top)
         self.storage = self.storage_service.storage
+        self.storage_backend = self.storage_service.backend
         pubsub_domain = options["pubsub-domain"]
         self.hooks = Hooks()  # one set of named events for the router, the engine and plugins
         self.router = Router(domain, self.storage, self.hooks)
@@ -136,11 +138,20 @@ class Server:
             registration=options["registration"])
         self.throttle = AuthThrottle(clock, options["max-auth-failures"])
         self.client_factory = ClientFactory(self.policy, self.router, self.throttle)
+        self.client_factory.noisy = False
         self.listeners = []
         for interface in _interfaces(options["c2s-interfaces"]):
             listener = internet.TCPServer(options["c2s-port"], self.client_factory, interface=interface)
             listener.setServiceParent(self.started)
             self.listeners.append(listener)
+
+        # Prometheus, when asked for.
+        self.metrics = None
+        if options["metrics-port"] is not None:
+            from xep207.metrics import MetricsService
+
+            self.metrics = MetricsService(options["metrics-port"], options["metrics-interface"], self)
+            self.metrics.setServiceParent(self.started)
 
         # Added last, stopped first: sessions end while storage is still open.
         _OnStop(lambda: defer.ensureDeferred(self.close_sessions())).setServiceParent(self.started)
@@ -152,6 +163,7 @@ class Server:
         components = options["components"]
         if components:
             factory = ComponentServerFactory(self.router, components)
+            factory.noisy = False
             listener = internet.TCPServer(options["component-port"], factory,
                                           interface=options["component-interface"])
             listener.setServiceParent(self.started)
@@ -176,14 +188,19 @@ class Server:
             await self.router.in_flight.drain()
             await self.groupchat.in_flight.drain()
 
-    def engine_defaults(self, service_jid, node_id):
-        return self.engine.default_node_config(service_jid, node_id)
 
 
 def make_server_service(options) -> service.IService:
-    if options["storage"].startswith("sqlite:"):
-        os.makedirs(options["data-dir"], exist_ok=True)
-    server = Server(options)
+    try:
+        uses_data_dir = options["storage"].startswith("sqlite:") or not (
+            options["no-tls"] or options["tls-cert"])
+        if uses_data_dir:
+            data_dir = prepare_data_dir(options["data-dir"])
+            ExclusiveLock(os.path.join(data_dir, "xep207.lock"), f"data dir {data_dir}")
+        prepare_sqlite(options["storage"])
+        server = Server(options)
+    except StartupError as exc:
+        fail_start(str(exc))
     log.msg(f"xep207 {xep207.__version__} serving {server.domain} "
             f"(storage {server.storage.url}, pubsub at {options['pubsub-domain']})")
     server.top.server = server

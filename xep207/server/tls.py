@@ -15,7 +15,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.python import log
+from zope.interface import implementer
+
+from xep207.startup import StartupError
 
 
 def generate_self_signed(domain: str, cert_path: str, key_path: str) -> None:
@@ -45,6 +49,7 @@ def generate_self_signed(domain: str, cert_path: str, key_path: str) -> None:
         f.write(certificate.public_bytes(serialization.Encoding.PEM))
 
 
+@implementer(IOpenSSLServerConnectionCreator)
 class ServerTLS:
     """An OpenSSL context for the server side of STARTTLS.
 
@@ -61,13 +66,36 @@ class ServerTLS:
         context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE
                             | getattr(SSL, "OP_NO_RENEGOTIATION", 0))
         context.set_cipher_list(self.CIPHERS)
-        context.use_certificate_chain_file(cert_path)
-        context.use_privatekey_file(key_path)
-        context.check_privatekey()
+        for path in (cert_path, key_path):
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise StartupError(f"cannot read TLS file {path}: {exc.strerror or exc}") from None
+        try:
+            context.use_certificate_chain_file(cert_path)
+        except SSL.Error:
+            raise StartupError(f"TLS certificate {cert_path}: not a PEM certificate (chain)") from None
+        mismatch = StartupError(f"TLS key {key_path} does not match the certificate {cert_path}")
+        try:
+            context.use_privatekey_file(key_path)
+        except SSL.Error as exc:
+            if "values mismatch" in str(exc):
+                raise mismatch from None
+            raise StartupError(f"TLS key {key_path}: not an unencrypted PEM private key") from None
+        try:
+            context.check_privatekey()
+        except SSL.Error:
+            raise mismatch from None
         self._context = context
 
     def getContext(self):
         return self._context
+
+    def serverConnectionForTLS(self, tls_protocol):
+        """The modern connection-creator interface (the legacy ``getContext`` alone
+        made Twisted warn on every STARTTLS)."""
+        return SSL.Connection(self._context, None)
 
 
 def context_factory(domain: str, data_dir: str, cert_path: str | None = None,

@@ -174,6 +174,14 @@ class SQLStorage:
         return self._fetch(statement + " ORDER BY service, node, subscriber", args,
                            lambda rows: [_subscription(r) for r in rows])
 
+    def count_subscriptions_with_option(self, service, option):
+        """(subscriptions, distinct subscribers) on ``service`` whose options
+        carry the key ``option`` — for metrics, not part of ``IStorage``."""
+        pattern = "%" + json.dumps(option) + "%"
+        return self._fetch("SELECT COUNT(*), COUNT(DISTINCT subscriber_bare) FROM subscriptions"
+                           " WHERE service = ? AND options LIKE ?", (service, pattern),
+                           lambda rows: (rows[0][0], rows[0][1]))
+
     # Items
 
     def put_item(self, service, node_id, item, max_items):

@@ -7,6 +7,10 @@ each inside its own savepoint, so one failing operation rolls back alone and
 the rest pay for a single commit and a single wake-up of the reactor. A
 Deferred fires only after its transaction committed.
 
+A failure of the database itself (another process holding the lock for
+longer than ``busy_timeout``, a full disk, a read-only file) fails the
+operations of that batch with ``StorageUnavailable``; the thread carries on.
+
 WAL journaling with ``synchronous=NORMAL``: committed data survives a process
 kill (power loss may lose the last commits; ``?synchronous=FULL`` in the URL
 trades speed for that too).
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import queue
 import sqlite3
+import sys
 import threading
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,7 +28,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from xep207.storage.interface import IStorage
+from xep207.storage.interface import IStorage, StorageUnavailable
 from xep207.storage.sql import SQLStorage, migrate, schema
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
@@ -51,6 +56,10 @@ class SQLiteStorage(SQLStorage):
         if synchronous not in ("NORMAL", "FULL", "OFF"):
             raise ValueError(f"synchronous must be NORMAL, FULL or OFF, not {synchronous!r}")
         self._synchronous = synchronous
+        try:
+            self._busy_timeout = int(params.get("busy_timeout", 5000))
+        except ValueError:
+            raise ValueError("busy_timeout is in milliseconds") from None
         self._pool = None
 
     MAX_BATCH = 256
@@ -59,7 +68,8 @@ class SQLiteStorage(SQLStorage):
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={self._synchronous}")
-        connection.execute("PRAGMA busy_timeout=5000")  # xep207ctl may write meanwhile
+        # xep207ctl may write meanwhile; beyond this, operations fail with StorageUnavailable.
+        connection.execute(f"PRAGMA busy_timeout={self._busy_timeout}")
         return connection
 
     def start(self):
@@ -79,9 +89,13 @@ class SQLiteStorage(SQLStorage):
         self._jobs.put(None)
         return self._stopped
 
+    def queue_depth(self) -> int:
+        """Operations waiting for the database thread (for metrics)."""
+        return self._jobs.qsize() if self._pool is not None else 0
+
     def _transact(self, function, *args):
         if self._pool is None:
-            return defer.fail(RuntimeError(f"storage {self.url} is not open"))
+            return defer.fail(StorageUnavailable(f"storage {self.url} is not open"))
         d = defer.Deferred()
         self._jobs.put((function, args, d))
         return d
@@ -92,18 +106,50 @@ class SQLiteStorage(SQLStorage):
         try:
             connection = self._open()
         except Exception:
-            failure = Failure()
+            failure = Failure(self._translate())
             self._reactor.callFromThread(self._fail_all, failure)
+            self._reactor.callFromThread(self._stopped.callback, None)
             return
         try:
             while True:
                 batch = self._next_batch()
                 if batch is None:
                     break
-                self._reactor.callFromThread(self._deliver, self._run_batch(connection, batch))
+                # Whatever goes wrong, every operation of the batch gets an answer
+                # and the thread goes on with the next batch: a lock held by
+                # another process for longer than busy_timeout, a full disk or
+                # a read-only file are failures of these operations, not of the writer.
+                try:
+                    results = self._run_batch(connection, batch, self._translate)
+                except BaseException:
+                    failure = Failure(self._translate())
+                    self._abandon(connection)
+                    results = [(d, failure) for _, _, d in batch]
+                self._reactor.callFromThread(self._deliver, results)
         finally:
             connection.close()
             self._reactor.callFromThread(self._stopped.callback, None)
+
+    def _translate(self) -> BaseException:
+        """The exception being handled, as callers should see it: a database that
+        cannot be used right now (locked, full, read-only, unreadable) becomes
+        ``StorageUnavailable`` naming the file."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+                exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
+            unavailable = StorageUnavailable(f"SQLite database {self.path}: {exc}")
+            unavailable.__cause__ = exc
+            return unavailable
+        return exc
+
+    @staticmethod
+    def _abandon(connection) -> None:
+        """Leave a failed transaction so the next batch starts clean."""
+        try:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     def _next_batch(self):
         first = self._jobs.get()
@@ -121,8 +167,8 @@ class SQLiteStorage(SQLStorage):
             batch.append(job)
         return batch
 
-    @staticmethod
-    def _run_batch(connection, batch):
+    @classmethod
+    def _run_batch(cls, connection, batch, translate):
         results = []
         cursor = connection.cursor()
         cursor.execute("BEGIN IMMEDIATE")
@@ -132,20 +178,21 @@ class SQLiteStorage(SQLStorage):
                 result = function(cursor, *args)
                 cursor.execute("RELEASE operation")
                 results.append((d, result))
-            except BaseException:
-                failure = Failure()
+            except Exception:
+                failure = Failure(translate())
                 cursor.execute("ROLLBACK TO operation")
                 cursor.execute("RELEASE operation")
                 results.append((d, failure))
         try:
             cursor.execute("COMMIT")
-        except BaseException:
-            failure = Failure()
-            connection.rollback()
+        except Exception:
+            failure = Failure(translate())
+            cls._abandon(connection)
             return [(d, failure) for d, _ in results]
         return results
 
     def _fail_all(self, failure):
+        self._pool = None  # the thread is gone: later operations fail at once
         while True:
             try:
                 job = self._jobs.get_nowait()

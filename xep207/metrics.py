@@ -1,0 +1,184 @@
+"""Numbers for operators: Prometheus metrics, served over HTTP with ``--metrics-port``.
+
+Counters are module-level and always counted (an increment of a pre-bound
+child is a lock and an add; no per-stanza label lookups); the endpoint is off
+unless configured and binds to loopback unless told otherwise. Values that
+already exist as state (sessions, queues) are read when scraped, on the
+reactor thread, so nothing has to keep them in step.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twisted.application import internet, service
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+from zope.interface import implementer
+
+from xep207 import logs
+from xep207.storage.interface import IStorage
+
+KINDS = ("message", "presence", "iq")
+OFFLINE_REFRESH = 30.0  # seconds between counts of waiting offline messages
+
+STANZAS_IN = Counter("xep207_stanzas_received", "Stanzas received from client sessions, by kind.",
+                     ["kind"])
+STANZAS_OUT = Counter("xep207_stanzas_sent", "Stanzas sent to client sessions, by kind.", ["kind"])
+_IN = {kind: STANZAS_IN.labels(kind) for kind in (*KINDS, "other")}
+_OUT = {kind: STANZAS_OUT.labels(kind) for kind in (*KINDS, "other")}
+_OTHER_IN, _OTHER_OUT = _IN["other"], _OUT["other"]
+# Serialized stanzas start with their name: '<m', '<p', '<i'.
+_OUT_BY_INITIAL = {kind[0]: _OUT[kind] for kind in KINDS}
+
+LOGINS = Counter("xep207_logins", "Successful SASL authentications.")
+AUTH_FAILURES = Counter("xep207_auth_failures", "Failed SASL authentications, by RFC 6120 condition.",
+                        ["condition"])
+STORAGE_SECONDS = Histogram("xep207_storage_operation_seconds",
+                            "Time from a storage call to its answer (queueing included).", ["operation"],
+                            buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+STORAGE_FAILURES = Counter("xep207_storage_failures", "Storage operations that failed, by operation.",
+                           ["operation"])
+
+
+def received(stanza) -> None:
+    """A stanza from a client session."""
+    _IN.get(stanza.name, _OTHER_IN).inc()
+
+
+def sent(stanza) -> None:
+    """A stanza (an Element or serialized text) to a client session."""
+    if isinstance(stanza, str):
+        _OUT_BY_INITIAL.get(stanza[1:2], _OTHER_OUT).inc()
+    else:
+        _OUT.get(stanza.name, _OTHER_OUT).inc()
+
+
+# Storage ----------------------------------------------------------------------------
+
+_TIMED = tuple(name for name in IStorage.names() if name not in ("url", "start", "stop"))
+
+
+@implementer(IStorage)
+class TimedStorage:
+    """Measures every storage operation of the wrapped backend."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.url = backend.url
+        for name in _TIMED:
+            setattr(self, name, self._timed(getattr(backend, name), STORAGE_SECONDS.labels(name),
+                                            STORAGE_FAILURES.labels(name)))
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    @staticmethod
+    def _timed(method, histogram, failures):
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+
+            def done(result):
+                histogram.observe(time.perf_counter() - started)
+                if isinstance(result, Failure):
+                    failures.inc()
+                return result
+
+            return method(*args, **kwargs).addBoth(done)
+
+        return timed
+
+
+# State read at scrape time ------------------------------------------------------------
+
+class ServerCollector:
+    """Sessions and queue depths of one running server."""
+
+    def __init__(self, server):
+        self.server = server
+        self.offline: tuple[int, int] | None = None
+
+    def collect(self):
+        router = self.server.router
+        sessions = GaugeMetricFamily("xep207_sessions", "Bound client sessions.")
+        sessions.add_metric([], sum(len(resources) for resources in router.sessions.values()))
+        yield sessions
+        accounts = GaugeMetricFamily("xep207_online_accounts", "Accounts with at least one session.")
+        accounts.add_metric([], sum(1 for resources in router.sessions.values() if resources))
+        yield accounts
+        queues = GaugeMetricFamily("xep207_queue_depth", "Work waiting or under way, by queue.",
+                                   labels=["queue"])
+        queues.add_metric(["routing"], len(router.in_flight))
+        queues.add_metric(["groupchat"], len(self.server.groupchat.in_flight))
+        depth = getattr(self.server.storage_backend, "queue_depth", None)
+        if depth is not None:
+            queues.add_metric(["storage"], depth())
+        yield queues
+        if self.offline is not None:
+            conversations, accounts = self.offline
+            gauge = GaugeMetricFamily("xep207_offline_conversations",
+                                      "One-to-one conversations with messages waiting for an offline "
+                                      f"recipient (refreshed every {OFFLINE_REFRESH:g} s).")
+            gauge.add_metric([], conversations)
+            yield gauge
+            gauge = GaugeMetricFamily("xep207_offline_accounts",
+                                      "Accounts with messages waiting for their next login "
+                                      f"(refreshed every {OFFLINE_REFRESH:g} s).")
+            gauge.add_metric([], accounts)
+            yield gauge
+
+    async def refresh_offline(self) -> None:
+        """Count waiting conversations (a query, so periodically, not per scrape)."""
+        from xep207.legacy.chat import OFFLINE_MARK
+
+        count = getattr(self.server.storage, "count_subscriptions_with_option", None)
+        if count is None:
+            return  # a backend without it: no such metric
+        try:
+            self.offline = await count(self.server.chat.pubsub_domain, OFFLINE_MARK)
+        except Exception:
+            logs.failure(Failure(), "counting offline messages for metrics failed")
+
+
+class _Metrics(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, registries):
+        super().__init__()
+        self.registries = registries
+
+    def render_GET(self, request):
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return b"".join(generate_latest(registry) for registry in self.registries)
+
+
+class MetricsService(service.MultiService):
+    """The HTTP endpoint (``/metrics``; any path answers) and this server's collector."""
+
+    def __init__(self, port: int, interface: str, xmpp_server=None):
+        super().__init__()
+        self.collector_registry = CollectorRegistry(auto_describe=False)
+        if xmpp_server is not None:
+            self.collector = collector = ServerCollector(xmpp_server)
+            self.collector_registry.register(collector)
+            refresh = internet.TimerService(OFFLINE_REFRESH, lambda: defer.ensureDeferred(
+                collector.refresh_offline()))
+            refresh.setServiceParent(self)
+        factory = _site(_Metrics([REGISTRY, self.collector_registry]))
+        self.listener = internet.TCPServer(port, factory, interface=interface)
+        self.listener.setServiceParent(self)
+
+    @property
+    def port(self) -> int:
+        return self.listener._port.getHost().port
+
+
+def _site(root) -> server.Site:
+    site = server.Site(root)
+    site.noisy = False
+    site.log = lambda request: None  # scrapes every few seconds: not worth a line each
+    return site
