@@ -28,12 +28,12 @@ from xep207.storage.records import (
     PUBLISH_ONLY,
     PUBLISHER,
     SUBSCRIBED,
-    Via,
     AffiliationName,
     Item,
     Node,
     NodeConfig,
     Subscription,
+    Via,
     bare,
 )
 

@@ -19,11 +19,11 @@ from xep207.storage.records import (
     SUBSCRIBED,
     VIA_LEGACY,
     VIA_PUBSUB,
-    Via,
     Item,
     Node,
     NodeConfig,
     Subscription,
+    Via,
     bare,
 )
 from xep207.xmlutil import parse_message_item, restamped

@@ -36,12 +36,12 @@ from xep207.storage.records import (
     OWNER,
     PUBLISHER,
     SUBSCRIBED,
-    Via,
     AffiliationName,
     Item,
     Node,
     NodeConfig,
     Subscription,
+    Via,
     bare,
 )
 from xep207.xmlutil import parse_message_item, restamped
