@@ -7,6 +7,8 @@ import os
 
 from twisted.trial import unittest
 
+from tests.peers import temp_dir
+
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, "xep207")
 WRITES = {"create_node", "set_node_config", "delete_node", "set_affiliation", "set_subscription",
           "remove_subscription", "put_item", "delete_items", "purge_items", "create_account",
@@ -42,7 +44,7 @@ class OneAuthority(unittest.TestCase):
         self.assertEqual(offenders, [], "storage written around the engine")
 
     def test_the_walker_sees_a_write(self):
-        path = self.mktemp()
+        path = os.path.join(temp_dir(self), "file")
         with open(path, "w") as f:
             f.write("async def f(self):\n    await self.storage.put_item('s', 'n', None, 1)\n")
         self.assertEqual(len(storage_writes(path)), 1)

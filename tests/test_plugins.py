@@ -12,6 +12,8 @@ import twisted.plugins
 from twisted.python import usage
 from twisted.trial import unittest
 
+from tests.peers import temp_dir
+
 from tests.server_helpers import DOMAIN, ServerTestCase
 from xep207.hooks import Hooks
 from xep207.tap import Options
@@ -35,7 +37,7 @@ class Enabling(unittest.TestCase):
 
     def test_config_file_lists_plugins(self):
         with_example_plugin(self)
-        path = self.mktemp()
+        path = os.path.join(temp_dir(self), "file")
         with open(path, "w") as f:
             f.write('plugins = ["no-shouting"]\n')
         options = Options()
