@@ -19,6 +19,7 @@ from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
+from xep207.jids import jid_from_parts, parse_jid
 from xep207.server import sasl
 from xep207.server.stream import NS_STREAMS, ServerStream
 
@@ -155,7 +156,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
     def streamStarted(self, root):
         xs = self.xmlstream
         xs.namespace = NS_CLIENT
-        xs.thisEntity = jidlib.JID(self.policy.domain)
+        xs.thisEntity = parse_jid(self.policy.domain)
         xs.prefixes = {NS_STREAMS: "stream"}
         xs.sid = uuid.uuid4().hex
         if root.uri != NS_STREAMS or root.name != "stream":
@@ -336,7 +337,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         requested = "".join(str(r) for r in bind.elements(NS_BIND, "resource")).strip()
         resource = requested or uuid.uuid4().hex[:12]
         try:
-            full = jidlib.JID(tuple=(self.user, self.policy.domain, resource))
+            full = jid_from_parts(self.user, self.policy.domain, resource)
         except jidlib.InvalidFormat:
             return self.xmlstream.send(StanzaError("bad-request", text="invalid resource").toResponse(iq))
         self.session = Session(full, self.xmlstream)

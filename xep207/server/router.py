@@ -21,6 +21,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
 from xep207.inflight import InFlight
+from xep207.jids import full_jid, jid_from_parts, parse_jid
 from xep207.server.c2s import Session
 from xep207.xmlutil import parse_stanza
 from xep207.storage.records import Account
@@ -54,7 +55,7 @@ class Router:
     async def lookup_account(self, user: str) -> Account | None:
         """SASL's credential lookup: a localpart on our domain."""
         try:
-            bare = jidlib.JID(tuple=(user, self.domain, None)).userhost()
+            bare = jid_from_parts(user, self.domain).userhost()
         except jidlib.InvalidFormat:
             return None
         return await self.storage.get_account(bare)
@@ -148,7 +149,7 @@ class Router:
         §3: the server MUST NOT let a component spoof other addresses)."""
         sender = stanza.getAttribute("from", "")
         try:
-            host = jidlib.JID(sender).host if sender else ""
+            host = parse_jid(sender).host if sender else ""
         except jidlib.InvalidFormat:
             host = ""
         if host != destination:
@@ -174,7 +175,7 @@ class Router:
         to = stanza.getAttribute("to")
         if to:
             try:
-                stanza["to"] = jidlib.JID(to).full()
+                stanza["to"] = full_jid(to)
             except jidlib.InvalidFormat:
                 self.bounce(stanza, "jid-malformed")
                 return
@@ -247,7 +248,7 @@ class Router:
                 await self.deliver_local_service(stanza)
                 return
         try:
-            target = jidlib.JID(to)
+            target = parse_jid(to)
         except jidlib.InvalidFormat:
             self.bounce(stanza, "jid-malformed")
             return
