@@ -119,6 +119,9 @@ class Xep207(Server):
         profile = os.environ.get("XEP207_BENCH_PROFILE")
         if profile:
             command[3:3] = [f"--profile={profile}.{self.storage_kind}", "--profiler=cprofile", "--savestats"]
+        syscalls = os.environ.get("XEP207_BENCH_STRACE")  # a file: syscall counts (strace -c -f)
+        if syscalls and shutil.which("strace"):
+            command[:0] = ["strace", "-c", "-f", "-o", f"{syscalls}.{self.storage_kind}"]
         self.popen = subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=ROOT), cwd=self.directory,
                                       start_new_session=True)
         _wait_port(self.port, self.popen)

@@ -123,13 +123,20 @@ class Windowed:
             for _ in range(self.window):
                 self._send(i)
         self.drained.addTimeout(self.seconds + DRAIN_SECONDS, reactor)
-        await self.drained
+        try:
+            await self.drained
+        except defer.TimeoutError:
+            pass  # some copies never came: reported as lost
         return self.started
 
+    @property
+    def lost(self) -> int:
+        return sum(self.remaining.values())
 
-def _throughput(latencies: Latencies, started: float, unit: str) -> Outcome:
+
+def _throughput(latencies: Latencies, started: float, unit: str, loop: Windowed) -> Outcome:
     elapsed = max(latencies.last - started, 1e-9)
-    return Outcome(value=len(latencies.values) / elapsed, unit=unit, delivered=len(latencies.values),
+    return Outcome(value=len(latencies.values) / elapsed, unit=unit, delivered=len(latencies.values), lost=loop.lost,
                    seconds=elapsed, p50_ms=percentile(latencies.values, 0.5) * 1000,
                    p99_ms=percentile(latencies.values, 0.99) * 1000)
 
@@ -154,7 +161,7 @@ async def chat(server, users, pairs: int = 50, window: int = 10, seconds: float 
         for receiver in receivers:
             receiver.on_data = latencies.on_data
         started = await loop.run()
-        return _throughput(latencies, started, "msgs/s")
+        return _throughput(latencies, started, "msgs/s", loop)
     finally:
         close_all(clients)
 
@@ -193,7 +200,7 @@ async def groupchat(server, users, occupants: int = 50, senders: int = 5, window
         for client in clients:
             client.on_data = latencies.on_data
         started = await loop.run()
-        return _throughput(latencies, started, "deliveries/s")
+        return _throughput(latencies, started, "deliveries/s", loop)
     finally:
         close_all(clients)
 
@@ -233,7 +240,7 @@ async def presence(server, users, contacts: int = 100, window: int = 20, seconds
         for client in clients:
             client.on_data = latencies.on_data
         started = await loop.run()
-        return _throughput(latencies, started, "deliveries/s")
+        return _throughput(latencies, started, "deliveries/s", loop)
     finally:
         close_all([star, *clients])
 
@@ -271,7 +278,7 @@ async def pubsub(server, users, subscribers: int = 100, window: int = 20, second
         for client in clients:
             client.on_data = latencies.on_data
         started = await loop.run()
-        return _throughput(latencies, started, "deliveries/s")
+        return _throughput(latencies, started, "deliveries/s", loop)
     finally:
         close_all([publisher, *clients])
 

@@ -135,6 +135,8 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
 
         self._timeout = reactor.callLater(self.policy.auth_timeout, self._timed_out)
         self.xmlstream.addObserver(xmlstream.STREAM_END_EVENT, self._connection_lost)
+        if hasattr(self.xmlstream.transport, "setTcpNoDelay"):
+            self.xmlstream.transport.setTcpNoDelay(True)  # a stanza is a message, not a stream of bytes
 
     def _timed_out(self):
         self._timeout = None
@@ -344,6 +346,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self.router.bind(self.session)
+        self.xmlstream.coalesce = True  # negotiation is over: see ServerStream.coalesce
         result = xmlstream.toResponse(iq, "result")
         result.addElement((NS_BIND, "bind")).addElement("jid", content=full.full())
         self.xmlstream.send(result)
