@@ -28,7 +28,8 @@ MUC = "conference." + DOMAIN
 PUBSUB = "pubsub." + DOMAIN
 
 CONFIG_NOTES = [
-    "All: loopback only, no TLS on the client port, SCRAM keys stored with 4096 iterations "
+    "All: loopback only, STARTTLS offered but not required (only the TLS memory row uses it; "
+    "self-signed P-256 certificate, OpenSSL 3 on every server), SCRAM keys stored with 4096 iterations "
     "(Prosody's default 10000 lowered; ejabberd's and xep207's default is 4096), no shapers "
     "or rate limits, no session limit, offline storage off where it is a module.",
     "xep207 archives every one-to-one and groupchat message (pair and room nodes); its SQLite "
@@ -40,6 +41,15 @@ CONFIG_NOTES = [
     "(+ mam with MUC archiving in the '+MAM' row, Mnesia backend); c2s_shaper none, "
     "max_fsm_queue default.",
 ]
+
+
+def _certificate(directory: str) -> tuple[str, str]:
+    """A self-signed certificate for DOMAIN (xep207's own generator), for STARTTLS."""
+    from xep207.server.tls import generate_self_signed
+
+    cert, key = os.path.join(directory, f"{DOMAIN}.crt"), os.path.join(directory, f"{DOMAIN}.key")
+    generate_self_signed(DOMAIN, cert, key)
+    return cert, key
 
 
 def _wait_port(port: int, popen: subprocess.Popen, timeout: float = 60) -> None:
@@ -115,7 +125,7 @@ class Xep207(Server):
                    "--domain", DOMAIN, "--data-dir", self.directory, "--storage", storage,
                    "--c2s-port", str(self.port), "--c2s-interfaces", "127.0.0.1",
                    "--pubsub-domain", PUBSUB, "--chat-domain", self.room_service,
-                   "--no-tls", "--allow-plaintext-auth", "--max-auth-failures", "1000000", *extra]
+                   "--tls-optional", "--allow-plaintext-auth", "--max-auth-failures", "1000000", *extra]
         profile = os.environ.get("XEP207_BENCH_PROFILE")
         if profile:
             command[3:3] = [f"--profile={profile}.{self.storage_kind}", "--profiler=cprofile", "--savestats"]
@@ -151,12 +161,13 @@ c2s_direct_tls_ports = {{ }}
 legacy_ssl_ports = {{ }}
 admin_socket = "{dir}/admin.sock"
 c2s_require_encryption = false
+ssl = {{ certificate = "{cert}", key = "{key}" }}
 allow_unencrypted_plain_auth = true
 authentication = "internal_hashed"
 default_iteration_count = {iterations}
 storage = "internal"
 modules_enabled = {{ "roster", "saslauth", "disco", "ping", "admin_shell"{mam} }}
-modules_disabled = {{ "s2s", "tls", "offline", "c2s_limits", "limits" }}
+modules_disabled = {{ "s2s", "offline", "c2s_limits", "limits" }}
 archive_expires_after = "never"
 default_archive_policy = true
 VirtualHost "{domain}"
@@ -183,8 +194,9 @@ class Prosody(Server):
         for sub in ("data", "certs"):
             os.makedirs(os.path.join(self.directory, sub), exist_ok=True)
         self.config = os.path.join(self.directory, "prosody.cfg.lua")
+        cert, key = _certificate(os.path.join(self.directory, "certs"))
         with open(self.config, "w") as f:
-            f.write(PROSODY_CONFIG.format(dir=self.directory, c2s=self.port, domain=DOMAIN, muc=MUC, pubsub=PUBSUB,
+            f.write(PROSODY_CONFIG.format(dir=self.directory, cert=cert, key=key, c2s=self.port, domain=DOMAIN, muc=MUC, pubsub=PUBSUB,
                                           iterations=ITERATIONS, admins=", ".join(f'"{a}@{DOMAIN}"' for a in admins),
                                           mam=', "mam"' if self.mam else "",
                                           muc_mam='"muc_mam"' if self.mam else ""))
@@ -202,6 +214,7 @@ class Prosody(Server):
 
 EJABBERD_CONFIG = """
 hosts: ["{domain}"]
+certfiles: ["{pem}"]
 loglevel: error
 log_rotate_count: 0
 auth_method: internal
@@ -211,7 +224,8 @@ listen:
   - port: {c2s}
     ip: "127.0.0.1"
     module: ejabberd_c2s
-    starttls: false
+    starttls: true
+    starttls_required: false
     shaper: none
     access: all
     max_stanza_size: 262144
@@ -278,8 +292,12 @@ class Ejabberd(Server):
 
     def start(self, users, admins=()) -> None:
         config = os.path.join(self.directory, "ejabberd.yml")
+        cert, key = _certificate(self.directory)
+        pem = os.path.join(self.directory, "ejabberd.pem")
+        with open(pem, "w") as out, open(cert) as c, open(key) as k:
+            out.write(c.read() + k.read())
         with open(config, "w") as f:
-            f.write(EJABBERD_CONFIG.format(domain=DOMAIN, c2s=self.port, muc=MUC, pubsub=PUBSUB,
+            f.write(EJABBERD_CONFIG.format(domain=DOMAIN, pem=pem, c2s=self.port, muc=MUC, pubsub=PUBSUB,
                                            mam="true" if self.mam else "false",
                                            mam_module="  mod_mam:\n    db_type: mnesia\n    default: always\n"
                                            if self.mam else ""))

@@ -15,7 +15,7 @@ import time
 
 from twisted.internet import defer, reactor, task
 
-from bench.common import DOMAIN, Latencies, connect, percentile, rss_kib
+from bench.common import DOMAIN, Latencies, connect, percentile, rss_kib  # noqa: F401 (connect: compare.py)
 
 DRAIN_SECONDS = 30
 _ids = itertools.count()
@@ -307,21 +307,26 @@ async def logins(server, users, concurrency: int = 50, seconds: float = 3.0) -> 
 
 
 async def idle_memory(server, users, sessions: int = 1000) -> Outcome:
-    """RSS growth of the server process per idle session (bound, available presence)."""
-    warm = await connect_all(server, users[sessions:sessions + 10])
-    for client in warm:
-        client.send("<presence/>")
+    """RSS growth of the server process per idle session (bound, available presence):
+    ``sessions`` plaintext ones, then, while those stay open (so that no freed
+    memory is reused), as many over STARTTLS (TLS 1.3 with every server here).
+    ``users``: 2 × ``sessions`` + 10 accounts."""
+    warm = await connect_all(server, users[2 * sessions:2 * sessions + 10])
     await sync(warm)
-    before = rss_kib(server.pid)
-    clients = await connect_all(server, users[:sessions])
+    clients = []
     try:
-        for client in clients:
-            client.on_data = _ignore
-            client.send("<presence/>")
-        await sync(clients)
-        after = rss_kib(server.pid)
-        return Outcome(value=(after - before) / sessions, unit="KiB/session", before_mib=before / 1024,
-                       after_mib=after / 1024)
+        figures = {}
+        for tls, group in ((False, users[:sessions]), (True, users[sessions:2 * sessions])):
+            before = rss_kib(server.pid)
+            batch = await connect_all(server, group, tls=tls)
+            clients += batch
+            for client in batch:
+                client.on_data = _ignore
+                client.send("<presence/>")
+            await sync(batch)
+            figures[tls] = (rss_kib(server.pid) - before) / sessions
+        return Outcome(value=figures[False], unit="KiB/session", tls_kib=figures[True],
+                       also={"memory_tls": figures[True]})
     finally:
         close_all([*warm, *clients])
 

@@ -16,6 +16,7 @@ from twisted.words.xish import domish
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
 INFLATE_CHUNK = 16 * 1024
+WRITE_CHUNK = 16 * 1024  # the largest TLS record's plaintext
 
 
 class RestrictedXML(Exception):
@@ -172,10 +173,19 @@ class ServerStream(xmlstream.XmlStream):
             self._pending.append(obj)
 
     def flush(self) -> None:
-        """Write what this turn's ``send`` calls queued."""
+        """Write what this turn's ``send`` calls queued, in pieces of at most one
+        TLS record: OpenSSL's memory BIO keeps the capacity of the largest write
+        it ever held, for as long as the session lives."""
         pending, self._pending = self._pending, None
-        if pending and self.transport is not None:
-            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if not pending or self.transport is None:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        if len(data) <= WRITE_CHUNK:
+            self.transport.write(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), WRITE_CHUNK):
+            self.transport.write(bytes(view[start:start + WRITE_CHUNK]))
 
     def stop_coalescing(self) -> None:
         """Flush, and write directly from now on (closing, or a transport switch)."""
