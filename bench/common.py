@@ -204,7 +204,11 @@ class Client(protocol.Protocol):
             if self._state == "features" and b"</stream:features>" in self._buffer:
                 features = self._buffer
                 self._buffer = b""
-                if self.tls and b"starttls" in features and not getattr(self, "_tls_on", False):
+                if self.tls and not getattr(self, "_tls_on", False):
+                    if b"starttls" not in features:
+                        self.ready.errback(RuntimeError("TLS asked for, but the server offers no STARTTLS"))
+                        self.transport.loseConnection()
+                        return
                     self._state = "proceed"
                     self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
                 elif b"<bind" in features:

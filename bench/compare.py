@@ -126,9 +126,9 @@ def print_table(names, results, args) -> None:
     archiving = [n for n in names if n.endswith("+MAM")]
     for mine in ours:
         if plain:
-            header.append(f"{mine.split()[1]} / best peer")
+            header.append(f"{mine[7:]} / best peer")
         if archiving:
-            header.append(f"{mine.split()[1]} / best +MAM peer")
+            header.append(f"{mine[7:]} / best +MAM peer")
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name, title, _function, higher in WORKLOADS:
@@ -151,15 +151,17 @@ def print_table(names, results, args) -> None:
 
 async def main(args) -> None:
     chosen = [SERVERS[name] for name in args.servers]
+    if args.baseline:  # the same xep207 from another checkout, as one more server in the rotation
+        chosen.append(lambda: servers_module.Xep207("sqlite", root=args.baseline, label=" (baseline)"))
     probe = [factory() for factory in chosen]
-    available = []
+    available, names = [], []
     for factory, server in zip(chosen, probe):
         if server.available():
             available.append(factory)
+            names.append(server.name)
         else:
             print(f"{server.name}: not installed, left out")
         server.stop()  # only removes its empty temp dir
-    names = [factory().name for factory in available]
     results: dict = {}
     for round_number in range(args.rounds):
         shift = round_number % len(available)
@@ -186,6 +188,8 @@ def parse(argv=None):
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated: " + ",".join(SERVERS))
     parser.add_argument("--workloads", default=",".join(w[0] for w in WORKLOADS if w[2]),
                         help="comma-separated: " + ",".join(w[0] for w in WORKLOADS if w[2]))
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also run xep207 (SQLite) from this checkout, e.g. before a change")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     args.servers = [s for s in args.servers.split(",") if s]

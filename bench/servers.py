@@ -104,9 +104,10 @@ class Server:
 class Xep207(Server):
     room_service = "chat." + DOMAIN
 
-    def __init__(self, storage: str = "sqlite"):
+    def __init__(self, storage: str = "sqlite", root: str = ROOT, label: str = ""):
         self.storage_kind = storage
-        self.name = "xep207 SQLite" if storage == "sqlite" else "xep207 memory"
+        self.root = root  # another checkout's code, e.g. to compare before/after a change
+        self.name = ("xep207 SQLite" if storage == "sqlite" else "xep207 memory") + label
         super().__init__()
 
     def start(self, users, admins=()) -> None:
@@ -132,7 +133,7 @@ class Xep207(Server):
         syscalls = os.environ.get("XEP207_BENCH_STRACE")  # a file: syscall counts (strace -c -f)
         if syscalls and shutil.which("strace"):
             command[:0] = ["strace", "-c", "-f", "-o", f"{syscalls}.{self.storage_kind}"]
-        self.popen = subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=ROOT), cwd=self.directory,
+        self.popen = subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=self.root), cwd=self.directory,
                                       start_new_session=True)
         _wait_port(self.port, self.popen)
         if self.storage_kind == "memory":
@@ -166,7 +167,7 @@ allow_unencrypted_plain_auth = true
 authentication = "internal_hashed"
 default_iteration_count = {iterations}
 storage = "internal"
-modules_enabled = {{ "roster", "saslauth", "disco", "ping", "admin_shell"{mam} }}
+modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "admin_shell"{mam} }}
 modules_disabled = {{ "s2s", "offline", "c2s_limits", "limits" }}
 archive_expires_after = "never"
 default_archive_policy = true
