@@ -197,7 +197,8 @@ class Prosody(Server):
         self.config = os.path.join(self.directory, "prosody.cfg.lua")
         cert, key = _certificate(os.path.join(self.directory, "certs"))
         with open(self.config, "w") as f:
-            f.write(PROSODY_CONFIG.format(dir=self.directory, cert=cert, key=key, c2s=self.port, domain=DOMAIN, muc=MUC, pubsub=PUBSUB,
+            f.write(PROSODY_CONFIG.format(dir=self.directory, cert=cert, key=key, c2s=self.port, domain=DOMAIN,
+                                          muc=MUC, pubsub=PUBSUB,
                                           iterations=ITERATIONS, admins=", ".join(f'"{a}@{DOMAIN}"' for a in admins),
                                           mam=', "mam"' if self.mam else "",
                                           muc_mam='"muc_mam"' if self.mam else ""))
