@@ -29,7 +29,8 @@ PUBSUB = "pubsub." + DOMAIN
 
 CONFIG_NOTES = [
     "All: loopback only, STARTTLS offered but not required (only the TLS memory row uses it; "
-    "self-signed P-256 certificate, OpenSSL 3 on every server), SCRAM keys stored with 4096 iterations "
+    "self-signed P-256 certificate, TLS 1.3; Prosody's LuaSec and ejabberd's fast_tls use Debian's "
+    "OpenSSL 3.0, xep207's pyOpenSSL the OpenSSL bundled with cryptography), SCRAM keys stored with 4096 iterations "
     "(Prosody's default 10000 lowered; ejabberd's and xep207's default is 4096), no shapers "
     "or rate limits, no session limit, offline storage off where it is a module.",
     "xep207 archives every one-to-one and groupchat message (pair and room nodes); its SQLite "
