@@ -154,6 +154,7 @@ class SubscriptionCapture:
             return
         d = defer.ensureDeferred(self._after_change(change))
         d.addErrback(log.err, "presence subscription follow-up failed")
+        self.router.in_flight.track(d)  # a shutdown waits for it, before storage closes
 
     async def _after_change(self, change) -> None:
         subscription = change.subscription

@@ -20,6 +20,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
 from xep207 import metrics
+from xep207.jids import jid_from_parts, parse_jid
 from xep207.server import sasl
 from xep207.server.stream import NS_STREAMS, ServerStream
 
@@ -137,6 +138,8 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
 
         self._timeout = reactor.callLater(self.policy.auth_timeout, self._timed_out)
         self.xmlstream.addObserver(xmlstream.STREAM_END_EVENT, self._connection_lost)
+        if hasattr(self.xmlstream.transport, "setTcpNoDelay"):
+            self.xmlstream.transport.setTcpNoDelay(True)  # a stanza is a message, not a stream of bytes
 
     def _timed_out(self):
         self._timeout = None
@@ -158,7 +161,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
     def streamStarted(self, root):
         xs = self.xmlstream
         xs.namespace = NS_CLIENT
-        xs.thisEntity = jidlib.JID(self.policy.domain)
+        xs.thisEntity = parse_jid(self.policy.domain)
         xs.prefixes = {NS_STREAMS: "stream"}
         xs.sid = uuid.uuid4().hex
         if root.uri != NS_STREAMS or root.name != "stream":
@@ -347,13 +350,14 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         requested = "".join(str(r) for r in bind.elements(NS_BIND, "resource")).strip()
         resource = requested or uuid.uuid4().hex[:12]
         try:
-            full = jidlib.JID(tuple=(self.user, self.policy.domain, resource))
+            full = jid_from_parts(self.user, self.policy.domain, resource)
         except jidlib.InvalidFormat:
             return self.xmlstream.send(StanzaError("bad-request", text="invalid resource").toResponse(iq))
         self.session = Session(full, self.xmlstream)
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self.router.bind(self.session)
+        self.xmlstream.coalesce = True  # negotiation is over: see ServerStream.coalesce
         result = xmlstream.toResponse(iq, "result")
         result.addElement((NS_BIND, "bind")).addElement("jid", content=full.full())
         self.xmlstream.send(result)

@@ -16,6 +16,7 @@ from twisted.words.xish import domish
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
 INFLATE_CHUNK = 16 * 1024
+WRITE_CHUNK = 16 * 1024  # the largest TLS record's plaintext
 
 
 class RestrictedXML(Exception):
@@ -51,6 +52,11 @@ class ServerStream(xmlstream.XmlStream):
     """The receiving side of a client (or component) stream."""
 
     max_stanza_size = 256 * 1024
+    # Once negotiation is over (no transport switch can follow), everything sent
+    # in one reactor turn leaves in one write: one TLS record, one zlib flush,
+    # one trip through the transport instead of one per stanza.
+    coalesce = False
+    _pending: list | None = None
 
     def __init__(self, authenticator, max_stanza_size: int | None = None):
         super().__init__(authenticator)
@@ -130,6 +136,7 @@ class ServerStream(xmlstream.XmlStream):
 
     def fail(self, condition: str, text: str | None = None) -> None:
         """Send a stream error and close (RFC 6120 §4.9)."""
+        self.stop_coalescing()
         log.msg(f"stream error {condition} to {self.transport.getPeer()}: {text or ''}")
         if not self._headerSent:
             self.namespace = self.namespace or "jabber:client"
@@ -148,4 +155,43 @@ class ServerStream(xmlstream.XmlStream):
     def send(self, obj) -> None:
         if self.transport is None:
             return
-        super().send(obj)
+        if not self.coalesce:
+            super().send(obj)
+            return
+        if not isinstance(obj, (str, bytes)):
+            obj = obj.toXml()
+        if isinstance(obj, str):
+            obj = obj.encode("utf-8")
+        if self.rawDataOutFn:
+            self.rawDataOutFn(obj)
+        if self._pending is None:
+            from twisted.internet import reactor
+
+            self._pending = [obj]
+            reactor.callLater(0, self.flush)
+        else:
+            self._pending.append(obj)
+
+    def flush(self) -> None:
+        """Write what this turn's ``send`` calls queued, in pieces of at most one
+        TLS record: OpenSSL's memory BIO keeps the capacity of the largest write
+        it ever held, for as long as the session lives."""
+        pending, self._pending = self._pending, None
+        if not pending or self.transport is None:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        if len(data) <= WRITE_CHUNK:
+            self.transport.write(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), WRITE_CHUNK):
+            self.transport.write(bytes(view[start:start + WRITE_CHUNK]))
+
+    def stop_coalescing(self) -> None:
+        """Flush, and write directly from now on (closing, or a transport switch)."""
+        self.coalesce = False
+        self.flush()
+
+    def onDocumentEnd(self):
+        self.stop_coalescing()  # the peer closed its stream: what we queued goes before ours
+        super().onDocumentEnd()
