@@ -41,6 +41,16 @@ def _positive_int(value) -> int:
 _positive_int.coerceDoc = "Must be a positive integer."
 
 
+def _count(value) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+_count.coerceDoc = "A non-negative integer (0: no limit)."
+
+
 def _port(value) -> int:
     number = int(value)
     if not 0 <= number <= 65535:
@@ -147,10 +157,31 @@ class Options(ConfigFileOptions):
         ["tls-key", None, None, "PEM private key for --tls-cert."],
         ["max-stanza-size", None, 262144, "Largest stanza in bytes (policy-violation beyond).",
          _positive_int],
+        ["max-stanza-elements", None, 5000, "Most elements in one stanza (policy-violation beyond).",
+         _positive_int],
+        ["max-stanza-depth", None, 64, "Deepest element nesting in a stanza (policy-violation beyond).",
+         _positive_int],
+        ["max-pre-auth-stanza-size", None, 16384, "Largest stanza in bytes before authentication.",
+         _positive_int],
+        ["max-pre-auth-stanza-elements", None, 64, "Most elements in one stanza before authentication.",
+         _positive_int],
+        ["max-pre-auth-stanza-depth", None, 8, "Deepest element nesting before authentication.",
+         _positive_int],
+        ["max-unauthenticated", None, 10,
+         "Concurrent unauthenticated client connections per address (policy-violation beyond).",
+         _positive_int],
+        ["c2s-rate", None, 65536, "Bytes per second a client may send, averaged (0: unlimited).", _count],
+        ["c2s-burst", None, 524288, "Bytes a client may send at once above --c2s-rate.", _positive_int],
+        ["max-output-buffer", None, 1048576,
+         "Bytes waiting for a client that does not read before it is disconnected (0: unlimited).", _count],
         ["max-payload-size", None, 65536, "Largest pubsub item payload in bytes.", _positive_int],
         ["auth-timeout", None, 60, "Seconds a connection may stay unauthenticated.", _positive_int],
         ["max-auth-failures", None, 5,
          "Failed logins per address per minute before further attempts are refused.", _positive_int],
+        ["max-account-auth-failures", None, 10,
+         "Failed logins per account per minute before further attempts are refused.", _positive_int],
+        ["max-registrations", None, 5,
+         "XEP-0077 registrations per address per hour (and one per connection).", _positive_int],
         ["pubsub-domain", None, None, "The pubsub service's JID. Default: pubsub.DOMAIN."],
         ["chat-domain", None, None, "The groupchat service's JID. Default: chat.DOMAIN."],
         ["component-port", None, 5347, "Port for XEP-0114 components (only with components).", _port],
