@@ -175,7 +175,7 @@ class Router:
         if to:
             try:
                 stanza["to"] = jidlib.JID(to).full()
-            except jidlib.InvalidFormat:
+            except (jidlib.InvalidFormat, IndexError):  # Twisted's nameprep: IndexError on an empty label
                 self.bounce(stanza, "jid-malformed")
                 return
         stanza.session = session

@@ -71,6 +71,11 @@ class Shaping:
     max_output: int = 1024 * 1024
 
 
+class _Stopped(Exception):
+    """Raised from a parser callback after the stream failed, so that expat
+    stops there instead of handing on the rest of the buffer it is parsing."""
+
+
 def _refuse(*_):
     raise RestrictedXML()
 
@@ -119,6 +124,7 @@ class ServerStream(xmlstream.XmlStream):
         self._output_blocked = False
         self._queued_output = 0
         self._producing = False
+        self._closed = False  # our </stream:stream> is out
 
     @property
     def limits(self) -> StreamLimits:
@@ -168,6 +174,8 @@ class ServerStream(xmlstream.XmlStream):
         self._elements = 0
 
         def on_start(name, attributes):
+            if self.stream is None:
+                raise _Stopped()
             if stream.documentStarted:
                 if stream.currElem is None:
                     self._stanza_start = parser.CurrentByteIndex
@@ -181,6 +189,8 @@ class ServerStream(xmlstream.XmlStream):
             start_element(name, attributes)
 
         def on_end(name):
+            if self.stream is None:
+                raise _Stopped()
             self._depth -= 1
             end_element(name)
 
@@ -194,6 +204,8 @@ class ServerStream(xmlstream.XmlStream):
         parser.NotationDeclHandler = _refuse
 
     def _on_complete_stanza(self, element) -> None:
+        if self.stream is None:
+            raise _Stopped()
         if self.stream.parser.CurrentByteIndex - self._stanza_start > self._current_limits.stanza_size:
             raise StanzaTooLarge()
         self.onElement(element)
@@ -258,10 +270,14 @@ class ServerStream(xmlstream.XmlStream):
     def _inflate(self, data: bytes) -> None:
         # Inflate in bounded pieces, checking the stanza limit in between, so
         # a compression bomb cannot grow memory past one stanza.
+        # zlib may hold output back after consuming all input (a long match cut
+        # at the chunk size): keep asking until it gives nothing more.
         try:
-            while data and self.stream is not None:
+            while self.stream is not None:
                 chunk = self._inflater.decompress(data, INFLATE_CHUNK)
                 data = self._inflater.unconsumed_tail
+                if not chunk and not data:
+                    break
                 if chunk:
                     self._parse(chunk)
         except zlib.error:
@@ -274,6 +290,8 @@ class ServerStream(xmlstream.XmlStream):
             if self.rawDataInFn:
                 self.rawDataInFn(data)
             self.stream.parse(data)
+        except _Stopped:
+            pass  # failed meanwhile: the stream error is out, the rest is not read
         except StanzaTooLarge:
             self.fail("policy-violation", f"stanza larger than {size} bytes")
         except StanzaTooComplex as exc:
@@ -300,11 +318,18 @@ class ServerStream(xmlstream.XmlStream):
             self.stream = None  # parse nothing more from this peer
 
     def sendStreamError(self, streamError):
+        if self._closed:
+            return
         self._release_transport()
         super().sendStreamError(streamError)
+        self._closed = True
 
     def onDocumentEnd(self):
+        """The peer closed its stream: close ours too (RFC 6120 §4.4), then the connection."""
         self._release_transport()
+        if self._headerSent and self.transport is not None and not self._closed:
+            self.sendFooter()
+        self._closed = True
         super().onDocumentEnd()
 
     def start_compression(self) -> None:
@@ -315,8 +340,8 @@ class ServerStream(xmlstream.XmlStream):
         self.reset()
 
     def send(self, obj) -> None:
-        if self.transport is None:
-            return
+        if self.transport is None or self._closed:
+            return  # nothing after </stream:stream> (an answer that was still being worked out)
         if domish.IElement.providedBy(obj):  # serialized as XmlStream.send would, to count it
             obj = obj.toXml(prefixes=self.prefixes, defaultUri=self.namespace,
                             prefixesInScope=list(self.prefixes.values()))
