@@ -214,7 +214,8 @@ class Enumeration(AuthTestCase):
         # The secret outlives a restart: so does the decoy salt.
         await self.restart_server()
         client = await self.negotiating()
-        self.assertEqual(base64.b64decode((await self.scram_first(client, ScramClient("nobody")))["s"]), salts[0])
+        first = await self.scram_first(client, ScramClient("nobody"))
+        self.assertEqual(base64.b64decode(first["s"]), salts[0])
 
     async def test_authzid_is_judged_only_after_the_proof(self):
         for user in ("alice", "nobody"):

@@ -146,7 +146,7 @@ class Options(ConfigFileOptions):
         ["config", "c", None, "A TOML file with any of these options (long names as keys)."],
         ["domain", "d", "localhost", "The XMPP domain this server serves."],
         ["data-dir", None, "xep207-data",
-         "Directory for the embedded SQLite database and the generated TLS certificate."],
+         "Directory for the embedded SQLite database, the generated TLS certificate and the SASL secret."],
         ["storage", None, None,
          "Storage URL: memory:, sqlite:///relative.db, sqlite:////absolute.db, "
          "postgresql://user@host/db, or a plugin's scheme. Default: SQLite in --data-dir."],

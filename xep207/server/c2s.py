@@ -185,7 +185,8 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         self.xmlstream.addObserver(xmlstream.STREAM_END_EVENT, self._connection_lost)
         self._admitted = self.pending.admit(self.address)
         if not self._admitted:
-            return self.xmlstream.fail("policy-violation", "too many unauthenticated connections from your address")
+            return self.xmlstream.fail("policy-violation",
+                                       "too many unauthenticated connections from your address")
         self._timeout = reactor.callLater(self.policy.auth_timeout, self._timed_out)
 
     def _release_pending(self) -> None:

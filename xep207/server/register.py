@@ -110,7 +110,8 @@ class RegistrationHandler(XMPPHandler, IQHandlerMixin):
         address = getattr(peer, "host", str(peer))
         limit = self.server.registrations
         if limit.exceeded(address):
-            raise StanzaError("resource-constraint", text="too many registrations from your address; try later")
+            raise StanzaError("resource-constraint",
+                              text="too many registrations from your address; try later")
         xs.registration_attempted = True
         limit.record(address)
         try:

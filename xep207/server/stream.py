@@ -213,11 +213,6 @@ class ServerStream(xmlstream.XmlStream):
     def resetDispatchFn(self):
         self.stream.ElementEvent = self._on_complete_stanza
 
-    @property
-    def held_bytes(self) -> int:
-        """Bytes received since the last complete stanza (what the parser holds on to)."""
-        return self.stream.stanzaSize if self.stream is not None else 0
-
     def dataReceived(self, data: bytes) -> None:
         if self.stream is None:
             return

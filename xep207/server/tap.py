@@ -145,7 +145,8 @@ class Server:
             max_unauthenticated=options["max-unauthenticated"],
             auth_timeout=options["auth-timeout"], registration=options["registration"],
             sasl_secret=_sasl_secret(options["data-dir"]))
-        self.throttle = AuthThrottle(clock, options["max-auth-failures"], options["max-account-auth-failures"])
+        self.throttle = AuthThrottle(clock, options["max-auth-failures"],
+                                     options["max-account-auth-failures"])
         self.registrations = RateWindow(clock, options["max-registrations"], 3600.0)
         self.client_factory = ClientFactory(self.policy, self.router, self.throttle)
         self.listeners = []
