@@ -353,5 +353,5 @@ class ServerStream(xmlstream.XmlStream):
         log.msg(f"disconnecting {self.transport.getPeer()}: more than {self.shaping.max_output} "
                 "bytes of output unread")
         self._release_transport()
-        transport, self.stream = self.transport, None
-        transport.abortConnection()
+        self.stream, self._closed = None, True
+        self.transport.abortConnection()
