@@ -444,10 +444,11 @@ class ClientFactory(xmlstream.XmlStreamServerFactory):
         self.pending = PendingConnections(policy.max_unauthenticated)
         super().__init__(lambda: ClientNegotiator(policy, router, throttle, self.pending))
         self.policy = policy
+        self.clock = None  # the reactor; tests inject a task.Clock to drive traffic shaping
 
     def buildProtocol(self, addr):
         stream = ServerStream(self.authenticatorFactory(), self.policy.limits, self.policy.pre_auth_limits,
-                              self.policy.shaping)
+                              self.policy.shaping, clock=self.clock)
 
         stream.factory = self
         for event, fn in self.bootstraps:
