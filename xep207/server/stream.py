@@ -66,8 +66,8 @@ class Shaping:
     disconnected. Zero disables a part.
     """
 
-    rate: int = 64 * 1024
-    burst: int = 512 * 1024
+    rate: int = 32 * 1024
+    burst: int = 128 * 1024
     max_output: int = 1024 * 1024
 
 
