@@ -65,8 +65,10 @@ class SubscriptionCapture:
             return
         user = session.bare
         if contact.split("@")[-1] != self.router.domain or "@" not in contact:
-            # Not one of our accounts (a component, say): deliver as is.
+            # Not one of our accounts (a component, say): deliver as is,
+            # not captured again (that recursed without end).
             stanza["to"] = contact
+            stanza.session = None
             self.router.route(stanza)
             return
         if contact == user:

@@ -186,7 +186,7 @@ class Router:
         if to:
             try:
                 stanza["to"] = full_jid(to)
-            except jidlib.InvalidFormat:
+            except jidlib.InvalidFormat:  # xep207.jids refuses an empty label (Twisted: IndexError)
                 self.bounce(stanza, "jid-malformed")
                 return
         stanza.session = session
