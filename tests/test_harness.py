@@ -90,3 +90,26 @@ class InMemoryServerTests(unittest.TestCase):
         # An iq result nobody asked for is (rightly) not answered.
         with self.assertRaises(NoReply):
             await self.harness.iq(alice, "<iq type='result' to='localhost' id='x'/>")
+
+
+class SynchronousHarnessTests(unittest.SynchronousTestCase):
+    """With a task.Clock, the memory-backed server runs without the reactor."""
+
+    def test_round_trip_without_the_reactor(self):
+        from twisted.internet.task import Clock
+
+        from xep207.testing.harness import synchronously
+
+        clock = Clock()
+        harness = synchronously(InMemoryServer.start(accounts=["alice", "bob"], clock=clock))
+        alice = synchronously(harness.login("alice"))
+        bob = synchronously(harness.login("bob"))
+        harness.send(bob, "<presence/>")
+        reply = synchronously(harness.iq(alice, "<iq type='get' to='bob@localhost'>"
+                                                "<query xmlns='jabber:iq:version'/></iq>"))
+        self.assertEqual(reply["type"], "result")  # answered for the account, by the server
+        harness.send(alice, "<message to='bob@localhost' type='chat'><body>sync</body></message>")
+        synchronously(harness.settle())
+        self.assertEqual(chat_bodies(bob), ["sync"])
+        synchronously(harness.stop())
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -26,6 +26,7 @@ import itertools
 from typing import Callable, Iterable
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.xish import domish
 
@@ -35,7 +36,7 @@ from xep207.server.c2s import Session
 from xep207.server.tap import Server
 from xep207.tap import Options
 
-__all__ = ["CapturedStream", "HarnessSession", "InMemoryServer", "NoReply", "parse_client_stanza"]
+__all__ = ["CapturedStream", "HarnessSession", "InMemoryServer", "NoReply", "parse_client_stanza", "synchronously"]
 
 PASSWORD = "harness-password"
 _ids = itertools.count(1)
@@ -132,8 +133,9 @@ class HarnessSession:
 class InMemoryServer:
     """The real server, every stanza in memory."""
 
-    def __init__(self, server: Server, later: InFlight):
+    def __init__(self, server: Server, later: InFlight, clock=None):
         self.server = server
+        self.clock = clock  # a task.Clock: ``settle`` advances it; None: the reactor runs
         self.domain = server.domain
         self.router = server.router
         self._later = later
@@ -141,20 +143,27 @@ class InMemoryServer:
 
     @classmethod
     async def start(cls, accounts: Iterable[str] = (), domain: str = "localhost",
-                    options: Iterable[str] = ()) -> "InMemoryServer":
+                    options: Iterable[str] = (), clock=None) -> "InMemoryServer":
         """Start a server (``options`` are extra ``twistd xep207`` arguments)
-        and create ``accounts`` (localparts, password ``PASSWORD``)."""
+        and create ``accounts`` (localparts, password ``PASSWORD``).
+
+        With ``clock`` (a ``twisted.internet.task.Clock``) nothing is left to
+        the reactor: on ``memory:`` storage every call then completes before
+        it returns, and ``synchronously`` can drive the server from plain
+        synchronous code (Hypothesis, say)."""
+        from twisted.internet import reactor
+
         parsed = Options()
         parsed.parseOptions(["--domain", domain, "--storage", "memory:", "--no-tls",
                              "--c2s-port", "0", *options])
-        server = Server(parsed)
+        server = Server(parsed, clock=clock or reactor)
         for listener in server.listeners:
             listener.disownServiceParent()  # no sockets
         later = InFlight()
-        _track_deferred_sends(server, later)
+        _track_deferred_sends(server, later, clock or reactor)
         server.top.startService()
         await server.storage_service.ready
-        harness = cls(server, later)
+        harness = cls(server, later, clock)
         for user in accounts:
             await harness.create_account(user)
         return harness
@@ -239,15 +248,32 @@ class InMemoryServer:
             if not self._later:
                 if not (self.router.in_flight or self.server.groupchat.in_flight):
                     return
-            await self._later.drain()
+            elif self.clock is not None:
+                self.clock.advance(0)
+            else:
+                await self._later.drain()
 
 
-def _track_deferred_sends(server: Server, later: InFlight) -> None:
+def synchronously(coroutine):
+    """Run a coroutine of an ``InMemoryServer`` started with a ``Clock`` and
+    return its result; fails loudly if it would have had to wait for the
+    reactor (then the server is not as in-memory as this harness assumes)."""
+    d = defer.ensureDeferred(coroutine)
+    outcome: list = []
+    d.addBoth(outcome.append)
+    if not outcome:
+        d.cancel()
+        raise AssertionError("the server waited for the reactor; use the async API")
+    result = outcome[0]
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result
+
+
+def _track_deferred_sends(server: Server, later: InFlight, clock) -> None:
     """The engine defers some sends to the next reactor turn (XEP-0060
     §6.1.7's last item, after the subscribe reply). Keep its scheduling but
     track each call, so that ``settle`` can wait for them."""
-    from twisted.internet import reactor
-
     engine = server.engine
     if not hasattr(engine, "_call_later"):
         return
@@ -260,7 +286,7 @@ def _track_deferred_sends(server: Server, later: InFlight) -> None:
             d.chainDeferred(done)
 
         later.track(done.addErrback(_log_failure))
-        return reactor.callLater(delay, run)
+        return clock.callLater(delay, run)
 
     engine._call_later = call_later
 
