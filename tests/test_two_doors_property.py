@@ -36,8 +36,12 @@ Hypothesis reports distinct failures separately:
 - ``RosterInjection``: a roster push says X is subscribed to Y though X never
   asked, or that Y is subscribed to X though X never approved.
 - ``LostEvent``: an accepted write did not emit its events: a chat message
-  not bounced did not reach its (online) recipient; an accepted room message
-  did not reach everyone who had been told she is an occupant.
+  not bounced, or a publish to a pair node, did not reach its (online)
+  recipient; an accepted room message did not reach everyone who had been
+  told she is an occupant (and not told she left).
+- ``Disclosure``: a stranger's request on a pair node is answered with
+  anything but ``item-not-found`` (which would reveal who talked to whom).
+- ``ServerError``: ``internal-server-error``, or an error the server logged.
 
 Which of these fail on today's code is pinned in ``KNOWN_BROKEN``:
 ``test_invariants_that_hold_today`` enforces the others (10,000 operations
@@ -106,6 +110,7 @@ class PairTakeover(Violation): pass  # noqa: E701
 class PresenceLeak(Violation): pass  # noqa: E701
 class RosterInjection(Violation): pass  # noqa: E701
 class LostEvent(Violation): pass  # noqa: E701
+class Disclosure(Violation): pass  # noqa: E701
 class ServerError(Violation): pass  # noqa: E701  (internal-server-error, or an exception)
 
 
@@ -122,10 +127,22 @@ def _variant(cls: type, variant: str) -> type:
     return _variants[name]
 
 
-# What today's code breaks (issue 10): enforced by test_issue_10_invariants only.
+# What today's code breaks (issue 10), each seen by this test (minimal sequences in
+# the issue-10 report): enforced by test_issue_10_invariants only. When the lead's
+# engine lands, empty this and drop the todo below.
 KNOWN_BROKEN = frozenset({
-    "PairLeak", "RoomLeak", "Admission", "BadSubscribeOptions", "UnallowedAffiliation",
-    "Rewrite", "PairTakeover", "PresenceLeak", "RosterInjection", "LostEvent", "ServerError",
+    "Admission_pubsub",  # the pubsub door skips the password, members-only, bans
+    "BadSubscribeOptions_role", "BadSubscribeOptions_roomnick", "BadSubscribeOptions_unknown",
+    "Disclosure_pair",  # a stranger gets not-allowed on an existing pair node
+    "LostEvent_chat",  # a pair node created through XEP-0060 swallows chat messages
+    "LostEvent_room",  # a room turned members-only silently stops echoing to non-members
+    "LostEvent_pair",  # after an account is re-created, its old pair nodes lose what is sent to it
+    "PairLeak_items", "RoomLeak_items", "RoomLeak_live",
+    "PairTakeover_configform", "PairTakeover_configure", "PairTakeover_create",
+    "Rewrite_overwrite_pair", "Rewrite_overwrite_room", "Rewrite_retract_pair", "Rewrite_retract_room",
+    "RosterInjection_to",  # owner-side subscriptions set creates a subscription
+    "ServerError_logged", "ServerError_reply",  # a two-valued roomnick breaks the room
+    "UnallowedAffiliation_kick", "UnallowedAffiliation_legacy",  # after a self-set xep207#role
 })
 
 
@@ -437,6 +454,8 @@ class TwoDoors(RuleBasedStateMachine):
                                f"<publish node='{node}'><item id='{item_id}'>{payload}</item></publish>"
                                "</pubsub></iq>")
         if reply["type"] != "result":
+            if key[0] == "pair" and not self._party(user, key):
+                self._hidden(user, reply, node)
             return ("read", key)
         if key[0] == "pair" and not self._party(user, key):
             self._violation(PairTakeover, f"{user} published to {node}", "publish")
@@ -447,6 +466,8 @@ class TwoDoors(RuleBasedStateMachine):
         self.items[(key, item_id)] = self.p(user)
         if key[0] == "room":
             return ("room_publish", user, room, token)
+        if self._party(user, key):
+            return ("pair_publish", user, key[1] if key[2] == user else key[2], token, key)
         return ("read", key)
 
     def _op_ps_retract(self, user, kind, room, other, item_id):
@@ -543,7 +564,7 @@ class TwoDoors(RuleBasedStateMachine):
         """Report a broken invariant ``cls``, in its ``variant`` (door, node kind, …)."""
         cls = _variant(cls, variant)
         Stats.seen.setdefault(cls.__name__, message)
-        if cls.__name__ not in self.ignore:
+        if cls.__name__ not in self.ignore and cls.__base__.__name__ not in self.ignore:
             raise cls(message)
 
     def _admitted(self, user, room, door) -> None:
@@ -584,6 +605,12 @@ class TwoDoors(RuleBasedStateMachine):
             if not bounced and not any(token in s.toXml() for s in got[recipient] if not _is_error(s)):
                 self._violation(LostEvent, f"{sender}'s chat message to {recipient} was accepted "
                                            "but never delivered", "chat")
+        elif kind == "pair_publish":
+            _, sender, recipient, token, key = expect
+            if not any(token in s.toXml() for s in got[recipient]):
+                self._violation(LostEvent, f"{sender}'s accepted publish to {pair_node(*key[1:])} did not "
+                                           f"reach {recipient}", "pair")
+            self._sweep(key)
         elif kind in ("groupchat", "room_publish"):
             _, sender, room, token = expect
             if kind == "groupchat" and any(_is_error(s) and token in s.toXml() for s in got[sender]):
@@ -612,9 +639,17 @@ class TwoDoors(RuleBasedStateMachine):
             reply = self._iq(user, f"<iq type='get' to='{service}'><pubsub xmlns='{NS_PUBSUB}'>"
                                    f"<items node='{node}'/></pubsub></iq>")
             self._server_error(user, reply)
+            if key[0] == "pair" and not self._party(user, key):
+                self._hidden(user, reply, node)
             for token in set(TOKEN.findall(reply.toXml())) if reply["type"] == "result" else ():
                 if not self._may_see(self.p(user), token):
                     self._violation(self._leak(token), f"{user} read {token} from {node} with <items/>", "items")
+
+    def _hidden(self, user, reply, node) -> None:
+        """A stranger's request on a pair node is answered as if it did not exist."""
+        if reply["type"] == "error" and "<item-not-found" not in reply.toXml():
+            condition = next((c.name for c in reply.error.elements()), "?") if reply.error else "?"
+            self._violation(Disclosure, f"{user} got {condition} (not item-not-found) on {node}", "pair")
 
     def _server_error(self, user, stanza) -> None:
         if _is_error(stanza) and "internal-server-error" in stanza.toXml():
@@ -676,6 +711,7 @@ PROFILES = {
     # CI: fixed, no database, no deadline; 10,000+ operations.
     "ci": dict(max_examples=250, stateful_step_count=50),
     "thorough": dict(max_examples=2000, stateful_step_count=100),
+    "smoke": dict(max_examples=10, stateful_step_count=20),  # while editing this file
 }
 
 
@@ -696,11 +732,18 @@ class TwoDoorsProperty(unittest.SynchronousTestCase):
     def test_invariants_that_hold_today(self):
         """Enforces every invariant not in KNOWN_BROKEN, over 10,000+ random operations."""
         Stats.operations = 0
-        run(KNOWN_BROKEN, shrink=True)
-        self.assertGreaterEqual(Stats.operations, 10_000)
+        try:
+            run(KNOWN_BROKEN, shrink=True)
+        finally:
+            self.flushLoggedErrors()  # ServerError_logged is known broken; the checker saw them
+        if os.environ.get("XEP207_PROPERTY_PROFILE", "ci") == "ci":
+            self.assertGreaterEqual(Stats.operations, 10_000)
 
     def test_issue_10_invariants(self):
         """All invariants: fails until issue 10 lands (then drop the ``todo``)."""
-        run(frozenset(), shrink=os.environ.get("XEP207_PROPERTY_SHRINK") == "1")
+        try:
+            run(frozenset(), shrink=os.environ.get("XEP207_PROPERTY_SHRINK") == "1")
+        finally:
+            self.flushLoggedErrors()
 
     test_issue_10_invariants.todo = "issue 10: the two doors do not enforce one rule yet"
