@@ -636,7 +636,11 @@ class TwoDoors(RuleBasedStateMachine):
         if key[0] == "news":
             return
         service, node = (CHAT, key[1]) if key[0] == "room" else (PUBSUB, pair_node(*key[1:]))
+        if key[0] == "room" and self.room_allowed[key[1]] is None:
+            return  # an open room: nothing to leak
         for user in readers:
+            if self._party(user, key) or (key[0] == "room" and self.p(user) in self.room_allowed[key[1]]):
+                continue  # she may read it all: only outsiders can show a leak
             reply = self._iq(user, f"<iq type='get' to='{service}'><pubsub xmlns='{NS_PUBSUB}'>"
                                    f"<items node='{node}'/></pubsub></iq>")
             self._server_error(user, reply)
