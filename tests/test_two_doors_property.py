@@ -206,9 +206,11 @@ class Stats:
 
 
 def _x(fields: dict, form_type: str) -> str:
-    body = "".join(
-        f"<field var='{var}'>{''.join(f'<value>{v}</value>' for v in (values if isinstance(values, list) else [values]))}"
-        "</field>" for var, values in fields.items())
+    """A submitted data form; a list value is a multi-valued field."""
+    def values(value):
+        return "".join(f"<value>{v}</value>" for v in (value if isinstance(value, list) else [value]))
+
+    body = "".join(f"<field var='{var}'>{values(value)}</field>" for var, value in fields.items())
     return (f"<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
             f"<value>{form_type}</value></field>{body}</x>")
 
