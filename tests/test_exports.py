@@ -20,7 +20,7 @@ PUBLIC = {
                      "SUBSCRIPTION_CHANGED", "ITEM_PUBLISHED"},
     "xep207.plugins": {"IServerPlugin", "PluginNotFound", "find_plugins", "install_plugins"},
     "xep207.testing": {"StorageContract", "StanzaHarness", "Client", "RunningServer", "server_fixture",
-                       "start_server"},
+                       "start_server", "InMemoryServer"},
 }
 
 

@@ -16,10 +16,11 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 from wokkel import data_form
 
+from xep207.legacy.groupchat.occupants import Occupants
 from xep207.legacy.groupchat.rooms import NS_OWNER, NS_USER, Rooms
 from xep207.legacy.render import Template
 from xep207.pubsub.kinds.room import Room, truth
-from xep207.storage.records import OWNER, PUBLISHER
+from xep207.storage.records import NONE, OWNER, PUBLISHER
 
 NS_ROOMCONFIG = "http://jabber.org/protocol/muc#roomconfig"
 
@@ -41,8 +42,9 @@ ROOM_FIELDS = {
 
 
 class Owner:
-    def __init__(self, rooms: Rooms):
+    def __init__(self, rooms: Rooms, occupants: "Occupants"):
         self.rooms = rooms
+        self.occupants = occupants
 
     async def on_iq(self, iq: domish.Element, room: Room) -> domish.Element:
         if await self.rooms.affiliation(room, iq["from"]) != OWNER:
@@ -118,6 +120,14 @@ class Owner:
         admins = {a: PUBLISHER for a in settings["muc#roomconfig_roomadmins"] if affiliations.get(a) != OWNER}
         if admins:
             await rooms.engine.set_node_affiliations(rooms.trusted, rooms.domain, room.node.node_id, admins)
+        if truth(settings["muc#roomconfig_membersonly"]) and not room.flag("membersonly"):
+            # XEP-0045 §9.9: a room that becomes members-only removes whoever is
+            # not a member, with status 322 (else they would stay, hearing nothing).
+            updated = await rooms.room(room.node.node_id)
+            assert updated is not None
+            for occupant in await rooms.occupants(updated):
+                if occupant.affiliation == NONE:
+                    await self.occupants.leave(updated, occupant.jid, statuses=(322,), actor=rooms.trusted)
 
     async def destroy(self, room: Room, destroy: domish.Element | None = None) -> None:
         """XEP-0045 §10.9: occupants told, then the node (items and all) deleted."""

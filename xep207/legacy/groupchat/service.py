@@ -38,7 +38,7 @@ class GroupchatService(XMPPHandler):
         self.rooms = Rooms(router, engine, domain)
         self.messages = Messages(self.rooms)
         self.occupants = Occupants(self.rooms, self.messages)
-        self.owner = Owner(self.rooms)
+        self.owner = Owner(self.rooms, self.occupants)
         self.admin = Admin(self.rooms, self.occupants)
         self.native = NativeBridge(self.rooms, self.occupants)
         self.renderer = RoomRenderer(domain)

@@ -346,6 +346,8 @@ class RoomKind(NodeKind):
                               await occupants_of(access.engine, room, access.affiliations)))
             cleaned[NICK] = nick
         if ROLE in options:
+            if own and not access.trusted:
+                raise errors.forbidden(text="nobody gives herself a role")
             role = single_value(options, ROLE)
             if role not in ROLES:
                 raise errors.bad_request(text="unknown role")
