@@ -10,20 +10,32 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from xep207.storage.interface import AccountExists, IStorage, NodeExists
-from xep207.storage.records import NONE, Affiliation, bare
+from xep207.storage.records import (
+    NONE,
+    Account,
+    Affiliation,
+    AffiliationName,
+    Item,
+    Node,
+    Subscription,
+    bare,
+)
 from xep207.storage.paging import page_of
+
+_Key = tuple[str, str]  # (service, node_id)
 
 
 @implementer(IStorage)
 class MemoryStorage:
     def __init__(self, url: str = "memory:"):
         self.url = url
-        self._nodes = {}  # (service, node_id) -> Node
-        self._affiliations = defaultdict(dict)  # (service, node_id) -> {entity: aff}
-        self._subscriptions = defaultdict(dict)  # (service, node_id) -> {jid: Subscription}
-        self._by_entity = defaultdict(set)  # bare jid -> {(service, node_id, jid)}
-        self._items = defaultdict(dict)  # (service, node_id) -> {item_id: Item}, oldest first
-        self._accounts = {}
+        self._nodes: dict[_Key, Node] = {}
+        self._affiliations: defaultdict[_Key, dict[str, AffiliationName]] = defaultdict(dict)
+        self._subscriptions: defaultdict[_Key, dict[str, Subscription]] = defaultdict(dict)  # by jid
+        # bare jid -> {(service, node_id, subscriber jid)}
+        self._by_entity: defaultdict[str, set[tuple[str, str, str]]] = defaultdict(set)
+        self._items: defaultdict[_Key, dict[str, Item]] = defaultdict(dict)  # by id, oldest first
+        self._accounts: dict[str, Account] = {}
         self._seq = itertools.count(1)
 
     def start(self):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from twisted.internet import defer
 
 from xep207.storage.interface import AccountExists, IStorage, NodeExists
@@ -22,14 +24,23 @@ from xep207.storage.records import (
 S = "pubsub.example.org"
 PEP = "juliet@example.org"
 
+if TYPE_CHECKING:
+    # Seen by the type checker only: at run time the contract stays a plain mixin
+    # and the author's own TestCase (trial's, usually) supplies the assertions.
+    from twisted.trial.unittest import TestCase as _TestCase
+else:
+    _TestCase = object
 
-def account(user="juliet", domain="example.org", marker=b"1"):
+
+def account(user: str = "juliet", domain: str = "example.org", marker: bytes = b"1") -> Account:
     return Account(user, domain, b"salt" + marker, 4096, b"sk1" + marker, b"svk1" + marker,
                    b"sk256" + marker, b"svk256" + marker, 1700000000.25)
 
 
-class StorageContract:
+class StorageContract(_TestCase):
     """Tests every ``IStorage`` must pass. Subclasses provide ``make_storage``."""
+
+    storage: IStorage  # set by setUp (a durable backend's reopen may replace it)
 
     def make_storage(self) -> IStorage:
         raise NotImplementedError
