@@ -31,7 +31,8 @@ class MemoryStorage:
         self.url = url
         self._nodes: dict[_Key, Node] = {}
         self._affiliations: defaultdict[_Key, dict[str, AffiliationName]] = defaultdict(dict)
-        self._subscriptions: defaultdict[_Key, dict[str, Subscription]] = defaultdict(dict)  # by jid
+        # (service, node_id) -> {subscriber jid: Subscription}
+        self._subscriptions: defaultdict[_Key, dict[str, Subscription]] = defaultdict(dict)
         # bare jid -> {(service, node_id, subscriber jid)}
         self._by_entity: defaultdict[str, set[tuple[str, str, str]]] = defaultdict(set)
         self._items: defaultdict[_Key, dict[str, Item]] = defaultdict(dict)  # by id, oldest first
