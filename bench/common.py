@@ -42,6 +42,14 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process (all its threads) has used so far: on a
+    shared, noisy machine, server CPU per delivery varies far less than throughput."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values, fraction):
     if not values:
         return float("nan")
@@ -136,7 +144,10 @@ class _Insecure(ssl.ClientContextFactory):
     """The benchmark server's certificate is self-signed."""
 
 
-def _scram_client(user: str, password: str):
+_SALTED: dict = {}  # (hash, password, salt, iterations) -> SaltedPassword, as real clients cache it
+
+
+def _scram_client(user: str, password: str, algorithm: str = "sha256"):
     nonce = base64.b64encode(os.urandom(18)).decode()
     first_bare = f"n={user},r={nonce}"
     state = {}
@@ -147,12 +158,15 @@ def _scram_client(user: str, password: str):
     def final(challenge: bytes):
         attrs = dict(p.split("=", 1) for p in challenge.decode().split(","))
         salt, iterations = base64.b64decode(attrs["s"]), int(attrs["i"])
-        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-        client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-        stored = hashlib.sha256(client_key).digest()
+        key = (algorithm, password, salt, iterations)
+        salted = _SALTED.get(key)
+        if salted is None:
+            salted = _SALTED[key] = hashlib.pbkdf2_hmac(algorithm, password.encode(), salt, iterations)
+        client_key = hmac.new(salted, b"Client Key", algorithm).digest()
+        stored = hashlib.new(algorithm, client_key).digest()
         without_proof = f"c={base64.b64encode(b'n,,').decode()},r={attrs['r']}"
         message = f"{first_bare},{challenge.decode()},{without_proof}".encode()
-        signature = hmac.new(stored, message, "sha256").digest()
+        signature = hmac.new(stored, message, algorithm).digest()
         proof = bytes(a ^ b for a, b in zip(client_key, signature))
         state["done"] = True
         return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
@@ -161,7 +175,9 @@ def _scram_client(user: str, password: str):
 
 
 class Client(protocol.Protocol):
-    """Connect, (STARTTLS), SASL (PLAIN or SCRAM-SHA-256), bind; then stanzas go to ``on_stanza``."""
+    """Connect, (STARTTLS), SASL (PLAIN, or SCRAM: ``scram=True`` is SCRAM-SHA-256, or name the
+    mechanism, e.g. ``scram="SCRAM-SHA-1"``), bind; then stanzas go to ``on_stanza``
+    (or raw bytes to ``on_data``). Any RFC 6120 server will do, not only xep207."""
 
     def __init__(self, user, resource, tls=False, scram=False, on_stanza=None, on_data=None):
         self.user, self.resource, self.tls, self.scram = user, resource, tls, scram
@@ -174,6 +190,7 @@ class Client(protocol.Protocol):
         self._parser = None
 
     def connectionMade(self):
+        self.transport.setTcpNoDelay(True)  # measure the server's latency, not the client's Nagle
         self._header()
 
     def _header(self):
@@ -195,7 +212,11 @@ class Client(protocol.Protocol):
             if self._state == "features" and b"</stream:features>" in self._buffer:
                 features = self._buffer
                 self._buffer = b""
-                if self.tls and b"starttls" in features and not getattr(self, "_tls_on", False):
+                if self.tls and not getattr(self, "_tls_on", False):
+                    if b"starttls" not in features:
+                        self.ready.errback(RuntimeError("TLS asked for, but the server offers no STARTTLS"))
+                        self.transport.loseConnection()
+                        return
                     self._state = "proceed"
                     self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
                 elif b"<bind" in features:
@@ -203,9 +224,11 @@ class Client(protocol.Protocol):
                     self.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
                               f"<resource>{self.resource}</resource></bind></iq>")
                 elif self.scram:
-                    self._first, self._final = _scram_client(self.user, PASSWORD)
+                    mechanism = self.scram if isinstance(self.scram, str) else "SCRAM-SHA-256"
+                    algorithm = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"}[mechanism]
+                    self._first, self._final = _scram_client(self.user, PASSWORD, algorithm)
                     self._state = "challenge"
-                    self.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>"
+                    self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>"
                               f"{base64.b64encode(self._first()).decode()}</auth>")
                 else:
                     self._state = "success"
@@ -254,15 +277,22 @@ async def connect(port, user, resource=None, **kwargs) -> Client:
 
 
 class Latencies:
-    """Counts timestamped deliveries (``t=<unix time>`` in the stanza) as they
-    arrive; ``done`` fires once ``expected`` have."""
+    """Counts timestamped deliveries (``t=<unix time>`` in the stanza, the pattern's
+    first group) as they arrive; ``done`` fires once ``expected`` have.
 
-    def __init__(self, pattern: bytes, expected: int):
+    With a second group in the pattern (a message's sequence number) and
+    ``on_key``, each delivery also reports which message it belonged to, so a
+    sender can count a fan-out message as complete once all copies arrived.
+    """
+
+    def __init__(self, pattern: bytes, expected: int, on_key=None):
         import re
 
         self.stamp = re.compile(pattern)
         self.expected = expected
+        self.on_key = on_key
         self.values: list[float] = []
+        self.last = 0.0
         self.done = defer.Deferred()
 
     def on_data(self, data: bytes) -> int:
@@ -271,6 +301,10 @@ class Latencies:
         for match in self.stamp.finditer(data):
             self.values.append(now - float(match.group(1)))
             found += 1
+            if self.on_key is not None:
+                self.on_key(match.group(2))
+        if found:
+            self.last = now
         if len(self.values) >= self.expected and not self.done.called:
             self.done.callback(None)
         return found

@@ -162,8 +162,11 @@ class ServerTestCase(unittest.TestCase):
         await self._launch()
         return self.server
 
-    async def connect(self) -> RawClient:
-        client = await protocol.ClientCreator(reactor, RawClient).connectTCP("127.0.0.1", self.port)
+    async def connect(self, source: str | None = None) -> RawClient:
+        """A raw client; ``source`` is another loopback address to connect from (127.0.0.2 …)."""
+        bind = (source, 0) if source else None
+        client = await protocol.ClientCreator(reactor, RawClient).connectTCP("127.0.0.1", self.port,
+                                                                               bindAddress=bind)
         self.addCleanup(self._close, client)
         return client
 

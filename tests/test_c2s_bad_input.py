@@ -125,6 +125,23 @@ class BadInput(ServerTestCase):
         client.send("<iq type='get' id='what'><query xmlns='urn:example:nothing'/></iq>")
         await client.expect("<service-unavailable")
 
+    async def test_empty_domain_label_is_jid_malformed(self):
+        # Twisted's nameprep raises IndexError, not InvalidFormat, for "a..b".
+        client = await self.connect()
+        await client.login("alice")
+        client.send("<message to='x@a..b' id='dots'><body>x</body></message>")
+        await client.expect("<jid-malformed")
+        await self.assert_bystander_served()
+
+    async def test_subscription_to_another_domain_does_not_loop(self):
+        # It was captured again each time it was routed on: RecursionError, no answer.
+        client = await self.connect()
+        await client.login("alice")
+        client.send("<presence to='romeo@example.org' type='subscribe'/>")
+        await client.expect("<remote-server-not-found")
+        client.send("<iq type='get' id='after'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await client.expect("id='after'")
+
     async def test_spoofed_from_is_invalid_from(self):
         client = await self.connect()
         await client.login("alice")

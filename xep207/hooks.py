@@ -14,7 +14,6 @@ import itertools
 from typing import Any, Callable
 
 from twisted.internet import defer
-from twisted.python import log
 
 __all__ = ["Hooks", "STANZA", "SESSION_BOUND", "SESSION_UNBOUND", "INITIAL_PRESENCE",
            "SUBSCRIPTION_CHANGED", "ITEM_PUBLISHED"]
@@ -47,10 +46,12 @@ class Hooks:
     def fire(self, name: str, *args: Any) -> defer.Deferred:
         """Run every handler; fires when the Deferreds they returned have.
         A failing handler is logged and does not stop the others."""
+        from xep207 import logs  # one line, not a traceback, for storage trouble
+
         results = []
         for handler in self.handlers(name):
             d = defer.maybeDeferred(handler, *args)
-            d.addErrback(log.err, f"{name} handler {handler!r} failed")
+            d.addErrback(logs.failure, f"{name} handler {getattr(handler, '__qualname__', handler)}")
             results.append(d)
         return defer.gatherResults(results)
 

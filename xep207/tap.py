@@ -43,6 +43,16 @@ def _positive_int(value) -> int:
 _positive_int.coerceDoc = "Must be a positive integer."
 
 
+def _count(value) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+_count.coerceDoc = "A non-negative integer (0: no limit)."
+
+
 def _port(value) -> int:
     number = int(value)
     if not 0 <= number <= 65535:
@@ -170,7 +180,7 @@ class Options(ConfigFileOptions):
         ["config", "c", None, "A TOML file with any of these options (long names as keys)."],
         ["domain", "d", "localhost", "The XMPP domain this server serves."],
         ["data-dir", None, "xep207-data",
-         "Directory for the embedded SQLite database and the generated TLS certificate."],
+         "Directory for the embedded SQLite database, the generated TLS certificate and the SASL secret."],
         ["storage", None, None,
          "Storage URL: memory:, sqlite:///relative.db, sqlite:////absolute.db, "
          "postgresql://user@host/db, or a plugin's scheme. Default: SQLite in --data-dir."],
@@ -181,10 +191,31 @@ class Options(ConfigFileOptions):
         ["tls-key", None, None, "PEM private key for --tls-cert."],
         ["max-stanza-size", None, 262144, "Largest stanza in bytes (policy-violation beyond).",
          _positive_int],
+        ["max-stanza-elements", None, 5000, "Most elements in one stanza (policy-violation beyond).",
+         _positive_int],
+        ["max-stanza-depth", None, 64, "Deepest element nesting in a stanza (policy-violation beyond).",
+         _positive_int],
+        ["max-pre-auth-stanza-size", None, 16384, "Largest stanza in bytes before authentication.",
+         _positive_int],
+        ["max-pre-auth-stanza-elements", None, 64, "Most elements in one stanza before authentication.",
+         _positive_int],
+        ["max-pre-auth-stanza-depth", None, 8, "Deepest element nesting before authentication.",
+         _positive_int],
+        ["max-unauthenticated", None, 10,
+         "Concurrent unauthenticated client connections per address (policy-violation beyond).",
+         _positive_int],
+        ["c2s-rate", None, 32768, "Bytes per second a client may send, averaged (0: unlimited).", _count],
+        ["c2s-burst", None, 131072, "Bytes a client may send at once above --c2s-rate.", _positive_int],
+        ["max-output-buffer", None, 1048576,
+         "Bytes waiting for a client that does not read before it is disconnected (0: unlimited).", _count],
         ["max-payload-size", None, 65536, "Largest pubsub item payload in bytes.", _positive_int],
         ["auth-timeout", None, 60, "Seconds a connection may stay unauthenticated.", _positive_int],
         ["max-auth-failures", None, 5,
          "Failed logins per address per minute before further attempts are refused.", _positive_int],
+        ["max-account-auth-failures", None, 10,
+         "Failed logins per account per minute before further attempts are refused.", _positive_int],
+        ["max-registrations", None, 5,
+         "XEP-0077 registrations per address per hour (and one per connection).", _positive_int],
         ["pubsub-domain", None, None, "The pubsub service's JID. Default: pubsub.DOMAIN."],
         ["chat-domain", None, None, "The groupchat service's JID. Default: chat.DOMAIN."],
         ["component-port", None, 5347, "Port for XEP-0114 components (only with components).", _port],

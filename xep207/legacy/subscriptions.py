@@ -65,8 +65,10 @@ class SubscriptionCapture:
             return
         user = session.bare
         if contact.split("@")[-1] != self.router.domain or "@" not in contact:
-            # Not one of our accounts (a component, say): deliver as is.
+            # Not one of our accounts (a component, say): deliver as is,
+            # not captured again (that recursed without end).
             stanza["to"] = contact
+            stanza.session = None
             self.router.route(stanza)
             return
         if contact == user:
@@ -154,6 +156,7 @@ class SubscriptionCapture:
             return
         d = defer.ensureDeferred(self._after_change(change))
         d.addErrback(log.err, "presence subscription follow-up failed")
+        self.router.in_flight.track(d)  # a shutdown waits for it, before storage closes
 
     async def _after_change(self, change) -> None:
         subscription = change.subscription

@@ -439,7 +439,7 @@ class PubSubEngine:
             item = await self.storage.put_item(service, node_id, item, config.max_items)
         self.hooks.fire(ITEM_PUBLISHED, node, item, requestor)
         if config.deliver_notifications:
-            recipients = await self._recipients(node, access.affiliations)
+            recipients = await self._recipients(node, access.affiliations, await access.subscriptions())
             undelivered = self._deliver(
                 Event(service, node_id, ITEMS, items=(item,),
                       include_payloads=config.deliver_payloads,
@@ -811,7 +811,8 @@ class PubSubEngine:
 
     # Notifications ----------------------------------------------------------
 
-    async def _recipients(self, node: Node, affiliations=None) -> list[Recipient]:
+    async def _recipients(self, node: Node, affiliations=None,
+                          subscriptions: Sequence[Subscription] | None = None) -> list[Recipient]:
         """Everyone who gets this node's notifications, access-checked once each.
 
         Explicit subscriptions first; on a PEP service, also the ``+notify``
@@ -819,7 +820,8 @@ class PubSubEngine:
         """
         if affiliations is None:
             affiliations = await self._affiliations(node)
-        subscriptions = await self.storage.get_subscriptions(node.service, node.node_id)
+        if subscriptions is None:
+            subscriptions = await self.storage.get_subscriptions(node.service, node.node_id)
         allowed: dict[str, bool] = {}
         presence_cache: dict[str, set[str]] = {}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 
 from twisted.internet import defer
@@ -20,8 +21,9 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
 from xep207 import metrics
+from xep207.jids import jid_from_parts, parse_jid
 from xep207.server import sasl
-from xep207.server.stream import NS_STREAMS, ServerStream
+from xep207.server.stream import NS_STREAMS, PRE_AUTH_LIMITS, ServerStream, Shaping, StreamLimits
 
 NS_CLIENT = "jabber:client"
 NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
@@ -43,35 +45,81 @@ class C2SPolicy:
     require_tls: bool = True
     allow_plaintext_auth: bool = False
     compression: bool = True
-    max_stanza_size: int = 256 * 1024
+    limits: StreamLimits = StreamLimits()
+    pre_auth_limits: StreamLimits = PRE_AUTH_LIMITS
+    shaping: Shaping = Shaping()
+    max_unauthenticated: int = 10  # concurrent unauthenticated connections per address
     auth_timeout: float = 60.0
     registration: bool = False
+    sasl_secret: bytes = field(default=b"", repr=False)  # keys the decoy credentials of unknown users
+
+
+class RateWindow:
+    """At most ``limit`` events per key within ``window`` seconds (a sliding window)."""
+
+    def __init__(self, clock, limit: int, window: float):
+        self._clock = clock
+        self.limit = limit
+        self.window = window
+        self._events: dict[str, list[float]] = {}
+
+    def _recent(self, key: str) -> list[float]:
+        now = self._clock.seconds()
+        recent = [t for t in self._events.get(key, ()) if now - t < self.window]
+        if recent:
+            self._events[key] = recent
+        else:
+            self._events.pop(key, None)
+        return recent
+
+    def exceeded(self, key: str) -> bool:
+        return len(self._recent(key)) >= self.limit
+
+    def record(self, key: str) -> None:
+        if len(self._events) > 10000:  # keys nobody asks about again: forget the stale ones
+            for stale in list(self._events):
+                self._recent(stale)
+        self._recent(key)
+        self._events.setdefault(key, []).append(self._clock.seconds())
 
 
 class AuthThrottle:
-    """Limits failed authentications per remote address (a sliding window)."""
+    """Failed authentications, limited per remote address and per account.
 
-    def __init__(self, clock, max_failures: int = 5, window: float = 60.0):
-        self._clock = clock
-        self.max_failures = max_failures
-        self.window = window
-        self._failures: dict[str, list[float]] = {}
+    Checked where a password or proof would be evaluated, not only at
+    ``<auth/>``: parallel exchanges all pass ``<auth/>`` before any fails.
+    """
 
-    def _recent(self, address: str) -> list[float]:
-        now = self._clock.seconds()
-        recent = [t for t in self._failures.get(address, ()) if now - t < self.window]
-        if recent:
-            self._failures[address] = recent
-        else:
-            self._failures.pop(address, None)
-        return recent
+    def __init__(self, clock, max_failures: int = 5, max_account_failures: int = 10, window: float = 60.0):
+        self.by_address = RateWindow(clock, max_failures, window)
+        self.by_account = RateWindow(clock, max_account_failures, window)
 
-    def blocked(self, address: str) -> bool:
-        return len(self._recent(address)) >= self.max_failures
+    def blocked(self, address: str, user: str | None = None) -> bool:
+        return self.by_address.exceeded(address) or (user is not None and self.by_account.exceeded(user))
 
-    def failed(self, address: str) -> None:
-        self._recent(address)
-        self._failures.setdefault(address, []).append(self._clock.seconds())
+    def failed(self, address: str, user: str | None = None) -> None:
+        self.by_address.record(address)
+        if user is not None:
+            self.by_account.record(user)
+
+
+class PendingConnections:
+    """Concurrent unauthenticated connections per remote address."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._count: Counter = Counter()
+
+    def admit(self, address: str) -> bool:
+        if self._count[address] >= self.limit:
+            return False
+        self._count[address] += 1
+        return True
+
+    def release(self, address: str) -> None:
+        self._count[address] -= 1
+        if self._count[address] <= 0:
+            del self._count[address]
 
 
 @dataclass(eq=False)
@@ -119,24 +167,37 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
 
     namespace = NS_CLIENT
 
-    def __init__(self, policy: C2SPolicy, router, throttle: AuthThrottle):
+    def __init__(self, policy: C2SPolicy, router, throttle: AuthThrottle, pending: PendingConnections):
         super().__init__()
         self.policy = policy
         self.router = router
         self.throttle = throttle
+        self.pending = pending
         self.user: str | None = None  # authenticated localpart
         self.session: Session | None = None
         self._mechanism = None
         self._timeout = None
-        self._attempted: str | None = None  # the username of the SASL exchange under way
+        self._admitted = False
+        self._address = None
 
     # Connection and stream headers -----------------------------------------
 
     def connectionMade(self):
         from twisted.internet import reactor
 
-        self._timeout = reactor.callLater(self.policy.auth_timeout, self._timed_out)
         self.xmlstream.addObserver(xmlstream.STREAM_END_EVENT, self._connection_lost)
+        if hasattr(self.xmlstream.transport, "setTcpNoDelay"):
+            self.xmlstream.transport.setTcpNoDelay(True)  # a stanza is a message, not a stream of bytes
+        self._admitted = self.pending.admit(self.address)
+        if not self._admitted:
+            return self.xmlstream.fail("policy-violation",
+                                       "too many unauthenticated connections from your address")
+        self._timeout = reactor.callLater(self.policy.auth_timeout, self._timed_out)
+
+    def _release_pending(self) -> None:
+        if self._admitted:
+            self._admitted = False
+            self.pending.release(self.address)
 
     def _timed_out(self):
         self._timeout = None
@@ -145,8 +206,10 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
 
     @property
     def address(self) -> str:
-        peer = self.xmlstream.transport.getPeer()
-        return getattr(peer, "host", str(peer))
+        if self._address is None:
+            peer = self.xmlstream.transport.getPeer()
+            self._address = getattr(peer, "host", str(peer))
+        return self._address
 
     @property
     def tls_active(self) -> bool:
@@ -158,7 +221,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
     def streamStarted(self, root):
         xs = self.xmlstream
         xs.namespace = NS_CLIENT
-        xs.thisEntity = jidlib.JID(self.policy.domain)
+        xs.thisEntity = parse_jid(self.policy.domain)
         xs.prefixes = {NS_STREAMS: "stream"}
         xs.sid = uuid.uuid4().hex
         if root.uri != NS_STREAMS or root.name != "stream":
@@ -205,11 +268,20 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
 
     def _mechanisms(self) -> dict:
         plain = self.tls_active or self.policy.allow_plaintext_auth
-        return sasl.mechanisms(self._lookup_account, plain=plain)
+        return sasl.mechanisms(self.router.lookup_account, plain=plain, secret=self.policy.sasl_secret,
+                               may_verify=self._may_verify)
 
-    def _lookup_account(self, user: str):
-        self._attempted = user  # for the log line of a failed login
-        return self.router.lookup_account(user)
+    def _may_verify(self, user: str) -> bool:
+        """Asked by a mechanism just before it evaluates a password or proof."""
+        return not self.throttle.blocked(self.address, self._account_key(user))
+
+    def _account_key(self, user: str | None) -> str | None:
+        if user is None:
+            return None
+        try:
+            return jidlib.JID(tuple=(user, self.policy.domain, None)).user
+        except jidlib.InvalidFormat:
+            return user
 
     # Elements -----------------------------------------------------------------
 
@@ -302,11 +374,17 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
                 self._authenticated(outcome)
 
         def failed(failure):
-            failure.trap(sasl.SASLFailure)
+            if self._mechanism is not mechanism or self.xmlstream.transport is None:
+                return
+            if not failure.check(sasl.SASLFailure):
+                # Storage down or corrupt: the client must hear something it can retry on.
+                log.msg(f"SASL for {self.address} failed: {failure.getErrorMessage()}")
+                metrics.AUTH_FAILURES.labels("temporary-auth-failure").inc()
+                return self._sasl_failure("temporary-auth-failure", "the server cannot check credentials now")
             metrics.AUTH_FAILURES.labels(failure.value.condition).inc()
             if failure.value.condition in ("not-authorized", "invalid-authzid"):
-                self.throttle.failed(self.address)
-                log.msg(f"failed login as {self._attempted!r} from {self.address}: {failure.value.condition}")
+                self.throttle.failed(self.address, self._account_key(mechanism.user))
+                log.msg(f"failed login as {mechanism.user!r} from {self.address}: {failure.value.condition}")
             self._sasl_failure(failure.value.condition, failure.value.text)
 
         d.addCallbacks(answered, failed)
@@ -317,10 +395,12 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         metrics.LOGINS.inc()
         log.msg(f"login {success.user}@{self.policy.domain} from {self.address}")
         self._mechanism = None
+        self._release_pending()
         element = domish.Element((NS_SASL, "success"))
         if success.data:
             element.addContent(base64.b64encode(success.data).decode("ascii"))
         self.xmlstream.send(element)
+        self.xmlstream.authenticated = True  # the restarted stream gets the full limits
         self.xmlstream.reset()
 
     def _on_compress(self, element):
@@ -347,18 +427,20 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         requested = "".join(str(r) for r in bind.elements(NS_BIND, "resource")).strip()
         resource = requested or uuid.uuid4().hex[:12]
         try:
-            full = jidlib.JID(tuple=(self.user, self.policy.domain, resource))
+            full = jid_from_parts(self.user, self.policy.domain, resource)
         except jidlib.InvalidFormat:
             return self.xmlstream.send(StanzaError("bad-request", text="invalid resource").toResponse(iq))
         self.session = Session(full, self.xmlstream)
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self.router.bind(self.session)
+        self.xmlstream.coalesce = True  # negotiation is over: see ServerStream.coalesce
         result = xmlstream.toResponse(iq, "result")
         result.addElement((NS_BIND, "bind")).addElement("jid", content=full.full())
         self.xmlstream.send(result)
 
     def _connection_lost(self, reason):
+        self._release_pending()
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         if self.session is not None:
@@ -370,11 +452,14 @@ class ClientFactory(xmlstream.XmlStreamServerFactory):
     """Creates a ``ServerStream`` with a fresh negotiator per connection."""
 
     def __init__(self, policy: C2SPolicy, router, throttle: AuthThrottle):
-        super().__init__(lambda: ClientNegotiator(policy, router, throttle))
+        self.pending = PendingConnections(policy.max_unauthenticated)
+        super().__init__(lambda: ClientNegotiator(policy, router, throttle, self.pending))
         self.policy = policy
+        self.clock = None  # the reactor; tests inject a task.Clock to drive traffic shaping
 
     def buildProtocol(self, addr):
-        stream = ServerStream(self.authenticatorFactory(), self.policy.max_stanza_size)
+        stream = ServerStream(self.authenticatorFactory(), self.policy.limits, self.policy.pre_auth_limits,
+                              self.policy.shaping, clock=self.clock)
 
         stream.factory = self
         for event, fn in self.bootstraps:

@@ -77,7 +77,7 @@ class RegistrationHandler(XMPPHandler, IQHandlerMixin):
     # Before login: a new account.
 
     def register_before_login(self, xs, iq, secure: bool) -> None:
-        d = defer.ensureDeferred(self._register(iq, secure, peer_address(xs)))
+        d = defer.ensureDeferred(self._register(xs, iq, secure))
 
         def reply(result):
             response = xmlstream.toResponse(iq, "result")
@@ -94,7 +94,7 @@ class RegistrationHandler(XMPPHandler, IQHandlerMixin):
 
         d.addCallbacks(reply, failed)
 
-    async def _register(self, iq, secure: bool, address: str = "?"):
+    async def _register(self, xs, iq, secure: bool):
         if iq.getAttribute("type") == "get":
             return _form("Choose a username and password.")
         if iq.getAttribute("type") != "set":
@@ -104,10 +104,23 @@ class RegistrationHandler(XMPPHandler, IQHandlerMixin):
         fields = _fields(iq.query)
         if not fields.get("username") or not fields.get("password"):
             raise StanzaError("not-acceptable", text="username and password are required")
+        # One account per connection, a few per address per hour: attempts
+        # count, not only successes, so probing names costs the same.
+        if getattr(xs, "registration_attempted", False):
+            raise StanzaError("resource-constraint", text="one registration per connection")
+        peer = xs.transport.getPeer()
+        address = getattr(peer, "host", str(peer))
+        limit = self.server.registrations
+        if limit.exceeded(address):
+            raise StanzaError("resource-constraint",
+                              text="too many registrations from your address; try later")
+        xs.registration_attempted = True
+        limit.record(address)
         try:
             await accounts.create_account(self.server.engine,
                                           f"{fields['username']}@{self.server.domain}", fields["password"])
         except accounts.AccountError as exc:
+            xs.registration_attempted = False  # a taken name or short password: may try again here
             condition = "conflict" if "exists" in str(exc) else "not-acceptable"
             raise StanzaError(condition, text=str(exc))
         log.msg(f"registered account {fields['username']}@{self.server.domain} (in-band, from {address})")

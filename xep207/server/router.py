@@ -23,6 +23,7 @@ from twisted.words.xish import domish
 from xep207 import logs
 from xep207.hooks import SESSION_BOUND, SESSION_UNBOUND, STANZA, Hooks
 from xep207.inflight import InFlight
+from xep207.jids import full_jid, jid_from_parts, parse_jid
 from xep207.server.c2s import Session
 from xep207.server.sasl import SASLFailure
 from xep207.storage.interface import StorageUnavailable
@@ -56,7 +57,7 @@ class Router:
     async def lookup_account(self, user: str) -> Account | None:
         """SASL's credential lookup: a localpart on our domain."""
         try:
-            bare = jidlib.JID(tuple=(user, self.domain, None)).userhost()
+            bare = jid_from_parts(user, self.domain).userhost()
         except jidlib.InvalidFormat:
             return None
         try:
@@ -158,7 +159,7 @@ class Router:
         §3: the server MUST NOT let a component spoof other addresses)."""
         sender = stanza.getAttribute("from", "")
         try:
-            host = jidlib.JID(sender).host if sender else ""
+            host = parse_jid(sender).host if sender else ""
         except jidlib.InvalidFormat:
             host = ""
         if host != destination:
@@ -184,8 +185,8 @@ class Router:
         to = stanza.getAttribute("to")
         if to:
             try:
-                stanza["to"] = jidlib.JID(to).full()
-            except jidlib.InvalidFormat:
+                stanza["to"] = full_jid(to)
+            except jidlib.InvalidFormat:  # xep207.jids refuses an empty label (Twisted: IndexError)
                 self.bounce(stanza, "jid-malformed")
                 return
         stanza.session = session
@@ -256,7 +257,7 @@ class Router:
                 await self.deliver_local_service(stanza)
                 return
         try:
-            target = jidlib.JID(to)
+            target = parse_jid(to)
         except jidlib.InvalidFormat:
             self.bounce(stanza, "jid-malformed")
             return

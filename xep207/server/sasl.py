@@ -4,6 +4,11 @@ Only SCRAM material is ever stored (salt, iteration count, StoredKey and
 ServerKey per hash); PLAIN is verified by deriving the same keys from the
 offered password. Mechanisms are small state machines: ``start`` and
 ``respond`` return a ``Challenge``, a ``Success`` or raise ``SASLFailure``.
+
+Nothing an exchange answers depends on whether the account exists: an
+unknown user gets a decoy account (salt and keys derived from a server secret,
+so the salt is stable but not computable by a client), the same key
+derivation and comparisons, and an authzid is judged only after the proof.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from xep207.storage.records import Account
 
 DEFAULT_ITERATIONS = 4096
 HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"}
+# For a server without a data dir secret (embedding, unit tests): decoys stable for this process only.
+_PROCESS_SECRET = os.urandom(32)
 
 
 class SASLFailure(Exception):
@@ -85,16 +92,72 @@ def verify_password(account: Account, password: str) -> bool:
     return hmac.compare_digest(stored, account.stored_key_sha256)
 
 
+SECRET_FILE = "sasl-secret"
+
+
+def load_secret(data_dir: str) -> bytes:
+    """The server's secret for decoy credentials: made once in the data dir
+    (mode 0600), read on every start so decoy salts survive restarts."""
+    path = os.path.join(data_dir, SECRET_FILE)
+    try:
+        with open(path, "rb") as f:
+            secret = f.read()
+        if len(secret) >= 32:
+            return secret
+    except FileNotFoundError:
+        pass
+    os.makedirs(data_dir, exist_ok=True)
+    secret = os.urandom(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as f:
+        f.write(secret)
+    return secret
+
+
+def decoy_account(user: str, secret: bytes) -> Account:
+    """What an unknown user is checked against: same shape and cost as a real
+    account, keyed by the secret (no password matches it but by chance)."""
+    derived = hmac.new(secret, b"decoy\0" + user.encode("utf-8"), "sha512").digest()
+    salt, keys = derived[:16], derived[16:]
+    return Account(user, "", salt, DEFAULT_ITERATIONS, hashlib.sha1(keys).digest(),
+                   hashlib.sha1(keys[::-1]).digest(), hashlib.sha256(keys).digest(),
+                   hashlib.sha256(keys[::-1]).digest())
+
+
 # The credential lookup the mechanisms need: localpart -> Account or None.
 AccountLookup = Callable[[str], Awaitable[Account | None]]
 
 
+def _always(user: str) -> bool:
+    return True
+
+
 class Mechanism:
     """A server-side SASL mechanism: ``start`` with the optional initial
-    response, then ``respond`` to each client message."""
+    response, then ``respond`` to each client message.
 
-    def __init__(self, lookup: AccountLookup):
+    ``may_verify(user)`` is asked just before a password or proof is evaluated
+    (the login throttle); ``secret`` keys the decoy accounts of unknown users.
+    """
+
+    user: str | None = None  # the claimed authentication identity, once known
+
+    def __init__(self, lookup: AccountLookup, *, secret: bytes = b"",
+                 may_verify: Callable[[str], bool] = _always):
         self._lookup = lookup
+        self._secret = secret or _PROCESS_SECRET
+        self._may_verify = may_verify
+
+    async def _credentials(self, user: str) -> tuple[Account, bool]:
+        """The account to check against, and whether it is real."""
+        account = await self._lookup(user)
+        if account is None:
+            return decoy_account(user, self._secret), False
+        return account, True
+
+    def _check_allowed(self, user: str) -> None:
+        if not self._may_verify(user):
+            raise SASLFailure("temporary-auth-failure", "too many failed attempts; try later")
 
     async def start(self, data: bytes | None):
         if not data:
@@ -115,8 +178,10 @@ class Plain(Mechanism):
             authzid, authcid, password = data.decode("utf-8").split("\x00")
         except (UnicodeDecodeError, ValueError):
             raise SASLFailure("malformed-request")
-        account = await self._lookup(authcid)
-        if account is None or not verify_password(account, password):
+        self.user = authcid
+        self._check_allowed(authcid)
+        account, real = await self._credentials(authcid)
+        if not verify_password(account, password) or not real:
             raise SASLFailure("not-authorized")
         if authzid and authzid not in (authcid, account.jid):
             raise SASLFailure("invalid-authzid")
@@ -142,8 +207,8 @@ class Scram(Mechanism):
     """RFC 5802 server side, without channel binding (the -PLUS variants are
     not offered, so a client's ``y`` flag is acceptable)."""
 
-    def __init__(self, name: str, lookup: AccountLookup, nonce: Callable[[], str] | None = None):
-        super().__init__(lookup)
+    def __init__(self, name: str, lookup: AccountLookup, nonce: Callable[[], str] | None = None, **options):
+        super().__init__(lookup, **options)
         self.name = name
         self.algorithm = HASHES[name]
         self._nonce = nonce or (lambda: base64.b64encode(os.urandom(18)).decode("ascii"))
@@ -167,21 +232,16 @@ class Scram(Mechanism):
         if parts[0].startswith("p="):
             raise SASLFailure("not-authorized", "channel binding is not supported")
         self._gs2_header = f"{parts[0]},{parts[1]},"
-        authzid = parts[1][2:] if parts[1].startswith("a=") else ""
+        self._authzid = parts[1][2:] if parts[1].startswith("a=") else ""
         self._client_first_bare = parts[2]
         attributes = _attributes(parts[2])
         if "m" in attributes or "n" not in attributes or "r" not in attributes:
             raise SASLFailure("malformed-request")
-        self._user = _unescape_username(attributes["n"])
-        self._account = await self._lookup(self._user)
-        if self._account is not None and authzid and authzid not in (self._user, self._account.jid):
-            raise SASLFailure("invalid-authzid")
-        if self._account is None:
-            # Same exchange for an unknown user, failing only at the proof,
-            # so the server does not reveal which accounts exist.
-            salt, iterations = hashlib.sha256(self._user.encode()).digest()[:16], DEFAULT_ITERATIONS
-        else:
-            salt, iterations = self._account.salt, self._account.iterations
+        self.user = _unescape_username(attributes["n"])
+        # An unknown user gets the same exchange with a decoy account, failing
+        # only at the proof, so the server does not reveal which accounts exist.
+        self._account, self._real = await self._credentials(self.user)
+        salt, iterations = self._account.salt, self._account.iterations
         self._nonce_value = attributes["r"] + self._nonce()
         self._server_first = (f"r={self._nonce_value},s={base64.b64encode(salt).decode('ascii')},"
                               f"i={iterations}")
@@ -201,23 +261,25 @@ class Scram(Mechanism):
             raise SASLFailure("incorrect-encoding")
         if channel_binding != self._gs2_header or attributes.get("r") != self._nonce_value:
             raise SASLFailure("not-authorized")
-        if self._account is None:
-            raise SASLFailure("not-authorized")
+        self._check_allowed(self.user)
         stored_key, server_key = _keys(self._account, self.algorithm)
         auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode("utf-8")
         signature = _hmac(stored_key, auth_message, self.algorithm)
-        if len(proof) != len(signature):
+        client_key = bytes(a ^ b for a, b in zip(proof.ljust(len(signature), b"\0"), signature))
+        valid = hmac.compare_digest(hashlib.new(self.algorithm, client_key).digest(), stored_key)
+        if not valid or len(proof) != len(signature) or not self._real:
             raise SASLFailure("not-authorized")
-        client_key = bytes(a ^ b for a, b in zip(proof, signature))
-        if not hmac.compare_digest(hashlib.new(self.algorithm, client_key).digest(), stored_key):
-            raise SASLFailure("not-authorized")
+        if self._authzid and self._authzid not in (self.user, self._account.jid):
+            raise SASLFailure("invalid-authzid")  # only now: it would otherwise tell that the user exists
         server_signature = _hmac(server_key, auth_message, self.algorithm)
         return Success(self._account.user, b"v=" + base64.b64encode(server_signature))
 
 
-def mechanisms(lookup: AccountLookup, *, plain: bool) -> dict[str, Callable[[], object]]:
+def mechanisms(lookup: AccountLookup, *, plain: bool, secret: bytes = b"",
+               may_verify: Callable[[str], bool] = _always) -> dict[str, Callable[[], Mechanism]]:
     """Mechanism factories by name, strongest first."""
-    offered = {name: (lambda name=name: Scram(name, lookup)) for name in HASHES}
+    options = {"secret": secret, "may_verify": may_verify}
+    offered = {name: (lambda name=name: Scram(name, lookup, **options)) for name in HASHES}
     if plain:
-        offered["PLAIN"] = lambda: Plain(lookup)
+        offered["PLAIN"] = lambda: Plain(lookup, **options)
     return offered

@@ -1,21 +1,30 @@
 """A receiving XML stream that refuses what RFC 6120 says a server must refuse.
 
 On top of Twisted's ``XmlStream``: restricted XML (no DTD, entity declaration,
-comment or processing instruction — so an XML bomb never expands), a stanza
-size limit (``policy-violation``), ``not-well-formed`` reported as a stream
-error before closing, and XEP-0138 zlib compression with bounded inflation.
+comment or processing instruction — so an XML bomb never expands), limits on
+what one stanza may hold while it is parsed (bytes, elements, depth: a parsed
+element costs a few hundred bytes of memory however few bytes it took on the
+wire, and a deep tree breaks every recursive walk over it), ``not-well-formed``
+reported as a stream error before closing, XEP-0138 zlib compression with
+bounded inflation, traffic shaping of what the peer sends (a token bucket:
+reading pauses while the peer is over its rate) and a bound on what waits to be
+written to a peer that does not read.
 """
 
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.python import log
 from twisted.words.protocols.jabber import error, xmlstream
 from twisted.words.xish import domish
+from zope.interface import implementer
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
 INFLATE_CHUNK = 16 * 1024
+WRITE_CHUNK = 16 * 1024  # the largest TLS record's plaintext
 
 
 class RestrictedXML(Exception):
@@ -24,6 +33,48 @@ class RestrictedXML(Exception):
 
 class StanzaTooLarge(Exception):
     """A complete stanza larger than the configured limit."""
+
+
+class StanzaTooComplex(Exception):
+    """A stanza with more elements, or deeper, than the limits allow."""
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """What one stanza may cost while it is parsed.
+
+    ``stanza_size`` bounds the bytes held since the last complete stanza,
+    ``elements`` the parsed elements of one stanza (each a Python object of a
+    few hundred bytes, so this is what bounds memory for ``<a/><a/>…``), and
+    ``depth`` the nesting below the stream root.
+    """
+
+    stanza_size: int = 256 * 1024
+    elements: int = 5000
+    depth: int = 64
+
+
+# Before authentication a client only negotiates: STARTTLS, SASL, XEP-0077.
+PRE_AUTH_LIMITS = StreamLimits(stanza_size=16 * 1024, elements=64, depth=8)
+
+
+@dataclass(frozen=True)
+class Shaping:
+    """Traffic shaping of what a peer sends, and the bound on its unread output.
+
+    ``rate`` bytes per second with ``burst`` bytes of credit (a token bucket);
+    ``max_output`` bytes may wait for a peer that does not read before it is
+    disconnected. Zero disables a part.
+    """
+
+    rate: int = 32 * 1024
+    burst: int = 128 * 1024
+    max_output: int = 1024 * 1024
+
+
+class _Stopped(Exception):
+    """Raised from a parser callback after the stream failed, so that expat
+    stops there instead of handing on the rest of the buffer it is parsing."""
 
 
 def _refuse(*_):
@@ -47,36 +98,112 @@ class _CompressingTransport:
         return getattr(self._transport, name)
 
 
+@implementer(IPushProducer)
 class ServerStream(xmlstream.XmlStream):
-    """The receiving side of a client (or component) stream."""
+    """The receiving side of a client stream.
+
+    ``limits`` apply once ``authenticated`` is set (the negotiator sets it
+    before restarting the stream), ``pre_auth_limits`` before. The stream is
+    the push producer of its transport: while the transport's buffer is full
+    it counts what is still written, and past ``shaping.max_output`` the peer
+    is disconnected.
+    """
 
     max_stanza_size = 256 * 1024
+    # Once negotiation is over (no transport switch can follow), everything sent
+    # in one reactor turn leaves in one write: one TLS record, one zlib flush,
+    # one trip through the transport instead of one per stanza.
+    coalesce = False
+    _pending: list | None = None
 
-    def __init__(self, authenticator, max_stanza_size: int | None = None):
+    def __init__(self, authenticator, limits: StreamLimits = StreamLimits(),
+                 pre_auth_limits: StreamLimits = PRE_AUTH_LIMITS, shaping: Shaping = Shaping(), clock=None):
         super().__init__(authenticator)
-        if max_stanza_size is not None:
-            self.max_stanza_size = max_stanza_size
+        self.full_limits = limits
+        self.pre_auth_limits = pre_auth_limits
+        self.shaping = shaping
+        self.authenticated = False
+        self._clock = clock
         self._inflater = None
         self.compressed = False
+        self._tokens = float(shaping.burst)
+        self._refilled = None
+        self._resume_reading = None
+        self._output_blocked = False
+        self._queued_output = 0
+        self._producing = False
+        self._closed = False  # our </stream:stream> is out
+
+    @property
+    def limits(self) -> StreamLimits:
+        if self.authenticated:
+            return self.full_limits
+        pre, full = self.pre_auth_limits, self.full_limits
+        return StreamLimits(min(pre.stanza_size, full.stanza_size), min(pre.elements, full.elements),
+                            min(pre.depth, full.depth))
+
+    @property
+    def clock(self):
+        if self._clock is None:
+            from twisted.internet import reactor
+
+            self._clock = reactor
+        return self._clock
+
+    def connectionMade(self):
+        if self.shaping.max_output:
+            self.transport.registerProducer(self, True)
+            self._producing = True
+        super().connectionMade()
+
+    def connectionLost(self, reason):
+        self._producing = False
+        if self._resume_reading is not None and self._resume_reading.active():
+            self._resume_reading.cancel()
+        self._resume_reading = None
+        super().connectionLost(reason)
 
     def _initializeStream(self):
         super()._initializeStream()
         stream = self.stream
+        limits = self.limits
+        self._current_limits = limits
         # Twisted's own cap catches a stanza that never ends (bytes since the
         # last complete one); the byte offsets below catch a complete stanza
         # that arrived within one read.
-        stream.maxStanzaSize = self.max_stanza_size
+        stream.maxStanzaSize = limits.stanza_size
+        stream.maxElementCount = limits.elements
         stream.ElementEvent = self._on_complete_stanza
         parser = stream.parser
         start_element = parser.StartElementHandler
+        end_element = parser.EndElementHandler
         self._stanza_start = 0
+        self._depth = 0
+        self._elements = 0
 
         def on_start(name, attributes):
-            if stream.documentStarted and stream.currElem is None:
-                self._stanza_start = parser.CurrentByteIndex
+            if self.stream is None:
+                raise _Stopped()
+            if stream.documentStarted:
+                if stream.currElem is None:
+                    self._stanza_start = parser.CurrentByteIndex
+                    self._elements = 0
+                self._depth += 1
+                self._elements += 1
+                if self._depth > limits.depth:
+                    raise StanzaTooComplex(f"elements nested deeper than {limits.depth}")
+                if self._elements > limits.elements:
+                    raise StanzaTooComplex(f"more than {limits.elements} elements in a stanza")
             start_element(name, attributes)
 
+        def on_end(name):
+            if self.stream is None:
+                raise _Stopped()
+            self._depth -= 1
+            end_element(name)
+
         parser.StartElementHandler = on_start
+        parser.EndElementHandler = on_end
         parser.StartDoctypeDeclHandler = _refuse
         parser.EntityDeclHandler = _refuse
         parser.CommentHandler = _refuse
@@ -85,7 +212,9 @@ class ServerStream(xmlstream.XmlStream):
         parser.NotationDeclHandler = _refuse
 
     def _on_complete_stanza(self, element) -> None:
-        if self.stream.parser.CurrentByteIndex - self._stanza_start > self.max_stanza_size:
+        if self.stream is None:
+            raise _Stopped()
+        if self.stream.parser.CurrentByteIndex - self._stanza_start > self._current_limits.stanza_size:
             raise StanzaTooLarge()
         self.onElement(element)
 
@@ -100,36 +229,90 @@ class ServerStream(xmlstream.XmlStream):
         else:
             self._parse(data)
 
+    # Shaping what the peer sends ----------------------------------------------
+
+    def _charge(self, size: int) -> None:
+        """Take ``size`` bytes from the bucket; when it is empty, stop reading
+        until the rate has refilled it (ejabberd's shapers, Prosody's limits)."""
+        rate = self.shaping.rate
+        if not rate:
+            return
+        now = self.clock.seconds()
+        if self._refilled is not None:
+            self._tokens = min(float(self.shaping.burst), self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        self._tokens -= size
+        if self._tokens < 0 and self._resume_reading is None and self.transport is not None:
+            self.transport.pauseProducing()
+            self._resume_reading = self.clock.callLater(-self._tokens / rate, self._read_again)
+
+    def _read_again(self) -> None:
+        self._resume_reading = None
+        if self.transport is not None and self.stream is not None:
+            self.transport.resumeProducing()
+
+    # Bounded output (IPushProducer, for our transport) -----------------------------
+
+    def pauseProducing(self) -> None:
+        self._output_blocked = True
+
+    def resumeProducing(self) -> None:
+        self._output_blocked = False
+        self._queued_output = 0
+
+    def stopProducing(self) -> None:
+        self._producing = False
+
+    def _release_transport(self) -> None:
+        """Let a closing transport close: with a paused producer registered it
+        would wait for that producer instead."""
+        if self._producing and self.transport is not None:
+            self._producing = False
+            self.transport.unregisterProducer()
+
     def _inflate(self, data: bytes) -> None:
         # Inflate in bounded pieces, checking the stanza limit in between, so
         # a compression bomb cannot grow memory past one stanza.
+        # zlib may hold output back after consuming all input (a long match cut
+        # at the chunk size): keep asking until it gives nothing more.
         try:
-            while data and self.stream is not None:
+            while self.stream is not None:
                 chunk = self._inflater.decompress(data, INFLATE_CHUNK)
                 data = self._inflater.unconsumed_tail
+                if not chunk and not data:
+                    break
                 if chunk:
                     self._parse(chunk)
         except zlib.error:
             self.fail("bad-format", "invalid zlib data")
 
     def _parse(self, data: bytes) -> None:
+        self._charge(len(data))
+        size = self._current_limits.stanza_size
         try:
             if self.rawDataInFn:
                 self.rawDataInFn(data)
             self.stream.parse(data)
+        except _Stopped:
+            pass  # failed meanwhile: the stream error is out, the rest is not read
         except StanzaTooLarge:
-            self.fail("policy-violation", f"stanza larger than {self.max_stanza_size} bytes")
+            self.fail("policy-violation", f"stanza larger than {size} bytes")
+        except StanzaTooComplex as exc:
+            self.fail("policy-violation", str(exc))
         except RestrictedXML:
             self.fail("restricted-xml", "DTDs, entities, comments and processing instructions are not allowed")
         except domish.ParserError as exc:
             message = str(exc)
             if "Maximum" in message:
-                self.fail("policy-violation", f"stanza larger than {self.max_stanza_size} bytes")
+                self.fail("policy-violation", f"stanza larger than {size} bytes")
             else:
                 self.fail("not-well-formed", message)
 
     def fail(self, condition: str, text: str | None = None) -> None:
         """Send a stream error and close (RFC 6120 §4.9)."""
+        if self.transport is None:
+            return
+        self.stop_coalescing()
         log.msg(f"stream error {condition} to {self.transport.getPeer()}: {text or ''}")
         if not self._headerSent:
             self.namespace = self.namespace or "jabber:client"
@@ -137,6 +320,22 @@ class ServerStream(xmlstream.XmlStream):
             self.sendStreamError(error.StreamError(condition, text))
         finally:
             self.stream = None  # parse nothing more from this peer
+
+    def sendStreamError(self, streamError):
+        if self._closed:
+            return
+        self._release_transport()
+        super().sendStreamError(streamError)
+        self._closed = True
+
+    def onDocumentEnd(self):
+        """The peer closed its stream: close ours too (RFC 6120 §4.4), then the connection."""
+        self.stop_coalescing()  # what we queued goes before our </stream:stream>
+        self._release_transport()
+        if self._headerSent and self.transport is not None and not self._closed:
+            self.sendFooter()
+        self._closed = True
+        super().onDocumentEnd()
 
     def start_compression(self) -> None:
         """Switch both directions to zlib (XEP-0138 §3), then expect a new header."""
@@ -146,6 +345,55 @@ class ServerStream(xmlstream.XmlStream):
         self.reset()
 
     def send(self, obj) -> None:
-        if self.transport is None:
+        if self.transport is None or self._closed:
+            return  # nothing after </stream:stream> (an answer that was still being worked out)
+        if domish.IElement.providedBy(obj):  # serialized as XmlStream.send would, to count it
+            obj = obj.toXml(prefixes=self.prefixes, defaultUri=self.namespace,
+                            prefixesInScope=list(self.prefixes.values()))
+        if isinstance(obj, str):
+            obj = obj.encode("utf-8")
+        if self._output_blocked:
+            self._queued_output += len(obj)
+            if self._queued_output > self.shaping.max_output:
+                return self._drop_reader()
+        if not self.coalesce:
+            super().send(obj)
             return
-        super().send(obj)
+        if self.rawDataOutFn:
+            self.rawDataOutFn(obj)
+        if self._pending is None:
+            from twisted.internet import reactor
+
+            self._pending = [obj]
+            reactor.callLater(0, self.flush)
+        else:
+            self._pending.append(obj)
+
+    def flush(self) -> None:
+        """Write what this turn's ``send`` calls queued, in pieces of at most one
+        TLS record: OpenSSL's memory BIO keeps the capacity of the largest write
+        it ever held, for as long as the session lives."""
+        pending, self._pending = self._pending, None
+        if not pending or self.transport is None:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        if len(data) <= WRITE_CHUNK:
+            self.transport.write(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), WRITE_CHUNK):
+            self.transport.write(bytes(view[start:start + WRITE_CHUNK]))
+
+    def stop_coalescing(self) -> None:
+        """Flush, and write directly from now on (closing, or a transport switch)."""
+        self.coalesce = False
+        self.flush()
+
+    def _drop_reader(self) -> None:
+        """The peer does not read what we write: drop it rather than buffer without end."""
+        log.msg(f"disconnecting {self.transport.getPeer()}: more than {self.shaping.max_output} "
+                "bytes of output unread")
+        self._release_transport()
+        self._pending = None
+        self.stream, self._closed = None, True
+        self.transport.abortConnection()

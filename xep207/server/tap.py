@@ -30,7 +30,9 @@ from xep207.pubsub.kinds import PairKind, PresenceKind, standard_kinds
 from xep207.pubsub.kinds.room import RoomKind
 from xep207.pubsub.protocol import PubSubProtocol
 from xep207.server import tls
-from xep207.server.c2s import AuthThrottle, C2SPolicy, ClientFactory
+from xep207.server import sasl
+from xep207.server.c2s import AuthThrottle, C2SPolicy, ClientFactory, RateWindow
+from xep207.server.stream import Shaping, StreamLimits
 from xep207.server.components import ComponentServerFactory
 from xep207.server.register import RegistrationHandler
 from xep207.server.router import Router
@@ -44,6 +46,14 @@ def _interfaces(value: str) -> list[str]:
     if interfaces == ["::"] and not socket.has_ipv6:
         return ["0.0.0.0"]
     return interfaces
+
+
+def _sasl_secret(data_dir: str) -> bytes:
+    try:
+        return sasl.load_secret(data_dir)
+    except OSError as exc:
+        log.msg(f"cannot keep a SASL secret in {data_dir} ({exc}): decoy salts change on restart")
+        return b""
 
 
 class _OnStop(service.Service):
@@ -134,9 +144,18 @@ class Server:
             domain=domain, tls=tls_context, require_tls=not options["tls-optional"],
             allow_plaintext_auth=options["allow-plaintext-auth"],
             compression=not options["no-compression"],
-            max_stanza_size=options["max-stanza-size"], auth_timeout=options["auth-timeout"],
-            registration=options["registration"])
-        self.throttle = AuthThrottle(clock, options["max-auth-failures"])
+            limits=StreamLimits(options["max-stanza-size"], options["max-stanza-elements"],
+                                options["max-stanza-depth"]),
+            pre_auth_limits=StreamLimits(options["max-pre-auth-stanza-size"],
+                                         options["max-pre-auth-stanza-elements"],
+                                         options["max-pre-auth-stanza-depth"]),
+            shaping=Shaping(options["c2s-rate"], options["c2s-burst"], options["max-output-buffer"]),
+            max_unauthenticated=options["max-unauthenticated"],
+            auth_timeout=options["auth-timeout"], registration=options["registration"],
+            sasl_secret=_sasl_secret(options["data-dir"]))
+        self.throttle = AuthThrottle(clock, options["max-auth-failures"],
+                                     options["max-account-auth-failures"])
+        self.registrations = RateWindow(clock, options["max-registrations"], 3600.0)
         self.client_factory = ClientFactory(self.policy, self.router, self.throttle)
         self.client_factory.noisy = False
         self.listeners = []

@@ -70,6 +70,18 @@ class Access:
     node: Node
     requestor: str
     affiliations: Mapping[str, AffiliationName] = field(default_factory=dict)
+    # Reads made for this one request, shared by the checks and the fan-out.
+    _read: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+
+    async def subscriptions(self) -> list[Subscription]:
+        """The node's subscriptions, read once per request (a room's checks
+        and its notification fan-out need the same list)."""
+        if "subscriptions" not in self._read:
+            self._read["subscriptions"] = await self.engine.storage.get_subscriptions(
+                self.node.service, self.node.node_id)
+        found = self._read["subscriptions"]
+        assert isinstance(found, list)
+        return found
 
     @property
     def trusted(self) -> bool:

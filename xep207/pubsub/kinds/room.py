@@ -147,12 +147,15 @@ def role_of(room: Room, affiliation: MucAffiliation, subscription: Subscription)
 
 
 async def occupants_of(engine, room: Room,
-                       affiliations: Mapping[str, AffiliationName] | None = None) -> list[Occupant]:
+                       affiliations: Mapping[str, AffiliationName] | None = None,
+                       subscriptions: Sequence[Subscription] | None = None) -> list[Occupant]:
     node = room.node
     if affiliations is None:
         affiliations = await engine.storage.get_affiliations(node.service, node.node_id)
+    if subscriptions is None:
+        subscriptions = await engine.storage.get_subscriptions(node.service, node.node_id)
     found = []
-    for subscription in await engine.storage.get_subscriptions(node.service, node.node_id):
+    for subscription in subscriptions:
         nick = subscription.options.get(NICK)
         if subscription.state != SUBSCRIBED or not nick:
             continue
@@ -279,13 +282,11 @@ class RoomKind(NodeKind):
         return muc_affiliation(access.affiliations.get(bare(entity), NONE), bare(entity), room.admins)
 
     async def _occupant(self, access: Access, jid: str) -> Occupant | None:
-        room = Room(access.node)
-        for occupant in await occupants_of(access.engine, room, access.affiliations):
-            if occupant.jid == jid:
-                return occupant
-        if "/" in jid:  # a native occupant may have joined with its bare JID
-            return await self._occupant(access, bare(jid))
-        return None
+        occupants = await occupants_of(access.engine, Room(access.node), access.affiliations,
+                                       await access.subscriptions())
+        # A native occupant may have joined with its bare JID.
+        return next((o for o in occupants if o.jid == jid), None) or \
+            next((o for o in occupants if o.jid == bare(jid)), None)
 
     async def _is_moderator(self, access: Access) -> bool:
         if access.trusted or self._muc(access, access.requestor) in (OWNER, ADMIN):
