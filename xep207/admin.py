@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+from typing import Any
 
 from twisted.internet import defer, task
 from twisted.python import usage
@@ -32,7 +33,9 @@ def _read_password(confirm: bool = True) -> str:
 
 
 class _JidCommand(usage.Options):
-    def parseArgs(self, jid):
+    # Twisted's documented way to take positional arguments is to override
+    # parseArgs with them, which its own zero-argument signature cannot express.
+    def parseArgs(self, jid: str) -> None:  # type: ignore[override]
         self["jid"] = jid
 
 
@@ -66,7 +69,9 @@ class Migrate(usage.Options):
 
 class Options(ServerOptions):
     synopsis = "[--config FILE] [--storage URL] [--data-dir DIR] [--domain D] COMMAND"
-    subCommands = [
+    # Any: the server's Options infers its list's element type from its one
+    # subcommand class, and a list cannot hold others under that type.
+    subCommands: Any = [
         ["adduser", None, AddUser, "Create an account (password from a prompt or stdin)."],
         ["deluser", None, DelUser, "Delete an account with its nodes and subscriptions."],
         ["passwd", None, Passwd, "Change an account's password."],

@@ -121,7 +121,7 @@ def _parse(text: str) -> JID | str:
 def parse_jid(text: str) -> JID:
     """The prepared JID for ``text``; ``InvalidFormat`` if it is not one."""
     result = _parse(text)
-    if result.__class__ is str:
+    if isinstance(result, str):
         raise InvalidFormat(result)
     return result
 

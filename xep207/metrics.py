@@ -119,7 +119,7 @@ class ServerCollector:
             queues.add_metric(["storage"], depth())
         yield queues
         if self.offline is not None:
-            conversations, accounts = self.offline
+            conversations, waiting = self.offline
             gauge = GaugeMetricFamily("xep207_offline_conversations",
                                       "One-to-one conversations with messages waiting for an offline "
                                       f"recipient (refreshed every {OFFLINE_REFRESH:g} s).")
@@ -128,7 +128,7 @@ class ServerCollector:
             gauge = GaugeMetricFamily("xep207_offline_accounts",
                                       "Accounts with messages waiting for their next login "
                                       f"(refreshed every {OFFLINE_REFRESH:g} s).")
-            gauge.add_metric([], accounts)
+            gauge.add_metric([], waiting)
             yield gauge
 
     async def refresh_offline(self) -> None:
@@ -174,11 +174,18 @@ class MetricsService(service.MultiService):
 
     @property
     def port(self) -> int:
-        return self.listener._port.getHost().port
+        listening = self.listener._port
+        if listening is None:
+            raise RuntimeError("the metrics endpoint is not listening (service not started)")
+        return listening.getHost().port
+
+
+class _QuietSite(server.Site):
+    noisy = False
+
+    def log(self, request) -> None:
+        """Scrapes come every few seconds: not worth a log line each."""
 
 
 def _site(root) -> server.Site:
-    site = server.Site(root)
-    site.noisy = False
-    site.log = lambda request: None  # scrapes every few seconds: not worth a line each
-    return site
+    return _QuietSite(root)

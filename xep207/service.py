@@ -50,7 +50,7 @@ class StorageService(service.Service):
     def __init__(self, url: str):
         self.backend = open_storage(url)
         self.storage = with_cache(TimedStorage(self.backend))
-        self.ready = defer.Deferred()
+        self.ready: defer.Deferred[object] = defer.Deferred()  # fires with start()'s result
 
     def startService(self):
         super().startService()

@@ -122,7 +122,7 @@ class ExclusiveLock:
             raise StartupError(f"cannot lock {path}: {exc.strerror or exc}") from None
         os.ftruncate(descriptor, 0)
         os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
-        self._descriptor = descriptor
+        self._descriptor: int | None = descriptor
         _held.append(self)  # kept until the process ends
 
     def release(self) -> None:

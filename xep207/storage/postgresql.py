@@ -12,6 +12,7 @@ down, operations fail fast with ``StorageUnavailable`` (the XMPP layers answer
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from twisted.internet import defer, threads
@@ -20,6 +21,10 @@ from zope.interface import implementer
 
 from xep207.storage.interface import IStorage, StorageUnavailable
 from xep207.storage.sql import SQLStorage, migrate, schema
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+    from psycopg_pool import ConnectionPool
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
 MIGRATIONS = [schema(serial="BIGSERIAL PRIMARY KEY", binary="BYTEA", real="DOUBLE PRECISION")]
@@ -53,8 +58,8 @@ class PostgreSQLStorage(SQLStorage):
         query = "&".join(f"{k}={v}" for k, v in params.items())
         self.conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, query, ""))
         self.url = _display(url)
-        self._pool = None
-        self._threads = None
+        self._pool: ConnectionPool[Connection] | None = None
+        self._threads: ThreadPool | None = None
 
     def start(self):
         from psycopg_pool import ConnectionPool
@@ -75,26 +80,30 @@ class PostgreSQLStorage(SQLStorage):
     def stop(self):
         pool, thread_pool = self._pool, self._threads
         self._pool = self._threads = None
-        if pool is None:
+        if pool is None or thread_pool is None:  # never started, or stopped already
             return defer.succeed(None)
 
         def close():
             pool.close()
 
+        def stopped(result):
+            thread_pool.stop()
+            return result
+
         d = threads.deferToThreadPool(_reactor(), thread_pool, close)
-        return d.addBoth(lambda result: thread_pool.stop() or result)
+        return d.addBoth(stopped)
 
     def _transact(self, function, *args):
-        if self._pool is None:
+        pool, thread_pool = self._pool, self._threads
+        if pool is None or thread_pool is None:
             return defer.fail(StorageUnavailable(f"storage {self.url} is not open"))
-        pool = self._pool
 
         def work():
             with pool.connection() as connection:  # commits, or rolls back on any exception
                 with connection.cursor() as cursor:
                     return function(cursor, *args)
 
-        d = threads.deferToThreadPool(_reactor(), self._threads, work)
+        d = threads.deferToThreadPool(_reactor(), thread_pool, work)
         return d.addErrback(self._unavailable)
 
     def _unavailable(self, failure):

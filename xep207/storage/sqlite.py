@@ -22,9 +22,11 @@ import queue
 import sqlite3
 import sys
 import threading
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -34,6 +36,9 @@ from xep207.storage.sql import SQLStorage, migrate, schema
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
 MIGRATIONS = [schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT", binary="BLOB", real="REAL")]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# What the database thread runs: function(cursor, *args), answered on the Deferred.
+_Job = tuple[Callable[..., Any], tuple[Any, ...], defer.Deferred[Any]]
 
 
 def _path_from_url(url: str) -> tuple[str, dict]:
@@ -60,7 +65,7 @@ class SQLiteStorage(SQLStorage):
             self._busy_timeout = int(params.get("busy_timeout", 5000))
         except ValueError:
             raise ValueError("busy_timeout is in milliseconds") from None
-        self._pool = None
+        self._pool: threading.Thread | None = None
 
     MAX_BATCH = 256
 
@@ -75,9 +80,9 @@ class SQLiteStorage(SQLStorage):
     def start(self):
         from twisted.internet import reactor
 
-        self._reactor = reactor
-        self._jobs = queue.SimpleQueue()
-        self._stopped = defer.Deferred()
+        self._reactor = IReactorFromThreads(reactor)
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()  # None: stop
+        self._stopped: defer.Deferred[None] = defer.Deferred()
         self._pool = threading.Thread(target=self._work, name=f"xep207-sqlite {self.path}", daemon=True)
         self._pool.start()
         return self._transact(migrate, self._execute, MIGRATIONS)
@@ -96,7 +101,7 @@ class SQLiteStorage(SQLStorage):
     def _transact(self, function, *args):
         if self._pool is None:
             return defer.fail(StorageUnavailable(f"storage {self.url} is not open"))
-        d = defer.Deferred()
+        d: defer.Deferred[Any] = defer.Deferred()
         self._jobs.put((function, args, d))
         return d
 
@@ -135,6 +140,7 @@ class SQLiteStorage(SQLStorage):
         cannot be used right now (locked, full, read-only, unreadable) becomes
         ``StorageUnavailable`` naming the file."""
         exc = sys.exc_info()[1]
+        assert exc is not None, "only called while an exception is handled"
         if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
                 exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
             unavailable = StorageUnavailable(f"SQLite database {self.path}: {exc}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeVar
+
 from twisted.internet import defer
 
 from xep207.storage.interface import AccountExists, IStorage, NodeExists
@@ -22,14 +24,32 @@ from xep207.storage.records import (
 S = "pubsub.example.org"
 PEP = "juliet@example.org"
 
+if TYPE_CHECKING:
+    # Seen by the type checker only: at run time the contract stays a plain mixin
+    # and the author's own TestCase (trial's, usually) supplies the assertions.
+    from twisted.trial.unittest import TestCase as _TestCase
+else:
+    _TestCase = object
 
-def account(user="juliet", domain="example.org", marker=b"1"):
+_T = TypeVar("_T")
+
+
+def _found(record: _T | None) -> _T:
+    """A record the test stored, read back: a failed test if the backend lost it."""
+    if record is None:
+        raise AssertionError("the backend returned None for a record stored just before")
+    return record
+
+
+def account(user: str = "juliet", domain: str = "example.org", marker: bytes = b"1") -> Account:
     return Account(user, domain, b"salt" + marker, 4096, b"sk1" + marker, b"svk1" + marker,
                    b"sk256" + marker, b"svk256" + marker, 1700000000.25)
 
 
-class StorageContract:
+class StorageContract(_TestCase):
     """Tests every ``IStorage`` must pass. Subclasses provide ``make_storage``."""
+
+    storage: IStorage  # set by setUp (a durable backend's reopen may replace it)
 
     def make_storage(self) -> IStorage:
         raise NotImplementedError
@@ -65,13 +85,13 @@ class StorageContract:
         await self.storage.create_node(Node(S, "a", NodeConfig(), "x@example.org"))
         with self.assertRaises(NodeExists):
             await self.storage.create_node(Node(S, "a", NodeConfig(title="other"), "y@example.org"))
-        self.assertEqual((await self.storage.get_node(S, "a")).creator, "x@example.org")
+        self.assertEqual(_found(await self.storage.get_node(S, "a")).creator, "x@example.org")
 
     async def test_set_node_config(self):
         await self.storage.create_node(Node(S, "a", NodeConfig(), "x@example.org"))
         config = NodeConfig(roster_groups_allowed=("friends", "family"), notify_config=True)
         await self.storage.set_node_config(S, "a", config)
-        self.assertEqual((await self.storage.get_node(S, "a")).config, config)
+        self.assertEqual(_found(await self.storage.get_node(S, "a")).config, config)
 
     async def test_delete_node_cascades(self):
         await self.storage.create_node(Node(S, "a", NodeConfig(), "x@example.org"))
@@ -122,7 +142,8 @@ class StorageContract:
         self.assertEqual(
             len(await self.storage.get_entity_subscriptions("romeo@example.org", S, "a")), 2)
         await self.storage.set_subscription(bare.replace(state=SUBSCRIBED))
-        self.assertEqual((await self.storage.get_subscription(S, "a", "romeo@example.org")).state, SUBSCRIBED)
+        resubscribed = _found(await self.storage.get_subscription(S, "a", "romeo@example.org"))
+        self.assertEqual(resubscribed.state, SUBSCRIBED)
         await self.storage.remove_subscription(S, "a", "romeo@example.org/orchard")
         await self.storage.remove_subscription(S, "a", "nobody@example.org")
         self.assertEqual(len(await self.storage.get_subscriptions(S, "a")), 1)
@@ -194,7 +215,8 @@ class StorageContract:
         self.assertEqual(await self.storage.get_account("juliet@example.org"), account())
         self.assertIsNone(await self.storage.get_account("nobody@example.org"))
         await self.storage.update_account(account(marker=b"3"))
-        self.assertEqual((await self.storage.get_account("juliet@example.org")).salt, b"salt3")
+        updated = _found(await self.storage.get_account("juliet@example.org"))
+        self.assertEqual(updated.salt, b"salt3")
         self.assertEqual(await self.storage.list_accounts(), ["juliet@example.org", "romeo@example.com"])
         self.assertEqual(await self.storage.list_accounts("example.com"), ["romeo@example.com"])
 
@@ -226,7 +248,7 @@ class StorageContract:
         other = await self.reopen()
         if other is None:
             self.skipTest("backend is not durable")
-        self.assertEqual((await other.get_node(S, "a")).config.title, "kept")
+        self.assertEqual(_found(await other.get_node(S, "a")).config.title, "kept")
         self.assertEqual((await other.page_items(S, "a")).count, 1)
         self.assertEqual(len(await other.get_subscriptions(S, "a")), 1)
         self.assertEqual(await other.get_account("juliet@example.org"), account())

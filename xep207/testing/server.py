@@ -50,6 +50,7 @@ class Client:
         self._waiters: list[tuple[Match, defer.Deferred]] = []
         self._connected = True
         self._on_close: list[defer.Deferred] = []
+        self._consumed: set[domish.Element] = set()  # received, and already given to a wait
         stream.addObserver("/*", self._on_stanza)
         stream.addObserver(xmlstream.STREAM_END_EVENT, self._on_stream_end)
 
@@ -63,8 +64,8 @@ class Client:
         Each stanza satisfies one wait only, so two waits for "a message" see two messages.
         """
         for stanza in self.received:
-            if not getattr(stanza, "_consumed", False) and match(stanza):
-                stanza._consumed = True
+            if stanza not in self._consumed and match(stanza):
+                self._consumed.add(stanza)
                 return defer.succeed(stanza)
         d: defer.Deferred[domish.Element] = defer.Deferred(lambda _: self._forget(d))
         self._waiters.append((match, d))
@@ -95,7 +96,9 @@ class Client:
         self._on_close.append(d)
         if len(self._on_close) == 1:
             self.stream.sendFooter()
-            self.stream.transport.loseConnection()
+            transport = self.stream.transport
+            assert transport is not None, "a connected stream has its transport"
+            transport.loseConnection()
         return d
 
     def _on_stream_end(self, _reason) -> None:
@@ -112,7 +115,7 @@ class Client:
         for match, d in list(self._waiters):
             if match(stanza):
                 self._waiters.remove((match, d))
-                stanza._consumed = True
+                self._consumed.add(stanza)
                 d.callback(stanza)
                 return
 
@@ -124,7 +127,9 @@ class RunningServer:
                  certificate: str | None):
         self.server = server  # the pieces (storage, engine, router), for tests that look inside
         self.domain: str = server.domain
-        self.port: int = server.listeners[0]._port.getHost().port
+        listening = server.listeners[0]._port
+        assert listening is not None, "a started server listens"
+        self.port: int = listening.getHost().port
         self.data_dir = data_dir
         self.accounts = dict(accounts)
         self.certificate = certificate  # what clients trust: the server's own (None: --no-tls)

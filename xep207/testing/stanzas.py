@@ -32,18 +32,29 @@ def as_element(obj) -> domish.Element:
     return parse(obj.toXml())
 
 
+class _CapturingStream(xmlstream.XmlStream):
+    """An XmlStream whose output goes to ``capture`` instead of the transport."""
+
+    def __init__(self, capture: Callable[[object], None]):
+        super().__init__(xmlstream.Authenticator())
+        self._capture = capture
+
+    def send(self, obj) -> None:
+        self._capture(obj)
+
+
 class StanzaHarness:
     """One in-memory stream with handlers attached, as a component sees it."""
 
     def __init__(self, handlers, stream_namespace: str = "jabber:component:accept"):
         self.sent: list[domish.Element] = []
         self._waiters: list[tuple[Callable, defer.Deferred]] = []
-        self.xmlstream = xmlstream.XmlStream(xmlstream.Authenticator())
+        self._consumed: set[domish.Element] = set()  # sent, and already given to a wait
+        self.xmlstream = _CapturingStream(self._capture)
         self.xmlstream.makeConnection(StringTransport())
         self.xmlstream.dataReceived(
             f"<stream:stream xmlns='{stream_namespace}' "
             "xmlns:stream='http://etherx.jabber.org/streams'>")
-        self.xmlstream.send = self._capture
         self.handlers = list(handlers)
         for handler in self.handlers:
             handler.parent = self
@@ -78,13 +89,13 @@ class StanzaHarness:
         A stanza already sent is consumed so the next wait sees the one after.
         """
         for element in self.sent:
-            if match(element) and not getattr(element, "_consumed", False):
-                element._consumed = True
+            if match(element) and element not in self._consumed:
+                self._consumed.add(element)
                 return defer.succeed(element)
-        d = defer.Deferred()
+        d: defer.Deferred[domish.Element] = defer.Deferred()
 
-        def consume(element):
-            element._consumed = True
+        def consume(element: domish.Element) -> domish.Element:
+            self._consumed.add(element)
             return element
 
         self._waiters.append((match, d))
