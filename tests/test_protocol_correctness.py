@@ -65,9 +65,13 @@ class ProtocolTestCase(DoorsTestCase):
 
 
 class StreamOrder(ProtocolTestCase):
-    """RFC 6120 §10.1: "the receiving server MUST ensure that it processes
-    stanzas from a given entity in the order received ... a read following a
-    write on the same stream sees that write". Issue item 1."""
+    """RFC 6120 §10.1: stanzas on one input stream are processed in order;
+    "If the server's processing of a particular request could have an effect
+    on its processing of subsequent data it might receive over that input
+    stream ..., it MUST suspend processing of subsequent data until it has
+    processed the request." A read after a write on the same stream sees the
+    write. Issue item 1 (fails on SQLite, whose writes yield; the memory
+    backend passes)."""
 
     async def test_mam_query_sees_the_message_sent_just_before(self):
         alice = await self.online("alice", "phone")
@@ -177,8 +181,9 @@ class UnavailableStatus(ProtocolTestCase):
 
 class DiscoInfo(ProtocolTestCase):
     """XEP-0030 §3.1: "every entity MUST support at least the
-    'http://jabber.org/protocol/disco#info' namespace" and (§3.1) the
-    <feature/> list names each feature once. Issue item 9."""
+    'http://jabber.org/protocol/disco#info' feature" (so lists it); a
+    feature listed twice is noise clients choke on (XEP-0115 §5.4 refuses
+    such a disco#info for caps). Issue item 9."""
 
     async def test_every_entity_lists_disco_info(self):
         alice = await self.online("alice", "phone")
@@ -193,8 +198,11 @@ class DiscoInfo(ProtocolTestCase):
             self.assertEqual(sorted(set(features)), sorted(features), entity)
 
     async def test_server_advertises_mam(self):
-        """The issue's reading: clients (Profanity) ask the server. XEP-0313 §7
-        itself says the account's bare JID; advertising both is harmless."""
+        """The issue's reading, not XEP-0313's: "it MUST advertise the
+        'urn:xmpp:mam:2' ... features in response to XEP-0030 requests made to
+        archiving JIDs (i.e. JIDs hosting an archive, such as users' bare
+        JIDs)" ('Determining support'). The server's JID hosts no archive;
+        Profanity asks it anyway, so advertising both is for interop."""
         alice = await self.online("alice", "phone")
         self.assertIn(NS_MAM, await self.features(alice, ALICE))
         self.assertIn(NS_MAM, await self.features(alice, DOMAIN))
@@ -319,10 +327,11 @@ class IqNits(ProtocolTestCase):
 
 
 class StanzaIds(ProtocolTestCase):
-    """XEP-0359 §3: "the archiving entity ... MUST add a <stanza-id/> ... with
-    the 'by' attribute set to the XMPP address of the entity that assigned the
-    unique and stable stanza ID" and XEP-0313 §5.1.2: the archive's result id
-    "MUST be the same" as that stanza-id. RFC 6120 §4.7.4: a stanza without
+    """XEP-0313 (Archives, "When a message is archived, the server MUST add an
+    <stanza-id/> element as defined in XEP-0359 ... The 'by' attribute MUST be
+    set to the address of the archive. For regular users that's the bare JID
+    of the account"); XEP-0359 §4: the creator "puts its own XMPP address as
+    value of the 'by' attribute"; the MAM result id is that stanza ID. RFC 6120 §4.7.4: a stanza without
     xml:lang inherits the stream's, and a server "MUST NOT modify or delete"
     it when routing. Issue item 14."""
 
