@@ -9,7 +9,7 @@ import base64
 import hashlib
 from xml.sax.saxutils import quoteattr
 
-from doors_helpers import (
+from tests.doors_helpers import (
     ALICE,
     BOB,
     CHAT,
@@ -290,7 +290,7 @@ class IqNits(ProtocolTestCase):
 
     async def bind(self, resource: str) -> str:
         """The raw answer to a bind request for ``resource``."""
-        from server_helpers import plain_auth
+        from tests.server_helpers import plain_auth
         client = await self.connect()
         client.header()
         await client.expect("</stream:features>")
@@ -361,7 +361,7 @@ class StanzaIds(ProtocolTestCase):
         client = await self.connect()
         header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xml:lang='de' "
                   f"xmlns:stream='http://etherx.jabber.org/streams' to='{DOMAIN}' version='1.0'>")
-        from server_helpers import plain_auth
+        from tests.server_helpers import plain_auth
         client.send(header)
         await client.expect("</stream:features>")
         client.send(plain_auth("alice"))

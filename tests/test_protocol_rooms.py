@@ -4,7 +4,7 @@ over real sockets (the rest of the issue is in test_protocol_correctness.py).
 One class per numbered item; a test fails until its item is fixed.
 """
 
-from doors_helpers import (
+from tests.doors_helpers import (
     BOB,
     CHAT,
     NS_ADMIN,
