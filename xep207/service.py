@@ -9,11 +9,11 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.python import log
 from twisted.words.protocols.jabber import xmlstream
-from wokkel import disco
 from wokkel.ping import PingHandler
 from wokkel.subprotocols import XMPPHandler
 
 from xep207.metrics import TimedStorage
+from xep207.discovery import DiscoHandler
 from xep207.pubsub.engine import PubSubEngine
 from xep207.pubsub.protocol import PubSubProtocol
 from xep207.startup import DATA_DIR_MODE, ExclusiveLock, StartupError, create_private, fatal
@@ -132,7 +132,7 @@ def pubsub_handlers(engine: PubSubEngine) -> list:
     """
     protocol = PubSubProtocol(engine)
     engine.sink = protocol
-    return [protocol, disco.DiscoHandler(), PingHandler()]
+    return [protocol, DiscoHandler(), PingHandler()]
 
 
 class ComponentStatus(XMPPHandler):

@@ -94,7 +94,9 @@ class PresenceCapture:
         if kind is None:
             await self.available(session, stanza)
         else:
-            await self.unavailable(session)
+            # RFC 6121 §4.5: the unavailable presence as sent, its <status/> included.
+            await self.unavailable(session, note="".join(c.toXml() for c in stanza.elements()
+                                                         if c.name == "status"))
         return True
 
     async def available(self, session, stanza) -> None:
@@ -135,17 +137,17 @@ class PresenceCapture:
                     AuthorizationRequest(session.bare, PRESENCE_NODE, pending, (session.full,),
                                          node_kind=PresenceKind.name))
 
-    async def unavailable(self, session, echo: bool = True) -> None:
+    async def unavailable(self, session, echo: bool = True, note: str = "") -> None:
         if not session.available:
             return
         session.available = False
         session.presence = None
         try:
             await self.engine.retract(session.full, session.bare, PRESENCE_NODE,
-                                      [session.jid.resource], notify=True)
+                                      [session.jid.resource], notify=True, note=note)
         except errors.StanzaError:
             pass  # nothing was published for this resource
-        gone = Template.presence(session.full, "unavailable")
+        gone = Template.presence(session.full, "unavailable", note)
         for other in self.router.available_resources(session.bare):
             other.send(gone.to(other.full))
         if echo and session.stream.transport is not None:

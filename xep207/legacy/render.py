@@ -13,6 +13,7 @@ from typing import Iterable, Protocol
 from xml.sax.saxutils import quoteattr
 
 from xep207.pubsub.kinds import PRESENCE_NODE
+from xep207.pubsub.kinds.account import REQUEST_EXTENSIONS
 from xep207.pubsub.events import ITEMS, RETRACT, SUBSCRIPTION, AuthorizationRequest, Event
 from xep207.storage.records import SUBSCRIBED, bare
 
@@ -95,7 +96,7 @@ class PresenceRenderer:
         if event.kind == ITEMS:
             return [Template.around(item.payload, "presence") for item in event.items if item.payload]
         if event.kind == RETRACT:
-            return [Template.presence(f"{event.service}/{resource}", "unavailable")
+            return [Template.presence(f"{event.service}/{resource}", "unavailable", event.note)
                     for resource in event.retracted]
         if event.kind == SUBSCRIPTION:
             assert event.subscription is not None, "a subscription event carries its subscription"
@@ -106,4 +107,6 @@ class PresenceRenderer:
     def render_authorization(self, request: AuthorizationRequest) -> list[Template] | None:
         if not is_presence_node(request.service, request.node_id):
             return None
-        return [Template.presence(bare(request.subscription.subscriber), "subscribe")]
+        # RFC 6121 §3.1.3: the request as the user sent it, extensions included.
+        extensions = str(request.subscription.options.get(REQUEST_EXTENSIONS, ""))
+        return [Template.presence(bare(request.subscription.subscriber), "subscribe", extensions)]

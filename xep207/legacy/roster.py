@@ -137,13 +137,18 @@ class RosterView:
         except StanzaError:
             pass  # never listed
 
-    async def push(self, user: str, contact: str, remove: bool = False) -> None:
-        """RFC 6121 §2.1.6: a roster push to every interested resource."""
+    async def push(self, user: str, contact: str, remove: bool = False, *, asking: bool = False) -> None:
+        """RFC 6121 §2.1.6: a roster push to every interested resource.
+        ``asking``: the item as it is while the user's request is on its way
+        (§3.1.2), even when a pre-approval answers it at once."""
         sessions = [s for s in self.router.resources(user) if s.roster_requested]
         if not sessions:
             return
         entries = await self.entries(user)
         entry = entries.get(contact, RosterEntry(contact, listed=False))
+        if asking:
+            entry = replace(entry, ask=True, listed=True)
+            entries[contact] = entry
         if not entry.listed and not remove:
             return
         ver = self.version(entries)

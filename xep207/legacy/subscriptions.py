@@ -22,8 +22,10 @@ from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
 
 from xep207.hooks import STANZA, SUBSCRIPTION_CHANGED
+from xep207.legacy.delivery import speaks_pubsub
 from xep207.legacy.render import Template
 from xep207.pubsub.kinds import PRESENCE_NODE, PresenceKind
+from xep207.pubsub.kinds.account import REQUEST_EXTENSIONS
 from xep207.pubsub.protocol import authorization_answer, parse_authorization_answer
 from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
 from xep207.storage.records import NONE, PENDING, SUBSCRIBED, VIA_LEGACY, bare
@@ -101,9 +103,16 @@ class SubscriptionCapture:
             self.router.bounce(stanza, "policy-violation", "too many pending subscription requests")
             return
         entry = await self.roster.entry(contact, user)
-        # §3.4: a pre-approval lets the request through without asking.
+        if entry.approved:
+            # §3.1.2: the user's roster shows the request pending first, as
+            # always; §3.4's pre-approval then answers it at once.
+            await self.roster.ensure(user, contact)
+            await self.roster.push(user, contact, asking=True)
+        # RFC 6121 §3.1.3: the contact gets the request as sent, extensions included.
+        extensions = "".join(c.toXml() for c in stanza.elements())
         await self.engine.subscribe(user, contact, PRESENCE_NODE, user, via=VIA_LEGACY,
-                                    approved=entry.approved)
+                                    approved=entry.approved,
+                                    bookkeeping={REQUEST_EXTENSIONS: extensions} if extensions else None)
         if entry.approved:
             await self.roster.store(contact, replace(entry, approved=False, listed=True))
             approved = Template.presence(contact, "subscribed")
@@ -178,9 +187,11 @@ class SubscriptionCapture:
                 gone = Template.presence(f"{owner}/{resource.item_id}", "unavailable")
                 for session in self.router.sessions_for(subscriber) or ():
                     session.send(gone.to(session.full))
-        if subscription.state == NONE and bare(change.actor) == subscriber and subscription.via == VIA_LEGACY:
-            # The subscriber cancelled: a legacy owner hears ``unsubscribe``.
+        if subscription.state == NONE and bare(change.actor) == subscriber:
+            # The subscriber cancelled, through either door: the owner's legacy
+            # sessions hear ``unsubscribe`` (§3.3).
             for session in self.router.sessions_for(owner) or ():
-                session.send(Template.presence(subscriber, "unsubscribe").to(session.full))
+                if not speaks_pubsub(session, PRESENCE_NODE):
+                    session.send(Template.presence(subscriber, "unsubscribe").to(session.full))
         await self.roster.push(owner, subscriber)
         await self.roster.push(subscriber, owner)

@@ -461,7 +461,9 @@ class PubSubEngine:
 
     @returns_deferred
     async def retract(self, requestor: str, service: str, node_id: str,
-                      item_ids: Sequence[str], notify: bool = False) -> None:
+                      item_ids: Sequence[str], notify: bool = False, *, note: str = "") -> None:
+        """``note``: serialized children the retraction carries to legacy
+        renderings (the ``<status/>`` of an unavailable presence)."""
         kind, access = await self._access(requestor, service, node_id)
         node = access.node
         if not item_ids:
@@ -478,7 +480,7 @@ class PubSubEngine:
             recipients = await self._recipients(node, access.affiliations)
             self._deliver(
                 Event(service, node_id, RETRACT, retracted=tuple(deleted),
-                      notification_type=node.config.notification_type),
+                      notification_type=node.config.notification_type, note=note),
                 recipients, node)
 
     # Retrieving -------------------------------------------------------------
@@ -510,10 +512,15 @@ class PubSubEngine:
     async def subscribe(
         self, requestor: str, service: str, node_id: str, subscriber: str,
         options: Mapping[str, object] | None = None, *, via: Via = VIA_PUBSUB,
-        approved: bool = False,
+        approved: bool = False, bookkeeping: Mapping[str, object] | None = None,
     ) -> Subscription:
         """Subscribe; ``approved`` is for callers that already hold the owner's
-        consent (an RFC 6121 pre-approval) and skips the authorization step."""
+        consent (an RFC 6121 pre-approval) and skips the authorization step.
+        ``bookkeeping``: ``xep207#…`` options the service keeps beside the
+        subscriber's (the extensions of a legacy request, say); the kind's
+        checks still run on the request itself."""
+        if any(not k.startswith(INTERNAL_OPTION_PREFIX) for k in bookkeeping or {}):
+            raise ValueError("bookkeeping options are xep207#… ones")
         kind, access = await self._access_if_exists(requestor, service, node_id)
         if access is None:
             if not await kind.may_auto_create(self, requestor, service, node_id, "subscribe"):
@@ -539,7 +546,7 @@ class PubSubEngine:
         needs_approval = not approved and kind.needs_approval(access, subscriber)
         subscription = Subscription(
             service, node_id, subscriber, PENDING if needs_approval else SUBSCRIBED,
-            options=cleaned, via=via)
+            options={**cleaned, **(bookkeeping or {})}, via=via)
         await self.add_subscription(subscription, requestor)
         if needs_approval:
             self.sink.request_authorization(AuthorizationRequest(

@@ -51,6 +51,8 @@ class Event:
     # Items sent because of a new subscription (send_last_published_item),
     # as opposed to a live publish.
     replay: bool = False
+    # What a retraction carried for legacy renderings (an unavailable presence's status).
+    note: str = ""
     # The node's kind (``xep207.pubsub.kinds``): the delivery renders by it.
     node_kind: NodeKindName = "generic"
 

@@ -421,9 +421,12 @@ class PubSubProtocol(PubSubService):
         super().__init__(resource or EngineResource(engine, pep=pep, allow_create=allow_create))
         self.engine = engine
         self.accepts = accepts or (lambda service: True)
+        # Which addressed JIDs this service describes in disco (a room JID is
+        # the groupchat service's to describe, though pubsub serves it too).
+        self.describes = self.accepts
 
     def getDiscoInfo(self, requestor, target, nodeIdentifier=""):
-        if not self.accepts(target.full()):
+        if not self.describes(target.full()):
             return defer.succeed([])
         return super().getDiscoInfo(requestor, target, nodeIdentifier)
 

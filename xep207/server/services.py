@@ -50,8 +50,8 @@ class ServerDisco(XMPPHandler):
             return []
         if target.user is None and target.host == self.router.domain:
             info = [disco.DiscoIdentity("server", "im", f"xep207 {xep207.__version__}"),
-                    disco.DiscoFeature("urn:xmpp:ping"),
-                    disco.DiscoFeature("jabber:iq:version"),
+                    # Profanity asks the server, not the account, whether MAM is there.
+                    disco.DiscoFeature("urn:xmpp:mam:2"),
                     disco.DiscoFeature("jabber:iq:roster"),
                     disco.DiscoFeature("urn:xmpp:features:rosterver"),
                     disco.DiscoFeature("urn:xmpp:carbons:2")]

@@ -8,12 +8,12 @@ import socket
 from twisted.application import internet, service
 from twisted.internet import defer, reactor
 from twisted.python import log
-from wokkel import disco
 from wokkel.component import InternalComponent
 from wokkel.generic import VersionHandler
 from wokkel.ping import PingHandler
 
 import xep207
+from xep207.discovery import DiscoHandler
 from xep207.hooks import INITIAL_PRESENCE, STANZA, Hooks
 from xep207.plugins import install_plugins
 from xep207.legacy.archive import ArchiveHandler
@@ -108,7 +108,7 @@ class Server:
 
         # Addresses of the server itself and of its accounts (PEP).
         self.local = LocalServices(self.router)
-        handlers = [ServerDisco(self.router, options["registration"]), disco.DiscoHandler(), LegacySession(),
+        handlers = [ServerDisco(self.router, options["registration"]), DiscoHandler(), LegacySession(),
                     PingHandler(), VersionHandler("xep207", xep207.__version__),
                     PubSubProtocol(self.engine, accepts=self.engine.is_pep, pep=True),
                     RosterHandler(self.roster, self.subscriptions), ArchiveHandler(self.chat)]
@@ -120,7 +120,7 @@ class Server:
         # The pubsub service on its own domain.
         self.pubsub = InternalComponent(self.router, pubsub_domain)
         for handler in (PubSubProtocol(self.engine, accepts=lambda s: s == pubsub_domain),
-                        disco.DiscoHandler(), PingHandler()):
+                        DiscoHandler(), PingHandler()):
             handler.setHandlerParent(self.pubsub)
         self.pubsub.setServiceParent(self.started)
         self.router.internal_routes.add(pubsub_domain)
@@ -130,7 +130,8 @@ class Server:
         rooms_pubsub = PubSubProtocol(self.engine, accepts=lambda s: s.split("@")[-1] == chat_domain
                                       and "/" not in s, allow_create=False)
         rooms_pubsub.hideNodes = True  # rooms are listed as rooms, by the groupchat service
-        for handler in (self.groupchat, rooms_pubsub, disco.DiscoHandler(), PingHandler()):
+        rooms_pubsub.describes = lambda target: target == chat_domain
+        for handler in (self.groupchat, rooms_pubsub, DiscoHandler(), PingHandler()):
             handler.setHandlerParent(self.rooms)
         self.rooms.setServiceParent(self.started)
         self.router.internal_routes.add(chat_domain)

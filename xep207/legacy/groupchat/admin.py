@@ -71,13 +71,20 @@ class Admin:
         affiliation = item["affiliation"]
         if affiliation not in (OWNER, ADMIN, MEMBER, NONE, OUTCAST):
             raise StanzaError("bad-request", text="unknown affiliation")
-        try:
-            entity = jidlib.JID(item.getAttribute("jid", "")).userhost()
-        except jidlib.InvalidFormat:
-            raise StanzaError("jid-malformed")
+        occupants = await rooms.occupants(room)
+        if item.getAttribute("jid") is None and item.getAttribute("nick"):
+            # An affiliation is a bare JID's (§9.3): a nick names an occupant's.
+            named = next((o for o in occupants if o.nick == item["nick"]), None)
+            if named is None:
+                raise StanzaError("item-not-found", text="no occupant by that nickname")
+            entity = bare(named.jid)
+        else:
+            try:
+                entity = jidlib.JID(item.getAttribute("jid", "")).userhost()
+            except jidlib.InvalidFormat:
+                raise StanzaError("jid-malformed")
         if affiliation == ADMIN and mine != OWNER:
             raise StanzaError("forbidden", text="only owners grant admin status")
-        occupants = await rooms.occupants(room)
         leaving = {(room.node.node_id, o.jid) for o in occupants if bare(o.jid) == entity}
         rooms.leaving |= leaving  # a ban ends their subscriptions; announced below with 301
         try:

@@ -63,7 +63,8 @@ class Messages:
         target = [o for o in occupants if o.nick == nick]
         if not target:
             raise StanzaError("item-not-found", text="no occupant by that nickname")
-        copy = restamped(stanza, self.rooms.jid(room, me.nick), drop=("to",),
+        # §7.5: marked as from a room occupant (once: clients send the mark too).
+        copy = restamped(stanza, self.rooms.jid(room, me.nick), drop=("to",), without_uri=NS_USER,
                          extra=(domish.Element((NS_USER, "x")),))
         template = Template.around(copy.toXml(), "message")  # serialized once, addressed per resource
         for occupant in target:
@@ -121,7 +122,9 @@ class Messages:
         if limit <= 0:
             return
         page = await self.rooms.storage.page_items(self.rooms.domain, room.node.node_id, limit)
-        chosen = [i for i in page.items if since is None or i.published >= since]
+        # A subject change is not history: the current subject follows once (§7.2.15–16).
+        chosen = [i for i in page.items if (since is None or i.published >= since)
+                  and "<subject" not in i.payload]
         room_jid = self.rooms.jid(room)
         rendered = []
         for item in chosen:

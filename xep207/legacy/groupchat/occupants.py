@@ -171,7 +171,16 @@ class Occupants:
         """``occupants``: those in the room before ``occupant`` left."""
         self.rooms.forget(room, occupant.jid)
         children = f"<status>{escape(status_text)}</status>" if status_text else ""
-        self.announce(room, occupants, occupant, type="unavailable", children=children, statuses=statuses)
+        # §7.14: an unavailable presence says role 'none': no longer an occupant.
+        gone = Occupant(occupant.jid, occupant.nick, occupant.affiliation, "none", occupant.subscription)
+        same_nick = [o for o in occupants if o.nick == occupant.nick and o.jid != occupant.jid]
+        if same_nick and not statuses:
+            # §7.2.8: another session still holds the nick, so the occupant is
+            # still there; only the leaving session hears it left.
+            self.send(self.presence(room, gone, type="unavailable", children=children,
+                                    statuses=THIS_IS_YOU), [occupant])
+            return
+        self.announce(room, occupants, gone, type="unavailable", children=children, statuses=statuses)
         if len(occupants) == 1 and not room.flag("persistentroom"):
             await self.rooms.end(room)
 

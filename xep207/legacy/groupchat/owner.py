@@ -65,7 +65,7 @@ class Owner:
         if destroy is not None:
             await self.destroy(room, destroy)
             return xmlstream.toResponse(iq, "result")
-        form = data_form.findForm(iq.query, NS_ROOMCONFIG)
+        form = roomconfig_form(iq.query)
         if form is None:
             raise StanzaError("bad-request", text="submit a muc#roomconfig form")
         if form.formType == "cancel":
@@ -140,3 +140,16 @@ class Owner:
             rooms.router.deliver_serialized(occupant.jid, template.to(occupant.jid), "presence")
             rooms.forget(room, occupant.jid)
         await rooms.engine.delete_node(rooms.trusted, rooms.domain, room.node.node_id)
+
+
+def roomconfig_form(query) -> data_form.Form | None:
+    """The submitted room configuration. XEP-0045 §10.1.2: an empty submit
+    (no FORM_TYPE at all) accepts the defaults, and clients that forget
+    ``type='hidden'`` on FORM_TYPE are read as they mean (XEP-0068 asks it of
+    forms, we ask only that the FORM_TYPE, if any, is muc#roomconfig)."""
+    for element in query.elements(data_form.NS_X_DATA, "x"):
+        form = data_form.Form.fromElement(element)
+        form_type = form.fields.get("FORM_TYPE")
+        if form_type is None or str(form_type.value) == NS_ROOMCONFIG:
+            return form
+    return None

@@ -31,6 +31,7 @@ from xep207.xmlutil import parse_stanza, restamped
 PRESENCE_NODE = "presence"  # XEP-0207: the node that carries presence
 ROSTER_NODE = "roster"  # private owner-only node: roster names and groups
 PRESENCE_OPTIONS = ("pubsub#deliver",)
+REQUEST_EXTENSIONS = "xep207#request"  # a legacy subscribe's children, for the contact (RFC 6121 §3.1.3)
 
 
 def presence_payload(presence, sender: str) -> str:
