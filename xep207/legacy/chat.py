@@ -55,6 +55,16 @@ def is_stored(stanza: domish.Element) -> bool:
             and any(child.name == "body" for child in stanza.elements()))
 
 
+def without_stanza_ids(stanza: domish.Element) -> domish.Element:
+    if not any(isinstance(c, domish.Element) and c.uri == NS_SID and c.name == "stanza-id"
+               for c in stanza.children):
+        return stanza
+    copy = restamped(stanza, stanza.getAttribute("from", ""))
+    copy.children = [c for c in copy.children
+                     if not (isinstance(c, domish.Element) and c.uri == NS_SID and c.name == "stanza-id")]
+    return copy
+
+
 class ChatCapture:
     """Router interceptor for one-to-one messages, and the renderer of pair nodes."""
 
@@ -88,7 +98,8 @@ class ChatCapture:
         if not await self.router.account_exists(contact):
             return False  # the router answers service-unavailable
         node_id = pair_node_id(session.bare, contact)
-        payload = restamped(stanza, session.full).toXml()
+        # A client's own <stanza-id/> claims what only an archive says (XEP-0359 §4).
+        payload = restamped(without_stanza_ids(stanza), session.full).toXml()
         # One conversation at a time per pair: messages keep their order, and
         # each sees the offline mark the one before it left.
         lock = self._locks.setdefault(node_id, defer.DeferredLock())
@@ -164,8 +175,19 @@ class PairRendering:
             if event.replay:
                 payload = with_child(payload, f"<delay xmlns='{NS_DELAY}' from={quoteattr(chat.router.domain)}"
                                               f" stamp='{stamp(item.published)}'/>")
-            self.items.append((item.publisher, parse_stanza(item.payload).getAttribute("to", ""), payload))
+            self.items.append((item.publisher, parse_stanza(item.payload).getAttribute("to", ""), payload,
+                               item.item_id))
         self._targets: dict[str, list] = {}
+        self._stamped: dict[tuple[str, str], str] = {}
+
+    def _with_stanza_id(self, payload: str, item_id: str, party: str) -> str:
+        """XEP-0359/XEP-0313: the id the party's archive knows the message by
+        (serialized once per party and item)."""
+        key = (party, item_id)
+        if key not in self._stamped:
+            self._stamped[key] = with_child(
+                payload, f"<stanza-id xmlns='{NS_SID}' id={quoteattr(item_id)} by={quoteattr(party)}/>")
+        return self._stamped[key]
 
     def _targets_of(self, party: str, sender: str, addressed: str) -> list:
         if party == bare(sender) or self.event.replay:
@@ -178,19 +200,24 @@ class PairRendering:
     def stanzas_for(self, recipient, session) -> list[str]:
         party = bare(recipient.jid)
         stanzas = []
-        for sender, addressed, payload in self.items:
+        for sender, addressed, payload, item_id in self.items:
             if self.event.replay or session in self._targets_of(party, sender, addressed):
-                stanzas.append(payload)
+                stanzas.append(self._with_stanza_id(payload, item_id, party))
             elif session.full != sender and session.carbons:
                 direction = "sent" if party == bare(sender) else "received"
                 stanzas.append(self.chat._carbon(payload, session, direction))
         return stanzas
 
+    def addressed_sessions(self, recipient) -> list:
+        party = bare(recipient.jid)
+        return [s for sender, addressed, _, _ in self.items
+                for s in self._targets_of(party, sender, addressed) if not s.available]
+
     def missed(self, recipient) -> bool:
         party = bare(recipient.jid)
         return not self.event.replay and any(
             party != bare(sender) and not self._targets_of(party, sender, addressed)
-            for sender, addressed, _ in self.items)
+            for sender, addressed, _, _ in self.items)
 
 
 class CarbonsHandler:

@@ -56,6 +56,9 @@ class Rendering(Protocol):
         """Whether a live event reached none of the recipient's sessions that
         should have had it (the kind may keep it for later)."""
 
+    def addressed_sessions(self, recipient) -> list:
+        """Sessions the event is addressed to beyond the available ones."""
+
 
 class LegacyRenderer(Protocol):
     def prepare(self, event: Event) -> Rendering | None:
@@ -77,6 +80,9 @@ class TemplateRendering:
 
     def missed(self, recipient) -> bool:
         return False
+
+    def addressed_sessions(self, recipient) -> list:
+        return []
 
 
 def is_presence_node(service: str, node_id: str) -> bool:

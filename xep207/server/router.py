@@ -179,6 +179,8 @@ class Router:
             session.close("invalid-from", "the from address is not this session's")
             return
         stanza["from"] = session.full
+        if stanza.name == "iq" and not self._well_formed_iq(session, stanza):
+            return
         if stanza.name == "iq" and not stanza.getAttribute("to"):
             # RFC 6120 §10.3.3: handled on behalf of the account, as if sent to its bare JID.
             stanza["to"] = session.bare
@@ -192,6 +194,23 @@ class Router:
         stanza.session = session
         stanza.handled = False  # the client stream's mark; services downstream set their own
         self.route(stanza)
+
+    @staticmethod
+    def _well_formed_iq(session: Session, iq: domish.Element) -> bool:
+        """RFC 6120 §8.2.3: an id, one of four types, and one child for get and
+        set; anything else is answered ``bad-request`` by the server itself."""
+        kind = iq.getAttribute("type")
+        children = sum(1 for _ in iq.elements())
+        if iq.getAttribute("id") and (kind in ("result", "error") or (kind in ("get", "set") and children == 1)):
+            return True
+        if kind in ("result", "error"):
+            return False  # never answer an answer (§8.3.1); an id-less one is dropped
+        error = StanzaError("bad-request", text="an iq has an id, a type of get, set, result or error, "
+                                                "and get or set carry exactly one child").toResponse(iq)
+        if not error.getAttribute("from"):
+            error["from"] = session.bare  # addressed to no one: the account answers (§10.3.3)
+        session.send(error)
+        return False
 
     def route(self, stanza: domish.Element) -> None:
         """Deliver one stanza, from a session, a service or a component."""
