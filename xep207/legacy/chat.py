@@ -151,8 +151,10 @@ class ChatCapture:
             await self.engine.set_offline_mark(Trusted(self.pubsub_domain), subscription, None)  # once
             first = await self.storage.get_items(self.pubsub_domain, subscription.node_id, [since])
             page = await self.storage.page_items(self.pubsub_domain, subscription.node_id)
-            waiting = [i for i in page.items
-                       if first and i.seq >= first[0].seq and bare(i.publisher) != session.bare]
+            # The first missed message may have been trimmed by max_items since
+            # (more waited than the node keeps): then everything kept waited.
+            oldest = first[0].seq if first else 0
+            waiting = [i for i in page.items if i.seq >= oldest and bare(i.publisher) != session.bare]
             if waiting:
                 self.delivery.deliver(Event(self.pubsub_domain, subscription.node_id, ITEMS, items=tuple(waiting),
                                    node_kind=PairKind.name,
