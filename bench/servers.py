@@ -112,7 +112,7 @@ class Xep207(Server):
         super().__init__()
 
     def start(self, users, admins=()) -> None:
-        from bench.common import create_accounts
+        from bench.common import create_accounts, limits_off
 
         if self.storage_kind == "sqlite":
             storage = "sqlite:///" + os.path.join(self.directory, "xep207.sqlite")
@@ -127,7 +127,7 @@ class Xep207(Server):
                    "--domain", DOMAIN, "--data-dir", self.directory, "--storage", storage,
                    "--c2s-port", str(self.port), "--c2s-interfaces", "127.0.0.1",
                    "--pubsub-domain", PUBSUB, "--chat-domain", self.room_service,
-                   "--tls-optional", "--allow-plaintext-auth", "--max-auth-failures", "1000000", *extra]
+                   "--tls-optional", "--allow-plaintext-auth", *limits_off(self.root), *extra]
         profile = os.environ.get("XEP207_BENCH_PROFILE")
         if profile:
             command[3:3] = [f"--profile={profile}.{self.storage_kind}", "--profiler=cprofile", "--savestats"]
