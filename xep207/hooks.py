@@ -14,6 +14,9 @@ import itertools
 from typing import Any, Callable
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from xep207 import logs
 
 __all__ = ["Hooks", "STANZA", "SESSION_BOUND", "SESSION_UNBOUND", "INITIAL_PRESENCE",
            "SUBSCRIPTION_CHANGED", "ITEM_PUBLISHED"]
@@ -45,15 +48,21 @@ class Hooks:
 
     def fire(self, name: str, *args: Any) -> defer.Deferred:
         """Run every handler; fires when the Deferreds they returned have.
-        A failing handler is logged and does not stop the others."""
-        from xep207 import logs  # one line, not a traceback, for storage trouble
-
-        results = []
-        for handler in self.handlers(name):
-            d = defer.maybeDeferred(handler, *args)
-            d.addErrback(logs.failure, f"{name} handler {getattr(handler, '__qualname__', handler)}")
-            results.append(d)
-        return defer.gatherResults(results)
+        A failing handler is logged (storage trouble in one line) and does
+        not stop the others. Cheap when no handler waits: it runs per publish."""
+        pending = []
+        for _, _, handler in self._handlers.get(name, ()):
+            what = f"{name} handler {getattr(handler, '__qualname__', handler)}"
+            try:
+                result = handler(*args)
+            except Exception:
+                logs.failure(Failure(), what)
+                continue
+            if isinstance(result, defer.Deferred):
+                pending.append(result.addErrback(logs.failure, what))
+            elif inspect.iscoroutine(result):
+                pending.append(defer.ensureDeferred(result).addErrback(logs.failure, what))
+        return defer.gatherResults(pending) if pending else defer.succeed(None)
 
     async def first(self, name: str, *args: Any) -> Any:
         """Run handlers in order until one answers; that answer, or None.
