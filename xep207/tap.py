@@ -33,6 +33,7 @@ def _check_storage_url(url: str) -> str:
     return url
 
 
+# usage.Options reads ``coerceDoc`` off a coerce function: an attribute its type cannot declare.
 def _positive_int(value) -> int:
     number = int(value)
     if number <= 0:
@@ -40,7 +41,7 @@ def _positive_int(value) -> int:
     return number
 
 
-_positive_int.coerceDoc = "Must be a positive integer."
+_positive_int.coerceDoc = "Must be a positive integer."  # type: ignore[attr-defined]
 
 
 def _count(value) -> int:
@@ -50,7 +51,7 @@ def _count(value) -> int:
     return number
 
 
-_count.coerceDoc = "A non-negative integer (0: no limit)."
+_count.coerceDoc = "A non-negative integer (0: no limit)."  # type: ignore[attr-defined]
 
 
 def _port(value) -> int:
@@ -60,7 +61,7 @@ def _port(value) -> int:
     return number
 
 
-_port.coerceDoc = "A TCP port (0: any free port)."
+_port.coerceDoc = "A TCP port (0: any free port)."  # type: ignore[attr-defined]
 
 
 class ComponentOptions(usage.Options):

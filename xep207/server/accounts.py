@@ -36,6 +36,7 @@ def check_password(password: str) -> None:
 async def create_account(engine, jid: str, password: str) -> str:
     """Create the account and its XEP-0207 nodes (``presence``, ``roster``)."""
     parsed = normalize(jid)
+    assert parsed.user is not None  # normalize refuses a JID without a localpart
     check_password(password)
     account = sasl.make_account(parsed.user, parsed.host, password)
     try:
@@ -47,6 +48,7 @@ async def create_account(engine, jid: str, password: str) -> str:
 
 async def change_password(engine, jid: str, password: str) -> None:
     parsed = normalize(jid)
+    assert parsed.user is not None  # normalize refuses a JID without a localpart
     check_password(password)
     if await engine.storage.get_account(parsed.userhost()) is None:
         raise AccountError(f"no account {parsed.userhost()}")

@@ -12,8 +12,10 @@ import binascii
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python import log
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber import xmlstream
@@ -122,13 +124,24 @@ class PendingConnections:
             del self._count[address]
 
 
+class ClientStream(Protocol):
+    """What a ``Session`` needs of its stream: a ``ServerStream``, or the
+    in-memory stand-in of ``xep207.testing.harness``."""
+
+    transport: Any  # None once the connection is gone
+
+    def send(self, obj: Any) -> None: ...
+
+    def fail(self, condition: str, text: str | None = None) -> None: ...
+
+
 @dataclass(eq=False)
 class Session:
     """A bound client resource. Presence state lives here because routing
     (RFC 6121 §8) depends on it; what presence *means* lives in the legacy layer."""
 
     jid: jidlib.JID
-    stream: ServerStream
+    stream: ClientStream
     available: bool = False
     priority: int = 0
     presence: str | None = None  # its last available presence, serialized as stored
@@ -166,6 +179,8 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
     """Runs RFC 6120 stream negotiation for one client connection."""
 
     namespace = NS_CLIENT
+    # Set by associateWithStream before any callback runs; ClientFactory builds a ServerStream.
+    xmlstream: ServerStream
 
     def __init__(self, policy: C2SPolicy, router, throttle: AuthThrottle, pending: PendingConnections):
         super().__init__()
@@ -175,10 +190,10 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         self.pending = pending
         self.user: str | None = None  # authenticated localpart
         self.session: Session | None = None
-        self._mechanism = None
-        self._timeout = None
+        self._mechanism: sasl.Mechanism | None = None
+        self._timeout: IDelayedCall | None = None
         self._admitted = False
-        self._address = None
+        self._address: str | None = None
 
     # Connection and stream headers -----------------------------------------
 
@@ -186,8 +201,10 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         from twisted.internet import reactor
 
         self.xmlstream.addObserver(xmlstream.STREAM_END_EVENT, self._connection_lost)
-        if hasattr(self.xmlstream.transport, "setTcpNoDelay"):
-            self.xmlstream.transport.setTcpNoDelay(True)  # a stanza is a message, not a stream of bytes
+        transport = self.xmlstream.transport
+        assert transport is not None  # Twisted sets it before connectionMade
+        if hasattr(transport, "setTcpNoDelay"):
+            transport.setTcpNoDelay(True)  # a stanza is a message, not a stream of bytes
         self._admitted = self.pending.admit(self.address)
         if not self._admitted:
             return self.xmlstream.fail("policy-violation",
@@ -206,8 +223,10 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
 
     @property
     def address(self) -> str:
-        if self._address is None:
-            peer = self.xmlstream.transport.getPeer()
+        if self._address is None:  # cached by connectionMade, while the transport is there
+            transport = self.xmlstream.transport
+            assert transport is not None
+            peer = transport.getPeer()
             self._address = getattr(peer, "host", str(peer))
         return self._address
 
@@ -221,9 +240,10 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
     def streamStarted(self, root):
         xs = self.xmlstream
         xs.namespace = NS_CLIENT
-        xs.thisEntity = parse_jid(self.policy.domain)
+        # Twisted's XmlStream sets thisEntity and sid to None in __init__, so mypy types them None.
+        xs.thisEntity = parse_jid(self.policy.domain)  # type: ignore[assignment]
         xs.prefixes = {NS_STREAMS: "stream"}
-        xs.sid = uuid.uuid4().hex
+        xs.sid = uuid.uuid4().hex  # type: ignore[assignment]
         if root.uri != NS_STREAMS or root.name != "stream":
             return xs.fail("invalid-namespace")
         if root.defaultUri != NS_CLIENT:
@@ -308,6 +328,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
 
     def _on_starttls(self, element):
         xs = self.xmlstream
+        assert xs.transport is not None  # it just delivered this element
         if self.policy.tls is None or self.tls_active or self.user is not None:
             xs.send(_element(NS_TLS, "failure"))
             xs.transport.loseConnection()
@@ -333,18 +354,18 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         factory = self._mechanisms().get(element.getAttribute("mechanism"))
         if factory is None:
             return self._sasl_failure("invalid-mechanism")
-        self._mechanism = factory()
+        self._mechanism = mechanism = factory()
         text = str(element).strip()
         initial = None if text == "" else self._decode(text)
         if initial is not False:
-            self._step(self._mechanism.start(initial))
+            self._step(mechanism, mechanism.start(initial))
 
     def _on_response(self, element):
         if self._mechanism is None:
             return self._sasl_failure("malformed-request")
         data = self._decode(str(element).strip())
         if data is not False:
-            self._step(self._mechanism.respond(data))
+            self._step(self._mechanism, self._mechanism.respond(data))
 
     def _on_abort(self, element):
         self._sasl_failure("aborted")
@@ -359,8 +380,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             self._sasl_failure("incorrect-encoding")
             return False
 
-    def _step(self, coroutine):
-        mechanism = self._mechanism
+    def _step(self, mechanism: sasl.Mechanism, coroutine):
         d = defer.ensureDeferred(coroutine)
 
         def answered(outcome):

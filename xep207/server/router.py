@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.python import log
@@ -37,19 +39,33 @@ def is_error_or_result(stanza) -> bool:
     return stanza.getAttribute("type") in ("error", "result")
 
 
+class Route(Protocol):
+    """Where stanzas for a domain go: a component's stream or an in-process service."""
+
+    def send(self, obj: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Request:
+    """An iq the server itself sent, waiting for its answer."""
+
+    to: str | None
+    answer: defer.Deferred
+
+
 class Router:
     def __init__(self, domain: str, storage, hooks: Hooks | None = None):
         self.domain = domain
         self.hooks = hooks or Hooks()
         self.storage = storage
         self.sessions: dict[str, dict[str, Session]] = defaultdict(dict)
-        self.routes: dict[str, object] = {}  # domain -> stream-like with send()
+        self.routes: dict[str, Route] = {}
         self.internal_routes: set[str] = set()  # in-process services: answer what they ignore
         self.local_services = None  # stream-like for iqs to the domain and to accounts
         self._known_accounts: dict[str, Account] = {}
         self.handle_registration = None  # XEP-0077 before login, when enabled
         self.deliver_to_all = False  # bare-JID messages to every non-negative resource
-        self._requests: dict[str, defer.Deferred] = {}
+        self._requests: dict[str, _Request] = {}
         self.in_flight = InFlight()
 
     # Accounts -------------------------------------------------------------------
@@ -91,11 +107,13 @@ class Router:
         """Register a bound resource; an existing one of the same name is
         replaced (RFC 6120 §7.7.2.2, first option: the old one is told
         ``conflict`` and closed)."""
-        old = self.sessions.get(session.bare, {}).get(session.jid.resource)
+        resource = session.jid.resource
+        assert resource is not None  # a bound JID is a full JID
+        old = self.sessions.get(session.bare, {}).get(resource)
         if old is not None:
             self.unbind(old)
             old.close("conflict", "replaced by a new connection")
-        self.sessions[session.bare][session.jid.resource] = session  # unbind may have dropped the dict
+        self.sessions[session.bare][resource] = session  # unbind may have dropped the dict
         self.hooks.fire(SESSION_BOUND, session)
 
     def unbind(self, session: Session) -> defer.Deferred:
@@ -103,12 +121,14 @@ class Router:
         (going unavailable, leaving rooms) has run."""
         done = defer.succeed(None)
         resources = self.sessions.get(session.bare, {})
-        if resources.get(session.jid.resource) is session:
-            del resources[session.jid.resource]
+        resource = session.jid.resource
+        assert resource is not None  # a bound JID is a full JID
+        if resources.get(resource) is session:
+            del resources[resource]
             if not resources:
                 self.sessions.pop(session.bare, None)
-            for d in [d for d in self._requests.values() if d.to == session.full]:
-                d.cancel()  # nobody left to answer
+            for request in [r for r in self._requests.values() if r.to == session.full]:
+                request.answer.cancel()  # nobody left to answer
             done = self.hooks.fire(SESSION_UNBOUND, session)
         return self.in_flight.track(done)
 
@@ -191,8 +211,10 @@ class Router:
             except jidlib.InvalidFormat:  # xep207.jids refuses an empty label (Twisted: IndexError)
                 self.bounce(stanza, "jid-malformed")
                 return
-        stanza.session = session
-        stanza.handled = False  # the client stream's mark; services downstream set their own
+        # domish.Element takes ad-hoc attributes; its types declare none. ``handled``
+        # is the client stream's mark: services downstream set their own.
+        stanza.session = session  # type: ignore[attr-defined]
+        stanza.handled = False  # type: ignore[attr-defined]
         self.route(stanza)
 
     @staticmethod
@@ -238,9 +260,8 @@ class Router:
 
         iq["id"] = iq.getAttribute("id") or uuid.uuid4().hex
         iq["from"] = self.domain
-        d = defer.Deferred()
-        d.to = iq.getAttribute("to")
-        self._requests[iq["id"]] = d
+        d: defer.Deferred = defer.Deferred()
+        self._requests[iq["id"]] = _Request(iq.getAttribute("to"), d)
         d.addTimeout(timeout, reactor)
         d.addBoth(self._request_done, iq["id"])
         self.route(iq)
@@ -255,13 +276,13 @@ class Router:
             return False
         if stanza.getAttribute("to", self.domain) != self.domain:
             return False
-        d = self._requests.get(stanza.getAttribute("id"))
-        if d is None:
+        request = self._requests.get(stanza.getAttribute("id"))
+        if request is None:
             return False
         if stanza["type"] == "result":
-            d.callback(stanza)
+            request.answer.callback(stanza)
         else:
-            d.errback(StanzaError("undefined-condition", text=stanza.toXml()[:200]))
+            request.answer.errback(StanzaError("undefined-condition", text=stanza.toXml()[:200]))
         return True
 
     async def _route(self, stanza: domish.Element) -> None:
@@ -380,7 +401,8 @@ class Router:
             self.route(parse_stanza(xml))
             return
         if resource or kind == "presence":
-            sessions = self.sessions_for(to)  # that resource, or every available one
+            # that resource, or every available one (never None: the JID is ours)
+            sessions = self.sessions_for(to) or []
         else:  # a message to a bare JID: RFC 6121 §8.5.2.1.1
             sessions = self.deliverable_resources(bare, everyone=message_type == "headline")
         for session in sessions:

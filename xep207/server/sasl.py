@@ -19,6 +19,7 @@ import hmac
 import os
 import unicodedata
 from dataclasses import dataclass
+from functools import partial
 from typing import Awaitable, Callable
 
 from xep207.storage.records import Account
@@ -237,10 +238,10 @@ class Scram(Mechanism):
         attributes = _attributes(parts[2])
         if "m" in attributes or "n" not in attributes or "r" not in attributes:
             raise SASLFailure("malformed-request")
-        self.user = _unescape_username(attributes["n"])
+        self.user = self._authcid = _unescape_username(attributes["n"])
         # An unknown user gets the same exchange with a decoy account, failing
         # only at the proof, so the server does not reveal which accounts exist.
-        self._account, self._real = await self._credentials(self.user)
+        self._account, self._real = await self._credentials(self._authcid)
         salt, iterations = self._account.salt, self._account.iterations
         self._nonce_value = attributes["r"] + self._nonce()
         self._server_first = (f"r={self._nonce_value},s={base64.b64encode(salt).decode('ascii')},"
@@ -261,7 +262,7 @@ class Scram(Mechanism):
             raise SASLFailure("incorrect-encoding")
         if channel_binding != self._gs2_header or attributes.get("r") != self._nonce_value:
             raise SASLFailure("not-authorized")
-        self._check_allowed(self.user)
+        self._check_allowed(self._authcid)
         stored_key, server_key = _keys(self._account, self.algorithm)
         auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode("utf-8")
         signature = _hmac(stored_key, auth_message, self.algorithm)
@@ -278,8 +279,8 @@ class Scram(Mechanism):
 def mechanisms(lookup: AccountLookup, *, plain: bool, secret: bytes = b"",
                may_verify: Callable[[str], bool] = _always) -> dict[str, Callable[[], Mechanism]]:
     """Mechanism factories by name, strongest first."""
-    options = {"secret": secret, "may_verify": may_verify}
-    offered = {name: (lambda name=name: Scram(name, lookup, **options)) for name in HASHES}
+    offered: dict[str, Callable[[], Mechanism]] = {
+        name: partial(Scram, name, lookup, secret=secret, may_verify=may_verify) for name in HASHES}
     if plain:
-        offered["PLAIN"] = lambda: Plain(lookup, **options)
+        offered["PLAIN"] = partial(Plain, lookup, secret=secret, may_verify=may_verify)
     return offered

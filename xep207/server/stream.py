@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.protocol import connectionDone
 from twisted.python import log
+from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import error, xmlstream
 from twisted.words.xish import domish
 from zope.interface import implementer
@@ -115,6 +118,13 @@ class ServerStream(xmlstream.XmlStream):
     # one trip through the transport instead of one per stanza.
     coalesce = False
     _pending: list | None = None
+    # A TCP or TLS transport is at once an ITransport, an IConsumer (we register
+    # as its producer) and an IPushProducer (shaping pauses it); no single Twisted
+    # type says so. None once the connection is gone.
+    transport: Any | None
+    # domish's element stream (expat's or sux's: no common type); None once
+    # nothing more is to be parsed from this peer.
+    stream: Any | None
 
     def __init__(self, authenticator, limits: StreamLimits = StreamLimits(),
                  pre_auth_limits: StreamLimits = PRE_AUTH_LIMITS, shaping: Shaping = Shaping(), clock=None):
@@ -124,11 +134,11 @@ class ServerStream(xmlstream.XmlStream):
         self.shaping = shaping
         self.authenticated = False
         self._clock = clock
-        self._inflater = None
+        self._inflater: Any | None = None  # a zlib Decompress object once compressed
         self.compressed = False
         self._tokens = float(shaping.burst)
-        self._refilled = None
-        self._resume_reading = None
+        self._refilled: float | None = None
+        self._resume_reading: IDelayedCall | None = None
         self._output_blocked = False
         self._queued_output = 0
         self._producing = False
@@ -150,13 +160,14 @@ class ServerStream(xmlstream.XmlStream):
             self._clock = reactor
         return self._clock
 
-    def connectionMade(self):
+    def connectionMade(self) -> None:
         if self.shaping.max_output:
+            assert self.transport is not None  # Twisted sets it before connectionMade
             self.transport.registerProducer(self, True)
             self._producing = True
         super().connectionMade()
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._producing = False
         if self._resume_reading is not None and self._resume_reading.active():
             self._resume_reading.cancel()
@@ -166,6 +177,7 @@ class ServerStream(xmlstream.XmlStream):
     def _initializeStream(self):
         super()._initializeStream()
         stream = self.stream
+        assert stream is not None  # just created by XmlStream._initializeStream
         limits = self.limits
         self._current_limits = limits
         # Twisted's own cap catches a stanza that never ends (bytes since the
@@ -219,15 +231,17 @@ class ServerStream(xmlstream.XmlStream):
         self.onElement(element)
 
     def resetDispatchFn(self):
+        assert self.stream is not None  # only called while parsing
         self.stream.ElementEvent = self._on_complete_stanza
 
     def dataReceived(self, data: bytes) -> None:
-        if self.stream is None:
+        stream = self.stream
+        if stream is None:
             return
         if self._inflater is not None:
-            self._inflate(data)
+            self._inflate(self._inflater, data)
         else:
-            self._parse(data)
+            self._parse(stream, data)
 
     # Shaping what the peer sends ----------------------------------------------
 
@@ -270,29 +284,29 @@ class ServerStream(xmlstream.XmlStream):
             self._producing = False
             self.transport.unregisterProducer()
 
-    def _inflate(self, data: bytes) -> None:
+    def _inflate(self, inflater: Any, data: bytes) -> None:
         # Inflate in bounded pieces, checking the stanza limit in between, so
         # a compression bomb cannot grow memory past one stanza.
         # zlib may hold output back after consuming all input (a long match cut
         # at the chunk size): keep asking until it gives nothing more.
         try:
-            while self.stream is not None:
-                chunk = self._inflater.decompress(data, INFLATE_CHUNK)
-                data = self._inflater.unconsumed_tail
+            while (stream := self.stream) is not None:
+                chunk = inflater.decompress(data, INFLATE_CHUNK)
+                data = inflater.unconsumed_tail
                 if not chunk and not data:
                     break
                 if chunk:
-                    self._parse(chunk)
+                    self._parse(stream, chunk)
         except zlib.error:
             self.fail("bad-format", "invalid zlib data")
 
-    def _parse(self, data: bytes) -> None:
+    def _parse(self, stream: Any, data: bytes) -> None:
         self._charge(len(data))
         size = self._current_limits.stanza_size
         try:
             if self.rawDataInFn:
                 self.rawDataInFn(data)
-            self.stream.parse(data)
+            stream.parse(data)
         except _Stopped:
             pass  # failed meanwhile: the stream error is out, the rest is not read
         except StanzaTooLarge:
@@ -391,9 +405,11 @@ class ServerStream(xmlstream.XmlStream):
 
     def _drop_reader(self) -> None:
         """The peer does not read what we write: drop it rather than buffer without end."""
-        log.msg(f"disconnecting {self.transport.getPeer()}: more than {self.shaping.max_output} "
+        transport = self.transport
+        assert transport is not None  # send() returned early without one
+        log.msg(f"disconnecting {transport.getPeer()}: more than {self.shaping.max_output} "
                 "bytes of output unread")
         self._release_transport()
         self._pending = None
         self.stream, self._closed = None, True
-        self.transport.abortConnection()
+        transport.abortConnection()

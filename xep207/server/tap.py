@@ -65,13 +65,20 @@ class _OnStop(service.Service):
         return self.callback()
 
 
+class ServerService(OrderedServices):
+    """The server's top service, as twistd gets it; ``server`` reaches the
+    running ``Server`` from there."""
+
+    server: Server
+
+
 class Server:
     """The pieces of a running server, for embedding and tests."""
 
     def __init__(self, options, clock=reactor):
         domain = options["domain"]
         self.domain = domain
-        self.top = OrderedServices()
+        self.top = ServerService()
         self.storage_service = StorageService(options["storage"])
         self.storage_service.setServiceParent(self.top)
         self.storage = self.storage_service.storage

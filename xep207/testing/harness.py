@@ -221,7 +221,8 @@ class InMemoryServer:
         if not session.connected:
             raise AssertionError(f"{session.jid} is not connected")
         stanza = parse_client_stanza(xml if isinstance(xml, str) else xml.toXml())
-        stanza.handled = True  # the c2s stream's mark, set before routing
+        # The c2s stream's mark, set before routing (an ad-hoc domish.Element attribute).
+        stanza.handled = True  # type: ignore[attr-defined]
         self.router.route_from_session(session.session, stanza)
         return stanza
 
@@ -278,7 +279,7 @@ def _track_deferred_sends(server: Server, later: InFlight, clock) -> None:
         return
 
     def call_later(delay, fn, *args, **kwargs):
-        done = defer.Deferred()
+        done: defer.Deferred = defer.Deferred()
 
         def run():
             d = defer.maybeDeferred(fn, *args, **kwargs)
