@@ -69,3 +69,20 @@ class KindNames(unittest.TestCase):
         names = [kind.name for kind in kinds
                  if "name" in vars(kind) and kind.__module__.startswith("xep207.")]
         self.assertEqual(sorted(names), sorted(get_args(NodeKindName)))
+
+
+class Packaging(unittest.TestCase):
+    def test_every_package_ships_in_the_wheel(self):
+        """pyproject.toml lists packages by hand (the twisted/plugins namespace
+        needs it): a new folder of modules must be listed, or the installed
+        server cannot import it."""
+        import tomllib
+
+        with open(os.path.join(ROOT, os.pardir, "pyproject.toml"), "rb") as f:
+            listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+        found = set()
+        for folder, _, files in os.walk(ROOT):
+            if "__pycache__" not in folder and any(name.endswith(".py") for name in files):
+                relative = os.path.relpath(folder, os.path.join(ROOT, os.pardir))
+                found.add(relative.replace(os.sep, "."))
+        self.assertEqual(sorted(found - listed), [])
