@@ -358,7 +358,6 @@ class StanzaIds(ProtocolTestCase):
         await self.settle(alice)
         self.assertEqual(await self.archived_lang(alice, "bonjour"), "fr")
 
-    @open_item("open: issue 11 item 14 (the stream's xml:lang is not yet stamped on its stanzas)")
     async def test_stream_xml_lang_is_archived(self):
         client = await self.connect()
         header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xml:lang='de' "

@@ -28,6 +28,7 @@ from xep207.server import sasl
 from xep207.server.stream import NS_STREAMS, PRE_AUTH_LIMITS, ServerStream, Shaping, StreamLimits
 
 NS_CLIENT = "jabber:client"
+NS_XML = "http://www.w3.org/XML/1998/namespace"
 NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
@@ -150,6 +151,7 @@ class Session:
     directed: set = field(default_factory=set)  # full JIDs it sent directed presence to
     roster_requested: bool = False  # RFC 6121 §2.1.6: only such resources get pushes
     carbons: bool = False  # XEP-0280 enabled
+    lang: str = ""  # the stream's xml:lang, its stanzas' default (RFC 6120 §4.7.4)
 
     @property
     def full(self) -> str:
@@ -194,6 +196,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         self._timeout: IDelayedCall | None = None
         self._admitted = False
         self._address: str | None = None
+        self._lang = ""  # the stream header's xml:lang
 
     # Connection and stream headers -----------------------------------------
 
@@ -256,6 +259,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         if major < 1:
             return xs.fail("unsupported-version")
         xs.version = (1, 0)
+        self._lang = root.getAttribute((NS_XML, "lang"), "")
         if root.getAttribute("to", "").lower() != self.policy.domain:
             return xs.fail("host-unknown", f"this server serves {self.policy.domain}")
         xs.sendHeader()
@@ -450,7 +454,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             full = jid_from_parts(self.user, self.policy.domain, resource)
         except jidlib.InvalidFormat:
             return self.xmlstream.send(StanzaError("bad-request", text="invalid resource").toResponse(iq))
-        self.session = Session(full, self.xmlstream)
+        self.session = Session(full, self.xmlstream, lang=self._lang)
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self.router.bind(self.session)

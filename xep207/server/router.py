@@ -33,6 +33,7 @@ from xep207.xmlutil import parse_stanza
 from xep207.storage.records import Account
 
 STANZAS = ("message", "presence", "iq")
+NS_XML = "http://www.w3.org/XML/1998/namespace"
 
 
 def is_error_or_result(stanza) -> bool:
@@ -201,6 +202,10 @@ class Router:
         stanza["from"] = session.full
         if stanza.name == "iq" and not self._well_formed_iq(session, stanza):
             return
+        if session.lang and (NS_XML, "lang") not in stanza.attributes:
+            # RFC 6120 §4.7.4: a stanza without xml:lang is in the stream's language;
+            # it says so when it leaves the stream (and in the archive).
+            stanza[(NS_XML, "lang")] = session.lang
         if stanza.name == "iq" and not stanza.getAttribute("to"):
             # RFC 6120 §10.3.3: handled on behalf of the account, as if sent to its bare JID.
             stanza["to"] = session.bare
