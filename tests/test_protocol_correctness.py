@@ -417,6 +417,5 @@ class ConcurrentUnknownCaps(ProtocolTestCase):
             await client.wait_for(message_with("song"), timeout=5)
 
 
-@open_item("open: issue 11 item 1 (a stream's stanzas are not yet handled strictly in order)")
 class StreamOrderOnSQLite(StreamOrder):
     storage = "sqlite"

@@ -152,6 +152,8 @@ class Session:
     roster_requested: bool = False  # RFC 6121 §2.1.6: only such resources get pushes
     carbons: bool = False  # XEP-0280 enabled
     lang: str = ""  # the stream's xml:lang, its stanzas' default (RFC 6120 §4.7.4)
+    # RFC 6120 §10.1: a stream's stanzas are handled in order, one after the other.
+    in_order: defer.DeferredLock = field(default_factory=defer.DeferredLock)
 
     @property
     def full(self) -> str:

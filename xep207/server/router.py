@@ -220,7 +220,9 @@ class Router:
         # is the client stream's mark: services downstream set their own.
         stanza.session = session  # type: ignore[attr-defined]
         stanza.handled = False  # type: ignore[attr-defined]
-        self.route(stanza)
+        # RFC 6120 §10.1: a session's stanzas are handled in the order sent, each
+        # once the one before has been (a read after a write sees the write).
+        self.in_flight.track(session.in_order.run(self._routed, stanza))
 
     @staticmethod
     def _well_formed_iq(session: Session, iq: domish.Element) -> bool:
@@ -243,9 +245,12 @@ class Router:
         """Deliver one stanza, from a session, a service or a component."""
         if stanza.name not in STANZAS:
             return
+        self.in_flight.track(self._routed(stanza))
+
+    def _routed(self, stanza: domish.Element) -> defer.Deferred:
+        """Route; fires when done, failures answered (never an errback)."""
         d = defer.ensureDeferred(self._route(stanza))
-        d.addErrback(self._route_failed, stanza)
-        self.in_flight.track(d)
+        return d.addErrback(self._route_failed, stanza)
 
     async def drain(self) -> None:
         """Wait until every stanza already accepted has been routed (shutdown)."""
