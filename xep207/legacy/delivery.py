@@ -65,7 +65,9 @@ class EventDelivery:
             if legacy and rendering is not None:
                 # RFC 6121 §8.5.3.1: a message to a connected full JID reaches it,
                 # available or not (a bot that never sends presence, say).
-                sessions = sessions + [s for s in rendering.addressed_sessions(recipient) if s not in sessions]
+                addressed = [s for s in rendering.addressed_sessions(recipient) if s not in sessions]
+                if addressed:
+                    sessions = sessions + addressed
             for session in sessions:
                 if legacy and not speaks_pubsub(session, event.node_id):
                     # A client that never speaks pubsub never sees a pubsub stanza:

@@ -174,16 +174,21 @@ class PubSubEngine:
             await kind.check_owner(access, operation)
         return kind, access
 
-    async def _hidden_if_missing(self, kind: NodeKind, requestor: str, service: str,
-                                 node_id: str, operation: str) -> Node:
-        """A missing node: created when the kind says this operation creates
-        it (PEP publish, a pair's first message), else ``item-not-found``."""
+    async def _access_or_create(self, requestor: str, service: str, node_id: str, operation: str,
+                                via: Via, values: Mapping[str, object] | None = None
+                                ) -> tuple[NodeKind, Access, bool]:
+        """``_access``, except that a missing node is created when its kind says
+        this operation creates it (XEP-0163 PEP publish, a pair's first message
+        or subscribe, a room's first join), else ``item-not-found``. The bool
+        says whether it was created now."""
+        kind, access = await self._access_if_exists(requestor, service, node_id)
+        if access is not None:
+            return kind, access, False
         if not await kind.may_auto_create(self, requestor, service, node_id, operation):
             raise errors.item_not_found()
-        await self._create(requestor, service, node_id, kind, None, via=VIA_PUBSUB)
-        node = await self.storage.get_node(service, node_id)
-        assert node is not None
-        return node
+        await self._create(requestor, service, node_id, kind, values, via=via)
+        kind, access = await self._access(requestor, service, node_id)
+        return kind, access, True
 
     async def is_subscribed(self, node: Node, requestor: str) -> bool:
         subscriptions = await self.storage.get_entity_subscriptions(
@@ -402,17 +407,12 @@ class PubSubEngine:
         for _, payload in items:
             if len(payload.encode("utf-8")) > self.max_payload_size:
                 raise errors.not_acceptable("payload-too-big")
-        kind, access = await self._access_if_exists(requestor, service, node_id)
-        if access is None:
-            if not await kind.may_auto_create(self, requestor, service, node_id, "publish"):
-                raise errors.item_not_found()
-            # XEP-0163 §3: auto-create, with the publish-options as configuration.
-            if not is_trusted(requestor):
-                await kind.check_create(self, requestor, service, node_id,
-                                        options if kind is self.generic else None)
-            await self._create(requestor, service, node_id, kind,
-                               options if kind is self.generic else None, via=via)
-            kind, access = await self._access(requestor, service, node_id)
+        # XEP-0163 §3: a PEP node made by a publish takes the publish-options as
+        # its configuration (the kind's ``may_auto_create`` is its create check).
+        generic = self.kind_of(service, node_id) is self.generic
+        kind, access, created = await self._access_or_create(
+            requestor, service, node_id, "publish", via, options if generic else None)
+        if created:
             options = None
         node = access.node
         if not access.trusted:
@@ -521,12 +521,7 @@ class PubSubEngine:
         checks still run on the request itself."""
         if any(not k.startswith(INTERNAL_OPTION_PREFIX) for k in bookkeeping or {}):
             raise ValueError("bookkeeping options are xep207#… ones")
-        kind, access = await self._access_if_exists(requestor, service, node_id)
-        if access is None:
-            if not await kind.may_auto_create(self, requestor, service, node_id, "subscribe"):
-                raise errors.item_not_found()
-            await self._create(requestor, service, node_id, kind, None, via=via)
-            kind, access = await self._access(requestor, service, node_id)
+        kind, access, _ = await self._access_or_create(requestor, service, node_id, "subscribe", via)
         node = access.node
         subscriber = kind.subscriber_key(subscriber)
         existing = await self.storage.get_subscription(service, node_id, subscriber)

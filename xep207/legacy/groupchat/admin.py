@@ -39,7 +39,7 @@ class Admin:
             if item.getAttribute("affiliation") is not None:
                 await self._set_affiliation(room, item, mine, iq["from"])
             elif item.getAttribute("role") is not None:
-                await self._set_role(room, item, mine, iq["from"])
+                await self._set_role(room, item, iq["from"])
             else:
                 raise StanzaError("bad-request", text="an item sets an affiliation or a role")
         return xmlstream.toResponse(iq, "result")
@@ -111,7 +111,7 @@ class Admin:
                 updated = next((o for o in await rooms.occupants(room) if o.jid == occupant.jid), occupant)
                 await self._announce(room, updated)
 
-    async def _set_role(self, room: Room, item: domish.Element, mine: str, actor: str) -> None:
+    async def _set_role(self, room: Room, item: domish.Element, actor: str) -> None:
         """A kick or a role change, checked by the room kind like any
         subscription change."""
         role = item["role"]
@@ -119,8 +119,6 @@ class Admin:
         occupant = next((o for o in await self.rooms.occupants(room) if o.nick == nick), None)
         if occupant is None:
             raise StanzaError("item-not-found", text="no occupant by that nickname")
-        if occupant.affiliation in (OWNER, ADMIN) and mine not in (OWNER,):
-            raise StanzaError("not-allowed", text="moderators cannot change an admin's role")
         if role == "none":
             await self.occupants.leave(room, occupant.jid, statuses=(307,), actor=actor)  # kicked
             return

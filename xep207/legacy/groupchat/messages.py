@@ -16,8 +16,8 @@ from xep207.legacy.chat import NS_DELAY, stamp, with_child
 from xep207.legacy.groupchat.rendering import as_groupchat
 from xep207.legacy.groupchat.rooms import NS_MUC, NS_USER, Rooms
 from xep207.legacy.render import Template
-from xep207.pubsub.kinds.room import ADMIN, NS_NICK, Occupant, Room, add_nick, may_change_subject
-from xep207.storage.records import OWNER, PUBLISHER, bare
+from xep207.pubsub.kinds.room import NS_NICK, Occupant, Room, add_nick, may_change_subject
+from xep207.storage.records import PUBLISHER, bare
 from xep207.xmlutil import restamped
 
 DEFAULT_HISTORY = 20
@@ -48,8 +48,7 @@ class Messages:
             return self._private(room, me, occupants, nick, stanza)
         if kind != "groupchat":
             raise StanzaError("bad-request", text="messages to the room are of type groupchat")
-        if me.role == "visitor":
-            raise StanzaError("forbidden", text="visitors have no voice in this moderated room")
+        # Voice is the room kind's rule (RoomKind.check_publish), for both doors.
         subject = next((c for c in stanza.elements() if c.name == "subject"), None)
         if subject is not None:
             if not may_change_subject(room, me.role):
@@ -79,9 +78,7 @@ class Messages:
                 invitee = jidlib.JID(invite.getAttribute("to", "")).full()
             except jidlib.InvalidFormat:
                 raise StanzaError("jid-malformed")
-            if room.flag("membersonly"):
-                if me.affiliation not in (OWNER, ADMIN):
-                    raise StanzaError("forbidden", text="only admins invite to a members-only room")
+            if room.flag("membersonly"):  # membership is granted by admins: the room kind checks
                 await rooms.engine.set_node_affiliations(sender, rooms.domain, room.node.node_id,
                                                          {bare(invitee): PUBLISHER})
             reason = next(invite.elements(NS_USER, "reason"), None)

@@ -45,7 +45,8 @@ NodeKindName = Literal["generic", "presence", "roster", "pair", "room"]
 
 MAY_PUBLISH = frozenset({OWNER, PUBLISHER, PUBLISH_ONLY})
 MAY_RETRIEVE = frozenset({OWNER, PUBLISHER, MEMBER})
-INTERNAL_OPTION_PREFIX = "xep207#"  # subscription options only the service sets
+INTERNAL_OPTION_PREFIX = "xep207#"
+KIND_FIELD = "xep207#kind"  # stored in a node's configuration: which kind made it  # subscription options only the service sets
 
 
 class Trusted(str):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import ClassVar, Mapping, Sequence
 
 from xep207.pubsub import errors
-from xep207.pubsub.kinds.base import Access, NodeKind, NodeKindName, Trusted, only_options
+from xep207.pubsub.kinds.base import KIND_FIELD, Access, NodeKind, NodeKindName, Trusted, only_options
 from xep207.storage.records import (
     OWNER,
     PUBLISHER,
@@ -29,7 +29,6 @@ from xep207.storage.records import (
 from xep207.xmlutil import parse_message_item, restamped
 
 PAIR_PREFIX = "chat:"
-KIND_FIELD = "xep207#kind"
 OFFLINE_MARK = "xep207#offline-since"  # subscription option: first undelivered item
 PAIR_OPTIONS = ("pubsub#deliver",)
 

@@ -24,6 +24,7 @@ from twisted.words.xish import domish
 from xep207.pubsub import errors
 from xep207.pubsub.kinds.base import (
     INTERNAL_OPTION_PREFIX,
+    KIND_FIELD,
     Access,
     NodeKind,
     NodeKindName,
@@ -46,7 +47,6 @@ from xep207.storage.records import (
 )
 from xep207.xmlutil import parse_message_item, restamped
 
-KIND_FIELD = "xep207#kind"
 NICK = "roomnick"
 ROLE = "xep207#role"
 PASSWORD_OPTION = "muc#password"  # the XEP-0060 door's way to give a room password; never stored
