@@ -141,15 +141,25 @@ def _throughput(latencies: Latencies, started: float, unit: str, loop: Windowed)
                    p99_ms=percentile(latencies.values, 0.99) * 1000)
 
 
-async def chat(server, users, pairs: int = 50, window: int = 10, seconds: float = 3.0) -> Outcome:
-    """One-to-one: ``pairs`` senders each keep ``window`` messages in flight to their receiver."""
-    clients = await connect_all(server, users[:2 * pairs])
+async def online(server, users) -> list:
+    """Logged-in, available clients (closed again if that fails)."""
+    clients = await connect_all(server, users)
     try:
-        senders, receivers = clients[0::2], clients[1::2]
         for client in clients:
             client.on_data = _ignore
             client.send("<presence/>")
         await sync(clients)
+    except BaseException:
+        close_all(clients)
+        raise
+    return clients
+
+
+async def chat(server, users, pairs: int = 50, window: int = 10, seconds: float = 3.0) -> Outcome:
+    """One-to-one: ``pairs`` senders each keep ``window`` messages in flight to their receiver."""
+    clients = await online(server, users[:2 * pairs])
+    try:
+        senders, receivers = clients[0::2], clients[1::2]
 
         def sender(i):
             client, to = senders[i], receivers[i].jid
@@ -333,13 +343,9 @@ async def idle_memory(server, users, sessions: int = 1000) -> Outcome:
 
 async def latency(server, users, rate: float = 5000, pairs: int = 50, seconds: float = 3.0) -> Outcome:
     """p99 latency of one-to-one messages sent at a fixed total ``rate`` (open loop)."""
-    clients = await connect_all(server, users[:2 * pairs])
+    clients = await online(server, users[:2 * pairs])
     try:
         senders, receivers = clients[0::2], clients[1::2]
-        for client in clients:
-            client.on_data = _ignore
-            client.send("<presence/>")
-        await sync(clients)
         latencies = Latencies(rb"<body>t=([0-9.]+)</body>", float("inf"))
         for receiver in receivers:
             receiver.on_data = latencies.on_data
