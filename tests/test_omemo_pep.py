@@ -4,6 +4,7 @@ slixmpp clients (raw OMEMO stanzas on slixmpp's XEP-0060 plugin)."""
 
 from tests.server_helpers import DOMAIN, PASSWORD, ServerTestCase
 from xep207.pubsub.kinds import Trusted
+from xep207.storage.records import VIA_LEGACY
 
 ALICE, BOB = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
 OLD = "eu.siacs.conversations.axolotl"
@@ -11,9 +12,9 @@ NEW = "urn:xmpp:omemo:2"
 
 
 async def befriend(engine, one: str, other: str) -> None:
-    """A mutual presence subscription, as two approved requests leave it."""
+    """A mutual presence subscription, as two approved legacy requests leave it."""
     for owner, contact in ((one, other), (other, one)):
-        await engine.subscribe(Trusted(owner), owner, "presence", contact, approved=True)
+        await engine.subscribe(Trusted(owner), owner, "presence", contact, approved=True, via=VIA_LEGACY)
 
 
 class OmemoThroughPep(ServerTestCase):

@@ -21,6 +21,7 @@ from xep207.legacy.caps import CapsTracker
 from xep207.legacy.chat import CarbonsHandler, ChatCapture
 from xep207.legacy.delivery import EventDelivery, PubSubUsage, SessionInterest
 from xep207.legacy.groupchat import GroupchatService
+from xep207.legacy.personal import install as install_personal_data
 from xep207.legacy.presence import PresenceCapture
 from xep207.legacy.render import PresenceRenderer
 from xep207.legacy.roster import RosterHandler, RosterView
@@ -123,6 +124,7 @@ class Server:
             handlers.append(RegistrationHandler(self))
         for handler in handlers:
             handler.setHandlerParent(self.local)
+        install_personal_data(self)  # private storage, bookmarks, vCard, avatars (PEP nodes)
 
         # The pubsub service on its own domain.
         self.pubsub = InternalComponent(self.router, pubsub_domain)
