@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from tests.doors_helpers import ALICE, NODE_CONFIG, DoorsTestCase, form
+from tests.doors_helpers import ALICE, DOMAIN, NODE_CONFIG, NS_PUBSUB, DoorsTestCase, form
 
 NS_PRIVATE = "jabber:iq:private"
 BOOKMARKS = "urn:xmpp:bookmarks:1"
@@ -152,3 +152,126 @@ class Bookmarks(DoorsTestCase):
                           "bad-request", "invalid-payload")
         nothing = self.assert_ok(await self.iq(alice, "get", None, private("<storage xmlns='storage:bookmarks'/>")))
         self.assertNotIn("conference", nothing.toXml())
+
+
+def vcard(body: str = "") -> str:
+    return f"<vCard xmlns='vcard-temp'>{body}</vCard>"
+
+
+def photo(data: str = IMAGE_B64, kind: str = "image/png") -> str:
+    return f"<PHOTO><TYPE>{kind}</TYPE><BINVAL>{data}</BINVAL></PHOTO>"
+
+
+class VCards(DoorsTestCase):
+    async def test_get_and_set_through_both_doors(self):
+        alice, bob = await self.online("alice"), await self.online("bob")
+        own = self.assert_ok(await self.iq(alice, "get", None, vcard()))
+        self.assertEqual(own.vCard.toXml(), "<vCard xmlns='vcard-temp'/>")  # none yet: empty
+        self.assert_error(await self.iq(bob, "get", ALICE, vcard()), "item-not-found")
+        self.assert_ok(await self.iq(alice, "set", None, vcard("<FN>Alice</FN>")))
+        for reader, to in ((alice, None), (bob, ALICE), (alice, ALICE)):
+            got = self.assert_ok(await self.iq(reader, "get", to, vcard()))
+            self.assertIn("<FN>Alice</FN>", got.vCard.toXml())
+        # The node door: anyone reads, only the account writes.
+        items = self.assert_ok(await self.items(bob, ALICE, "vcard-temp"))
+        self.assertEqual(self.item_ids(items), ["current"])
+        self.assert_ok(await self.publish(alice, ALICE, "vcard-temp", vcard("<FN>Alice L.</FN>")))
+        got = self.assert_ok(await self.iq(bob, "get", ALICE, vcard()))
+        self.assertIn("<FN>Alice L.</FN>", got.vCard.toXml())
+        # The server has none; a user who does not exist neither.
+        self.assert_error(await self.iq(alice, "get", DOMAIN, vcard()), "service-unavailable")
+        self.assert_error(await self.iq(alice, "get", f"nobody@{DOMAIN}", vcard()), "service-unavailable")
+
+    async def test_nobody_writes_anothers_vcard(self):
+        alice, eve = await self.online("alice"), await self.online("eve")
+        self.assert_error(await self.iq(eve, "set", ALICE, vcard("<FN>Forged</FN>")), "forbidden")
+        self.assert_error(await self.publish(eve, ALICE, "vcard-temp", vcard("<FN>Forged</FN>")), "forbidden")
+        self.assert_ok(await self.iq(alice, "set", None, vcard("<FN>Alice</FN>")))
+        self.assert_error(await self.iq(eve, "set", ALICE, vcard("<FN>Forged</FN>")), "forbidden")
+        self.assert_error(await self.publish(eve, ALICE, "vcard-temp", vcard("<FN>Forged</FN>")), "forbidden")
+        self.assert_error(await self.retract(eve, ALICE, "vcard-temp", "current"), "forbidden")
+        got = self.assert_ok(await self.iq(eve, "get", ALICE, vcard()))
+        self.assertIn("<FN>Alice</FN>", got.vCard.toXml())
+        self.assertNotIn("Forged", got.toXml())
+
+    async def test_bad_vcards(self):
+        alice = await self.online("alice")
+        self.assert_error(await self.iq(alice, "set", None, vcard(photo("%%% not base64 %%%"))), "bad-request")
+        self.assert_error(await self.publish(alice, ALICE, "vcard-temp", "<vCard xmlns='urn:wrong'/>"),
+                          "bad-request", "invalid-payload")
+        self.assert_error(await self.publish(alice, ALICE, "vcard-temp", vcard(), item_id="other"),
+                          "bad-request", "invalid-payload")
+        own = self.assert_ok(await self.iq(alice, "get", None, vcard()))
+        self.assertEqual(own.vCard.toXml(), "<vCard xmlns='vcard-temp'/>")  # nothing was stored
+
+
+class Avatars(DoorsTestCase):
+    async def test_vcard_photo_becomes_an_avatar_and_a_presence_hash(self):
+        alice = await self.online("alice")
+        self.assert_ok(await self.iq(alice, "set", None, vcard("<FN>Alice</FN>" + photo())))
+        metadata = self.assert_ok(await self.items(alice, ALICE, AVATAR_METADATA))
+        self.assertEqual(self.item_ids(metadata), [IMAGE_SHA1])
+        self.assertIn(f"bytes='{len(IMAGE)}'", metadata.toXml())
+        data = self.assert_ok(await self.pubsub(alice, "get", ALICE,
+                                                f"<items node='{AVATAR_DATA}'><item id='{IMAGE_SHA1}'/></items>"))
+        self.assertIn(IMAGE_B64, data.toXml())
+        # The next presence carries the hash, whatever the client said.
+        alice.send("<presence><x xmlns='vcard-temp:x:update'><photo>bogus</photo></x></presence>")
+        echo = await alice.wait_for(lambda e: e.name == "presence" and "bogus" not in e.toXml()
+                                    and IMAGE_SHA1 in e.toXml())
+        self.assertEqual(echo.x.uri, "vcard-temp:x:update")
+        # The other door converts too: a vCard published as an item, a new photo.
+        other = base64.b64encode(IMAGE[::-1]).decode()
+        self.assert_ok(await self.publish(alice, ALICE, "vcard-temp", vcard(photo(other, "image/gif"))))
+        await self.server.avatars.settled(ALICE)
+        metadata = self.assert_ok(await self.items(alice, ALICE, AVATAR_METADATA))
+        self.assertEqual(self.item_ids(metadata), [hashlib.sha1(IMAGE[::-1]).hexdigest()])
+        self.assertIn("type='image/gif'", metadata.toXml())
+        # A photo-less vCard disables the avatar: empty metadata.
+        self.assert_ok(await self.iq(alice, "set", None, vcard("<FN>Alice</FN>")))
+        metadata = self.assert_ok(await self.items(alice, ALICE, AVATAR_METADATA))
+        self.assertNotIn("<info", metadata.toXml())
+
+    async def test_avatar_becomes_the_vcard_photo(self):
+        alice, bob = await self.online("alice"), await self.online("bob")
+        self.assert_ok(await self.iq(alice, "set", None, vcard("<FN>Alice</FN>")))
+        self.assert_ok(await self.publish(alice, ALICE, AVATAR_DATA, f"<data xmlns='{AVATAR_DATA}'>{IMAGE_B64}</data>",
+                                          item_id=IMAGE_SHA1))
+        alice.send(f"<iq type='set' id='meta'><pubsub xmlns='{NS_PUBSUB}'><publish node='{AVATAR_METADATA}'>"
+                   f"<item id='{IMAGE_SHA1}'><metadata xmlns='{AVATAR_METADATA}'><info id='{IMAGE_SHA1}' "
+                   f"bytes='{len(IMAGE)}' type='image/png'/></metadata></item></publish></pubsub></iq>")
+        await alice.wait_for(lambda e: e.getAttribute("id") == "meta")
+        await self.server.avatars.settled(ALICE)
+        got = self.assert_ok(await self.iq(bob, "get", ALICE, vcard()))
+        self.assertIn("<FN>Alice</FN>", got.toXml())
+        self.assertIn(f"<BINVAL>{IMAGE_B64}</BINVAL>", got.toXml())
+        self.assertIn("<TYPE>image/png</TYPE>", got.toXml())
+        # What is not XEP-0084 metadata converts to nothing.
+        self.assert_ok(await self.publish(alice, ALICE, AVATAR_METADATA, "<junk xmlns='urn:junk'/>"))
+        await self.server.avatars.settled(ALICE)
+        got = self.assert_ok(await self.iq(bob, "get", ALICE, vcard()))
+        self.assertIn(f"<BINVAL>{IMAGE_B64}</BINVAL>", got.toXml())
+        # Disabling the avatar (empty metadata) removes the photo.
+        self.assert_ok(await self.publish(alice, ALICE, AVATAR_METADATA, f"<metadata xmlns='{AVATAR_METADATA}'/>"))
+        await self.server.avatars.settled(ALICE)
+        got = self.assert_ok(await self.iq(bob, "get", ALICE, vcard()))
+        self.assertNotIn("PHOTO", got.toXml())
+        self.assertIn("<FN>Alice</FN>", got.toXml())
+
+    async def test_bad_avatar_data(self):
+        alice = await self.online("alice")
+        self.assert_error(await self.publish(alice, ALICE, AVATAR_DATA, f"<data xmlns='{AVATAR_DATA}'>{IMAGE_B64}</data>",
+                                             item_id="0" * 40), "bad-request", "invalid-payload")
+        self.assert_error(await self.publish(alice, ALICE, AVATAR_DATA, f"<data xmlns='{AVATAR_DATA}'>!!not!!</data>",
+                                             item_id=IMAGE_SHA1), "bad-request", "invalid-payload")
+        self.assert_error(await self.publish(alice, ALICE, AVATAR_DATA, "<data xmlns='urn:wrong'/>"),
+                          "bad-request", "invalid-payload")
+        eve = await self.online("eve")
+        self.assert_error(await self.publish(eve, ALICE, AVATAR_DATA, f"<data xmlns='{AVATAR_DATA}'>{IMAGE_B64}</data>",
+                                             item_id=IMAGE_SHA1), "forbidden")
+        # Too big for an item, not for a stanza: XEP-0060's payload-too-big, the session lives on.
+        size = self.server.engine.max_payload_size
+        huge = base64.b64encode(b"\0" * (size // 4 * 3 + 3)).decode()
+        self.assert_error(await self.publish(alice, ALICE, AVATAR_DATA, f"<data xmlns='{AVATAR_DATA}'>{huge}</data>"),
+                          "not-acceptable", "payload-too-big")
+        await self.ping(alice)

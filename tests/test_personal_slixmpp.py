@@ -28,3 +28,23 @@ class BookmarksWithSlixmpp(ServerTestCase):
         self.assertEqual(report["eve_private"], "forbidden")
         self.assertEqual(report["eve_0402"], "item-not-found")
         self.assertEqual(report["eve_own"], [])
+
+
+class VCardAvatarsWithSlixmpp(ServerTestCase):
+    users = ("alice", "bob", "eve")
+
+    async def test_vcard_and_pep_avatars_convert_both_ways(self):
+        from tests.test_omemo_pep import befriend
+
+        await self.start_server()
+        await befriend(self.server.engine, ALICE, f"bob@{DOMAIN}")
+        report = await self.run_client("vcard_avatar.py", "127.0.0.1", self.port, DOMAIN, PASSWORD)
+        self.assertTrue(report["conversion_feature"])
+        self.assertEqual(report["bob_none"], "ok")  # one's own missing vCard: an empty one
+        self.assertTrue(report["bob_avatar_data"])
+        self.assertEqual(report["eve_reads_data"], "ok")  # as public as the vCard it came from
+        self.assertEqual(report["vcard_photo"], ["image/jpeg", True])
+        self.assertEqual(report["eve_sets_alices"], "forbidden")
+        self.assertEqual(report["wrong_hash"], "bad-request")
+        self.assertEqual(report["bad_base64"], "bad-request")
+        self.assertTrue(report["unchanged"])

@@ -11,6 +11,7 @@ from wokkel.subprotocols import XMPPHandler
 from zope.interface import implementer
 
 from xep207.legacy.private import PrivateStorageHandler
+from xep207.legacy.vcard import NS_CONVERSION, AvatarConversion, VCardHandler
 from xep207.pubsub.kinds.personal import personal_kinds
 
 NS_BOOKMARKS_COMPAT = "urn:xmpp:bookmarks:1#compat"  # XEP-0411 through XEP-0049
@@ -28,8 +29,9 @@ class PersonalDisco(XMPPHandler):
         if nodeIdentifier or target.host != self.domain or target.resource is not None:
             return []
         if target.user is None:
-            return []
-        return [disco.DiscoFeature(NS_BOOKMARKS_COMPAT)]
+            return [disco.DiscoFeature("vcard-temp")]  # XEP-0054 §2
+        return [disco.DiscoFeature("vcard-temp"), disco.DiscoFeature(NS_CONVERSION),
+                disco.DiscoFeature(NS_BOOKMARKS_COMPAT)]
 
     def getDiscoItems(self, requestor, target, nodeIdentifier=""):
         return []
@@ -39,5 +41,8 @@ def install(server) -> None:
     """Add the kinds to the engine and the handlers to the server's own addresses."""
     for kind in personal_kinds():
         server.engine.add_kind(kind)
-    for handler in (PrivateStorageHandler(server.engine), PersonalDisco(server.domain)):
+    server.avatars = AvatarConversion(server.engine, server.hooks, server.presence)
+    for handler in (PrivateStorageHandler(server.engine),
+                    VCardHandler(server.engine, server.domain, server.avatars),
+                    PersonalDisco(server.domain)):
         handler.setHandlerParent(server.local)

@@ -224,4 +224,4 @@ class AvatarDataKind(NodeKind):
 
 
 def personal_kinds() -> list[NodeKind]:
-    return [PrivateKind(), BookmarksKind()]
+    return [PrivateKind(), BookmarksKind(), VCardKind(), AvatarDataKind()]
