@@ -2,6 +2,7 @@
 the device lists and bundles of both OMEMO generations, published and read by real
 slixmpp clients (raw OMEMO stanzas on slixmpp's XEP-0060 plugin)."""
 
+from tests.doors_helpers import DoorsTestCase
 from tests.server_helpers import DOMAIN, PASSWORD, ServerTestCase
 from xep207.pubsub.kinds import Trusted
 from xep207.storage.records import VIA_LEGACY
@@ -51,3 +52,53 @@ class OmemoThroughPep(ServerTestCase):
         self.assertIn(old_list, report["laptop_gets"])
         self.assertEqual(report["laptop_seen"], [f"{OLD}.devicelist", f"{NEW}:devices"])  # not the 'never' node
         self.assertEqual(report["carol_quiet"], 0)
+
+
+class RealOmemo(ServerTestCase):
+    """slixmpp-omemo (PyPI) end to end: keys published on our PEP, fetched, a message decrypted."""
+
+    users = ("alice", "bob")
+
+    async def test_an_encrypted_message_between_two_omemo_clients(self):
+        await self.start_server()
+        await befriend(self.server.engine, ALICE, BOB)
+        report = await self.run_client("omemo_real.py", "127.0.0.1", self.port, DOMAIN, PASSWORD, timeout=150)
+        self.assertEqual(report["encrypt_errors"], [])
+        self.assertEqual((report["alice_devices"], report["bob_devices"]), (1, 1))
+        self.assertIn(f"{NEW}:devices", report["bob_nodes"])
+        self.assertIn(f"{OLD}.devicelist", report["bob_nodes"])
+        # Alice learnt Bob's device in both generations (device lists and bundles from his PEP) …
+        self.assertEqual(report["bob_seen_by_alice"], [[OLD, NEW]])
+        # … and the plugin encrypts with the old one (it has no XEP-0420 SCE for omemo:2 yet).
+        self.assertEqual(report["namespaces"], [OLD])
+        self.assertTrue(report["ciphertext_only"])
+        self.assertEqual(report["decrypted"], ["the eagle has landed", ALICE])
+
+
+class PublishOptionsEdges(DoorsTestCase):
+    """XEP-0060 §7.1.5 on PEP, the cases clients get wrong."""
+
+    async def test_bad_and_unknown_options(self):
+        alice = await self.online("alice")
+        node = f"{NEW}:devices"
+        payload = f"<devices xmlns='{NEW}'><device id='1'/></devices>"
+        # A node created with a bad option is not created at all.
+        self.assert_error(await self.publish(alice, ALICE, node, payload, "current",
+                                             {"pubsub#access_model": "everyone"}), "not-acceptable")
+        self.assert_error(await self.items(alice, ALICE, node), "item-not-found")
+        self.assert_ok(await self.publish(alice, ALICE, node, payload, "current",
+                                          {"pubsub#access_model": "open", "pubsub#max_items": "max"}))
+        # On the existing node: "max" and the number it stands for both match; others do not.
+        limit = str(self.server.engine.max_items_limit)
+        for matching in ("max", limit):
+            self.assert_ok(await self.publish(alice, ALICE, node, payload, "current",
+                                              {"pubsub#max_items": matching}))
+        for mismatch in ({"pubsub#max_items": "1"}, {"pubsub#unknown_option": "1"},
+                         {"pubsub#persist_items": "false"}, {"pubsub#access_model": "everyone"}):
+            self.assert_error(await self.publish(alice, ALICE, node, payload, "current", mismatch),
+                              "conflict", "precondition-not-met")
+        # A create with a configuration form takes "max" too.
+        self.assert_ok(await self.create(alice, ALICE, f"{NEW}:other", {"max_items": "max", "access_model": "open"}))
+        config = self.assert_ok(await self.pubsub(alice, "get", ALICE, f"<configure node='{NEW}:other'/>",
+                                                  owner=True))
+        self.assertIn(f"<value>{limit}</value>", config.toXml())
