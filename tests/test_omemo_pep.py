@@ -102,3 +102,17 @@ class PublishOptionsEdges(DoorsTestCase):
         config = self.assert_ok(await self.pubsub(alice, "get", ALICE, f"<configure node='{NEW}:other'/>",
                                                   owner=True))
         self.assertIn(f"<value>{limit}</value>", config.toXml())
+
+    async def test_xep0223_private_pep_data(self):
+        """XEP-0223: persist_items + whitelist make a PEP node the account's private storage."""
+        await befriend(self.server.engine, ALICE, BOB)
+        alice, bob, eve = await self.online("alice"), await self.online("bob"), await self.online("eve")
+        options = {"pubsub#persist_items": "true", "pubsub#access_model": "whitelist"}
+        payload = "<storage xmlns='storage:bookmarks'><conference jid='tea@chat.localhost' autojoin='true'/></storage>"
+        self.assert_ok(await self.publish(alice, ALICE, "storage:bookmarks", payload, "current", options))
+        self.assertEqual(self.item_ids(self.assert_ok(await self.items(alice, ALICE, "storage:bookmarks"))),
+                         ["current"])
+        for other in (bob, eve):  # a contact and a stranger alike
+            self.assert_error(await self.items(other, ALICE, "storage:bookmarks"), "not-allowed", "closed-node")
+        self.assert_error(await self.publish(alice, ALICE, "storage:bookmarks", payload, "current",
+                                             {"pubsub#access_model": "presence"}), "conflict", "precondition-not-met")

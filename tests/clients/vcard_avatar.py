@@ -6,7 +6,6 @@ XEP-0398 conversion between them.
 """
 
 import asyncio
-import base64
 import hashlib
 import json
 import sys

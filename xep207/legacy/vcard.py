@@ -122,7 +122,8 @@ class AvatarConversion:
     # Conversions ----------------------------------------------------------------
 
     def on_published(self, node, item, requestor) -> None:
-        if not self.engine.is_pep(node.service):
+        # Every publish passes here (presence, chat): the node name first, it is cheapest.
+        if node.node_id not in (VCARD_NODE, AVATAR_METADATA_NODE) or not self.engine.is_pep(node.service):
             return
         if node.node_id == VCARD_NODE:
             self._remember(node.service, photo_hash(parse_stanza(item.payload, namespace="")))
