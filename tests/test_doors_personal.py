@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from tests.doors_helpers import ALICE, DOMAIN, NODE_CONFIG, NS_PUBSUB, DoorsTestCase, form
+from tests.doors_helpers import ALICE, DOMAIN, EVE, NODE_CONFIG, NS_PUBSUB, DoorsTestCase, form
 
 NS_PRIVATE = "jabber:iq:private"
 BOOKMARKS = "urn:xmpp:bookmarks:1"
@@ -194,8 +194,27 @@ class VCards(DoorsTestCase):
         self.assertIn("<FN>Alice</FN>", got.vCard.toXml())
         self.assertNotIn("Forged", got.toXml())
 
+    async def test_the_owner_cannot_share_the_pen(self):
+        alice, eve = await self.online("alice"), await self.online("eve")
+        self.assert_ok(await self.iq(alice, "set", None, vcard("<FN>Alice</FN>")))
+        for node in ("vcard-temp", BOOKMARKS, NS_PRIVATE):
+            if node != "vcard-temp":
+                self.assert_ok(await self.publish(alice, ALICE, node, conference("T") if node == BOOKMARKS
+                                                  else "<a xmlns='urn:a'/>", item_id="t@chat.localhost"
+                                                  if node == BOOKMARKS else None))
+            reply = await self.pubsub(alice, "set", ALICE, f"<affiliations node='{node}'><affiliation "
+                                                           f"jid='{EVE}' affiliation='publisher'/></affiliations>",
+                                      owner=True)
+            self.assert_error(reply, "not-acceptable")
+        self.assert_error(await self.iq(eve, "set", ALICE, vcard("<FN>Forged</FN>")), "forbidden")
+        configure = form(NODE_CONFIG, {"pubsub#publish_model": "open"})
+        self.assert_error(await self.pubsub(alice, "set", ALICE, f"<configure node='vcard-temp'>{configure}"
+                                                                 "</configure>", owner=True), "not-acceptable")
+
     async def test_bad_vcards(self):
         alice = await self.online("alice")
+        big = "x" * self.server.engine.max_payload_size
+        self.assert_error(await self.iq(alice, "set", None, vcard(f"<DESC>{big}</DESC>")), "not-acceptable")
         self.assert_error(await self.iq(alice, "set", None, vcard(photo("%%% not base64 %%%"))), "bad-request")
         self.assert_error(await self.publish(alice, ALICE, "vcard-temp", "<vCard xmlns='urn:wrong'/>"),
                           "bad-request", "invalid-payload")
