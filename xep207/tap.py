@@ -235,10 +235,15 @@ class Options(ConfigFileOptions):
         super().__init__()
         self["components"] = {}
         self["plugins"] = []
+        self["admins"] = []
 
     def opt_plugin(self, name):
         """NAME: enable a server plugin (xep207.plugins.IServerPlugin); repeatable."""
         self["plugins"].append(name)
+
+    def opt_admin(self, jid):
+        """JID: an account allowed XEP-0133 service administration (repeatable)."""
+        self["admins"].append(jid)
 
     def opt_component(self, value):
         """NAME=SECRET: accept an external component (repeatable; prefer the config file)."""
