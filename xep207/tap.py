@@ -176,6 +176,7 @@ class Options(ConfigFileOptions):
         ["deliver-to-all-resources", None,
          "Deliver messages to a bare JID to every resource with non-negative priority, "
          "not only the highest (RFC 6121 §8.5.2.1.1 allows both)."],
+        ["push-body", None, "Include message bodies in XEP-0357 push notifications (off: sender and count only)."],
     ]
     optParameters = [
         ["config", "c", None, "A TOML file with any of these options (long names as keys)."],

@@ -29,7 +29,7 @@ from xep207.pubsub.engine import PubSubEngine
 from xep207.pubsub.kinds import PairKind, PresenceKind, standard_kinds
 from xep207.pubsub.kinds.room import RoomKind
 from xep207.pubsub.protocol import PubSubProtocol
-from xep207.server import account_control, admin_channel, service_admin, tls
+from xep207.server import account_control, admin_channel, push, service_admin, tls
 from xep207.server import sasl
 from xep207.server.c2s import AuthThrottle, C2SPolicy, ClientFactory, RateWindow
 from xep207.server.stream import Shaping, StreamLimits
@@ -182,6 +182,7 @@ class Server:
 
         admin_channel.install(self, options)  # xep207ctl's way in: DATA-DIR/admin.sock
         service_admin.install(self, options)  # XEP-0133 ad-hoc commands for --admin accounts
+        push.install(self, options)  # XEP-0357 push notifications
 
         # Added last, stopped first: sessions end while storage is still open.
         _OnStop(lambda: defer.ensureDeferred(self.close_sessions())).setServiceParent(self.started)
