@@ -4,7 +4,7 @@ account named with --admin; anyone else is refused."""
 from twisted.internet import reactor
 
 from tests.doors_helpers import DoorsTestCase, error_of
-from tests.server_helpers import DOMAIN
+from tests.server_helpers import DOMAIN, PASSWORD, ServerTestCase
 
 NS_COMMANDS = "http://jabber.org/protocol/commands"
 NS_ADMIN = "http://jabber.org/protocol/admin"
@@ -124,3 +124,16 @@ class ServiceAdministration(DoorsTestCase):
         missing = await self.run_command(alice, "change-user-password", {"accountjid": CAROL})
         self.assertEqual(error_of(missing)[0], "bad-request")
         self.assertIsNone(await self.server.storage.get_account(CAROL))
+
+
+class WithSlixmpp(ServerTestCase):
+    """slixmpp's xep_0050 and xep_0133 plugins, over STARTTLS with SCRAM."""
+
+    server_args = ("--admin", f"alice@{DOMAIN}")
+
+    async def test_admin_commands(self):
+        await self.start_server()
+        report = await self.run_client("admin_scenario.py", "127.0.0.1", self.port, DOMAIN, PASSWORD)
+        self.assertIn("add-user", report["commands"])
+        self.assertEqual(report["form_fields"], ["FORM_TYPE", "accountjid", "password", "password-verify"])
+        self.assertEqual((report["add_user"], report["online"], report["bob"]), ("completed", "3", "forbidden"))

@@ -150,7 +150,7 @@ class ServiceAdmin(XMPPHandler):
                 return _reply(iq, command, session_id, "canceled")
         elif action == "cancel":
             raise _bad_session()
-        form = data_form.findForm(request, NS_ADMIN)
+        form = _submitted_form(request)
         if command.fields and (form is None or form.formType != "submit"):
             if session_id is not None:
                 raise StanzaError("bad-request", text="submit the form")
@@ -212,6 +212,18 @@ class ServiceAdmin(XMPPHandler):
     async def _registered_count(self, values):
         return _result("registeredusersnum", "The number of registered users",
                        str(len(await self.control.list_users())))
+
+
+def _submitted_form(command: domish.Element) -> data_form.Form | None:
+    """The admin form, or a form without FORM_TYPE (some clients drop the hidden field)."""
+    form = data_form.findForm(command, NS_ADMIN)
+    if form is not None:
+        return form
+    for element in command.elements(data_form.NS_X_DATA, "x"):
+        candidate = data_form.Form.fromElement(element)
+        if candidate.formNamespace is None:
+            return candidate
+    return None
 
 
 def _copy(field: data_form.Field) -> data_form.Field:
