@@ -86,6 +86,7 @@ IMPLEMENTED: dict[str, dict[str, Probe]] = {
         "http://jabber.org/protocol/commands": (
             "set", "<command xmlns='http://jabber.org/protocol/commands' action='execute' "
                    "node='http://jabber.org/protocol/admin#get-online-users-num'/>"),
+        "vcard-temp": ("get", "<vCard xmlns='vcard-temp'/>"),
     },
     "account": {
         **COMMON,
@@ -94,6 +95,11 @@ IMPLEMENTED: dict[str, dict[str, Probe]] = {
         "jabber:iq:version": ("get", "<query xmlns='jabber:iq:version'/>"),
         "urn:xmpp:mam:2": ("set", "<query xmlns='urn:xmpp:mam:2'/>"),
         "urn:xmpp:push:0": ("set", "<disable xmlns='urn:xmpp:push:0' jid='push.example'/>"),
+        "vcard-temp": ("get", "<vCard xmlns='vcard-temp'/>"),
+        "urn:xmpp:bookmarks:1#compat": (
+            "get", "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query>"),
+        "urn:xmpp:pep-vcard-conversion:0": "a behaviour of publishes: tests/test_doors_personal.py::Avatars, "
+                                           "tests/test_personal_slixmpp.py",
     },
     f"pubsub.{DOMAIN}": {
         **COMMON,

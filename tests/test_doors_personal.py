@@ -178,8 +178,10 @@ class VCards(DoorsTestCase):
         self.assert_ok(await self.publish(alice, ALICE, "vcard-temp", vcard("<FN>Alice L.</FN>")))
         got = self.assert_ok(await self.iq(bob, "get", ALICE, vcard()))
         self.assertIn("<FN>Alice L.</FN>", got.vCard.toXml())
-        # The server has none; a user who does not exist neither.
-        self.assert_error(await self.iq(alice, "get", DOMAIN, vcard()), "service-unavailable")
+        # The server has its own, not for clients to write; a user who does not exist has none.
+        server = self.assert_ok(await self.iq(alice, "get", DOMAIN, vcard()))
+        self.assertEqual(str(server.vCard.FN), "xep207")
+        self.assert_error(await self.iq(alice, "set", DOMAIN, vcard("<FN>Mine</FN>")), "forbidden")
         self.assert_error(await self.iq(alice, "get", f"nobody@{DOMAIN}", vcard()), "service-unavailable")
 
     async def test_nobody_writes_anothers_vcard(self):

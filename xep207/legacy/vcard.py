@@ -3,8 +3,8 @@
 - ``<vCard xmlns='vcard-temp'/>`` get to an account (or no ``to``: one's own) reads
   item ``current`` of that account's ``vcard-temp`` node (``VCardKind``: open to
   all). One's own missing vCard is an empty ``<vCard/>``; someone else's is
-  ``item-not-found`` (XEP-0054 §3.2's SHOULD). The server itself has none:
-  ``service-unavailable``.
+  ``item-not-found`` (XEP-0054 §3.2's SHOULD). The server's is a fixed one
+  (name and description), not writable.
 - a set publishes the item as the user (another account's: ``forbidden``).
 - XEP-0398: a vCard with a PHOTO the account publishes (through either door) is
   published as XEP-0084 data + metadata; XEP-0084 metadata the account publishes
@@ -80,10 +80,15 @@ class VCardHandler(XMPPHandler):
         requestor = iq["from"]
         account = jidlib.JID(requestor).userhost()
         target = jidlib.JID(iq.getAttribute("to", account))
-        if target.user is None:
-            raise StanzaError("service-unavailable", text="the server has no vCard")
-        owner = target.userhost()
         response = xmlstream.toResponse(iq, "result")
+        if target.user is None:
+            if iq["type"] == "set":
+                raise StanzaError("forbidden", text="the server's vCard is not for clients to write")
+            card = response.addElement((VCARD_NODE, "vCard"))  # the server's own, made up here
+            card.addElement("FN", content="xep207")
+            card.addElement("DESC", content=f"The XMPP server of {self.domain}")
+            return response
+        owner = target.userhost()
         if iq["type"] == "set":
             if owner != account:
                 raise StanzaError("forbidden", text="a vCard is its account's to write")
