@@ -9,7 +9,7 @@ serialized at most once per event; per session only the envelope differs.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 from zope.interface import implementer
 
@@ -43,6 +43,8 @@ class EventDelivery:
     def __init__(self, router, renderers: Mapping[NodeKindName, LegacyRenderer] | None = None):
         self.router = router
         self.renderers: dict[NodeKindName, LegacyRenderer] = dict(renderers or {})
+        # event -> per-recipient-JID "stop" test, or None (XEP-0191, xep207.legacy.blocking)
+        self.gate: Callable[[Any], Callable[[str], bool] | None] | None = None
 
     def deliver(self, event, recipients) -> list[Recipient]:
         renderer = self.renderers.get(event.node_kind)
@@ -50,8 +52,11 @@ class EventDelivery:
         prepared = False  # when first needed
         body = None  # the XEP-0207 form, serialized once, when first needed
         missed = []
+        stops = self.gate(event) if self.gate is not None else None
         for recipient in recipients:
             sessions = self.router.sessions_for(recipient.jid)
+            if stops is not None and stops(recipient.jid):
+                continue
             if sessions is None:  # not one of our accounts: a component, say
                 body = body or render.event_body(event)
                 self.router.deliver_serialized(
@@ -69,6 +74,8 @@ class EventDelivery:
                 if addressed:
                     sessions = sessions + addressed
             for session in sessions:
+                if stops is not None and stops(session.full):
+                    continue
                 if legacy and not speaks_pubsub(session, event.node_id):
                     # A client that never speaks pubsub never sees a pubsub stanza:
                     # an event its kind does not render reaches it as nothing.
