@@ -18,6 +18,7 @@ from xep207.hooks import INITIAL_PRESENCE, STANZA, Hooks
 from xep207.plugins import install_plugins
 from xep207.legacy.archive import ArchiveHandler
 from xep207.legacy.blocking import install as install_blocking
+from xep207.legacy.mam_prefs import MamPrefsHandler
 from xep207.legacy.caps import CapsTracker
 from xep207.legacy.chat import CarbonsHandler, ChatCapture
 from xep207.legacy.delivery import EventDelivery, PubSubUsage, SessionInterest
@@ -125,6 +126,7 @@ class Server:
         for handler in handlers:
             handler.setHandlerParent(self.local)
         install_blocking(self)  # XEP-0191
+        MamPrefsHandler(self.engine, domain).setHandlerParent(self.local)  # XEP-0313 §6
 
         # The pubsub service on its own domain.
         self.pubsub = InternalComponent(self.router, pubsub_domain)
