@@ -317,6 +317,34 @@ class Enforcement(BlockingTestCase):
         self.nothing(alice, message_with("private"))
 
 
+class Limits(BlockingTestCase):
+    async def test_a_full_list_refuses_more_and_keeps_what_it_had(self):
+        from xep207.pubsub.kinds.blocklist import MAX_BLOCKED
+
+        alice = await self.online("alice")
+        self.assert_ok(await self.block(alice, *(f"u{i}@spam.example" for i in range(MAX_BLOCKED))))
+        self.assert_error(await self.block(alice, EVE, f"u0@spam.example"), "resource-constraint")
+        self.assert_error(await self.publish(alice, ALICE, NODE, f"<item xmlns='{NS_BLOCKING}' jid='{EVE}'/>"),
+                          "resource-constraint")
+        self.assertEqual(len(await self.blocklist(alice)), MAX_BLOCKED)
+        self.assertNotIn(EVE, self.server.engine.blocks.of(ALICE))
+        self.assert_ok(await self.block(alice, "u1@spam.example"))  # already there: nothing new
+
+
+class AcrossRestart(BlockingTestCase):
+    storage = "sqlite"
+
+    async def test_the_index_is_loaded_at_start(self):
+        alice = await self.online("alice")
+        self.assert_ok(await self.block(alice, EVE))
+        await self.restart_server()
+        self.assertEqual(self.server.engine.blocks.of(ALICE), {EVE})
+        eve = await self.online("eve")
+        eve.send(f"<message id='m' to='{ALICE}' type='chat'><body>after the restart</body></message>")
+        error = await eve.wait_for(lambda e: e.name == "message" and e.getAttribute("id") == "m")
+        self.assertIn("service-unavailable", error.error.toXml())
+
+
 class SlixmppBlocking(BlockingTestCase):
     server_args = ()  # TLS and SCRAM, as a real client wants them
 

@@ -42,6 +42,7 @@ from xep207.pubsub.kinds.base import (
 )
 from xep207.pubsub.kinds.account import ACCOUNT_NODES
 from xep207.pubsub.kinds.blocklist import BlocklistKind
+from xep207.pubsub.kinds.lastactivity import LastActivityKind
 from xep207.pubsub.kinds.mamprefs import MamPrefsKind
 from xep207.pubsub.kinds.pair import OFFLINE_MARK
 from xep207.storage.interface import NodeExists
@@ -120,7 +121,7 @@ class PubSubEngine:
         self.hooks = hooks or Hooks()
         # Most specific first; the generic kind claims whatever is left.
         self.kinds: list[NodeKind] = [*kinds, PresenceKind(), RosterKind(), BlocklistKind(),
-                                       MamPrefsKind()]
+                                       MamPrefsKind(), LastActivityKind()]
         self.generic = NodeKind()
         self.blocks = BlockIndex(self.hooks, self.is_pep)  # XEP-0191, from the blocklist nodes
 

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from xep207.pubsub.engine import PubSubEngine
 
 # The kinds there are, by the ``name`` each ``NodeKind`` class declares.
-NodeKindName = Literal["generic", "presence", "roster", "blocklist", "mamprefs", "pair", "room"]
+NodeKindName = Literal["generic", "presence", "roster", "blocklist", "mamprefs", "lastactivity", "pair", "room"]
 
 MAY_PUBLISH = frozenset({OWNER, PUBLISHER, PUBLISH_ONLY})
 MAY_RETRIEVE = frozenset({OWNER, PUBLISHER, MEMBER})
