@@ -252,6 +252,16 @@ class Enforcement(BlockingTestCase):
         self.assert_ok(await self.unblock(alice, EVE))
         await eve.wait_for(lambda e: presence_from(alice.jid)(e) and "still here" in e.toXml())
 
+    async def test_a_pending_request_from_a_blocked_jid_is_not_shown(self):
+        alice = await self.online("alice")
+        eve = await self.online("eve")
+        eve.send(f"<presence type='subscribe' to='{ALICE}'/>")
+        await alice.wait_for(presence_from(EVE, "subscribe"))
+        self.assert_ok(await self.block(alice, EVE))
+        phone = await self.online("alice", "phone")  # the probe re-sends pending requests
+        await self.settle(phone, eve)
+        self.nothing(phone, presence_from(EVE, "subscribe"))
+
     async def test_subscribing_to_the_blockers_presence_through_xep0060_fails(self):
         alice = await self.online("alice")
         eve = await self.online("eve")

@@ -82,7 +82,14 @@ class BlockGate:
         found += [str(item.publisher) for item in event.items if item.publisher]
         return tuple(dict.fromkeys(found))
 
-    def __call__(self, event):
+    def between(self, sender: str, recipient: str) -> bool:
+        """Whether either side blocked the other (one's own account never)."""
+        sender_bare, recipient_bare = bare_of(sender), bare_of(recipient)
+        index = self.index
+        return bool(index) and sender_bare != recipient_bare and (
+            index.blocks(recipient_bare, sender) or index.blocks(sender_bare, recipient))
+
+    def for_event(self, event):
         """The per-session test for this event, or None when nothing can be blocked."""
         index = self.index
         if not index:
@@ -92,12 +99,6 @@ class BlockGate:
             return None
 
         def stops(recipient: str) -> bool:
-            recipient_bare = bare_of(recipient)
-            for sender in senders:
-                sender_bare = bare_of(sender)
-                if sender_bare != recipient_bare and (
-                        index.blocks(recipient_bare, sender) or index.blocks(sender_bare, recipient)):
-                    return True
-            return False
+            return any(self.between(sender, recipient) for sender in senders)
 
         return stops
