@@ -59,7 +59,10 @@ class LastActivityHandler(XMPPHandler):
         self.router.in_flight.track(d)
 
     async def _record(self, account: str) -> None:
-        await self.engine.publish(Trusted(account), account, LAST_ACTIVITY_NODE,
+        actor = Trusted(account)
+        # Two resources may go at once (a shutdown): ensure_node takes the race.
+        await self.engine.ensure_node(actor, account, LAST_ACTIVITY_NODE)
+        await self.engine.publish(actor, account, LAST_ACTIVITY_NODE,
                                   [("last", f"<query xmlns='{NS_LAST}'/>")], vetted=True)
 
     # Answering ------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import ClassVar, Mapping
 
 from xep207.pubsub import errors
-from xep207.pubsub.kinds.base import Access, NodeKind, NodeKindName, is_trusted
+from xep207.pubsub.kinds.base import Access, NodeKind, NodeKindName
 from xep207.storage.records import NodeConfig
 
 LAST_ACTIVITY_NODE = "last-activity"
@@ -36,7 +36,7 @@ class LastActivityKind(NodeKind):
 
     async def may_auto_create(self, engine, requestor: str, service: str, node_id: str,
                               operation: str) -> bool:
-        return is_trusted(requestor)  # the service's first record makes it
+        return False  # the service makes it (ensure_node), nobody else
 
     async def check_configure(self, access: Access, values: Mapping[str, object]) -> None:
         await super().check_configure(access, values)
