@@ -176,6 +176,7 @@ class Options(ConfigFileOptions):
         ["deliver-to-all-resources", None,
          "Deliver messages to a bare JID to every resource with non-negative priority, "
          "not only the highest (RFC 6121 §8.5.2.1.1 allows both)."],
+        ["push-body", None, "Include message bodies in XEP-0357 push notifications (off: sender and count only)."],
     ]
     optParameters = [
         ["config", "c", None, "A TOML file with any of these options (long names as keys)."],
@@ -236,6 +237,7 @@ class Options(ConfigFileOptions):
         self["components"] = {}
         self["plugins"] = []
         self["contact"] = {}  # XEP-0157: type -> URIs (xep207.server.contact_info)
+        self["admins"] = []
 
     def opt_plugin(self, name):
         """NAME: enable a server plugin (xep207.plugins.IServerPlugin); repeatable."""
@@ -248,6 +250,10 @@ class Options(ConfigFileOptions):
             raise usage.UsageError("--contact takes TYPE=URI")
         known = self["contact"].get(kind) or []
         self["contact"][kind] = [*(known if isinstance(known, list) else [known]), uri]
+
+    def opt_admin(self, jid):
+        """JID: an account allowed XEP-0133 service administration (repeatable)."""
+        self["admins"].append(jid)
 
     def opt_component(self, value):
         """NAME=SECRET: accept an external component (repeatable; prefer the config file)."""
