@@ -41,8 +41,9 @@ if TYPE_CHECKING:
     from xep207.pubsub.engine import PubSubEngine
 
 # The kinds there are, by the ``name`` each ``NodeKind`` class declares.
-NodeKindName = Literal["generic", "presence", "roster", "pair", "room", "push",
-                        "private", "bookmarks", "vcard", "avatar-data"]  # kinds/personal.py
+NodeKindName = Literal["generic", "presence", "roster", "blocklist", "mamprefs", "lastactivity", "pair",
+                       "room", "push",
+                       "private", "bookmarks", "vcard", "avatar-data"]  # kinds/personal.py
 
 MAY_PUBLISH = frozenset({OWNER, PUBLISHER, PUBLISH_ONLY})
 MAY_RETRIEVE = frozenset({OWNER, PUBLISHER, MEMBER})
