@@ -37,6 +37,7 @@ from xep207.server.components import ComponentServerFactory
 from xep207.server.register import RegistrationHandler
 from xep207.server.router import Router
 from xep207.server.services import LegacySession, LocalServices, ServerDisco
+from xep207.web import install as install_web
 from xep207.service import OrderedServices, StorageService, WhenReady, prepare_sqlite
 from xep207.startup import ExclusiveLock, StartupError, fail_start, prepare_data_dir
 
@@ -171,6 +172,9 @@ class Server:
             listener = internet.TCPServer(options["c2s-port"], self.client_factory, interface=interface)
             listener.setServiceParent(self.started)
             self.listeners.append(listener)
+
+        # The HTTP(S) port: WebSocket, host-meta, uploads (xep207.web), when asked for.
+        self.web = install_web(self, options, _interfaces(options.get("http-interfaces", "::")))
 
         # Prometheus, when asked for.
         self.metrics = None
