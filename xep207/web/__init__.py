@@ -13,4 +13,8 @@ def install(server, options, interfaces: list[str]):
 
     web = WebServer(server, options, interfaces)
     web.add(PATH, WebSocketEndpoint(websocket_factory(server, secure=not web.plain)))
+    if not options.get("no-upload"):
+        from xep207.web import upload
+
+        web.upload = upload.install(server, web, options)
     return web

@@ -9,13 +9,14 @@ browser client must reach it.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from twisted.application import internet
 from twisted.python import log
 from twisted.web import pages
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from xep207.web.host_meta import HostMeta
 
@@ -30,11 +31,47 @@ class Directory(Resource):
         return pages.notFound().render(request)
 
 
+class BoundedRequest(Request):
+    """A request whose body may not exceed the site's ``max_body``: refused with
+    413 as soon as its Content-Length says so, before a byte of it is read (and
+    411 without a length: a chunked body could be endless)."""
+
+    refused = False
+
+    def gotLength(self, length):
+        limit = self.site_max_body()
+        if length is not None and length <= limit:
+            return super().gotLength(length)
+        self.refused = True
+        self.content = io.BytesIO()
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the refusal
+        status = b"411 Length Required" if length is None else b"413 Content Too Large"
+        transport = self.channel.transport
+        assert transport is not None  # the headers just came in on it
+        transport.write(b"HTTP/1.1 " + status + b"\r\nConnection: close\r\n"
+                                     b"Access-Control-Allow-Origin: *\r\nContent-Length: 0\r\n\r\n")
+        self.channel.loseConnection()
+
+    def site_max_body(self) -> int:
+        site: Any = getattr(self.channel, "site")  # set by Site.buildProtocol
+        return site.max_body
+
+    def handleContentChunk(self, data):
+        if not self.refused:
+            super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version):
+        if not self.refused:
+            super().requestReceived(command, path, version)
+
+
 class _QuietSite(Site):
     """No access log: upload URLs carry their signatures in the query string."""
 
     noisy = False
     displayTracebacks = False
+    requestFactory = BoundedRequest
+    max_body = 64 * 1024  # raised to the largest upload when uploads are on
 
     def log(self, request) -> None:
         pass
@@ -54,6 +91,7 @@ class WebServer:
         well_known.putChild(b"host-meta.json", HostMeta(self.websocket_url, json_format=True))
         self.site = _QuietSite(self.root)
         self.listeners: list[Any] = []
+        self.upload: Any = None  # the XEP-0363 service, when on
         for interface in interfaces:
             listener: Any
             if self.plain:
@@ -65,6 +103,14 @@ class WebServer:
             self.listeners.append(listener)
         scheme = "HTTP" if self.plain else "HTTPS"
         log.msg(f"{scheme} on port {options['http-port']} ({', '.join(interfaces)})")
+
+    @property
+    def max_body(self) -> int:
+        return self.site.max_body
+
+    @max_body.setter
+    def max_body(self, size: int) -> None:
+        self.site.max_body = size
 
     def add(self, path: bytes, resource) -> None:
         """Serve ``resource`` at ``/path``."""
