@@ -54,7 +54,9 @@ class ServerDisco(XMPPHandler):
                     disco.DiscoFeature("urn:xmpp:mam:2"),
                     disco.DiscoFeature("jabber:iq:roster"),
                     disco.DiscoFeature("urn:xmpp:features:rosterver"),
-                    disco.DiscoFeature("urn:xmpp:carbons:2")]
+                    disco.DiscoFeature("urn:xmpp:carbons:2"),
+                    # it lists its services (getDiscoItems): Converse.js looks for them only if told so
+                    disco.DiscoFeature("http://jabber.org/protocol/disco#items")]
             if self.registration:
                 info.append(disco.DiscoFeature("jabber:iq:register"))
             return info
