@@ -270,3 +270,33 @@ class SlixmppUpload(ServerTestCase):
         self.assertEqual(headers.getRawHeaders("content-type"), ["image/png"])
         owners = {f.owner for f in self.server.web.upload.store.files.values()}
         self.assertEqual(owners, {f"alice@{DOMAIN}"})
+
+
+class UploadServiceAnswers(ServerTestCase):
+    """What the upload service says to requests it does not serve."""
+
+    server_args = ("--tls-optional", "--allow-plaintext-auth", "--http-port", "0", "--http-plain",
+                   "--http-interfaces", "127.0.0.1")
+
+    async def test_other_requests_get_errors(self):
+        client = await self.connect()
+        await client.login("alice")
+        for n, payload in enumerate((f"<iq type='set' to='{UPLOAD}' id='q0'><request xmlns='{NS_UPLOAD}' "
+                                     "filename='a' size='1'/></iq>",
+                                     f"<iq type='get' to='{UPLOAD}' id='q1'><query xmlns='jabber:iq:version'/></iq>",
+                                     f"<iq type='get' to='{UPLOAD}' id='q2'><query "
+                                     "xmlns='http://jabber.org/protocol/disco#info' node='x'/></iq>")):
+            client.send(payload)
+            answer = await client.wait_for(lambda e, n=n: e.getAttribute("id") == f"q{n}")
+            self.assertEqual(answer["type"], "error", payload)
+
+    async def test_no_upload_flag(self):
+        await self.server.top.stopService()
+        await self.start_server("--no-upload")
+        self.assertIsNone(self.server.web.upload)
+        self.assertNotIn(UPLOAD, self.server.router.routes)
+        status, _, _ = await http_request("GET", f"http://127.0.0.1:{self.server.web.port}/upload/" + "0" * 32 + "/x")
+        self.assertEqual(status, 404)
+
+    async def setUp(self):
+        await self.start_server()

@@ -88,7 +88,8 @@ class WebSocketBadInput(ServerTestCase):
     """The RFC's answers to what a browser client must not send, over plain ws:// on loopback."""
 
     server_args = ("--no-tls", "--allow-plaintext-auth", "--http-port", "0", "--http-plain",
-                   "--http-interfaces", "127.0.0.1", "--max-pre-auth-stanza-size", "2048")
+                   "--http-interfaces", "127.0.0.1", "--max-pre-auth-stanza-size", "2048",
+                   "--max-stanza-size", "8192", "--max-stanza-elements", "50")
 
     async def setUp(self):
         await self.start_server()
@@ -200,6 +201,16 @@ class WebSocketBadInput(ServerTestCase):
         client.send_text(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{'A' * 4096}</auth>")
         await self.assert_stream_error(client, "policy-violation")
 
+    async def test_the_tcp_limits_apply_after_authentication(self):
+        client = await connect_ws(self, self.url)
+        await client.login("alice")
+        client.send_text(f"<message xmlns='jabber:client' to='{self.bystander.jid}'><body>{'x' * 9000}</body></message>")
+        await self.assert_stream_error(client, "policy-violation")
+        client = await connect_ws(self, self.url)
+        await client.login("alice", resource="again")
+        client.send_text(f"<message xmlns='jabber:client' to='{self.bystander.jid}'>{'<a/>' * 60}</message>")
+        await self.assert_stream_error(client, "policy-violation")
+
     async def test_stanzas_before_authentication_are_refused(self):
         client = await self.opened()
         client.send_text("<message xmlns='jabber:client' to='bob@localhost'><body>hi</body></message>")
@@ -234,6 +245,26 @@ class WebSocketBadInput(ServerTestCase):
         client.transport.abortConnection()
         self.assertEqual(await unbound, f"alice@{DOMAIN}/gone")
         self.assertEqual(self.server.router.resources(f"alice@{DOMAIN}"), [])
+
+
+class SharedLimits(ServerTestCase):
+    """One count of unauthenticated connections per address, whichever door they use."""
+
+    server_args = ("--no-tls", "--allow-plaintext-auth", "--http-port", "0", "--http-plain",
+                   "--http-interfaces", "127.0.0.1", "--max-unauthenticated", "1")
+
+    async def test_unauthenticated_cap_spans_tcp_and_websocket(self):
+        await self.start_server()
+        url = f"ws://127.0.0.1:{self.server.web.port}/xmpp-websocket"
+        waiting = await self.connect()
+        waiting.header()
+        await waiting.expect("</stream:features>")
+        client = await connect_ws(self, url)
+        client.open_stream()
+        error = await client.wait_for(lambda e: e.name == "error")
+        self.assertEqual(error.firstChildElement().name, "policy-violation")
+        code, _ = await client.closed
+        self.assertEqual(code, 1000)
 
 
 class HostMeta(ServerTestCase):

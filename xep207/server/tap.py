@@ -224,7 +224,8 @@ class Server:
 def make_server_service(options) -> service.IService:
     try:
         uses_data_dir = options["storage"].startswith("sqlite:") or not (
-            options["no-tls"] or options["tls-cert"])
+            options["no-tls"] or options["tls-cert"]) or (
+            options.get("http-port") is not None and not options.get("no-upload"))  # uploaded files
         if uses_data_dir:
             data_dir = prepare_data_dir(options["data-dir"])
             ExclusiveLock(os.path.join(data_dir, "xep207.lock"), f"data dir {data_dir}")

@@ -10,6 +10,7 @@ import json
 from typing import Callable
 from xml.sax.saxutils import quoteattr
 
+from twisted.web import pages
 from twisted.web.resource import Resource
 
 REL_WEBSOCKET = "urn:xmpp:alt-connections:websocket"
@@ -28,6 +29,9 @@ class HostMeta(Resource):
         super().__init__()
         self.websocket_url = websocket_url
         self.json_format = json_format
+
+    def getChild(self, path, request):
+        return pages.notFound()
 
     def render_GET(self, request) -> bytes:
         request.setHeader(b"Access-Control-Allow-Origin", b"*")

@@ -89,7 +89,8 @@ class WebServer:
         self.root.putChild(b".well-known", well_known)
         well_known.putChild(b"host-meta", HostMeta(self.websocket_url))
         well_known.putChild(b"host-meta.json", HostMeta(self.websocket_url, json_format=True))
-        self.site = _QuietSite(self.root)
+        # an idle connection is dropped after a minute (twisted.web's default is 12 hours)
+        self.site = _QuietSite(self.root, timeout=60)
         self.listeners: list[Any] = []
         self.upload: Any = None  # the XEP-0363 service, when on
         for interface in interfaces:
