@@ -55,10 +55,11 @@ class ServerDisco(XMPPHandler):
                     disco.DiscoFeature("jabber:iq:roster"),
                     disco.DiscoFeature("urn:xmpp:features:rosterver"),
                     disco.DiscoFeature("urn:xmpp:carbons:2"),
+                    # XEP-0077 self-service (password change, cancellation) is always
+                    # there; sign-up is the stream feature, offered with --registration.
+                    disco.DiscoFeature("jabber:iq:register"),
                     # it lists its services (getDiscoItems): Converse.js looks for them only if told so
                     disco.DiscoFeature("http://jabber.org/protocol/disco#items")]
-            if self.registration:
-                info.append(disco.DiscoFeature("jabber:iq:register"))
             return info
         if target.user is not None and target.resource is None:
             return [disco.DiscoIdentity("account", "registered"), disco.DiscoFeature("urn:xmpp:mam:2")]
