@@ -276,6 +276,16 @@ class HostMeta(ServerTestCase):
         await self.start_server()
         self.base = f"https://127.0.0.1:{self.server.web.port}"
 
+    async def test_https_presents_the_servers_certificate(self):
+        import os
+        import ssl
+
+        from twisted.internet import threads
+
+        pem = await threads.deferToThread(ssl.get_server_certificate, ("127.0.0.1", self.server.web.port))
+        with open(os.path.join(self.data_dir, "tls", f"{DOMAIN}.crt")) as f:
+            self.assertEqual(ssl.PEM_cert_to_DER_cert(pem), ssl.PEM_cert_to_DER_cert(f.read()))
+
     async def test_xml(self):
         from xml.etree import ElementTree
 
