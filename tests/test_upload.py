@@ -198,6 +198,31 @@ class Upload(ServerTestCase):
         status = await self.put(put, b"x" * 100001)
         self.assertEqual(status, 413)
 
+    async def test_a_body_without_a_length_is_refused(self):
+        from twisted.internet import defer, reactor
+        from twisted.web.client import Agent
+        from twisted.web.http_headers import Headers
+        from twisted.web.iweb import UNKNOWN_LENGTH
+
+        from tests.web_helpers import _TrustAll
+
+        class Endless:
+            """A body of unknown length: Agent sends it chunked."""
+
+            length = UNKNOWN_LENGTH
+
+            def startProducing(self, consumer):
+                consumer.write(b"x" * 1000)
+                return defer.succeed(None)
+
+            def stopProducing(self):
+                pass
+
+        put, _ = await self.slot()
+        response = await Agent(reactor, contextFactory=_TrustAll()).request(
+            b"PUT", put.encode(), Headers({b"content-type": [b"image/png"]}), Endless())
+        self.assertEqual(response.code, 411)
+
     async def test_unknown_files_and_paths(self):
         put, get = await self.slot()
         self.assertEqual(await self.put(put, b"x" * 1000), 201)
