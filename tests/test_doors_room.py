@@ -73,7 +73,7 @@ class Admission(RoomDoorsTestCase):
 
     async def test_locked_room(self):
         alice = await self.online("alice", "phone")
-        await self.join(alice, "Alice")
+        await self.join(alice, "Alice", instant=False)
         self.assert_ok(await self.iq(alice, "get", ROOM_JID, f"<query xmlns='{NS_MUC_OWNER}'/>"))  # reserved
         eve = await self.online("eve", "lair")
         self.assert_error(await self.items(eve, CHAT, ROOM), "item-not-found")

@@ -130,10 +130,10 @@ class Occupants:
         subscription = await rooms.engine.subscribe(sender, rooms.domain, name, sender, options, via=VIA_LEGACY)
         room = await rooms.room(name)
         assert room is not None, "the subscription has just made or found it"
-        if created:
-            rooms.fresh.add(name)
-        else:
-            rooms.fresh.discard(name)  # someone else is in: it is an instant room now
+        if created and muc is None:
+            # A groupchat 1.0 join (no MUC <x/>) knows nothing of status 201:
+            # its room opens at once, as Prosody's does.
+            await rooms.configure(room, locked=False)
         occupants = [o for o in await rooms.occupants(room) if o.jid != sender]
         affiliation = await rooms.affiliation(room, sender)
         rooms.presences[(name, sender)] = children

@@ -14,6 +14,7 @@ function, as Prosody's ``plugins/muc/*.lib.lua`` are.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Final, Literal, Mapping, Sequence
 from xml.sax.saxutils import unescape
@@ -42,6 +43,7 @@ from xep207.storage.records import (
     Item,
     Node,
     NodeConfig,
+    VIA_LEGACY,
     Subscription,
     Via,
     bare,
@@ -54,6 +56,10 @@ PASSWORD_OPTION = "muc#password"  # the XEP-0060 door's way to give a room passw
 ROOM_OPTIONS = (NICK, PASSWORD_OPTION, "pubsub#deliver", ROLE)
 NS_NICK = "http://jabber.org/protocol/nick"  # XEP-0172: the sender's room nick, kept in the item
 ROLES = ("visitor", "participant", "moderator")
+# How long a new room waits for its owner's configuration before it opens by
+# itself (Prosody's muc_room_lock_timeout): a client that ignores status 201
+# still gets a usable room.
+LOCK_TIMEOUT = 300.0
 
 # XEP-0045 affiliation <-> pubsub affiliation.
 MucAffiliation = Literal["owner", "admin", "member", "none", "outcast"]
@@ -129,7 +135,13 @@ class Room:
 
     @property
     def locked(self) -> bool:
-        return bool(self.node.config.extra.get("locked"))
+        """XEP-0045 §10.1.1: a new room admits nobody but its owners until
+        they accept a configuration, or the lock expires (the stored value is
+        when; ``True``, as older versions stored it, never expires)."""
+        until = self.node.config.extra.get("locked")
+        if until is True:
+            return True
+        return isinstance(until, (int, float)) and not isinstance(until, bool) and time.time() < until
 
     @property
     def max_users(self) -> int:
@@ -137,6 +149,10 @@ class Room:
             return int(self["maxusers"] or 0)
         except ValueError:
             return 0
+
+
+def unlocked(config: NodeConfig) -> NodeConfig:
+    return config.replace(extra={k: v for k, v in config.extra.items() if k != "locked"})
 
 
 @dataclass(frozen=True)
@@ -253,9 +269,10 @@ def may_change_subject(room: "Room", role: str) -> bool:
 class RoomKind(NodeKind):
     name: ClassVar[NodeKindName] = "room"
 
-    def __init__(self, chat_domain: str, max_history: int = 50):
+    def __init__(self, chat_domain: str, max_history: int = 50, lock_timeout: float = LOCK_TIMEOUT):
         self.chat_domain = chat_domain
         self.max_history = max_history
+        self.lock_timeout = lock_timeout
 
     def claims(self, engine, service: str, node_id: str) -> bool:
         return service == self.chat_domain
@@ -264,7 +281,7 @@ class RoomKind(NodeKind):
         return engine.default_config.replace(
             access_model="open", publish_model="subscribers", persist_items=True,
             max_items=self.max_history, notification_type="groupchat",
-            extra={KIND_FIELD: "room", "muc": dict(DEFAULT_ROOM)})
+            extra={KIND_FIELD: "room", "muc": dict(DEFAULT_ROOM), "locked": time.time() + self.lock_timeout})
 
     async def check_create(self, engine, requestor, service, node_id, values) -> None:
         raise errors.forbidden(text="rooms are made by joining them")
@@ -286,6 +303,10 @@ class RoomKind(NodeKind):
                            publishers: Sequence[str], via: Via) -> None:
         await engine.storage.set_affiliation(node.service, node.node_id, node.service, OWNER)
         await engine.storage.set_affiliation(node.service, node.node_id, node.creator, OWNER)
+        if via != VIA_LEGACY:
+            # A room made by an XEP-0060 subscribe is an instant room: its maker
+            # gets no status 201 to tell it to configure (XEP-0207 §5 has none).
+            await engine.storage.set_node_config(node.service, node.node_id, unlocked(node.config))
 
     # Who is who ---------------------------------------------------------------------
 
