@@ -261,6 +261,15 @@ def valid_nick(nick: str | None) -> str:
     return prepared
 
 
+def may_read_affiliations(room: "Room", affiliation: MucAffiliation) -> bool:
+    """XEP-0045 §9.5: admins and owners read the affiliation lists; so do the
+    members of a members-only non-anonymous room (Prosody's rule), as OMEMO
+    clients such as Conversations need every member's JID to encrypt to."""
+    if affiliation in (OWNER, ADMIN):
+        return True
+    return affiliation == MEMBER and room.flag("membersonly") and room.non_anonymous
+
+
 def may_change_subject(room: "Room", role: str) -> bool:
     """XEP-0045 §8.1: moderators, or everyone with voice if the room says so."""
     return role == "moderator" or (room.flag("changesubject") and role != "visitor")
@@ -422,6 +431,9 @@ class RoomKind(NodeKind):
     async def check_owner(self, access: Access, operation: str) -> None:
         if operation == "subscriptions" and await self._is_moderator(access):
             return  # moderators kick (XEP-0045 §8.2)
+        if operation == "affiliations" and \
+                may_read_affiliations(Room(access.node), self._muc(access, access.requestor)):
+            return  # the affiliation list; changes are check_affiliation_change's
         if operation == "delete":
             raise errors.forbidden(text="destroy rooms with http://jabber.org/protocol/muc#owner")
         await super().check_owner(access, operation)
