@@ -14,6 +14,7 @@ back into XEP-0045's presences and messages:
 - ``native``: occupants that joined through XEP-0060, announced to legacy ones;
 - ``rendering``: room items as groupchat messages for legacy sessions;
 - ``discovery``: disco#info and #items of the service and its rooms;
+- ``selfping``: XEP-0410 — an occupant asking whether it is still in;
 - ``rooms``: the lookups and in-memory state the parts share.
 """
 

@@ -7,6 +7,7 @@ from twisted.words.protocols.jabber import jid as jidlib
 from wokkel import data_form, disco
 
 from xep207.legacy.groupchat.rooms import NS_MUC, Rooms
+from xep207.legacy.groupchat.selfping import NS_PING, SELF_PING_OPTIMIZATION
 from xep207.pubsub.kinds.room import Room
 
 NS_ROOMINFO = NS_MUC + "#roominfo"
@@ -17,11 +18,11 @@ async def info(rooms: Rooms, target: jidlib.JID, node_identifier: str) -> list:
         return []
     if target.user is None:
         return [disco.DiscoIdentity("conference", "text", "xep207 rooms"),
-                disco.DiscoFeature(NS_MUC)]
+                disco.DiscoFeature(NS_MUC), disco.DiscoFeature(NS_PING)]
     room = await rooms.room(target.user)
     if room is None or target.resource is not None:
         return []
-    features = [NS_MUC,
+    features = [NS_MUC, NS_PING, SELF_PING_OPTIMIZATION,
                 "muc_membersonly" if room.flag("membersonly") else "muc_open",
                 "muc_passwordprotected" if room.flag("passwordprotectedroom") else "muc_unsecured",
                 "muc_persistent" if room.flag("persistentroom") else "muc_temporary",

@@ -195,6 +195,13 @@ async def occupants_of(engine, room: Room,
     return sorted(found, key=lambda o: o.nick)
 
 
+def occupant_of(occupants: Sequence[Occupant], jid: str) -> Occupant | None:
+    """``jid``'s occupancy: as a full JID, or as the bare JID a native
+    occupant may have joined with (then all its resources are in)."""
+    return next((o for o in occupants if o.jid == jid), None) or \
+        next((o for o in occupants if o.jid == bare(jid)), None)
+
+
 @dataclass(frozen=True)
 class Joining:
     """Everything an admission check may look at."""
@@ -327,9 +334,7 @@ class RoomKind(NodeKind):
     async def _occupant(self, access: Access, jid: str) -> Occupant | None:
         occupants = await occupants_of(access.engine, Room(access.node), access.affiliations,
                                        await access.subscriptions())
-        # A native occupant may have joined with its bare JID.
-        return next((o for o in occupants if o.jid == jid), None) or \
-            next((o for o in occupants if o.jid == bare(jid)), None)
+        return occupant_of(occupants, jid)
 
     async def _is_moderator(self, access: Access) -> bool:
         if access.trusted or self._muc(access, access.requestor) in (OWNER, ADMIN):
