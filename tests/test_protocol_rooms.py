@@ -299,6 +299,36 @@ class SemiAnonymous(RoomsTestCase):
         await bob.wait_for(status_message(173), timeout=5)
 
 
+class NativeSubject(RoomsTestCase):
+    """XEP-0207 §5: a subject change published through XEP-0060 is the same
+    change as XEP-0045 §8.1's message: newcomers are sent it (§7.2.16), once,
+    from the occupant who set it; who may set it is the room kind's rule."""
+
+    async def test_a_native_subject_is_the_room_subject(self):
+        alice = await self.open_room(changesubject="1")
+        carol = await self.online("carol", "native")
+        self.assert_ok(await self.native_join(carol, "Carol"))
+        self.assert_ok(await self.publish(carol, CHAT, ROOM, "<message xmlns='jabber:client'>"
+                                                             "<subject>set natively</subject></message>"))
+        await alice.wait_for(lambda e: subject_message(e) and str(e.subject) == "set natively")
+        await self.settle(carol, alice)
+        bob = await self.online("bob", "desk")
+        await self.join(bob, "Bob")
+        await self.settle(bob)
+        subjects = [(e["from"], str(e.subject)) for e in bob.stanzas if subject_message(e)]
+        self.assertEqual(subjects, [(f"{ROOM_JID}/Carol", "set natively")])
+
+    async def test_a_participant_may_not_where_the_room_says_so(self):
+        alice = await self.open_room()
+        carol = await self.online("carol", "native")
+        self.assert_ok(await self.native_join(carol, "Carol"))
+        self.assert_error(await self.publish(carol, CHAT, ROOM, "<message xmlns='jabber:client'>"
+                                                                "<subject>coup</subject></message>"), "forbidden")
+        await self.settle(carol, alice)
+        node = await self.server.storage.get_node(CHAT, ROOM)
+        self.assertNotEqual(node.config.extra.get("subject"), "coup")
+
+
 class SmallerNits(RoomsTestCase):
     """Issue item 16 (its caps nit is ConcurrentUnknownCaps in
     test_protocol_correctness.py). XEP-0045 §7.5: "the sending client SHOULD

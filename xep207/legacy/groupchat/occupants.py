@@ -211,14 +211,17 @@ class Occupants:
             await self.rooms.end(room)
 
     def session_gone(self, session) -> defer.Deferred:
-        """A session that ends leaves every room it is in."""
+        """A session that ends leaves every room it is in; the last one of an
+        account also ends the account's bare-JID (native) occupancies, whose
+        resources have all gone (an occupant is a connected session)."""
         async def leave_all():
             rooms = self.rooms
+            gone = {session.full} if rooms.router.resources(session.bare) else {session.full, session.bare}
             for subscription in await rooms.storage.get_entity_subscriptions(session.bare, rooms.domain):
-                if subscription.subscriber == session.full and subscription.options.get(NICK):
+                if subscription.subscriber in gone and subscription.options.get(NICK):
                     room = await rooms.room(subscription.node_id)
                     if room is not None:
-                        await self.leave(room, session.full)
+                        await self.leave(room, subscription.subscriber)
 
         d = defer.ensureDeferred(leave_all())
         return d.addErrback(log.err, f"leaving rooms for {session.full} failed")

@@ -15,7 +15,7 @@ from wokkel import disco
 from wokkel.subprotocols import XMPPHandler
 from zope.interface import implementer
 
-from xep207.hooks import SESSION_UNBOUND, SUBSCRIPTION_CHANGED
+from xep207.hooks import ITEM_PUBLISHED, SESSION_UNBOUND, SUBSCRIPTION_CHANGED
 from xep207.inflight import InFlight
 from xep207.legacy.groupchat import discovery, selfping
 from xep207.legacy.groupchat.admin import Admin
@@ -46,6 +46,7 @@ class GroupchatService(XMPPHandler):
         self.in_flight = InFlight()  # room work under way, for a clean shutdown
         router.hooks.add(SESSION_UNBOUND, self.occupants.session_gone)
         router.hooks.add(SUBSCRIPTION_CHANGED, self.native.on_subscription_change)
+        engine.hooks.add(ITEM_PUBLISHED, self.native.on_published)
 
     # Stanzas in ------------------------------------------------------------------
 
