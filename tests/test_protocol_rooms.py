@@ -91,6 +91,15 @@ class OwnerForms(RoomsTestCase):
         self.assert_ok(await self.owner_set(alice, "<x xmlns='jabber:x:data' type='submit'/>"))
         await self.join(bob, "Bob")
 
+    async def test_only_the_owner_unlocks(self):
+        alice = await self.online("alice", "phone")
+        await self.join(alice, "Alice", instant=False)
+        eve = await self.online("eve", "lair")
+        self.assert_error(await self.owner_set(eve, "<x xmlns='jabber:x:data' type='submit'/>"), "forbidden")
+        self.assert_error(await self.owner_set(eve, "<x xmlns='jabber:x:data' type='cancel'/>"), "forbidden")
+        self.assertEqual(await self.refused_join(eve, "Eve"), "item-not-found")
+        self.assertIsNotNone(await self.server.storage.get_node(CHAT, ROOM))
+
     async def test_locked_through_the_other_door_too(self):
         """The lock is the room kind's admission rule: a native subscribe, or a
         history read, by anyone but the owner is refused as if no room existed."""
