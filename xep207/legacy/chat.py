@@ -23,11 +23,12 @@ from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.xish import domish
 
 from xep207.hooks import STANZA
+from xep207.jids import parse_jid
 from xep207.pubsub.events import ITEMS, Event, Recipient
 from xep207.pubsub.kinds import Trusted, pair_node_id
 from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind
 from xep207.storage.records import VIA_LEGACY, bare
-from xep207.xmlutil import parse_stanza, restamped
+from xep207.xmlutil import addressed_to, restamped
 
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_FORWARD = "urn:xmpp:forward:0"
@@ -89,7 +90,10 @@ class ChatCapture:
         to = stanza.getAttribute("to")
         if not to:
             return False
-        target = jidlib.JID(to)
+        try:
+            target = parse_jid(to)  # prepared once per distinct string (xep207.jids)
+        except jidlib.InvalidFormat:
+            return False  # the router answers jid-malformed
         if target.host != self.router.domain or target.user is None:
             return False
         contact = target.userhost()
@@ -177,8 +181,7 @@ class PairRendering:
             if event.replay:
                 payload = with_child(payload, f"<delay xmlns='{NS_DELAY}' from={quoteattr(chat.router.domain)}"
                                               f" stamp='{stamp(item.published)}'/>")
-            self.items.append((item.publisher, parse_stanza(item.payload).getAttribute("to", ""), payload,
-                               item.item_id))
+            self.items.append((item.publisher, addressed_to(item.payload), payload, item.item_id))
         self._targets: dict[str, list] = {}
         self._stamped: dict[tuple[str, str], str] = {}
 

@@ -155,13 +155,13 @@ class Session:
     # RFC 6120 §10.1: a stream's stanzas are handled in order, one after the other.
     in_order: defer.DeferredLock = field(default_factory=defer.DeferredLock)
 
-    @property
-    def full(self) -> str:
-        return self.jid.full()
+    # The bound JID never changes: its strings are made once, not per stanza.
+    full: str = field(init=False)
+    bare: str = field(init=False)
 
-    @property
-    def bare(self) -> str:
-        return self.jid.userhost()
+    def __post_init__(self) -> None:
+        self.full = self.jid.full()
+        self.bare = self.jid.userhost()
 
     def send(self, stanza) -> None:
         """Write a stanza (an Element or already-serialized text) to the client."""
