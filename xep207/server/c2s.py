@@ -23,6 +23,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
 from xep207 import metrics
+from xep207.ordering import InOrder
 from xep207.jids import jid_from_parts, parse_jid
 from xep207.server import sasl
 from xep207.server.stream import NS_STREAMS, PRE_AUTH_LIMITS, ServerStream, Shaping, StreamLimits
@@ -153,7 +154,7 @@ class Session:
     carbons: bool = False  # XEP-0280 enabled
     lang: str = ""  # the stream's xml:lang, its stanzas' default (RFC 6120 §4.7.4)
     # RFC 6120 §10.1: a stream's stanzas are handled in order, one after the other.
-    in_order: defer.DeferredLock = field(default_factory=defer.DeferredLock)
+    in_order: InOrder = field(default_factory=InOrder)
 
     # The bound JID never changes: its strings are made once, not per stanza.
     full: str = field(init=False)
