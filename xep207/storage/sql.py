@@ -69,6 +69,17 @@ class SQLStorage:
 
         return self._transact(fetch)
 
+    # Item counts per node, where a backend can keep them (one writer): they
+    # decide whether an insert must trim the node to ``max_items``.
+
+    def _trim_needed(self, cursor, key: tuple[str, str], max_items: int, added: bool) -> bool:
+        """Whether a node may now hold more than ``max_items`` (after an insert;
+        ``added``: a new item, not a replacement). Without counts: always."""
+        return True
+
+    def _items_changed(self, key: tuple[str, str] | None) -> None:
+        """Items of a node (None: of any node) went, by other means than a trim."""
+
     def _run(self, statement: str, args=()):
         return self._transact(lambda cursor: self._execute(cursor, statement, args) and None)
 
@@ -109,6 +120,7 @@ class SQLStorage:
 
     def delete_node(self, service, node_id):
         def delete(cursor):
+            self._items_changed((service, node_id))
             for table in TABLES:
                 self._execute(cursor, f"DELETE FROM {table} WHERE service = ? AND node = ?", (service, node_id))
 
@@ -185,23 +197,27 @@ class SQLStorage:
     # Items
 
     def put_item(self, service, node_id, item, max_items):
+        insert = ("INSERT INTO items (service, node, item_id, payload, publisher, published)"
+                  " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, node, item_id) DO NOTHING RETURNING seq")
+        values = (service, node_id, item.item_id, item.payload, item.publisher, item.published)
+
         def put(cursor):
-            # Replace = delete, then insert as the newest. Under PostgreSQL's
-            # read committed, a concurrent writer of the same id can slip in
-            # between: then the insert does nothing and we go round again.
+            # A new id (nearly always: generated) is one insert. Replace = delete,
+            # then insert as the newest. Under PostgreSQL's read committed, a
+            # concurrent writer of the same id can slip in between: then the
+            # insert does nothing and we go round again.
+            row = self._execute(cursor, insert, values).fetchone()
+            added = row is not None
             for _ in range(10):
-                self._execute(cursor, "DELETE FROM items WHERE service = ? AND node = ? AND item_id = ?",
-                              (service, node_id, item.item_id))
-                row = self._execute(
-                    cursor, "INSERT INTO items (service, node, item_id, payload, publisher, published)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, node, item_id) DO NOTHING RETURNING seq",
-                    (service, node_id, item.item_id, item.payload, item.publisher, item.published)).fetchone()
                 if row is not None:
                     break
+                self._execute(cursor, "DELETE FROM items WHERE service = ? AND node = ? AND item_id = ?",
+                              (service, node_id, item.item_id))
+                row = self._execute(cursor, insert, values).fetchone()
             else:
                 raise RuntimeError(f"could not store item {item.item_id}: too much contention")
             seq = row[0]
-            if max_items is not None:
+            if max_items is not None and self._trim_needed(cursor, (service, node_id), max_items, added):
                 self._execute(
                     cursor, "DELETE FROM items WHERE service = ? AND node = ? AND seq <= ("
                     " SELECT seq FROM items WHERE service = ? AND node = ?"
@@ -259,6 +275,7 @@ class SQLStorage:
 
     def delete_items(self, service, node_id, item_ids):
         def delete(cursor):
+            self._items_changed((service, node_id))
             deleted = []
             for item_id in item_ids:
                 self._execute(cursor, "DELETE FROM items WHERE service = ? AND node = ? AND item_id = ?",
@@ -270,7 +287,11 @@ class SQLStorage:
         return self._transact(delete)
 
     def purge_items(self, service, node_id):
-        return self._run("DELETE FROM items WHERE service = ? AND node = ?", (service, node_id))
+        def purge(cursor):
+            self._items_changed((service, node_id))
+            self._execute(cursor, "DELETE FROM items WHERE service = ? AND node = ?", (service, node_id))
+
+        return self._transact(purge)
 
     # Accounts
 
@@ -300,6 +321,7 @@ class SQLStorage:
 
     def delete_account(self, jid):
         def delete(cursor):
+            self._items_changed(None)
             self._execute(cursor, "DELETE FROM accounts WHERE jid = ?", (jid,))
             for table in TABLES:
                 self._execute(cursor, f"DELETE FROM {table} WHERE service = ?", (jid,))
