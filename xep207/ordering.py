@@ -13,8 +13,9 @@ from collections import deque
 from typing import Any, Callable
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
-__all__ = ["InOrder"]
+__all__ = ["InOrder", "handed_off"]
 
 
 class InOrder:
@@ -75,3 +76,32 @@ class InOrder:
 
 def _relay(result, waiter: defer.Deferred) -> None:
     waiter.callback(result)  # a Failure passes on as one
+
+
+def handed_off(start: Callable[[Callable[[], None]], defer.Deferred],
+               late_failure: Callable[[Any], object],
+               track: Callable[[defer.Deferred], object]) -> defer.Deferred:
+    """Start a storage write through the engine (``start(queued)``: a publish
+    given ``queued=queued``) and fire once it is in storage's queue, so that
+    whatever comes next (a stanza of the same stream, room or pair) is
+    ordered after it without waiting for the commit.
+
+    Fires with the failure if the write was refused before that (the caller
+    answers it as usual); a failure after the hand-off goes to
+    ``late_failure``. ``track``: the whole operation, for a clean shutdown.
+    """
+    handed: defer.Deferred = defer.Deferred()
+
+    def queued() -> None:
+        if not handed.called:
+            handed.callback(None)
+
+    def finished(result):
+        if not handed.called:
+            handed.callback(result)
+        elif isinstance(result, Failure):
+            late_failure(result)
+        return None
+
+    track(start(queued).addBoth(finished))
+    return handed

@@ -145,6 +145,15 @@ class PubSubEngine:
         self._kind_cache: dict[tuple[str, str], NodeKind] = {}
         # A cached node's metadata, read without a Deferred (``CachingStorage``).
         self._peek = getattr(storage, "peek_node", None)
+        # Without a cache: the node and its metadata in one read, where the
+        # backend offers it (the SQL ones).
+        self._read_state = None if self._peek is not None else getattr(storage, "get_node_state", None)
+        # Whether storage runs operations in the order they were issued (one
+        # writer: SQLite's thread, memory:); a pool of connections does not.
+        self._ordered_writes = bool(getattr(storage, "ordered_writes", False))
+        # What kinds derive from a node's cached metadata (a room's occupants),
+        # keyed by node, valid while the cache hands out the same objects.
+        self.derived: dict[tuple[str, str], tuple] = {}
 
     def add_kind(self, kind: NodeKind) -> None:
         """A kind added later (a plugin, a service) is asked before the built-in ones."""
@@ -198,6 +207,14 @@ class PubSubEngine:
             raise errors.bad_request("nodeid-required")
         kind = self.kind_of(service, node_id)
         access = self._cached_access(requestor, service, node_id)
+        if access is None and self._read_state is not None:
+            node, affiliations, subscriptions = await self._read_state(service, node_id)
+            if node is None:
+                return kind, None
+            if self.is_pep(service):
+                affiliations[service] = OWNER
+            access = Access(self, node, requestor, affiliations)
+            access._read["subscriptions"] = subscriptions
         if access is None:
             node = await self.storage.get_node(service, node_id)
             if node is None:
@@ -206,6 +223,16 @@ class PubSubEngine:
         if not access.trusted and not await kind.visible(access):
             raise errors.item_not_found()
         return kind, access
+
+    def cached_metadata(self, service: str, node_id: str) -> tuple | None:
+        """``(node, affiliations, subscriptions)`` as the storage cache holds them
+        (the same objects until a write replaces them), or None. Read only."""
+        return self._peek(service, node_id) if self._peek is not None else None
+
+    def remember_derived(self, key: tuple[str, str], value: tuple) -> None:
+        if len(self.derived) >= KIND_CACHE_SIZE:
+            self.derived.clear()
+        self.derived[key] = value
 
     def _cached_access(self, requestor: str, service: str, node_id: str) -> Access | None:
         """``Access`` from the storage cache alone (no read, no Deferred), when
@@ -216,11 +243,10 @@ class PubSubEngine:
         if state is None:
             return None
         node, affiliations, subscriptions = state
-        affiliations = dict(affiliations)  # the cache's own: never changed here
-        if self.is_pep(service):
-            affiliations[service] = OWNER
+        if self.is_pep(service):  # the cache's own objects are read, never changed
+            affiliations = {**affiliations, service: OWNER}
         access = Access(self, node, requestor, affiliations)
-        access._read["subscriptions"] = list(subscriptions)
+        access._read["subscriptions"] = subscriptions
         return access
 
     async def _owner_access(self, requestor, service, node_id, operation) -> tuple[NodeKind, Access]:
@@ -449,9 +475,12 @@ class PubSubEngine:
         Fires with the item ids, generated where none was given. ``vetted``:
         the payload was built by a capture from a stanza it already stamped,
         so the kind's vetting (which parses) need not run again. ``queued``
-        is called once the item's write has been handed to storage, before it
-        is durable: whatever storage does next sees it (the writer keeps the
-        order), so a caller keeping stanzas in order may go on from there.
+        is called as soon as the item's write is issued where storage runs
+        operations in the order issued (``ordered_writes``: one writer), so
+        that whatever comes next sees it and its consequences (an offline
+        mark) without waiting for the commit; a caller keeping stanzas in
+        order may go on from there. Elsewhere (a pool of connections) it is
+        not called: the caller goes on when the publish is done.
         """
         if not node_id:
             raise errors.bad_request("nodeid-required")
@@ -490,10 +519,10 @@ class PubSubEngine:
         item = Item(item_id or new_id(), payload, requestor)
         if config.persist_items:
             stored = self.storage.put_item(service, node_id, item, config.max_items)
-            if queued is not None:
-                queued()
+            if queued is not None and self._ordered_writes:
+                queued()  # whatever is issued next runs after it
             item = await stored
-        elif queued is not None:
+        elif queued is not None and self._ordered_writes:
             queued()
         self.hooks.fire(ITEM_PUBLISHED, node, item, requestor)
         if config.deliver_notifications:

@@ -53,6 +53,7 @@ def _path_from_url(url: str) -> tuple[str, dict]:
 class SQLiteStorage(SQLStorage):
     integrity_errors = (sqlite3.IntegrityError,)
     single_writer = True  # one server process owns the file: node metadata may be cached
+    ordered_writes = True  # one thread runs the operations in the order they were issued
 
     def __init__(self, url: str):
         self.url = url
