@@ -176,6 +176,7 @@ class Options(ConfigFileOptions):
         ["deliver-to-all-resources", None,
          "Deliver messages to a bare JID to every resource with non-negative priority, "
          "not only the highest (RFC 6121 §8.5.2.1.1 allows both)."],
+        ["push-body", None, "Include message bodies in XEP-0357 push notifications (off: sender and count only)."],
     ]
     optParameters = [
         ["config", "c", None, "A TOML file with any of these options (long names as keys)."],
@@ -235,10 +236,15 @@ class Options(ConfigFileOptions):
         super().__init__()
         self["components"] = {}
         self["plugins"] = []
+        self["admins"] = []
 
     def opt_plugin(self, name):
         """NAME: enable a server plugin (xep207.plugins.IServerPlugin); repeatable."""
         self["plugins"].append(name)
+
+    def opt_admin(self, jid):
+        """JID: an account allowed XEP-0133 service administration (repeatable)."""
+        self["admins"].append(jid)
 
     def opt_component(self, value):
         """NAME=SECRET: accept an external component (repeatable; prefer the config file)."""

@@ -531,7 +531,7 @@ class PubSubEngine:
                 Event(service, node_id, ITEMS, items=(item,),
                       include_payloads=config.deliver_payloads,
                       notification_type=config.notification_type,
-                      reply_to=requestor if config.itemreply == "publisher" else None,
+                      reply_to=kind.reply_to(access, item),
                       node_kind=kind.name),
                 recipients)
             for recipient in undelivered or ():
