@@ -199,47 +199,6 @@ class StorageContract(_TestCase):
         self.assertEqual((await self.storage.page_items(S, "a")).count, 0)
         self.assertEqual((await self.storage.page_items(S, "b")).count, 1)
 
-    async def test_limit_kept_after_deletes_purges_and_replaces(self):
-        """A backend that remembers item counts (SQLite) trims exactly as one
-        that counts every time, whatever removed items in between."""
-        for i in range(4):
-            await self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), 3)
-        await self.storage.delete_items(S, "a", ["i2"])
-        for i in range(4, 6):
-            await self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), 3)
-        self.assertEqual([i.item_id for i in (await self.storage.page_items(S, "a")).items], ["i3", "i4", "i5"])
-        await self.storage.put_item(S, "a", Item("i4", "<p n='2'/>", "x@example.org"), 3)  # a replace
-        self.assertEqual([i.item_id for i in (await self.storage.page_items(S, "a")).items], ["i3", "i5", "i4"])
-        await self.storage.purge_items(S, "a")
-        for i in range(6, 10):
-            await self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), 2)
-        self.assertEqual([i.item_id for i in (await self.storage.page_items(S, "a")).items], ["i8", "i9"])
-        await self.storage.create_node(Node(S, "a", NodeConfig(), "o@example.org"))
-        await self.storage.delete_node(S, "a")
-        await self.storage.put_item(S, "a", Item("j", "<p/>", "x@example.org"), 2)
-        self.assertEqual([i.item_id for i in (await self.storage.page_items(S, "a")).items], ["j"])
-
-    async def test_node_state_in_one_read(self):
-        """``get_node_state``, where a backend offers it, answers what the
-        three reads it replaces answer."""
-        read = getattr(self.storage, "get_node_state", None)
-        if read is None:
-            raise self.skipTest("this backend reads node state in three calls")
-        self.assertEqual(await read(S, "missing"), (None, {}, []))
-        config = NodeConfig(access_model="whitelist", max_items=5, extra={"muc#x": "1"})
-        await self.storage.create_node(Node(S, "n", config, "o@example.org", 2.5))
-        self.assertEqual(await read(S, "n"), (await self.storage.get_node(S, "n"), {}, []))
-        await self.storage.set_affiliation(S, "n", "o@example.org", OWNER)
-        await self.storage.set_affiliation(S, "n", "p@example.org", PUBLISHER)
-        await self.storage.set_subscription(Subscription(S, "n", "a@example.org/r", SUBSCRIBED,
-                                                         options={"pubsub#deliver": "1"}, via=VIA_LEGACY))
-        await self.storage.set_subscription(Subscription(S, "n", "b@example.org", PENDING))
-        node, affiliations, subscriptions = await read(S, "n")
-        self.assertEqual(node, await self.storage.get_node(S, "n"))
-        self.assertEqual(affiliations, await self.storage.get_affiliations(S, "n"))
-        self.assertEqual(sorted(subscriptions, key=lambda s: s.subscriber),
-                         sorted(await self.storage.get_subscriptions(S, "n"), key=lambda s: s.subscriber))
-
     async def test_payload_text_is_kept_exactly(self):
         payload = "<body xmlns='jabber:client'>caf\u00e9 &amp; \U0001F600 &lt;b&gt;</body>"
         await self.storage.put_item(S, "a", Item("x", payload, "x@example.org/r", 12.5), None)
