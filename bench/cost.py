@@ -210,7 +210,7 @@ def _print_profile(path: str, messages: int, top: int, storage: str) -> None:
         short = short.split("site-packages/")[-1]
         print(f"  {tt / messages * 1e6:10.2f} {ct / messages * 1e6:10.2f} {nc / messages:9.2f}  {short}:{line} {name}")
     by_calls = sorted(stats.stats.items(), key=lambda kv: kv[1][1], reverse=True)[:top]
-    print(f"\n  by calls per message:")
+    print("\n  by calls per message:")
     for (file, line, name), (cc, nc, tt, ct, _) in by_calls:
         short = file.split("site-packages/")[-1].replace(os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + "/", "")
         print(f"  {nc / messages:9.2f}  {short}:{line} {name}")
