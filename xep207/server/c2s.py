@@ -23,6 +23,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
 from xep207 import metrics
+from xep207.ordering import InOrder
 from xep207.jids import jid_from_parts, parse_jid
 from xep207.server import sasl
 from xep207.server.stream import NS_STREAMS, PRE_AUTH_LIMITS, ServerStream, Shaping, StreamLimits
@@ -153,15 +154,15 @@ class Session:
     carbons: bool = False  # XEP-0280 enabled
     lang: str = ""  # the stream's xml:lang, its stanzas' default (RFC 6120 §4.7.4)
     # RFC 6120 §10.1: a stream's stanzas are handled in order, one after the other.
-    in_order: defer.DeferredLock = field(default_factory=defer.DeferredLock)
+    in_order: InOrder = field(default_factory=InOrder)
 
-    @property
-    def full(self) -> str:
-        return self.jid.full()
+    # The bound JID never changes: its strings are made once, not per stanza.
+    full: str = field(init=False)
+    bare: str = field(init=False)
 
-    @property
-    def bare(self) -> str:
-        return self.jid.userhost()
+    def __post_init__(self) -> None:
+        self.full = self.jid.full()
+        self.bare = self.jid.userhost()
 
     def send(self, stanza) -> None:
         """Write a stanza (an Element or already-serialized text) to the client."""

@@ -250,13 +250,15 @@ class Router:
     def _routed(self, stanza: domish.Element) -> defer.Deferred:
         """Route; fires when done, failures answered (never an errback)."""
         d = defer.ensureDeferred(self._route(stanza))
-        return d.addErrback(self._route_failed, stanza)
+        return d.addErrback(self.route_failed, stanza)
 
     async def drain(self) -> None:
         """Wait until every stanza already accepted has been routed (shutdown)."""
         await self.in_flight.drain()
 
-    def _route_failed(self, failure, stanza):
+    def route_failed(self, failure, stanza) -> None:
+        """A stanza's handling failed: its sender hears why (a capture that
+        finishes after it let the next stanza go on answers through this too)."""
         if failure.check(StanzaError):
             self.bounce(stanza, failure.value.condition, failure.value.text)
             return
