@@ -359,19 +359,27 @@ class PubSubEngine:
     def _owners(self, node: Node, affiliations: Mapping[str, AffiliationName]) -> list[str]:
         return sorted(e for e, a in affiliations.items() if a == OWNER)
 
+    def block_error(self, entity: str, service: str) -> Exception | None:
+        """XEP-0191 between ``entity`` (who asks) and the account ``service``:
+        nothing from an account reaches whom it blocked, nor anything from whom
+        one blocked; whichever door asks. None on a service that is no account."""
+        if not self.blocks or not self.is_pep(service) or bare(entity) == service:
+            return None
+        if self.blocks.blocks(service, entity):
+            return errors.StanzaError("service-unavailable")
+        if self.blocks.blocks(bare(entity), service):
+            return errors.blocked()
+        return None
+
     async def access_error(self, node: Node, entity: str, affiliations,
                            presence_cache: dict | None = None) -> Exception | None:
         """Why ``entity`` may not subscribe to or read ``node`` by its access
         model, or None. Shared by subscribe, retrieve and notification so
         that the three can never disagree."""
         entity = bare(entity)
-        if self.blocks and entity != node.service and self.is_pep(node.service):
-            # XEP-0191: nothing from an account reaches whom it blocked, nor
-            # anything from whom one blocked; whichever door asks.
-            if self.blocks.blocks(node.service, entity):
-                return errors.StanzaError("service-unavailable")
-            if self.blocks.blocks(entity, node.service):
-                return errors.blocked()
+        blocked = self.block_error(entity, node.service)
+        if blocked is not None:
+            return blocked
         affiliation = affiliations.get(entity, NONE)
         if affiliation == OUTCAST:
             return errors.forbidden()
@@ -676,8 +684,9 @@ class PubSubEngine:
         for subscriber, state in changes:
             subscriber = kind.subscriber_key(subscriber)
             existing = await self.storage.get_subscription(service, node_id, subscriber)
-            if not access.trusted and not await kind.check_subscription_change(
-                    access, subscriber, state, existing):
+            if not access.trusted and (
+                    (state == SUBSCRIBED and self.block_error(subscriber, service) is not None)
+                    or not await kind.check_subscription_change(access, subscriber, state, existing)):
                 failed.append((subscriber, state))
                 continue
             if state == NONE:
@@ -737,6 +746,11 @@ class PubSubEngine:
         subscription = await self.storage.get_subscription(service, node_id, subscriber)
         if subscription is None or subscription.state != PENDING:
             raise errors.StanzaError("unexpected-request", text="no pending subscription")
+        if allow and not access.trusted:
+            # XEP-0191: a legacy 'subscribed' across a block is dropped; this door neither approves.
+            blocked = self.block_error(service, subscriber)
+            if blocked is not None:
+                raise blocked
         if subid and subid != subscription.subid:
             raise errors.not_acceptable("invalid-subid")
         if allow:
