@@ -4,7 +4,8 @@ from tests.doors_helpers import (
     ALICE, BOB, EVE, NS_MAM, NS_USER, ROOM_JID, RoomDoorsTestCase, chat_body, form, message_with,
 )
 from tests.server_helpers import DOMAIN
-from tests.test_blocking import NS_BLOCKING, BlockingTestCase, presence_from
+from tests.test_blocking import BlockingTestCase, presence_from
+from tests.test_mam import MamTestCase
 
 
 def roster_push_about(jid: str):
@@ -100,3 +101,55 @@ class InRooms(BlockingTestCase, RoomDoorsTestCase):
         self.assert_blocked_error(error)
         await self.settle(alice, eve)
         self.nothing(eve, message_with("please"))
+
+
+class HostileArchiveQueries(MamTestCase):
+    async def test_repeated_form_fields_are_bad_requests(self):
+        """A jid-single or text-single field sent twice is malformed input, not a crash."""
+        alice, _ = await self.conversation(2)
+        for var, value in (("with", BOB), ("start", "2020-01-01T00:00:00Z"), ("end", "2030-01-01T00:00:00Z"),
+                           ("after-id", "x"), ("before-id", "x")):
+            fields = f"<field var='{var}'><value>{value}</value><value>{value}</value></field>"
+            x = (f"<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+                 f"<value>{NS_MAM}</value></field>{fields}</x>")
+            reply = await self.iq(alice, "set", None, f"<query xmlns='{NS_MAM}'>{x}</query>")
+            self.assert_error(reply, "bad-request")
+        await self.ping(alice)
+
+    async def test_other_peoples_ids_and_archives(self):
+        alice, bob = await self.conversation(2)
+        carol = await self.online("carol")
+        _, _, ids = await self.query(alice)
+        # carol names alice's message ids: as unknown as any other.
+        self.assert_error((await self.query(carol, f"<after>{ids[0]}</after>"))[0], "item-not-found")
+        self.assert_error((await self.query(carol, fields={"after-id": ids[0]}))[0], "item-not-found")
+        reply, bodies, _ = await self.query(carol, fields={"ids": ids})
+        self.assertEqual((bodies, str(reply.fin.set.count)), ([], "0"))
+        reply, bodies, _ = await self.query(carol, fields={"with": ALICE})
+        self.assertEqual(bodies, [])
+        # alice's archive, asked of alice's JID by carol.
+        reply = await self.iq(carol, "set", ALICE, f"<query xmlns='{NS_MAM}'/>")
+        self.assert_failed(reply)
+        self.assertEqual(carol.unconsumed("message"), [])
+        # alice's preferences, asked by carol: nothing, through either door.
+        self.assert_failed(await self.iq(carol, "get", ALICE, f"<prefs xmlns='{NS_MAM}'/>"))
+
+    async def test_malformed_dates_and_numbers(self):
+        alice, _ = await self.conversation(2)
+        for start in ("yesterday", "0001-01-01T00:00:00", "2020-13-01T00:00:00Z", "9" * 50):
+            self.assert_error((await self.query(alice, fields={"start": start}))[0], "bad-request")
+        for rsm in ("<max>9" + "9" * 5000 + "</max>", "<max></max>", "<max>1.5</max>"):
+            self.assert_error((await self.query(alice, rsm))[0], "bad-request")
+        reply, bodies, _ = await self.query(alice, "<max>99999999999999999999</max>")
+        self.assertEqual(bodies, ["m0", "m1"])  # capped, not a crash
+        await self.ping(alice)
+
+    async def test_a_prefs_answer_is_never_answered(self):
+        """RFC 6120 §8.2.3: an iq result or error is not a request."""
+        alice = await self.online("alice")
+        for type in ("result", "error"):
+            alice.send(f"<iq type='{type}' id='p-{type}'><prefs xmlns='{NS_MAM}' default='never'/></iq>")
+        await self.settle(alice)
+        self.nothing(alice, lambda e: e.name == "iq" and e.getAttribute("id", "").startswith("p-"))
+        reply = self.assert_ok(await self.iq(alice, "get", None, f"<prefs xmlns='{NS_MAM}'/>"))
+        self.assertEqual(reply.prefs["default"], "always")

@@ -74,6 +74,9 @@ class ArchiveHandler(XMPPHandler):
         form = data_form.findForm(query, NS_MAM)
         if form is not None:
             fields = {k: v for k, v in form.getValues().items() if k != "FORM_TYPE"}
+        for var, value in fields.items():
+            if var != "ids" and isinstance(value, list):
+                raise StanzaError("bad-request", text=f"the field {var} takes one value")
         with_jid = fields.get("with")
         start, end = _parse_time(fields.get("start")), _parse_time(fields.get("end"))
         rsm = {child.name: str(child) for s in query.elements(NS_RSM, "set") for child in s.elements()}
@@ -93,10 +96,11 @@ class ArchiveHandler(XMPPHandler):
             chosen = items[:limit]  # XEP-0313: from the beginning, chronologically
             first_index = 0
         else:
-            page = page_of(items, limit, after, before)
-            if not page.items and (after or before) and items and not (
-                    (after and after == items[-1].item_id) or (before and before == items[0].item_id)):
+            known = {i.item_id for i in items}
+            if (after and after not in known) or (before and before not in known):
+                # XEP-0059 §2.6, the same for an id of nobody's and of someone else's.
                 raise StanzaError("item-not-found", text="no such archive id to page from")
+            page = page_of(items, limit, after, before)
             chosen, first_index = list(page.items), page.first_index
 
         queryid = query.getAttribute("queryid")
