@@ -153,3 +153,42 @@ class HostileArchiveQueries(MamTestCase):
         self.nothing(alice, lambda e: e.name == "iq" and e.getAttribute("id", "").startswith("p-"))
         reply = self.assert_ok(await self.iq(alice, "get", None, f"<prefs xmlns='{NS_MAM}'/>"))
         self.assertEqual(reply.prefs["default"], "always")
+
+
+class BeforeTheBlock(BlockingTestCase):
+    async def test_offline_messages_from_before_the_block_are_not_delivered_after_it(self):
+        """eve wrote while alice was away; alice blocks her from a session that
+        is not yet available: the stored messages must not follow (§3.6)."""
+        alice = await self.online("alice")
+        eve = await self.online("eve")
+        self.chat(eve, ALICE, "hello")  # the pair node exists, alice is subscribed
+        await alice.wait_for(chat_body("hello"))
+        await self.logout(alice)
+        await self.server.quiesce()
+        self.chat(eve, ALICE, "while you were away")
+        await self.settle(eve)
+        alice = await self.online("alice", "quiet", presence=False)
+        self.assert_ok(await self.block(alice, EVE))
+        alice.send("<presence/>")  # RFC 6121 §8.5.2.1.1: offline messages now
+        await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == alice.jid)
+        await self.settle(alice, eve)
+        self.nothing(alice, message_with("while you were away"))
+
+
+class LastActivityIsTheServices(BlockingTestCase):
+    async def test_the_account_cannot_rewrite_its_last_activity_through_xep0060(self):
+        """Nobody but the service writes the node: not a retract, purge or
+        delete by its owner either (a contact would read 'never seen online')."""
+        await self.server.engine.subscribe(BOB, ALICE, "presence", BOB, approved=True, via="legacy")
+        alice = await self.online("alice")
+        await self.logout(alice)
+        await self.server.quiesce()
+        alice = await self.online("alice")
+        node = "last-activity"
+        before = [i.item_id for i in (await self.server.storage.page_items(ALICE, node)).items]
+        self.assertEqual(before, ["last"])
+        self.assert_error(await self.retract(alice, ALICE, node, "last"), "forbidden")
+        self.assert_error(await self.pubsub(alice, "set", ALICE, f"<purge node='{node}'/>", owner=True), "forbidden")
+        self.assert_error(await self.pubsub(alice, "set", ALICE, f"<delete node='{node}'/>", owner=True), "forbidden")
+        after = [i.item_id for i in (await self.server.storage.page_items(ALICE, node)).items]
+        self.assertEqual(after, before)
