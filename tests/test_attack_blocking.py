@@ -192,3 +192,26 @@ class LastActivityIsTheServices(BlockingTestCase):
         self.assert_error(await self.pubsub(alice, "set", ALICE, f"<delete node='{node}'/>", owner=True), "forbidden")
         after = [i.item_id for i in (await self.server.storage.page_items(ALICE, node)).items]
         self.assertEqual(after, before)
+
+
+class FromAComponent(BlockingTestCase):
+    server_args = ("--no-tls", "--allow-plaintext-auth", "--component", "gateway.localhost=s3cret",
+                   "--component-port", "0")
+
+    async def test_unprepared_addresses_do_not_slip_past_a_block(self):
+        """A component's JIDs are prepared before any check: 'SPAMMER@Gateway.localhost'
+        is the blocked spammer@gateway.localhost, 'ALICE@LOCALHOST' is alice."""
+        from tests.test_registration_components import ExternalComponent
+        self.component_port = self.server.listeners[-1]._port.getHost().port
+        xs = await ExternalComponent.connect_component(self, "gateway.localhost", "s3cret")
+        alice = await self.online("alice")
+        self.assert_ok(await self.block(alice, "spammer@gateway.localhost"))
+        xs.send(f"<message from='SPAMMER@gateway.localhost' to='{ALICE}' type='chat'><body>one</body></message>")
+        xs.send("<message from='spammer@gateway.localhost' to='ALICE@LOCALHOST' type='chat'><body>two</body></message>")
+        xs.send("<presence from='Spammer@gateway.localhost/x' to='Alice@localhost/r'/>")
+        xs.send(f"<message from='friend@gateway.localhost' to='{ALICE}' type='chat'><body>genuine</body></message>")
+        await alice.wait_for(chat_body("genuine"))
+        await self.settle(alice)
+        self.nothing(alice, chat_body("one"))
+        self.nothing(alice, chat_body("two"))
+        self.nothing(alice, lambda e: e.name == "presence" and "gateway" in e.getAttribute("from", "").lower())
