@@ -1,7 +1,8 @@
 """Attacks on XEP-0191 blocking, MAM preferences and paging, and last activity."""
 
 from tests.doors_helpers import (
-    ALICE, BOB, EVE, NS_MAM, NS_USER, ROOM_JID, RoomDoorsTestCase, chat_body, form, message_with,
+    ALICE, BOB, EVE, NS_MAM, NS_USER, PUBSUB, ROOM_JID, RoomDoorsTestCase, chat_body, chat_item, form,
+    message_with, pair,
 )
 from tests.server_helpers import DOMAIN
 from tests.test_blocking import BlockingTestCase, presence_from
@@ -215,3 +216,21 @@ class FromAComponent(BlockingTestCase):
         self.nothing(alice, chat_body("one"))
         self.nothing(alice, chat_body("two"))
         self.nothing(alice, lambda e: e.name == "presence" and "gateway" in e.getAttribute("from", "").lower())
+
+
+class ThePairNode(BlockingTestCase):
+    async def test_a_blocked_party_cannot_retract_from_the_shared_history(self):
+        """eve's retraction is a write to the conversation, as a publish is:
+        it would reach alice (an event) and rewrite alice's archive."""
+        alice = await self.online("alice")
+        eve = await self.online("eve")
+        node = pair(ALICE, EVE)
+        self.assert_ok(await self.publish(eve, PUBSUB, node, chat_item("regrettable"), item_id="m1"))
+        await alice.wait_for(chat_body("regrettable"))
+        self.assert_ok(await self.items(alice, PUBSUB, node))  # alice speaks pubsub on it now
+        self.assert_ok(await self.block(alice, EVE))
+        mark = len(alice.stanzas)
+        self.assert_error(await self.retract(eve, PUBSUB, node, "m1"), "service-unavailable")
+        await self.settle(eve, alice)
+        self.nothing(alice, lambda e: e.name == "message" and "retract" in e.toXml(), since=mark)
+        self.assertEqual(await self.mam(alice), ["regrettable"])
