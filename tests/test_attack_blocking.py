@@ -234,3 +234,22 @@ class ThePairNode(BlockingTestCase):
         await self.settle(eve, alice)
         self.nothing(alice, lambda e: e.name == "message" and "retract" in e.toXml(), since=mark)
         self.assertEqual(await self.mam(alice), ["regrettable"])
+
+
+class OwnersSubscribingOthers(BlockingTestCase):
+    async def test_a_node_owner_cannot_subscribe_whom_blocked_her(self):
+        """XEP-0060 lets an owner subscribe others (§6.1, §8.8.2): eve's own
+        node on the pubsub service is no way around alice's block."""
+        alice = await self.online("alice")
+        eve = await self.online("eve")
+        self.assert_ok(await self.create(eve, PUBSUB, "eves-news", {"access_model": "open"}))
+        self.assert_ok(await self.block(alice, EVE))
+        mark = len(alice.stanzas)
+        self.assert_error(await self.subscribe(eve, PUBSUB, "eves-news", jid=ALICE), "service-unavailable")
+        reply = await self.pubsub(eve, "set", PUBSUB, "<subscriptions node='eves-news'><subscription "
+                                  f"jid='{alice.jid}' subscription='subscribed'/></subscriptions>", owner=True)
+        self.assert_failed(reply)
+        self.assertEqual(await self.server.storage.get_subscriptions(PUBSUB, "eves-news"), [])
+        self.assert_ok(await self.publish(eve, PUBSUB, "eves-news", "<x xmlns='urn:example'>hi</x>"))
+        await self.settle(eve, alice)
+        self.nothing(alice, lambda e: e.name == "message" and "eves-news" in e.toXml(), since=mark)

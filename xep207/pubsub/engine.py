@@ -363,13 +363,22 @@ class PubSubEngine:
         """XEP-0191 between ``entity`` (who asks) and the account ``service``:
         nothing from an account reaches whom it blocked, nor anything from whom
         one blocked; whichever door asks. None on a service that is no account."""
-        if not self.blocks or not self.is_pep(service) or bare(entity) == service:
+        if not self.blocks:
+            return None
+        service = bare(service)
+        if not self.is_pep(service) or bare(entity) == service:
             return None
         if self.blocks.blocks(service, entity):
             return errors.StanzaError("service-unavailable")
         if self.blocks.blocks(bare(entity), service):
             return errors.blocked()
         return None
+
+    def _blocked_subscriber(self, access: Access, subscriber: str) -> Exception | None:
+        """An owner subscribing someone else (XEP-0060 §8.8.2, §8.6): not across
+        a block, between the subscriber and the account whose node it is or
+        the owner who asks (a node of the pubsub service belongs to no account)."""
+        return self.block_error(access.requestor, subscriber) or self.block_error(access.service, subscriber)
 
     async def access_error(self, node: Node, entity: str, affiliations,
                            presence_cache: dict | None = None) -> Exception | None:
@@ -685,7 +694,7 @@ class PubSubEngine:
             subscriber = kind.subscriber_key(subscriber)
             existing = await self.storage.get_subscription(service, node_id, subscriber)
             if not access.trusted and (
-                    (state == SUBSCRIBED and self.block_error(subscriber, service) is not None)
+                    (state == SUBSCRIBED and self._blocked_subscriber(access, subscriber) is not None)
                     or not await kind.check_subscription_change(access, subscriber, state, existing)):
                 failed.append((subscriber, state))
                 continue
@@ -748,7 +757,7 @@ class PubSubEngine:
             raise errors.StanzaError("unexpected-request", text="no pending subscription")
         if allow and not access.trusted:
             # XEP-0191: a legacy 'subscribed' across a block is dropped; this door neither approves.
-            blocked = self.block_error(service, subscriber)
+            blocked = self._blocked_subscriber(access, subscriber)
             if blocked is not None:
                 raise blocked
         if subid and subid != subscription.subid:
