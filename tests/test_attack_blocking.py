@@ -143,6 +143,11 @@ class HostileArchiveQueries(MamTestCase):
             self.assert_error((await self.query(alice, rsm))[0], "bad-request")
         reply, bodies, _ = await self.query(alice, "<max>99999999999999999999</max>")
         self.assertEqual(bodies, ["m0", "m1"])  # capped, not a crash
+        for with_jid in (ALICE, f"{ALICE}/r", DOMAIN, "nobody@nowhere.example"):
+            reply, bodies, _ = await self.query(alice, fields={"with": with_jid})
+            self.assertEqual((reply["type"], bodies), ("result", []), reply.toXml())
+        for with_jid in ("a@b@c", "x" * 2000 + "@localhost"):
+            self.assert_error((await self.query(alice, fields={"with": with_jid}))[0], "bad-request")
         await self.ping(alice)
 
     async def test_a_prefs_answer_is_never_answered(self):

@@ -20,6 +20,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from wokkel import data_form
 from wokkel.subprotocols import XMPPHandler
 
+from xep207.jids import bare_jid
 from xep207.legacy.chat import NS_DELAY, NS_FORWARD, pair_node_id, stamp
 from xep207.pubsub.kinds import ROSTER_NODE, pair_parties
 from xep207.pubsub.kinds.mamprefs import MAM_PREFS_NODE, Prefs, prefs_of
@@ -134,8 +135,8 @@ class ArchiveHandler(XMPPHandler):
         service = self.chat.pubsub_domain
         if with_jid:
             try:
-                contact = jidlib.JID(with_jid).userhost()
-            except jidlib.InvalidFormat:
+                contact = bare_jid(with_jid)  # RFC 7622's limits, as everywhere
+            except (jidlib.InvalidFormat, ValueError):
                 raise StanzaError("bad-request", text="invalid with")
             node_ids = [pair_node_id(user, contact)]
         else:
