@@ -80,6 +80,18 @@ class InRooms(BlockingTestCase, RoomDoorsTestCase):
         self.say(bob, "from bob")
         await alice.wait_for(lambda e: e.name == "message" and e.body is not None and str(e.body) == "from bob")
 
+    async def test_presence_from_a_blocked_occupant_jid_is_not_delivered(self):
+        alice = await self.online("alice")
+        await self.join(alice, "Alice")
+        self.assert_ok(await self.block(alice, f"{ROOM_JID}/Eve"))
+        eve = await self.online("eve")
+        await self.join(eve, "Eve")  # eve sees alice: alice blocked den/Eve, not the reverse
+        self.assertTrue(any(e.getAttribute("from") == f"{ROOM_JID}/Alice" for e in eve.stanzas))
+        eve.send(f"<presence to='{ROOM_JID}/Eve'><status>look at me</status></presence>")
+        await eve.wait_for(lambda e: e.name == "presence" and "look at me" in e.toXml())
+        await self.settle(eve, alice)
+        self.nothing(alice, lambda e: e.name == "presence" and e.getAttribute("from") == f"{ROOM_JID}/Eve")
+
     async def test_a_mediated_invitation_from_a_blocked_jid_is_not_delivered(self):
         alice = await self.online("alice")
         eve = await self.online("eve")

@@ -36,6 +36,7 @@ class RoomPresence:
 
     room: Room
     about: str  # the bare JID it is about
+    sender: str  # the occupant JID it is from
     with_jid: Template
     without_jid: Template
 
@@ -67,11 +68,15 @@ class Occupants:
             return Template.presence(sender, type, f"{children}<x xmlns='{NS_USER}'>{item}{codes}</x>")
 
         with_jid = serialized(f" jid={quoteattr(occupant.jid)}")
-        return RoomPresence(room, bare(occupant.jid), with_jid,
+        return RoomPresence(room, bare(occupant.jid), sender, with_jid,
                             with_jid if room.non_anonymous else serialized(""))
 
     def send(self, presence: "RoomPresence", recipients: Iterable[Occupant]) -> None:
+        blocks = self.rooms.engine.blocks
         for recipient in recipients:
+            if blocks and bare(recipient.jid) != presence.about \
+                    and blocks.blocks(bare(recipient.jid), presence.sender):
+                continue  # XEP-0191 §3.6: the recipient blocked that occupant
             template = presence.for_recipient(recipient)
             self.rooms.router.deliver_serialized(recipient.jid, template.to(recipient.jid), "presence")
 
