@@ -270,3 +270,23 @@ class OwnersSubscribingOthers(BlockingTestCase):
         self.assert_ok(await self.publish(eve, PUBSUB, "eves-news", "<x xmlns='urn:example'>hi</x>"))
         await self.settle(eve, alice)
         self.nothing(alice, lambda e: e.name == "message" and "eves-news" in e.toXml(), since=mark)
+
+
+class PersonalData(BlockingTestCase):
+    async def test_vcard_and_avatar_are_hidden_from_whom_one_blocked_through_both_doors(self):
+        """Open nodes (vCard, avatar) are readable by anyone, except whom the
+        account blocked (the engine's access_error) and, the other way, by the blocker."""
+        alice = await self.online("alice")
+        eve = await self.online("eve")
+        self.assert_ok(await self.iq(alice, "set", None, "<vCard xmlns='vcard-temp'><FN>Alice</FN></vCard>"))
+        self.assert_ok(await self.iq(eve, "get", ALICE, "<vCard xmlns='vcard-temp'/>"))  # open before
+        self.assert_ok(await self.block(alice, EVE))
+        self.assert_error(await self.iq(eve, "get", ALICE, "<vCard xmlns='vcard-temp'/>"), "service-unavailable")
+        self.assert_error(await self.items(eve, ALICE, "vcard-temp"), "service-unavailable")
+        self.assert_error(await self.items(eve, ALICE, "urn:xmpp:avatar:metadata"), "service-unavailable")
+        from xep207.pubsub import errors
+        with self.assertRaises(errors.StanzaError) as raised:  # whatever door reaches the engine
+            await self.server.engine.get_items(eve.jid, ALICE, "vcard-temp")
+        self.assertEqual(raised.exception.condition, "service-unavailable")
+        # alice asks for eve's: told she blocked her.
+        self.assert_blocked_error(await self.iq(alice, "get", EVE, "<vCard xmlns='vcard-temp'/>"))
