@@ -440,19 +440,36 @@ class PubSubEngine:
     def _owners(self, node: Node, affiliations: Mapping[str, AffiliationName]) -> list[str]:
         return sorted(e for e, a in affiliations.items() if a == OWNER)
 
+    def block_error(self, entity: str, service: str) -> Exception | None:
+        """XEP-0191 between ``entity`` (who asks) and the account ``service``:
+        nothing from an account reaches whom it blocked, nor anything from whom
+        one blocked; whichever door asks. None on a service that is no account."""
+        if not self.blocks:
+            return None
+        service = bare(service)
+        if not self.is_pep(service) or bare(entity) == service:
+            return None
+        if self.blocks.blocks(service, entity):
+            return errors.StanzaError("service-unavailable")
+        if self.blocks.blocks(bare(entity), service):
+            return errors.blocked()
+        return None
+
+    def _blocked_subscriber(self, access: Access, subscriber: str) -> Exception | None:
+        """An owner subscribing someone else (XEP-0060 §8.8.2, §8.6): not across
+        a block, between the subscriber and the account whose node it is or
+        the owner who asks (a node of the pubsub service belongs to no account)."""
+        return self.block_error(access.requestor, subscriber) or self.block_error(access.service, subscriber)
+
     async def access_error(self, node: Node, entity: str, affiliations,
                            presence_cache: dict | None = None) -> Exception | None:
         """Why ``entity`` may not subscribe to or read ``node`` by its access
         model, or None. Shared by subscribe, retrieve and notification so
         that the three can never disagree."""
         entity = bare(entity)
-        if self.blocks and entity != node.service and self.is_pep(node.service):
-            # XEP-0191: nothing from an account reaches whom it blocked, nor
-            # anything from whom one blocked; whichever door asks.
-            if self.blocks.blocks(node.service, entity):
-                return errors.StanzaError("service-unavailable")
-            if self.blocks.blocks(entity, node.service):
-                return errors.blocked()
+        blocked = self.block_error(entity, node.service)
+        if blocked is not None:
+            return blocked
         verdict = _without_reads(node, entity, affiliations)
         if verdict is not _UNDECIDED:
             assert verdict is None or isinstance(verdict, Exception)
@@ -765,8 +782,9 @@ class PubSubEngine:
         for subscriber, state in changes:
             subscriber = kind.subscriber_key(subscriber)
             existing = await self.storage.get_subscription(service, node_id, subscriber)
-            if not access.trusted and not await kind.check_subscription_change(
-                    access, subscriber, state, existing):
+            if not access.trusted and (
+                    (state == SUBSCRIBED and self._blocked_subscriber(access, subscriber) is not None)
+                    or not await kind.check_subscription_change(access, subscriber, state, existing)):
                 failed.append((subscriber, state))
                 continue
             if state == NONE:
@@ -826,6 +844,11 @@ class PubSubEngine:
         subscription = await self.storage.get_subscription(service, node_id, subscriber)
         if subscription is None or subscription.state != PENDING:
             raise errors.StanzaError("unexpected-request", text="no pending subscription")
+        if allow and not access.trusted:
+            # XEP-0191: a legacy 'subscribed' across a block is dropped; this door neither approves.
+            blocked = self._blocked_subscriber(access, subscriber)
+            if blocked is not None:
+                raise blocked
         if subid and subid != subscription.subid:
             raise errors.not_acceptable("invalid-subid")
         if allow:

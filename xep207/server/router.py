@@ -186,6 +186,15 @@ class Router:
         if host != destination:
             log.msg(f"dropped a stanza from {destination} claiming to be from {sender!r}")
             return
+        try:
+            # Prepared, as a session's are: every check downstream (XEP-0191's
+            # block list, say) compares prepared JIDs.
+            stanza["from"] = full_jid(sender)
+            if stanza.getAttribute("to"):
+                stanza["to"] = full_jid(stanza["to"])
+        except jidlib.InvalidFormat:
+            self.bounce(stanza, "jid-malformed")
+            return
         self.route(stanza)
 
     # Routing ----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from xep207.legacy.groupchat.rendering import as_groupchat
 from xep207.legacy.groupchat.rooms import NS_MUC, NS_USER, Rooms
 from xep207.legacy.render import Template
 from xep207.ordering import handed_off
+from xep207.pubsub import errors
 from xep207.pubsub.kinds.room import ADMIN, Occupant, Room, may_change_subject, room_item
 from xep207.storage.records import OWNER, PUBLISHER, bare
 from xep207.xmlutil import restamped
@@ -93,6 +94,11 @@ class Messages:
                 invitee = jidlib.JID(invite.getAttribute("to", "")).full()
             except jidlib.InvalidFormat:
                 raise StanzaError("jid-malformed")
+            blocks, occupant_jid = rooms.engine.blocks, rooms.jid(room, me.nick)
+            if blocks and blocks.blocks(bare(sender), invitee):
+                raise errors.blocked()  # XEP-0191 §3.5: the inviter blocked the invitee
+            if blocks and (blocks.blocks(bare(invitee), sender) or blocks.blocks(bare(invitee), occupant_jid)):
+                continue  # §3.6: the invitee blocked the inviter; silently, as a message would be
             if room.flag("membersonly"):  # membership is granted by admins: the room kind checks
                 await rooms.engine.set_node_affiliations(sender, rooms.domain, room.node.node_id,
                                                          {bare(invitee): PUBLISHER})

@@ -89,7 +89,11 @@ class GroupchatService(XMPPHandler):
 
     def _failed(self, failure, stanza):
         if failure.check(StanzaError):
-            if stanza.getAttribute("type") != "error":
+            if stanza.getAttribute("type") == "error":
+                return
+            if failure.value.appCondition is not None:  # XEP-0191's <blocked/>, say: kept
+                self.router.route(failure.value.toResponse(stanza))
+            else:
                 self.router.bounce(stanza, failure.value.condition, failure.value.text)
             return
         log.err(failure, "groupchat failed")
