@@ -64,6 +64,9 @@ class AccountControl:
         self.engine = server.engine
         self.domain = server.domain
         self._leaving: set[str] = set()
+        # Names only the operator may create (the --admin accounts): whoever
+        # registered one in-band would hold its rights.
+        self.reserved: set[str] = set()
         # Before everything (the pubsub-usage observer is at 100): a leaving
         # account's stanzas are dropped, not routed.
         server.hooks.add(STANZA, self._drop_if_leaving, priority=1000)
@@ -78,6 +81,12 @@ class AccountControl:
         if parsed.host != self.domain:
             raise accounts.AccountError(f"{parsed.userhost()} is not an account of {self.domain}")
         return parsed.userhost()
+
+    def is_reserved(self, jid: str) -> bool:
+        try:
+            return accounts.normalize(jid, self.domain).userhost() in self.reserved
+        except accounts.AccountError:
+            return False
 
     # Queries -------------------------------------------------------------------------
 
@@ -103,6 +112,7 @@ class AccountControl:
         """New keys; every session but ``keep`` ends with ``<reset/>``."""
         account = self.jid(jid)
         await accounts.change_password(self.engine, account, password)
+        self.router.revoke_credentials(account, "reset")  # a stream mid-login may not bind now
         ended = 0
         for session in self.router.resources(account):
             if session is not keep:
@@ -133,6 +143,7 @@ class AccountControl:
         if account in self._leaving:
             raise accounts.AccountError(f"{account} is being deleted already")
         self._leaving.add(account)
+        self.router.revoke_credentials(account, "not-authorized")  # a stream mid-login may not bind
         sessions = self.router.resources(account)
         try:
             for session in sessions:
@@ -147,6 +158,7 @@ class AccountControl:
             raise
         finally:
             self._leaving.discard(account)
+        self.router.revoke_credentials(account, "not-authorized")  # logins that began meanwhile too
         self.router.forget_account(account)  # and a session bound meanwhile ends too
         if requester is not None and farewell is not None:
             farewell(requester)

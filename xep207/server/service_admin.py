@@ -151,7 +151,10 @@ class ServiceAdmin(XMPPHandler):
                 return _reply(iq, command, session_id, "canceled")
         elif action == "cancel":
             raise _bad_session()
-        form = _submitted_form(request)
+        try:
+            form = _submitted_form(request)
+        except data_form.Error as exc:  # a field twice, a field without var: the client's error
+            raise StanzaError("bad-request", text=f"malformed form: {exc}")
         if command.fields and (form is None or form.formType != "submit"):
             if session_id is not None:
                 raise StanzaError("bad-request", text="submit the form")
@@ -262,5 +265,6 @@ def install(server, options) -> ServiceAdmin:
         handler = ServiceAdmin(server, options.get("admins", ()))
     except accounts.AccountError as exc:
         raise StartupError(f"--admin: {exc}") from None
+    server.accounts.reserved |= handler.admins  # not for in-band registration
     handler.setHandlerParent(server.local)
     return handler

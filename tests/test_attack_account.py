@@ -1,0 +1,153 @@
+"""Attacks on account self-service and administration (XEP-0077 for a
+logged-in user, XEP-0133 ad-hoc commands), through real streams: what an
+attacker or a fussy client found, each test failing before its fix."""
+
+from twisted.internet import reactor
+
+from tests.doors_helpers import DoorsTestCase, error_of
+from tests.server_helpers import DOMAIN, PASSWORD, plain_auth
+from tests.test_service_admin import NS_ADMIN, NS_COMMANDS, NS_DATA
+from xep207.server import accounts
+
+NS_REGISTER = "jabber:iq:register"
+ALICE, BOB, BOSS = f"alice@{DOMAIN}", f"bob@{DOMAIN}", f"boss@{DOMAIN}"
+BIND = ("<iq type='set' id='late-bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+        "<resource>late</resource></bind></iq>")
+
+
+def register_query(body: str) -> str:
+    return f"<query xmlns='{NS_REGISTER}'>{body}</query>"
+
+
+class RevokedCredentials(DoorsTestCase):
+    """A stream that authenticated before its credentials were revoked (the
+    account removed, or its password changed) and binds afterwards."""
+
+    async def authenticated_unbound(self, user: str):
+        client = await self.connect()
+        client.header()
+        await client.expect("</stream:features>")
+        client.send(plain_auth(user))
+        await client.expect("<success")
+        client.header()
+        await client.expect("</stream:features>")
+        return client
+
+    async def test_authenticated_before_removal_cannot_bind_as_the_new_owner_of_the_name(self):
+        """bob authenticates a second stream and keeps it unbound; he removes
+        his account; somebody else registers ``bob``: the old stream must not
+        bind as the new account (before the fix it did)."""
+        stale = await self.authenticated_unbound("bob")
+        desk = await self.online("bob", "desk")
+        desk.send(f"<iq type='set' id='bye'>{register_query('<remove/>')}</iq>")
+        self.assertIn(b"<not-authorized", await desk.closed.addTimeout(10, reactor))
+        await accounts.create_account(self.server.engine, BOB, "the new bob's password")
+        stale.send(BIND)
+        ended = await stale.closed.addTimeout(10, reactor)
+        self.assertNotIn(b"<jid>", ended)
+        self.assertIn(b"<not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>", ended)
+        self.assertEqual(self.server.router.resources(BOB), [])
+
+    async def test_authenticated_before_password_change_cannot_bind_after(self):
+        stale = await self.authenticated_unbound("alice")
+        alice = await self.online("alice", "laptop")
+        reply = await self.iq(alice, "set", None,
+                              register_query("<username>alice</username><password>a new secret</password>"))
+        self.assertEqual(reply["type"], "result", reply.toXml())
+        stale.send(BIND)
+        ended = await stale.closed.addTimeout(10, reactor)
+        self.assertNotIn(b"<jid>", ended)
+        self.assertIn(b"<reset xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>", ended)
+        await self.ping(alice)  # the session that changed it stays
+        again = await self.connect()
+        await again.login("alice", "a new secret", resource="again")  # new streams are not affected
+
+    async def test_admin_password_change_and_deletion_revoke_too(self):
+        """The same through the running server's account control (the admin
+        socket and XEP-0133 use it)."""
+        stale_alice = await self.authenticated_unbound("alice")
+        stale_bob = await self.authenticated_unbound("bob")
+        await self.server.accounts.change_password(ALICE, "an admin's choice")
+        await self.server.accounts.delete_user(BOB)
+        for stale, condition in ((stale_alice, b"<reset"), (stale_bob, b"<not-authorized")):
+            stale.send(BIND)
+            ended = await stale.closed.addTimeout(10, reactor)
+            self.assertNotIn(b"<jid>", ended)
+            self.assertIn(condition, ended)
+        carol = await self.online("carol", "r")  # nobody else is touched
+        await self.ping(carol)
+
+
+class AdminNameRegistration(DoorsTestCase):
+    """With open registration, the name of a configured admin is not for the
+    taking: whoever registered ``boss`` would run XEP-0133 commands."""
+
+    server_args = DoorsTestCase.server_args + ("--registration", "--admin", BOSS)
+    users = ("alice", "boss")
+
+    async def register(self, username: str, password: str = "a stranger's password"):
+        client = await self.connect()
+        client.header()
+        await client.expect("</stream:features>")
+        body = register_query(f"<username>{username}</username><password>{password}</password>")
+        client.send(f"<iq type='set' id='reg'>{body}</iq>")
+        return await client.expect("id='reg'")
+
+    async def test_a_removed_admins_name_cannot_be_registered_in_band(self):
+        boss = await self.online("boss", "desk")
+        boss.send(f"<iq type='set' id='bye'>{register_query('<remove/>')}</iq>")
+        self.assertIn(b"<not-authorized", await boss.closed.addTimeout(10, reactor))
+        for name in ("boss", "BOSS"):
+            answer = await self.register(name)
+            self.assertIn(b"type='error'", answer[-400:])
+            self.assertIn(b"<not-allowed", answer[-400:])
+        self.assertIsNone(await self.server.storage.get_account(BOSS))
+        # Others still register; the operator still creates the admin.
+        self.assertIn(b"type='result'", (await self.register("newcomer"))[-200:])
+        await self.server.accounts.add_user(BOSS, PASSWORD)
+        boss = await self.online("boss", "desk")
+        reply = await self.iq(boss, "set", DOMAIN,
+                              f"<command xmlns='{NS_COMMANDS}' node='{NS_ADMIN}#get-registered-users-num'/>")
+        self.assertEqual(reply.command["status"], "completed", reply.toXml())
+
+
+class AdHocForms(DoorsTestCase):
+    server_args = DoorsTestCase.server_args + ("--admin", BOSS)
+    users = ("alice", "boss")
+
+    async def test_duplicate_fields_are_a_bad_request(self):
+        """A form naming one field twice (wokkel refuses to parse it) is the
+        client's error, not the server's; nothing changes, the session stays."""
+        boss = await self.online("boss", "desk")
+        first = await self.iq(boss, "set", DOMAIN, f"<command xmlns='{NS_COMMANDS}' "
+                                                   f"node='{NS_ADMIN}#delete-user'/>")
+        form = (f"<x xmlns='{NS_DATA}' type='submit'><field var='FORM_TYPE' type='hidden'>"
+                f"<value>{NS_ADMIN}</value></field>"
+                f"<field var='accountjids'><value>{ALICE}</value></field>"
+                f"<field var='accountjids'><value>{BOSS}</value></field></x>")
+        reply = await self.iq(boss, "set", DOMAIN,
+                              f"<command xmlns='{NS_COMMANDS}' node='{NS_ADMIN}#delete-user' action='complete' "
+                              f"sessionid='{first.command['sessionid']}'>{form}</command>")
+        self.assertEqual(error_of(reply)[0], "bad-request", reply.toXml())
+        self.assertIsNotNone(await self.server.storage.get_account(ALICE))
+        await self.ping(boss)
+
+
+class DuplicateFieldsElsewhere(DoorsTestCase):
+    """The same malformed form where other handlers read forms."""
+
+    async def test_publish_options_and_archive_query(self):
+        alice = await self.online("alice", "r")
+        twice = (f"<x xmlns='{NS_DATA}' type='submit'><field var='FORM_TYPE' type='hidden'>"
+                 "<value>{ns}</value></field><field var='{var}'><value>a</value></field>"
+                 "<field var='{var}'><value>b</value></field></x>")
+        form = twice.format(ns="http://jabber.org/protocol/pubsub#publish-options", var="pubsub#access_model")
+        reply = await self.iq(alice, "set", ALICE,
+                              "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='twice'>"
+                              f"<item><x xmlns='urn:example'/></item></publish>"
+                              f"<publish-options>{form}</publish-options></pubsub>")
+        self.assertEqual(error_of(reply)[0], "bad-request", reply.toXml())
+        form = twice.format(ns="urn:xmpp:mam:2", var="with")
+        reply = await self.iq(alice, "set", None, f"<query xmlns='urn:xmpp:mam:2'>{form}</query>")
+        self.assertEqual(error_of(reply)[0], "bad-request", reply.toXml())
+        await self.ping(alice)
