@@ -23,6 +23,10 @@ password change
     ``<reset/>`` (RFC 6120 §4.9.3.16: its credentials were revoked), as Prosody
     does. The session that changed its own password (XEP-0077 §3.3) stays;
     an administrator's change (socket, XEP-0133) ends them all.
+
+Both revoke the account's credentials in the router: a stream that began
+authenticating before may not bind afterwards (``reset``, ``not-authorized``);
+it would outlive the change, or bind as a new account that took the name.
 """
 
 from __future__ import annotations
