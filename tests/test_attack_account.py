@@ -2,11 +2,13 @@
 logged-in user, XEP-0133 ad-hoc commands), through real streams: what an
 attacker or a fussy client found, each test failing before its fix."""
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 
-from tests.doors_helpers import DoorsTestCase, error_of
+from tests.doors_helpers import PUBSUB, DoorsTestCase, error_of
 from tests.server_helpers import DOMAIN, PASSWORD, plain_auth
 from tests.test_service_admin import NS_ADMIN, NS_COMMANDS, NS_DATA
+from xep207.hooks import SUBSCRIPTION_CHANGED
+from xep207.pubsub.kinds.pair import pair_node_id
 from xep207.server import accounts
 
 NS_REGISTER = "jabber:iq:register"
@@ -151,3 +153,36 @@ class DuplicateFieldsElsewhere(DoorsTestCase):
         reply = await self.iq(alice, "set", None, f"<query xmlns='urn:xmpp:mam:2'>{form}</query>")
         self.assertEqual(error_of(reply)[0], "bad-request", reply.toXml())
         await self.ping(alice)
+
+
+class RemovalRace(DoorsTestCase):
+    users = ("alice", "bob", "zed")
+
+    async def test_a_conversation_started_during_removal_does_not_outlive_it(self):
+        """alice writes to bob (the XEP-0060 door) while his removal is half
+        done (his pair nodes already gone, his account not yet): no pair node
+        may survive for a new ``bob`` to read (before the fix it did). The
+        removal's own event (bob's subscription to zed's node ending, which comes
+        after the pair nodes) is the moment."""
+        engine = self.server.engine
+        zed = f"zed@{DOMAIN}"
+        await engine.create_node(zed, zed, "feed", {"pubsub#access_model": "open"})
+        await engine.subscribe(f"{BOB}/r", zed, "feed", BOB)
+        node = pair_node_id(ALICE, BOB)
+        attempts = []
+
+        def mid_removal(change):
+            if change.subscription.service == zed and change.subscription.subscriber == BOB:
+                attempts.append(defer.ensureDeferred(engine.publish(
+                    f"{ALICE}/r", PUBSUB, node,
+                    [(None, "<message xmlns='jabber:client' type='chat'><body>for the old bob</body></message>")])))
+
+        self.server.hooks.add(SUBSCRIPTION_CHANGED, mid_removal)
+        await self.server.accounts.delete_user(BOB)
+        self.assertEqual(len(attempts), 1)
+        await defer.DeferredList(attempts, consumeErrors=True)
+        await accounts.create_account(engine, BOB, PASSWORD)
+        self.assertIsNone(await engine.storage.get_node(PUBSUB, node))
+        bob = await self.online("bob", "new")
+        reply = await self.items(bob, PUBSUB, node)
+        self.assertNotIn("for the old bob", reply.toXml())
