@@ -186,3 +186,26 @@ class RemovalRace(DoorsTestCase):
         bob = await self.online("bob", "new")
         reply = await self.items(bob, PUBSUB, node)
         self.assertNotIn("for the old bob", reply.toXml())
+
+
+class PushAmplification(DoorsTestCase):
+    """Every offline message sends one iq per registration, each carrying its
+    publish-options form: 16 registrations of a 60 KiB form would turn one
+    short message into a megabyte sent to whoever the account named."""
+
+    async def test_publish_options_form_is_bounded_through_both_doors(self):
+        alice = await self.online("alice", "phone")
+        big = ("<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>"
+               "http://jabber.org/protocol/pubsub#publish-options</value></field>"
+               f"<field var='secret'><value>{'s' * 20000}</value></field></x>")
+        enable = f"<enable xmlns='urn:xmpp:push:0' jid='push.example' node='n'>{big}</enable>"
+        reply = await self.iq(alice, "set", None, enable)
+        self.assertEqual(error_of(reply)[0], "not-acceptable", reply.toXml()[-300:])
+        reply = await self.publish(alice, ALICE, "urn:xmpp:push:0", enable)
+        self.assertEqual(error_of(reply)[0], "not-acceptable", reply.toXml()[-300:])
+        items = await self.items(alice, ALICE, "urn:xmpp:push:0")
+        self.assertNotIn("sssss", items.toXml())
+        # An ordinary form still works.
+        small = big.replace("s" * 20000, "eruio234vzxc2kla-91")
+        reply = await self.iq(alice, "set", None, small.join(enable.split(big)))
+        self.assertEqual(reply["type"], "result", reply.toXml())

@@ -27,6 +27,10 @@ PUSH_NODE = NS_PUSH
 NS_DATA = "jabber:x:data"
 MAX_REGISTRATIONS = 16  # the oldest goes beyond (XEP-0060 max_items)
 MAX_NODE_LENGTH = 1024
+# Every offline message sends each registration's form to the app server the
+# account named: a big form would make one short message a megabyte sent to
+# whoever that is. Real app servers ask for a secret and an endpoint or two.
+MAX_OPTIONS_BYTES = 4096
 
 
 def registration_id(service_jid: str, node: str) -> str:
@@ -48,6 +52,8 @@ def parse_enable(element: domish.Element) -> tuple[str, str, domish.Element | No
     forms = [c for c in element.elements(NS_DATA, "x")]
     if len(forms) > 1 or (forms and forms[0].getAttribute("type") != "submit"):
         raise errors.bad_request(text="at most one submitted publish-options form")
+    if forms and len(forms[0].toXml().encode("utf-8")) > MAX_OPTIONS_BYTES:
+        raise errors.not_acceptable(text=f"publish-options: at most {MAX_OPTIONS_BYTES} bytes")
     return service, node, forms[0] if forms else None
 
 
