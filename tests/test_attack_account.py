@@ -209,3 +209,89 @@ class PushAmplification(DoorsTestCase):
         small = big.replace("s" * 20000, "eruio234vzxc2kla-91")
         reply = await self.iq(alice, "set", None, small.join(enable.split(big)))
         self.assertEqual(reply["type"], "result", reply.toXml())
+
+
+class AdminSocketAbuse(DoorsTestCase):
+    """The admin socket of an in-process server, spoken to badly."""
+
+    async def channel(self):
+        import os
+
+        from twisted.internet import endpoints
+        from twisted.protocols import amp
+
+        endpoint = endpoints.UNIXClientEndpoint(reactor, os.path.join(self.data_dir, "admin.sock"))
+        channel = await endpoints.connectProtocol(endpoint, amp.AMP())
+        self.addCleanup(channel.transport.loseConnection)
+        return channel
+
+    async def test_garbage_and_concurrent_commands(self):
+        from twisted.internet import protocol as tprotocol
+
+        from xep207.server import admin_channel as ac
+
+        # Not AMP at all: the connection is dropped, the server serves the next one.
+        import os
+
+        from twisted.internet import endpoints
+
+        garbage = await endpoints.connectProtocol(
+            endpoints.UNIXClientEndpoint(reactor, os.path.join(self.data_dir, "admin.sock")), tprotocol.Protocol())
+        lost = defer.Deferred()
+        garbage.connectionLost = lambda reason: lost.callback(None)
+        garbage.transport.write(b"\xff\xff" + b"x" * 70000 + b"\x00\x00")
+        await lost.addTimeout(10, reactor)
+        channel = await self.channel()
+        # Both deletions of one account at once: one deletes, the other is refused.
+        outcomes = await defer.DeferredList([channel.callRemote(ac.DelUser, jid="carol"),
+                                             channel.callRemote(ac.DelUser, jid="carol")], consumeErrors=True)
+        self.assertEqual(sorted(ok for ok, _ in outcomes), [False, True])
+        failure = next(value for ok, value in outcomes if not ok)
+        self.assertIsInstance(failure.value, accounts.AccountError)
+        self.assertIsNone(await self.server.storage.get_account(f"carol@{DOMAIN}"))
+        # A kick of an empty resource is not a kick of the whole account.
+        alice = await self.online("alice", "phone")
+        with self.assertRaises(accounts.AccountError):
+            await channel.callRemote(ac.Kick, jid=f"{ALICE}/")
+        await self.ping(alice)
+
+
+class AdHocDeleteUsers(DoorsTestCase):
+    server_args = DoorsTestCase.server_args + ("--admin", BOSS)
+    users = ("alice", "bob", "boss")
+
+    async def command(self, client, name: str, fields: str):
+        first = await self.iq(client, "set", DOMAIN, f"<command xmlns='{NS_COMMANDS}' node='{NS_ADMIN}#{name}'/>")
+        form = (f"<x xmlns='{NS_DATA}' type='submit'><field var='FORM_TYPE' type='hidden'>"
+                f"<value>{NS_ADMIN}</value></field>{fields}</x>")
+        return await self.iq(client, "set", DOMAIN,
+                             f"<command xmlns='{NS_COMMANDS}' node='{NS_ADMIN}#{name}' action='complete' "
+                             f"sessionid='{first.command['sessionid']}'>{form}</command>")
+
+    async def test_an_error_answer_means_nothing_was_deleted(self):
+        """delete-user of [alice, ghost]: item-not-found, and alice is still there
+        (before the fix alice was gone behind an error answer)."""
+        boss = await self.online("boss", "desk")
+        reply = await self.command(boss, "delete-user", f"<field var='accountjids'><value>{ALICE}</value>"
+                                                        f"<value>ghost@{DOMAIN}</value></field>")
+        self.assertEqual(error_of(reply)[0], "item-not-found", reply.toXml())
+        self.assertIsNotNone(await self.server.storage.get_account(ALICE))
+        # The same account twice is one deletion, not an error after it.
+        reply = await self.command(boss, "delete-user", f"<field var='accountjids'><value>{ALICE}</value>"
+                                                        "<value>ALICE</value></field>")
+        self.assertEqual(reply.command["status"], "completed", reply.toXml())
+        self.assertIsNone(await self.server.storage.get_account(ALICE))
+        for jids, condition in (([f"bob@elsewhere.example"], "not-acceptable"), (["a@b@c"], "not-acceptable")):
+            values = "".join(f"<value>{j}</value>" for j in jids)
+            reply = await self.command(boss, "delete-user", f"<field var='accountjids'>{values}</field>")
+            self.assertEqual(error_of(reply)[0], condition, reply.toXml())
+        # add-user of an existing account, of another domain: refused, nothing changed.
+        before = await self.server.storage.get_account(BOB)
+        for jid, condition in ((BOB, "conflict"), ("bob@elsewhere.example", "not-acceptable")):
+            reply = await self.command(boss, "add-user", f"<field var='accountjid'><value>{jid}</value></field>"
+                                                         "<field var='password'><value>a password</value></field>"
+                                                         "<field var='password-verify'><value>a password</value>"
+                                                         "</field>")
+            self.assertEqual(error_of(reply)[0], condition, reply.toXml())
+        self.assertEqual(await self.server.storage.get_account(BOB), before)
+        await self.ping(boss)

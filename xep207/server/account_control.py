@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from twisted.python import log
+from twisted.words.protocols.jabber import jid as jidlib
 
 from xep207.hooks import STANZA
 from xep207.pubsub.kinds import PRESENCE_NODE
@@ -126,8 +127,16 @@ class AccountControl:
 
     def kick(self, jid: str) -> int:
         """End the sessions of an account, or of one full JID; how many ended."""
-        bare, _, resource = jid.partition("/")
+        bare, slash, resource = jid.partition("/")
         account = self.jid(bare)
+        if slash:
+            # "user@domain/" is a typo, not "every session"; "Phone" is resourceprep'd.
+            try:
+                resource = jidlib.JID(f"{account}/{resource}").resource or ""
+            except jidlib.InvalidFormat as exc:
+                raise accounts.AccountError(f"invalid JID {jid!r}: {exc}")
+            if not resource:
+                raise accounts.AccountError(f"invalid JID {jid!r}: an empty resource")
         ended = 0
         for session in self.router.resources(account):
             if not resource or session.jid.resource == resource:

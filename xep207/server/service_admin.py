@@ -197,7 +197,11 @@ class ServiceAdmin(XMPPHandler):
         return f"created {await self.control.add_user(values['accountjid'][0], password)}"
 
     async def _delete_users(self, values):
-        targets = [self.control.jid(jid) for jid in values["accountjids"]]  # all valid before any goes
+        # All valid before any goes (each once: "alice, ALICE" is one account).
+        targets = list(dict.fromkeys(self.control.jid(jid) for jid in values["accountjids"]))
+        for target in targets:  # and all there: an error answer means nothing was deleted
+            if await self.server.engine.storage.get_account(target) is None:
+                raise accounts.AccountError(f"no account {target}")
         for target in targets:
             await self.control.delete_user(target)
         return f"deleted {', '.join(targets)}"
