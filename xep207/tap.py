@@ -165,7 +165,7 @@ class Options(ConfigFileOptions):
     longdesc = ("Run a complete XMPP server for --domain (default), or attach the pubsub "
                 "service to another server as a component. Settings can also come from a "
                 "TOML file (--config); the command line wins.")
-    tables = ("components",)
+    tables = ("components", "contact")
 
     optFlags = [
         ["tls-optional", None, "Offer STARTTLS but do not require it."],
@@ -176,6 +176,9 @@ class Options(ConfigFileOptions):
         ["deliver-to-all-resources", None,
          "Deliver messages to a bare JID to every resource with non-negative priority, "
          "not only the highest (RFC 6121 §8.5.2.1.1 allows both)."],
+        ["http-plain", None, "Serve plain HTTP on --http-port instead of HTTPS (behind a TLS-terminating "
+         "proxy, or on loopback for local testing)."],
+        ["no-upload", None, "No XEP-0363 file upload service on the HTTP port."],
         ["push-body", None, "Include message bodies in XEP-0357 push notifications (off: sender and count only)."],
     ]
     optParameters = [
@@ -226,6 +229,18 @@ class Options(ConfigFileOptions):
          _port],
         ["metrics-interface", None, "127.0.0.1", "Address for the metrics port (loopback by default)."],
         ["log-format", None, "text", "Log as 'text' or 'json' (one JSON event per line)."],
+        ["http-port", None, None,
+         "Serve HTTPS (WebSocket, XEP-0156 host-meta, XEP-0363 uploads) on this port "
+         "(off by default; Prosody's HTTPS port is 5281).", _port],
+        ["http-interfaces", None, "::", "Comma-separated addresses for the HTTP port (all by default)."],
+        ["http-external-url", None, None,
+         "The HTTP port's URL as clients reach it (behind a proxy). Default: https://DOMAIN:PORT."],
+        ["upload-domain", None, None, "The XEP-0363 upload service's JID. Default: upload.DOMAIN."],
+        ["upload-max-size", None, 10485760, "Largest file in bytes an upload slot is given for.",
+         _positive_int],
+        ["upload-quota", None, 104857600, "Bytes of uploaded files an account may keep at once.",
+         _positive_int],
+        ["upload-retention", None, 604800, "Seconds an uploaded file is kept.", _positive_int],
     ]
     subCommands = [
         ["component", None, ComponentOptions,
@@ -236,11 +251,20 @@ class Options(ConfigFileOptions):
         super().__init__()
         self["components"] = {}
         self["plugins"] = []
+        self["contact"] = {}  # XEP-0157: type -> URIs (xep207.server.contact_info)
         self["admins"] = []
 
     def opt_plugin(self, name):
         """NAME: enable a server plugin (xep207.plugins.IServerPlugin); repeatable."""
         self["plugins"].append(name)
+
+    def opt_contact(self, value):
+        """TYPE=URI: an XEP-0157 contact address (abuse, admin, support…; repeatable)."""
+        kind, sep, uri = value.partition("=")
+        if not sep or not kind or not uri:
+            raise usage.UsageError("--contact takes TYPE=URI")
+        known = self["contact"].get(kind) or []
+        self["contact"][kind] = [*(known if isinstance(known, list) else [known]), uri]
 
     def opt_admin(self, jid):
         """JID: an account allowed XEP-0133 service administration (repeatable)."""
@@ -274,6 +298,18 @@ class Options(ConfigFileOptions):
         if not self["storage"]:
             self["storage"] = default_storage_url(self["data-dir"])
         _check_storage_url(self["storage"])
+        from xep207.server.contact_info import parse_addresses
+
+        try:
+            self["contact"] = parse_addresses(self["contact"])
+        except ValueError as exc:
+            raise usage.UsageError(f"--contact: {exc}")
+        self["upload-domain"] = self["upload-domain"] or f"upload.{domain.host}"
+        if self["http-port"] is not None and self["no-tls"] and not self["http-plain"]:
+            raise usage.UsageError("--http-port with --no-tls serves plain HTTP: say so with --http-plain")
+        url = self["http-external-url"]
+        if url and not url.startswith(("http://", "https://")):
+            raise usage.UsageError("--http-external-url is an http:// or https:// URL")
         if self["plugins"]:
             from xep207.plugins import find_plugins
 

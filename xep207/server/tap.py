@@ -17,6 +17,10 @@ from xep207.discovery import DiscoHandler
 from xep207.hooks import INITIAL_PRESENCE, STANZA, Hooks
 from xep207.plugins import install_plugins
 from xep207.legacy.archive import ArchiveHandler
+from xep207.legacy.blocking import install as install_blocking
+from xep207.legacy.last_activity import LastActivityHandler
+from xep207.legacy.mam_prefs import MamPrefsHandler
+from xep207.server.contact_info import ContactInfo
 from xep207.legacy.caps import CapsTracker
 from xep207.legacy.chat import CarbonsHandler, ChatCapture
 from xep207.legacy.delivery import EventDelivery, PubSubUsage, SessionInterest
@@ -37,6 +41,7 @@ from xep207.server.components import ComponentServerFactory
 from xep207.server.register import RegistrationHandler
 from xep207.server.router import Router
 from xep207.server.services import LegacySession, LocalServices, ServerDisco
+from xep207.web import install as install_web
 from xep207.service import OrderedServices, StorageService, WhenReady, prepare_sqlite
 from xep207.startup import ExclusiveLock, StartupError, fail_start, prepare_data_dir
 
@@ -123,6 +128,10 @@ class Server:
         handlers.append(RegistrationHandler(self))  # self-service always; sign-up with --registration
         for handler in handlers:
             handler.setHandlerParent(self.local)
+        install_blocking(self)  # XEP-0191
+        MamPrefsHandler(self.engine, domain).setHandlerParent(self.local)  # XEP-0313 §6
+        LastActivityHandler(self.router, self.engine).setHandlerParent(self.local)  # XEP-0012
+        ContactInfo(domain, options.get("contact") or {}).setHandlerParent(self.local)  # XEP-0157
 
         # The pubsub service on its own domain.
         self.pubsub = InternalComponent(self.router, pubsub_domain)
@@ -171,6 +180,9 @@ class Server:
             listener = internet.TCPServer(options["c2s-port"], self.client_factory, interface=interface)
             listener.setServiceParent(self.started)
             self.listeners.append(listener)
+
+        # The HTTP(S) port: WebSocket, host-meta, uploads (xep207.web), when asked for.
+        self.web = install_web(self, options, _interfaces(options.get("http-interfaces", "::")))
 
         # Prometheus, when asked for.
         self.metrics = None
@@ -224,7 +236,8 @@ class Server:
 def make_server_service(options) -> service.IService:
     try:
         uses_data_dir = options["storage"].startswith("sqlite:") or not (
-            options["no-tls"] or options["tls-cert"])
+            options["no-tls"] or options["tls-cert"]) or (
+            options.get("http-port") is not None and not options.get("no-upload"))  # uploaded files
         if uses_data_dir:
             data_dir = prepare_data_dir(options["data-dir"])
             ExclusiveLock(os.path.join(data_dir, "xep207.lock"), f"data dir {data_dir}")
