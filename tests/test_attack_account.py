@@ -210,6 +210,33 @@ class PushAmplification(DoorsTestCase):
         reply = await self.iq(alice, "set", None, small.join(enable.split(big)))
         self.assertEqual(reply["type"], "result", reply.toXml())
 
+    async def test_the_owner_cannot_lift_the_bound_on_registrations(self):
+        """Through XEP-0060 the owner may configure her push node; raising its
+        max_items would lift the bound on registrations (each one an iq per
+        offline message)."""
+        from tests.doors_helpers import NODE_CONFIG, NS_OWNER, form
+
+        alice = await self.online("alice", "phone")
+        reply = await self.iq(alice, "set", None, "<enable xmlns='urn:xmpp:push:0' jid='push.example' node='n0'/>")
+        self.assertEqual(reply["type"], "result", reply.toXml())
+        reply = await self.iq(alice, "set", ALICE, f"<pubsub xmlns='{NS_OWNER}'><configure node='urn:xmpp:push:0'>"
+                                                   f"{form(NODE_CONFIG, {'pubsub#max_items': '1000'})}"
+                                                   "</configure></pubsub>")
+        self.assertEqual(error_of(reply)[0], "not-acceptable", reply.toXml())
+        for n in range(1, 20):
+            reply = await self.iq(alice, "set", None,
+                                  f"<enable xmlns='urn:xmpp:push:0' jid='push.example' node='n{n}'/>")
+            self.assertEqual(reply["type"], "result", reply.toXml())
+        items = await self.items(alice, ALICE, "urn:xmpp:push:0")
+        self.assertEqual(len(list(items.pubsub.items.elements())), 16)
+        # Nor by creating the node herself, before any <enable/>.
+        bob = await self.online("bob", "desk")
+        reply = await self.iq(bob, "set", BOB, f"<pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+                                               "<create node='urn:xmpp:push:0'/><configure>"
+                                               f"{form(NODE_CONFIG, {'pubsub#max_items': 'max'})}"
+                                               "</configure></pubsub>")
+        self.assertEqual(error_of(reply)[0], "not-acceptable", reply.toXml())
+
 
 class AdminSocketAbuse(DoorsTestCase):
     """The admin socket of an in-process server, spoken to badly."""
