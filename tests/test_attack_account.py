@@ -322,3 +322,32 @@ class AdHocDeleteUsers(DoorsTestCase):
             self.assertEqual(error_of(reply)[0], condition, reply.toXml())
         self.assertEqual(await self.server.storage.get_account(BOB), before)
         await self.ping(boss)
+
+
+class ReRegistration(DoorsTestCase):
+    """A new account of a removed account's name inherits nothing others gave
+    or asked the old one."""
+
+    async def test_pending_requests_rooms_and_push_do_not_pass_to_the_new_owner(self):
+        alice = await self.online("alice", "phone")
+        bob = await self.online("bob", "desk")
+        bob.send(f"<presence to='{ALICE}' type='subscribe'/>")  # alice never answers
+        await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("type") == "subscribe")
+        alice.send(f"<presence to='{BOB}' type='subscribe'/>")  # nor does bob
+        await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("type") == "subscribe")
+        self.assertEqual((await self.iq(bob, "set", None, "<enable xmlns='urn:xmpp:push:0' jid='push.example' "
+                                                          "node='old'/>"))["type"], "result")
+        await self.logout(alice)
+        bob.send(f"<iq type='set' id='bye'>{register_query('<remove/>')}</iq>")
+        self.assertIn(b"<not-authorized", await bob.closed.addTimeout(10, reactor))
+        await accounts.create_account(self.server.engine, BOB, PASSWORD)
+        newbob = await self.online("bob", "new")
+        alice = await self.online("alice", "phone")
+        await self.settle(alice, newbob)
+        for client, other in ((alice, BOB), (newbob, ALICE)):
+            self.nothing(client, lambda e: e.name == "presence" and e.getAttribute("type") == "subscribe"
+                         and e.getAttribute("from") == other)
+        self.assertEqual(await self.roster(newbob), {})
+        self.assertNotIn(BOB, await self.roster(alice))
+        items = await self.items(newbob, BOB, "urn:xmpp:push:0")
+        self.assertNotIn("node='old'", items.toXml())
