@@ -328,7 +328,7 @@ class ReRegistration(DoorsTestCase):
     """A new account of a removed account's name inherits nothing others gave
     or asked the old one."""
 
-    async def test_pending_requests_rooms_and_push_do_not_pass_to_the_new_owner(self):
+    async def test_pending_requests_roster_and_push_do_not_pass_to_the_new_owner(self):
         alice = await self.online("alice", "phone")
         bob = await self.online("bob", "desk")
         bob.send(f"<presence to='{ALICE}' type='subscribe'/>")  # alice never answers
