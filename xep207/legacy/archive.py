@@ -72,7 +72,10 @@ class ArchiveHandler(XMPPHandler):
             raise StanzaError("forbidden", text="an archive belongs to its account")
         query = iq.query
         fields = {}
-        form = data_form.findForm(query, NS_MAM)
+        try:
+            form = data_form.findForm(query, NS_MAM)
+        except data_form.Error as exc:  # a field twice, a field without var: the client's error
+            raise StanzaError("bad-request", text=f"malformed form: {exc}")
         if form is not None:
             fields = {k: v for k, v in form.getValues().items() if k != "FORM_TYPE"}
         for var, value in fields.items():

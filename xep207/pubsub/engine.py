@@ -141,6 +141,10 @@ class PubSubEngine:
             call_later = reactor.callLater
         self._call_later = call_later
         self.hooks = hooks or Hooks()
+        # Accounts being deleted: kinds refuse to create nodes naming them (a
+        # pair node made half-way would outlive the account, for a new owner
+        # of the name to read).
+        self.retiring: set[str] = set()
         # Most specific first; the generic kind claims whatever is left.
         self.kinds: list[NodeKind] = [*kinds, PresenceKind(), RosterKind(), BlocklistKind(),
                                        MamPrefsKind(), LastActivityKind()]
@@ -878,8 +882,12 @@ class PubSubEngine:
 
     @returns_deferred
     async def delete_account(self, actor: Trusted, account: str) -> None:
-        await self.delete_account_data(actor, account)
-        await self.storage.delete_account(account)
+        self.retiring.add(account)
+        try:
+            await self.delete_account_data(actor, account)
+            await self.storage.delete_account(account)
+        finally:
+            self.retiring.discard(account)
 
     @returns_deferred
     async def delete_account_data(self, actor: Trusted, account: str) -> None:

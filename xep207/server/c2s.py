@@ -196,6 +196,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         self.user: str | None = None  # authenticated localpart
         self.session: Session | None = None
         self._mechanism: sasl.Mechanism | None = None
+        self._credentials_mark = 0  # the router's, when authentication began
         self._timeout: IDelayedCall | None = None
         self._admitted = False
         self._address: str | None = None
@@ -362,6 +363,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         if factory is None:
             return self._sasl_failure("invalid-mechanism")
         self._mechanism = mechanism = factory()
+        self._credentials_mark = self.router.credentials_mark()
         text = str(element).strip()
         initial = None if text == "" else self._decode(text)
         if initial is not False:
@@ -418,6 +420,10 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         d.addErrback(log.err, "SASL step failed")
 
     def _authenticated(self, success: sasl.Success):
+        revoked = self.router.revoked_since(f"{success.user}@{self.policy.domain}", self._credentials_mark)
+        if revoked is not None:
+            # The credentials checked were changed or removed meanwhile.
+            return self._sasl_failure("not-authorized", "the account's credentials changed; try again")
         self.user = success.user
         metrics.LOGINS.inc()
         log.msg(f"login {success.user}@{self.policy.domain} from {self.address}")
@@ -457,6 +463,11 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             full = jid_from_parts(self.user, self.policy.domain, resource)
         except jidlib.InvalidFormat:
             return self.xmlstream.send(StanzaError("bad-request", text="invalid resource").toResponse(iq))
+        revoked = self.router.revoked_since(f"{self.user}@{self.policy.domain}", self._credentials_mark)
+        if revoked is not None:
+            # Authenticated before the password changed or the account went
+            # (and maybe another took its name): RFC 6120 §4.9.3.16 / §4.9.3.14.
+            return self.xmlstream.fail(revoked, "the account's credentials were revoked")
         self.session = Session(full, self.xmlstream, lang=self._lang)
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()

@@ -80,7 +80,7 @@ class PairKind(NodeKind):
         if parties is None or any(p.split("@", 1)[1] not in engine.pep_domains for p in parties):
             raise errors.not_acceptable(text="a pair node is chat:A:B for two accounts, A < B")
         for party in parties:
-            if await engine.storage.get_account(party) is None:
+            if party in engine.retiring or await engine.storage.get_account(party) is None:
                 raise errors.not_acceptable(text="a pair node is chat:A:B for two accounts, A < B")
         return parties
 
