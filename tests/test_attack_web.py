@@ -1,0 +1,188 @@
+"""The web port attacked: what a stranger on the network, a hostile page and a
+fussy client can do to the HTTP port, its WebSocket endpoint and its uploads.
+Real sockets throughout; raw bytes where a well-behaved client library would
+not send what is being tried."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+from tests.server_helpers import DOMAIN, ServerTestCase
+from tests.web_helpers import NS_FRAMING, connect_ws, http_request
+from xep207.web.upload import NS_UPLOAD
+
+UPLOAD = f"upload.{DOMAIN}"
+
+
+class RawHTTP(protocol.Protocol):
+    """A TCP connection that sends bytes as told and keeps what comes back."""
+
+    def __init__(self):
+        self.received = b""
+        self.lost: defer.Deferred = defer.Deferred()
+        self._waiting: list = []
+
+    def dataReceived(self, data):
+        self.received += data
+        for marker, d in list(self._waiting):
+            if marker in self.received:
+                self._waiting.remove((marker, d))
+                d.callback(self.received)
+
+    def connectionLost(self, reason):
+        for _, d in self._waiting:
+            d.errback(ConnectionError(f"closed; got {self.received[:300]!r}"))
+        self._waiting = []
+        self.lost.callback(self.received)
+
+    def wait_for(self, marker: bytes, timeout: float = 10) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        if marker in self.received:
+            d.callback(self.received)
+            return d
+        self._waiting.append((marker, d))
+        return d.addTimeout(timeout, reactor)
+
+    def closed(self, timeout: float = 10) -> defer.Deferred:
+        """The whole answer, once the server has closed the connection."""
+        d: defer.Deferred = defer.Deferred()
+        self.lost.addCallback(lambda data: (d.called or d.callback(data), data)[1])
+        return d.addTimeout(timeout, reactor)
+
+
+async def raw_http(testcase, port: int) -> RawHTTP:
+    client = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), RawHTTP())
+
+    def close():
+        if client.transport.connected:
+            client.transport.abortConnection()
+            return client.lost
+
+    testcase.addCleanup(close)
+    return client
+
+
+class PlainWebPort(ServerTestCase):
+    """Plain HTTP on loopback (raw requests), uploads of up to 1 MB."""
+
+    server_args = ("--tls-optional", "--allow-plaintext-auth", "--http-port", "0", "--http-plain",
+                   "--http-interfaces", "127.0.0.1", "--upload-max-size", "1000000",
+                   "--upload-quota", "3000000")
+
+    async def setUp(self):
+        await self.start_server()
+        self.web_port = self.server.web.port
+        self.base = f"http://127.0.0.1:{self.web_port}"
+        self.upload = self.server.web.upload
+        self._ids = 0
+
+    async def slot(self, client, filename="cat.png", size=1000, content_type="image/png") -> tuple[str, str]:
+        self._ids += 1
+        client.send(f"<iq type='get' to='{UPLOAD}' id='s{self._ids}'><request xmlns='{NS_UPLOAD}' "
+                    f"filename='{filename}' size='{size}' content-type='{content_type}'/></iq>")
+        answer = await client.wait_for(lambda e: e.getAttribute("id") == f"s{self._ids}")
+        self.assertEqual(answer["type"], "result", answer.toXml())
+        return tuple(self.local(answer.slot.elements(NS_UPLOAD, kind).__next__()["url"])  # type: ignore[return-value]
+                     for kind in ("put", "get"))
+
+    def local(self, url: str) -> str:
+        parts = urlsplit(url)
+        return urlunsplit(parts._replace(netloc=f"127.0.0.1:{self.web_port}"))
+
+    async def alice(self):
+        client = await self.connect()
+        await client.login("alice", resource="up")
+        return client
+
+    # A stranger's body is not buffered -----------------------------------------------
+
+    async def test_a_strangers_large_body_is_refused_before_it_is_read(self):
+        """Before: any request (an unsigned PUT to /upload/, a POST to host-meta)
+        could announce a body as large as the largest upload, and twisted.web
+        read all of it to a temporary file before the resource could refuse:
+        disk and memory for anyone who connects, a thousand connections at a time."""
+        for head in (f"PUT /upload/{'0' * 32}/cat.png?e=9999999999&u=alice%40{DOMAIN}&t=image%2Fpng&s={'0' * 64} "
+                     "HTTP/1.1",
+                     "PUT /upload/x HTTP/1.1",
+                     "POST /.well-known/host-meta HTTP/1.1",
+                     "PUT /xmpp-websocket HTTP/1.1"):
+            client = await raw_http(self, self.web_port)
+            client.transport.write(f"{head}\r\nHost: {DOMAIN}\r\nContent-Length: 999999\r\n\r\n".encode()
+                                   + b"x" * 1000)
+            answer = await client.closed()
+            self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), (head, answer[:200]))
+
+    async def test_a_signed_large_upload_is_still_accepted(self):
+        client = await self.alice()
+        put, get = await self.slot(client, size=999999)
+        status, _, _ = await http_request("PUT", put, b"y" * 999999, {"Content-Type": "image/png"})
+        self.assertEqual(status, 201)
+        # the same URL again (used), or for another size: refused before the body
+        for length in (999999, 999998):
+            raw = await raw_http(self, self.web_port)
+            raw.transport.write(f"PUT {urlsplit(put).path}?{urlsplit(put).query} HTTP/1.1\r\nHost: {DOMAIN}\r\n"
+                                f"Content-Type: image/png\r\nContent-Length: {length}\r\n\r\n".encode())
+            answer = await raw.closed()
+            self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:200])
+        status, _, data = await http_request("GET", get)
+        self.assertEqual((status, len(data)), (200, 999999))
+
+    async def test_an_expired_url_does_not_buy_a_large_body(self):
+        from twisted.internet import task
+
+        client = await self.alice()
+        clock = task.Clock()
+        clock.advance(self.upload.clock.seconds())
+        self.upload.clock = clock
+        put, _ = await self.slot(client, size=500000)
+        clock.advance(301)
+        raw = await raw_http(self, self.web_port)
+        parts = urlsplit(put)
+        raw.transport.write(f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {DOMAIN}\r\n"
+                            f"Content-Type: image/png\r\nContent-Length: 500000\r\n\r\n".encode())
+        answer = await raw.closed()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:200])
+
+    # Slot ids and signatures ----------------------------------------------------------
+
+    async def test_a_slot_id_with_a_trailing_newline_is_no_slot_id(self):
+        """Before: the slot id pattern ended in "$", which matches before a final
+        newline: ``/upload/<32 hex>%0A/...`` passed as a slot id."""
+        from xep207.web.upload import SLOT_ID
+
+        self.assertIsNone(SLOT_ID.match("0" * 32 + "\n"))
+        with self.assertRaises(AssertionError):
+            self.upload.store.path("0" * 32 + "\n")
+        status, _, _ = await http_request("GET", f"{self.base}/upload/{'0' * 32}%0A/cat.png")
+        self.assertEqual(status, 404)
+
+    async def test_forged_signatures_are_refused(self):
+        """Held: upper-case hex, a truncated or extended signature, the signature
+        of one slot on another, a changed name, owner, type or size."""
+        client = await self.alice()
+        put, get = await self.slot(client)
+        other, _ = await self.slot(client, filename="dog.png")
+        parts, other_parts = urlsplit(put), urlsplit(other)
+        query, other_query = parse_qs(parts.query), parse_qs(other_parts.query)
+        signature = query["s"][0]
+
+        def with_query(**changes) -> str:
+            changed = dict({k: v[0] for k, v in query.items()}, **changes)
+            return urlunsplit(parts._replace(query="&".join(f"{k}={v}" for k, v in changed.items())))
+
+        forged = [with_query(s=signature.upper()), with_query(s=signature[:32]), with_query(s=signature + "00"),
+                  with_query(s=other_query["s"][0]), with_query(s=signature, e=query["e"][0] + "0"),
+                  with_query(t="image%2Fsvg%2Bxml"), with_query(s=[signature, signature][0] + "&s=" + signature),
+                  urlunsplit(other_parts._replace(query=parts.query)),
+                  urlunsplit(parts._replace(path=parts.path.replace(".png", ".PNG")))]
+        for url in forged:
+            status, _, _ = await http_request("PUT", url, b"x" * 1000, {"Content-Type": "image/png"})
+            self.assertEqual(status, 403, url)
+        status, _, _ = await http_request("GET", get)
+        self.assertEqual(status, 404)
+        status, _, _ = await http_request("PUT", put, b"x" * 1000, {"Content-Type": "image/png"})
+        self.assertEqual(status, 201)
