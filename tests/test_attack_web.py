@@ -8,8 +8,10 @@ from __future__ import annotations
 import socket
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 from tests.server_helpers import DOMAIN, ServerTestCase
 from tests.web_helpers import NS_FRAMING, connect_ws, http_request
@@ -186,3 +188,57 @@ class PlainWebPort(ServerTestCase):
         self.assertEqual(status, 404)
         status, _, _ = await http_request("PUT", put, b"x" * 1000, {"Content-Type": "image/png"})
         self.assertEqual(status, 201)
+
+
+PING = b"\x89\xfd\x00\x00\x00\x00" + b"p" * 125  # a masked ping (all-zero mask) of 125 bytes
+
+
+@implementer(IPushProducer)
+class Flood:
+    """Writes ``batch`` again and again as fast as the connection takes it (no
+    faster: the bytes are the server's to read, not this process's to buffer),
+    up to ``limit`` bytes."""
+
+    def __init__(self, transport, batch: bytes, limit: int):
+        self.transport, self.batch, self.limit = transport, batch, limit
+        self.sent = 0
+        self.paused = False
+        transport.registerProducer(self, True)
+        reactor.callLater(0, self.resumeProducing)
+
+    def resumeProducing(self):
+        self.paused = False
+        while not self.paused and self.sent < self.limit and self.transport.connected:
+            self.transport.write(self.batch)
+            self.sent += len(self.batch)
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def stopProducing(self):
+        self.paused = True
+
+
+class WebSocketAttacks(ServerTestCase):
+    """ws:// on loopback with a small output bound and no rate limit (shaping
+    would stop reading the flood first, and hide the output bound)."""
+
+    server_args = ("--no-tls", "--allow-plaintext-auth", "--http-port", "0", "--http-plain",
+                   "--http-interfaces", "127.0.0.1", "--max-output-buffer", "65536", "--c2s-rate", "0")
+
+    async def setUp(self):
+        await self.start_server()
+        self.url = f"ws://127.0.0.1:{self.server.web.port}/xmpp-websocket"
+
+    async def test_a_ping_flood_from_a_peer_that_does_not_read_is_dropped(self):
+        """Before: autobahn answered every ping with a pong written past the
+        stream's output bound, so a client that sends pings and reads nothing
+        grew the server's write buffer by what it sent, without end."""
+        client = await connect_ws(self, self.url)
+        client.open_stream()
+        await client.next_named("features")
+        client.transport.pauseProducing()  # reads nothing more
+        client.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        flood = Flood(client.transport, PING * 500, limit=48 * 1024 * 1024)
+        await client.closed.addTimeout(60, reactor)
+        self.assertLess(flood.sent, flood.limit)

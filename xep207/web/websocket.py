@@ -258,6 +258,18 @@ class WebSocketStream(ServerStream):
             raise domish.ParserError("more than one element in a message (RFC 7395 §3.3.3)")
         self._held.append(element)
 
+    def control_frame(self, received: int, answer: int) -> bool:
+        """A ping (``received`` bytes) that autobahn answers with a pong (``answer``
+        bytes) beside our messages: charged to shaping like data, and its answer
+        counted toward the unread output. False when that drops the peer."""
+        self._charge(received)
+        if self._output_blocked:
+            self._queued_output += answer
+            if self._queued_output > self.shaping.max_output:
+                self._drop_reader()
+                return False
+        return True
+
     # Outgoing ------------------------------------------------------------------------
 
     def sendHeader(self) -> None:
@@ -313,6 +325,13 @@ class XMPPWebSocketProtocol(WebSocketServerProtocol):
             return
         if self.stream is not None:
             self.stream.message_received(payload)
+
+    def onPing(self, payload):
+        # A pong is written straight to the connection: bounded like the stream's output.
+        stream = self.stream
+        if stream is not None and not stream.control_frame(len(payload) + 6, len(payload) + 2):
+            return
+        super().onPing(payload)
 
     def onClose(self, wasClean, code, reason):
         # autobahn leaves the timer of a close it started running when the peer
