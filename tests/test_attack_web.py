@@ -193,6 +193,59 @@ class PlainWebPort(ServerTestCase):
 PING = b"\x89\xfd\x00\x00\x00\x00" + b"p" * 125  # a masked ping (all-zero mask) of 125 bytes
 
 
+class WebSocketFraming(ServerTestCase):
+    """RFC 7395 §3.3.3 taken literally: one whole element per message."""
+
+    server_args = ("--no-tls", "--allow-plaintext-auth", "--http-port", "0", "--http-plain",
+                   "--http-interfaces", "127.0.0.1")
+
+    async def setUp(self):
+        await self.start_server()
+        self.url = f"ws://127.0.0.1:{self.server.web.port}/xmpp-websocket"
+
+    async def assert_stream_error(self, client, condition: str) -> None:
+        error = await client.wait_for(lambda e: e.name == "error")
+        self.assertEqual(error.firstChildElement().name, condition, error.toXml())
+        await client.wait_for(lambda e: e.name == "close" and e.uri == NS_FRAMING)
+        await client.closed
+
+    async def test_a_message_ending_in_the_start_of_another_element(self):
+        """Before: ``<iq/><iq`` passed as one element: expat kept the unfinished
+        tag without an event and the next message completed it."""
+        client = await connect_ws(self, self.url)
+        await client.login("alice")
+        client.send_text("<iq xmlns='jabber:client' type='get' id='one'><ping xmlns='urn:xmpp:ping'/></iq><iq")
+        client.send_text(" xmlns='jabber:client' type='get' id='two'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await self.assert_stream_error(client, "not-well-formed")
+        self.assertFalse([m for m in client.messages if "id='one'" in m or "id='two'" in m], client.messages)
+
+    async def test_a_message_ending_in_a_partial_tag_before_authentication(self):
+        client = await connect_ws(self, self.url)
+        await client.features()
+        client.send_text("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth><a")
+        await self.assert_stream_error(client, "not-well-formed")
+
+    async def test_fragmented_messages_are_whole_messages(self):
+        """Held: a message in many continuation frames is one message; its size
+        limit counts all fragments (autobahn's maxMessagePayloadSize)."""
+        client = await connect_ws(self, self.url)
+        await client.login("alice")
+        stanza = b"<iq xmlns='jabber:client' type='get' id='frag'><ping xmlns='urn:xmpp:ping'/></iq>"
+        client.beginMessage(isBinary=False)
+        for i in range(0, len(stanza), 7):
+            client.sendMessageFrame(stanza[i:i + 7])
+        client.endMessage()
+        answer = await client.wait_for(lambda e: e.getAttribute("id") == "frag")
+        self.assertEqual(answer["type"], "result")
+        # fragments adding up past the largest stanza: a WebSocket close (1009), nothing parsed
+        client.beginMessage(isBinary=False)
+        client.sendMessageFrame(b"<message xmlns='jabber:client' to='bob@localhost'><body>")
+        for _ in range(300):
+            client.sendMessageFrame(b"x" * 1024)
+        code, _ = await client.closed
+        self.assertEqual(code, 1009)
+
+
 @implementer(IPushProducer)
 class Flood:
     """Writes ``batch`` again and again as fast as the connection takes it (no

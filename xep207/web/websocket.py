@@ -228,11 +228,15 @@ class WebSocketStream(ServerStream):
         # Parsed by the stream's own parser (its limits and restrictions), each
         # element held until the whole message proved to be exactly one.
         stream, self._held = self.stream, []
+        parser = stream.parser
+        start = parser.CurrentByteIndex
         self.dataReceived(data)
         held, self._held = self._held, []
         if self.stream is not stream:
             return  # failed while parsing: the stream error is out
-        if len(held) != 1 or stream.currElem is not None:
+        # expat keeps a token it could not finish (``<iq/><mess``) for the next
+        # message without a word: its position then stops short of the end.
+        if len(held) != 1 or stream.currElem is not None or parser.CurrentByteIndex != start + len(data):
             return self.fail("not-well-formed", "a message carries exactly one complete element (RFC 7395 §3.3.3)")
         element = held[0]
         if element.uri == NS_FRAMING:
