@@ -190,7 +190,61 @@ class PlainWebPort(ServerTestCase):
         self.assertEqual(status, 201)
 
 
-PING = b"\x89\xfd\x00\x00\x00\x00" + b"p" * 125  # a masked ping (all-zero mask) of 125 bytes
+    # What held ----------------------------------------------------------------------
+
+    async def test_two_slot_requests_at_once_cannot_exceed_the_quota(self):
+        """Held: the quota counts issued slots, decided synchronously per request."""
+        client = await self.alice()
+        client.send("".join(f"<iq type='get' to='{UPLOAD}' id='race{i}'><request xmlns='{NS_UPLOAD}' "
+                            f"filename='f{i}' size='900000'/></iq>" for i in range(4)))
+        answers = [await client.wait_for(lambda e, i=i: e.getAttribute("id") == f"race{i}") for i in range(4)]
+        self.assertEqual([a["type"] for a in answers], ["result", "result", "result", "error"])
+
+    async def test_other_methods_ranges_and_hostile_names(self):
+        """Held: POST is 405, DELETE 501 (twisted.web's escaped pages), a Range is answered with the whole file (200),
+        a name with quotes, CR/LF and unicode cannot break the Content-Disposition."""
+        client = await self.alice()
+        put, get = await self.slot(client, filename="a&quot;b&#13;&#10;X-Evil: 1;é.txt", content_type="text/plain")
+        status, _, _ = await http_request("PUT", put, b"z" * 1000, {"Content-Type": "text/plain"})
+        self.assertEqual(status, 201)
+        for method, code in (("DELETE", 501), ("POST", 405)):
+            status, _, _ = await http_request(method, get, b"" if method == "POST" else None)
+            self.assertEqual(status, code, method)
+        raw = await raw_http(self, self.web_port)
+        raw.transport.write(f"<script>alert(1)</script> {urlsplit(get).path} HTTP/1.1\r\nHost: x\r\n"
+                            "Connection: close\r\n\r\n".encode())
+        self.assertNotIn(b"<script>", await raw.closed())
+        status, headers, data = await http_request("GET", get, headers={"Range": "bytes=0-9"})
+        self.assertEqual((status, len(data)), (200, 1000))
+        disposition = headers.getRawHeaders("content-disposition")
+        self.assertEqual(len(disposition), 1)
+        self.assertFalse(headers.hasHeader("x-evil"))
+        self.assertEqual(disposition[0], "inline; filename=\"a_bX-Evil_ 1__.txt\"; "
+                                         "filename*=UTF-8''a%22bX-Evil%3A%201%3B%C3%A9.txt")
+        self.assertEqual(headers.getRawHeaders("content-security-policy"), ["default-src 'none'; sandbox"])
+
+    async def test_host_meta_ignores_the_host_header(self):
+        """Held: the advertised URL is built from the domain, never from Host."""
+        for path in ("/.well-known/host-meta", "/.well-known/host-meta.json"):
+            raw = await raw_http(self, self.web_port)
+            raw.transport.write(f"GET {path} HTTP/1.1\r\nHost: evil.example\"><x\r\n"
+                                "Connection: close\r\n\r\n".encode())
+            answer = await raw.closed()
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:100])
+            self.assertNotIn(b"evil", answer)
+            self.assertIn(f"ws://{DOMAIN}:{self.web_port}/xmpp-websocket".encode(), answer)
+            self.assertIn(b"Access-Control-Allow-Origin: *", answer)
+
+    async def test_smuggling_a_second_length_is_refused(self):
+        """Held (twisted.web): two Content-Lengths, or a length beside chunked, are 400."""
+        for headers in ("Content-Length: 5\r\nContent-Length: 6", "Content-Length: 5\r\nTransfer-Encoding: chunked",
+                        "Content-Length: +5", "Transfer-Encoding: chunked, identity"):
+            raw = await raw_http(self, self.web_port)
+            raw.transport.write(f"POST /.well-known/host-meta HTTP/1.1\r\nHost: {DOMAIN}\r\n{headers}\r\n\r\n"
+                                "hello0\r\n\r\nGET /x HTTP/1.1\r\n\r\n".encode())
+            answer = await raw.closed()
+            self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), (headers, answer[:100]))
+            self.assertEqual(answer.count(b"HTTP/1.1 "), 1, headers)
 
 
 class WebSocketFraming(ServerTestCase):
@@ -244,6 +298,9 @@ class WebSocketFraming(ServerTestCase):
             client.sendMessageFrame(b"x" * 1024)
         code, _ = await client.closed
         self.assertEqual(code, 1009)
+
+
+PING = b"\x89\xfd\x00\x00\x00\x00" + b"p" * 125  # a masked ping (all-zero mask) of 125 bytes
 
 
 @implementer(IPushProducer)
