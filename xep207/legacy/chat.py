@@ -23,9 +23,10 @@ from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.xish import domish
 
 from xep207.hooks import STANZA
-from xep207.pubsub.events import ITEMS, Event, Recipient
-from xep207.pubsub.kinds import Trusted, pair_node_id
-from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind
+from xep207.legacy.offline import OfflineDelivery
+from xep207.pubsub.events import ITEMS
+from xep207.pubsub.kinds import pair_node_id
+from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind  # noqa: F401 (metrics reads OFFLINE_MARK here)
 from xep207.storage.records import VIA_LEGACY, bare
 from xep207.xmlutil import parse_stanza, restamped
 
@@ -76,6 +77,7 @@ class ChatCapture:
         self.pubsub_domain = pubsub_domain
         self._locks: dict[str, defer.DeferredLock] = {}
         router.hooks.add(STANZA, self.intercept)
+        self.offline = OfflineDelivery(self)
 
     def is_chat_node(self, service: str, node_id: str) -> bool:
         return isinstance(self.engine.kind_of(service, node_id), PairKind)
@@ -141,25 +143,10 @@ class ChatCapture:
 
     # Offline delivery -------------------------------------------------------------
 
-    async def deliver_offline(self, session) -> None:
-        """At an initial available presence: every message that waited, oldest first."""
-        subscriptions = await self.storage.get_entity_subscriptions(session.bare, self.pubsub_domain)
-        for subscription in subscriptions:
-            since = subscription.options.get(OFFLINE_MARK)
-            if not since or not self.is_chat_node(subscription.service, subscription.node_id):
-                continue
-            await self.engine.set_offline_mark(Trusted(self.pubsub_domain), subscription, None)  # once
-            first = await self.storage.get_items(self.pubsub_domain, subscription.node_id, [since])
-            page = await self.storage.page_items(self.pubsub_domain, subscription.node_id)
-            # The first missed message may have been trimmed by max_items since
-            # (more waited than the node keeps): then everything kept waited.
-            oldest = first[0].seq if first else 0
-            waiting = [i for i in page.items if i.seq >= oldest and bare(i.publisher) != session.bare]
-            if waiting:
-                self.delivery.deliver(Event(self.pubsub_domain, subscription.node_id, ITEMS, items=tuple(waiting),
-                                   node_kind=PairKind.name,
-                                   notification_type="normal", replay=True),
-                             [Recipient(session.full, subscription)])
+    def deliver_offline(self, session) -> None:
+        """At an initial available presence: every message that waited, oldest first
+        (``xep207.legacy.offline``: once with XEP-0198, else at least once)."""
+        self.offline.deliver_offline(session)
 
 
 class PairRendering:
@@ -204,7 +191,9 @@ class PairRendering:
         stanzas = []
         for sender, addressed, payload, item_id in self.items:
             if self.event.replay or session in self._targets_of(party, sender, addressed):
-                stanzas.append(self._with_stanza_id(payload, item_id, party))
+                xml = self._with_stanza_id(payload, item_id, party)
+                if self.event.replay or not self.chat.offline.hold(session, xml, item_id):
+                    stanzas.append(xml)  # (else it waits behind the session's offline backlog)
             elif session.full != sender and session.carbons:
                 direction = "sent" if party == bare(sender) else "received"
                 stanzas.append(self.chat._carbon(payload, session, direction))

@@ -68,6 +68,7 @@ class Router:
         self.deliver_to_all = False  # bare-JID messages to every non-negative resource
         self._requests: dict[str, _Request] = {}
         self.in_flight = InFlight()
+        self.stream_extensions: list = []  # negotiated on client streams: XEP-0198, XEP-0352
 
     # Accounts -------------------------------------------------------------------
 
