@@ -293,7 +293,8 @@ class StreamManagement:
         if h is None:
             return xs.send(_failed("bad-request"))
         manager = self.resumable.get(element.getAttribute("previd", ""))
-        if manager is None or manager.ended or manager.session.jid.user != negotiator.user:
+        account = negotiator._account_key(negotiator.user)  # as bound: normalized
+        if manager is None or manager.ended or manager.session.jid.user != account:
             return xs.send(_failed("item-not-found"))
         if not manager.detached:
             # Its connection is still up (or a replayed <resume/>): one stream per session.
