@@ -206,3 +206,37 @@ class KillMinusNine(ServerTestCase):
         await again.wait_for(is_body(f"m{count - 1}"))
         await sync(again)
         self.assertEqual(bodies(again), [f"m{n}" for n in range(acked, count)])
+
+    async def test_kill_9_with_live_messages_unacknowledged(self):
+        """Live messages written to a managed session but not acknowledged when the
+        server dies: the next session gets them (the stored window), in order."""
+        server = self.start()
+        alice = await self.connect()
+        await alice.login("alice", resource="phone")
+        await enable(alice, resume=False)
+        alice.send("<presence/>")
+        await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == alice.jid)
+        bob = await self.connect()
+        await bob.login("bob", resource="desk")
+        for n in range(50):
+            bob.send(chat(ALICE, f"m{n}"))
+        upto = await alice.wait_for(is_body("m19"))
+        await alice.wait_for(is_body("m49"))
+        alice.send(f"<a xmlns='{NS_SM}' h='{handled(alice, upto)}'/>")
+        await sync(alice)
+        os.killpg(server.popen.pid, 9)
+        server.popen.wait()
+        await alice.closed
+
+        self.start()
+        again = await self.connect()
+        await again.login("alice", resource="phone")
+        again.send("<presence/>")
+        await again.wait_for(is_body("m49"))
+        await sync(again)
+        got = bodies(again)
+        # Everything not acknowledged, once, in order (and at most what was acknowledged
+        # before it, when the last window move had not reached the disk).
+        self.assertEqual(got[-30:], [f"m{n}" for n in range(20, 50)])
+        self.assertEqual(got, [f"m{n}" for n in range(50 - len(got), 50)])
+        self.assertLessEqual(50 - len(got), 20)

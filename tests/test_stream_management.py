@@ -82,6 +82,16 @@ class Acks(ServerTestCase):
         clock.advance(30)
         await self.alice.wait_for(sm("r"))
 
+    async def test_the_client_may_shorten_the_window_not_lengthen_it(self):
+        self.alice.send(f"<enable xmlns='{NS_SM}' resume='true' max='5'/>")
+        self.assertEqual((await self.alice.wait_for(sm("enabled")))["max"], "5")
+        self.bob.send(f"<enable xmlns='{NS_SM}' resume='true' max='99999'/>")
+        self.assertEqual((await self.bob.wait_for(sm("enabled")))["max"], "300")
+        client = await self.connect()
+        await client.login("alice", resource="third")
+        client.send(f"<enable xmlns='{NS_SM}' resume='true' max='soon'/>")
+        self.assertEqual((await client.wait_for(sm("enabled")))["max"], "300")
+
     async def test_enable_twice_fails_and_the_session_goes_on(self):
         await enable(self.alice)
         self.alice.send(f"<enable xmlns='{NS_SM}'/>")
@@ -189,6 +199,20 @@ class Resumption(ServerTestCase):
         self.assertEqual(failed_condition(await other.wait_for(sm("failed"))), "unexpected-request")
         self.bob.send(chat(ALICE, "m4"))
         await client.wait_for(is_body("m4"))
+
+    async def test_a_clean_close_ends_the_session_for_good(self):
+        self.bob.send(chat(ALICE, "unread"))
+        await self.alice.wait_for(is_body("unread"))
+        self.alice.send("</stream:stream>")
+        await self.alice.closed
+        await self.server.quiesce()
+        self.assertIsNone(self.server.router.session(f"{ALICE}/phone"))
+        client = await self.resume(0)
+        self.assertEqual(failed_condition(await client.wait_for(sm("failed"))), "item-not-found")
+        again = await self.connect()
+        await again.login("alice", resource="again")
+        again.send("<presence/>")
+        await again.wait_for(is_body("unread"))  # not acknowledged: it waited offline
 
     async def test_resume_unknown_id(self):
         client = await self.resume(0, previd="no-such-session")

@@ -192,8 +192,8 @@ class PairRendering:
         for sender, addressed, payload, item_id in self.items:
             if self.event.replay or session in self._targets_of(party, sender, addressed):
                 xml = self._with_stanza_id(payload, item_id, party)
-                if self.event.replay or not self.chat.offline.hold(session, xml, item_id):
-                    stanzas.append(xml)  # (else it waits behind the session's offline backlog)
+                if self.event.replay or not self.chat.offline.hold(session, xml, item_id, self.event.node_id):
+                    stanzas.append(xml)  # (else it waits behind the backlog, or is sent tracked)
             elif session.full != sender and session.carbons:
                 direction = "sent" if party == bare(sender) else "received"
                 stanzas.append(self.chat._carbon(payload, session, direction))
