@@ -172,7 +172,7 @@ class Options(ConfigFileOptions):
     longdesc = ("Run a complete XMPP server for --domain (default), or attach the pubsub "
                 "service to another server as a component. Settings can also come from a "
                 "TOML file (--config); the command line wins.")
-    tables = ("components",)
+    tables = ("components", "contact")
 
     optFlags = [
         ["tls-optional", None, "Offer STARTTLS but do not require it."],
@@ -183,6 +183,7 @@ class Options(ConfigFileOptions):
         ["deliver-to-all-resources", None,
          "Deliver messages to a bare JID to every resource with non-negative priority, "
          "not only the highest (RFC 6121 §8.5.2.1.1 allows both)."],
+        ["push-body", None, "Include message bodies in XEP-0357 push notifications (off: sender and count only)."],
     ]
     optParameters = [
         ["config", "c", None, "A TOML file with any of these options (long names as keys)."],
@@ -248,10 +249,24 @@ class Options(ConfigFileOptions):
         super().__init__()
         self["components"] = {}
         self["plugins"] = []
+        self["contact"] = {}  # XEP-0157: type -> URIs (xep207.server.contact_info)
+        self["admins"] = []
 
     def opt_plugin(self, name):
         """NAME: enable a server plugin (xep207.plugins.IServerPlugin); repeatable."""
         self["plugins"].append(name)
+
+    def opt_contact(self, value):
+        """TYPE=URI: an XEP-0157 contact address (abuse, admin, support…; repeatable)."""
+        kind, sep, uri = value.partition("=")
+        if not sep or not kind or not uri:
+            raise usage.UsageError("--contact takes TYPE=URI")
+        known = self["contact"].get(kind) or []
+        self["contact"][kind] = [*(known if isinstance(known, list) else [known]), uri]
+
+    def opt_admin(self, jid):
+        """JID: an account allowed XEP-0133 service administration (repeatable)."""
+        self["admins"].append(jid)
 
     def opt_component(self, value):
         """NAME=SECRET: accept an external component (repeatable; prefer the config file)."""
@@ -281,6 +296,12 @@ class Options(ConfigFileOptions):
         if not self["storage"]:
             self["storage"] = default_storage_url(self["data-dir"])
         _check_storage_url(self["storage"])
+        from xep207.server.contact_info import parse_addresses
+
+        try:
+            self["contact"] = parse_addresses(self["contact"])
+        except ValueError as exc:
+            raise usage.UsageError(f"--contact: {exc}")
         if self["plugins"]:
             from xep207.plugins import find_plugins
 

@@ -9,7 +9,7 @@ serialized at most once per event; per session only the envelope differs.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from zope.interface import implementer
 
@@ -18,6 +18,9 @@ from xep207.pubsub import render
 from xep207.pubsub.events import IEventSink, IInterestDirectory, Recipient
 from xep207.pubsub.kinds.base import NodeKindName
 from xep207.storage.records import VIA_LEGACY
+
+if TYPE_CHECKING:
+    from xep207.legacy.blocking_checks import BlockGate
 
 
 def speaks_pubsub(session, node_id: str) -> bool:
@@ -43,6 +46,7 @@ class EventDelivery:
     def __init__(self, router, renderers: Mapping[NodeKindName, LegacyRenderer] | None = None):
         self.router = router
         self.renderers: dict[NodeKindName, LegacyRenderer] = dict(renderers or {})
+        self.gate: BlockGate | None = None  # XEP-0191: what must not pass (xep207.legacy.blocking_checks)
 
     def deliver(self, event, recipients) -> list[Recipient]:
         renderer = self.renderers.get(event.node_kind)
@@ -50,8 +54,11 @@ class EventDelivery:
         prepared = False  # when first needed
         body = None  # the XEP-0207 form, serialized once, when first needed
         missed = []
+        stops = self.gate.for_event(event) if self.gate is not None else None
         for recipient in recipients:
             sessions = self.router.sessions_for(recipient.jid)
+            if stops is not None and stops(recipient.jid):
+                continue
             if sessions is None:  # not one of our accounts: a component, say
                 body = body or render.event_body(event)
                 self.router.deliver_serialized(
@@ -69,6 +76,8 @@ class EventDelivery:
                 if addressed:
                     sessions = sessions + addressed
             for session in sessions:
+                if stops is not None and stops(session.full):
+                    continue
                 if legacy and not speaks_pubsub(session, event.node_id):
                     # A client that never speaks pubsub never sees a pubsub stanza:
                     # an event its kind does not render reaches it as nothing.
@@ -87,6 +96,8 @@ class EventDelivery:
         form = None
         for owner in request.owners:
             for session in self.router.sessions_for(owner) or ():
+                if self.gate is not None and self.gate.between(request.subscription.subscriber, session.full):
+                    continue
                 templates = None
                 if not speaks_pubsub(session, request.node_id):
                     renderer = self.renderers.get(request.node_kind)

@@ -17,6 +17,10 @@ from xep207.discovery import DiscoHandler
 from xep207.hooks import INITIAL_PRESENCE, STANZA, Hooks
 from xep207.plugins import install_plugins
 from xep207.legacy.archive import ArchiveHandler
+from xep207.legacy.blocking import install as install_blocking
+from xep207.legacy.last_activity import LastActivityHandler
+from xep207.legacy.mam_prefs import MamPrefsHandler
+from xep207.server.contact_info import ContactInfo
 from xep207.legacy.caps import CapsTracker
 from xep207.legacy.chat import CarbonsHandler, ChatCapture
 from xep207.legacy.delivery import EventDelivery, PubSubUsage, SessionInterest
@@ -29,7 +33,7 @@ from xep207.pubsub.engine import PubSubEngine
 from xep207.pubsub.kinds import PairKind, PresenceKind, standard_kinds
 from xep207.pubsub.kinds.room import RoomKind
 from xep207.pubsub.protocol import PubSubProtocol
-from xep207.server import csi, direct_tls, stream_management, tls
+from xep207.server import account_control, admin_channel, csi, direct_tls, push, service_admin, stream_management, tls
 from xep207.server import sasl
 from xep207.server.c2s import AuthThrottle, C2SPolicy, ClientFactory, RateWindow
 from xep207.server.stream import Shaping, StreamLimits
@@ -119,10 +123,14 @@ class Server:
                     PingHandler(), VersionHandler("xep207", xep207.__version__),
                     PubSubProtocol(self.engine, accepts=self.engine.is_pep, pep=True),
                     RosterHandler(self.roster, self.subscriptions), ArchiveHandler(self.chat)]
-        if options["registration"]:
-            handlers.append(RegistrationHandler(self))
+        self.accounts = account_control.install(self)  # one path: XEP-0077, xep207ctl, XEP-0133
+        handlers.append(RegistrationHandler(self))  # self-service always; sign-up with --registration
         for handler in handlers:
             handler.setHandlerParent(self.local)
+        install_blocking(self)  # XEP-0191
+        MamPrefsHandler(self.engine, domain).setHandlerParent(self.local)  # XEP-0313 §6
+        LastActivityHandler(self.router, self.engine).setHandlerParent(self.local)  # XEP-0012
+        ContactInfo(domain, options.get("contact") or {}).setHandlerParent(self.local)  # XEP-0157
 
         # The pubsub service on its own domain.
         self.pubsub = InternalComponent(self.router, pubsub_domain)
@@ -183,6 +191,10 @@ class Server:
 
             self.metrics = MetricsService(options["metrics-port"], options["metrics-interface"], self)
             self.metrics.setServiceParent(self.started)
+
+        admin_channel.install(self, options)  # xep207ctl's way in: DATA-DIR/admin.sock
+        service_admin.install(self, options)  # XEP-0133 ad-hoc commands for --admin accounts
+        push.install(self, options)  # XEP-0357 push notifications
 
         # Added last, stopped first: sessions end while storage is still open.
         _OnStop(lambda: defer.ensureDeferred(self.close_sessions())).setServiceParent(self.started)

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from xep207.pubsub.engine import PubSubEngine
 
 # The kinds there are, by the ``name`` each ``NodeKind`` class declares.
-NodeKindName = Literal["generic", "presence", "roster", "pair", "room"]
+NodeKindName = Literal["generic", "presence", "roster", "blocklist", "mamprefs", "lastactivity", "pair",
+                       "room", "push"]
 
 MAY_PUBLISH = frozenset({OWNER, PUBLISHER, PUBLISH_ONLY})
 MAY_RETRIEVE = frozenset({OWNER, PUBLISHER, MEMBER})
@@ -218,6 +219,11 @@ class NodeKind:
         """The item as it will be stored; raises ``invalid-payload`` for what
         the kind gives no meaning to."""
         return item_id, payload
+
+    def reply_to(self, access: Access, item: Item) -> str | None:
+        """The XEP-0033 ``replyto`` a notification names (XEP-0207 §5–6): the
+        publisher, unless the node's ``pubsub#itemreply`` is ``owner``."""
+        return access.requestor if access.node.config.itemreply == "publisher" else None
 
     def overwrites_any(self, access: Access) -> bool:
         """Whether the requestor may overwrite any item (no need to look at it)."""
