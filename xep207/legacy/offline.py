@@ -20,7 +20,6 @@ a dying connection (or a ``kill -9``) swallowed. So:
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from twisted.internet import defer
@@ -31,16 +30,13 @@ from xep207.hooks import SESSION_UNBOUND, STANZA, UNACKED
 from xep207.pubsub.events import ITEMS, Event, Recipient
 from xep207.pubsub.kinds import Trusted, pair_node_id
 from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind
+from xep207.legacy.unacked import UNACKED_MARK, UnackedWindow
 from xep207.storage.records import VIA_LEGACY, bare
 from xep207.xmlutil import parse_stanza
 
 NS_SID = "urn:xmpp:sid:0"
 NS_CARBONS = "urn:xmpp:carbons:2"
 BATCH = 500  # messages written before waiting for their acknowledgement
-# Subscription option: the first live message written to a XEP-0198 session of
-# the party and not yet acknowledged. In memory that window is exact; stored, it
-# is what a crash (kill -9) would otherwise lose: the next login starts there.
-UNACKED_MARK = "xep207#unacked-since"
 
 
 @dataclass(eq=False)
@@ -68,10 +64,7 @@ class OfflineDelivery:
         self.storage = chat.storage
         self.pubsub_domain = chat.pubsub_domain
         self.flushing: dict = {}  # session → _Backlog, from its first available presence
-        # (party, node id) → {item id: sessions it was written to, unacknowledged}, oldest first
-        self.in_flight: dict[tuple[str, str], OrderedDict] = {}
-        self._window_writing: set[tuple[str, str]] = set()
-        self._window_stale: set[tuple[str, str]] = set()
+        self.window = UnackedWindow(chat)
         self.router.hooks.add(STANZA, self._before_presence, priority=90)  # observes, never captures
         self.router.hooks.add(SESSION_UNBOUND, self._session_gone)
         self.router.hooks.add(UNACKED, self.requeue)
@@ -102,88 +95,16 @@ class OfflineDelivery:
         if backlog is not None:
             backlog.held.append((xml, item_id, node_id))
             if session.sm is not None:
-                self._open(session.bare, node_id, item_id)  # waiting in memory is in the window too
+                self.window.open(session.bare, node_id, item_id)  # waiting in memory is in the window too
             return True
         return self._send_live(session, xml, item_id, node_id)
-
-    # Live messages to managed sessions: the unacknowledged window ------------------------
 
     def _send_live(self, session, xml: str, item_id: str, node_id: str) -> bool:
         if session.sm is None:
             return False  # at least once: written, and that is all one can know
-        self._open(session.bare, node_id, item_id)
-        self._write_tracked(session, xml, item_id, node_id)
+        self.window.open(session.bare, node_id, item_id)
+        self.window.write_tracked(session, xml, item_id, node_id)
         return True
-
-    def _open(self, party: str, node_id: str, item_id: str) -> None:
-        key = (party, node_id)
-        window = self.in_flight.setdefault(key, OrderedDict())
-        opened = not window
-        window[item_id] = window.get(item_id, 0) + 1
-        if opened:
-            self._store_window(key)
-
-    def _write_tracked(self, session, xml: str, item_id: str, node_id: str) -> None:
-        session.send_tracked(xml).addCallback(self._settled, (session.bare, node_id), item_id)
-
-    def _settled(self, acked: bool, key, item_id: str) -> None:
-        """Acknowledged, or its session ended (then ``requeue`` keeps it)."""
-        window = self.in_flight.get(key)
-        if window is None or item_id not in window:
-            return
-        oldest = next(iter(window)) == item_id
-        if window[item_id] > 1:
-            window[item_id] -= 1
-            return
-        del window[item_id]
-        if not window:
-            del self.in_flight[key]
-        if oldest:
-            self._store_window(key)
-
-    def _store_window(self, key) -> None:
-        """Store where the window begins: one write at a time per conversation,
-        reading the window when it runs (a burst of acks costs one or two)."""
-        if key in self._window_writing:
-            self._window_stale.add(key)
-            return
-        self._window_writing.add(key)
-        defer.ensureDeferred(self._window_writer(key)).addErrback(
-            lambda failure: log.msg(f"unacknowledged window of {key}: {failure.getErrorMessage()}"))
-
-    async def _window_writer(self, key) -> None:
-        try:
-            while True:
-                self._window_stale.discard(key)
-                await self._write_window(key)
-                if key not in self._window_stale:
-                    return
-        finally:
-            self._window_writing.discard(key)
-            self._window_stale.discard(key)
-
-    async def _write_window(self, key) -> None:
-        party, node_id = key
-        window = self.in_flight.get(key)
-        first = next(iter(window)) if window else None
-        await self._locked(node_id, self._set_option, party, node_id, UNACKED_MARK, first)
-
-    async def _set_option(self, party: str, node_id: str, option: str, value: str | None) -> None:
-        current = await self.storage.get_subscription(self.pubsub_domain, node_id, party)
-        if current is not None and current.options.get(option) != value:
-            await self.engine.set_offline_mark(Trusted(self.pubsub_domain), current, value, option)
-
-    async def _locked(self, node_id: str, fn, *args):
-        """Marks are read, then written: one writer per conversation at a time
-        (the chat capture's lock, which its publish and the pair kind's mark share)."""
-        lock = self.chat._locks.setdefault(node_id, defer.DeferredLock())
-        await lock.acquire()
-        try:
-            return await fn(*args)
-        finally:
-            lock.release()
-            if not lock.locked and not lock.waiting:
-                self.chat._locks.pop(node_id, None)
 
     def _release(self, session) -> None:
         backlog = self.flushing.pop(session, None)
@@ -192,9 +113,9 @@ class OfflineDelivery:
         for xml, item_id, node_id in backlog.held:
             if session.sm is not None:  # (its window was opened when it was held)
                 if item_id in backlog.written:
-                    self._settled(True, (session.bare, node_id), item_id)  # the backlog carried it
+                    self.window.settled(True, (session.bare, node_id), item_id)  # the backlog carried it
                 else:
-                    self._write_tracked(session, xml, item_id, node_id)
+                    self.window.write_tracked(session, xml, item_id, node_id)
             elif item_id not in backlog.written:
                 session.send(xml)
 
@@ -205,7 +126,7 @@ class OfflineDelivery:
         # Live messages that never left: they wait as offline messages.
         if session.sm is not None:
             for _, item_id, node_id in backlog.held:
-                self._settled(False, (session.bare, node_id), item_id)
+                self.window.settled(False, (session.bare, node_id), item_id)
         held = [parse_stanza(xml) for xml, item_id, _ in backlog.held if item_id not in backlog.written]
         return defer.ensureDeferred(self._mark_back(session, held))
 
@@ -231,36 +152,13 @@ class OfflineDelivery:
                 if not (options.get(OFFLINE_MARK) or options.get(UNACKED_MARK)) or \
                         not self.chat.is_chat_node(subscription.service, subscription.node_id):
                     continue
-                subscription = await self._locked(subscription.node_id, self._fold_window, subscription)
+                subscription = await self.window.locked(subscription.node_id, self.window.fold, subscription)
                 if subscription is None or not subscription.options.get(OFFLINE_MARK):
                     continue
                 if not await self._flush(session, subscription):
                     return  # the session ended: the marks stay where they are
         finally:
             self._release(session)
-
-    async def _fold_window(self, subscription):
-        """A stored window nobody holds in memory (the server crashed while
-        messages were unacknowledged): from its start, they wait offline."""
-        node_id, party = subscription.node_id, subscription.subscriber
-        current = await self.storage.get_subscription(self.pubsub_domain, node_id, party)
-        if current is None or (party, node_id) in self.in_flight:
-            return current
-        window = current.options.get(UNACKED_MARK)
-        if not window:
-            return current
-        mark = current.options.get(OFFLINE_MARK)
-        if mark:
-            seqs = {i.item_id: i.seq for i in await self.storage.get_items(self.pubsub_domain, node_id,
-                                                                             [mark, window])}
-            if window in seqs and seqs[window] < seqs.get(mark, 0):
-                mark = window
-        else:
-            mark = window
-        trusted = Trusted(self.pubsub_domain)
-        await self.engine.set_offline_mark(trusted, current, mark)
-        await self.engine.set_offline_mark(trusted, current, None, UNACKED_MARK)
-        return await self.storage.get_subscription(self.pubsub_domain, node_id, party)
 
     async def _flush(self, session, subscription) -> bool:
         node_id = subscription.node_id
@@ -314,7 +212,7 @@ class OfflineDelivery:
                      notification_type="normal", replay=True)
 
     async def _move_mark(self, subscription, item_id: str | None, session=None, delivered: int = 0) -> None:
-        await self._locked(subscription.node_id, self.engine.set_offline_mark, Trusted(self.pubsub_domain),
+        await self.window.locked(subscription.node_id, self.engine.set_offline_mark, Trusted(self.pubsub_domain),
                            subscription, item_id)
         if session is not None:
             log.msg(f"offline messages of {session.full} in {subscription.node_id}: {delivered} delivered"
@@ -359,7 +257,7 @@ class OfflineDelivery:
             earliest.setdefault(pair_node_id(session.bare, sender), item_id)
         for node_id, item_id in earliest.items():
             try:
-                await self._locked(node_id, self._mark_at_most, session.bare, node_id, item_id)
+                await self.window.locked(node_id, self._mark_at_most, session.bare, node_id, item_id)
             except Exception as exc:  # storage trouble: logged, the other conversations still tried
                 log.msg(f"could not keep unacknowledged messages of {session.bare} in {node_id}: {exc}")
 

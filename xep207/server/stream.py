@@ -145,7 +145,8 @@ class ServerStream(xmlstream.XmlStream):
         self._queued_output = 0
         self._producing = False
         self._closed = False  # our </stream:stream> is out
-        self._unparsed: deque[bytes] = deque()  # slices of a large read, parsed one per reactor turn
+        # Slices of a large read, parsed one per reactor turn: (bytes, paid to the shaper already).
+        self._unparsed: deque[tuple[bytes, bool]] = deque()
         self._next_slice: IDelayedCall | None = None
 
     @property
@@ -246,28 +247,33 @@ class ServerStream(xmlstream.XmlStream):
             # A large read (a first burst of hundreds of KB) is parsed a slice
             # per reactor turn, so other connections are served in between;
             # what arrives meanwhile waits behind it, in order (issue 12).
+            # The shaper is paid for the whole read now, as when it was parsed at once.
+            charged = self._inflater is None
+            if charged:
+                self._charge(len(data))
             view = memoryview(data)
-            self._unparsed.extend(bytes(view[i:i + PARSE_SLICE]) for i in range(0, len(data), PARSE_SLICE))
+            self._unparsed.extend((bytes(view[i:i + PARSE_SLICE]), charged)
+                                  for i in range(0, len(data), PARSE_SLICE))
             if self._next_slice is None:
                 self._parse_next_slice()
             return
         self._feed(data)
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes, charged: bool = False) -> None:
         stream = self.stream
         if stream is None:
             return
         if self._inflater is not None:
             self._inflate(self._inflater, data)
         else:
-            self._parse(stream, data)
+            self._parse(stream, data, charged)
 
     def _parse_next_slice(self) -> None:
         self._next_slice = None
         if self.stream is None:
             self._unparsed.clear()
             return
-        self._feed(self._unparsed.popleft())
+        self._feed(*self._unparsed.popleft())
         if self._unparsed and self.stream is not None:
             self._next_slice = self.clock.callLater(0, self._parse_next_slice)
 
@@ -277,7 +283,7 @@ class ServerStream(xmlstream.XmlStream):
             self._next_slice.cancel()
         self._next_slice = None
         while self._unparsed and self.stream is not None:
-            self._feed(self._unparsed.popleft())
+            self._feed(*self._unparsed.popleft())
         self._unparsed.clear()
 
     # Shaping what the peer sends ----------------------------------------------
@@ -337,8 +343,9 @@ class ServerStream(xmlstream.XmlStream):
         except zlib.error:
             self.fail("bad-format", "invalid zlib data")
 
-    def _parse(self, stream: Any, data: bytes) -> None:
-        self._charge(len(data))
+    def _parse(self, stream: Any, data: bytes, charged: bool = False) -> None:
+        if not charged:
+            self._charge(len(data))
         size = self._current_limits.stanza_size
         try:
             if self.rawDataInFn:
