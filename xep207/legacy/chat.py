@@ -115,6 +115,9 @@ class ChatCapture:
             lock.release()
             if not lock.locked and not lock.waiting:
                 self._locks.pop(node_id, None)
+        stored = self.offline.window.stored(node_id)  # (XEP-0198: where a crash cannot lose it)
+        if stored is not None:
+            await stored
         return True
 
     # Rendering -------------------------------------------------------------------

@@ -33,6 +33,17 @@ class UnackedWindow:
         self.in_flight: dict[tuple[str, str], OrderedDict] = {}
         self._window_writing: set[tuple[str, str]] = set()
         self._window_stale: set[tuple[str, str]] = set()
+        self._waiting: dict[str, list[defer.Deferred]] = {}  # node id → stored() callers
+
+    def stored(self, node_id: str) -> defer.Deferred | None:
+        """Fires once no window of this conversation is being written; None when
+        none is. A message counts as handled (XEP-0198 ``h``) only after that:
+        an acknowledged message is never one a crash can lose."""
+        if not any(key[1] == node_id for key in self._window_writing):
+            return None
+        d: defer.Deferred = defer.Deferred()
+        self._waiting.setdefault(node_id, []).append(d)
+        return d
 
     def open(self, party: str, node_id: str, item_id: str) -> None:
         key = (party, node_id)
@@ -80,6 +91,10 @@ class UnackedWindow:
         finally:
             self._window_writing.discard(key)
             self._window_stale.discard(key)
+            node_id = key[1]
+            if not any(k[1] == node_id for k in self._window_writing):
+                for waiter in self._waiting.pop(node_id, ()):
+                    waiter.callback(None)
 
     async def _write_window(self, key) -> None:
         party, node_id = key
