@@ -96,6 +96,7 @@ class StreamManager:
         self.acked = 0
         self.queue: deque = deque()  # (stanza, receipt Deferred or None)
         self.ended = False
+        self.resuming = False  # adopted by a new connection, <resumed/> not sent yet
         self._unrequested = 0
         self._request_timer: Any = None
         self._expiry: Any = None
@@ -296,7 +297,7 @@ class StreamManagement:
         account = negotiator._account_key(negotiator.user)  # as bound: normalized
         if manager is None or manager.ended or manager.session.jid.user != account:
             return xs.send(_failed("item-not-found"))
-        if not manager.detached:
+        if not manager.detached or manager.resuming:
             # Its connection is still up (or a replayed <resume/>): one stream per session.
             return xs.send(_failed("unexpected-request"))
         if (h - manager.acked) % MODULUS > len(manager.queue):
@@ -304,7 +305,20 @@ class StreamManagement:
             xs.send(_failed("undefined-condition", h=manager.handled))
             self.router.unbind(manager.session)
             return
-        negotiator.adopt(manager.session)
+        negotiator.adopt(manager.session)  # what the client sends now queues behind the rest
+        in_order = manager.session.in_order
+        if not in_order.locked:
+            self._resumed(manager, xs, h)
+        else:
+            # Its h counts what the old connection delivered, every one of them:
+            # else the client would send again what the server already has.
+            manager.resuming = True
+            in_order.run(lambda: None).addCallback(lambda _: self._resumed(manager, xs, h))
+
+    def _resumed(self, manager: StreamManager, xs, h: int) -> None:
+        manager.resuming = False
+        if manager.ended or xs.transport is None:
+            return
         manager.attach(xs, h)
         log.msg(f"resumed {manager.session.full}")
 
