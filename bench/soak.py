@@ -8,7 +8,8 @@ catches up with XEP-0313 from shortly before it lost the connection.
 
 Reported: one-to-one messages accepted (acknowledged by the server),
 delivered (once per key, by stream or by MAM catch-up), duplicated (a key
-received again on the stream), lost (accepted, never delivered: must be 0);
+received again on the stream), bounced (an error came back: the sender knows),
+lost (accepted, never delivered and never bounced: must be 0);
 groupchat and presence counts; the server's RSS over time.
 
     python bench/soak.py [--minutes 10] [--users 8] [--kill-every 60]
@@ -86,6 +87,8 @@ class Stats:
         self.sent = 0
         self.received: Counter = Counter()  # key -> receptions on the stream
         self.recovered: set[str] = set()  # keys seen only through MAM catch-up
+        self.bounced: Counter = Counter()  # key -> error answers (the server refused it)
+        self.conditions: Counter = Counter()
         self.groupchat_sent = self.groupchat_received = 0
         self.presence_sent = self.presence_received = 0
         self.resumed = self.resume_failed = self.reconnects = 0
@@ -210,6 +213,13 @@ class SoakClient(protocol.Protocol):
                 for key in KEY.findall(text):
                     if key not in self.stats.received:
                         self.stats.recovered.add(key)
+            elif element.getAttribute("type") == "error":
+                key = element.getAttribute("id") or ""
+                condition = next((c.name for e in element.elements() if e.name == "error"
+                                  for c in e.elements() if c.name != "text"), "?")
+                if KEY.match(f"soak {key}"):
+                    self.stats.bounced[key] += 1
+                    self.stats.conditions[condition] += 1
             elif element.getAttribute("type") == "groupchat":
                 self.stats.groupchat_received += 1
             else:
@@ -327,7 +337,8 @@ async def main(args):
     server.stop()
 
     delivered = set(stats.received) | stats.recovered
-    lost = stats.accepted - delivered
+    bounced = set(stats.bounced) - delivered
+    lost = stats.accepted - delivered - bounced
     print(f"soak: {args.minutes} min, {args.users} users, kill -9 every {args.kill_every}s "
           f"({server.kills} kills)")
     print(f"  one-to-one sent              {stats.sent}")
@@ -336,6 +347,7 @@ async def main(args):
     print(f"    on the stream              {len(set(stats.received) & stats.accepted)}")
     print(f"    only by MAM catch-up       {len(stats.recovered & stats.accepted)}")
     print(f"  duplicated (on the stream)   {sum(n - 1 for n in stats.received.values() if n > 1)}")
+    print(f"  bounced (error answer)       {len(bounced)} {dict(stats.conditions)}")
     print(f"  lost                         {len(lost)}{' ' + str(sorted(lost)[:10]) if lost else ''}")
     print(f"  groupchat sent/received      {stats.groupchat_sent}/{stats.groupchat_received}")
     print(f"  presence sent/received       {stats.presence_sent}/{stats.presence_received}")
