@@ -106,6 +106,7 @@ class SoakClient(protocol.Protocol):
         self.unacked: deque = deque()  # (xml, key or None)
         self.sequence = 0
         self.connected = False
+        self.ready = False  # bound or resumed: new stanzas may go (XEP-0198: none before <resumed/>)
         self.lost_at = None
         self.running = True
 
@@ -130,7 +131,7 @@ class SoakClient(protocol.Protocol):
             self.transport.write(text.encode())
 
     def connectionLost(self, reason):
-        self.connected = False
+        self.connected = self.ready = False
         self.lost_at = self.lost_at or time.time()
         if self.running:
             self.stats.reconnects += 1
@@ -170,6 +171,7 @@ class SoakClient(protocol.Protocol):
                    "<resource>soak</resource></bind></iq>")
 
     def after_bind(self):
+        self.ready = True
         self.write(f"<enable xmlns='{NS_SM}' resume='true'/>")
         self.handled = 0
         pending, self.unacked, self.acked = list(self.unacked), deque(), 0
@@ -239,6 +241,7 @@ class SoakClient(protocol.Protocol):
             self.sm_id = element.getAttribute("id")
         elif element.name == "resumed":
             self.stats.resumed += 1
+            self.ready = True
             self.acknowledged(int(element["h"]))
             for xml, _ in list(self.unacked):
                 self.write(xml)
@@ -270,7 +273,7 @@ class SoakClient(protocol.Protocol):
     # Traffic -----------------------------------------------------------------------
 
     def chat(self):
-        if not self.connected or self.sm_id is None:
+        if not self.ready or self.sm_id is None:
             return
         self.sequence += 1
         key = f"{self.user}:{self.sequence}"
@@ -280,12 +283,12 @@ class SoakClient(protocol.Protocol):
                          key)
 
     def groupchat(self):
-        if self.connected and self.sm_id is not None:
+        if self.ready and self.sm_id is not None:
             self.stats.groupchat_sent += 1
             self.send_stanza(f"<message to='{ROOM}' type='groupchat'><body>room {self.user}</body></message>", None)
 
     def presence(self):
-        if self.connected:
+        if self.ready:
             self.stats.presence_sent += 1
             self.send_stanza(f"<presence><status>{random.random()}</status></presence>", None)
 
