@@ -64,6 +64,13 @@ def _port(value) -> int:
 _port.coerceDoc = "A TCP port (0: any free port)."  # type: ignore[attr-defined]
 
 
+def _port_or_none(value) -> int:
+    return 0 if str(value).lower() in ("none", "off") else _port(value)
+
+
+_port_or_none.coerceDoc = "A TCP port (0 or none: off)."  # type: ignore[attr-defined]
+
+
 class ComponentOptions(usage.Options):
     synopsis = "--jid pubsub.example.org --secret-file FILE [options]"
     longdesc = ("Connect to an XMPP server as a XEP-0114 external component and "
@@ -190,6 +197,8 @@ class Options(ConfigFileOptions):
          "Storage URL: memory:, sqlite:///relative.db, sqlite:////absolute.db, "
          "postgresql://user@host/db, or a plugin's scheme. Default: SQLite in --data-dir."],
         ["c2s-port", None, 5222, "Port for client connections.", _port],
+        ["c2s-direct-tls-port", None, 5223,
+         "Port for XEP-0368 direct TLS client connections (0 or none: off; needs TLS).", _port_or_none],
         ["c2s-interfaces", None, "::",
          "Comma-separated addresses to listen on for clients ('::' is IPv6 and IPv4)."],
         ["tls-cert", None, None, "PEM certificate (chain) for the domain. Default: self-signed."],
@@ -231,6 +240,10 @@ class Options(ConfigFileOptions):
          _port],
         ["metrics-interface", None, "127.0.0.1", "Address for the metrics port (loopback by default)."],
         ["log-format", None, "text", "Log as 'text' or 'json' (one JSON event per line)."],
+        ["sm-resume-timeout", None, 300,
+         "Seconds a XEP-0198 session may stay detached awaiting resumption (0: no resumption).", _count],
+        ["sm-max-unacked", None, 5000,
+         "Stanzas a XEP-0198 session may leave unacknowledged (policy-violation beyond).", _positive_int],
         ["http-port", None, None,
          "Serve HTTPS (WebSocket, XEP-0156 host-meta, XEP-0363 uploads) on this port "
          "(off by default; Prosody's HTTPS port is 5281).", _port],

@@ -25,9 +25,10 @@ from twisted.words.xish import domish
 
 from xep207.hooks import STANZA
 from xep207.jids import parse_jid
-from xep207.pubsub.events import ITEMS, Event, Recipient
-from xep207.pubsub.kinds import Trusted, pair_node_id
-from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind
+from xep207.legacy.offline import OfflineDelivery
+from xep207.pubsub.events import ITEMS
+from xep207.pubsub.kinds import pair_node_id
+from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind  # noqa: F401 (metrics reads OFFLINE_MARK here)
 from xep207.storage.records import VIA_LEGACY, bare
 from xep207.xmlutil import addressed_to, restamped
 
@@ -78,6 +79,7 @@ class ChatCapture:
         self.pubsub_domain = pubsub_domain
         self._handing: dict[str, defer.Deferred] = {}  # pair node -> its last message's hand-off
         router.hooks.add(STANZA, self.intercept)
+        self.offline = OfflineDelivery(self)
 
     def is_chat_node(self, service: str, node_id: str) -> bool:
         return isinstance(self.engine.kind_of(service, node_id), PairKind)
@@ -124,6 +126,8 @@ class ChatCapture:
             if not handed.called:
                 handed.callback(None)
 
+        committed: defer.Deferred = defer.Deferred()  # fires once stored, or refused
+
         def finished(result):
             if not handed.called:
                 queued_first = False
@@ -133,6 +137,7 @@ class ChatCapture:
             queued()
             if queued_first and isinstance(result, Failure):
                 self.router.route_failed(result, stanza)  # failed in storage, after the hand-off
+            committed.callback(None)
             return None
 
         # The pair kind creates the node on a party's first message,
@@ -141,6 +146,13 @@ class ChatCapture:
                                    vetted=True, via=VIA_LEGACY, queued=queued)
         self.router.in_flight.track(done.addBoth(finished))
         await handed  # the session's next stanza may go on
+        if session.sm is not None:
+            # XEP-0198: an <a h/> that covers this message says it is stored,
+            # so a stream-managed sender counts it once committed, not queued.
+            await committed
+        stored = self.offline.window.stored(node_id)  # (XEP-0198: where a crash cannot lose it)
+        if stored is not None:
+            await stored
         return True
 
     # Rendering -------------------------------------------------------------------
@@ -169,25 +181,10 @@ class ChatCapture:
 
     # Offline delivery -------------------------------------------------------------
 
-    async def deliver_offline(self, session) -> None:
-        """At an initial available presence: every message that waited, oldest first."""
-        subscriptions = await self.storage.get_entity_subscriptions(session.bare, self.pubsub_domain)
-        for subscription in subscriptions:
-            since = subscription.options.get(OFFLINE_MARK)
-            if not since or not self.is_chat_node(subscription.service, subscription.node_id):
-                continue
-            await self.engine.set_offline_mark(Trusted(self.pubsub_domain), subscription, None)  # once
-            first = await self.storage.get_items(self.pubsub_domain, subscription.node_id, [since])
-            page = await self.storage.page_items(self.pubsub_domain, subscription.node_id)
-            # The first missed message may have been trimmed by max_items since
-            # (more waited than the node keeps): then everything kept waited.
-            oldest = first[0].seq if first else 0
-            waiting = [i for i in page.items if i.seq >= oldest and bare(i.publisher) != session.bare]
-            if waiting:
-                self.delivery.deliver(Event(self.pubsub_domain, subscription.node_id, ITEMS, items=tuple(waiting),
-                                   node_kind=PairKind.name,
-                                   notification_type="normal", replay=True),
-                             [Recipient(session.full, subscription)])
+    def deliver_offline(self, session) -> None:
+        """At an initial available presence: every message that waited, oldest first
+        (``xep207.legacy.offline``: once with XEP-0198, else at least once)."""
+        self.offline.deliver_offline(session)
 
 
 class PairRendering:
@@ -231,7 +228,9 @@ class PairRendering:
         stanzas = []
         for sender, addressed, payload, item_id in self.items:
             if self.event.replay or session in self._targets_of(party, sender, addressed):
-                stanzas.append(self._with_stanza_id(payload, item_id, party))
+                xml = self._with_stanza_id(payload, item_id, party)
+                if self.event.replay or not self.chat.offline.hold(session, xml, item_id, self.event.node_id):
+                    stanzas.append(xml)  # (else it waits behind the backlog, or is sent tracked)
             elif session.full != sender and session.carbons:
                 direction = "sent" if party == bare(sender) else "received"
                 stanzas.append(self.chat._carbon(payload, session, direction))

@@ -918,15 +918,18 @@ class PubSubEngine:
 
     @returns_deferred
     async def set_offline_mark(self, actor: Trusted, subscription: Subscription,
-                               value: str | None) -> None:
-        """The pair kind's undelivered-message mark (set, or cleared with None)."""
+                               value: str | None, option: str = OFFLINE_MARK) -> None:
+        """The pair kind's undelivered-message mark (set, or cleared with None);
+        ``option`` names another such mark (``xep207.legacy.offline``'s)."""
+        if not option.startswith("xep207#"):
+            raise ValueError("offline marks are xep207#… options")
         current = await self.storage.get_subscription(
             subscription.service, subscription.node_id, subscription.subscriber)
         if current is None:
             return
-        options = {k: v for k, v in current.options.items() if k != OFFLINE_MARK}
+        options = {k: v for k, v in current.options.items() if k != option}
         if value is not None:
-            options[OFFLINE_MARK] = value
+            options[option] = value
         await self.storage.set_subscription(current.replace(options=options))
 
     def _changed(self, subscription: Subscription, previous: SubscriptionState, actor: str,

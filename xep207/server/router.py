@@ -72,6 +72,7 @@ class Router:
         # error). A stream that started authenticating before that may not bind.
         self._revocations = 0
         self._revoked: dict[str, tuple[int, str]] = {}
+        self.stream_extensions: list = []  # negotiated on client streams: XEP-0198, XEP-0352
 
     # Accounts -------------------------------------------------------------------
 

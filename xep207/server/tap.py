@@ -34,7 +34,7 @@ from xep207.pubsub.engine import PubSubEngine
 from xep207.pubsub.kinds import PairKind, PresenceKind, standard_kinds
 from xep207.pubsub.kinds.room import RoomKind
 from xep207.pubsub.protocol import PubSubProtocol
-from xep207.server import account_control, admin_channel, push, service_admin, tls
+from xep207.server import account_control, admin_channel, csi, direct_tls, push, service_admin, stream_management, tls
 from xep207.server import sasl
 from xep207.server.c2s import AuthThrottle, C2SPolicy, ClientFactory, RateWindow
 from xep207.server.stream import Shaping, StreamLimits
@@ -154,6 +154,9 @@ class Server:
         self.rooms.setServiceParent(self.started)
         self.router.internal_routes.add(chat_domain)
 
+        self.stream_management = stream_management.install(self, options, clock)  # XEP-0198
+        csi.install(self)  # XEP-0352
+
         # Client connections.
         tls_context = None
         if not options["no-tls"]:
@@ -182,6 +185,7 @@ class Server:
             listener = internet.TCPServer(options["c2s-port"], self.client_factory, interface=interface)
             listener.setServiceParent(self.started)
             self.listeners.append(listener)
+        self.direct_tls_listeners = direct_tls.install(self, options, _interfaces(options["c2s-interfaces"]))
 
         # The HTTP(S) port: WebSocket, host-meta, uploads (xep207.web), when asked for.
         self.web = install_web(self, options, _interfaces(options.get("http-interfaces", "::")))
