@@ -19,7 +19,6 @@ import datetime
 from xml.sax.saxutils import quoteattr
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.xish import domish
 
@@ -77,7 +76,7 @@ class ChatCapture:
         self.engine = engine
         self.storage = engine.storage
         self.pubsub_domain = pubsub_domain
-        self._handing: dict[str, defer.Deferred] = {}  # pair node -> its last message's hand-off
+        self._locks: dict[str, defer.DeferredLock] = {}
         router.hooks.add(STANZA, self.intercept)
         self.offline = OfflineDelivery(self)
 
@@ -107,49 +106,21 @@ class ChatCapture:
         node_id = pair_node_id(session.bare, contact)
         # A client's own <stanza-id/> claims what only an archive says (XEP-0359 §4).
         payload = restamped(without_stanza_ids(stanza), session.full).toXml()
-        # One pair's messages reach storage in the order they were captured:
-        # each waits until the one before has been handed to the writer (not
-        # until it is committed; the writer keeps the order). The first one
-        # of a pair creates the node before the next goes on.
-        before = self._handing.get(node_id)
-        turn: defer.Deferred = defer.Deferred()  # fires once this message is in storage's queue
-        self._handing[node_id] = turn
-        if before is not None and not before.called:
-            await before
-        handed: defer.Deferred = defer.Deferred()  # the same, or this message's failure
-
-        def queued() -> None:
-            if not turn.called:
-                if self._handing.get(node_id) is turn:
-                    del self._handing[node_id]
-                turn.callback(None)
-            if not handed.called:
-                handed.callback(None)
-
-        committed: defer.Deferred = defer.Deferred()  # fires once stored, or refused
-
-        def finished(result):
-            if not handed.called:
-                queued_first = False
-                handed.callback(result)  # refused before storage: the router bounces it
-            else:
-                queued_first = True
-            queued()
-            if queued_first and isinstance(result, Failure):
-                self.router.route_failed(result, stanza)  # failed in storage, after the hand-off
-            committed.callback(None)
-            return None
-
-        # The pair kind creates the node on a party's first message,
-        # whichever door it came through.
-        done = self.engine.publish(session.full, self.pubsub_domain, node_id, [(None, payload)],
-                                   vetted=True, via=VIA_LEGACY, queued=queued)
-        self.router.in_flight.track(done.addBoth(finished))
-        await handed  # the session's next stanza may go on
-        if session.sm is not None:
-            # XEP-0198: an <a h/> that covers this message says it is stored,
-            # so a stream-managed sender counts it once committed, not queued.
-            await committed
+        # One conversation at a time per pair: messages keep their order, and
+        # each sees the offline mark the one before it left. (It waits for the
+        # publish, not only its hand-off to the writer, so that an XEP-0198 <a h/>
+        # covering it means "stored", and the offline window below is exact.)
+        lock = self._locks.setdefault(node_id, defer.DeferredLock())
+        await lock.acquire()
+        try:
+            # The pair kind creates the node on a party's first message,
+            # whichever door it came through.
+            await self.engine.publish(session.full, self.pubsub_domain, node_id, [(None, payload)],
+                                      vetted=True, via=VIA_LEGACY)
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(node_id, None)
         stored = self.offline.window.stored(node_id)  # (XEP-0198: where a crash cannot lose it)
         if stored is not None:
             await stored
