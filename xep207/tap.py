@@ -64,6 +64,16 @@ def _port(value) -> int:
 _port.coerceDoc = "A TCP port (0: any free port)."  # type: ignore[attr-defined]
 
 
+def _positive_float(value) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be positive")
+    return number
+
+
+_positive_float.coerceDoc = "A positive number."  # type: ignore[attr-defined]
+
+
 class ComponentOptions(usage.Options):
     synopsis = "--jid pubsub.example.org --secret-file FILE [options]"
     longdesc = ("Connect to an XMPP server as a XEP-0114 external component and "
@@ -225,6 +235,13 @@ class Options(ConfigFileOptions):
          _port],
         ["metrics-interface", None, "127.0.0.1", "Address for the metrics port (loopback by default)."],
         ["log-format", None, "text", "Log as 'text' or 'json' (one JSON event per line)."],
+        ["cluster", None, None,
+         "redis://host:port/db: serve --domain together with the other processes using this Redis "
+         "and the same shared --storage (postgresql://…); see docs/cluster.md."],
+        ["node-name", None, None, "This process's name in the cluster. Default: hostname-pid."],
+        ["cluster-timeout", None, 15.0,
+         "Seconds without a heartbeat after which a cluster process is dead and its sessions end.",
+         _positive_float],
     ]
     subCommands = [
         ["component", None, ComponentOptions,
@@ -268,6 +285,15 @@ class Options(ConfigFileOptions):
         if not self["storage"]:
             self["storage"] = default_storage_url(self["data-dir"])
         _check_storage_url(self["storage"])
+        if self["cluster"]:
+            from xep207.cluster.link import RedisAddress
+
+            try:
+                RedisAddress.parse(self["cluster"])
+            except ValueError as exc:
+                raise usage.UsageError(f"--cluster: {exc}")
+            if self["storage"].startswith(("sqlite:", "memory:")):
+                raise usage.UsageError("--cluster needs storage every process shares (postgresql://…)")
         if self["plugins"]:
             from xep207.plugins import find_plugins
 

@@ -9,7 +9,7 @@ serialized at most once per event; per session only the envelope differs.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 from zope.interface import implementer
 
@@ -43,15 +43,23 @@ class EventDelivery:
     def __init__(self, router, renderers: Mapping[NodeKindName, LegacyRenderer] | None = None):
         self.router = router
         self.renderers: dict[NodeKindName, LegacyRenderer] = dict(renderers or {})
+        self.cluster: Any = None  # xep207.cluster: other processes render for their own sessions
 
-    def deliver(self, event, recipients) -> list[Recipient]:
+    def deliver(self, event, recipients, *, forwarded: bool = False) -> list[Recipient]:
+        """``forwarded``: another process of the cluster sent this event on
+        for the sessions held here (it did everything else)."""
         renderer = self.renderers.get(event.node_kind)
         rendering: Rendering | None = None  # the legacy form, prepared once,
         prepared = False  # when first needed
         body = None  # the XEP-0207 form, serialized once, when first needed
         missed = []
+        elsewhere: dict | None = None  # process → its recipients, sent on once each
+        if self.cluster is not None:
+            self.cluster.presence_changed(event)
         for recipient in recipients:
             sessions = self.router.sessions_for(recipient.jid)
+            if sessions is None and forwarded:
+                continue
             if sessions is None:  # not one of our accounts: a component, say
                 body = body or render.event_body(event)
                 self.router.deliver_serialized(
@@ -69,6 +77,11 @@ class EventDelivery:
                 if addressed:
                     sessions = sessions + addressed
             for session in sessions:
+                if session.remote:  # held by another process: it renders for it
+                    if not forwarded:
+                        elsewhere = elsewhere if elsewhere is not None else {}
+                        elsewhere.setdefault(session.node, {})[recipient.jid] = recipient
+                    continue
                 if legacy and not speaks_pubsub(session, event.node_id):
                     # A client that never speaks pubsub never sees a pubsub stanza:
                     # an event its kind does not render reaches it as nothing.
@@ -81,12 +94,18 @@ class EventDelivery:
                 session.send(render.message(event.service, session.full, body, type=pubsub_type(event)))
             if legacy and rendering is not None and rendering.missed(recipient):
                 missed.append(recipient)
+        if elsewhere and self.cluster is not None:
+            self.cluster.routing.forward_event(event, elsewhere)
         return missed
 
-    def request_authorization(self, request):
+    def request_authorization(self, request, *, forwarded: bool = False):
         form = None
+        elsewhere: set = set()
         for owner in request.owners:
             for session in self.router.sessions_for(owner) or ():
+                if session.remote:  # held by another process: it renders for it
+                    elsewhere.add(session.node)
+                    continue
                 templates = None
                 if not speaks_pubsub(session, request.node_id):
                     renderer = self.renderers.get(request.node_kind)
@@ -99,6 +118,8 @@ class EventDelivery:
                     form = form or render.authorization_form(request)
                     session.send(render.message(request.service, session.full, form,
                                                 id=render.authorization_id(request)))
+        if elsewhere and not forwarded and self.cluster is not None:
+            self.cluster.routing.forward_request(request, elsewhere)
 
     def subscription_changed(self, change):
         pass  # the engine fires the SUBSCRIPTION_CHANGED hook; captures listen there

@@ -12,7 +12,7 @@ import binascii
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
@@ -154,6 +154,7 @@ class Session:
     lang: str = ""  # the stream's xml:lang, its stanzas' default (RFC 6120 §4.7.4)
     # RFC 6120 §10.1: a stream's stanzas are handled in order, one after the other.
     in_order: defer.DeferredLock = field(default_factory=defer.DeferredLock)
+    remote: ClassVar[bool] = False  # a session on another process is (xep207.cluster)
 
     @property
     def full(self) -> str:

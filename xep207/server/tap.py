@@ -13,6 +13,7 @@ from wokkel.generic import VersionHandler
 from wokkel.ping import PingHandler
 
 import xep207
+from xep207 import cluster
 from xep207.discovery import DiscoHandler
 from xep207.hooks import INITIAL_PRESENCE, STANZA, Hooks
 from xep207.plugins import install_plugins
@@ -108,8 +109,10 @@ class Server:
         self.delivery.renderers.update({PresenceKind.name: PresenceRenderer(), PairKind.name: self.chat,
                                         RoomKind.name: self.groupchat.renderer})
         ready = self.storage_service.ready
-        ready.addCallback(lambda _: defer.ensureDeferred(self.presence.clear_stale()))
-        ready.addCallback(lambda _: defer.ensureDeferred(self.groupchat.clear_stale()))
+        self.cluster = cluster.install(self, options)  # None without --cluster (docs/cluster.md)
+        if self.cluster is None:  # alone, nothing a previous run left is alive
+            ready.addCallback(lambda _: defer.ensureDeferred(self.presence.clear_stale()))
+            ready.addCallback(lambda _: defer.ensureDeferred(self.groupchat.clear_stale()))
         self.started = WhenReady(ready)
         self.started.setServiceParent(self.top)
 
