@@ -1,9 +1,14 @@
-"""The cluster layer (xep207.cluster): three processes, one PostgreSQL, one Redis."""
+"""The cluster layer (xep207.cluster): three processes, one PostgreSQL, one
+Redis; every client of a test on the next process (``ClusterMixin``)."""
 
 from __future__ import annotations
 
 from tests.cluster_helpers import ClusterMixin
-from tests.server_helpers import DOMAIN, ServerTestCase
+from tests.doors_helpers import NS_PUBSUB, DoorsTestCase
+from tests.server_helpers import DOMAIN
+
+PUBSUB = f"pubsub.{DOMAIN}"
+NS_EVENT = NS_PUBSUB + "#event"
 
 
 def is_message(body=None):
@@ -13,21 +18,119 @@ def is_message(body=None):
     return match
 
 
-class Basics(ClusterMixin, ServerTestCase):
-    server_args = ("--no-tls", "--allow-plaintext-auth")
-    users = ("alice", "bob", "carol")
+def event_item(node, item_id):
+    def match(e):
+        if e.name != "message":
+            return False
+        event = next((c for c in e.elements() if c.name == "event" and c.uri == NS_EVENT), None)
+        items = next((c for c in event.elements() if c.name == "items"), None) if event is not None else None
+        return items is not None and items.getAttribute("node") == node and any(
+            i.getAttribute("id") == item_id for i in items.elements() if i.name == "item")
+    return match
 
-    async def setUp(self):
-        await self.start_server()
 
+class ClusterCase(ClusterMixin, DoorsTestCase):
+    users = ("alice", "bob", "carol", "dave", "eve", "frank", "grace")
+
+    def forwarded(self, key):
+        return [s.cluster.stats[key] for s in self.servers]
+
+
+class Routing(ClusterCase):
     async def test_chat_between_processes(self):
-        alice = await self.connect()
-        await alice.login("alice", resource="a")
-        bob = await self.connect()
-        await bob.login("bob", resource="b")
-        alice.send("<presence/>")
-        bob.send("<presence/>")
-        await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == alice.jid)
+        alice = await self.online("alice", "a")
+        bob = await self.online("bob", "b")
+        self.assertEqual(len(self.servers[0].router.sessions), 1)  # alice here, bob elsewhere
         alice.send(f"<message to='bob@{DOMAIN}' type='chat' id='m1'><body>hi bob</body></message>")
         received = await bob.wait_for(is_message("hi bob"))
         self.assertEqual(received["from"], alice.jid)
+        bob.send(f"<message to='{alice.jid}' type='chat'><body>hi alice</body></message>")
+        self.assertEqual((await alice.wait_for(is_message("hi alice")))["from"], bob.jid)
+
+    async def test_highest_priority_across_processes(self):
+        """RFC 6121 §8.5.2.1.1 over the cluster: the bare JID reaches only the
+        highest-priority resource, whichever process holds it."""
+        alice = await self.online("alice", "a")
+        low = await self.connect()
+        await low.login("bob", resource="low")
+        low.send("<presence><priority>1</priority></presence>")
+        await low.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == low.jid)
+        high = await self.connect()
+        await high.login("bob", resource="high")
+        high.send("<presence><priority>5</priority></presence>")
+        await high.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == high.jid)
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>to the top</body></message>")
+        await high.wait_for(is_message("to the top"))
+        await self.settle(alice, low, high)
+        self.nothing(low, is_message("to the top"))
+
+    async def test_same_resource_on_another_process_replaces_the_old(self):
+        """RFC 6120 §7.7.2.2 across processes: the newer binding wins, the old
+        session is told ``conflict``."""
+        first = await self.online("bob", "same")
+        await self.online("alice", "a")  # the next process is skipped
+        second = await self.online("bob", "same")
+        closed = await first.closed
+        self.assertIn(b"conflict", closed)
+        alice = await self.online("alice", "a2")
+        alice.send(f"<message to='bob@{DOMAIN}/same' type='chat'><body>which one</body></message>")
+        await second.wait_for(is_message("which one"))
+
+    async def test_iq_to_a_session_elsewhere_and_back(self):
+        alice = await self.online("alice", "a")
+        bob = await self.online("bob", "b")
+        alice.send(f"<iq type='get' to='{bob.jid}' id='v1'><query xmlns='jabber:iq:version'/></iq>")
+        asked = await bob.wait_for(lambda e: e.name == "iq" and e.getAttribute("id") == "v1")
+        self.assertEqual(asked["from"], alice.jid)
+        bob.send(f"<iq type='result' to='{alice.jid}' id='v1'><query xmlns='jabber:iq:version'>"
+                 "<name>b</name></query></iq>")
+        answer = await alice.wait_for(lambda e: e.name == "iq" and e.getAttribute("id") == "v1")
+        self.assertEqual(answer["from"], bob.jid)
+
+
+class FanOut(ClusterCase):
+    async def test_an_event_crosses_once_per_process(self):
+        """Six subscribers on two other processes: the publisher's process sends
+        the event twice (once per process), not six times."""
+        alice = await self.online("alice", "a")
+        subscribers = [await self.online(user, "r") for user in ("bob", "carol", "dave", "eve", "frank", "grace")]
+        self.assert_ok(await self.create(alice, PUBSUB, "news"))
+        for client in subscribers:
+            self.assert_ok(await self.subscribe(client, PUBSUB, "news"))
+        before = self.servers[0].cluster.stats["events-forwarded"]
+        self.assert_ok(await self.publish(alice, PUBSUB, "news", "<entry xmlns='urn:example'/>", "i1"))
+        for client in subscribers:
+            await client.wait_for(event_item("news", "i1"))
+        self.assertEqual(self.servers[0].cluster.stats["events-forwarded"] - before, 2)
+
+    async def test_pep_reaches_subscribers_on_other_processes(self):
+        alice = await self.online("alice", "a")
+        bob = await self.online("bob", "b")
+        carol = await self.online("carol", "c")
+        pep = f"alice@{DOMAIN}"
+        self.assert_ok(await self.create(alice, pep, "urn:xmpp:tune", {"access_model": "open"}))
+        for watcher in (bob, carol):
+            self.assert_ok(await self.subscribe(watcher, pep, "urn:xmpp:tune"))
+        self.assert_ok(await self.publish(alice, pep, "urn:xmpp:tune",
+                                          "<tune xmlns='http://jabber.org/protocol/tune'/>", "current"))
+        await bob.wait_for(event_item("urn:xmpp:tune", "current"))
+        await carol.wait_for(event_item("urn:xmpp:tune", "current"))
+
+
+class Invalidation(ClusterCase):
+    server_args = ClusterCase.server_args + ("--registration",)
+
+    async def test_account_removed_on_one_process_is_gone_on_all(self):
+        bob = await self.online("bob", "b")  # on the first process
+        alice = await self.online("alice", "a")  # the second: knows bob exists
+        alice.send(f"<message to='bob@{DOMAIN}' type='headline'><body>warm</body></message>")
+        await bob.wait_for(is_message("warm"))
+        bob2 = await self.online("bob", "b2")  # the third
+        bob2.send("<iq type='set' id='rm'><query xmlns='jabber:iq:register'><remove/></query></iq>")
+        await bob2.closed  # the account is gone: its sessions end…
+        closed = await bob.closed  # … on the other processes too
+        self.assertIn(b"not-authorized", closed)
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat' id='gone'><body>anyone?</body></message>")
+        error = await alice.wait_for(lambda e: e.name == "message" and e.getAttribute("id") == "gone")
+        self.assertEqual(error["type"], "error")
+        self.assertIn("service-unavailable", error.toXml())

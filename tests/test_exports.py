@@ -17,7 +17,7 @@ PUBLIC = {
                             "RosterKind", "Trusted", "is_trusted", "pair_node_id", "pair_parties",
                             "PRESENCE_NODE", "ROSTER_NODE", "standard_kinds"},
     "xep207.hooks": {"Hooks", "STANZA", "SESSION_BOUND", "SESSION_UNBOUND", "INITIAL_PRESENCE",
-                     "SUBSCRIPTION_CHANGED", "ITEM_PUBLISHED"},
+                     "SUBSCRIPTION_CHANGED", "ITEM_PUBLISHED", "AVAILABILITY_CHANGED"},
     "xep207.plugins": {"IServerPlugin", "PluginNotFound", "find_plugins", "install_plugins"},
     "xep207.testing": {"StorageContract", "StanzaHarness", "Client", "RunningServer", "server_fixture",
                        "start_server", "InMemoryServer"},

@@ -259,6 +259,13 @@ class Cluster:
                 self.touch(session)
 
     def session_bound(self, session) -> None:
+        """Registered; the same full JID bound on another process is replaced
+        there (RFC 6120 §7.7.2.2: the newer binding wins, the old is told
+        ``conflict``)."""
+        older = self.directory.session(session.full)
+        if older is not None:
+            d = self.publish(older.node, codec.dumps({"t": "k", "j": session.full}))
+            d.addErrback(lambda f: f.trap(ClusterUnavailable))
         self.touch(session)
 
     def session_unbound(self, session) -> None:

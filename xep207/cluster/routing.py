@@ -10,6 +10,8 @@ Each process listens on its own Redis pub/sub channel. What crosses:
   the ``+notify``/legacy choice are per session, so they are made where
   the session is);
 - ``a``: an authorization request for owners connected there;
+- ``k``: a full JID bound again elsewhere: the receiver's session of that
+  name is replaced (RFC 6120 §7.7.2.2), as one process would;
 - ``r``: a stanza for a room whose home is the receiver. Every room has one
   home at a time (rendezvous hashing over the live processes): its
   stanzas are handled one at a time there, as in one process.
@@ -156,6 +158,12 @@ class Routing:
                 session.send(message["x"])
                 return
             self._missed(parse_stanza(message["x"]), bare)
+        elif kind == "k":
+            bare, _, resource = str(message["j"]).partition("/")
+            replaced = router.sessions.get(bare, {}).get(resource)
+            if replaced is not None:
+                router.unbind(replaced)
+                replaced.close("conflict", "replaced by a new connection")
         elif self.cluster.stopping:
             return  # leaving: the sessions are gone, storage is about to close
         elif kind == "e":
