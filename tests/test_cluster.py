@@ -3,6 +3,8 @@ Redis; every client of a test on the next process (``ClusterMixin``)."""
 
 from __future__ import annotations
 
+from twisted.trial import unittest
+
 from tests.cluster_helpers import ClusterMixin
 from tests.doors_helpers import NS_PUBSUB, DoorsTestCase
 from tests.server_helpers import DOMAIN
@@ -134,3 +136,53 @@ class Invalidation(ClusterCase):
         error = await alice.wait_for(lambda e: e.name == "message" and e.getAttribute("id") == "gone")
         self.assertEqual(error["type"], "error")
         self.assertIn("service-unavailable", error.toXml())
+
+
+class SharedPort(ClusterCase):
+    """``--c2s-reuse-port``: the three processes listen on one port."""
+
+    async def setUp(self):
+        from tests.peers import free_port
+
+        self.shared_port = free_port()
+        await self.start_server("--c2s-reuse-port", "--c2s-port", str(self.shared_port))
+
+    async def test_processes_share_the_client_port(self):
+        self.assertEqual(self.ports, [self.shared_port] * 3)
+        clients = [await self.online(user, "r") for user in ("alice", "bob", "carol", "dave", "eve", "frank")]
+        served = [len(s.router.sessions) for s in self.servers]
+        self.assertEqual(sum(served), 6)
+        clients[0].send(f"<message to='{clients[-1].jid}' type='chat'><body>across</body></message>")
+        await clients[-1].wait_for(is_message("across"))
+
+
+class Hostile(ClusterCase):
+    """What arrives from Redis is checked like anything else from the network."""
+
+    async def test_garbage_on_a_channel_is_logged_and_ignored(self):
+        alice = await self.online("alice", "a")
+        bob = await self.online("bob", "b")
+        cluster = self.servers[1].cluster
+        channel = cluster.keys.channel(cluster.name)
+        for text in ("not json", "[1, 2]", '{"t": "x"}', '{"t": "e", "e": {}, "r": []}',
+                     '{"t": "r", "x": "<message"}', '{"t": "zz"}', '{"t": "s", "n": "x", "j": "@@", "i": "[]"}'):
+            await self.servers[0].cluster.command("PUBLISH", channel, text)
+            await self.servers[0].cluster.command("PUBLISH", cluster.keys.all, text)
+        alice.send(f"<message to='{bob.jid}' type='chat'><body>still fine</body></message>")
+        await bob.wait_for(is_message("still fine"))
+        self.flushLoggedErrors()
+
+
+class Options(unittest.TestCase):
+    def test_options_refuse_what_cannot_cluster(self):
+        from twisted.python import usage
+
+        from xep207.tap import Options
+
+        for args in (["--cluster", "http://x"], ["--cluster", "redis://h/notanumber"],
+                     ["--cluster", "redis://127.0.0.1/0", "--storage", "memory:"],
+                     ["--cluster", "redis://127.0.0.1/0"],  # the default storage is SQLite
+                     ["--cluster-timeout", "0"], ["--cluster-timeout", "-3"]):
+            with self.subTest(args=args):
+                with self.assertRaises(usage.UsageError):
+                    Options().parseOptions(args)

@@ -186,6 +186,9 @@ class Options(ConfigFileOptions):
         ["deliver-to-all-resources", None,
          "Deliver messages to a bare JID to every resource with non-negative priority, "
          "not only the highest (RFC 6121 §8.5.2.1.1 allows both)."],
+        ["c2s-reuse-port", None,
+         "Open the client port with SO_REUSEPORT: several processes of a cluster on one "
+         "machine share it (Linux spreads connections over them)."],
     ]
     optParameters = [
         ["config", "c", None, "A TOML file with any of these options (long names as keys)."],

@@ -14,7 +14,9 @@ from twisted.internet import defer
 from xep207.hooks import AVAILABILITY_CHANGED, SESSION_BOUND, SESSION_UNBOUND, STANZA
 from xep207.startup import StartupError
 
-__all__ = ["install"]
+from xep207.cluster.reuseport import ReusePortServer
+
+__all__ = ["install", "ReusePortServer"]
 
 
 class _ClusterService(service.Service):

@@ -171,7 +171,8 @@ class Server:
         self.client_factory.noisy = False
         self.listeners = []
         for interface in _interfaces(options["c2s-interfaces"]):
-            listener = internet.TCPServer(options["c2s-port"], self.client_factory, interface=interface)
+            listener = (cluster.ReusePortServer if options.get("c2s-reuse-port") else internet.TCPServer)(
+                options["c2s-port"], self.client_factory, interface=interface)
             listener.setServiceParent(self.started)
             self.listeners.append(listener)
 
