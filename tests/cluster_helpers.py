@@ -5,6 +5,7 @@ clients of a test sit on different processes (up to three clients)."""
 
 from __future__ import annotations
 
+import os
 import uuid
 
 from twisted.internet import protocol, reactor
@@ -31,9 +32,11 @@ class ClusterMixin:
             self.node_names = [f"n{i}-{uuid.uuid4().hex[:6]}" for i in range(self.processes)]
         self.servers = []
         for name in self.node_names:
+            data_dir = os.path.join(self.data_dir, name)  # a data dir is one process's (locked, admin.sock)
+            os.makedirs(data_dir, exist_ok=True)
             options = Options()
             options.parseOptions([*self.server_argv, "--cluster", self.redis_url, "--node-name", name,
-                                  "--cluster-timeout", str(TIMEOUT)])
+                                  "--cluster-timeout", str(TIMEOUT), "--data-dir", data_dir])
             server = Server(options)
             server.top.startService()
             self.addCleanup(server.top.stopService)
@@ -43,7 +46,6 @@ class ClusterMixin:
         self.ports = [s.listeners[0]._port.getHost().port for s in self.servers]
         self.port = self.ports[0]
         self._next = 0
-        import os
         if os.environ.get("CLUSTER_DEBUG"):
             self.addCleanup(lambda: print("STATS", self.id(), [dict(s.cluster.stats) for s in self.servers]))
 

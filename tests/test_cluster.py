@@ -186,3 +186,13 @@ class Options(unittest.TestCase):
             with self.subTest(args=args):
                 with self.assertRaises(usage.UsageError):
                     Options().parseOptions(args)
+
+
+class Administration(ClusterCase):
+    async def test_kick_and_password_change_reach_sessions_on_other_processes(self):
+        bob = await self.online("bob", "b")  # on the first process
+        alice = await self.online("alice", "a")  # the second
+        kicked_on = self.servers[1]  # the administrator's request lands on another process than bob's
+        self.assertEqual(kicked_on.accounts.kick(f"bob@{DOMAIN}"), 1)
+        self.assertIn(b"policy-violation", await bob.closed)
+        self.assertEqual([s.jid for s in kicked_on.accounts.sessions(f"alice@{DOMAIN}")], [alice.jid])

@@ -670,7 +670,8 @@ class TwoDoors(RuleBasedStateMachine):
                 self._violation(PresenceLeak, f"{user} got {contact}'s presence unapproved: {xml[:200]}",
                                 "legacy")
         elif stanza.name == "message" and sender_bare != bare(user) and "@" in sender_bare \
-                and sender_bare.split("@")[1] == DOMAIN and "node='presence'" in xml and "<item" in xml:
+                and sender_bare.split("@")[1] == DOMAIN and "node='presence'" in xml \
+                and re.search(r"<item[ />]", xml):  # an available presence, not a retraction
             contact = sender_bare.split("@")[0]
             if contact in self.epoch and (self.p(contact), user) not in self.approved:
                 self._violation(PresenceLeak, f"{user} got {contact}'s presence event unapproved: {xml[:200]}",

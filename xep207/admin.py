@@ -55,6 +55,17 @@ class ListUsers(usage.Options):
     synopsis = "list"
 
 
+class SessionsCommand(usage.Options):
+    synopsis = "sessions [JID]"
+
+    def parseArgs(self, jid: str | None = None) -> None:
+        self["jid"] = jid
+
+
+class Kick(_JidCommand):
+    synopsis = "kick JID (an account, or one full JID)"
+
+
 class Migrate(usage.Options):
     synopsis = "migrate --from URL --to URL"
     optParameters = [["from", None, None, "Storage URL to copy from."],
@@ -76,12 +87,14 @@ class Options(ServerOptions):
         ["deluser", None, DelUser, "Delete an account with its nodes and subscriptions."],
         ["passwd", None, Passwd, "Change an account's password."],
         ["list", None, ListUsers, "List the accounts of --domain."],
+        ["sessions", None, SessionsCommand, "List the connected sessions (of one account). Server running only."],
+        ["kick", None, Kick, "End an account's sessions, or one session. Server running only."],
         ["migrate", None, Migrate, "Copy all data from one storage URL to another (idempotent)."],
     ]
 
     def postOptions(self):
         if self.subCommand is None:
-            raise usage.UsageError("name a command: adduser, deluser, passwd or list")
+            raise usage.UsageError("name a command: adduser, deluser, passwd, list, sessions or kick")
         # Told where the server's data is (rather than guessing ./xep207-data)?
         self.location_given = bool(self["storage"] or self["config"] or self["data-dir"] != "xep207-data")
         sub, self.subCommand = self.subCommand, None
@@ -141,6 +154,20 @@ async def run(options) -> int:
     command = options.subCommand
     if command == "migrate":
         return await migrate(options)
+    channel = await _connect_to_server(options["data-dir"])
+    if channel is not None:
+        try:
+            return await _through_server(channel, command, options.subOptions)
+        finally:
+            channel.transport.loseConnection()
+    if _server_running(options["data-dir"]):
+        print(f"xep207ctl: the server using {os.path.abspath(options['data-dir'])} is running but its "
+              f"admin socket does not answer; nothing was changed", file=sys.stderr)
+        return 1
+    if command in ("sessions", "kick"):
+        print(f"xep207ctl: {command}: no server is running on {os.path.abspath(options['data-dir'])}",
+              file=sys.stderr)
+        return 1
     url = options["storage"]
     if url.startswith("sqlite:") and not _sqlite_ready(url, getattr(options, "location_given", True)):
         return 1
@@ -175,6 +202,88 @@ async def run(options) -> int:
         return 1
     finally:
         await defer.maybeDeferred(storage.stop)
+
+
+async def _connect_to_server(data_dir: str):
+    """An AMP connection to the running server's admin socket, or None when
+    no server listens there (then storage is changed directly)."""
+    from twisted.internet import endpoints, reactor
+    from twisted.internet.error import ConnectError
+    from twisted.protocols import amp
+
+    from xep207.server.admin_channel import socket_path
+
+    path = socket_path(data_dir)
+    if not os.path.exists(path):
+        return None
+    endpoint = endpoints.UNIXClientEndpoint(reactor, path, timeout=10)
+    try:
+        return await endpoints.connectProtocol(endpoint, amp.AMP())
+    except (ConnectError, OSError):
+        return None  # a socket left by a server that is gone
+
+
+def _server_running(data_dir: str) -> bool:
+    """Whether a server holds the data dir's lock (see xep207.startup.ExclusiveLock)."""
+    import fcntl
+
+    try:
+        descriptor = os.open(os.path.join(data_dir, "xep207.lock"), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(descriptor)
+
+
+async def _through_server(channel, command: str, sub) -> int:
+    """The command, done by the running server: contacts are told, sessions end."""
+    from twisted.protocols import amp
+
+    from xep207.server import admin_channel as ac
+
+    try:
+        if command == "adduser":
+            created = await channel.callRemote(ac.AddUser, jid=sub["jid"], password=_read_password())
+            print(f"created {created['jid']}")
+        elif command == "passwd":
+            await channel.callRemote(ac.Passwd, jid=sub["jid"], password=_read_password())
+            print(f"changed the password of {sub['jid']} (its sessions were ended)")
+        elif command == "deluser":
+            await channel.callRemote(ac.DelUser, jid=sub["jid"])
+            print(f"deleted {sub['jid']}")
+        elif command == "kick":
+            ended = await channel.callRemote(ac.Kick, jid=sub["jid"])
+            print(f"ended {ended['ended']} sessions of {sub['jid']}")
+        elif command == "list":
+            after = None
+            while True:
+                jids = (await channel.callRemote(ac.ListUsers, after=after))["jids"]
+                if not jids:
+                    break
+                for jid in jids:
+                    print(jid)
+                after = jids[-1]
+        elif command == "sessions":
+            after = None
+            while True:
+                rows = (await channel.callRemote(ac.Sessions, jid=sub["jid"], after=after))["sessions"]
+                if not rows:
+                    break
+                for row in rows:
+                    print(f"{row['jid']}\t{row['address']}\t{'available' if row['available'] else 'connected'}")
+                after = rows[-1]["jid"]
+        return 0
+    except accounts.AccountError as exc:
+        print(f"xep207ctl: {exc}", file=sys.stderr)
+        return 1
+    except amp.RemoteAmpError as exc:
+        print(f"xep207ctl: the server failed: {exc}", file=sys.stderr)
+        return 1
 
 
 def main(argv=None) -> None:

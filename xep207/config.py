@@ -59,10 +59,10 @@ class ConfigFileOptions(usage.Options):
                 if not isinstance(value, dict):
                     raise usage.UsageError(f"--config {path}: {key} must be a table")
                 self[key] = {str(k): str(v) for k, v in value.items()}
-            elif key == "plugins" and "plugins" in self:
+            elif key in ("plugins", "admins") and key in self:
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise usage.UsageError(f"--config {path}: plugins is a list of names")
-                self["plugins"] = list(value)
+                    raise usage.UsageError(f"--config {path}: {key} is a list of strings")
+                self[key] = list(value)
             elif key in flags:
                 if not isinstance(value, bool):
                     raise usage.UsageError(f"--config {path}: {key} must be true or false")

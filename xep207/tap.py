@@ -189,6 +189,7 @@ class Options(ConfigFileOptions):
         ["c2s-reuse-port", None,
          "Open the client port with SO_REUSEPORT: several processes of a cluster on one "
          "machine share it (Linux spreads connections over them)."],
+        ["push-body", None, "Include message bodies in XEP-0357 push notifications (off: sender and count only)."],
     ]
     optParameters = [
         ["config", "c", None, "A TOML file with any of these options (long names as keys)."],
@@ -255,10 +256,15 @@ class Options(ConfigFileOptions):
         super().__init__()
         self["components"] = {}
         self["plugins"] = []
+        self["admins"] = []
 
     def opt_plugin(self, name):
         """NAME: enable a server plugin (xep207.plugins.IServerPlugin); repeatable."""
         self["plugins"].append(name)
+
+    def opt_admin(self, jid):
+        """JID: an account allowed XEP-0133 service administration (repeatable)."""
+        self["admins"].append(jid)
 
     def opt_component(self, value):
         """NAME=SECRET: accept an external component (repeatable; prefer the config file)."""

@@ -10,7 +10,7 @@ cluster, and a stanza for a session elsewhere is handed to a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 from twisted.words.protocols.jabber import jid as jidlib
 
@@ -25,8 +25,9 @@ class RemoteSession:
     jid: jidlib.JID
     node: str
     info: SessionInfo
-    forward: Callable[["RemoteSession", object], None]
+    routing: Any  # xep207.cluster.routing.Routing
     remote = True
+    stream = None  # no socket here
     carbons = False  # only the holding process renders carbons
     lang = ""
     pubsub_nodes: frozenset = frozenset()
@@ -61,15 +62,16 @@ class RemoteSession:
         return self.info.presence
 
     def send(self, stanza) -> None:
-        self.forward(self, stanza)
+        self.routing.forward_stanza(self, stanza)
 
     def close(self, condition: str, text: str | None = None) -> None:
-        pass  # the holding process closes its own sessions (an account removed: see invalidation)
+        """Its process ends it with this stream error (a kick, a password change)."""
+        self.routing.close_session(self, condition, text)
 
 
 class Directory:
-    def __init__(self, forward: Callable[[RemoteSession, object], None]):
-        self.forward = forward
+    def __init__(self, routing):
+        self.routing = routing
         self.nodes: dict[str, dict[str, RemoteSession]] = {}  # node → full JID → session
         self.by_bare: dict[str, dict[str, RemoteSession]] = {}  # bare → full JID → session
 
@@ -97,7 +99,7 @@ class Directory:
         # A full JID lives on one process: a newer binding elsewhere replaces it.
         for other in [n for n, sessions in self.nodes.items() if full in sessions and n != node]:
             self._drop(other, full)
-        session = RemoteSession(jid, node, info, self.forward)
+        session = RemoteSession(jid, node, info, self.routing)
         self.nodes.setdefault(node, {})[full] = session
         self.by_bare.setdefault(session.bare, {})[full] = session
 

@@ -10,6 +10,8 @@ Each process listens on its own Redis pub/sub channel. What crosses:
   the ``+notify``/legacy choice are per session, so they are made where
   the session is);
 - ``a``: an authorization request for owners connected there;
+- ``c``: end one of the receiver's sessions with a stream error (an
+  administrator's kick, a password change, an account removed);
 - ``k``: a full JID bound again elsewhere: the receiver's session of that
   name is replaced (RFC 6120 §7.7.2.2), as one process would;
 - ``r``: a stanza for a room whose home is the receiver. Every room has one
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
     from xep207.cluster.directory import RemoteSession
     from xep207.cluster.node import Cluster
 
+# The stream errors another process may end a session with (RFC 6120 §4.9.3).
+CLOSE_CONDITIONS = ("conflict", "not-authorized", "policy-violation", "reset", "system-shutdown")
 UNREACHABLE = "the server holding that session is unreachable; try again"
 
 
@@ -71,6 +75,11 @@ class Routing:
                                                                          UNREACHABLE))
         else:
             d.addErrback(self._failed, lambda: None)
+
+    def close_session(self, session: "RemoteSession", condition: str, text: str | None) -> None:
+        d = self.cluster.publish(session.node, codec.dumps({"t": "c", "j": session.full, "c": condition,
+                                                            "x": text}))
+        d.addErrback(self._failed, lambda: None)
 
     def forward_event(self, event: Event, by_node: dict[str, dict[str, Recipient]]) -> None:
         """One message per process holding sessions of these recipients; the
@@ -158,6 +167,11 @@ class Routing:
                 session.send(message["x"])
                 return
             self._missed(parse_stanza(message["x"]), bare)
+        elif kind == "c":
+            bare, _, resource = str(message["j"]).partition("/")
+            closed = router.sessions.get(bare, {}).get(resource)
+            if closed is not None and message.get("c") in CLOSE_CONDITIONS:
+                closed.close(message["c"], message.get("x") if isinstance(message.get("x"), str) else None)
         elif kind == "k":
             bare, _, resource = str(message["j"]).partition("/")
             replaced = router.sessions.get(bare, {}).get(resource)

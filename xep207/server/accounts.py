@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from twisted.words.protocols.jabber import jid as jidlib
 
 from xep207.pubsub.kinds import Trusted
@@ -9,6 +11,7 @@ from xep207.server import sasl
 from xep207.storage.interface import AccountExists
 
 MIN_PASSWORD_LENGTH = 6
+MAX_PASSWORD_LENGTH = 1024  # characters; a stanza could otherwise carry 256 KiB of "password"
 
 
 class AccountError(Exception):
@@ -29,7 +32,13 @@ def normalize(jid: str, domain: str | None = None) -> jidlib.JID:
 
 
 def check_password(password: str) -> None:
-    if len(password) < MIN_PASSWORD_LENGTH:
+    """Long enough, not absurdly long, and no control characters (which no
+    client can type and SASLprep would not map consistently)."""
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise AccountError(f"the password may have at most {MAX_PASSWORD_LENGTH} characters")
+    if any(unicodedata.category(c) == "Cc" for c in password):
+        raise AccountError("the password contains control characters")
+    if len(sasl.saslprep(password)) < MIN_PASSWORD_LENGTH:
         raise AccountError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
 
 

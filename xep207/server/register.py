@@ -1,8 +1,9 @@
 """XEP-0077 in-band registration (off unless ``--registration``).
 
 Before authentication the negotiator hands ``jabber:iq:register`` iqs here
-(registration of a new account); after it, the same handler serves password
-changes and cancellation for the logged-in account.
+(registration of a new account, only with ``--registration``); after it, the
+same handler serves password changes and cancellation for the logged-in
+account, always (through ``xep207.server.account_control``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from twisted.internet import defer
 from twisted.python import log
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import StanzaError
-from wokkel.subprotocols import IQHandlerMixin, XMPPHandler
+from wokkel.subprotocols import XMPPHandler
 
 from xep207.logs import peer_address
 from xep207.server import accounts
@@ -33,11 +34,14 @@ def _form(instructions: str) -> "xmlstream.domish.Element":
     return query
 
 
-class RegistrationHandler(XMPPHandler, IQHandlerMixin):
-    """Account registration, password change and cancellation."""
+class RegistrationHandler(XMPPHandler):
+    """Account registration (when open), and for a logged-in account,
+    always, its own password change and cancellation (XEP-0077 §3.2–3.3).
 
-    iqHandlers = {"/iq[@type='get']/query[@xmlns='jabber:iq:register']": "on_get",
-                  "/iq[@type='set']/query[@xmlns='jabber:iq:register']": "on_set"}
+    Requests are accepted addressed to the server or to the account's own bare
+    JID (a request without ``to`` is the latter, RFC 6120 §10.3.3); another
+    account's bare JID is not a registration service.
+    """
 
     def __init__(self, server):
         super().__init__()
@@ -45,34 +49,77 @@ class RegistrationHandler(XMPPHandler, IQHandlerMixin):
         server.router.handle_registration = self.register_before_login
 
     def connectionInitialized(self):
-        self.xmlstream.addObserver("/iq/query[@xmlns='jabber:iq:register']", self.handleRequest)
+        self.xmlstream.addObserver("/iq/query[@xmlns='jabber:iq:register']", self._on_request)
 
     # Logged in: the account itself.
 
-    def on_get(self, iq):
+    def _on_request(self, iq) -> None:
+        session = getattr(iq, "session", None)
+        kind = iq.getAttribute("type")
+        if getattr(iq, "handled", False) or session is None or kind not in ("get", "set"):
+            return
+        if iq.getAttribute("to") not in (self.server.domain, session.bare):
+            return  # not ours to answer: the router says service-unavailable
+        iq.handled = True
+        if kind == "get":
+            self._reply(iq, self._registered(session))
+            return
+        d = defer.ensureDeferred(self._on_set(iq, session))
+        d.addErrback(self._failed, iq)
+
+    def _registered(self, session):
         query = _form("You are registered. Send a new password, or <remove/> to delete the account.")
+        query.username.addContent(session.jid.user or "")
         query.addElement("registered")
         return query
 
-    async def _on_set(self, iq):
-        sender = iq["from"].split("/")[0]
+    def _reply(self, iq, child=None) -> None:
+        response = xmlstream.toResponse(iq, "result")
+        if child is not None:
+            response.addChild(child)
+        self.send(response)
+
+    def _failed(self, failure, iq) -> None:
+        if failure.check(StanzaError):
+            self.send(failure.value.toResponse(iq))
+            return
+        log.err(failure, "account self-service failed")
+        self.send(StanzaError("internal-server-error").toResponse(iq))
+
+    async def _on_set(self, iq, session) -> None:
+        control = self.server.accounts
         query = iq.query
-        if query.remove is not None:
-            await accounts.delete_account(self.server.engine, sender)
-            log.msg(f"deleted account {sender} (in-band, from {peer_address(getattr(iq, 'session', None))})")
-            self.server.router.forget_account(sender)
-            return None
+        children = [child for child in query.elements()]
+        if any(child.name == "remove" for child in children):
+            if len(children) != 1:
+                # XEP-0077 §3.2: <remove/> alone.
+                raise StanzaError("bad-request", text="<remove/> must be the only child")
+
+            def farewell(requester):
+                # Sent on the stream itself: the session is unbound by now.
+                requester.send(xmlstream.toResponse(iq, "result"))
+
+            try:
+                await control.delete_user(session.bare, farewell=farewell, requester=session)
+            except accounts.AccountError as exc:  # another session deletes it already
+                raise StanzaError("conflict", text=str(exc))
+            log.msg(f"deleted account {session.bare} (in-band, from {peer_address(session)})")
+            return
         fields = _fields(query)
-        if fields.get("username") not in (None, sender.split("@")[0]):
+        if "username" not in fields or "password" not in fields:
+            # §3.3: both are required.
+            raise StanzaError("bad-request", text="send <username/> and <password/>")
+        try:
+            username = accounts.normalize(fields["username"], self.server.domain).userhost()
+        except accounts.AccountError:
+            username = None
+        if username != session.bare:
             raise StanzaError("bad-request", text="you can only change your own password")
         try:
-            await accounts.change_password(self.server.engine, sender, fields.get("password", ""))
+            await control.change_password(session.bare, fields["password"], keep=session)
         except accounts.AccountError as exc:
             raise StanzaError("not-acceptable", text=str(exc))
-        return None
-
-    def on_set(self, iq):
-        return defer.ensureDeferred(self._on_set(iq))
+        self._reply(iq)
 
     # Before login: a new account.
 

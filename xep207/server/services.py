@@ -54,9 +54,10 @@ class ServerDisco(XMPPHandler):
                     disco.DiscoFeature("urn:xmpp:mam:2"),
                     disco.DiscoFeature("jabber:iq:roster"),
                     disco.DiscoFeature("urn:xmpp:features:rosterver"),
-                    disco.DiscoFeature("urn:xmpp:carbons:2")]
-            if self.registration:
-                info.append(disco.DiscoFeature("jabber:iq:register"))
+                    disco.DiscoFeature("urn:xmpp:carbons:2"),
+                    # XEP-0077 self-service (password change, cancellation) is always
+                    # there; sign-up is the stream feature, offered with --registration.
+                    disco.DiscoFeature("jabber:iq:register")]
             return info
         if target.user is not None and target.resource is None:
             return [disco.DiscoIdentity("account", "registered"), disco.DiscoFeature("urn:xmpp:mam:2")]

@@ -30,7 +30,7 @@ from xep207.pubsub.engine import PubSubEngine
 from xep207.pubsub.kinds import PairKind, PresenceKind, standard_kinds
 from xep207.pubsub.kinds.room import RoomKind
 from xep207.pubsub.protocol import PubSubProtocol
-from xep207.server import tls
+from xep207.server import account_control, admin_channel, push, service_admin, tls
 from xep207.server import sasl
 from xep207.server.c2s import AuthThrottle, C2SPolicy, ClientFactory, RateWindow
 from xep207.server.stream import Shaping, StreamLimits
@@ -122,8 +122,8 @@ class Server:
                     PingHandler(), VersionHandler("xep207", xep207.__version__),
                     PubSubProtocol(self.engine, accepts=self.engine.is_pep, pep=True),
                     RosterHandler(self.roster, self.subscriptions), ArchiveHandler(self.chat)]
-        if options["registration"]:
-            handlers.append(RegistrationHandler(self))
+        self.accounts = account_control.install(self)  # one path: XEP-0077, xep207ctl, XEP-0133
+        handlers.append(RegistrationHandler(self))  # self-service always; sign-up with --registration
         for handler in handlers:
             handler.setHandlerParent(self.local)
 
@@ -183,6 +183,10 @@ class Server:
 
             self.metrics = MetricsService(options["metrics-port"], options["metrics-interface"], self)
             self.metrics.setServiceParent(self.started)
+
+        admin_channel.install(self, options)  # xep207ctl's way in: DATA-DIR/admin.sock
+        service_admin.install(self, options)  # XEP-0133 ad-hoc commands for --admin accounts
+        push.install(self, options)  # XEP-0357 push notifications
 
         # Added last, stopped first: sessions end while storage is still open.
         _OnStop(lambda: defer.ensureDeferred(self.close_sessions())).setServiceParent(self.started)

@@ -183,8 +183,7 @@ class InMemoryServer:
 
     async def delete_account(self, user: str) -> None:
         """What ``xep207ctl deluser`` and XEP-0077 ``<remove/>`` do to a live server."""
-        await accounts.delete_account(self.server.engine, self.jid(user))
-        self.router.forget_account(self.jid(user))
+        await self.server.accounts.delete_user(self.jid(user))
         await self.settle()
 
     # Sessions -------------------------------------------------------------------

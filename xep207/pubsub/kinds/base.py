@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from xep207.pubsub.engine import PubSubEngine
 
 # The kinds there are, by the ``name`` each ``NodeKind`` class declares.
-NodeKindName = Literal["generic", "presence", "roster", "pair", "room"]
+NodeKindName = Literal["generic", "presence", "roster", "pair", "room", "push"]
 
 MAY_PUBLISH = frozenset({OWNER, PUBLISHER, PUBLISH_ONLY})
 MAY_RETRIEVE = frozenset({OWNER, PUBLISHER, MEMBER})
