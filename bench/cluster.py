@@ -63,11 +63,15 @@ class Cluster:
         self.redis_url = redis.new_url()
         self.processes = []
         tag = uuid.uuid4().hex[:4]
-        for i in range(count):
-            args = ["--no-tls", "--allow-plaintext-auth"]
-            if clustered:
-                args += ["--cluster", self.redis_url, "--node-name", f"b{tag}-{i}"]
-            self.processes.append(ServerProcess(*args, storage="postgresql", pg_url=self.url))
+        try:
+            for i in range(count):
+                args = ["--no-tls", "--allow-plaintext-auth"]
+                if clustered:
+                    args += ["--cluster", self.redis_url, "--node-name", f"b{tag}-{i}"]
+                self.processes.append(ServerProcess(*args, storage="postgresql", pg_url=self.url))
+        except BaseException:
+            self.stop()  # no process outlives a failed start
+            raise
 
     def port(self, i: int) -> int:
         return self.processes[i % len(self.processes)].port
