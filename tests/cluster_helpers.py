@@ -15,7 +15,9 @@ from xep207.server.tap import Server
 from xep207.tap import Options
 
 PROCESSES = 3
-TIMEOUT = 2.0  # seconds of missed heartbeats before a process is dead, in tests
+# Seconds of missed heartbeats before a process is dead: these suites test no failure,
+# and a loaded machine must not make three healthy processes reap each other.
+TIMEOUT = 10.0
 
 
 class ClusterMixin:

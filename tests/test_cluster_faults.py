@@ -16,7 +16,7 @@ from twisted.trial import unittest
 from tests.peers import free_port, source_env, temp_dir, twistd
 from tests.server_helpers import DOMAIN, PASSWORD, RawClient
 
-TIMEOUT = 2.0  # --cluster-timeout: the bound on noticing a dead process
+TIMEOUT = 3.0  # --cluster-timeout: the bound on noticing a dead process
 CTL = [sys.executable, "-m", "xep207.admin"]
 USERS = ("alice", "bob", "carol")
 ROOM = f"lobby@chat.{DOMAIN}"

@@ -221,11 +221,16 @@ class Cluster:
             return
         for node in dead:
             if node != self.name and node not in self._reaping:
+                # Apart from the heartbeat: ending many sessions may take longer than the timeout.
                 self._reaping.add(node)
-                try:
-                    await self.reap(node)
-                finally:
-                    self._reaping.discard(node)
+                d = self.work.track(defer.ensureDeferred(self.reap(node)))
+                d.addErrback(lambda f: f.trap(ClusterUnavailable))
+                d.addErrback(log.err, f"cluster: reaping {node} failed")
+                d.addBoth(self._reaped, node)
+
+    def _reaped(self, result: object, node: str) -> object:
+        self._reaping.discard(node)
+        return result
 
     async def load(self, node: str) -> None:
         flat = await self.command("HGETALL", self.keys.sessions(node))
