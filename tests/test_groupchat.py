@@ -67,14 +67,14 @@ class Joining(RoomTestCase):
     async def test_create_join_order_and_messages(self):
         juliet = await self.online("juliet")
         own = await self.join(juliet, "JC")
-        self.assertEqual(statuses(own), [100, 110, 201])
+        self.assertEqual(statuses(own), [110, 201])  # semi-anonymous by default: no 100
         romeo = await self.online("romeo")
         romeo.send(f"<presence to='{ROOM}/Romeo'><x xmlns='{NS_MUC}'/></presence>")
         # The occupant list first, then its own presence, then the subject (no history yet).
         first = await romeo.wait_for(lambda e: e.name == "presence" and e.getAttribute("from", "").startswith(ROOM))
         self.assertEqual(first["from"], f"{ROOM}/JC")
         second = await romeo.wait_for(lambda e: e.name == "presence" and e.getAttribute("from", "").startswith(ROOM))
-        self.assertEqual((second["from"], statuses(second)), (f"{ROOM}/Romeo", [100, 110]))
+        self.assertEqual((second["from"], statuses(second)), (f"{ROOM}/Romeo", [110]))
         await romeo.wait_for(lambda e: e.name == "message" and e.subject is not None)
         arrival = await juliet.wait_for(from_room("Romeo"))
         self.assertEqual(next(c for c in arrival.elements() if c.name == "x").item["role"], "participant")
@@ -133,7 +133,8 @@ class Joining(RoomTestCase):
                     "<reason>a play</reason></invite></x></message>")
         invitation = await bard.wait_for(lambda e: e.name == "message" and e.x is not None)
         self.assertEqual(invitation["from"], ROOM)
-        self.assertEqual(invitation.x.invite["from"], juliet.jid)
+        # A semi-anonymous room names the inviter by its occupant JID (§7.8.2 allows it).
+        self.assertEqual(invitation.x.invite["from"], f"{ROOM}/JC")
 
 
 class Moderation(RoomTestCase):
@@ -320,7 +321,7 @@ class Persistence(RoomTestCase):
         romeo = await self.online("romeo")
         romeo.send(f"<presence to='{ROOM}/Romeo'><x xmlns='{NS_MUC}'/></presence>")
         own = await romeo.wait_for(lambda e: from_room("Romeo")(e) and 110 in statuses(e))
-        self.assertEqual(statuses(own), [100, 110])  # not created anew
+        self.assertEqual(statuses(own), [110])  # not created anew
         await romeo.wait_for(groupchat("remember me"))
         iago = await self.online("iago")
         self.assertIn("<forbidden", (await self.join(iago, "Iago", expect_ok=False)).toXml())
@@ -338,14 +339,15 @@ class NativeGroupchat(RoomTestCase):
                     "<field var='roomnick'><value>JC</value></field></x></options></pubsub></iq>")
         self.assertEqual((await juliet.wait_for(is_result("sub2")))["type"], "result")
         await bard.wait_for(from_room("JC"))  # the native occupant appears under its roomnick
-        # Legacy message: the native occupant gets the XEP-0207 event with replyto.
+        # Legacy message: the native occupant gets the XEP-0207 event, replyto the
+        # sender's occupant JID (a semi-anonymous room shows no participant a real JID).
         self.say(bard, "hi from the globe")
         await bard.wait_for(groupchat("hi from the globe"))
         event = await juliet.wait_for(lambda e: e.name == "message" and e.event is not None)
         self.assertEqual(event["from"], CHAT)
         self.assertEqual(event.event.items["node"], "characters")
         self.assertIn("hi from the globe", event.toXml())
-        self.assertEqual(event.addresses.address["jid"], bard.jid)
+        self.assertEqual(event.addresses.address["jid"], f"{ROOM}/Bard")
         # §5 "Groupchat Publish": legacy occupants see an ordinary groupchat message.
         juliet.send(f"<iq from='juliet@{DOMAIN}/balcony' to='{CHAT}' type='set' id='gc1'>"
                     f"<pubsub xmlns='{NS_PUBSUB}'><publish node='characters'><item>"
@@ -354,7 +356,7 @@ class NativeGroupchat(RoomTestCase):
         seen = await bard.wait_for(groupchat("hi"))
         self.assertEqual(seen["from"], f"{ROOM}/JC")
         mine = await juliet.wait_for(lambda e: e.name == "message" and e.event is not None and ">hi<" in e.toXml())
-        self.assertEqual(mine.addresses.address["jid"], juliet.jid)
+        self.assertEqual(mine.addresses.address["jid"], f"{ROOM}/JC")
         # Leaving: unsubscribe.
         juliet.send(f"<iq type='set' to='{CHAT}' id='unsub'><pubsub xmlns='{NS_PUBSUB}'>"
                     f"<unsubscribe node='characters' jid='juliet@{DOMAIN}/balcony'/></pubsub></iq>")

@@ -203,7 +203,6 @@ class NativeJoinConflict(RoomsTestCase):
         self.nothing(alice, from_room(ROOM_JID, "Alice", "unavailable"))
 
 
-@open_item('open: issue 11 item 15 (semi-anonymous rooms, muc#roomconfig_whois)')
 class SemiAnonymous(RoomsTestCase):
     """XEP-0045 §7.2.4: "If the room is semi-anonymous, the service MUST send
     presence from the new occupant to all occupants ... but MUST include the

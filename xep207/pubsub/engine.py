@@ -444,7 +444,7 @@ class PubSubEngine:
                 Event(service, node_id, ITEMS, items=(item,),
                       include_payloads=config.deliver_payloads,
                       notification_type=config.notification_type,
-                      reply_to=requestor if config.itemreply == "publisher" else None),
+                      reply_to=kind.reply_to(access, item)),
                 recipients, node)
             for recipient in undelivered or ():
                 await kind.undelivered(self, node, item, recipient)

@@ -110,6 +110,7 @@ class Admin:
             else:
                 updated = next((o for o in await rooms.occupants(room) if o.jid == occupant.jid), occupant)
                 await self._announce(room, updated)
+                await self._reveal(room, occupant, updated)
 
     async def _set_role(self, room: Room, item: domish.Element, actor: str) -> None:
         """A kick or a role change, checked by the room kind like any
@@ -124,7 +125,18 @@ class Admin:
             return
         subscription = await self.rooms.engine.set_subscription_options(
             actor, self.rooms.domain, room.node.node_id, occupant.jid, {ROLE: role})
-        await self._announce(room, Occupant(occupant.jid, occupant.nick, occupant.affiliation, role, subscription))
+        changed = Occupant(occupant.jid, occupant.nick, occupant.affiliation, role, subscription)
+        await self._announce(room, changed)
+        await self._reveal(room, occupant, changed)
+
+    async def _reveal(self, room: Room, before: Occupant, after: Occupant) -> None:
+        """A new (or former) moderator of a semi-anonymous room is sent the
+        others' presences again, with (or without) their real JIDs, as Prosody does."""
+        if room.shows_jids_to(before.role) == room.shows_jids_to(after.role):
+            return
+        for other in await self.rooms.occupants(room):
+            if other.jid != after.jid:
+                self.occupants.send(self.occupants.presence(room, other), [after])
 
     async def _announce(self, room: Room, changed: Occupant) -> None:
         """A changed affiliation or role, told to every occupant alike (the one it concerns too)."""

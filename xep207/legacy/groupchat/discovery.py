@@ -24,7 +24,7 @@ async def info(rooms: Rooms, target: jidlib.JID, node_identifier: str) -> list:
                 "muc_persistent" if room.flag("persistentroom") else "muc_temporary",
                 "muc_public" if room.flag("publicroom") else "muc_hidden",
                 "muc_moderated" if room.flag("moderatedroom") else "muc_unmoderated",
-                "muc_nonanonymous"]
+                "muc_nonanonymous" if room.non_anonymous else "muc_semianonymous"]
     return [disco.DiscoIdentity("conference", "text", room.name)] + [disco.DiscoFeature(f) for f in features]
 
 

@@ -16,8 +16,8 @@ from xep207.legacy.chat import NS_DELAY, stamp, with_child
 from xep207.legacy.groupchat.rendering import as_groupchat
 from xep207.legacy.groupchat.rooms import NS_MUC, NS_USER, Rooms
 from xep207.legacy.render import Template
-from xep207.pubsub.kinds.room import NS_NICK, Occupant, Room, add_nick, may_change_subject
-from xep207.storage.records import PUBLISHER, bare
+from xep207.pubsub.kinds.room import ADMIN, Occupant, Room, may_change_subject, room_item
+from xep207.storage.records import OWNER, PUBLISHER, bare
 from xep207.xmlutil import restamped
 
 DEFAULT_HISTORY = 20
@@ -54,8 +54,8 @@ class Messages:
             if not may_change_subject(room, me.role):
                 raise StanzaError("forbidden", text="only moderators change the subject")
             await rooms.configure(room, subject=str(subject), subject_from=rooms.jid(room, me.nick))
-        # History renders room/nick from the item alone (XEP-0172).
-        payload = add_nick(restamped(stanza, sender, without_uri=NS_NICK).toXml(), me.nick)
+        # The item is from room/nick, as the room kind stamps a native publish.
+        payload = room_item(stanza, rooms.jid(room), me.nick)
         await rooms.engine.publish(sender, rooms.domain, room.node.node_id, [(None, payload)], vetted=True)
 
     def _private(self, room: Room, me: Occupant, occupants, nick: str, stanza) -> None:
@@ -85,9 +85,14 @@ class Messages:
             reason_xml = f"<reason>{escape(str(reason))}</reason>" if reason is not None else ""
             password = (f"<password>{escape(room['roomsecret'])}</password>"
                         if room.flag("passwordprotectedroom") else "")
+            # §7.8.2 allows the inviter's occupant JID: a semi-anonymous room
+            # shows the real one only to whom it would show it inside (Prosody too).
+            invitee_affiliation = await rooms.affiliation(room, invitee)
+            inviter = sender if room.non_anonymous or invitee_affiliation in (OWNER, ADMIN) \
+                else rooms.jid(room, me.nick)
             stanza = domish.Element((None, "message"))
             stanza["from"], stanza["to"] = rooms.jid(room), invitee
-            stanza.addRawXml(f"<x xmlns='{NS_USER}'><invite from={quoteattr(sender)}>{reason_xml}</invite>"
+            stanza.addRawXml(f"<x xmlns='{NS_USER}'><invite from={quoteattr(inviter)}>{reason_xml}</invite>"
                              f"{password}</x>")
             rooms.router.route(stanza)
 

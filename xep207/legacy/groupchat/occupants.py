@@ -8,6 +8,7 @@ left here is XEP-0045's announcements, in XEP-0045's order.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 from xml.sax.saxutils import escape, quoteattr
 
@@ -22,9 +23,26 @@ from xep207.legacy.render import Template
 from xep207.pubsub import errors
 from xep207.pubsub.kinds import Trusted
 from xep207.pubsub.kinds.room import NICK, PASSWORD_OPTION, Occupant, Room, role_of
-from xep207.storage.records import NONE, VIA_LEGACY
+from xep207.storage.records import NONE, VIA_LEGACY, bare
 
 THIS_IS_YOU = (110,)
+
+
+@dataclass(frozen=True)
+class RoomPresence:
+    """One occupant's presence, serialized with its real JID and without:
+    a semi-anonymous room shows the JID to moderators only (§7.2.4), and
+    to the occupant itself."""
+
+    room: Room
+    about: str  # the bare JID it is about
+    with_jid: Template
+    without_jid: Template
+
+    def for_recipient(self, recipient: Occupant) -> Template:
+        if self.room.shows_jids_to(recipient.role) or bare(recipient.jid) == self.about:
+            return self.with_jid
+        return self.without_jid
 
 
 class Occupants:
@@ -35,19 +53,26 @@ class Occupants:
     # What occupants are told about each other ---------------------------------------
 
     def presence(self, room: Room, occupant: Occupant, *, type: str | None = None, statuses: tuple[int, ...] = (),
-                 children: str | None = None, item_extra: str = "") -> Template:
+                 children: str | None = None, item_extra: str = "") -> "RoomPresence":
         """``occupant``'s presence as the room sends it (§7.2.3): what it last
         sent (``children``), its affiliation and role, the status codes."""
         if children is None:
             children = self.rooms.presences.get((room.node.node_id, occupant.jid), "")
-        item = (f"<item affiliation={quoteattr(occupant.affiliation)} role={quoteattr(occupant.role)}"
-                f" jid={quoteattr(occupant.jid)}{item_extra}/>")
         codes = "".join(f"<status code='{code}'/>" for code in statuses)
-        return Template.presence(self.rooms.jid(room, occupant.nick), type,
-                                 f"{children}<x xmlns='{NS_USER}'>{item}{codes}</x>")
+        sender = self.rooms.jid(room, occupant.nick)
 
-    def send(self, template: Template, recipients: Iterable[Occupant]) -> None:
+        def serialized(jid: str) -> Template:
+            item = (f"<item affiliation={quoteattr(occupant.affiliation)} role={quoteattr(occupant.role)}"
+                    f"{jid}{item_extra}/>")
+            return Template.presence(sender, type, f"{children}<x xmlns='{NS_USER}'>{item}{codes}</x>")
+
+        with_jid = serialized(f" jid={quoteattr(occupant.jid)}")
+        return RoomPresence(room, bare(occupant.jid), with_jid,
+                            with_jid if room.non_anonymous else serialized(""))
+
+    def send(self, presence: "RoomPresence", recipients: Iterable[Occupant]) -> None:
         for recipient in recipients:
+            template = presence.for_recipient(recipient)
             self.rooms.router.deliver_serialized(recipient.jid, template.to(recipient.jid), "presence")
 
     def announce(self, room: Room, occupants: Iterable[Occupant], occupant: Occupant, *,
@@ -117,7 +142,8 @@ class Occupants:
         # 1. the occupant list to the joiner, 2. its presence to the others and last to itself.
         for other in occupants:
             self.send(self.presence(room, other), [occupant])
-        self.announce(room, occupants, occupant, own=(110, 100, 201) if created else (110, 100))
+        own = (110, 100) if room.non_anonymous else (110,)  # §7.2.3: 100 warns that everyone sees the JID
+        self.announce(room, occupants, occupant, own=(*own, 201) if created else own)
         # 3. history, 4. the subject.
         await self.messages.welcome(room, sender, muc)
 

@@ -8,7 +8,7 @@ pubsub settings so that both doors see the same room.
 
 from __future__ import annotations
 
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, quoteattr
 
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber import xmlstream
@@ -38,7 +38,9 @@ ROOM_FIELDS = {
     "muc#roomconfig_changesubject": ("boolean", "Occupants may change the subject"),
     "muc#roomconfig_historylength": ("text-single", "Messages kept as history"),
     "muc#roomconfig_roomadmins": ("jid-multi", "Room admins"),
+    "muc#roomconfig_whois": ("list-single", "Who may see occupants' real JIDs"),
 }
+FIELD_OPTIONS = {"muc#roomconfig_whois": {"moderators": "Moderators only", "anyone": "Anyone"}}
 
 
 class Owner:
@@ -85,6 +87,9 @@ class Owner:
                                               values=[jidlib.JID(v) for v in value or []]))
             elif kind == "boolean":
                 form.addField(data_form.Field(kind, var=var, label=label, value=truth(value)))
+            elif kind == "list-single":
+                options = [data_form.Option(v, text) for v, text in FIELD_OPTIONS[var].items()]
+                form.addField(data_form.Field(kind, var=var, label=label, value=str(value), options=options))
             else:
                 form.addField(data_form.Field(kind, var=var, label=label, value=str(value or "")))
         return form
@@ -106,6 +111,10 @@ class Owner:
                     settings[var] = [jidlib.JID(v).userhost() for v in values]
                 except jidlib.InvalidFormat:
                     raise StanzaError("not-acceptable", text=f"{var}: invalid JID")
+            elif kind == "list-single":
+                if len(values) != 1 or values[0] not in FIELD_OPTIONS[var]:
+                    raise StanzaError("not-acceptable", text=f"{var}: one of {', '.join(FIELD_OPTIONS[var])}")
+                settings[var] = values[0]
             else:
                 settings[var] = values[0] if values else ""
         for number in ("muc#roomconfig_maxusers", "muc#roomconfig_historylength"):
@@ -120,6 +129,7 @@ class Owner:
         admins = {a: PUBLISHER for a in settings["muc#roomconfig_roomadmins"] if affiliations.get(a) != OWNER}
         if admins:
             await rooms.engine.set_node_affiliations(rooms.trusted, rooms.domain, room.node.node_id, admins)
+        await self._announce_change(room, settings)
         if truth(settings["muc#roomconfig_membersonly"]) and not room.flag("membersonly"):
             # XEP-0045 §9.9: a room that becomes members-only removes whoever is
             # not a member, with status 322 (else they would stay, hearing nothing).
@@ -128,6 +138,22 @@ class Owner:
             for occupant in await rooms.occupants(updated):
                 if occupant.affiliation == NONE:
                     await self.occupants.leave(updated, occupant.jid, statuses=(322,), actor=rooms.trusted)
+
+    async def _announce_change(self, before: Room, settings: dict) -> None:
+        """XEP-0045 §10.2.1: occupants are told the configuration changed
+        (104), and whether real JIDs are now shown to all (172) or to
+        moderators only (173), in one status message as Prosody does."""
+        if settings == before.settings:
+            return
+        codes = [104]
+        if settings["muc#roomconfig_whois"] != before["whois"]:
+            codes.append(172 if settings["muc#roomconfig_whois"] == "anyone" else 173)
+        rooms = self.rooms
+        status = "".join(f"<status code='{code}'/>" for code in codes)
+        template = Template.around(f"<message from={quoteattr(rooms.jid(before))} type='groupchat'>"
+                                   f"<x xmlns='{NS_USER}'>{status}</x></message>", "message")
+        for occupant in await rooms.occupants(before):
+            rooms.router.deliver_serialized(occupant.jid, template.to(occupant.jid))
 
     async def destroy(self, room: Room, destroy: domish.Element | None = None) -> None:
         """XEP-0045 §10.9: occupants told, then the node (items and all) deleted."""

@@ -219,6 +219,11 @@ class NodeKind:
         the kind gives no meaning to."""
         return item_id, payload
 
+    def reply_to(self, access: Access, item: Item) -> str | None:
+        """The XEP-0033 ``replyto`` a notification names (XEP-0207 §5–6): the
+        publisher, unless the node's ``pubsub#itemreply`` is ``owner``."""
+        return access.requestor if access.node.config.itemreply == "publisher" else None
+
     def overwrites_any(self, access: Access) -> bool:
         """Whether the requestor may overwrite any item (no need to look at it)."""
         return access.affiliation in (OWNER, PUBLISHER)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Final, Literal, Mapping, Sequence
+from xml.sax.saxutils import unescape
 
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
@@ -70,7 +71,10 @@ DEFAULT_ROOM: dict[str, Any] = {
     "muc#roomconfig_roomsecret": "", "muc#roomconfig_maxusers": "0",
     "muc#roomconfig_moderatedroom": False, "muc#roomconfig_changesubject": False,
     "muc#roomconfig_historylength": "50", "muc#roomconfig_roomadmins": [],
+    # XEP-0045 §16.5.3; semi-anonymous by default, as Prosody and ejabberd are.
+    "muc#roomconfig_whois": "moderators",
 }
+WHOIS = ("moderators", "anyone")
 
 
 def truth(value) -> bool:
@@ -113,6 +117,15 @@ class Room:
 
     def flag(self, name) -> bool:
         return truth(self[name])
+
+    @property
+    def non_anonymous(self) -> bool:
+        """Whether every occupant may see every occupant's real JID (§7.2.3)."""
+        return self["whois"] == "anyone"
+
+    def shows_jids_to(self, role: str) -> bool:
+        """XEP-0045 §7.2.4: in a semi-anonymous room only moderators see real JIDs."""
+        return self.non_anonymous or role == "moderator"
 
     @property
     def locked(self) -> bool:
@@ -423,14 +436,18 @@ class RoomKind(NodeKind):
         """A groupchat message from the publisher, under its current nick
         (never one the payload claims)."""
         message = parse_message_item(payload, "a room item")
-        message = restamped(message, access.requestor, drop=("to",), without_uri=NS_NICK)
-        message["type"] = "groupchat"
         occupant = await self._occupant(access, access.requestor)
         if any(c.name == "subject" for c in message.elements()) and not access.trusted and \
                 (occupant is None or not may_change_subject(Room(access.node), occupant.role)):
             raise errors.forbidden(text="only moderators change the subject")
         nick = occupant.nick if occupant is not None else access.requestor.split("@")[0]
-        return item_id, add_nick(message.toXml(), nick)
+        return item_id, room_item(message, f"{access.node_id}@{access.service}", nick)
+
+    def reply_to(self, access: Access, item: Item) -> str | None:
+        """Replies go to the publisher's occupant JID (room/nick), never its
+        real one: a semi-anonymous room hides it from the occupants."""
+        nick = nick_of(item.payload)
+        return f"{access.node_id}@{access.service}/{nick}" if nick else None
 
     def overwrites_any(self, access: Access) -> bool:
         return False  # shared history: nobody rewrites another's message
@@ -455,6 +472,29 @@ class RoomKind(NodeKind):
         reader = Joining(room, access.requestor, "", self._muc(access, access.requestor), None, ())
         for check in READING:
             check(reader)
+
+
+def room_item(message: domish.Element, room_jid: str, nick: str) -> str:
+    """A groupchat message as the room keeps it, whichever door it came
+    through: from the occupant's room JID (the item is read through XEP-0060
+    too, and a semi-anonymous room shows nobody but moderators a real JID;
+    the item's publisher keeps it for the service), with its nick (XEP-0172)."""
+    stamped = restamped(message, f"{room_jid}/{nick}", drop=("to",), without_uri=NS_NICK)
+    stamped["type"] = "groupchat"
+    return add_nick(stamped.toXml(), nick)
+
+
+_NICK_OPENING = f"<nick xmlns='{NS_NICK}'>"
+
+
+def nick_of(payload: str) -> str | None:
+    """The nick ``add_nick`` put at the end of a room item (no parse: this is
+    on every message's path)."""
+    start = payload.rfind(_NICK_OPENING)
+    end = payload.rfind("</nick>")
+    if start < 0 or end < start:
+        return None
+    return unescape(payload[start + len(_NICK_OPENING):end], {"&apos;": "'", "&quot;": '"'}) or None
 
 
 def add_nick(payload: str, nick: str) -> str:
