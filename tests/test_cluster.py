@@ -196,3 +196,37 @@ class Administration(ClusterCase):
         self.assertEqual(kicked_on.accounts.kick(f"bob@{DOMAIN}"), 1)
         self.assertIn(b"policy-violation", await bob.closed)
         self.assertEqual([s.jid for s in kicked_on.accounts.sessions(f"alice@{DOMAIN}")], [alice.jid])
+
+
+class Codec(unittest.TestCase):
+    """What crosses between processes comes out as it went in."""
+
+    def test_events_and_requests_round_trip(self):
+        import json
+
+        from xep207.cluster import codec
+        from xep207.pubsub.events import CONFIGURATION, ITEMS, RETRACT, AuthorizationRequest, Event, Recipient
+        from xep207.storage.records import PENDING, Item, NodeConfig, Subscription
+
+        subscription = Subscription("pubsub.localhost", "n", "b@localhost/r", options={"pubsub#deliver": True,
+                                                                                       "x": ["a", "b"]},
+                                    via="legacy")
+        events = [
+            Event("pubsub.localhost", "n", ITEMS, items=(Item("i", "<p xmlns='u'>é</p>", "a@localhost/r", 1.5, 7),),
+                  notification_type="normal", reply_to="a@localhost/r", replay=True, node_kind="pair"),
+            Event("a@localhost", "presence", RETRACT, retracted=("r1", "r2"), note="<status>bye</status>"),
+            Event("chat.localhost", "room", CONFIGURATION, config=NodeConfig(max_items=3, extra={"k": "v"},
+                                                                               roster_groups_allowed=("g",))),
+            Event("pubsub.localhost", "n", "subscription", subscription=subscription),
+        ]
+        for event in events:
+            text = json.dumps(codec.event_data(event))
+            self.assertEqual(codec.event_from(json.loads(text)), event)
+        recipients = [Recipient("b@localhost"), Recipient("c@localhost/r", subscription)]
+        self.assertEqual(codec.recipients_from(json.loads(json.dumps(codec.recipients_data(recipients)))),
+                         recipients)
+        request = AuthorizationRequest("a@localhost", "presence", subscription.replace(state=PENDING),
+                                       ("a@localhost/r",), "presence")
+        self.assertEqual(codec.request_from(json.loads(json.dumps(codec.request_data(request)))), request)
+        with self.assertRaises(ValueError):
+            codec.loads("[1]")

@@ -8,7 +8,6 @@ processes and recipients it goes to.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Sequence
 
@@ -26,15 +25,21 @@ def _subscription(data: dict | None) -> Subscription | None:
 def _subscription_data(subscription: Subscription | None) -> dict | None:
     if subscription is None:
         return None
-    data = dataclasses.asdict(subscription)
-    data["options"] = dict(subscription.options)
-    return data
+    return {"service": subscription.service, "node_id": subscription.node_id,
+            "subscriber": subscription.subscriber, "state": subscription.state, "subid": subscription.subid,
+            "options": dict(subscription.options), "via": subscription.via}
+
+
+def _item_data(item: Item) -> dict:
+    # Not dataclasses.asdict: it deep-copies, and this runs for every event that crosses.
+    return {"item_id": item.item_id, "payload": item.payload, "publisher": item.publisher,
+            "published": item.published, "seq": item.seq}
 
 
 def event_data(event: Event) -> dict:
     return {
         "service": event.service, "node_id": event.node_id, "kind": event.kind,
-        "items": [dataclasses.asdict(item) for item in event.items],
+        "items": [_item_data(item) for item in event.items],
         "retracted": list(event.retracted), "include_payloads": event.include_payloads,
         "notification_type": event.notification_type, "redirect": event.redirect,
         "config": event.config.to_dict() if event.config is not None else None,
