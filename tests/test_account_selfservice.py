@@ -189,3 +189,41 @@ class WithSlixmpp(ServerTestCase):
         self.assertEqual(report["cancel"], "result")
         self.assertEqual(report["bob_saw"], ["unavailable", "unsubscribed"])
         self.assertIsNone(await self.server.storage.get_account(ALICE))
+
+
+class RemovalWhileTheDatabaseIsLocked(ServerTestCase):
+    """The database is unusable when a removal comes: it is refused (type
+    wait), nothing is half done, the session goes on; once the database is
+    back, the same request removes the account."""
+
+    server_args = ("--no-tls", "--allow-plaintext-auth")
+    storage = "sqlite"
+
+    def storage_url(self):
+        self.path = self.data_dir + "/xep207.sqlite"
+        return f"sqlite:///{self.path}?busy_timeout=200"
+
+    async def test_refused_then_done(self):
+        import sqlite3
+
+        await self.start_server()
+        phone = await self.connect()
+        await phone.login("alice", resource="phone")
+        laptop = await self.connect()
+        await laptop.login("alice", resource="laptop")
+        locker = sqlite3.connect(self.path, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            phone.send(f"<iq type='set' id='bye'>{register_query('<remove/>')}</iq>")
+            refused = await phone.wait_for(lambda e: e.getAttribute("id") == "bye", timeout=20)
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        self.assertEqual((error_of(refused)[0], refused.error["type"]), ("internal-server-error", "wait"))
+        phone.send("<iq type='get' id='still'><ping xmlns='urn:xmpp:ping'/></iq>")
+        self.assertEqual((await phone.wait_for(lambda e: e.getAttribute("id") == "still"))["type"], "result")
+        self.assertIsNotNone(await self.server.storage.get_account(ALICE))
+        phone.send(f"<iq type='set' id='bye2'>{register_query('<remove/>')}</iq>")
+        for client in (phone, laptop):
+            self.assertIn(b"<not-authorized", await client.closed.addTimeout(10, reactor))
+        self.assertIsNone(await self.server.storage.get_account(ALICE))

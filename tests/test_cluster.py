@@ -230,3 +230,25 @@ class Codec(unittest.TestCase):
         self.assertEqual(codec.request_from(json.loads(json.dumps(codec.request_data(request)))), request)
         with self.assertRaises(ValueError):
             codec.loads("[1]")
+
+
+class Blocking(ClusterCase):
+    async def test_a_block_made_on_one_process_holds_on_the_others(self):
+        """The engine's block index is per process: a change is sent to the others."""
+        import tests.test_blocking as blocking
+
+        alice = await self.online("alice", "a")
+        eve = await self.online("eve", "e")
+        reply = await self.iq(alice, "set", None, f"<block xmlns='{blocking.NS_BLOCKING}'>"
+                                                  f"<item jid='{blocking.EVE}'/></block>")
+        self.assert_ok(reply)
+        eve.send(f"<message id='m' to='{blocking.ALICE}' type='chat'><body>hello?</body></message>")
+        error = await eve.wait_for(lambda e: e.name == "message" and e.getAttribute("id") == "m")
+        self.assertIn("service-unavailable", error.toXml())
+        self.assertEqual([sorted(s.engine.blocks.of(blocking.ALICE)) for s in self.servers], [[blocking.EVE]] * 3)
+        reply = await self.iq(alice, "set", None, f"<unblock xmlns='{blocking.NS_BLOCKING}'/>")
+        self.assert_ok(reply)
+        await self.settle(alice, eve)
+        self.assertEqual([sorted(s.engine.blocks.of(blocking.ALICE)) for s in self.servers], [[]] * 3)
+        eve.send(f"<message to='{blocking.ALICE}' type='chat'><body>again</body></message>")
+        await alice.wait_for(is_message("again"))

@@ -83,6 +83,9 @@ IMPLEMENTED: dict[str, dict[str, Probe]] = {
         "urn:xmpp:carbons:2": ("set", "<enable xmlns='urn:xmpp:carbons:2'/>"),
         "urn:xmpp:mam:2": ("set", "<query xmlns='urn:xmpp:mam:2'/>"),
         "jabber:iq:register": ("get", "<query xmlns='jabber:iq:register'/>"),
+        "urn:xmpp:mam:2#extended": ("set", "<query xmlns='urn:xmpp:mam:2'><flip-page/></query>"),
+        "urn:xmpp:blocking": ("get", "<blocklist xmlns='urn:xmpp:blocking'/>"),
+        "jabber:iq:last": ("get", "<query xmlns='jabber:iq:last'/>"),
         "http://jabber.org/protocol/commands": (
             "set", "<command xmlns='http://jabber.org/protocol/commands' action='execute' "
                    "node='http://jabber.org/protocol/admin#get-online-users-num'/>"),
@@ -94,6 +97,7 @@ IMPLEMENTED: dict[str, dict[str, Probe]] = {
         "jabber:iq:version": ("get", "<query xmlns='jabber:iq:version'/>"),
         "urn:xmpp:mam:2": ("set", "<query xmlns='urn:xmpp:mam:2'/>"),
         "urn:xmpp:push:0": ("set", "<disable xmlns='urn:xmpp:push:0' jid='push.example'/>"),
+        "urn:xmpp:mam:2#extended": ("set", "<query xmlns='urn:xmpp:mam:2'><flip-page/></query>"),
     },
     f"pubsub.{DOMAIN}": {
         **COMMON,

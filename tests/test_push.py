@@ -144,8 +144,15 @@ class Push(PushTestCase):
         self.assert_ok(items)
         self.assertIn("legacy-door", items.toXml())
         for reply in (await self.items(bob, ALICE, NS_PUSH),
-                      await self.publish(bob, ALICE, NS_PUSH, enable("intruder", options=""))):
-            self.assertEqual(error_of(reply)[0], "item-not-found")
+                      await self.publish(bob, ALICE, NS_PUSH, enable("intruder", options="")),
+                      await self.subscribe(bob, ALICE, NS_PUSH, jid=BOB),
+                      await self.iq(bob, "set", ALICE, f"<pubsub xmlns='{NS_PUBSUB}#owner'>"
+                                                       f"<delete node='{NS_PUSH}'/></pubsub>"),
+                      await self.iq(bob, "get", ALICE, "<query xmlns='http://jabber.org/protocol/disco#info' "
+                                                       f"node='{NS_PUSH}'/>")):
+            self.assertEqual(error_of(reply)[0], "item-not-found", reply.toXml())
+        nodes = await self.iq(bob, "get", ALICE, "<query xmlns='http://jabber.org/protocol/disco#items'/>")
+        self.assertNotIn(NS_PUSH, nodes.toXml())
         self.assertEqual(error_of(await self.publish(alice, ALICE, NS_PUSH, "<garbage xmlns='x'/>"))[0],
                          "bad-request")
         self.assert_ok(await self.publish(alice, ALICE, NS_PUSH, enable("pubsub-door", options="")))

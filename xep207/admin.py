@@ -2,6 +2,12 @@
 
     xep207ctl [--config FILE] [--storage URL] [--data-dir DIR] [--domain D] COMMAND
 
+When the server runs, every command goes through its admin socket
+(``DATA-DIR/admin.sock``, ``xep207.server.admin_channel``), so it takes effect
+at once (sessions end, contacts are told); otherwise storage is changed
+directly. A server that holds the data dir but does not answer is never
+bypassed.
+
 Passwords are read from a prompt (twice) on a terminal, or from the first line
 of standard input otherwise — never from the command line.
 """

@@ -58,7 +58,8 @@ class ConfigFileOptions(usage.Options):
             if key in self.tables:
                 if not isinstance(value, dict):
                     raise usage.UsageError(f"--config {path}: {key} must be a table")
-                self[key] = {str(k): str(v) for k, v in value.items()}
+                self[key] = {str(k): [str(i) for i in v] if isinstance(v, list) else str(v)
+                             for k, v in value.items()}
             elif key in ("plugins", "admins") and key in self:
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise usage.UsageError(f"--config {path}: {key} is a list of strings")

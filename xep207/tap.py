@@ -175,7 +175,7 @@ class Options(ConfigFileOptions):
     longdesc = ("Run a complete XMPP server for --domain (default), or attach the pubsub "
                 "service to another server as a component. Settings can also come from a "
                 "TOML file (--config); the command line wins.")
-    tables = ("components",)
+    tables = ("components", "contact")
 
     optFlags = [
         ["tls-optional", None, "Offer STARTTLS but do not require it."],
@@ -256,11 +256,20 @@ class Options(ConfigFileOptions):
         super().__init__()
         self["components"] = {}
         self["plugins"] = []
+        self["contact"] = {}  # XEP-0157: type -> URIs (xep207.server.contact_info)
         self["admins"] = []
 
     def opt_plugin(self, name):
         """NAME: enable a server plugin (xep207.plugins.IServerPlugin); repeatable."""
         self["plugins"].append(name)
+
+    def opt_contact(self, value):
+        """TYPE=URI: an XEP-0157 contact address (abuse, admin, support…; repeatable)."""
+        kind, sep, uri = value.partition("=")
+        if not sep or not kind or not uri:
+            raise usage.UsageError("--contact takes TYPE=URI")
+        known = self["contact"].get(kind) or []
+        self["contact"][kind] = [*(known if isinstance(known, list) else [known]), uri]
 
     def opt_admin(self, jid):
         """JID: an account allowed XEP-0133 service administration (repeatable)."""
@@ -294,6 +303,12 @@ class Options(ConfigFileOptions):
         if not self["storage"]:
             self["storage"] = default_storage_url(self["data-dir"])
         _check_storage_url(self["storage"])
+        from xep207.server.contact_info import parse_addresses
+
+        try:
+            self["contact"] = parse_addresses(self["contact"])
+        except ValueError as exc:
+            raise usage.UsageError(f"--contact: {exc}")
         if self["cluster"]:
             from xep207.cluster.link import RedisAddress
 

@@ -40,7 +40,7 @@ def install(server, options):
         import txredisapi  # noqa: F401
     except ImportError:
         raise StartupError("--cluster needs txredisapi: pip install 'xep207[cluster]'")
-    from xep207.cluster.invalidation import AccountInvalidation
+    from xep207.cluster.invalidation import Invalidation
     from xep207.cluster.link import RedisAddress
     from xep207.cluster.node import Cluster, default_node_name
 
@@ -53,7 +53,7 @@ def install(server, options):
         raise StartupError(str(exc))
     cluster = Cluster(server, url, options.get("node-name") or default_node_name(),
                       float(options.get("cluster-timeout") or 15.0))
-    server.cluster_invalidation = AccountInvalidation(cluster)
+    server.cluster_invalidation = Invalidation(cluster)
     server.router.directory = cluster.directory
     server.delivery.cluster = cluster
     server.hooks.add(SESSION_BOUND, cluster.session_bound)

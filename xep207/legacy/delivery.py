@@ -9,7 +9,7 @@ serialized at most once per event; per session only the envelope differs.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from zope.interface import implementer
 
@@ -18,6 +18,9 @@ from xep207.pubsub import render
 from xep207.pubsub.events import IEventSink, IInterestDirectory, Recipient
 from xep207.pubsub.kinds.base import NodeKindName
 from xep207.storage.records import VIA_LEGACY
+
+if TYPE_CHECKING:
+    from xep207.legacy.blocking_checks import BlockGate
 
 
 def speaks_pubsub(session, node_id: str) -> bool:
@@ -43,6 +46,7 @@ class EventDelivery:
     def __init__(self, router, renderers: Mapping[NodeKindName, LegacyRenderer] | None = None):
         self.router = router
         self.renderers: dict[NodeKindName, LegacyRenderer] = dict(renderers or {})
+        self.gate: BlockGate | None = None  # XEP-0191: what must not pass (xep207.legacy.blocking_checks)
         self.cluster: Any = None  # xep207.cluster: other processes render for their own sessions
 
     def deliver(self, event, recipients, *, forwarded: bool = False) -> list[Recipient]:
@@ -56,8 +60,11 @@ class EventDelivery:
         elsewhere: dict | None = None  # process → its recipients, sent on once each
         if self.cluster is not None:
             self.cluster.presence_changed(event)
+        stops = self.gate.for_event(event) if self.gate is not None else None
         for recipient in recipients:
             sessions = self.router.sessions_for(recipient.jid)
+            if stops is not None and stops(recipient.jid):
+                continue
             if sessions is None and forwarded:
                 continue
             if sessions is None:  # not one of our accounts: a component, say
@@ -77,6 +84,8 @@ class EventDelivery:
                 if addressed:
                     sessions = sessions + addressed
             for session in sessions:
+                if stops is not None and stops(session.full):
+                    continue
                 if session.remote:  # held by another process: it renders for it
                     if not forwarded:
                         elsewhere = elsewhere if elsewhere is not None else {}
@@ -103,6 +112,8 @@ class EventDelivery:
         elsewhere: set = set()
         for owner in request.owners:
             for session in self.router.sessions_for(owner) or ():
+                if self.gate is not None and self.gate.between(request.subscription.subscriber, session.full):
+                    continue
                 if session.remote:  # held by another process: it renders for it
                     elsewhere.add(session.node)
                     continue

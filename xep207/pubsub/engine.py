@@ -29,7 +29,8 @@ from xep207.pubsub.events import (
     Recipient,
     SubscriptionChange,
 )
-from xep207.hooks import ITEM_PUBLISHED, SUBSCRIPTION_CHANGED, Hooks
+from xep207.hooks import ITEM_PUBLISHED, ITEMS_RETRACTED, NODE_EMPTIED, SUBSCRIPTION_CHANGED, Hooks
+from xep207.pubsub.blocking import BlockIndex
 from xep207.pubsub.kinds import PRESENCE_NODE, ROSTER_NODE, PresenceKind, RosterKind
 from xep207.pubsub.kinds.base import (
     INTERNAL_OPTION_PREFIX,
@@ -40,6 +41,9 @@ from xep207.pubsub.kinds.base import (
     is_trusted,
 )
 from xep207.pubsub.kinds.account import ACCOUNT_NODES
+from xep207.pubsub.kinds.blocklist import BlocklistKind
+from xep207.pubsub.kinds.lastactivity import LastActivityKind
+from xep207.pubsub.kinds.mamprefs import MamPrefsKind
 from xep207.pubsub.kinds.pair import OFFLINE_MARK
 from xep207.storage.interface import NodeExists
 from xep207.storage.records import (
@@ -116,8 +120,10 @@ class PubSubEngine:
         self._call_later = call_later
         self.hooks = hooks or Hooks()
         # Most specific first; the generic kind claims whatever is left.
-        self.kinds: list[NodeKind] = [*kinds, PresenceKind(), RosterKind()]
+        self.kinds: list[NodeKind] = [*kinds, PresenceKind(), RosterKind(), BlocklistKind(),
+                                       MamPrefsKind(), LastActivityKind()]
         self.generic = NodeKind()
+        self.blocks = BlockIndex(self.hooks, self.is_pep)  # XEP-0191, from the blocklist nodes
 
     def add_kind(self, kind: NodeKind) -> None:
         """A kind added later (a plugin, a service) is asked before the built-in ones."""
@@ -290,6 +296,7 @@ class PubSubEngine:
         recipients = await self._recipients(node) if node.config.notify_delete else []
         subscriptions = await self.storage.get_subscriptions(service, node_id)
         await self.storage.delete_node(service, node_id)
+        self.hooks.fire(NODE_EMPTIED, node, requestor)
         for subscription in subscriptions:
             self._changed(subscription.replace(state=NONE), subscription.state, requestor)
         if recipients:
@@ -305,6 +312,7 @@ class PubSubEngine:
         if not node.config.persist_items:
             raise errors.unsupported("persistent-items")
         await self.storage.purge_items(service, node_id)
+        self.hooks.fire(NODE_EMPTIED, node, requestor)
         recipients = await self._recipients(node)
         self._deliver(
             Event(service, node_id, PURGE, notification_type=node.config.notification_type),
@@ -357,6 +365,13 @@ class PubSubEngine:
         model, or None. Shared by subscribe, retrieve and notification so
         that the three can never disagree."""
         entity = bare(entity)
+        if self.blocks and entity != node.service and self.is_pep(node.service):
+            # XEP-0191: nothing from an account reaches whom it blocked, nor
+            # anything from whom one blocked; whichever door asks.
+            if self.blocks.blocks(node.service, entity):
+                return errors.StanzaError("service-unavailable")
+            if self.blocks.blocks(entity, node.service):
+                return errors.blocked()
         affiliation = affiliations.get(entity, NONE)
         if affiliation == OUTCAST:
             return errors.forbidden()
@@ -476,6 +491,8 @@ class PubSubEngine:
         if len(existing) != len(set(item_ids)):
             raise errors.item_not_found()
         deleted = await self.storage.delete_items(service, node_id, item_ids)
+        if deleted:
+            self.hooks.fire(ITEMS_RETRACTED, node, deleted, requestor)
         if notify and node.config.notify_retract and deleted:
             recipients = await self._recipients(node, access.affiliations)
             self._deliver(

@@ -5,6 +5,7 @@ layer turns them into error responses.
 """
 
 from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish import domish
 from wokkel.pubsub import BadRequest, PubSubError, Unsupported
 
 __all__ = ["StanzaError", "PubSubError", "BadRequest", "Unsupported"]
@@ -50,3 +51,12 @@ def not_subscribed():
 
 def unsupported(feature, text=None):
     return Unsupported(feature, text=text)
+
+
+NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
+
+
+def blocked(text="you have blocked this JID"):
+    """XEP-0191 §3.6: what a user hears when writing to someone she blocked."""
+    return StanzaError("not-acceptable", text=text,
+                       appCondition=domish.Element((NS_BLOCKING_ERRORS, "blocked")))

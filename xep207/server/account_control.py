@@ -133,13 +133,18 @@ class AccountControl:
         if account in self._leaving:
             raise accounts.AccountError(f"{account} is being deleted already")
         self._leaving.add(account)
+        sessions = self.router.resources(account)
         try:
-            sessions = self.router.resources(account)
             for session in sessions:
                 await self.router.unbind(session)
             for contact in await self._contacts(account):
                 await self.server.subscriptions.remove_contact(account, contact)
             await accounts.delete_account(self.engine, account)
+        except Exception:
+            # Storage failed half-way: unbound sessions would linger unreachable.
+            for session in sessions:
+                session.close("internal-server-error", "the account could not be removed; try again")
+            raise
         finally:
             self._leaving.discard(account)
         self.router.forget_account(account)  # and a session bound meanwhile ends too

@@ -170,6 +170,7 @@ class AdminChannel(service.Service):
             if os.path.exists(self.path) and stat.S_ISSOCK(os.lstat(self.path).st_mode):
                 os.unlink(self.path)  # left by a server that died: the data dir lock says it is ours
             self.port = IReactorUNIX(reactor).listenUNIX(self.path, factory, mode=0o600)
+            log.msg(f"admin socket for xep207ctl at {self.path}")
         except (OSError, StartupError, net_error.CannotListenError) as exc:
             log.msg(f"no admin socket at {self.path} ({exc}): xep207ctl cannot reach this server")
 

@@ -31,6 +31,7 @@ from wokkel import disco
 from wokkel.subprotocols import XMPPHandler
 from zope.interface import implementer
 
+from xep207 import logs
 from xep207.hooks import ITEM_PUBLISHED, SESSION_BOUND, STANZA
 from xep207.pubsub import errors
 from xep207.pubsub.kinds import Trusted, pair_parties
@@ -97,7 +98,7 @@ class PushService(XMPPHandler):
         if failure.check(StanzaError):
             self.send(failure.value.toResponse(iq))
             return
-        log.err(failure, "push registration failed")
+        logs.failure(failure, "push registration failed")
         self.send(StanzaError("internal-server-error").toResponse(iq))
 
     def _on_enable(self, iq) -> None:
@@ -148,7 +149,7 @@ class PushService(XMPPHandler):
         for account in parties:
             if account != sender and not self.router.available_resources(account):
                 d = defer.ensureDeferred(self.notify(account, item))
-                d.addErrback(log.err, f"push notification for {account} failed")
+                d.addErrback(logs.failure, f"push notification for {account} failed")
                 self.router.in_flight.track(d)
 
     async def notify(self, account: str, item) -> None:
@@ -209,7 +210,7 @@ class PushService(XMPPHandler):
                     "registration disabled")
             d = defer.ensureDeferred(self.engine.retract(Trusted(sent.account), sent.account, PUSH_NODE,
                                                          [sent.item_id]))
-            d.addErrback(log.err, "disabling a push registration failed")
+            d.addErrback(logs.failure, "disabling a push registration failed")
             self.router.in_flight.track(d)
         return True
 

@@ -14,6 +14,7 @@ from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import StanzaError
 from wokkel.subprotocols import XMPPHandler
 
+from xep207 import logs
 from xep207.logs import peer_address
 from xep207.server import accounts
 
@@ -83,7 +84,7 @@ class RegistrationHandler(XMPPHandler):
         if failure.check(StanzaError):
             self.send(failure.value.toResponse(iq))
             return
-        log.err(failure, "account self-service failed")
+        logs.failure(failure, "account self-service failed")
         self.send(StanzaError("internal-server-error").toResponse(iq))
 
     async def _on_set(self, iq, session) -> None:

@@ -25,6 +25,7 @@ from wokkel import data_form, disco
 from wokkel.subprotocols import XMPPHandler
 from zope.interface import implementer
 
+from xep207 import logs
 from xep207.server import accounts
 
 NS_COMMANDS = "http://jabber.org/protocol/commands"
@@ -127,7 +128,7 @@ class ServiceAdmin(XMPPHandler):
         if failure.check(StanzaError):
             self.send(failure.value.toResponse(iq))
             return
-        log.err(failure, "ad-hoc command failed")
+        logs.failure(failure, "ad-hoc command failed")
         self.send(StanzaError("internal-server-error").toResponse(iq))
 
     async def _execute(self, iq) -> domish.Element:

@@ -18,6 +18,10 @@ from xep207.discovery import DiscoHandler
 from xep207.hooks import INITIAL_PRESENCE, STANZA, Hooks
 from xep207.plugins import install_plugins
 from xep207.legacy.archive import ArchiveHandler
+from xep207.legacy.blocking import install as install_blocking
+from xep207.legacy.last_activity import LastActivityHandler
+from xep207.legacy.mam_prefs import MamPrefsHandler
+from xep207.server.contact_info import ContactInfo
 from xep207.legacy.caps import CapsTracker
 from xep207.legacy.chat import CarbonsHandler, ChatCapture
 from xep207.legacy.delivery import EventDelivery, PubSubUsage, SessionInterest
@@ -126,6 +130,10 @@ class Server:
         handlers.append(RegistrationHandler(self))  # self-service always; sign-up with --registration
         for handler in handlers:
             handler.setHandlerParent(self.local)
+        install_blocking(self)  # XEP-0191
+        MamPrefsHandler(self.engine, domain).setHandlerParent(self.local)  # XEP-0313 §6
+        LastActivityHandler(self.router, self.engine).setHandlerParent(self.local)  # XEP-0012
+        ContactInfo(domain, options.get("contact") or {}).setHandlerParent(self.local)  # XEP-0157
 
         # The pubsub service on its own domain.
         self.pubsub = InternalComponent(self.router, pubsub_domain)

@@ -66,7 +66,10 @@ class Messages:
         copy = restamped(stanza, self.rooms.jid(room, me.nick), drop=("to",), without_uri=NS_USER,
                          extra=(domish.Element((NS_USER, "x")),))
         template = Template.around(copy.toXml(), "message")  # serialized once, addressed per resource
+        blocks, sender = self.rooms.engine.blocks, self.rooms.jid(room, me.nick)
         for occupant in target:
+            if blocks and (blocks.blocks(bare(occupant.jid), sender) or blocks.blocks(bare(occupant.jid), me.jid)):
+                continue  # XEP-0191: the recipient blocked that occupant
             self.rooms.router.deliver_serialized(occupant.jid, template.to(occupant.jid))
 
     async def _invite(self, room: Room, sender: str, me: Occupant | None, x) -> None:

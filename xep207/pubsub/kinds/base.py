@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from xep207.pubsub.engine import PubSubEngine
 
 # The kinds there are, by the ``name`` each ``NodeKind`` class declares.
-NodeKindName = Literal["generic", "presence", "roster", "pair", "room", "push"]
+NodeKindName = Literal["generic", "presence", "roster", "blocklist", "mamprefs", "lastactivity", "pair",
+                       "room", "push"]
 
 MAY_PUBLISH = frozenset({OWNER, PUBLISHER, PUBLISH_ONLY})
 MAY_RETRIEVE = frozenset({OWNER, PUBLISHER, MEMBER})

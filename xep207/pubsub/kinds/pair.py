@@ -131,6 +131,22 @@ class PairKind(NodeKind):
             raise errors.bad_request("invalid-payload", text="a one-to-one message is of type chat or normal")
         return item_id, restamped(message, access.requestor).toXml()
 
+    async def check_publish(self, access: Access) -> None:
+        """XEP-0191 §3.5–3.6, whichever door the message came through: a party
+        who blocked the other is told so; a blocked one is not delivered."""
+        await super().check_publish(access)
+        blocks = access.engine.blocks
+        if not blocks:
+            return
+        me = bare(access.requestor)
+        for other in pair_parties(access.node_id) or ():
+            if other == me:
+                continue
+            if blocks.blocks(me, other):
+                raise errors.blocked()
+            if blocks.blocks(other, access.requestor):
+                raise errors.StanzaError("service-unavailable")
+
     def overwrites_any(self, access: Access) -> bool:
         return False  # shared history: nobody rewrites another's message
 

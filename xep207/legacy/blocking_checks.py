@@ -1,0 +1,104 @@
+"""XEP-0191 §3.5–3.6 where stanzas and notifications pass: nothing between an
+account and whom it blocked, whichever door it came through.
+
+``BlockingCapture`` runs ahead of every other capture (chat would store the
+message): the account writing to whom it blocked is told ``not-acceptable`` +
+``<blocked/>``; a blocked sender's messages and iqs are refused
+``service-unavailable`` (never stored, so never offline nor archived), the
+rest is dropped. ``BlockGate`` is ``EventDelivery``'s per-session filter, for
+every node kind. Both ask the engine's in-memory ``BlockIndex``.
+"""
+
+from __future__ import annotations
+
+from xep207.hooks import STANZA
+from xep207.pubsub import errors
+from xep207.pubsub.blocking import BlockIndex
+from xep207.pubsub.events import RETRACT
+from xep207.pubsub.kinds import PRESENCE_NODE
+
+
+PRIORITY = 90  # before every capture (chat would store the message), after PubSubUsage
+
+
+def bare_of(jid: str) -> str:
+    return jid.split("/", 1)[0]
+
+
+class BlockingCapture:
+    """The router's check for stanzas between an account and whom it blocked."""
+
+    def __init__(self, router, index: BlockIndex):
+        self.router = router
+        self.index = index
+        router.hooks.add(STANZA, self.intercept, priority=PRIORITY)
+
+    def intercept(self, stanza) -> bool:
+        index = self.index
+        if not index:
+            return False  # nobody blocks anybody: one truth test per stanza
+        sender, to = stanza.getAttribute("from"), stanza.getAttribute("to")
+        if not sender or not to:
+            return False
+        sender_bare, to_bare = bare_of(sender), bare_of(to)
+        if sender_bare == to_bare or self.router.domain in (sender_bare, to_bare):
+            return False  # oneself, and one's own server, are never blocked
+        kind = stanza.getAttribute("type")
+        session = getattr(stanza, "session", None)
+        if index.blocks(sender_bare, to):
+            # §3.5: the account writes to whom it blocked.
+            if session is not None and kind != "error" and not (stanza.name == "iq" and kind == "result"):
+                session.send(errors.blocked().toResponse(stanza))
+            # Errors the server makes on the account's behalf (a bounce) go out.
+            return session is not None or kind != "error"
+        if index.blocks(to_bare, sender):
+            # §3.6: from whom the account blocked.
+            if stanza.name == "message" and kind in (None, "normal", "chat"):
+                if "/" in to and self.router.session(to) is not None:
+                    return True  # a connected resource: an error would tell a room to kick it
+                self.router.bounce(stanza, "service-unavailable")
+            elif stanza.name == "iq" and kind in ("get", "set"):
+                self.router.bounce(stanza, "service-unavailable")
+            return True  # presence, results, errors, headlines: dropped
+        return False
+
+
+class BlockGate:
+    """``EventDelivery``'s filter: who published an event, and whether a
+    session is on the other side of a block from them."""
+
+    def __init__(self, index: BlockIndex):
+        self.index = index
+
+    @staticmethod
+    def senders(event) -> tuple[str, ...]:
+        if event.node_kind == "room":
+            return (f"{event.node_id}@{event.service}",)  # occupants speak as the room
+        found = []
+        if "@" in event.service:
+            found.append(event.service)  # an account's PEP node: the account speaks
+            if event.kind == RETRACT and event.node_id == PRESENCE_NODE:
+                found += [f"{event.service}/{r}" for r in event.retracted]
+        found += [str(item.publisher) for item in event.items if item.publisher]
+        return tuple(dict.fromkeys(found))
+
+    def between(self, sender: str, recipient: str) -> bool:
+        """Whether either side blocked the other (one's own account never)."""
+        sender_bare, recipient_bare = bare_of(sender), bare_of(recipient)
+        index = self.index
+        return bool(index) and sender_bare != recipient_bare and (
+            index.blocks(recipient_bare, sender) or index.blocks(sender_bare, recipient))
+
+    def for_event(self, event):
+        """The per-session test for this event, or None when nothing can be blocked."""
+        index = self.index
+        if not index:
+            return None
+        senders = self.senders(event)
+        if not senders:
+            return None
+
+        def stops(recipient: str) -> bool:
+            return any(self.between(sender, recipient) for sender in senders)
+
+        return stops
