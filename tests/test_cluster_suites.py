@@ -69,8 +69,9 @@ class MixedPresenceInCluster(ClusterMixin, e2e.MixedPresence):
 
 
 class BlockingInCluster(ClusterMixin, blocking.Enforcement):
-    @open_item("issue 15: a message right after an unblock made on another process is not delivered "
-               "in this test's sequence (a simple block/unblock/message passes: test_cluster.py)")
+    @open_item("issue 15: an unblock acknowledged by one process reaches the others' block index through "
+               "Redis after the write (the engine does not wait for its hooks): a stanza sent at once to "
+               "another process may still meet the block (docs/cluster.md, known limits)")
     def test_messages_both_ways(self):
         pass
 
