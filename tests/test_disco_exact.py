@@ -86,6 +86,7 @@ IMPLEMENTED: dict[str, dict[str, Probe]] = {
         "urn:xmpp:mam:2#extended": ("set", "<query xmlns='urn:xmpp:mam:2'><flip-page/></query>"),
         "urn:xmpp:blocking": ("get", "<blocklist xmlns='urn:xmpp:blocking'/>"),
         "jabber:iq:last": ("get", "<query xmlns='jabber:iq:last'/>"),
+        NS_DISCO_ITEMS: ("get", f"<query xmlns='{NS_DISCO_ITEMS}'/>"),
         "http://jabber.org/protocol/commands": (
             "set", "<command xmlns='http://jabber.org/protocol/commands' action='execute' "
                    "node='http://jabber.org/protocol/admin#get-online-users-num'/>"),
@@ -109,6 +110,10 @@ IMPLEMENTED: dict[str, dict[str, Probe]] = {
         **PUBSUB_FEATURES,
         NS_DISCO_ITEMS: ("get", f"<query xmlns='{NS_DISCO_ITEMS}'/>"),
         "http://jabber.org/protocol/muc": "joining is presence: tests/test_groupchat.py, tests/test_doors_room.py",
+    },
+    f"upload.{DOMAIN}": {  # with --http-port (DiscoExactnessWithWeb)
+        NS_DISCO_INFO: ("get", f"<query xmlns='{NS_DISCO_INFO}'/>"),
+        "urn:xmpp:http:upload:0": ("get", "<request xmlns='urn:xmpp:http:upload:0' filename='a' size='1'/>"),
     },
 }
 
@@ -155,3 +160,10 @@ class DiscoExactness(DoorsTestCase):
             for feature, probe in table.items():
                 if isinstance(probe, str):
                     self.assertIn("test", probe, feature)
+
+
+class DiscoExactnessWithWeb(DiscoExactness):
+    """The same, with the HTTP port on: the upload service is listed and described."""
+
+    server_args = ("--no-tls", "--allow-plaintext-auth", "--http-port", "0", "--http-plain",
+                   "--http-interfaces", "127.0.0.1")

@@ -186,6 +186,9 @@ class Options(ConfigFileOptions):
         ["deliver-to-all-resources", None,
          "Deliver messages to a bare JID to every resource with non-negative priority, "
          "not only the highest (RFC 6121 §8.5.2.1.1 allows both)."],
+        ["http-plain", None, "Serve plain HTTP on --http-port instead of HTTPS (behind a TLS-terminating "
+         "proxy, or on loopback for local testing)."],
+        ["no-upload", None, "No XEP-0363 file upload service on the HTTP port."],
         ["c2s-reuse-port", None,
          "Open the client port with SO_REUSEPORT: several processes of a cluster on one "
          "machine share it (Linux spreads connections over them)."],
@@ -239,6 +242,18 @@ class Options(ConfigFileOptions):
          _port],
         ["metrics-interface", None, "127.0.0.1", "Address for the metrics port (loopback by default)."],
         ["log-format", None, "text", "Log as 'text' or 'json' (one JSON event per line)."],
+        ["http-port", None, None,
+         "Serve HTTPS (WebSocket, XEP-0156 host-meta, XEP-0363 uploads) on this port "
+         "(off by default; Prosody's HTTPS port is 5281).", _port],
+        ["http-interfaces", None, "::", "Comma-separated addresses for the HTTP port (all by default)."],
+        ["http-external-url", None, None,
+         "The HTTP port's URL as clients reach it (behind a proxy). Default: https://DOMAIN:PORT."],
+        ["upload-domain", None, None, "The XEP-0363 upload service's JID. Default: upload.DOMAIN."],
+        ["upload-max-size", None, 10485760, "Largest file in bytes an upload slot is given for.",
+         _positive_int],
+        ["upload-quota", None, 104857600, "Bytes of uploaded files an account may keep at once.",
+         _positive_int],
+        ["upload-retention", None, 604800, "Seconds an uploaded file is kept.", _positive_int],
         ["cluster", None, None,
          "redis://host:port/db: serve --domain together with the other processes using this Redis "
          "and the same shared --storage (postgresql://…); see docs/cluster.md."],
@@ -309,6 +324,12 @@ class Options(ConfigFileOptions):
             self["contact"] = parse_addresses(self["contact"])
         except ValueError as exc:
             raise usage.UsageError(f"--contact: {exc}")
+        self["upload-domain"] = self["upload-domain"] or f"upload.{domain.host}"
+        if self["http-port"] is not None and self["no-tls"] and not self["http-plain"]:
+            raise usage.UsageError("--http-port with --no-tls serves plain HTTP: say so with --http-plain")
+        url = self["http-external-url"]
+        if url and not url.startswith(("http://", "https://")):
+            raise usage.UsageError("--http-external-url is an http:// or https:// URL")
         if self["cluster"]:
             from xep207.cluster.link import RedisAddress
 

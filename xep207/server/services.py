@@ -57,7 +57,9 @@ class ServerDisco(XMPPHandler):
                     disco.DiscoFeature("urn:xmpp:carbons:2"),
                     # XEP-0077 self-service (password change, cancellation) is always
                     # there; sign-up is the stream feature, offered with --registration.
-                    disco.DiscoFeature("jabber:iq:register")]
+                    disco.DiscoFeature("jabber:iq:register"),
+                    # it lists its services (getDiscoItems): Converse.js looks for them only if told so
+                    disco.DiscoFeature("http://jabber.org/protocol/disco#items")]
             return info
         if target.user is not None and target.resource is None:
             return [disco.DiscoIdentity("account", "registered"), disco.DiscoFeature("urn:xmpp:mam:2")]

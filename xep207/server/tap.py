@@ -42,6 +42,7 @@ from xep207.server.components import ComponentServerFactory
 from xep207.server.register import RegistrationHandler
 from xep207.server.router import Router
 from xep207.server.services import LegacySession, LocalServices, ServerDisco
+from xep207.web import install as install_web
 from xep207.service import OrderedServices, StorageService, WhenReady, prepare_sqlite
 from xep207.startup import ExclusiveLock, StartupError, fail_start, prepare_data_dir
 
@@ -184,6 +185,9 @@ class Server:
             listener.setServiceParent(self.started)
             self.listeners.append(listener)
 
+        # The HTTP(S) port: WebSocket, host-meta, uploads (xep207.web), when asked for.
+        self.web = install_web(self, options, _interfaces(options.get("http-interfaces", "::")))
+
         # Prometheus, when asked for.
         self.metrics = None
         if options["metrics-port"] is not None:
@@ -236,7 +240,8 @@ class Server:
 def make_server_service(options) -> service.IService:
     try:
         uses_data_dir = options["storage"].startswith("sqlite:") or not (
-            options["no-tls"] or options["tls-cert"])
+            options["no-tls"] or options["tls-cert"]) or (
+            options.get("http-port") is not None and not options.get("no-upload"))  # uploaded files
         if uses_data_dir:
             data_dir = prepare_data_dir(options["data-dir"])
             ExclusiveLock(os.path.join(data_dir, "xep207.lock"), f"data dir {data_dir}")
