@@ -189,7 +189,7 @@ class Options(unittest.TestCase):
 
 
 class Administration(ClusterCase):
-    async def test_kick_and_password_change_reach_sessions_on_other_processes(self):
+    async def test_a_kick_reaches_a_session_on_another_process(self):
         bob = await self.online("bob", "b")  # on the first process
         alice = await self.online("alice", "a")  # the second
         kicked_on = self.servers[1]  # the administrator's request lands on another process than bob's
