@@ -58,8 +58,14 @@ class KindNames(unittest.TestCase):
     def test_every_kind_name_belongs_to_exactly_one_kind(self):
         from typing import get_args
 
-        import xep207.pubsub.kinds.room  # noqa: F401 (loaded lazily elsewhere)
+        import importlib
+        import pkgutil
+
+        import xep207.pubsub.kinds
         from xep207.pubsub.kinds.base import NodeKind, NodeKindName
+
+        for module in pkgutil.iter_modules(xep207.pubsub.kinds.__path__):  # some load lazily elsewhere
+            importlib.import_module(f"xep207.pubsub.kinds.{module.name}")
 
         kinds, todo = [], [NodeKind]
         while todo:

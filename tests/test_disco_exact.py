@@ -90,6 +90,7 @@ IMPLEMENTED: dict[str, dict[str, Probe]] = {
         "http://jabber.org/protocol/commands": (
             "set", "<command xmlns='http://jabber.org/protocol/commands' action='execute' "
                    "node='http://jabber.org/protocol/admin#get-online-users-num'/>"),
+        "vcard-temp": ("get", "<vCard xmlns='vcard-temp'/>"),
     },
     "account": {
         **COMMON,
@@ -99,6 +100,11 @@ IMPLEMENTED: dict[str, dict[str, Probe]] = {
         "urn:xmpp:mam:2": ("set", "<query xmlns='urn:xmpp:mam:2'/>"),
         "urn:xmpp:push:0": ("set", "<disable xmlns='urn:xmpp:push:0' jid='push.example'/>"),
         "urn:xmpp:mam:2#extended": ("set", "<query xmlns='urn:xmpp:mam:2'><flip-page/></query>"),
+        "vcard-temp": ("get", "<vCard xmlns='vcard-temp'/>"),
+        "urn:xmpp:bookmarks:1#compat": (
+            "get", "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query>"),
+        "urn:xmpp:pep-vcard-conversion:0": "a behaviour of publishes: tests/test_doors_personal.py::Avatars, "
+                                           "tests/test_personal_slixmpp.py",
     },
     f"pubsub.{DOMAIN}": {
         **COMMON,

@@ -93,7 +93,7 @@ class ComponentOptions(usage.Options):
          "postgresql://user@host/db, or a plugin's scheme. "
          "Default: sqlite in --data-dir."],
         ["data-dir", None, "xep207-data", "Directory for the default SQLite database."],
-        ["max-payload-size", None, 65536, "Largest item payload in bytes.", _positive_int],
+        ["max-payload-size", None, 196608, "Largest item payload in bytes.", _positive_int],
         ["metrics-port", None, None, "Serve Prometheus metrics over HTTP on this port (off by default).",
          _port],
         ["metrics-interface", None, "127.0.0.1", "Address for the metrics port (loopback by default)."],
@@ -226,7 +226,9 @@ class Options(ConfigFileOptions):
         ["c2s-burst", None, 131072, "Bytes a client may send at once above --c2s-rate.", _positive_int],
         ["max-output-buffer", None, 1048576,
          "Bytes waiting for a client that does not read before it is disconnected (0: unlimited).", _count],
-        ["max-payload-size", None, 65536, "Largest pubsub item payload in bytes.", _positive_int],
+        ["max-payload-size", None, 196608,
+         "Largest pubsub item payload in bytes (XEP-0084 avatars, vCards with photos); below "
+         "--max-stanza-size, so that a larger item is payload-too-big, not a stream error.", _positive_int],
         ["auth-timeout", None, 60, "Seconds a connection may stay unauthenticated.", _positive_int],
         ["max-auth-failures", None, 5,
          "Failed logins per address per minute before further attempts are refused.", _positive_int],

@@ -136,8 +136,8 @@ class CapsTracker:
                 if node_id == "presence":
                     continue  # presence is the probe's business
                 node = await self.engine.node_info(session.bare, service, node_id)
-                if node is None:
-                    continue
+                if node is None or node.config.send_last_published_item != "on_sub_and_presence":
+                    continue  # XEP-0060: the node says whether a coming online gets it
                 page = await storage.page_items(service, node_id, 1)
                 if page.items:
                     self.delivery.deliver(

@@ -424,7 +424,8 @@ class PubSubEngine:
                 raise errors.not_acceptable("payload-too-big")
         # XEP-0163 §3: a PEP node made by a publish takes the publish-options as
         # its configuration (the kind's ``may_auto_create`` is its create check).
-        generic = self.kind_of(service, node_id) is self.generic
+        target = self.kind_of(service, node_id)
+        generic = target is self.generic or target.publish_options_configure
         kind, access, created = await self._access_or_create(
             requestor, service, node_id, "publish", via, options if generic else None)
         if created:

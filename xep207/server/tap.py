@@ -26,6 +26,7 @@ from xep207.legacy.caps import CapsTracker
 from xep207.legacy.chat import CarbonsHandler, ChatCapture
 from xep207.legacy.delivery import EventDelivery, PubSubUsage, SessionInterest
 from xep207.legacy.groupchat import GroupchatService
+from xep207.legacy.personal import install as install_personal_data
 from xep207.legacy.presence import PresenceCapture
 from xep207.legacy.render import PresenceRenderer
 from xep207.legacy.roster import RosterHandler, RosterView
@@ -135,6 +136,7 @@ class Server:
         MamPrefsHandler(self.engine, domain).setHandlerParent(self.local)  # XEP-0313 §6
         LastActivityHandler(self.router, self.engine).setHandlerParent(self.local)  # XEP-0012
         ContactInfo(domain, options.get("contact") or {}).setHandlerParent(self.local)  # XEP-0157
+        install_personal_data(self)  # private storage, bookmarks, vCard, avatars (PEP nodes)
 
         # The pubsub service on its own domain.
         self.pubsub = InternalComponent(self.router, pubsub_domain)

@@ -48,7 +48,8 @@ class PresenceKind(NodeKind):
     def initial_config(self, engine, service: str, node_id: str) -> NodeConfig:
         # XEP-0207 §8: presence must be authorized, never open.
         return super().initial_config(engine, service, node_id).replace(
-            access_model="authorize", max_items=engine.max_items_limit)
+            access_model="authorize", max_items=engine.max_items_limit,
+            send_last_published_item="never")  # the probe sends presence, not this
 
     async def vet_item(self, access: Access, item_id, payload: str):
         """A native presence publish is the same operation as broadcast
@@ -120,7 +121,8 @@ class RosterKind(NodeKind):
 
     def initial_config(self, engine, service: str, node_id: str) -> NodeConfig:
         return super().initial_config(engine, service, node_id).replace(
-            access_model="whitelist", max_items=engine.max_items_limit, deliver_notifications=False)
+            access_model="whitelist", max_items=engine.max_items_limit, deliver_notifications=False,
+            send_last_published_item="never")
 
     async def visible(self, access: Access) -> bool:
         return access.trusted or bare(access.requestor) == access.service

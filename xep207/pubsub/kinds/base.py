@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 # The kinds there are, by the ``name`` each ``NodeKind`` class declares.
 NodeKindName = Literal["generic", "presence", "roster", "blocklist", "mamprefs", "lastactivity", "pair",
-                       "room", "push"]
+                       "room", "push",
+                       "private", "bookmarks", "vcard", "avatar-data"]  # kinds/personal.py
 
 MAY_PUBLISH = frozenset({OWNER, PUBLISHER, PUBLISH_ONLY})
 MAY_RETRIEVE = frozenset({OWNER, PUBLISHER, MEMBER})
@@ -137,6 +138,9 @@ class NodeKind:
     """Generic XEP-0060 (and XEP-0163 PEP) nodes."""
 
     name: ClassVar[NodeKindName] = "generic"
+    # Whether XEP-0060 §7.1.5 publish-options configure a node that a publish
+    # creates (generic nodes do; most kinds fix their own configuration).
+    publish_options_configure: ClassVar[bool] = False
 
     def claims(self, engine: "PubSubEngine", service: str, node_id: str) -> bool:
         return True
@@ -144,9 +148,11 @@ class NodeKind:
     def initial_config(self, engine: "PubSubEngine", service: str, node_id: str) -> NodeConfig:
         if not engine.is_pep(service):
             return engine.default_config
-        # XEP-0163 §5: PEP nodes default to the presence access model, and
-        # their notifications name no publisher.
-        return engine.default_config.replace(itemreply="owner", access_model="presence")
+        # XEP-0163 §5: PEP nodes default to the presence access model, their
+        # notifications name no publisher, and a contact coming online with
+        # ``+notify`` gets the last item (§4.3.2: on_sub_and_presence).
+        return engine.default_config.replace(itemreply="owner", access_model="presence",
+                                             send_last_published_item="on_sub_and_presence")
 
     # Creating ------------------------------------------------------------------
 
