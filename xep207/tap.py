@@ -71,6 +71,16 @@ def _port_or_none(value) -> int:
 _port_or_none.coerceDoc = "A TCP port (0 or none: off)."  # type: ignore[attr-defined]
 
 
+def _positive_float(value) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be positive")
+    return number
+
+
+_positive_float.coerceDoc = "A positive number."  # type: ignore[attr-defined]
+
+
 class ComponentOptions(usage.Options):
     synopsis = "--jid pubsub.example.org --secret-file FILE [options]"
     longdesc = ("Connect to an XMPP server as a XEP-0114 external component and "
@@ -186,6 +196,9 @@ class Options(ConfigFileOptions):
         ["http-plain", None, "Serve plain HTTP on --http-port instead of HTTPS (behind a TLS-terminating "
          "proxy, or on loopback for local testing)."],
         ["no-upload", None, "No XEP-0363 file upload service on the HTTP port."],
+        ["c2s-reuse-port", None,
+         "Open the client port with SO_REUSEPORT: several processes of a cluster on one "
+         "machine share it (Linux spreads connections over them)."],
         ["push-body", None, "Include message bodies in XEP-0357 push notifications (off: sender and count only)."],
     ]
     optParameters = [
@@ -256,6 +269,13 @@ class Options(ConfigFileOptions):
         ["upload-quota", None, 104857600, "Bytes of uploaded files an account may keep at once.",
          _positive_int],
         ["upload-retention", None, 604800, "Seconds an uploaded file is kept.", _positive_int],
+        ["cluster", None, None,
+         "redis://host:port/db: serve --domain together with the other processes using this Redis "
+         "and the same shared --storage (postgresql://…); see docs/cluster.md."],
+        ["node-name", None, None, "This process's name in the cluster. Default: hostname-pid."],
+        ["cluster-timeout", None, 15.0,
+         "Seconds without a heartbeat after which a cluster process is dead and its sessions end.",
+         _positive_float],
     ]
     subCommands = [
         ["component", None, ComponentOptions,
@@ -325,6 +345,15 @@ class Options(ConfigFileOptions):
         url = self["http-external-url"]
         if url and not url.startswith(("http://", "https://")):
             raise usage.UsageError("--http-external-url is an http:// or https:// URL")
+        if self["cluster"]:
+            from xep207.cluster.link import RedisAddress
+
+            try:
+                RedisAddress.parse(self["cluster"])
+            except ValueError as exc:
+                raise usage.UsageError(f"--cluster: {exc}")
+            if self["storage"].startswith(("sqlite:", "memory:")):
+                raise usage.UsageError("--cluster needs storage every process shares (postgresql://…)")
         if self["plugins"]:
             from xep207.plugins import find_plugins
 

@@ -12,7 +12,7 @@ import binascii
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
@@ -157,6 +157,7 @@ class Session:
     in_order: InOrder = field(default_factory=InOrder)
     sm: Any = None  # XEP-0198 state (xep207.server.stream_management.StreamManager) once enabled
     csi: Any = None  # XEP-0352 filter (xep207.server.csi.ClientState) once the client said inactive
+    remote: ClassVar[bool] = False  # a session on another process is (xep207.cluster)
 
     # The bound JID never changes: its strings are made once, not per stanza.
     full: str = field(init=False)

@@ -13,6 +13,7 @@ from wokkel.generic import VersionHandler
 from wokkel.ping import PingHandler
 
 import xep207
+from xep207 import cluster
 from xep207.discovery import DiscoHandler
 from xep207.hooks import INITIAL_PRESENCE, STANZA, Hooks
 from xep207.plugins import install_plugins
@@ -114,8 +115,10 @@ class Server:
         self.delivery.renderers.update({PresenceKind.name: PresenceRenderer(), PairKind.name: self.chat,
                                         RoomKind.name: self.groupchat.renderer})
         ready = self.storage_service.ready
-        ready.addCallback(lambda _: defer.ensureDeferred(self.presence.clear_stale()))
-        ready.addCallback(lambda _: defer.ensureDeferred(self.groupchat.clear_stale()))
+        self.cluster = cluster.install(self, options)  # None without --cluster (docs/cluster.md)
+        if self.cluster is None:  # alone, nothing a previous run left is alive
+            ready.addCallback(lambda _: defer.ensureDeferred(self.presence.clear_stale()))
+            ready.addCallback(lambda _: defer.ensureDeferred(self.groupchat.clear_stale()))
         self.started = WhenReady(ready)
         self.started.setServiceParent(self.top)
 
@@ -182,7 +185,8 @@ class Server:
         self.client_factory.noisy = False
         self.listeners = []
         for interface in _interfaces(options["c2s-interfaces"]):
-            listener = internet.TCPServer(options["c2s-port"], self.client_factory, interface=interface)
+            listener = (cluster.ReusePortServer if options.get("c2s-reuse-port") else internet.TCPServer)(
+                options["c2s-port"], self.client_factory, interface=interface)
             listener.setServiceParent(self.started)
             self.listeners.append(listener)
         self.direct_tls_listeners = direct_tls.install(self, options, _interfaces(options["c2s-interfaces"]))
