@@ -59,6 +59,10 @@ class Messages:
         await rooms.engine.publish(sender, rooms.domain, room.node.node_id, [(None, payload)], vetted=True)
 
     def _private(self, room: Room, me: Occupant, occupants, nick: str, stanza) -> None:
+        if stanza.getAttribute("type") == "groupchat":
+            # §7.5: a private message of type groupchat would pass, to its one
+            # recipient, for a public message (or a subject change) of the room.
+            raise StanzaError("bad-request", text="private messages are not of type groupchat")
         target = [o for o in occupants if o.nick == nick]
         if not target:
             raise StanzaError("item-not-found", text="no occupant by that nickname")
