@@ -243,3 +243,69 @@ class LockedRoom(AttackTestCase):
         self.assert_ok(await self.iq(alice, "set", ROOM_JID, f"<query xmlns='{NS_MUC_OWNER}'>"
                                                              "<x xmlns='jabber:x:data' type='submit'/></query>"))
         await self.join(eve, "Eve")
+
+    async def test_two_creators_at_once_make_one_owner(self):
+        """A legacy join and a native subscribe race to make the same room:
+        one of them made it and owns it; the other is an ordinary occupant."""
+        alice = await self.online("alice", "phone")
+        eve = await self.online("eve", "native")
+        alice.send(f"<presence to='{ROOM_JID}/Alice'><x xmlns='{NS_MUC}'/></presence>")
+        native = await self.native_join(eve, "Eve")
+        await self.settle(alice, eve)
+        affiliations = await self.server.storage.get_affiliations(CHAT, ROOM)
+        owners = {e for e, a in affiliations.items() if a == "owner"} - {CHAT}
+        self.assertEqual(len(owners), 1, affiliations)
+        if owners == {EVE}:  # the native door won: an instant room, alice joins it
+            self.assert_ok(native)
+            own = next(e for e in alice.stanzas if from_room(ROOM_JID, "Alice")(e) and 110 in statuses(e))
+            self.assertNotIn(201, statuses(own))
+        else:  # the legacy door won: locked, eve is kept out
+            self.assert_error(native, "item-not-found")
+
+
+class MembersOnly(AttackTestCase):
+    async def test_a_non_member_reads_nothing_through_either_door(self):
+        alice = await self.room_with_alice(membersonly="1", whois="anyone")
+        self.assert_ok(await self.admin(alice, f"<item jid='{BOB}' affiliation='member'/>"))
+        self.say(alice, "secret words")
+        alice.send(f"<message to='{ROOM_JID}' type='groupchat'><subject>secret subject</subject></message>")
+        await self.settle(alice)
+        eve = await self.online("eve", "lair")
+        self.assertEqual(await self.refused_join(eve, "Eve"), "registration-required")
+        self.assert_error(await self.native_join(eve, "Eve"), "registration-required")
+        self.assert_error(await self.items(eve, CHAT, ROOM), "registration-required")
+        self.assert_error(await self.iq(eve, "get", CHAT, f"<query xmlns='{NS_DISCO_INFO}' node='{ROOM}'/>"),
+                          "item-not-found")
+        self.assert_error(await self.iq(eve, "get", ROOM_JID, f"<query xmlns='{NS_ADMIN}'>"
+                                                              "<item affiliation='member'/></query>"), "forbidden")
+        self.assert_error(await self.pubsub(eve, "get", CHAT, f"<affiliations node='{ROOM}'/>", owner=True),
+                          "forbidden")
+        info = self.assert_ok(await self.iq(eve, "get", ROOM_JID, f"<query xmlns='{NS_DISCO_INFO}'/>"))
+        self.assertNotIn("secret", info.toXml())
+        self.assert_no_real_jid([info.query])
+        items = self.assert_ok(await self.iq(eve, "get", CHAT, "<query xmlns='http://jabber.org/protocol/disco#items'/>"))
+        self.assertNotIn(ROOM, items.toXml())
+        # A member reads the lists of this non-anonymous room; not once it is semi-anonymous.
+        bob = await self.online("bob", "desk")
+        listing = self.assert_ok(await self.iq(bob, "get", ROOM_JID, f"<query xmlns='{NS_ADMIN}'>"
+                                                                     "<item affiliation='member'/></query>"))
+        self.assertEqual([i["jid"] for i in listing.query.elements(NS_ADMIN, "item")], [BOB])
+        self.assert_error(await self.iq(bob, "set", ROOM_JID, f"<query xmlns='{NS_ADMIN}'>"
+                                                              f"<item jid='{EVE}' affiliation='member'/></query>"),
+                          "forbidden")
+        await self.configure(alice, whois="moderators")
+        self.assert_error(await self.iq(bob, "get", ROOM_JID, f"<query xmlns='{NS_ADMIN}'>"
+                                                              "<item affiliation='member'/></query>"), "forbidden")
+        self.assert_error(await self.pubsub(bob, "get", CHAT, f"<affiliations node='{ROOM}'/>", owner=True),
+                          "forbidden")
+
+    async def test_affiliation_notices_reach_only_those_who_see_jids(self):
+        """An affiliation change of someone absent names that JID: moderators
+        of a semi-anonymous room are told, participants are not."""
+        alice, bob, carol = await self.full_room()
+        since = len(bob.stanzas)
+        self.assert_ok(await self.admin(alice, f"<item jid='{EVE}' affiliation='outcast'/>"))
+        told = await alice.wait_for(lambda e: e.name == "message" and EVE in e.toXml())
+        self.assertEqual(told["from"], ROOM_JID)
+        await self.settle(alice, bob, carol)
+        self.assert_no_real_jid(bob.stanzas[since:], but=(BOB,))
