@@ -113,6 +113,23 @@ class Found(AttackTestCase):
         history = await eve.wait_for(groupchat("native spoof"))
         self.assertNotIn(NS_USER, history.toXml())
 
+    async def test_an_admin_revoked_through_xep0060_stays_revoked(self):
+        """An admin is a publisher the room's settings list; revoked through
+        XEP-0060 (affiliation none), the JID stayed listed, so a later grant of
+        membership silently made it an admin again, moderator of every JID."""
+        alice = await self.room_with_alice()
+        self.assert_ok(await self.admin(alice, f"<item jid='{BOB}' affiliation='admin'/>"))
+        for affiliation in ("none", "publisher"):
+            self.assert_ok(await self.pubsub(alice, "set", CHAT, f"<affiliations node='{ROOM}'><affiliation "
+                                                                 f"jid='{BOB}' affiliation='{affiliation}'/>"
+                                                                 "</affiliations>", owner=True))
+        listing = self.assert_ok(await self.iq(alice, "get", ROOM_JID, f"<query xmlns='{NS_ADMIN}'/>"))
+        self.assertEqual({i["jid"]: i["affiliation"] for i in listing.query.elements(NS_ADMIN, "item")},
+                         {ALICE: "owner", BOB: "member"})
+        bob = await self.online("bob", "desk")
+        own = await self.join(bob, "Bob")
+        self.assertEqual((own.x.item["affiliation"], own.x.item["role"]), ("member", "participant"))
+
 
 class Held(AttackTestCase):
     """Tried, and nothing was given away."""

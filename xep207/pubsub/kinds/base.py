@@ -212,6 +212,10 @@ class NodeKind:
                                        changes: Mapping[str, AffiliationName]) -> None:
         await self.check_owner(access, "affiliations")
 
+    async def after_affiliation_change(self, engine, node: Node,
+                                       changes: Mapping[str, AffiliationName]) -> None:
+        """Coroutine: what a kind keeps in step with affiliations, once changed."""
+
     # Publishing --------------------------------------------------------------------
 
     async def check_publish(self, access: Access) -> None:

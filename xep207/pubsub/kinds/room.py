@@ -467,6 +467,18 @@ class RoomKind(NodeKind):
         if not any(a == OWNER for e, a in after.items() if e != access.service):
             raise StanzaError("conflict", text="a room keeps at least one owner")
 
+    async def after_affiliation_change(self, engine, node: Node,
+                                       changes: Mapping[str, AffiliationName]) -> None:
+        """An admin is a publisher listed in the settings: one that stops being
+        a publisher (through either door) leaves the list, else a later grant of
+        membership would silently make it an admin again."""
+        room = Room(node)
+        admins = [a for a in room["roomadmins"] or [] if changes.get(a, PUBLISHER) == PUBLISHER]
+        if admins != list(room["roomadmins"] or []):
+            muc = {**room.settings, "muc#roomconfig_roomadmins": admins}
+            await engine.storage.set_node_config(node.service, node.node_id,
+                                                 node.config.replace(extra={**node.config.extra, "muc": muc}))
+
     # Messages ----------------------------------------------------------------------
 
     async def check_publish(self, access: Access) -> None:
