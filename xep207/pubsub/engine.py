@@ -837,6 +837,7 @@ class PubSubEngine:
                 for subscription in await self.storage.get_entity_subscriptions(entity, service, node_id):
                     await self.storage.remove_subscription(service, node_id, subscription.subscriber)
                     self._changed(subscription.replace(state=NONE), subscription.state, requestor)
+        await kind.after_affiliation_change(self, access.node, valid)
 
     @returns_deferred
     async def answer_authorization(self, requestor: str, service: str, node_id: str,

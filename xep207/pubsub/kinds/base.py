@@ -182,6 +182,11 @@ class NodeKind:
     def creator(self, engine, requestor: str, service: str, node_id: str) -> str:
         return bare(requestor)
 
+    def listed_owners(self, node: Node) -> list[str]:
+        """The owners disco#info's meta-data (``pubsub#owner``) names to
+        whoever may see the node: its creator, unless the kind hides JIDs."""
+        return [node.creator]
+
     async def visible(self, access: Access) -> bool:
         return True
 
@@ -206,6 +211,10 @@ class NodeKind:
     async def check_affiliation_change(self, access: Access,
                                        changes: Mapping[str, AffiliationName]) -> None:
         await self.check_owner(access, "affiliations")
+
+    async def after_affiliation_change(self, engine, node: Node,
+                                       changes: Mapping[str, AffiliationName]) -> None:
+        """Coroutine: what a kind keeps in step with affiliations, once changed."""
 
     # Publishing --------------------------------------------------------------------
 
