@@ -3,10 +3,15 @@ and on the kinds' fixed configuration, through real streams and both doors."""
 
 from __future__ import annotations
 
-from tests.doors_helpers import ALICE, EVE, NS_EVENT, DoorsTestCase
+import base64
+import hashlib
+
+from tests.doors_helpers import ALICE, EVE, NODE_CONFIG, DoorsTestCase, form
 
 BOOKMARKS = "urn:xmpp:bookmarks:1"
 VCARD = "vcard-temp"
+AVATAR_DATA = "urn:xmpp:avatar:data"
+AVATAR_METADATA = "urn:xmpp:avatar:metadata"
 
 
 def vcard(name: str) -> str:
@@ -61,3 +66,56 @@ class DeleteAccount(DoorsTestCase):
         self.assertTrue(await self.server.engine.storage.list_nodes(ALICE))
         await self.server.accounts.delete_user(ALICE)
         self.assertEqual(await self.server.engine.storage.list_nodes(ALICE), [])
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+
+
+class FixedConfiguration(DoorsTestCase):
+    """What the kinds promise (every bookmark kept, the vCard kept) is not the
+    owner's to configure away: XEP-0048 writes would silently lose bookmarks."""
+
+    async def test_bookmarks_keep_every_item(self):
+        alice = await self.online("alice")
+        self.assert_ok(await self.publish(alice, ALICE, BOOKMARKS,
+                                          f"<conference xmlns='{BOOKMARKS}'/>", item_id="a@chat.localhost"))
+        for field, value in (("max_items", "1"), ("persist_items", "0")):
+            reply = await self.pubsub(alice, "set", ALICE, f"<configure node='{BOOKMARKS}'>"
+                                      + form(NODE_CONFIG, {f"pubsub#{field}": value}) + "</configure>", owner=True)
+            self.assert_error(reply, "not-acceptable")
+        storage = ("<storage xmlns='storage:bookmarks'><conference jid='a@chat.localhost'/>"
+                   "<conference jid='b@chat.localhost'/><conference jid='c@chat.localhost'/></storage>")
+        self.assert_ok(await self.iq(alice, "set", None, f"<query xmlns='jabber:iq:private'>{storage}</query>"))
+        items = self.assert_ok(await self.items(alice, ALICE, BOOKMARKS))
+        self.assertEqual(sorted(self.item_ids(items)), ["a@chat.localhost", "b@chat.localhost", "c@chat.localhost"])
+
+    async def test_vcard_is_kept(self):
+        alice = await self.online("alice")
+        self.assert_ok(await self.iq(alice, "set", None, vcard("Alice")))
+        reply = await self.pubsub(alice, "set", ALICE, f"<configure node='{VCARD}'>"
+                                  + form(NODE_CONFIG, {"pubsub#persist_items": "0"}) + "</configure>", owner=True)
+        self.assert_error(reply, "not-acceptable")
+        got = self.assert_ok(await self.iq(alice, "get", None, f"<vCard xmlns='{VCARD}'/>"))
+        self.assertIn("<FN>Alice</FN>", got.toXml())
+
+
+class PhotoType(DoorsTestCase):
+    async def test_a_photo_must_say_it_is_an_image(self):
+        alice = await self.online("alice")
+        data = base64.b64encode(PNG).decode()
+        for kind in ("text/html", "application/javascript"):
+            card = (f"<vCard xmlns='{VCARD}'><PHOTO><TYPE>{kind}</TYPE><BINVAL>{data}</BINVAL></PHOTO></vCard>")
+            self.assert_error(await self.iq(alice, "set", None, card), "bad-request")
+            self.assert_error(await self.publish(alice, ALICE, VCARD, card, item_id="current"),
+                              "bad-request", "invalid-payload")
+        # XEP-0084 metadata naming a non-image type does not become a vCard PHOTO.
+        digest = hashlib.sha1(PNG).hexdigest()
+        self.assert_ok(await self.publish(alice, ALICE, AVATAR_DATA, f"<data xmlns='{AVATAR_DATA}'>{data}</data>",
+                                          item_id=digest))
+        metadata = (f"<metadata xmlns='{AVATAR_METADATA}'><info id='{digest}' bytes='{len(PNG)}' "
+                    "type='text/html'/></metadata>")
+        self.assert_ok(await self.publish(alice, ALICE, AVATAR_METADATA, metadata, item_id=digest))
+        await self.server.avatars.settled(ALICE)
+        await self.settle(alice)
+        got = self.assert_ok(await self.iq(alice, "get", None, f"<vCard xmlns='{VCARD}'/>"))
+        self.assertNotIn("text/html", got.toXml())
