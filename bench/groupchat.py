@@ -34,6 +34,13 @@ async def main():
             client.send(f"<presence to='{ROOM}/{user}'><x xmlns='http://jabber.org/protocol/muc'>"
                         "<history maxstanzas='0'/></x></presence>")
             await joined
+            if not clients:  # the maker accepts an instant room (XEP-0045 §10.1.2): it is locked till then
+                configured = defer.Deferred()
+                client.on_data = lambda data, d=configured: (b"id='instant'" in data and not d.called
+                                                             and d.callback(None))
+                client.send(f"<iq type='set' id='instant' to='{ROOM}'><query xmlns='http://jabber.org/protocol/"
+                            "muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>")
+                await configured
             client.on_data = latencies.on_data
             clients.append(client)
         started = time.perf_counter()

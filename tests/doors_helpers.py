@@ -302,11 +302,16 @@ class RoomDoorsTestCase(DoorsTestCase):
 
     # Legacy door ---------------------------------------------------------------
 
-    async def join(self, client, nick, muc=""):
-        """A XEP-0045 join that must succeed; fires with the own presence."""
+    async def join(self, client, nick, muc="", instant=True):
+        """A XEP-0045 join that must succeed; fires with the own presence.
+        ``instant``: a room it creates (status 201) is accepted as an instant
+        room (XEP-0045 §10.1.2), as Gajim, Conversations and poezio do."""
         client.send(f"<presence to='{ROOM_JID}/{nick}'><x xmlns='{NS_MUC}'>{muc}</x></presence>")
         own = await client.wait_for(lambda e: from_room(ROOM_JID, nick)(e) and 110 in statuses(e))
         await client.wait_for(lambda e: e.name == "message" and e.subject is not None)
+        if instant and 201 in statuses(own):
+            self.assert_ok(await self.iq(client, "set", ROOM_JID, f"<query xmlns='{NS_MUC_OWNER}'>"
+                                                                  "<x xmlns='jabber:x:data' type='submit'/></query>"))
         return own
 
     async def refused_join(self, client, nick, muc="") -> str | None:
@@ -329,7 +334,7 @@ class RoomDoorsTestCase(DoorsTestCase):
     async def room_with_alice(self, **config):
         """alice (legacy) creates the room as its owner and configures it."""
         alice = await self.online("alice", "phone")
-        await self.join(alice, "Alice")
+        await self.join(alice, "Alice", instant=not config)
         if config:
             await self.configure(alice, **config)
         return alice

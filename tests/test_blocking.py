@@ -318,7 +318,10 @@ class Enforcement(BlockingTestCase):
         eve = await self.online("eve")
         for client, nick in ((alice, "Alice"), (eve, "Eve")):
             client.send(f"<presence to='{ROOM_JID}/{nick}'><x xmlns='{NS_MUC}'/></presence>")
-            await client.wait_for(lambda e, n=nick: from_room(ROOM_JID, n)(e) and 110 in statuses(e))
+            own = await client.wait_for(lambda e, n=nick: from_room(ROOM_JID, n)(e) and 110 in statuses(e))
+            if 201 in statuses(own):  # a new room is locked until its owner accepts it (XEP-0045 §10.1.2)
+                self.assert_ok(await self.iq(client, "set", ROOM_JID, f"<query xmlns='{NS_MUC}#owner'>"
+                                                                      "<x xmlns='jabber:x:data' type='submit'/></query>"))
         self.assert_ok(await self.block(alice, f"{ROOM_JID}/Eve"))
         eve.send(f"<message to='{ROOM_JID}/Alice' type='chat'><body>private</body></message>")
         eve.send(f"<message to='{ROOM_JID}' type='groupchat'><body>public</body></message>")

@@ -73,7 +73,7 @@ class Admission(RoomDoorsTestCase):
 
     async def test_locked_room(self):
         alice = await self.online("alice", "phone")
-        await self.join(alice, "Alice")
+        await self.join(alice, "Alice", instant=False)
         self.assert_ok(await self.iq(alice, "get", ROOM_JID, f"<query xmlns='{NS_MUC_OWNER}'/>"))  # reserved
         eve = await self.online("eve", "lair")
         self.assert_error(await self.items(eve, CHAT, ROOM), "item-not-found")
@@ -137,6 +137,22 @@ class Leaving(RoomDoorsTestCase):
         self.assertIsNone(await self.subscription_of(bob.jid))
         self.say(alice, "after bob")
         await alice.wait_for(groupchat("after bob"))
+
+    async def test_native_bare_jid_occupant_leaves_with_its_last_session(self):
+        """A bare-JID occupancy stands for all the account's resources: it
+        ends when the last of them does, not before."""
+        alice = await self.room_with_alice()
+        desk = await self.online("bob", "desk")
+        phone = await self.online("bob", "phone")
+        self.assert_ok(await self.subscribe(desk, CHAT, ROOM, jid=BOB, options={"roomnick": "Bob"}))
+        await alice.wait_for(from_room(ROOM_JID, "Bob"))
+        await self.logout(desk)
+        await self.settle(phone, alice)
+        self.nothing(alice, from_room(ROOM_JID, "Bob", "unavailable"))
+        self.assertIsNotNone(await self.subscription_of(BOB))
+        await self.logout(phone)
+        await alice.wait_for(from_room(ROOM_JID, "Bob", "unavailable"))
+        self.assertIsNone(await self.subscription_of(BOB))
 
     async def test_destroyed_room_tells_native_occupants(self):
         alice = await self.room_with_alice()

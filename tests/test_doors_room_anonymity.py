@@ -14,12 +14,14 @@ from tests.doors_helpers import (
     CAROL,
     CHAT,
     EVE,
+    NODE_CONFIG,
     NS_USER,
     ROOM,
     ROOM_JID,
     RoomDoorsTestCase,
     chat_item,
     event_on,
+    form,
     from_room,
     groupchat,
 )
@@ -159,3 +161,30 @@ class SemiAnonymousThroughBothDoors(RoomDoorsTestCase):
         seen = await bob.wait_for(groupchat("forged"))
         self.assertEqual(seen["from"], f"{ROOM_JID}/Carol")
         self.assertNotIn(ALICE, "".join(await self.history()))
+
+    async def test_a_bad_whois_is_refused_and_changes_nothing(self):
+        alice = await self.room_with_alice()
+        for values in (["everyone"], ["anyone", "moderators"], []):
+            with self.subTest(values=values):
+                field = "".join(f"<value>{v}</value>" for v in values)
+                reply = await self.iq(alice, "set", ROOM_JID,
+                                      "<query xmlns='http://jabber.org/protocol/muc#owner'>"
+                                      "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+                                      "<value>http://jabber.org/protocol/muc#roomconfig</value></field>"
+                                      f"<field var='muc#roomconfig_whois'>{field}</field></x></query>")
+                self.assert_error(reply, "not-acceptable")
+        node = await self.server.storage.get_node(CHAT, ROOM)
+        self.assertEqual(node.config.extra["muc"]["muc#roomconfig_whois"], "moderators")
+
+    async def test_a_participant_cannot_make_the_room_non_anonymous(self):
+        alice, bob, carol = await self.full_room()
+        reply = await self.iq(bob, "set", ROOM_JID, "<query xmlns='http://jabber.org/protocol/muc#owner'>"
+                                                    "<x xmlns='jabber:x:data' type='submit'><field "
+                                                    "var='muc#roomconfig_whois'><value>anyone</value></field>"
+                                                    "</x></query>")
+        self.assert_error(reply, "forbidden")
+        self.assert_error(await self.pubsub(carol, "set", CHAT, f"<configure node='{ROOM}'>"
+                                                                f"{form(NODE_CONFIG, {'pubsub#title': 'x'})}"
+                                                                "</configure>", owner=True), "forbidden")
+        node = await self.server.storage.get_node(CHAT, ROOM)
+        self.assertEqual(node.config.extra["muc"]["muc#roomconfig_whois"], "moderators")

@@ -44,12 +44,18 @@ class RoomTestCase(ServerTestCase):
         await client.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == client.jid)
         return client
 
-    async def join(self, client, nick, muc="", expect_ok=True):
+    async def join(self, client, nick, muc="", expect_ok=True, instant=True):
+        """A room it creates (201) it accepts as an instant room, as Gajim,
+        Conversations and poezio do (XEP-0045 §10.1.2)."""
         client.send(f"<presence to='{ROOM}/{nick}'><x xmlns='{NS_MUC}'>{muc}</x></presence>")
         if not expect_ok:
             return await client.wait_for(error_presence)
         own = await client.wait_for(lambda e: from_room(nick)(e) and 110 in statuses(e))
         await client.wait_for(lambda e: e.name == "message" and e.subject is not None)
+        if instant and 201 in statuses(own):
+            client.send(f"<iq type='set' to='{ROOM}' id='instant'><query xmlns='{NS_MUC}#owner'>"
+                        "<x xmlns='jabber:x:data' type='submit'/></query></iq>")
+            await client.wait_for(is_result("instant"))
         return own
 
     def say(self, client, body, to=ROOM, type="groupchat"):
@@ -217,7 +223,7 @@ class EntryRules(RoomTestCase):
 
     async def test_reserved_room_is_locked_until_configured(self):
         juliet = await self.online("juliet")
-        await self.join(juliet, "JC")
+        await self.join(juliet, "JC", instant=False)
         juliet.send(f"<iq type='get' to='{ROOM}' id='form'><query xmlns='{NS_MUC}#owner'/></iq>")
         await juliet.wait_for(is_result("form"))
         romeo = await self.online("romeo")
@@ -238,7 +244,7 @@ class EntryRules(RoomTestCase):
 
     async def test_cancelled_initial_configuration_destroys_the_room(self):
         juliet = await self.online("juliet")
-        await self.join(juliet, "JC")
+        await self.join(juliet, "JC", instant=False)
         juliet.send(f"<iq type='get' to='{ROOM}' id='form'><query xmlns='{NS_MUC}#owner'/></iq>")
         await juliet.wait_for(is_result("form"))
         juliet.send(f"<iq type='set' to='{ROOM}' id='cancel'><query xmlns='{NS_MUC}#owner'>"

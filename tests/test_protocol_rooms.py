@@ -4,7 +4,6 @@ over real sockets (the rest of the issue is in test_protocol_correctness.py).
 One class per numbered item; a test fails until its item is fixed.
 """
 
-from tests.server_helpers import open_item
 from tests.doors_helpers import (
     BOB,
     CHAT,
@@ -65,13 +64,13 @@ class OwnerForms(RoomsTestCase):
 
     async def test_empty_submit_makes_an_instant_room(self):
         alice = await self.online("alice", "phone")
-        own = await self.join(alice, "Alice")
+        own = await self.join(alice, "Alice", instant=False)
         self.assertIn(201, statuses(own))
         self.assert_ok(await self.owner_set(alice, "<x xmlns='jabber:x:data' type='submit'/>"))
 
     async def test_form_type_without_type_hidden(self):
         alice = await self.online("alice", "phone")
-        await self.join(alice, "Alice")
+        await self.join(alice, "Alice", instant=False)
         x = ("<x xmlns='jabber:x:data' type='submit'>"
              f"<field var='FORM_TYPE'><value>{ROOMCONFIG}</value></field>"
              "<field var='muc#roomconfig_roomname'><value>The Den</value></field></x>")
@@ -79,10 +78,9 @@ class OwnerForms(RoomsTestCase):
         reply = self.assert_ok(await self.iq(alice, "get", ROOM_JID, f"<query xmlns='{NS_INFO}'/>"))
         self.assertIn("The Den", reply.toXml())
 
-    @open_item('open: issue 11 item 2 (rooms are not yet locked until the owner accepts the configuration)')
     async def test_room_is_locked_until_the_owner_accepts(self):
         alice = await self.online("alice", "phone")
-        own = await self.join(alice, "Alice")
+        own = await self.join(alice, "Alice", instant=False)
         self.assertIn(201, statuses(own))
         bob = await self.online("bob", "desk")
         bob.send(f"<presence to='{ROOM_JID}/Bob'><x xmlns='{NS_MUC}'/></presence>")
@@ -91,6 +89,54 @@ class OwnerForms(RoomsTestCase):
         self.assertEqual([(e.getAttribute("type"), error_condition(e)) for e in answers],
                          [("error", "item-not-found")], [e.toXml() for e in answers])
         self.assert_ok(await self.owner_set(alice, "<x xmlns='jabber:x:data' type='submit'/>"))
+        await self.join(bob, "Bob")
+
+    async def test_only_the_owner_unlocks(self):
+        alice = await self.online("alice", "phone")
+        await self.join(alice, "Alice", instant=False)
+        eve = await self.online("eve", "lair")
+        self.assert_error(await self.owner_set(eve, "<x xmlns='jabber:x:data' type='submit'/>"), "forbidden")
+        self.assert_error(await self.owner_set(eve, "<x xmlns='jabber:x:data' type='cancel'/>"), "forbidden")
+        self.assertEqual(await self.refused_join(eve, "Eve"), "item-not-found")
+        self.assertIsNotNone(await self.server.storage.get_node(CHAT, ROOM))
+
+    async def test_locked_through_the_other_door_too(self):
+        """The lock is the room kind's admission rule: a native subscribe, or a
+        history read, by anyone but the owner is refused as if no room existed."""
+        alice = await self.online("alice", "phone")
+        await self.join(alice, "Alice", instant=False)
+        bob = await self.online("bob", "native")
+        self.assert_error(await self.native_join(bob, "Bob"), "item-not-found")
+        self.assert_error(await self.items(bob, CHAT, ROOM), "item-not-found")
+        self.assertIsNone(await self.subscription_of(bob.jid))
+        self.assert_ok(await self.owner_set(alice, "<x xmlns='jabber:x:data' type='submit'/>"))
+        self.assert_ok(await self.native_join(bob, "Bob"))
+
+    async def test_a_room_made_through_xep_0060_is_instant(self):
+        """Our reading: XEP-0207 §5's subscribe tells its maker nothing like 201."""
+        bob = await self.online("bob", "native")
+        self.assert_ok(await self.native_join(bob, "Bob"))
+        carol = await self.online("carol", "desk")
+        own = await self.join(carol, "Carol")
+        self.assertNotIn(201, statuses(own))
+
+    async def test_a_groupchat_1_0_join_makes_an_open_room(self):
+        """A join without the MUC <x/> (XEP-0045 §7.2.1's older protocol) cannot
+        know about 201: its room is not locked (Prosody does the same)."""
+        alice = await self.online("alice", "phone")
+        alice.send(f"<presence to='{ROOM_JID}/Alice'/>")
+        await alice.wait_for(lambda e: from_room(ROOM_JID, "Alice")(e) and 201 in statuses(e))
+        bob = await self.online("bob", "desk")
+        await self.join(bob, "Bob")
+
+    async def test_the_lock_expires(self):
+        """An owner who never answers 201 does not keep the room shut forever:
+        it opens after the kind's ``lock_timeout`` (300 s, as Prosody's
+        muc_room_lock_timeout); here the timeout is zero."""
+        self.server.engine.kind_of(CHAT, ROOM).lock_timeout = 0
+        alice = await self.online("alice", "phone")
+        await self.join(alice, "Alice", instant=False)
+        bob = await self.online("bob", "desk")
         await self.join(bob, "Bob")
 
 
@@ -260,6 +306,36 @@ class SemiAnonymous(RoomsTestCase):
         await bob.wait_for(status_message(172), timeout=5)
         await self.configure(alice, whois="moderators")
         await bob.wait_for(status_message(173), timeout=5)
+
+
+class NativeSubject(RoomsTestCase):
+    """XEP-0207 §5: a subject change published through XEP-0060 is the same
+    change as XEP-0045 §8.1's message: newcomers are sent it (§7.2.16), once,
+    from the occupant who set it; who may set it is the room kind's rule."""
+
+    async def test_a_native_subject_is_the_room_subject(self):
+        alice = await self.open_room(changesubject="1")
+        carol = await self.online("carol", "native")
+        self.assert_ok(await self.native_join(carol, "Carol"))
+        self.assert_ok(await self.publish(carol, CHAT, ROOM, "<message xmlns='jabber:client'>"
+                                                             "<subject>set natively</subject></message>"))
+        await alice.wait_for(lambda e: subject_message(e) and str(e.subject) == "set natively")
+        await self.settle(carol, alice)
+        bob = await self.online("bob", "desk")
+        await self.join(bob, "Bob")
+        await self.settle(bob)
+        subjects = [(e["from"], str(e.subject)) for e in bob.stanzas if subject_message(e)]
+        self.assertEqual(subjects, [(f"{ROOM_JID}/Carol", "set natively")])
+
+    async def test_a_participant_may_not_where_the_room_says_so(self):
+        alice = await self.open_room()
+        carol = await self.online("carol", "native")
+        self.assert_ok(await self.native_join(carol, "Carol"))
+        self.assert_error(await self.publish(carol, CHAT, ROOM, "<message xmlns='jabber:client'>"
+                                                                "<subject>coup</subject></message>"), "forbidden")
+        await self.settle(carol, alice)
+        node = await self.server.storage.get_node(CHAT, ROOM)
+        self.assertNotEqual(node.config.extra.get("subject"), "coup")
 
 
 class SmallerNits(RoomsTestCase):

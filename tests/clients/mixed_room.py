@@ -29,6 +29,8 @@ async def main():
     # join_muc_wait checks XEP-0045's order: occupants, own presence, history, subject.
     presence, subject, occupants, history = await muc_a.join_muc_wait(ROOM, "Alice", maxstanzas=0)
     report["alice_codes"] = sorted(int(c) for c in presence["muc"]["status_codes"])
+    if 201 in report["alice_codes"]:  # XEP-0045 §10.1.2: she accepts an instant room
+        await muc_a.set_room_config(ROOM, Form())
     bob_arrives = asyncio.get_running_loop().create_future()
     alice.add_event_handler(f"muc::{ROOM}::got_online",
                             lambda p: p["muc"]["nick"] == "Bob" and not bob_arrives.done() and bob_arrives.set_result(p))

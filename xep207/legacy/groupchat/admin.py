@@ -8,14 +8,25 @@ XEP-0060; this module announces the outcome in XEP-0045's presences.
 
 from __future__ import annotations
 
+from xml.sax.saxutils import quoteattr
+
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
 from xep207.legacy.groupchat.occupants import Occupants
-from xep207.legacy.groupchat.rooms import NS_ADMIN, Rooms
-from xep207.pubsub.kinds.room import ADMIN, ROLE, Occupant, Room, muc_affiliation, pubsub_affiliation
+from xep207.legacy.groupchat.rooms import NS_ADMIN, NS_USER, Rooms
+from xep207.legacy.render import Template
+from xep207.pubsub.kinds.room import (
+    ADMIN,
+    ROLE,
+    Occupant,
+    Room,
+    may_read_affiliations,
+    muc_affiliation,
+    pubsub_affiliation,
+)
 from xep207.storage.records import MEMBER, NONE, OUTCAST, OWNER, bare
 
 
@@ -28,9 +39,13 @@ class Admin:
         sender = bare(iq["from"])
         affiliations = await self.rooms.storage.get_affiliations(self.rooms.domain, room.node.node_id)
         mine = muc_affiliation(affiliations.get(sender, NONE), sender, room.admins)
-        if mine not in (OWNER, ADMIN) and not (iq["type"] == "set" and await self._is_moderator(room, iq["from"])):
-            raise StanzaError("forbidden", text="only admins and moderators")
         items = list(iq.query.elements(NS_ADMIN, "item"))
+        listing = iq["type"] == "get" and bool(items) and items[0].getAttribute("role") is None \
+            and items[0].getAttribute("affiliation") is not None
+        if listing and may_read_affiliations(room, mine):
+            pass  # the room kind's rule, the same as for an XEP-0060 affiliations get
+        elif mine not in (OWNER, ADMIN) and not (iq["type"] == "set" and await self._is_moderator(room, iq["from"])):
+            raise StanzaError("forbidden", text="only admins and moderators")
         if iq["type"] == "get":
             response = xmlstream.toResponse(iq, "result")
             await self._list(room, items, affiliations, response.addElement((NS_ADMIN, "query")))
@@ -100,6 +115,8 @@ class Admin:
         reloaded = await rooms.room(room.node.node_id)
         assert reloaded is not None, "configured just now"
         room = reloaded
+        if not any(bare(o.jid) == entity for o in occupants):
+            self._tell_absent(room, occupants, entity, affiliation)
         for occupant in occupants:
             if bare(occupant.jid) != entity:
                 continue
@@ -111,6 +128,23 @@ class Admin:
                 updated = next((o for o in await rooms.occupants(room) if o.jid == occupant.jid), occupant)
                 await self._announce(room, updated)
                 await self._reveal(room, occupant, updated)
+
+    def _tell_absent(self, room: Room, occupants: list[Occupant], entity: str, affiliation: str) -> None:
+        """The affiliation of someone not in the room changed (XEP-0045 §9.3–9.4):
+        the occupants who may see JIDs learn of it from the room (as Prosody
+        tells them, and as Conversations keeps a private group's member list),
+        and the user is told out of band (status 101)."""
+        rooms = self.rooms
+        item = f"<item affiliation={quoteattr(affiliation)} jid={quoteattr(entity)}/>"
+        told = Template.around(f"<message from={quoteattr(rooms.jid(room))}><x xmlns='{NS_USER}'>{item}</x></message>",
+                               "message")
+        for occupant in occupants:
+            if room.shows_jids_to(occupant.role):
+                rooms.router.deliver_serialized(occupant.jid, told.to(occupant.jid))
+        stanza = domish.Element((None, "message"))
+        stanza["from"], stanza["to"] = rooms.jid(room), entity
+        stanza.addRawXml(f"<x xmlns='{NS_USER}'>{item}<status code='101'/></x>")
+        rooms.router.route(stanza)
 
     async def _set_role(self, room: Room, item: domish.Element, actor: str) -> None:
         """A kick or a role change, checked by the room kind like any

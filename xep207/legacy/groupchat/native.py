@@ -14,8 +14,9 @@ from twisted.python import log
 
 from xep207.legacy.groupchat.occupants import THIS_IS_YOU, Occupants
 from xep207.legacy.groupchat.rooms import Rooms
-from xep207.pubsub.kinds.room import NICK, Occupant
+from xep207.pubsub.kinds.room import NICK, Occupant, nick_of
 from xep207.storage.records import NONE, OUTCAST, SUBSCRIBED, VIA_PUBSUB, bare
+from xep207.xmlutil import parse_stanza
 
 
 class NativeBridge:
@@ -73,6 +74,27 @@ class NativeBridge:
             if subscription.via != VIA_PUBSUB:
                 self.occupants.send(self.occupants.presence(room, occupant, type="unavailable", children="",
                                                             statuses=kicked + THIS_IS_YOU), [occupant])
+
+    def on_published(self, node, item, requestor) -> defer.Deferred | None:
+        """A subject change published through XEP-0060 becomes the room's
+        subject, which newcomers are sent (§7.2.16), as one sent through
+        XEP-0045 does (that door records it before publishing: nothing to do then).
+        On every publish: a substring test, no storage read, unless a subject."""
+        if node.service != self.rooms.domain or "<subject" not in item.payload:
+            return None
+        d = defer.ensureDeferred(self._record_subject(node.node_id, item))
+        return d.addErrback(log.err, "recording a native subject change failed")
+
+    async def _record_subject(self, name: str, item) -> None:
+        subject = next((c for c in parse_stanza(item.payload).elements() if c.name == "subject"), None)
+        room = await self.rooms.room(name)
+        if subject is None or room is None:
+            return
+        nick = nick_of(item.payload)
+        sender = self.rooms.jid(room, nick)
+        extra = room.node.config.extra
+        if (extra.get("subject"), extra.get("subject_from")) != (str(subject), sender):
+            await self.rooms.configure(room, subject=str(subject), subject_from=sender)
 
     async def _why_removed(self, room, change) -> tuple[int, ...]:
         """XEP-0045 status codes for a departure someone else caused."""

@@ -8,8 +8,7 @@ left here is XEP-0045's announcements, in XEP-0045's order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 from xml.sax.saxutils import escape, quoteattr
 
 from twisted.internet import defer
@@ -28,21 +27,22 @@ from xep207.storage.records import NONE, VIA_LEGACY, bare
 THIS_IS_YOU = (110,)
 
 
-@dataclass(frozen=True)
 class RoomPresence:
-    """One occupant's presence, serialized with its real JID and without:
-    a semi-anonymous room shows the JID to moderators only (§7.2.4), and
-    to the occupant itself."""
+    """One occupant's presence, with its real JID and without: a
+    semi-anonymous room shows the JID to moderators only (§7.2.4), and to
+    the occupant itself. Each form is serialized once, when first needed."""
 
-    room: Room
-    about: str  # the bare JID it is about
-    with_jid: Template
-    without_jid: Template
+    def __init__(self, room: Room, about: str, build: Callable[[bool], Template]):
+        self.room = room
+        self.about = about  # the bare JID it is about
+        self._build = build
+        self._built: dict[bool, Template] = {}
 
     def for_recipient(self, recipient: Occupant) -> Template:
-        if self.room.shows_jids_to(recipient.role) or bare(recipient.jid) == self.about:
-            return self.with_jid
-        return self.without_jid
+        shown = self.room.shows_jids_to(recipient.role) or bare(recipient.jid) == self.about
+        if shown not in self._built:
+            self._built[shown] = self._build(shown)
+        return self._built[shown]
 
 
 class Occupants:
@@ -61,14 +61,13 @@ class Occupants:
         codes = "".join(f"<status code='{code}'/>" for code in statuses)
         sender = self.rooms.jid(room, occupant.nick)
 
-        def serialized(jid: str) -> Template:
+        def serialized(with_jid: bool) -> Template:
+            jid = f" jid={quoteattr(occupant.jid)}" if with_jid else ""
             item = (f"<item affiliation={quoteattr(occupant.affiliation)} role={quoteattr(occupant.role)}"
                     f"{jid}{item_extra}/>")
             return Template.presence(sender, type, f"{children}<x xmlns='{NS_USER}'>{item}{codes}</x>")
 
-        with_jid = serialized(f" jid={quoteattr(occupant.jid)}")
-        return RoomPresence(room, bare(occupant.jid), with_jid,
-                            with_jid if room.non_anonymous else serialized(""))
+        return RoomPresence(room, bare(occupant.jid), serialized)
 
     def send(self, presence: "RoomPresence", recipients: Iterable[Occupant]) -> None:
         for recipient in recipients:
@@ -130,10 +129,10 @@ class Occupants:
         subscription = await rooms.engine.subscribe(sender, rooms.domain, name, sender, options, via=VIA_LEGACY)
         room = await rooms.room(name)
         assert room is not None, "the subscription has just made or found it"
-        if created:
-            rooms.fresh.add(name)
-        else:
-            rooms.fresh.discard(name)  # someone else is in: it is an instant room now
+        if created and muc is None:
+            # A groupchat 1.0 join (no MUC <x/>) knows nothing of status 201:
+            # its room opens at once, as Prosody's does.
+            await rooms.configure(room, locked=False)
         occupants = [o for o in await rooms.occupants(room) if o.jid != sender]
         affiliation = await rooms.affiliation(room, sender)
         rooms.presences[(name, sender)] = children
@@ -211,14 +210,17 @@ class Occupants:
             await self.rooms.end(room)
 
     def session_gone(self, session) -> defer.Deferred:
-        """A session that ends leaves every room it is in."""
+        """A session that ends leaves every room it is in; the last one of an
+        account also ends the account's bare-JID (native) occupancies, whose
+        resources have all gone (an occupant is a connected session)."""
         async def leave_all():
             rooms = self.rooms
+            gone = {session.full} if rooms.router.resources(session.bare) else {session.full, session.bare}
             for subscription in await rooms.storage.get_entity_subscriptions(session.bare, rooms.domain):
-                if subscription.subscriber == session.full and subscription.options.get(NICK):
+                if subscription.subscriber in gone and subscription.options.get(NICK):
                     room = await rooms.room(subscription.node_id)
                     if room is not None:
-                        await self.leave(room, session.full)
+                        await self.leave(room, subscription.subscriber)
 
         d = defer.ensureDeferred(leave_all())
         return d.addErrback(log.err, f"leaving rooms for {session.full} failed")

@@ -1,5 +1,6 @@
-"""muc#owner (XEP-0045 §10): the room configuration form, the lock on a
-reserved room until its creator configures it, and destroying a room.
+"""muc#owner (XEP-0045 §10): the room configuration form (whose submission,
+even the empty instant-room one, lifts the lock a new room starts with), and
+destroying a room.
 
 The form's settings are kept in the room node's configuration, and the ones
 XEP-0060 knows (members-only, history length, title) are mirrored onto its
@@ -52,14 +53,6 @@ class Owner:
         if await self.rooms.affiliation(room, iq["from"]) != OWNER:
             raise StanzaError("forbidden", text="only owners configure rooms")
         if iq["type"] == "get":
-            if room.node.node_id in self.rooms.fresh:
-                # XEP-0045 §10.1.3: the creator asked for the form before anyone
-                # came in, so this is a reserved room: locked until configured.
-                self.rooms.fresh.discard(room.node.node_id)
-                await self.rooms.configure(room, locked=True)
-                reloaded = await self.rooms.room(room.node.node_id)
-                assert reloaded is not None, "configured just now"
-                room = reloaded
             response = xmlstream.toResponse(iq, "result")
             response.addElement((NS_OWNER, "query")).addChild(self._form(room).toElement())
             return response
@@ -71,7 +64,7 @@ class Owner:
         if form is None:
             raise StanzaError("bad-request", text="submit a muc#roomconfig form")
         if form.formType == "cancel":
-            if room.node.config.extra.get("locked"):
+            if room.locked:
                 await self.destroy(room)  # §10.1.3: the initial configuration was cancelled
             return xmlstream.toResponse(iq, "result")
         await self._configure(room, form)
@@ -121,7 +114,6 @@ class Owner:
             if not str(settings[number]).isdigit():
                 raise StanzaError("not-acceptable", text=f"{number} must be a number")
         history = max(1, min(int(settings["muc#roomconfig_historylength"]), rooms.engine.max_items_limit))
-        rooms.fresh.discard(room.node.node_id)
         mirrored = {"pubsub#access_model": "whitelist" if truth(settings["muc#roomconfig_membersonly"]) else "open",
                     "pubsub#max_items": str(history), "pubsub#title": settings["muc#roomconfig_roomname"]}
         await rooms.configure(room, mirrored, muc=settings, locked=False)

@@ -4,8 +4,7 @@ XEP-0045 needs that the room nodes do not keep.
 The rules are the room kind's (``xep207.pubsub.kinds.room``) and occupancy is
 the engine's subscriptions. Kept here, in memory, is only what legacy
 rendering needs besides: the presence each occupant last sent, the nick it
-was announced under, rooms still waiting for their first configuration, and
-departures the XEP-0045 side is announcing itself.
+was announced under, and departures the XEP-0045 side is announcing itself.
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ class Rooms:
         self.trusted = Trusted(domain)  # the service's own bookkeeping
         self.presences: dict[Key, str] = {}  # the presence children an occupant last sent
         self.nicks: dict[Key, str] = {}  # the nick an occupant was announced under
-        self.fresh: set[str] = set()  # rooms whose creator may still ask to configure first
         self.leaving: set[Key] = set()  # departures the XEP-0045 side announces itself
         self.renaming: set[Key] = set()  # nick changes the XEP-0045 side announces itself
 

@@ -15,9 +15,9 @@ from wokkel import disco
 from wokkel.subprotocols import XMPPHandler
 from zope.interface import implementer
 
-from xep207.hooks import SESSION_UNBOUND, SUBSCRIPTION_CHANGED
+from xep207.hooks import ITEM_PUBLISHED, SESSION_UNBOUND, SUBSCRIPTION_CHANGED
 from xep207.inflight import InFlight
-from xep207.legacy.groupchat import discovery
+from xep207.legacy.groupchat import discovery, selfping
 from xep207.legacy.groupchat.admin import Admin
 from xep207.legacy.groupchat.messages import Messages
 from xep207.legacy.groupchat.native import NativeBridge
@@ -46,6 +46,7 @@ class GroupchatService(XMPPHandler):
         self.in_flight = InFlight()  # room work under way, for a clean shutdown
         router.hooks.add(SESSION_UNBOUND, self.occupants.session_gone)
         router.hooks.add(SUBSCRIPTION_CHANGED, self.native.on_subscription_change)
+        engine.hooks.add(ITEM_PUBLISHED, self.native.on_published)
 
     # Stanzas in ------------------------------------------------------------------
 
@@ -54,6 +55,7 @@ class GroupchatService(XMPPHandler):
         self.xmlstream.addObserver("/message", self._on_stanza)
         self.xmlstream.addObserver(f"/iq/query[@xmlns='{NS_OWNER}']", self._on_stanza)
         self.xmlstream.addObserver(f"/iq/query[@xmlns='{NS_ADMIN}']", self._on_stanza)
+        self.xmlstream.addObserver(selfping.PING_REQUEST, self._on_stanza)
 
     def _on_stanza(self, stanza):
         if getattr(stanza, "handled", False):
@@ -93,6 +95,8 @@ class GroupchatService(XMPPHandler):
         return await self.messages.on_message(stanza, to.user, to.resource)
 
     async def _on_iq(self, iq, to):
+        if next(iq.elements(selfping.NS_PING, "ping"), None) is not None:
+            return self.send(await selfping.answer(self.rooms, iq, to))
         if to.user is None or to.resource is not None:
             raise StanzaError("service-unavailable")
         room = await self.rooms.room(to.user)

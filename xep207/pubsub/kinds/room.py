@@ -14,6 +14,7 @@ function, as Prosody's ``plugins/muc/*.lib.lua`` are.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Final, Literal, Mapping, Sequence
 from xml.sax.saxutils import unescape
@@ -42,6 +43,7 @@ from xep207.storage.records import (
     Item,
     Node,
     NodeConfig,
+    VIA_LEGACY,
     Subscription,
     Via,
     bare,
@@ -54,6 +56,10 @@ PASSWORD_OPTION = "muc#password"  # the XEP-0060 door's way to give a room passw
 ROOM_OPTIONS = (NICK, PASSWORD_OPTION, "pubsub#deliver", ROLE)
 NS_NICK = "http://jabber.org/protocol/nick"  # XEP-0172: the sender's room nick, kept in the item
 ROLES = ("visitor", "participant", "moderator")
+# How long a new room waits for its owner's configuration before it opens by
+# itself (Prosody's muc_room_lock_timeout): a client that ignores status 201
+# still gets a usable room.
+LOCK_TIMEOUT = 300.0
 
 # XEP-0045 affiliation <-> pubsub affiliation.
 MucAffiliation = Literal["owner", "admin", "member", "none", "outcast"]
@@ -129,7 +135,13 @@ class Room:
 
     @property
     def locked(self) -> bool:
-        return bool(self.node.config.extra.get("locked"))
+        """XEP-0045 §10.1.1: a new room admits nobody but its owners until
+        they accept a configuration, or the lock expires (the stored value is
+        when; ``True``, as older versions stored it, never expires)."""
+        until = self.node.config.extra.get("locked")
+        if until is True:
+            return True
+        return isinstance(until, (int, float)) and not isinstance(until, bool) and time.time() < until
 
     @property
     def max_users(self) -> int:
@@ -137,6 +149,10 @@ class Room:
             return int(self["maxusers"] or 0)
         except ValueError:
             return 0
+
+
+def unlocked(config: NodeConfig) -> NodeConfig:
+    return config.replace(extra={k: v for k, v in config.extra.items() if k != "locked"})
 
 
 @dataclass(frozen=True)
@@ -177,6 +193,13 @@ async def occupants_of(engine, room: Room,
         found.append(Occupant(subscription.subscriber, str(nick), affiliation,
                               role_of(room, affiliation, subscription), subscription))
     return sorted(found, key=lambda o: o.nick)
+
+
+def occupant_of(occupants: Sequence[Occupant], jid: str) -> Occupant | None:
+    """``jid``'s occupancy: as a full JID, or as the bare JID a native
+    occupant may have joined with (then all its resources are in)."""
+    return next((o for o in occupants if o.jid == jid), None) or \
+        next((o for o in occupants if o.jid == bare(jid)), None)
 
 
 @dataclass(frozen=True)
@@ -245,6 +268,15 @@ def valid_nick(nick: str | None) -> str:
     return prepared
 
 
+def may_read_affiliations(room: "Room", affiliation: MucAffiliation) -> bool:
+    """XEP-0045 §9.5: admins and owners read the affiliation lists; so do the
+    members of a members-only non-anonymous room (Prosody's rule), as OMEMO
+    clients such as Conversations need every member's JID to encrypt to."""
+    if affiliation in (OWNER, ADMIN):
+        return True
+    return affiliation == MEMBER and room.flag("membersonly") and room.non_anonymous
+
+
 def may_change_subject(room: "Room", role: str) -> bool:
     """XEP-0045 §8.1: moderators, or everyone with voice if the room says so."""
     return role == "moderator" or (room.flag("changesubject") and role != "visitor")
@@ -253,9 +285,10 @@ def may_change_subject(room: "Room", role: str) -> bool:
 class RoomKind(NodeKind):
     name: ClassVar[NodeKindName] = "room"
 
-    def __init__(self, chat_domain: str, max_history: int = 50):
+    def __init__(self, chat_domain: str, max_history: int = 50, lock_timeout: float = LOCK_TIMEOUT):
         self.chat_domain = chat_domain
         self.max_history = max_history
+        self.lock_timeout = lock_timeout
 
     def claims(self, engine, service: str, node_id: str) -> bool:
         return service == self.chat_domain
@@ -264,7 +297,7 @@ class RoomKind(NodeKind):
         return engine.default_config.replace(
             access_model="open", publish_model="subscribers", persist_items=True,
             max_items=self.max_history, notification_type="groupchat",
-            extra={KIND_FIELD: "room", "muc": dict(DEFAULT_ROOM)})
+            extra={KIND_FIELD: "room", "muc": dict(DEFAULT_ROOM), "locked": time.time() + self.lock_timeout})
 
     async def check_create(self, engine, requestor, service, node_id, values) -> None:
         raise errors.forbidden(text="rooms are made by joining them")
@@ -286,6 +319,10 @@ class RoomKind(NodeKind):
                            publishers: Sequence[str], via: Via) -> None:
         await engine.storage.set_affiliation(node.service, node.node_id, node.service, OWNER)
         await engine.storage.set_affiliation(node.service, node.node_id, node.creator, OWNER)
+        if via != VIA_LEGACY:
+            # A room made by an XEP-0060 subscribe is an instant room: its maker
+            # gets no status 201 to tell it to configure (XEP-0207 §5 has none).
+            await engine.storage.set_node_config(node.service, node.node_id, unlocked(node.config))
 
     # Who is who ---------------------------------------------------------------------
 
@@ -297,9 +334,7 @@ class RoomKind(NodeKind):
     async def _occupant(self, access: Access, jid: str) -> Occupant | None:
         occupants = await occupants_of(access.engine, Room(access.node), access.affiliations,
                                        await access.subscriptions())
-        # A native occupant may have joined with its bare JID.
-        return next((o for o in occupants if o.jid == jid), None) or \
-            next((o for o in occupants if o.jid == bare(jid)), None)
+        return occupant_of(occupants, jid)
 
     async def _is_moderator(self, access: Access) -> bool:
         if access.trusted or self._muc(access, access.requestor) in (OWNER, ADMIN):
@@ -401,6 +436,9 @@ class RoomKind(NodeKind):
     async def check_owner(self, access: Access, operation: str) -> None:
         if operation == "subscriptions" and await self._is_moderator(access):
             return  # moderators kick (XEP-0045 §8.2)
+        if operation == "affiliations" and \
+                may_read_affiliations(Room(access.node), self._muc(access, access.requestor)):
+            return  # the affiliation list; changes are check_affiliation_change's
         if operation == "delete":
             raise errors.forbidden(text="destroy rooms with http://jabber.org/protocol/muc#owner")
         await super().check_owner(access, operation)
