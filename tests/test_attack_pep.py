@@ -119,3 +119,92 @@ class PhotoType(DoorsTestCase):
         await self.settle(alice)
         got = self.assert_ok(await self.iq(alice, "get", None, f"<vCard xmlns='{VCARD}'/>"))
         self.assertNotIn("text/html", got.toXml())
+
+
+class Held(DoorsTestCase):
+    """Attacks that the kinds already refused (kept as regression tests)."""
+
+    async def test_publish_options_never_loosen_other_kinds(self):
+        alice, eve = await self.online("alice"), await self.online("eve")
+        self.assert_ok(await self.iq(alice, "set", None, "<block xmlns='urn:xmpp:blocking'>"
+                                                         "<item jid='spam@example.org'/></block>"))
+        loosen = {"pubsub#access_model": "open"}
+        for node in ("roster", "blocklist", "mam-prefs", "urn:xmpp:push:0", "jabber:iq:private", BOOKMARKS):
+            reply = await self.publish(alice, ALICE, node, "<x xmlns='urn:example:x'/>", publish_options=loosen)
+            self.assertEqual(reply["type"], "error", f"{node}: {reply.toXml()}")
+            if node in ("jabber:iq:private", BOOKMARKS):  # made by this publish: options not silently dropped
+                self.assert_error(reply, "conflict", "precondition-not-met")
+            answers = await self.answers(eve, ALICE, node)
+            self.assertEqual({v for v in answers.values()}, {("error", "item-not-found", None)}, (node, answers))
+        # The presence node stays 'authorize': a stranger's subscription waits for alice.
+        reply = await self.publish(alice, ALICE, "presence", "<x xmlns='urn:example:x'/>", publish_options=loosen)
+        self.assertEqual(reply["type"], "error", reply.toXml())
+        config = self.assert_ok(await self.pubsub(alice, "get", ALICE, "<configure node='presence'/>", owner=True))
+        self.assertIn("<value>authorize</value>", config.toXml())
+
+    async def test_stranger_subscribing_to_a_presence_access_node_gets_no_last_item(self):
+        alice, eve = await self.online("alice"), await self.online("eve")
+        self.assert_ok(await self.publish(alice, ALICE, "urn:xmpp:omemo:2:devices",
+                                          "<devices xmlns='urn:xmpp:omemo:2'><device id='1'/></devices>",
+                                          item_id="current"))
+        self.assert_error(await self.subscribe(eve, ALICE, "urn:xmpp:omemo:2:devices"),
+                          "not-authorized", "presence-subscription-required")
+        since = len(eve.stanzas)
+        await self.settle(alice, eve)
+        self.nothing(eve, lambda e: e.name == "message", since)
+
+    async def test_avatar_metadata_naming_anothers_data_converts_nothing(self):
+        alice, eve = await self.online("alice"), await self.online("eve")
+        data = base64.b64encode(PNG).decode()
+        digest = hashlib.sha1(PNG).hexdigest()
+        self.assert_ok(await self.publish(alice, ALICE, AVATAR_DATA, f"<data xmlns='{AVATAR_DATA}'>{data}</data>",
+                                          item_id=digest))
+        metadata = (f"<metadata xmlns='{AVATAR_METADATA}'><info id='{digest}' bytes='{len(PNG)}' "
+                    "type='image/png'/></metadata>")
+        self.assert_ok(await self.publish(eve, EVE, AVATAR_METADATA, metadata, item_id=digest))
+        await self.server.avatars.settled(EVE)
+        got = self.assert_ok(await self.iq(eve, "get", None, f"<vCard xmlns='{VCARD}'/>"))
+        self.assertNotIn("BINVAL", got.toXml())
+        # Nor may eve publish into alice's avatar nodes.
+        self.assert_failed(await self.publish(eve, ALICE, AVATAR_DATA, f"<data xmlns='{AVATAR_DATA}'>{data}</data>",
+                                              item_id=digest))
+
+    async def test_xep0048_and_xep0402_writes_interleaved_stay_one_copy(self):
+        alice = await self.online("alice")
+        second = await self.online("alice", resource="other")
+        storage = ("<storage xmlns='storage:bookmarks'><conference jid='a@chat.localhost'/>"
+                   "<conference jid='b@chat.localhost'/></storage>")
+        legacy = self.iq(alice, "set", None, f"<query xmlns='jabber:iq:private'>{storage}</query>")
+        native = self.publish(second, ALICE, BOOKMARKS, f"<conference xmlns='{BOOKMARKS}' name='C'/>",
+                              item_id="c@chat.localhost")
+        self.assert_ok(await legacy)
+        self.assert_ok(await native)
+        items = self.assert_ok(await self.items(alice, ALICE, BOOKMARKS))
+        ids = sorted(self.item_ids(items))
+        self.assertEqual(ids, ["a@chat.localhost", "b@chat.localhost", "c@chat.localhost"])
+        # Retract through one door, read through the other.
+        self.assert_ok(await self.retract(second, ALICE, BOOKMARKS, "b@chat.localhost"))
+        got = self.assert_ok(await self.iq(alice, "get", None,
+                                           "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/>"
+                                           "</query>"))
+        xml = got.toXml()
+        self.assertNotIn("b@chat", xml)
+        self.assertEqual(xml.count("<conference"), 2, xml)
+
+
+class PublishOptionsOnCreation(DoorsTestCase):
+    async def test_a_kinds_node_made_by_a_publish_checks_the_options(self):
+        """XEP-0060 §7.1.5: options the new node cannot have are precondition-not-met,
+        not silently dropped (the client would believe its bookmarks open)."""
+        alice = await self.online("alice")
+        self.assert_error(await self.publish(alice, ALICE, BOOKMARKS, f"<conference xmlns='{BOOKMARKS}'/>",
+                                             item_id="a@chat.localhost",
+                                             publish_options={"pubsub#access_model": "open"}),
+                          "conflict", "precondition-not-met")
+        # XEP-0402 §5's own options describe the kind's node: accepted on creation.
+        self.assert_ok(await self.publish(alice, ALICE, BOOKMARKS, f"<conference xmlns='{BOOKMARKS}'/>",
+                                          item_id="a@chat.localhost",
+                                          publish_options={"pubsub#persist_items": "true",
+                                                           "pubsub#max_items": "max",
+                                                           "pubsub#send_last_published_item": "never",
+                                                           "pubsub#access_model": "whitelist"}))

@@ -442,8 +442,8 @@ class PubSubEngine:
         generic = target is self.generic or target.publish_options_configure
         kind, access, created = await self._access_or_create(
             requestor, service, node_id, "publish", via, options if generic else None)
-        if created:
-            options = None
+        if created and generic:
+            options = None  # they were the configuration; a kind's own config is checked below
         node = access.node
         if not access.trusted:
             await kind.check_publish(access)  # permission first: preconditions leak nothing
