@@ -5,6 +5,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.pg import Cluster, shared_cluster
+from tests.test_storage import BackendExtras
 from xep207.storage import StorageUnavailable
 from xep207.storage.postgresql import SCHEMA_VERSION, PostgreSQLStorage
 from xep207.storage.records import Item, Node, NodeConfig, Subscription
@@ -12,7 +13,7 @@ from xep207.testing import StorageContract
 from xep207.testing.contract import account
 
 
-class PostgreSQLContract(StorageContract, unittest.TestCase):
+class PostgreSQLContract(StorageContract, BackendExtras, unittest.TestCase):
     def make_storage(self):
         self.url = shared_cluster().new_database()
         return PostgreSQLStorage(self.url)

@@ -11,12 +11,62 @@ from twisted.trial import unittest
 
 from xep207.storage import open_storage
 from xep207.storage.memory import MemoryStorage
+from xep207.storage.records import (OWNER, PENDING, PUBLISHER, SUBSCRIBED, VIA_LEGACY, Item, Node, NodeConfig,
+                                    Subscription)
 from xep207.storage.sqlite import SCHEMA_VERSION, SQLiteStorage
 from xep207.testing import StorageContract
 
 from tests.peers import temp_dir
 
+S = "pubsub.example.org"
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class BackendExtras:
+    """What the bundled backends do beyond the contract (item counts kept by
+    SQLite's writer; the SQL backends' one-statement node state)."""
+
+    async def test_limit_kept_after_deletes_purges_and_replaces(self):
+        """A backend that remembers item counts (SQLite) trims exactly as one
+        that counts every time, whatever removed items in between."""
+        for i in range(4):
+            await self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), 3)
+        await self.storage.delete_items(S, "a", ["i2"])
+        for i in range(4, 6):
+            await self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), 3)
+        self.assertEqual([i.item_id for i in (await self.storage.page_items(S, "a")).items], ["i3", "i4", "i5"])
+        await self.storage.put_item(S, "a", Item("i4", "<p n='2'/>", "x@example.org"), 3)  # a replace
+        self.assertEqual([i.item_id for i in (await self.storage.page_items(S, "a")).items], ["i3", "i5", "i4"])
+        await self.storage.purge_items(S, "a")
+        for i in range(6, 10):
+            await self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), 2)
+        self.assertEqual([i.item_id for i in (await self.storage.page_items(S, "a")).items], ["i8", "i9"])
+        await self.storage.create_node(Node(S, "a", NodeConfig(), "o@example.org"))
+        await self.storage.delete_node(S, "a")
+        await self.storage.put_item(S, "a", Item("j", "<p/>", "x@example.org"), 2)
+        self.assertEqual([i.item_id for i in (await self.storage.page_items(S, "a")).items], ["j"])
+
+    async def test_node_state_in_one_read(self):
+        """``get_node_state``, where a backend offers it, answers what the
+        three reads it replaces answer."""
+        read = getattr(self.storage, "get_node_state", None)
+        if read is None:
+            raise AssertionError("the SQL backends read node state in one statement")
+        self.assertEqual(await read(S, "missing"), (None, {}, []))
+        config = NodeConfig(access_model="whitelist", max_items=5, extra={"muc#x": "1"})
+        await self.storage.create_node(Node(S, "n", config, "o@example.org", 2.5))
+        self.assertEqual(await read(S, "n"), (await self.storage.get_node(S, "n"), {}, []))
+        await self.storage.set_affiliation(S, "n", "o@example.org", OWNER)
+        await self.storage.set_affiliation(S, "n", "p@example.org", PUBLISHER)
+        await self.storage.set_subscription(Subscription(S, "n", "a@example.org/r", SUBSCRIBED,
+                                                         options={"pubsub#deliver": "1"}, via=VIA_LEGACY))
+        await self.storage.set_subscription(Subscription(S, "n", "b@example.org", PENDING))
+        node, affiliations, subscriptions = await read(S, "n")
+        self.assertEqual(node, await self.storage.get_node(S, "n"))
+        self.assertEqual(affiliations, await self.storage.get_affiliations(S, "n"))
+        self.assertEqual(sorted(subscriptions, key=lambda s: s.subscriber),
+                         sorted(await self.storage.get_subscriptions(S, "n"), key=lambda s: s.subscriber))
 
 
 class MemoryContract(StorageContract, unittest.TestCase):
@@ -26,7 +76,7 @@ class MemoryContract(StorageContract, unittest.TestCase):
         return MemoryStorage()
 
 
-class SQLiteContract(StorageContract, unittest.TestCase):
+class SQLiteContract(StorageContract, BackendExtras, unittest.TestCase):
     def make_storage(self):
         self.path = os.path.join(temp_dir(self), "contract.sqlite")
         return SQLiteStorage("sqlite:///" + self.path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.application import internet, service
 from twisted.internet import defer
@@ -26,14 +26,32 @@ from xep207.storage.interface import IStorage
 KINDS = ("message", "presence", "iq")
 OFFLINE_REFRESH = 30.0  # seconds between counts of waiting offline messages
 
-STANZAS_IN = Counter("xep207_stanzas_received", "Stanzas received from client sessions, by kind.",
-                     ["kind"])
-STANZAS_OUT = Counter("xep207_stanzas_sent", "Stanzas sent to client sessions, by kind.", ["kind"])
-_IN = {kind: STANZAS_IN.labels(kind) for kind in (*KINDS, "other")}
-_OUT = {kind: STANZAS_OUT.labels(kind) for kind in (*KINDS, "other")}
-_OTHER_IN, _OTHER_OUT = _IN["other"], _OUT["other"]
+
+
+class _StanzaCounts:
+    """Stanzas to and from client sessions, by kind: plain integers bumped on
+    the reactor thread (a prometheus ``Counter`` takes a lock per increment,
+    twice per message), read when scraped."""
+
+    def __init__(self) -> None:
+        self.received = dict.fromkeys((*KINDS, "other"), 0)
+        self.sent = dict.fromkeys((*KINDS, "other"), 0)
+
+    def collect(self):
+        for name, doc, counts in (
+                ("xep207_stanzas_received", "Stanzas received from client sessions, by kind.", self.received),
+                ("xep207_stanzas_sent", "Stanzas sent to client sessions, by kind.", self.sent)):
+            family = CounterMetricFamily(name, doc, labels=["kind"])
+            for kind, count in counts.items():
+                family.add_metric([kind], count)
+            yield family
+
+
+STANZA_COUNTS = _StanzaCounts()
+REGISTRY.register(STANZA_COUNTS)
+_RECEIVED, _SENT = STANZA_COUNTS.received, STANZA_COUNTS.sent
 # Serialized stanzas start with their name: '<m', '<p', '<i'.
-_OUT_BY_INITIAL = {kind[0]: _OUT[kind] for kind in KINDS}
+_KIND_BY_INITIAL = {kind[0]: kind for kind in KINDS}
 
 LOGINS = Counter("xep207_logins", "Successful SASL authentications.")
 AUTH_FAILURES = Counter("xep207_auth_failures", "Failed SASL authentications, by RFC 6120 condition.",
@@ -47,15 +65,17 @@ STORAGE_FAILURES = Counter("xep207_storage_failures", "Storage operations that f
 
 def received(stanza) -> None:
     """A stanza from a client session."""
-    _IN.get(stanza.name, _OTHER_IN).inc()
+    name = stanza.name
+    _RECEIVED[name if name in _RECEIVED else "other"] += 1
 
 
 def sent(stanza) -> None:
     """A stanza (an Element or serialized text) to a client session."""
     if isinstance(stanza, str):
-        _OUT_BY_INITIAL.get(stanza[1:2], _OTHER_OUT).inc()
+        _SENT[_KIND_BY_INITIAL.get(stanza[1:2], "other")] += 1
     else:
-        _OUT.get(stanza.name, _OTHER_OUT).inc()
+        name = stanza.name
+        _SENT[name if name in _SENT else "other"] += 1
 
 
 # Storage ----------------------------------------------------------------------------

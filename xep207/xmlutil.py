@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from xml.sax.saxutils import unescape
+
 from twisted.words.xish import domish
+
+# The ``to`` attribute of a serialized stanza's start tag (domish writes
+# attributes quoted with ' and escapes &, <, > and ' inside them).
+_START_TAG_TO = re.compile(r"""<[^\s>/]+(?:\s+[^\s=>]+=(?:'[^']*'|"[^"]*"))*?\s+to=(?:'([^']*)'|"([^"]*)")""")
+_ENTITIES = {"&apos;": "'", "&quot;": '"'}
 
 
 def parse_stanza(text: str, namespace: str = "jabber:client") -> domish.Element:
@@ -17,6 +25,16 @@ def parse_stanza(text: str, namespace: str = "jabber:client") -> domish.Element:
     if len(children) != 1:
         raise ValueError(f"expected one stanza, got {len(children)}")
     return children[0]
+
+
+def addressed_to(text: str) -> str:
+    """The ``to`` of one serialized stanza, read off its start tag (the
+    renderers need only that of a stored message: no parse)."""
+    match = _START_TAG_TO.match(text)
+    if match is None:
+        return ""
+    value = match.group(1) if match.group(1) is not None else match.group(2)
+    return unescape(value, _ENTITIES) if "&" in value else value
 
 
 def answer_iq(send, iq, coroutine) -> None:

@@ -20,6 +20,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from wokkel import data_form
 from wokkel.subprotocols import XMPPHandler
 
+from xep207.jids import bare_jid
 from xep207.legacy.chat import NS_DELAY, NS_FORWARD, pair_node_id, stamp
 from xep207.pubsub.kinds import ROSTER_NODE, pair_parties
 from xep207.pubsub.kinds.mamprefs import MAM_PREFS_NODE, Prefs, prefs_of
@@ -71,9 +72,15 @@ class ArchiveHandler(XMPPHandler):
             raise StanzaError("forbidden", text="an archive belongs to its account")
         query = iq.query
         fields = {}
-        form = data_form.findForm(query, NS_MAM)
+        try:
+            form = data_form.findForm(query, NS_MAM)
+        except data_form.Error as exc:  # a field twice, a field without var: the client's error
+            raise StanzaError("bad-request", text=f"malformed form: {exc}")
         if form is not None:
             fields = {k: v for k, v in form.getValues().items() if k != "FORM_TYPE"}
+        for var, value in fields.items():
+            if var != "ids" and isinstance(value, list):
+                raise StanzaError("bad-request", text=f"the field {var} takes one value")
         with_jid = fields.get("with")
         start, end = _parse_time(fields.get("start")), _parse_time(fields.get("end"))
         rsm = {child.name: str(child) for s in query.elements(NS_RSM, "set") for child in s.elements()}
@@ -93,10 +100,11 @@ class ArchiveHandler(XMPPHandler):
             chosen = items[:limit]  # XEP-0313: from the beginning, chronologically
             first_index = 0
         else:
-            page = page_of(items, limit, after, before)
-            if not page.items and (after or before) and items and not (
-                    (after and after == items[-1].item_id) or (before and before == items[0].item_id)):
+            known = {i.item_id for i in items}
+            if (after and after not in known) or (before and before not in known):
+                # XEP-0059 §2.6, the same for an id of nobody's and of someone else's.
                 raise StanzaError("item-not-found", text="no such archive id to page from")
+            page = page_of(items, limit, after, before)
             chosen, first_index = list(page.items), page.first_index
 
         queryid = query.getAttribute("queryid")
@@ -130,8 +138,8 @@ class ArchiveHandler(XMPPHandler):
         service = self.chat.pubsub_domain
         if with_jid:
             try:
-                contact = jidlib.JID(with_jid).userhost()
-            except jidlib.InvalidFormat:
+                contact = bare_jid(with_jid)  # RFC 7622's limits, as everywhere
+            except (jidlib.InvalidFormat, ValueError):
                 raise StanzaError("bad-request", text="invalid with")
             node_ids = [pair_node_id(user, contact)]
         else:

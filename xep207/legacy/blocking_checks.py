@@ -16,6 +16,7 @@ from xep207.pubsub import errors
 from xep207.pubsub.blocking import BlockIndex
 from xep207.pubsub.events import RETRACT
 from xep207.pubsub.kinds import PRESENCE_NODE
+from xep207.pubsub.kinds.room import nick_of
 
 
 PRIORITY = 90  # before every capture (chat would store the message), after PubSubUsage
@@ -73,7 +74,11 @@ class BlockGate:
     @staticmethod
     def senders(event) -> tuple[str, ...]:
         if event.node_kind == "room":
-            return (f"{event.node_id}@{event.service}",)  # occupants speak as the room
+            # Occupants speak as room/nick (never as their real JID: filtering on
+            # that would tell the blocker which nick is whom in a semi-anonymous room).
+            room = f"{event.node_id}@{event.service}"
+            nicks = (nick_of(item.payload) for item in event.items)
+            return (room, *dict.fromkeys(f"{room}/{nick}" for nick in nicks if nick))
         found = []
         if "@" in event.service:
             found.append(event.service)  # an account's PEP node: the account speaks

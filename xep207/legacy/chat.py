@@ -19,15 +19,17 @@ import datetime
 from xml.sax.saxutils import quoteattr
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.xish import domish
 
 from xep207.hooks import STANZA
+from xep207.jids import parse_jid
 from xep207.pubsub.events import ITEMS, Event, Recipient
 from xep207.pubsub.kinds import Trusted, pair_node_id
 from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind
 from xep207.storage.records import VIA_LEGACY, bare
-from xep207.xmlutil import parse_stanza, restamped
+from xep207.xmlutil import addressed_to, restamped
 
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_FORWARD = "urn:xmpp:forward:0"
@@ -74,7 +76,7 @@ class ChatCapture:
         self.engine = engine
         self.storage = engine.storage
         self.pubsub_domain = pubsub_domain
-        self._locks: dict[str, defer.DeferredLock] = {}
+        self._handing: dict[str, defer.Deferred] = {}  # pair node -> its last message's hand-off
         router.hooks.add(STANZA, self.intercept)
 
     def is_chat_node(self, service: str, node_id: str) -> bool:
@@ -89,7 +91,10 @@ class ChatCapture:
         to = stanza.getAttribute("to")
         if not to:
             return False
-        target = jidlib.JID(to)
+        try:
+            target = parse_jid(to)  # prepared once per distinct string (xep207.jids)
+        except jidlib.InvalidFormat:
+            return False  # the router answers jid-malformed
         if target.host != self.router.domain or target.user is None:
             return False
         contact = target.userhost()
@@ -100,19 +105,42 @@ class ChatCapture:
         node_id = pair_node_id(session.bare, contact)
         # A client's own <stanza-id/> claims what only an archive says (XEP-0359 §4).
         payload = restamped(without_stanza_ids(stanza), session.full).toXml()
-        # One conversation at a time per pair: messages keep their order, and
-        # each sees the offline mark the one before it left.
-        lock = self._locks.setdefault(node_id, defer.DeferredLock())
-        await lock.acquire()
-        try:
-            # The pair kind creates the node on a party's first message,
-            # whichever door it came through.
-            await self.engine.publish(session.full, self.pubsub_domain, node_id, [(None, payload)],
-                                      vetted=True, via=VIA_LEGACY)
-        finally:
-            lock.release()
-            if not lock.locked and not lock.waiting:
-                self._locks.pop(node_id, None)
+        # One pair's messages reach storage in the order they were captured:
+        # each waits until the one before has been handed to the writer (not
+        # until it is committed; the writer keeps the order). The first one
+        # of a pair creates the node before the next goes on.
+        before = self._handing.get(node_id)
+        turn: defer.Deferred = defer.Deferred()  # fires once this message is in storage's queue
+        self._handing[node_id] = turn
+        if before is not None and not before.called:
+            await before
+        handed: defer.Deferred = defer.Deferred()  # the same, or this message's failure
+
+        def queued() -> None:
+            if not turn.called:
+                if self._handing.get(node_id) is turn:
+                    del self._handing[node_id]
+                turn.callback(None)
+            if not handed.called:
+                handed.callback(None)
+
+        def finished(result):
+            if not handed.called:
+                queued_first = False
+                handed.callback(result)  # refused before storage: the router bounces it
+            else:
+                queued_first = True
+            queued()
+            if queued_first and isinstance(result, Failure):
+                self.router.route_failed(result, stanza)  # failed in storage, after the hand-off
+            return None
+
+        # The pair kind creates the node on a party's first message,
+        # whichever door it came through.
+        done = self.engine.publish(session.full, self.pubsub_domain, node_id, [(None, payload)],
+                                   vetted=True, via=VIA_LEGACY, queued=queued)
+        self.router.in_flight.track(done.addBoth(finished))
+        await handed  # the session's next stanza may go on
         return True
 
     # Rendering -------------------------------------------------------------------
@@ -177,8 +205,7 @@ class PairRendering:
             if event.replay:
                 payload = with_child(payload, f"<delay xmlns='{NS_DELAY}' from={quoteattr(chat.router.domain)}"
                                               f" stamp='{stamp(item.published)}'/>")
-            self.items.append((item.publisher, parse_stanza(item.payload).getAttribute("to", ""), payload,
-                               item.item_id))
+            self.items.append((item.publisher, addressed_to(item.payload), payload, item.item_id))
         self._targets: dict[str, list] = {}
         self._stamped: dict[tuple[str, str], str] = {}
 

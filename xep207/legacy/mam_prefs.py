@@ -34,7 +34,8 @@ class MamPrefsHandler(XMPPHandler):
         return []
 
     def connectionInitialized(self):
-        self.xmlstream.addObserver(f"/iq/prefs[@xmlns='{NS_MAM}']", self._on_prefs)
+        for type in ("get", "set"):  # never answer an answer (RFC 6120 §8.2.3)
+            self.xmlstream.addObserver(f"/iq[@type='{type}']/prefs[@xmlns='{NS_MAM}']", self._on_prefs)
 
     def _on_prefs(self, iq):
         answer_iq(self.send, iq, self._handle(iq))

@@ -8,6 +8,8 @@ chat add theirs).
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import Iterable, Protocol
 from xml.sax.saxutils import quoteattr
@@ -16,6 +18,12 @@ from xep207.pubsub.kinds import PRESENCE_NODE
 from xep207.pubsub.kinds.account import REQUEST_EXTENSIONS
 from xep207.pubsub.events import ITEMS, RETRACT, SUBSCRIPTION, AuthorizationRequest, Event
 from xep207.storage.records import SUBSCRIBED, bare
+
+
+@functools.lru_cache(maxsize=16384)
+def quoted(jid: str) -> str:
+    """``quoteattr`` for the few thousand addresses a fan-out writes over and over."""
+    return quoteattr(jid)
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,7 @@ class Template:
     tail: str
 
     def to(self, recipient: str) -> str:
-        return self.head + quoteattr(recipient) + self.tail
+        return self.head + quoted(recipient) + self.tail
 
     @classmethod
     def around(cls, stanza: str, name: str) -> "Template":

@@ -48,8 +48,10 @@ class SubscriptionCapture:
         session = getattr(stanza, "session", None)
         if stanza.name != "message" or session is None:
             return False
+        if stanza.getAttribute("to", self.router.domain) not in (self.router.domain, session.bare):
+            return False  # a message to someone else (every chat message): no form search
         form = authorization_answer(stanza)
-        if form is None or stanza.getAttribute("to", self.router.domain) not in (self.router.domain, session.bare):
+        if form is None:
             return False
         try:
             node_id, subscriber, allow, subid = parse_authorization_answer(form)

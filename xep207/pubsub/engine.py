@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from twisted.internet import defer
 
@@ -78,6 +78,28 @@ def returns_deferred(method):
     return wrapper
 
 
+KIND_CACHE_SIZE = 65536
+
+
+_UNDECIDED = object()
+
+
+def _without_reads(node: Node, entity: str, affiliations) -> Exception | None | object:
+    """The access-model answer for a bare JID when affiliations and the model
+    alone decide it (no roster or presence read), else ``_UNDECIDED``."""
+    affiliation = affiliations.get(entity, NONE)
+    if affiliation == OUTCAST:
+        return errors.forbidden()
+    if affiliation in MAY_RETRIEVE:
+        return None
+    model = node.config.access_model
+    if model in ("open", "authorize"):
+        return None
+    if model == "whitelist":
+        return errors.closed_node()
+    return _UNDECIDED
+
+
 def _truthy(value) -> bool:
     return value in (True, "1", "true", 1)
 
@@ -119,21 +141,49 @@ class PubSubEngine:
             call_later = reactor.callLater
         self._call_later = call_later
         self.hooks = hooks or Hooks()
+        # Accounts being deleted: kinds refuse to create nodes naming them (a
+        # pair node made half-way would outlive the account, for a new owner
+        # of the name to read).
+        self.retiring: set[str] = set()
         # Most specific first; the generic kind claims whatever is left.
         self.kinds: list[NodeKind] = [*kinds, PresenceKind(), RosterKind(), BlocklistKind(),
                                        MamPrefsKind(), LastActivityKind()]
         self.generic = NodeKind()
+        # A kind claims a node by its service and name alone, so the answer is
+        # remembered (bounded; forgotten when a kind is added).
+        self._kind_cache: dict[tuple[str, str], NodeKind] = {}
+        # A cached node's metadata, read without a Deferred (``CachingStorage``).
+        self._peek = getattr(storage, "peek_node", None)
+        # Without a cache: the node and its metadata in one read, where the
+        # backend offers it (the SQL ones).
+        self._read_state = None if self._peek is not None else getattr(storage, "get_node_state", None)
+        # Whether storage runs operations in the order they were issued (one
+        # writer: SQLite's thread, memory:); a pool of connections does not.
+        self._ordered_writes = bool(getattr(storage, "ordered_writes", False))
+        # What kinds derive from a node's cached metadata (a room's occupants),
+        # keyed by node, valid while the cache hands out the same objects.
+        self.derived: dict[tuple[str, str], tuple] = {}
         self.blocks = BlockIndex(self.hooks, self.is_pep)  # XEP-0191, from the blocklist nodes
 
     def add_kind(self, kind: NodeKind) -> None:
         """A kind added later (a plugin, a service) is asked before the built-in ones."""
         self.kinds.insert(0, kind)
+        self._kind_cache.clear()
 
     def kind_of(self, service: str, node_id: str) -> NodeKind:
+        key = (service, node_id)
+        found = self._kind_cache.get(key)
+        if found is not None:
+            return found
+        found = self.generic
         for kind in self.kinds:
             if kind.claims(self, service, node_id):
-                return kind
-        return self.generic
+                found = kind
+                break
+        if len(self._kind_cache) >= KIND_CACHE_SIZE:
+            self._kind_cache.clear()
+        self._kind_cache[key] = found
+        return found
 
     # Services, nodes and affiliations ---------------------------------------
 
@@ -166,13 +216,48 @@ class PubSubEngine:
         if not node_id:
             raise errors.bad_request("nodeid-required")
         kind = self.kind_of(service, node_id)
-        node = await self.storage.get_node(service, node_id)
-        if node is None:
-            return kind, None
-        access = Access(self, node, requestor, await self._affiliations(node))
+        access = self._cached_access(requestor, service, node_id)
+        if access is None and self._read_state is not None:
+            node, affiliations, subscriptions = await self._read_state(service, node_id)
+            if node is None:
+                return kind, None
+            if self.is_pep(service):
+                affiliations[service] = OWNER
+            access = Access(self, node, requestor, affiliations)
+            access._read["subscriptions"] = subscriptions
+        if access is None:
+            node = await self.storage.get_node(service, node_id)
+            if node is None:
+                return kind, None
+            access = Access(self, node, requestor, await self._affiliations(node))
         if not access.trusted and not await kind.visible(access):
             raise errors.item_not_found()
         return kind, access
+
+    def cached_metadata(self, service: str, node_id: str) -> tuple | None:
+        """``(node, affiliations, subscriptions)`` as the storage cache holds them
+        (the same objects until a write replaces them), or None. Read only."""
+        return self._peek(service, node_id) if self._peek is not None else None
+
+    def remember_derived(self, key: tuple[str, str], value: tuple) -> None:
+        if len(self.derived) >= KIND_CACHE_SIZE:
+            self.derived.clear()
+        self.derived[key] = value
+
+    def _cached_access(self, requestor: str, service: str, node_id: str) -> Access | None:
+        """``Access`` from the storage cache alone (no read, no Deferred), when
+        the node, its affiliations and its subscriptions are all cached."""
+        if self._peek is None:
+            return None
+        state = self._peek(service, node_id)
+        if state is None:
+            return None
+        node, affiliations, subscriptions = state
+        if self.is_pep(service):  # the cache's own objects are read, never changed
+            affiliations = {**affiliations, service: OWNER}
+        access = Access(self, node, requestor, affiliations)
+        access._read["subscriptions"] = subscriptions
+        return access
 
     async def _owner_access(self, requestor, service, node_id, operation) -> tuple[NodeKind, Access]:
         kind, access = await self._access(requestor, service, node_id)
@@ -373,29 +458,41 @@ class PubSubEngine:
     def _owners(self, node: Node, affiliations: Mapping[str, AffiliationName]) -> list[str]:
         return sorted(e for e, a in affiliations.items() if a == OWNER)
 
+    def block_error(self, entity: str, service: str) -> Exception | None:
+        """XEP-0191 between ``entity`` (who asks) and the account ``service``:
+        nothing from an account reaches whom it blocked, nor anything from whom
+        one blocked; whichever door asks. None on a service that is no account."""
+        if not self.blocks:
+            return None
+        service = bare(service)
+        if not self.is_pep(service) or bare(entity) == service:
+            return None
+        if self.blocks.blocks(service, entity):
+            return errors.StanzaError("service-unavailable")
+        if self.blocks.blocks(bare(entity), service):
+            return errors.blocked()
+        return None
+
+    def _blocked_subscriber(self, access: Access, subscriber: str) -> Exception | None:
+        """An owner subscribing someone else (XEP-0060 §8.8.2, §8.6): not across
+        a block, between the subscriber and the account whose node it is or
+        the owner who asks (a node of the pubsub service belongs to no account)."""
+        return self.block_error(access.requestor, subscriber) or self.block_error(access.service, subscriber)
+
     async def access_error(self, node: Node, entity: str, affiliations,
                            presence_cache: dict | None = None) -> Exception | None:
         """Why ``entity`` may not subscribe to or read ``node`` by its access
         model, or None. Shared by subscribe, retrieve and notification so
         that the three can never disagree."""
         entity = bare(entity)
-        if self.blocks and entity != node.service and self.is_pep(node.service):
-            # XEP-0191: nothing from an account reaches whom it blocked, nor
-            # anything from whom one blocked; whichever door asks.
-            if self.blocks.blocks(node.service, entity):
-                return errors.StanzaError("service-unavailable")
-            if self.blocks.blocks(entity, node.service):
-                return errors.blocked()
-        affiliation = affiliations.get(entity, NONE)
-        if affiliation == OUTCAST:
-            return errors.forbidden()
-        if affiliation in MAY_RETRIEVE:
-            return None
+        blocked = self.block_error(entity, node.service)
+        if blocked is not None:
+            return blocked
+        verdict = _without_reads(node, entity, affiliations)
+        if verdict is not _UNDECIDED:
+            assert verdict is None or isinstance(verdict, Exception)
+            return verdict
         model = node.config.access_model
-        if model in ("open", "authorize"):
-            return None
-        if model == "whitelist":
-            return errors.closed_node()
         owners = self._owners(node, affiliations)
         for owner in owners:
             if presence_cache is None:
@@ -421,13 +518,19 @@ class PubSubEngine:
         self, requestor: str, service: str, node_id: str,
         items: Sequence[tuple[str | None, str]],
         options: Mapping[str, object] | None = None, *, vetted: bool = False,
-        via: Via = VIA_PUBSUB,
+        via: Via = VIA_PUBSUB, queued: Callable[[], object] | None = None,
     ) -> list[str]:
         """Publish ``items`` as (item id or None, serialized payload) pairs.
 
         Fires with the item ids, generated where none was given. ``vetted``:
         the payload was built by a capture from a stanza it already stamped,
-        so the kind's vetting (which parses) need not run again.
+        so the kind's vetting (which parses) need not run again. ``queued``
+        is called as soon as the item's write is issued where storage runs
+        operations in the order issued (``ordered_writes``: one writer), so
+        that whatever comes next sees it and its consequences (an offline
+        mark) without waiting for the commit; a caller keeping stanzas in
+        order may go on from there. Elsewhere (a pool of connections) it is
+        not called: the caller goes on when the publish is done.
         """
         if not node_id:
             raise errors.bad_request("nodeid-required")
@@ -466,16 +569,22 @@ class PubSubEngine:
                 await kind.check_overwrite(access, existing[0])
         item = Item(item_id or new_id(), payload, requestor)
         if config.persist_items:
-            item = await self.storage.put_item(service, node_id, item, config.max_items)
+            stored = self.storage.put_item(service, node_id, item, config.max_items)
+            if queued is not None and self._ordered_writes:
+                queued()  # whatever is issued next runs after it
+            item = await stored
+        elif queued is not None and self._ordered_writes:
+            queued()
         self.hooks.fire(ITEM_PUBLISHED, node, item, requestor)
         if config.deliver_notifications:
             recipients = await self._recipients(node, access.affiliations, await access.subscriptions())
-            undelivered = self._deliver(
+            undelivered = self.sink.deliver(
                 Event(service, node_id, ITEMS, items=(item,),
                       include_payloads=config.deliver_payloads,
                       notification_type=config.notification_type,
-                      reply_to=kind.reply_to(access, item)),
-                recipients, node)
+                      reply_to=kind.reply_to(access, item),
+                      node_kind=kind.name),
+                recipients)
             for recipient in undelivered or ():
                 await kind.undelivered(self, node, item, recipient)
         return [item.item_id]
@@ -691,8 +800,9 @@ class PubSubEngine:
         for subscriber, state in changes:
             subscriber = kind.subscriber_key(subscriber)
             existing = await self.storage.get_subscription(service, node_id, subscriber)
-            if not access.trusted and not await kind.check_subscription_change(
-                    access, subscriber, state, existing):
+            if not access.trusted and (
+                    (state == SUBSCRIBED and self._blocked_subscriber(access, subscriber) is not None)
+                    or not await kind.check_subscription_change(access, subscriber, state, existing)):
                 failed.append((subscriber, state))
                 continue
             if state == NONE:
@@ -752,6 +862,11 @@ class PubSubEngine:
         subscription = await self.storage.get_subscription(service, node_id, subscriber)
         if subscription is None or subscription.state != PENDING:
             raise errors.StanzaError("unexpected-request", text="no pending subscription")
+        if allow and not access.trusted:
+            # XEP-0191: a legacy 'subscribed' across a block is dropped; this door neither approves.
+            blocked = self._blocked_subscriber(access, subscriber)
+            if blocked is not None:
+                raise blocked
         if subid and subid != subscription.subid:
             raise errors.not_acceptable("invalid-subid")
         if allow:
@@ -781,8 +896,12 @@ class PubSubEngine:
 
     @returns_deferred
     async def delete_account(self, actor: Trusted, account: str) -> None:
-        await self.delete_account_data(actor, account)
-        await self.storage.delete_account(account)
+        self.retiring.add(account)
+        try:
+            await self.delete_account_data(actor, account)
+            await self.storage.delete_account(account)
+        finally:
+            self.retiring.discard(account)
 
     @returns_deferred
     async def delete_account_data(self, actor: Trusted, account: str) -> None:
@@ -867,12 +986,21 @@ class PubSubEngine:
 
         recipients = []
         seen = set()
+        quick_ok = not (self.blocks and self.is_pep(node.service))
         for subscription in subscriptions:
             if subscription.state != SUBSCRIBED:
                 continue
-            if not _truthy(subscription.options.get("pubsub#deliver", True)):
+            deliver = subscription.options.get("pubsub#deliver", True)
+            if deliver is not True and not _truthy(deliver):
                 continue
-            if await may_receive(bare(subscription.subscriber)):
+            entity = bare(subscription.subscriber)
+            # Most subscribers are decided by affiliation and access model alone.
+            verdict = allowed.get(entity)
+            if verdict is None:
+                # (where blocking applies, access_error asks the block lists first)
+                quick = _without_reads(node, entity, affiliations) if quick_ok else _UNDECIDED
+                verdict = allowed[entity] = (quick is None) if quick is not _UNDECIDED else await may_receive(entity)
+            if verdict:
                 recipients.append(Recipient(subscription.subscriber, subscription))
                 seen.add(subscription.subscriber)
         if self.interest is not None and self.is_pep(node.service):

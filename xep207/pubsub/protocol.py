@@ -442,7 +442,10 @@ class PubSubProtocol(PubSubService):
 
     def _onPubSubRequest(self, iq):
         # wokkel builds its own PubSubRequest here; ours parses more.
-        request = Request.fromElement(iq)
+        try:
+            request = Request.fromElement(iq)
+        except data_form.Error as exc:  # a field twice, a field without var: the client's error
+            return defer.fail(errors.bad_request(text=f"malformed form: {exc}"))
         if request.recipient is None or not self.accepts(request.recipient.full()):
             return defer.fail(error.StanzaError("service-unavailable"))
         resource = self.resource.locateResource(request)

@@ -23,6 +23,10 @@ password change
     ``<reset/>`` (RFC 6120 §4.9.3.16: its credentials were revoked), as Prosody
     does. The session that changed its own password (XEP-0077 §3.3) stays;
     an administrator's change (socket, XEP-0133) ends them all.
+
+Both revoke the account's credentials in the router: a stream that began
+authenticating before may not bind afterwards (``reset``, ``not-authorized``);
+it would outlive the change, or bind as a new account that took the name.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from twisted.python import log
+from twisted.words.protocols.jabber import jid as jidlib
 
 from xep207.hooks import STANZA
 from xep207.pubsub.kinds import PRESENCE_NODE
@@ -64,6 +69,9 @@ class AccountControl:
         self.engine = server.engine
         self.domain = server.domain
         self._leaving: set[str] = set()
+        # Names only the operator may create (the --admin accounts): whoever
+        # registered one in-band would hold its rights.
+        self.reserved: set[str] = set()
         # Before everything (the pubsub-usage observer is at 100): a leaving
         # account's stanzas are dropped, not routed.
         server.hooks.add(STANZA, self._drop_if_leaving, priority=1000)
@@ -78,6 +86,12 @@ class AccountControl:
         if parsed.host != self.domain:
             raise accounts.AccountError(f"{parsed.userhost()} is not an account of {self.domain}")
         return parsed.userhost()
+
+    def is_reserved(self, jid: str) -> bool:
+        try:
+            return accounts.normalize(jid, self.domain).userhost() in self.reserved
+        except accounts.AccountError:
+            return False
 
     # Queries -------------------------------------------------------------------------
 
@@ -103,6 +117,7 @@ class AccountControl:
         """New keys; every session but ``keep`` ends with ``<reset/>``."""
         account = self.jid(jid)
         await accounts.change_password(self.engine, account, password)
+        self.router.revoke_credentials(account, "reset")  # a stream mid-login may not bind now
         ended = 0
         for session in self.router.resources(account):
             if session is not keep:
@@ -112,8 +127,16 @@ class AccountControl:
 
     def kick(self, jid: str) -> int:
         """End the sessions of an account, or of one full JID; how many ended."""
-        bare, _, resource = jid.partition("/")
+        bare, slash, resource = jid.partition("/")
         account = self.jid(bare)
+        if slash:
+            # "user@domain/" is a typo, not "every session"; "Phone" is resourceprep'd.
+            try:
+                resource = jidlib.JID(f"{account}/{resource}").resource or ""
+            except jidlib.InvalidFormat as exc:
+                raise accounts.AccountError(f"invalid JID {jid!r}: {exc}")
+            if not resource:
+                raise accounts.AccountError(f"invalid JID {jid!r}: an empty resource")
         ended = 0
         for session in self.router.resources(account):
             if not resource or session.jid.resource == resource:
@@ -133,6 +156,7 @@ class AccountControl:
         if account in self._leaving:
             raise accounts.AccountError(f"{account} is being deleted already")
         self._leaving.add(account)
+        self.router.revoke_credentials(account, "not-authorized")  # a stream mid-login may not bind
         sessions = self.router.resources(account)
         try:
             for session in sessions:
@@ -147,6 +171,7 @@ class AccountControl:
             raise
         finally:
             self._leaving.discard(account)
+        self.router.revoke_credentials(account, "not-authorized")  # logins that began meanwhile too
         self.router.forget_account(account)  # and a session bound meanwhile ends too
         if requester is not None and farewell is not None:
             farewell(requester)

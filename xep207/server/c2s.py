@@ -23,6 +23,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
 from xep207 import metrics
+from xep207.ordering import InOrder
 from xep207.jids import jid_from_parts, parse_jid
 from xep207.server import sasl
 from xep207.server.stream import NS_STREAMS, PRE_AUTH_LIMITS, ServerStream, Shaping, StreamLimits
@@ -153,15 +154,15 @@ class Session:
     carbons: bool = False  # XEP-0280 enabled
     lang: str = ""  # the stream's xml:lang, its stanzas' default (RFC 6120 §4.7.4)
     # RFC 6120 §10.1: a stream's stanzas are handled in order, one after the other.
-    in_order: defer.DeferredLock = field(default_factory=defer.DeferredLock)
+    in_order: InOrder = field(default_factory=InOrder)
 
-    @property
-    def full(self) -> str:
-        return self.jid.full()
+    # The bound JID never changes: its strings are made once, not per stanza.
+    full: str = field(init=False)
+    bare: str = field(init=False)
 
-    @property
-    def bare(self) -> str:
-        return self.jid.userhost()
+    def __post_init__(self) -> None:
+        self.full = self.jid.full()
+        self.bare = self.jid.userhost()
 
     def send(self, stanza) -> None:
         """Write a stanza (an Element or already-serialized text) to the client."""
@@ -195,6 +196,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         self.user: str | None = None  # authenticated localpart
         self.session: Session | None = None
         self._mechanism: sasl.Mechanism | None = None
+        self._credentials_mark = 0  # the router's, when authentication began
         self._timeout: IDelayedCall | None = None
         self._admitted = False
         self._address: str | None = None
@@ -361,6 +363,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         if factory is None:
             return self._sasl_failure("invalid-mechanism")
         self._mechanism = mechanism = factory()
+        self._credentials_mark = self.router.credentials_mark()
         text = str(element).strip()
         initial = None if text == "" else self._decode(text)
         if initial is not False:
@@ -417,6 +420,10 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         d.addErrback(log.err, "SASL step failed")
 
     def _authenticated(self, success: sasl.Success):
+        revoked = self.router.revoked_since(f"{success.user}@{self.policy.domain}", self._credentials_mark)
+        if revoked is not None:
+            # The credentials checked were changed or removed meanwhile.
+            return self._sasl_failure("not-authorized", "the account's credentials changed; try again")
         self.user = success.user
         metrics.LOGINS.inc()
         log.msg(f"login {success.user}@{self.policy.domain} from {self.address}")
@@ -456,6 +463,11 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             full = jid_from_parts(self.user, self.policy.domain, resource)
         except jidlib.InvalidFormat:
             return self.xmlstream.send(StanzaError("bad-request", text="invalid resource").toResponse(iq))
+        revoked = self.router.revoked_since(f"{self.user}@{self.policy.domain}", self._credentials_mark)
+        if revoked is not None:
+            # Authenticated before the password changed or the account went
+            # (and maybe another took its name): RFC 6120 §4.9.3.16 / §4.9.3.14.
+            return self.xmlstream.fail(revoked, "the account's credentials were revoked")
         self.session = Session(full, self.xmlstream, lang=self._lang)
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()

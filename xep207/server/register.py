@@ -164,6 +164,10 @@ class RegistrationHandler(XMPPHandler):
                               text="too many registrations from your address; try later")
         xs.registration_attempted = True
         limit.record(address)
+        if self.server.accounts.is_reserved(fields["username"]):
+            # An admin's name (maybe one just removed): only the operator creates it.
+            xs.registration_attempted = False
+            raise StanzaError("not-allowed", text="this name is reserved")
         try:
             await accounts.create_account(self.server.engine,
                                           f"{fields['username']}@{self.server.domain}", fields["password"])

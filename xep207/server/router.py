@@ -68,6 +68,10 @@ class Router:
         self.deliver_to_all = False  # bare-JID messages to every non-negative resource
         self._requests: dict[str, _Request] = {}
         self.in_flight = InFlight()
+        # Credentials revoked while this process runs: account -> (when, stream
+        # error). A stream that started authenticating before that may not bind.
+        self._revocations = 0
+        self._revoked: dict[str, tuple[int, str]] = {}
 
     # Accounts -------------------------------------------------------------------
 
@@ -96,6 +100,22 @@ class Router:
         if account is not None:
             self._known_accounts[bare] = account
         return account is not None
+
+    def credentials_mark(self) -> int:
+        """Taken when a stream starts authenticating; see ``revoked_since``."""
+        return self._revocations
+
+    def revoke_credentials(self, bare: str, condition: str) -> None:
+        """The account's password changed (``reset``) or the account went
+        (``not-authorized``): streams that authenticated before may not bind."""
+        self._revocations += 1
+        self._revoked[bare] = (self._revocations, condition)
+
+    def revoked_since(self, bare: str, mark: int) -> str | None:
+        """The stream error for a stream that began authenticating at ``mark``,
+        when the account's credentials were revoked since; else None."""
+        when, condition = self._revoked.get(bare, (0, ""))
+        return condition if when > mark else None
 
     def forget_account(self, bare: str) -> None:
         self._known_accounts.pop(bare, None)
@@ -186,6 +206,15 @@ class Router:
         if host != destination:
             log.msg(f"dropped a stanza from {destination} claiming to be from {sender!r}")
             return
+        try:
+            # Prepared, as a session's are: every check downstream (XEP-0191's
+            # block list, say) compares prepared JIDs.
+            stanza["from"] = full_jid(sender)
+            if stanza.getAttribute("to"):
+                stanza["to"] = full_jid(stanza["to"])
+        except jidlib.InvalidFormat:
+            self.bounce(stanza, "jid-malformed")
+            return
         self.route(stanza)
 
     # Routing ----------------------------------------------------------------------
@@ -250,13 +279,15 @@ class Router:
     def _routed(self, stanza: domish.Element) -> defer.Deferred:
         """Route; fires when done, failures answered (never an errback)."""
         d = defer.ensureDeferred(self._route(stanza))
-        return d.addErrback(self._route_failed, stanza)
+        return d.addErrback(self.route_failed, stanza)
 
     async def drain(self) -> None:
         """Wait until every stanza already accepted has been routed (shutdown)."""
         await self.in_flight.drain()
 
-    def _route_failed(self, failure, stanza):
+    def route_failed(self, failure, stanza) -> None:
+        """A stanza's handling failed: its sender hears why (a capture that
+        finishes after it let the next stanza go on answers through this too)."""
         if failure.check(StanzaError):
             self.bounce(stanza, failure.value.condition, failure.value.text)
             return

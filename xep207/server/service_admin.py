@@ -151,7 +151,10 @@ class ServiceAdmin(XMPPHandler):
                 return _reply(iq, command, session_id, "canceled")
         elif action == "cancel":
             raise _bad_session()
-        form = _submitted_form(request)
+        try:
+            form = _submitted_form(request)
+        except data_form.Error as exc:  # a field twice, a field without var: the client's error
+            raise StanzaError("bad-request", text=f"malformed form: {exc}")
         if command.fields and (form is None or form.formType != "submit"):
             if session_id is not None:
                 raise StanzaError("bad-request", text="submit the form")
@@ -194,7 +197,11 @@ class ServiceAdmin(XMPPHandler):
         return f"created {await self.control.add_user(values['accountjid'][0], password)}"
 
     async def _delete_users(self, values):
-        targets = [self.control.jid(jid) for jid in values["accountjids"]]  # all valid before any goes
+        # All valid before any goes (each once: "alice, ALICE" is one account).
+        targets = list(dict.fromkeys(self.control.jid(jid) for jid in values["accountjids"]))
+        for target in targets:  # and all there: an error answer means nothing was deleted
+            if await self.server.engine.storage.get_account(target) is None:
+                raise accounts.AccountError(f"no account {target}")
         for target in targets:
             await self.control.delete_user(target)
         return f"deleted {', '.join(targets)}"
@@ -262,5 +269,6 @@ def install(server, options) -> ServiceAdmin:
         handler = ServiceAdmin(server, options.get("admins", ()))
     except accounts.AccountError as exc:
         raise StartupError(f"--admin: {exc}") from None
+    server.accounts.reserved |= handler.admins  # not for in-band registration
     handler.setHandlerParent(server.local)
     return handler

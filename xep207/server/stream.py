@@ -376,10 +376,8 @@ class ServerStream(xmlstream.XmlStream):
         if self.rawDataOutFn:
             self.rawDataOutFn(obj)
         if self._pending is None:
-            from twisted.internet import reactor
-
             self._pending = [obj]
-            reactor.callLater(0, self.flush)
+            _flush_later(self)
         else:
             self._pending.append(obj)
 
@@ -413,3 +411,26 @@ class ServerStream(xmlstream.XmlStream):
         self._pending = None
         self.stream, self._closed = None, True
         transport.abortConnection()
+
+
+# Every stream with output queued in this reactor turn, flushed together by one
+# delayed call (not one per stream: a room message queues output on fifty).
+_to_flush: list = []
+
+
+def _flush_later(stream) -> None:
+    if not _to_flush:
+        from twisted.internet import reactor
+
+        reactor.callLater(0, _flush_all)
+    _to_flush.append(stream)
+
+
+def _flush_all() -> None:
+    streams = _to_flush[:]
+    del _to_flush[:]
+    for stream in streams:
+        try:
+            stream.flush()
+        except Exception:  # one broken transport must not keep the others' output
+            log.err(None, "flushing a stream's output failed")

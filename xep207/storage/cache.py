@@ -71,6 +71,20 @@ class CachingStorage:
 
         return self.get_subscriptions(service, node_id).addCallback(pick)
 
+    def peek_node(self, service, node_id):
+        """``(node, affiliations, subscriptions)`` of an existing node when all
+        three are cached, else None: the engine's publish path reads them
+        without a Deferred. The objects are the cache's own: read, never change."""
+        entries = self._entries
+        node = entries.get(("node", service, node_id))
+        if node is None or node is _MISSING:
+            return None
+        affiliations = entries.get(("affiliations", service, node_id))
+        subscriptions = entries.get(("subscriptions", service, node_id))
+        if affiliations is None or subscriptions is None:
+            return None
+        return node, affiliations, subscriptions
+
     # Writes invalidate ------------------------------------------------------------
 
     def _forget(self, service, node_id, *kinds):

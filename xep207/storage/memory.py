@@ -30,6 +30,9 @@ _Key = tuple[str, str]  # (service, node_id)
 
 @implementer(IStorage)
 class MemoryStorage:
+    single_writer = True  # this process's dicts: node metadata may be cached (xep207.storage.cache)
+    ordered_writes = True  # each operation is done when it returns
+
     def __init__(self, url: str = "memory:"):
         self.url = url
         self._nodes: dict[_Key, Node] = {}

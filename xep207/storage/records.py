@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
+import os
 from dataclasses import dataclass, field
 from typing import Final, Literal, Mapping, TypeGuard, get_args
 
@@ -55,7 +55,8 @@ def bare(jid: str) -> str:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits, as ``uuid4().hex`` but for a third of the cost (one per item)."""
+    return os.urandom(16).hex()
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,17 @@ class SQLStorage:
 
         return self._transact(fetch)
 
+    # Item counts per node, where a backend can keep them (one writer): they
+    # decide whether an insert must trim the node to ``max_items``.
+
+    def _trim_needed(self, cursor, key: tuple[str, str], max_items: int, added: bool) -> bool:
+        """Whether a node may now hold more than ``max_items`` (after an insert;
+        ``added``: a new item, not a replacement). Without counts: always."""
+        return True
+
+    def _items_changed(self, key: tuple[str, str] | None) -> None:
+        """Items of a node (None: of any node) went, by other means than a trim."""
+
     def _run(self, statement: str, args=()):
         return self._transact(lambda cursor: self._execute(cursor, statement, args) and None)
 
@@ -95,6 +106,35 @@ class SQLStorage:
         return self._fetch("SELECT config, creator, created FROM nodes WHERE service = ? AND node = ?",
                            (service, node_id), found)
 
+    # A node with its affiliations and subscriptions, in one statement: what
+    # every publish needs, one round trip where there is no cache (PostgreSQL).
+    _NODE_STATE = (
+        "SELECT 'n', config, creator, CAST(NULL AS TEXT), CAST(NULL AS TEXT), CAST(NULL AS TEXT), created"
+        " FROM nodes WHERE service = ? AND node = ?"
+        " UNION ALL SELECT 'a', entity, affiliation, NULL, NULL, NULL, NULL"
+        " FROM affiliations WHERE service = ? AND node = ?"
+        " UNION ALL SELECT 's', subscriber, subid, state, options, via, NULL"
+        " FROM subscriptions WHERE service = ? AND node = ?")
+
+    def get_node_state(self, service, node_id):
+        """``(node or None, affiliations, subscriptions)`` read together (not
+        part of ``IStorage``: the engine uses it where a backend has it)."""
+        def rows_to_state(rows):
+            node, affiliations, subscriptions = None, {}, []
+            for tag, a, b, c, d, e, created in rows:
+                if tag == "n":
+                    node = Node(service, node_id, NodeConfig.from_dict(json.loads(a)), b, created)
+                elif tag == "a":
+                    affiliations[a] = b
+                else:
+                    subscriptions.append(_subscription((service, node_id, a, b, c, d, e)))
+            if node is None:
+                return None, {}, []
+            return node, affiliations, subscriptions
+
+        key = (service, node_id)
+        return self._fetch(self._NODE_STATE, key * 3, rows_to_state)
+
     def list_nodes(self, service):
         return self._fetch("SELECT node FROM nodes WHERE service = ? ORDER BY node", (service,),
                            lambda rows: [r[0] for r in rows])
@@ -109,6 +149,7 @@ class SQLStorage:
 
     def delete_node(self, service, node_id):
         def delete(cursor):
+            self._items_changed((service, node_id))
             for table in TABLES:
                 self._execute(cursor, f"DELETE FROM {table} WHERE service = ? AND node = ?", (service, node_id))
 
@@ -185,23 +226,27 @@ class SQLStorage:
     # Items
 
     def put_item(self, service, node_id, item, max_items):
+        insert = ("INSERT INTO items (service, node, item_id, payload, publisher, published)"
+                  " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, node, item_id) DO NOTHING RETURNING seq")
+        values = (service, node_id, item.item_id, item.payload, item.publisher, item.published)
+
         def put(cursor):
-            # Replace = delete, then insert as the newest. Under PostgreSQL's
-            # read committed, a concurrent writer of the same id can slip in
-            # between: then the insert does nothing and we go round again.
+            # A new id (nearly always: generated) is one insert. Replace = delete,
+            # then insert as the newest. Under PostgreSQL's read committed, a
+            # concurrent writer of the same id can slip in between: then the
+            # insert does nothing and we go round again.
+            row = self._execute(cursor, insert, values).fetchone()
+            added = row is not None
             for _ in range(10):
-                self._execute(cursor, "DELETE FROM items WHERE service = ? AND node = ? AND item_id = ?",
-                              (service, node_id, item.item_id))
-                row = self._execute(
-                    cursor, "INSERT INTO items (service, node, item_id, payload, publisher, published)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, node, item_id) DO NOTHING RETURNING seq",
-                    (service, node_id, item.item_id, item.payload, item.publisher, item.published)).fetchone()
                 if row is not None:
                     break
+                self._execute(cursor, "DELETE FROM items WHERE service = ? AND node = ? AND item_id = ?",
+                              (service, node_id, item.item_id))
+                row = self._execute(cursor, insert, values).fetchone()
             else:
                 raise RuntimeError(f"could not store item {item.item_id}: too much contention")
             seq = row[0]
-            if max_items is not None:
+            if max_items is not None and self._trim_needed(cursor, (service, node_id), max_items, added):
                 self._execute(
                     cursor, "DELETE FROM items WHERE service = ? AND node = ? AND seq <= ("
                     " SELECT seq FROM items WHERE service = ? AND node = ?"
@@ -259,6 +304,7 @@ class SQLStorage:
 
     def delete_items(self, service, node_id, item_ids):
         def delete(cursor):
+            self._items_changed((service, node_id))
             deleted = []
             for item_id in item_ids:
                 self._execute(cursor, "DELETE FROM items WHERE service = ? AND node = ? AND item_id = ?",
@@ -270,7 +316,11 @@ class SQLStorage:
         return self._transact(delete)
 
     def purge_items(self, service, node_id):
-        return self._run("DELETE FROM items WHERE service = ? AND node = ?", (service, node_id))
+        def purge(cursor):
+            self._items_changed((service, node_id))
+            self._execute(cursor, "DELETE FROM items WHERE service = ? AND node = ?", (service, node_id))
+
+        return self._transact(purge)
 
     # Accounts
 
@@ -300,6 +350,7 @@ class SQLStorage:
 
     def delete_account(self, jid):
         def delete(cursor):
+            self._items_changed(None)
             self._execute(cursor, "DELETE FROM accounts WHERE jid = ?", (jid,))
             for table in TABLES:
                 self._execute(cursor, f"DELETE FROM {table} WHERE service = ?", (jid,))

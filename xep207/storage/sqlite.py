@@ -53,6 +53,7 @@ def _path_from_url(url: str) -> tuple[str, dict]:
 class SQLiteStorage(SQLStorage):
     integrity_errors = (sqlite3.IntegrityError,)
     single_writer = True  # one server process owns the file: node metadata may be cached
+    ordered_writes = True  # one thread runs the operations in the order they were issued
 
     def __init__(self, url: str):
         self.url = url
@@ -66,8 +67,27 @@ class SQLiteStorage(SQLStorage):
         except ValueError:
             raise ValueError("busy_timeout is in milliseconds") from None
         self._pool: threading.Thread | None = None
+        # Items per node, kept by the database thread alone (it is the only
+        # writer): an insert trims a node only when it holds too many, instead
+        # of looking max_items rows deep on every insert.
+        self._counts: dict[tuple[str, str], int] = {}
 
     MAX_BATCH = 256
+
+    def _trim_needed(self, cursor, key, max_items, added):
+        count = self._counts.get(key)
+        if count is None:
+            count = cursor.execute("SELECT COUNT(*) FROM items WHERE service = ? AND node = ?", key).fetchone()[0]
+        elif added:
+            count += 1
+        self._counts[key] = min(count, max_items)
+        return count > max_items
+
+    def _items_changed(self, key):
+        if key is None:
+            self._counts.clear()
+        else:
+            self._counts.pop(key, None)
 
     def _open(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -128,6 +148,7 @@ class SQLiteStorage(SQLStorage):
                     results = self._run_batch(connection, batch, self._translate)
                 except BaseException:
                     failure = Failure(self._translate())
+                    self._counts.clear()
                     self._abandon(connection)
                     results = [(d, failure) for _, _, d in batch]
                 self._reactor.callFromThread(self._deliver, results)
@@ -173,8 +194,7 @@ class SQLiteStorage(SQLStorage):
             batch.append(job)
         return batch
 
-    @classmethod
-    def _run_batch(cls, connection, batch, translate):
+    def _run_batch(self, connection, batch, translate):
         results = []
         cursor = connection.cursor()
         cursor.execute("BEGIN IMMEDIATE")
@@ -186,6 +206,7 @@ class SQLiteStorage(SQLStorage):
                 results.append((d, result))
             except Exception:
                 failure = Failure(translate())
+                self._counts.clear()  # what the operation counted may be rolled back
                 cursor.execute("ROLLBACK TO operation")
                 cursor.execute("RELEASE operation")
                 results.append((d, failure))
@@ -193,7 +214,8 @@ class SQLiteStorage(SQLStorage):
             cursor.execute("COMMIT")
         except Exception:
             failure = Failure(translate())
-            cls._abandon(connection)
+            self._counts.clear()
+            self._abandon(connection)
             return [(d, failure) for d, _ in results]
         return results
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import datetime
 import time
+from typing import Callable
 from xml.sax.saxutils import escape, quoteattr
 
+from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
@@ -16,6 +19,8 @@ from xep207.legacy.chat import NS_DELAY, stamp, with_child
 from xep207.legacy.groupchat.rendering import as_groupchat
 from xep207.legacy.groupchat.rooms import NS_MUC, NS_USER, Rooms
 from xep207.legacy.render import Template
+from xep207.ordering import handed_off
+from xep207.pubsub import errors
 from xep207.pubsub.kinds.room import ADMIN, Occupant, Room, may_change_subject, room_item
 from xep207.storage.records import OWNER, PUBLISHER, bare
 from xep207.xmlutil import restamped
@@ -26,6 +31,10 @@ DEFAULT_HISTORY = 20
 class Messages:
     def __init__(self, rooms: Rooms):
         self.rooms = rooms
+        # Set by the service: a failure after a message was handed to storage,
+        # and the work still under way.
+        self.late_failure: Callable[[Failure, domish.Element], object] = lambda failure, stanza: failure
+        self.track: Callable[[defer.Deferred], object] = lambda d: d
 
     async def on_message(self, stanza: domish.Element, name: str, nick: str | None) -> None:
         """A message to room ``name``, or to occupant ``nick`` in it."""
@@ -56,7 +65,11 @@ class Messages:
             await rooms.configure(room, subject=str(subject), subject_from=rooms.jid(room, me.nick))
         # The item is from room/nick, as the room kind stamps a native publish.
         payload = room_item(stanza, rooms.jid(room), me.nick)
-        await rooms.engine.publish(sender, rooms.domain, room.node.node_id, [(None, payload)], vetted=True)
+        # The room's next stanza goes on once this item is in storage's queue.
+        await handed_off(
+            lambda queued: rooms.engine.publish(sender, rooms.domain, room.node.node_id, [(None, payload)],
+                                                vetted=True, queued=queued),
+            lambda failure: self.late_failure(failure, stanza), self.track)
 
     def _private(self, room: Room, me: Occupant, occupants, nick: str, stanza) -> None:
         target = [o for o in occupants if o.nick == nick]
@@ -81,6 +94,11 @@ class Messages:
                 invitee = jidlib.JID(invite.getAttribute("to", "")).full()
             except jidlib.InvalidFormat:
                 raise StanzaError("jid-malformed")
+            blocks, occupant_jid = rooms.engine.blocks, rooms.jid(room, me.nick)
+            if blocks and blocks.blocks(bare(sender), invitee):
+                raise errors.blocked()  # XEP-0191 §3.5: the inviter blocked the invitee
+            if blocks and (blocks.blocks(bare(invitee), sender) or blocks.blocks(bare(invitee), occupant_jid)):
+                continue  # §3.6: the invitee blocked the inviter; silently, as a message would be
             if room.flag("membersonly"):  # membership is granted by admins: the room kind checks
                 await rooms.engine.set_node_affiliations(sender, rooms.domain, room.node.node_id,
                                                          {bare(invitee): PUBLISHER})

@@ -32,9 +32,10 @@ class RoomPresence:
     semi-anonymous room shows the JID to moderators only (§7.2.4), and to
     the occupant itself. Each form is serialized once, when first needed."""
 
-    def __init__(self, room: Room, about: str, build: Callable[[bool], Template]):
+    def __init__(self, room: Room, about: str, sender: str, build: Callable[[bool], Template]):
         self.room = room
         self.about = about  # the bare JID it is about
+        self.sender = sender  # the occupant JID it is from
         self._build = build
         self._built: dict[bool, Template] = {}
 
@@ -67,10 +68,14 @@ class Occupants:
                     f"{jid}{item_extra}/>")
             return Template.presence(sender, type, f"{children}<x xmlns='{NS_USER}'>{item}{codes}</x>")
 
-        return RoomPresence(room, bare(occupant.jid), serialized)
+        return RoomPresence(room, bare(occupant.jid), sender, serialized)
 
     def send(self, presence: "RoomPresence", recipients: Iterable[Occupant]) -> None:
+        blocks = self.rooms.engine.blocks
         for recipient in recipients:
+            if blocks and bare(recipient.jid) != presence.about \
+                    and blocks.blocks(bare(recipient.jid), presence.sender):
+                continue  # XEP-0191 §3.6: the recipient blocked that occupant
             template = presence.for_recipient(recipient)
             self.rooms.router.deliver_serialized(recipient.jid, template.to(recipient.jid), "presence")
 

@@ -1,8 +1,9 @@
 """Where a stanza to the chat service enters, and how the parts are wired.
 
-Stanzas for one room are handled one at a time (a lock per room), so a join,
-a message and a kick in the same room never interleave; different rooms run
-side by side.
+Stanzas for one room are handled one at a time, so a join, a message and a
+kick in the same room never interleave; different rooms run side by side. A
+room message holds its room only until its item is in storage's queue (the
+writer keeps the order; the commit and the fan-out follow on their own).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from zope.interface import implementer
 
 from xep207.hooks import ITEM_PUBLISHED, SESSION_UNBOUND, SUBSCRIPTION_CHANGED
 from xep207.inflight import InFlight
+from xep207.jids import parse_jid
+from xep207.ordering import InOrder
 from xep207.legacy.groupchat import discovery, selfping
 from xep207.legacy.groupchat.admin import Admin
 from xep207.legacy.groupchat.messages import Messages
@@ -42,8 +45,10 @@ class GroupchatService(XMPPHandler):
         self.admin = Admin(self.rooms, self.occupants)
         self.native = NativeBridge(self.rooms, self.occupants)
         self.renderer = RoomRenderer(domain)
-        self._locks: dict[str, defer.DeferredLock] = {}
+        self._rooms_in_order: dict[str, InOrder] = {}
         self.in_flight = InFlight()  # room work under way, for a clean shutdown
+        self.messages.late_failure = self._failed
+        self.messages.track = self.in_flight.track
         router.hooks.add(SESSION_UNBOUND, self.occupants.session_gone)
         router.hooks.add(SUBSCRIPTION_CHANGED, self.native.on_subscription_change)
         engine.hooks.add(ITEM_PUBLISHED, self.native.on_published)
@@ -61,29 +66,40 @@ class GroupchatService(XMPPHandler):
         if getattr(stanza, "handled", False):
             return
         stanza.handled = True
-        room = jidlib.JID(stanza["to"]).user
-        key = room or ""
-        lock = self._locks.setdefault(key, defer.DeferredLock())
-        d = lock.run(lambda: defer.ensureDeferred(self._dispatch(stanza)))
-        d.addErrback(self._failed, stanza)
-        d.addBoth(self._unlock, key, lock)
+        try:
+            to = parse_jid(stanza["to"])  # the router prepared it: a cache hit
+        except jidlib.InvalidFormat:
+            self.router.bounce(stanza, "jid-malformed")
+            return
+        key = to.user or ""
+        in_order = self._rooms_in_order.get(key)
+        if in_order is None:
+            in_order = self._rooms_in_order[key] = InOrder()
+        d = in_order.run(self._dispatched, stanza, to)
+        d.addBoth(self._idle, key, in_order)
         self.in_flight.track(d)
 
-    def _unlock(self, result, key, lock):
-        if not lock.locked and not lock.waiting:
-            self._locks.pop(key, None)
+    def _dispatched(self, stanza, to) -> defer.Deferred:
+        return defer.ensureDeferred(self._dispatch(stanza, to)).addErrback(self._failed, stanza)
+
+    def _idle(self, result, key, in_order):
+        if not in_order.locked and self._rooms_in_order.get(key) is in_order:
+            del self._rooms_in_order[key]
         return result
 
     def _failed(self, failure, stanza):
         if failure.check(StanzaError):
-            if stanza.getAttribute("type") != "error":
+            if stanza.getAttribute("type") == "error":
+                return
+            if failure.value.appCondition is not None:  # XEP-0191's <blocked/>, say: kept
+                self.router.route(failure.value.toResponse(stanza))
+            else:
                 self.router.bounce(stanza, failure.value.condition, failure.value.text)
             return
         log.err(failure, "groupchat failed")
         self.router.bounce(stanza, "internal-server-error")
 
-    async def _dispatch(self, stanza):
-        to = jidlib.JID(stanza["to"])
+    async def _dispatch(self, stanza, to):
         if stanza.name == "iq":
             return await self._on_iq(stanza, to)
         if to.user is None:

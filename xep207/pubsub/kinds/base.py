@@ -267,8 +267,13 @@ class NodeKind:
     async def check_subscribe(self, access: Access, subscriber: str,
                               options: Mapping[str, object]) -> Mapping[str, object]:
         """Admission. Returns the options to store."""
-        if bare(subscriber) != bare(access.requestor) and not access.is_owner:
-            raise errors.bad_request("invalid-jid")
+        if bare(subscriber) != bare(access.requestor):
+            if not access.is_owner:
+                raise errors.bad_request("invalid-jid")
+            # XEP-0191: an owner subscribes nobody across a block (notifications would follow).
+            blocked = access.engine.block_error(access.requestor, subscriber)
+            if blocked is not None:
+                raise blocked
         error = await access.engine.access_error(access.node, subscriber, access.affiliations)
         if error is not None:
             raise error

@@ -45,3 +45,13 @@ class LastActivityKind(NodeKind):
 
     async def check_publish(self, access: Access) -> None:
         raise errors.forbidden(text="the service records the last activity")
+
+    async def check_retract(self, access: Access, existing) -> None:
+        raise errors.forbidden(text="the service records the last activity")
+
+    async def check_owner(self, access: Access, operation: str) -> None:
+        """The account owns the node (it grants who may read it), but emptying
+        it would rewrite the answer its contacts get: the service's alone."""
+        await super().check_owner(access, operation)
+        if operation in ("purge", "delete"):
+            raise errors.forbidden(text="the service records the last activity")

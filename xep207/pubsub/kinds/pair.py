@@ -80,7 +80,7 @@ class PairKind(NodeKind):
         if parties is None or any(p.split("@", 1)[1] not in engine.pep_domains for p in parties):
             raise errors.not_acceptable(text="a pair node is chat:A:B for two accounts, A < B")
         for party in parties:
-            if await engine.storage.get_account(party) is None:
+            if party in engine.retiring or await engine.storage.get_account(party) is None:
                 raise errors.not_acceptable(text="a pair node is chat:A:B for two accounts, A < B")
         return parties
 
@@ -132,9 +132,14 @@ class PairKind(NodeKind):
         return item_id, restamped(message, access.requestor).toXml()
 
     async def check_publish(self, access: Access) -> None:
-        """XEP-0191 §3.5–3.6, whichever door the message came through: a party
-        who blocked the other is told so; a blocked one is not delivered."""
         await super().check_publish(access)
+        self._check_blocks(access)
+
+    @staticmethod
+    def _check_blocks(access: Access) -> None:
+        """XEP-0191 §3.5–3.6, whichever door the message (or its retraction)
+        came through: a party who blocked the other is told so; a blocked one
+        reaches nothing."""
         blocks = access.engine.blocks
         if not blocks:
             return
@@ -157,6 +162,7 @@ class PairKind(NodeKind):
     async def check_retract(self, access: Access, existing: Sequence[Item]) -> None:
         if any(bare(i.publisher) != bare(access.requestor) for i in existing):
             raise errors.forbidden(text="that message is the other party's")
+        self._check_blocks(access)  # it would reach the other party and rewrite its archive
 
     async def check_subscribe(self, access: Access, subscriber: str,
                               options: Mapping[str, object]) -> Mapping[str, object]:

@@ -11,7 +11,7 @@ whichever door (the ``<enable/>`` iq, or an XEP-0060 publish) it came through.
 from __future__ import annotations
 
 import hashlib
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.xish import domish
@@ -27,6 +27,10 @@ PUSH_NODE = NS_PUSH
 NS_DATA = "jabber:x:data"
 MAX_REGISTRATIONS = 16  # the oldest goes beyond (XEP-0060 max_items)
 MAX_NODE_LENGTH = 1024
+# Every offline message sends each registration's form to the app server the
+# account named: a big form would make one short message a megabyte sent to
+# whoever that is. Real app servers ask for a secret and an endpoint or two.
+MAX_OPTIONS_BYTES = 4096
 
 
 def registration_id(service_jid: str, node: str) -> str:
@@ -48,6 +52,8 @@ def parse_enable(element: domish.Element) -> tuple[str, str, domish.Element | No
     forms = [c for c in element.elements(NS_DATA, "x")]
     if len(forms) > 1 or (forms and forms[0].getAttribute("type") != "submit"):
         raise errors.bad_request(text="at most one submitted publish-options form")
+    if forms and len(forms[0].toXml().encode("utf-8")) > MAX_OPTIONS_BYTES:
+        raise errors.not_acceptable(text=f"publish-options: at most {MAX_OPTIONS_BYTES} bytes")
     return service, node, forms[0] if forms else None
 
 
@@ -70,6 +76,17 @@ class PushKind(RosterKind):
     def initial_config(self, engine, service: str, node_id: str) -> NodeConfig:
         return super().initial_config(engine, service, node_id).replace(max_items=MAX_REGISTRATIONS)
 
+    async def check_configure(self, access: Access, values: Mapping[str, object]) -> None:
+        """The owner may configure her node, but not lift the bound on
+        registrations: each one is an iq to someone per offline message."""
+        await super().check_configure(access, values)
+        _bounded(values)
+
+    async def check_create(self, engine, requestor: str, service: str, node_id: str,
+                           values: Mapping[str, object] | None) -> None:
+        await super().check_create(engine, requestor, service, node_id, values)
+        _bounded(values or {})
+
     async def vet_item(self, access: Access, item_id: str | None, payload: str) -> tuple[str | None, str]:
         try:
             element = parse_stanza(payload, NS_PUSH)
@@ -77,3 +94,10 @@ class PushKind(RosterKind):
             raise errors.bad_request("invalid-payload")
         service, node, form = parse_enable(element)
         return registration_id(service, node), enable_payload(service, node, form)
+
+
+def _bounded(values: Mapping[str, object]) -> None:
+    if "pubsub#max_items" in values:
+        wanted = str(values["pubsub#max_items"])
+        if not wanted.isdigit() or not 0 < int(wanted) <= MAX_REGISTRATIONS:
+            raise errors.not_acceptable(text=f"at most {MAX_REGISTRATIONS} push registrations")

@@ -14,7 +14,9 @@ function, as Prosody's ``plugins/muc/*.lib.lua`` are.
 
 from __future__ import annotations
 
+import functools
 import time
+
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Final, Literal, Mapping, Sequence
 from xml.sax.saxutils import unescape
@@ -117,9 +119,9 @@ class Room:
     def name(self) -> str:
         return self["roomname"] or self.node.node_id
 
-    @property
-    def admins(self) -> set[str]:
-        return set(self["roomadmins"] or [])
+    @functools.cached_property
+    def admins(self) -> frozenset[str]:
+        return frozenset(self["roomadmins"] or [])
 
     def flag(self, name) -> bool:
         return truth(self[name])
@@ -178,11 +180,23 @@ def role_of(room: Room, affiliation: MucAffiliation, subscription: Subscription)
 async def occupants_of(engine, room: Room,
                        affiliations: Mapping[str, AffiliationName] | None = None,
                        subscriptions: Sequence[Subscription] | None = None) -> list[Occupant]:
+    """The room's occupants by nick. Derived from the node, its affiliations and
+    its subscriptions alone, so it is remembered for as long as the storage
+    cache hands out the very same objects (any write replaces them). Callers
+    read the list, never change it."""
     node = room.node
+    if affiliations is None and subscriptions is None:
+        state = engine.cached_metadata(node.service, node.node_id)
+        if state is not None and state[0] is node:
+            _, affiliations, subscriptions = state
     if affiliations is None:
         affiliations = await engine.storage.get_affiliations(node.service, node.node_id)
     if subscriptions is None:
         subscriptions = await engine.storage.get_subscriptions(node.service, node.node_id)
+    key = (node.service, node.node_id)
+    memo = engine.derived.get(key)
+    if memo is not None and memo[0] is node and memo[1] is affiliations and memo[2] is subscriptions:
+        return memo[3]
     found = []
     for subscription in subscriptions:
         nick = subscription.options.get(NICK)
@@ -192,7 +206,9 @@ async def occupants_of(engine, room: Room,
         affiliation = muc_affiliation(affiliations.get(entity, NONE), entity, room.admins)
         found.append(Occupant(subscription.subscriber, str(nick), affiliation,
                               role_of(room, affiliation, subscription), subscription))
-    return sorted(found, key=lambda o: o.nick)
+    found.sort(key=lambda o: o.nick)
+    engine.remember_derived(key, (node, affiliations, subscriptions, found))
+    return found
 
 
 def occupant_of(occupants: Sequence[Occupant], jid: str) -> Occupant | None:

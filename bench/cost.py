@@ -1,0 +1,238 @@
+"""Server CPU per message, and Python calls per message, on a fixed amount of work.
+
+    python bench/cost.py [--storage memory,sqlite] [--workload chat|groupchat]
+                         [--messages 5000] [--profile] [--top 25]
+
+On a shared machine throughput is noise; the CPU the server process (all its
+threads) spent on a known number of messages, and the Python function calls it
+made for them, are not. The server is xep207 exactly as bench/compare.py runs
+it. With ``--profile`` a second, identical batch runs under cProfile (switched
+on and off by signals, so start-up and logins are not counted) and the
+functions are listed by own time and by calls per message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pstats
+import signal
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, __file__.rsplit("/bench/", 1)[0])
+from twisted.internet import defer, reactor, task  # noqa: E402
+
+from bench import servers, workloads  # noqa: E402
+from bench.common import cpu_seconds, run  # noqa: E402
+
+# The server's entry point, with cProfile switched on by SIGUSR1 and dumped by SIGUSR2.
+PROFILED = """
+import cProfile, os, signal
+profile = cProfile.Profile()
+signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+def dump(*_):
+    profile.disable()
+    profile.dump_stats(os.environ['XEP207_COST_STATS'] + '.tmp')
+    os.rename(os.environ['XEP207_COST_STATS'] + '.tmp', os.environ['XEP207_COST_STATS'])
+signal.signal(signal.SIGUSR2, dump)
+from twisted.scripts.twistd import run; run()
+"""
+
+
+class Profiled(servers.Xep207):
+    def start(self, users, admins=()) -> None:
+        self.stats = os.path.join(tempfile.mkdtemp(prefix="xep207-cost-"), "server.pstats")
+        os.environ["XEP207_COST_STATS"] = self.stats
+        original = servers.subprocess.Popen
+
+        def popen(command, **kwargs):
+            command = list(command)
+            if "twistd" in command[2]:
+                command[2] = PROFILED
+            return original(command, **kwargs)
+
+        servers.subprocess.Popen = popen
+        try:
+            super().start(users, admins)
+        finally:
+            servers.subprocess.Popen = original
+
+
+def _counting(messages: int, copies: int):
+    state = {"seen": 0, "done": defer.Deferred()}
+
+    def on_data(data: bytes) -> None:
+        state["seen"] += data.count(b"<body>")
+        if state["seen"] >= messages * copies and not state["done"].called:
+            state["done"].callback(None)
+
+    return state, on_data
+
+
+async def _batch_chat(clients, messages: int, window: int = 10) -> None:
+    """Each sender keeps ``window`` messages in flight to its receiver."""
+    senders, receivers = clients[0::2], clients[1::2]
+    per_pair = messages // len(senders)
+    done = []
+    for sender, receiver in zip(senders, receivers):
+        state = {"sent": 0, "got": 0, "done": defer.Deferred()}
+        text = f"<message to='{receiver.jid}' type='chat'><body>hello there, a message of a usual size</body></message>"
+
+        def on_data(data, state=state, sender=sender, text=text):
+            n = data.count(b"<body>")
+            state["got"] += n
+            for _ in range(n):
+                if state["sent"] < per_pair:
+                    state["sent"] += 1
+                    sender.send(text)
+            if state["got"] >= per_pair and not state["done"].called:
+                state["done"].callback(None)
+
+        receiver.on_data = on_data
+        for _ in range(min(window, per_pair)):
+            state["sent"] += 1
+            sender.send(text)
+        done.append(state["done"])
+    await defer.gatherResults(done)
+
+
+async def _batch_groupchat(ctx, messages: int, window: int = 10) -> None:
+    clients, room = ctx
+    senders = clients[:5]
+    per_sender = messages // len(senders)
+    state, on_data = _counting(messages, len(clients))
+    counts = {"sent": [0] * len(senders), "got": 0}
+    text = f"<message to='{room}' type='groupchat'><body>hello there, a message of a usual size</body></message>"
+
+    for client in clients:
+        client.on_data = on_data
+    # each sender sends when it sees its own echo
+    for i, sender in enumerate(senders):
+        def echo(data, i=i, sender=sender):
+            on_data(data)
+            for _ in range(data.count(b"<body>")):
+                if counts["sent"][i] < per_sender:
+                    counts["sent"][i] += 1
+                    sender.send(text)
+
+        sender.on_data = echo
+        for _ in range(min(window, per_sender)):
+            counts["sent"][i] += 1
+            sender.send(text)
+    await state["done"]
+
+
+async def _setup(server, workload: str, users):
+    if workload == "chat":
+        return await workloads.online(server, users[:100])
+    clients = await workloads.connect_all(server, users[:50])
+    room = f"cost@{server.room_service}"
+    for client in clients:
+        client.on_data = workloads._ignore
+    joined = workloads.wait_for(clients[0], workloads.re.compile(rb"<subject"))
+    clients[0].send(f"<presence to='{room}/{clients[0].user}'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    await joined
+    await workloads.iq(clients[0], "<query xmlns='http://jabber.org/protocol/muc#owner'>"
+                                   "<x xmlns='jabber:x:data' type='submit'/></query>", to=room)
+    for client in clients[1:]:
+        joined = workloads.wait_for(client, workloads.re.compile(rb"<subject"))
+        client.send(f"<presence to='{room}/{client.user}'><x xmlns='http://jabber.org/protocol/muc'>"
+                    "<history maxstanzas='0'/></x></presence>")
+        await joined
+    await workloads.sync(clients)
+    return clients, room
+
+
+async def measure(storage: str, workload: str, messages: int, profile: bool, top: int, repeat: int = 3,
+                  root: str = servers.ROOT) -> dict:
+    server = (Profiled if profile else servers.Xep207)(storage, root=root)
+    users = [f"u{i}" for i in range(100)]
+    server.start(users)
+    try:
+        ctx = await _setup(server, workload, users)
+        batch = _batch_chat if workload == "chat" else _batch_groupchat
+        clients = ctx if workload == "chat" else ctx[0]
+        await batch(ctx, min(messages, 1000))  # warm up: caches, pair nodes
+        await workloads.sync(clients)
+        # The least of a few identical batches: other processes on a shared
+        # machine only ever add to a process's CPU time (caches, frequency).
+        samples = []
+        for _ in range(repeat):
+            await workloads.sync(clients)
+            before, began, split = cpu_seconds(server.pid), time.time(), _user_system(server.pid)
+            await batch(ctx, messages)
+            cpu, wall = cpu_seconds(server.pid) - before, time.time() - began
+            user, system = (a - b for a, b in zip(_user_system(server.pid), split))
+            samples.append((cpu, wall, user, system))
+        cpu, wall, user, system = min(samples)
+        deliveries = messages * (1 if workload == "chat" else len(clients))
+        result = {"storage": storage, "messages": messages, "deliveries": deliveries, "cpu_s": cpu,
+                  "wall_s": wall, "user_us": user / messages * 1e6,
+                  "system_us": system / messages * 1e6, "us_per_message": cpu / messages * 1e6,
+                  "us_per_delivery": cpu / deliveries * 1e6,
+                  "spread": [round(s[0] / messages * 1e6) for s in samples]}
+        if profile:
+            await workloads.sync(clients)
+            os.kill(server.pid, signal.SIGUSR1)
+            await workloads.sync(clients)
+            await batch(ctx, messages)
+            await workloads.sync(clients)
+            os.kill(server.pid, signal.SIGUSR2)
+            for _ in range(600):  # the server writes its stats on the signal
+                if os.path.exists(server.stats):
+                    break
+                await task.deferLater(reactor, 0.05, lambda: None)
+        workloads.close_all(clients)
+        return result
+    finally:
+        server.stop()
+        if profile and os.path.exists(server.stats):
+            _print_profile(server.stats, messages, top, storage)
+
+
+def _user_system(pid: int) -> tuple[float, float]:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
+def _print_profile(path: str, messages: int, top: int, storage: str) -> None:
+    stats = pstats.Stats(path)
+    total_calls = sum(v[1] for v in stats.stats.values())  # primitive + recursive
+    print(f"\n  cProfile, {storage}: {total_calls / messages:.1f} Python calls per message "
+          f"(main thread), {stats.total_tt / messages * 1e6:.0f} µs/message under the profiler")
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    print(f"  {'own µs/msg':>10} {'cum µs/msg':>10} {'calls/msg':>9}  function")
+    for (file, line, name), (cc, nc, tt, ct, _) in rows:
+        short = file.replace(os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + "/", "")
+        short = short.split("site-packages/")[-1]
+        print(f"  {tt / messages * 1e6:10.2f} {ct / messages * 1e6:10.2f} {nc / messages:9.2f}  {short}:{line} {name}")
+    by_calls = sorted(stats.stats.items(), key=lambda kv: kv[1][1], reverse=True)[:top]
+    print("\n  by calls per message:")
+    for (file, line, name), (cc, nc, tt, ct, _) in by_calls:
+        short = file.split("site-packages/")[-1].replace(os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + "/", "")
+        print(f"  {nc / messages:9.2f}  {short}:{line} {name}")
+
+
+async def main(args) -> None:
+    for storage in args.storage.split(","):
+        result = await measure(storage, args.workload, args.messages, args.profile, args.top, args.repeat, args.root)
+        print(f"{args.workload} on {storage}: {result['us_per_message']:.0f} µs of server CPU per message"
+              f" (user {result['user_us']:.0f}, system {result['system_us']:.0f};"
+              f" {result['us_per_delivery']:.1f} per delivery), {result['messages']} messages,"
+              f" {result['messages'] / result['wall_s']:,.0f} msgs/s wall; batches {result['spread']}", flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--storage", default="memory,sqlite")
+    parser.add_argument("--workload", default="chat", choices=["chat", "groupchat"])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--root", default=servers.ROOT, help="another checkout's xep207 (before/after)")
+    parser.add_argument("--repeat", type=int, default=3, help="batches measured; the least CPU counts")
+    args = parser.parse_args()
+    run(lambda: main(args))

@@ -1,0 +1,107 @@
+"""One thing after another, without a Deferred for the common case of nothing waiting.
+
+A session's stanzas are handled in the order sent, each once the one before
+has been (RFC 6120 §10.1). ``defer.DeferredLock`` says that, but costs an
+acquire Deferred and a callback chain per stanza even when the lock is free,
+which is nearly always; ``InOrder`` calls at once when it is idle and queues
+only behind work still under way.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+__all__ = ["InOrder", "handed_off"]
+
+
+class InOrder:
+    """``run(f, *args)``: call ``f`` once everything run before has finished.
+
+    ``f`` returns a Deferred; the next call waits until it fires. ``run``
+    returns a Deferred with ``f``'s outcome.
+    """
+
+    __slots__ = ("_queue", "_busy")
+
+    def __init__(self) -> None:
+        self._queue: deque[tuple[Callable[..., defer.Deferred], tuple, defer.Deferred]] = deque()
+        self._busy = False
+
+    @property
+    def locked(self) -> bool:
+        """Whether something runs or waits (``DeferredLock``'s name for it)."""
+        return self._busy
+
+    def run(self, f: Callable[..., defer.Deferred], *args: Any) -> defer.Deferred:
+        if self._busy:
+            waiter: defer.Deferred = defer.Deferred()
+            self._queue.append((f, args, waiter))
+            return waiter
+        self._busy = True
+        d = self._call(f, args)
+        if d.called:
+            self._next()
+        else:
+            d.addBoth(self._finished)
+        return d
+
+    @staticmethod
+    def _call(f, args) -> defer.Deferred:
+        try:
+            d = f(*args)
+        except BaseException:
+            return defer.fail()
+        return d if isinstance(d, defer.Deferred) else defer.succeed(d)
+
+    def _finished(self, result):
+        self._next()
+        return result
+
+    def _next(self) -> None:
+        """Run what waited, in order, until one of them has to wait itself (a
+        loop, not recursion: a long queue of synchronous work stays flat)."""
+        while self._queue:
+            f, args, waiter = self._queue.popleft()
+            d = self._call(f, args)
+            d.addBoth(_relay, waiter)
+            if not d.called:
+                d.addBoth(self._finished)
+                return
+        self._busy = False
+
+
+def _relay(result, waiter: defer.Deferred) -> None:
+    waiter.callback(result)  # a Failure passes on as one
+
+
+def handed_off(start: Callable[[Callable[[], None]], defer.Deferred],
+               late_failure: Callable[[Any], object],
+               track: Callable[[defer.Deferred], object]) -> defer.Deferred:
+    """Start a storage write through the engine (``start(queued)``: a publish
+    given ``queued=queued``) and fire once it is in storage's queue, so that
+    whatever comes next (a stanza of the same stream, room or pair) is
+    ordered after it without waiting for the commit.
+
+    Fires with the failure if the write was refused before that (the caller
+    answers it as usual); a failure after the hand-off goes to
+    ``late_failure``. ``track``: the whole operation, for a clean shutdown.
+    """
+    handed: defer.Deferred = defer.Deferred()
+
+    def queued() -> None:
+        if not handed.called:
+            handed.callback(None)
+
+    def finished(result):
+        if not handed.called:
+            handed.callback(result)
+        elif isinstance(result, Failure):
+            late_failure(result)
+        return None
+
+    track(start(queued).addBoth(finished))
+    return handed
