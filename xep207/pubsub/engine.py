@@ -296,7 +296,21 @@ class PubSubEngine:
         kind = self.kind_of(service, node_id) if node_id else self.generic
         if not is_trusted(requestor):
             await kind.check_create(self, requestor, service, node_id or "", values)
+            if values:
+                await self._check_create_form(requestor, service, node_id, kind, values)
         return await self._create(requestor, service, node_id, kind, values, config=config, via=via)
+
+    async def _check_create_form(self, requestor: str, service: str, node_id: str | None,
+                                 kind: NodeKind, values: Mapping[str, object]) -> None:
+        """A create's form is a configuration: the kind's ``check_configure``
+        judges it as if the requestor configured the new node (a vCard open to
+        any publisher, a presence node without authorization: refused)."""
+        node = Node(service, node_id or "", kind.initial_config(self, service, node_id or ""),
+                    kind.creator(self, requestor, service, node_id or ""))
+        owners: dict[str, AffiliationName] = {node.creator: OWNER}
+        if self.is_pep(service):
+            owners[service] = OWNER
+        await kind.check_configure(Access(self, node, requestor, owners), values)
 
     async def _create(self, requestor, service, node_id, kind, values, *, config=None,
                       via: Via = VIA_PUBSUB):
@@ -531,8 +545,8 @@ class PubSubEngine:
         generic = target is self.generic or target.publish_options_configure
         kind, access, created = await self._access_or_create(
             requestor, service, node_id, "publish", via, options if generic else None)
-        if created:
-            options = None
+        if created and generic:
+            options = None  # they were the configuration; a kind's own config is checked below
         node = access.node
         if not access.trusted:
             await kind.check_publish(access)  # permission first: preconditions leak nothing
