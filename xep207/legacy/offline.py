@@ -169,6 +169,9 @@ class OfflineDelivery:
         # (more waited than the node keeps): then everything kept waited.
         oldest = first[0].seq if first else 0
         waiting = [i for i in page.items if i.seq >= oldest and bare(i.publisher) != session.bare]
+        gate = self.chat.delivery.gate
+        if gate is not None:  # XEP-0191: what was waiting from whom one blocked since stays unsent
+            waiting = [i for i in waiting if not gate.between(str(i.publisher), session.full)]
         recipient = Recipient(session.full, subscription)
         backlog = self.flushing.get(session)
         if subscription.via != VIA_LEGACY or node_id in session.interested or node_id in session.pubsub_nodes:
