@@ -98,7 +98,14 @@ class ClusterFaults(unittest.TestCase):
 
     async def join(self, client, nick):
         client.send(f"<presence to='{ROOM}/{nick}'><x xmlns='{NS_MUC}'/></presence>")
+        own = await client.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == f"{ROOM}/{nick}"
+                                    and "code='110'" in e.toXml())
         await client.wait_for(lambda e: e.name == "message" and e.subject is not None)
+        if "code='201'" in own.toXml():  # a new room is locked until its owner accepts it (XEP-0045 §10.1.2)
+            client.send(f"<iq type='set' id='instant-{nick}' to='{ROOM}'><query xmlns='http://jabber.org/protocol/"
+                        "muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>")
+            answer = await client.wait_for(lambda e: e.name == "iq" and e.getAttribute("id") == f"instant-{nick}")
+            assert answer.getAttribute("type") == "result", answer.toXml()
 
     async def test_killed_process_leaves_others_serve_it_rejoins(self):
         alice = await self.online("alice", "n0", "a")
