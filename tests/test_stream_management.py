@@ -345,6 +345,14 @@ class ExactlyOnceAcrossResumption(ServerTestCase):
         self.assertEqual(bodies(client), ["m2"])
         self.assertEqual(resumed["previd"], sm_id)
 
+    async def test_a_directed_presence_counts_in_h_like_a_message(self):
+        # The soak client wrote its room join outside its window: each <a h/> then
+        # covered one message more than the server had, and a drop lost it.
+        self.alice.send(f"<presence to='room@conference.{DOMAIN}/alice'/>")
+        self.alice.send(chat(f"bob@{DOMAIN}/desk", "after the join"))
+        self.alice.send(f"<r xmlns='{NS_SM}'/>")
+        self.assertEqual((await self.alice.wait_for(sm("a")))["h"], "3")  # setUp's presence, the join, the message
+
     async def _send_drop_resume(self, count: int, partial: bool, wait_routed: bool):
         sent = [f"x{n}" for n in range(count)]
         for text in sent:
