@@ -92,6 +92,7 @@ class Stats:
         self.groupchat_sent = self.groupchat_received = 0
         self.presence_sent = self.presence_received = 0
         self.resumed = self.resume_failed = self.reconnects = 0
+        self.overrun = 0  # acks for more than our window held (bookkeeping error: must be 0)
         self.uncounted = 0  # stanzas received after a bind, before <enabled/> (not in h)
 
 
@@ -263,6 +264,8 @@ class SoakClient(protocol.Protocol):
             self.bind()
 
     def acknowledged(self, h: int):
+        if (h - self.acked) % 2 ** 32 > len(self.unacked):
+            self.stats.overrun += 1  # the server handled more than we sent: our window is off
         for _ in range((h - self.acked) % 2 ** 32):
             if not self.unacked:
                 break
@@ -365,6 +368,7 @@ async def main(args):
     print(f"  groupchat sent/received      {stats.groupchat_sent}/{stats.groupchat_received}")
     print(f"  presence sent/received       {stats.presence_sent}/{stats.presence_received}")
     print(f"  resumed / resume failed / reconnects  {stats.resumed}/{stats.resume_failed}/{stats.reconnects}")
+    print(f"  acks beyond our window       {stats.overrun} (must be 0)")
     print(f"  stanzas before <enabled/>    {stats.uncounted} (not counted in h)")
     print("  server RSS (s, KiB)          " + " ".join(f"{t}:{kib}" for t, kib in rss))
 
