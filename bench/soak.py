@@ -92,6 +92,8 @@ class Stats:
         self.groupchat_sent = self.groupchat_received = 0
         self.presence_sent = self.presence_received = 0
         self.resumed = self.resume_failed = self.reconnects = 0
+        self.overrun = 0  # acks for more than our window held (bookkeeping error: must be 0)
+        self.uncounted = 0  # stanzas received after a bind, before <enabled/> (not in h)
 
 
 class SoakClient(protocol.Protocol):
@@ -101,7 +103,8 @@ class SoakClient(protocol.Protocol):
         self.user, self.peers, self.stats, self.server = user, peers, stats, server
         self.jid = f"{user}@{DOMAIN}/soak"
         self.sm_id = None
-        self.handled = 0  # stanzas from the server (our h)
+        self.handled = 0  # stanzas from the server since <enabled/> or <resumed/> (our h)
+        self.counting = False  # XEP-0198: h counts from <enabled/>, not from the bind
         self.acked = 0  # the server's last h for us
         self.unacked: deque = deque()  # (xml, key or None)
         self.sequence = 0
@@ -173,11 +176,13 @@ class SoakClient(protocol.Protocol):
     def after_bind(self):
         self.ready = True
         self.write(f"<enable xmlns='{NS_SM}' resume='true'/>")
-        self.handled = 0
+        self.handled, self.counting = 0, False
         pending, self.unacked, self.acked = list(self.unacked), deque(), 0
         self.presence()
-        self.write(f"<presence to='{ROOM}/{self.user}'><x xmlns='http://jabber.org/protocol/muc'>"
-                   "<history maxstanzas='0'/></x></presence>")
+        # Every stanza after <enable/> is in the server's h, so in our window too: written
+        # past it, the join made each <a h/> cover one more of our messages than it did.
+        self.send_stanza(f"<presence to='{ROOM}/{self.user}'><x xmlns='http://jabber.org/protocol/muc'>"
+                         "<history maxstanzas='0'/></x></presence>", None)
         self.track(None)
         for xml, key in pending:  # what the server never acknowledged: again (at least once)
             self.send_stanza(xml, key)
@@ -201,7 +206,10 @@ class SoakClient(protocol.Protocol):
             return self.after_bind()  # (before <enable/>: not counted)
         if element.name not in ("message", "presence", "iq"):
             return
-        self.handled = (self.handled + 1) % 2 ** 32
+        if self.counting:
+            self.handled = (self.handled + 1) % 2 ** 32
+        else:
+            self.stats.uncounted += 1
         if element.name == "iq" and (element.getAttribute("id") or "").startswith("mam ") \
                 and element.getAttribute("type") == "result":
             fin = next((c for c in element.elements() if c.name == "fin"), None)
@@ -238,7 +246,10 @@ class SoakClient(protocol.Protocol):
         elif element.name == "a":
             self.acknowledged(int(element["h"]))
         elif element.name == "enabled":
+            # A stanza the server wrote between the bind and <enabled/> is not in its count:
+            # counting it made our h one too high, and a resumption then skipped a message.
             self.sm_id = element.getAttribute("id")
+            self.handled, self.counting = 0, True
         elif element.name == "resumed":
             self.stats.resumed += 1
             self.ready = True
@@ -253,6 +264,8 @@ class SoakClient(protocol.Protocol):
             self.bind()
 
     def acknowledged(self, h: int):
+        if (h - self.acked) % 2 ** 32 > len(self.unacked):
+            self.stats.overrun += 1  # the server handled more than we sent: our window is off
         for _ in range((h - self.acked) % 2 ** 32):
             if not self.unacked:
                 break
@@ -355,6 +368,8 @@ async def main(args):
     print(f"  groupchat sent/received      {stats.groupchat_sent}/{stats.groupchat_received}")
     print(f"  presence sent/received       {stats.presence_sent}/{stats.presence_received}")
     print(f"  resumed / resume failed / reconnects  {stats.resumed}/{stats.resume_failed}/{stats.reconnects}")
+    print(f"  acks beyond our window       {stats.overrun} (must be 0)")
+    print(f"  stanzas before <enabled/>    {stats.uncounted} (not counted in h)")
     print("  server RSS (s, KiB)          " + " ".join(f"{t}:{kib}" for t, kib in rss))
 
 

@@ -310,3 +310,77 @@ class SlixmppResumes(ServerTestCase):
         self.assertEqual(report["after"], ["m3", "m4"])
         self.assertEqual(report["pong_to"], f"{ALICE}/phone")
         self.assertGreaterEqual(report["handled_by_server"], 1)
+
+
+class ExactlyOnceAcrossResumption(ServerTestCase):
+    """The soak's lost messages, made deterministic: ``h`` on both sides counts
+    from ``<enabled/>``; a client that resends what ``<resumed h/>`` leaves out
+    has every message handled exactly once, wherever the connection broke."""
+
+    server_args = Resumption.server_args
+    setUp = Resumption.setUp
+    drop_alice = Resumption.drop_alice
+    resume = Resumption.resume
+
+    async def test_a_stanza_written_before_enabled_is_not_in_h(self):
+        tablet = await self.connect()
+        await tablet.login("alice", resource="tablet")
+        self.bob.send(chat(f"{ALICE}/tablet", "early"))
+        await tablet.wait_for(is_body("early"))  # after the bind, before <enable/>: not counted
+        sm_id = (await enable(tablet))["id"]
+        self.bob.send(chat(f"{ALICE}/tablet", "m1"))
+        self.bob.send(chat(f"{ALICE}/tablet", "m2"))
+        first = await tablet.wait_for(is_body("m1"))
+        await tablet.wait_for(is_body("m2"))
+        manager = self.server.router.session(f"{ALICE}/tablet").sm
+        self.assertEqual(manager.sent, 2)
+        h = handled(tablet, first)
+        self.assertEqual(h, 1)  # counting "early" too (h=2) would have made the server skip m2 below
+        gone = server_side_gone(self.server, f"{ALICE}/tablet")
+        tablet.transport.abortConnection()
+        await gone
+        client = await self.resume(h, previd=sm_id)
+        resumed = await client.wait_for(sm("resumed"))
+        await client.wait_for(is_body("m2"))
+        self.assertEqual(bodies(client), ["m2"])
+        self.assertEqual(resumed["previd"], sm_id)
+
+    async def test_a_directed_presence_counts_in_h_like_a_message(self):
+        # The soak client wrote its room join outside its window: each <a h/> then
+        # covered one message more than the server had, and a drop lost it.
+        self.alice.send(f"<presence to='room@conference.{DOMAIN}/alice'/>")
+        self.alice.send(chat(f"bob@{DOMAIN}/desk", "after the join"))
+        self.alice.send(f"<r xmlns='{NS_SM}'/>")
+        self.assertEqual((await self.alice.wait_for(sm("a")))["h"], "3")  # setUp's presence, the join, the message
+
+    async def _send_drop_resume(self, count: int, partial: bool, wait_routed: bool):
+        sent = [f"x{n}" for n in range(count)]
+        for text in sent:
+            self.alice.send(chat(f"bob@{DOMAIN}/desk", text))
+        if partial:
+            self.alice.send(f"<message to='bob@{DOMAIN}/desk' type='chat'><body>half")  # mid-stanza
+        if wait_routed:
+            await self.bob.wait_for(is_body(sent[-1]))
+        await self.drop_alice()  # before reading any <a/>
+        client = await self.resume(0)
+        resumed = await client.wait_for(sm("resumed"))
+        done = int(resumed["h"]) - 1  # the setUp's <presence/> was the first
+        self.assertLessEqual(done, count)
+        if wait_routed:
+            self.assertEqual(done, count)  # all of them handled before the connection broke
+        for text in sent[done:]:  # XEP-0198: what the server did not count, again
+            client.send(chat(f"bob@{DOMAIN}/desk", text))
+        client.send(f"<r xmlns='{NS_SM}'/>")
+        self.assertEqual((await client.wait_for(sm("a")))["h"], str(count + 1))
+        self.bob.send(PING.format(id="sync"))  # after the <a/>: everything routed
+        await self.bob.wait_for(lambda e: e.getAttribute("id") == "sync")
+        self.assertEqual(bodies(self.bob), sent)  # each once, in order, nothing half
+
+    async def test_dropped_right_after_sending(self):
+        await self._send_drop_resume(20, partial=False, wait_routed=False)
+
+    async def test_dropped_mid_stanza(self):
+        await self._send_drop_resume(20, partial=True, wait_routed=False)
+
+    async def test_dropped_after_routing_before_the_ack(self):
+        await self._send_drop_resume(20, partial=True, wait_routed=True)
