@@ -148,11 +148,12 @@ class ClusterFaults(unittest.TestCase):
         # n1 restarts under its name and rejoins; bob gets what waited, contacts see him back.
         self.start("n1")
         bob2 = await self.online("bob", "n1", "b")
+        # (A restarted process on a loaded CI box: bounded generously, never slept on.)
         for i in range(5):
-            await bob2.wait_for(body_is(f"while dead {i}"))
-        await alice.wait_for(presence_from(bob2.jid))
+            await bob2.wait_for(body_is(f"while dead {i}"), timeout=60)
+        await alice.wait_for(presence_from(bob2.jid), timeout=60)
         alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>welcome back</body></message>")
-        await bob2.wait_for(body_is("welcome back"))
+        await bob2.wait_for(body_is("welcome back"), timeout=60)
         self.assertEqual(len([e for e in alice.stanzas if presence_from(bob.jid, "unavailable")(e)]), 1)
 
     async def test_redis_restart_errors_then_recovers(self):
