@@ -50,6 +50,13 @@ class IdleParser(ServerTestCase):
         data = await self.client.closed
         self.assertIn(b"<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'", data)
 
+    async def test_the_size_limit_still_applies_after_a_fresh_parser(self):
+        self.clock.advance(idle_parser.QUIET_SECONDS)
+        self.assertIsNone(self.stream.stream.parser)
+        self.client.send("<message to='bob@localhost'><body>" + "x" * 300_000 + "</body></message>")
+        data = await self.client.closed
+        self.assertIn(b"<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'", data)
+
     async def test_the_stream_end_after_a_fresh_parser_is_a_clean_close(self):
         self.clock.advance(idle_parser.QUIET_SECONDS)
         self.assertIsNone(self.stream.stream.parser)
