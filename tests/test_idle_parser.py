@@ -111,3 +111,30 @@ class HeaderFor(unittest.TestCase):
     def test_an_ambiguous_root_name_keeps_the_parser(self):
         self.assertIsNone(idle_parser.header_for(self.root({"a": NS_STREAMS, "b": NS_STREAMS})))
         self.assertIsNone(idle_parser.header_for(self.root({"a": NS_STREAMS}, default=NS_STREAMS)))
+
+
+class IdleWebSocketParser(ServerTestCase):
+    """RFC 7395: each message is checked against the parser's position; a freed
+    parser is renewed before that check."""
+
+    server_args = ("--no-tls", "--allow-plaintext-auth", "--http-port", "0", "--http-plain",
+                   "--http-interfaces", "127.0.0.1")
+
+    async def test_a_websocket_stream_renews_its_freed_parser(self):
+        from tests.web_helpers import connect_ws
+
+        await self.start_server()
+        client = await connect_ws(self, f"ws://127.0.0.1:{self.server.web.port}/xmpp-websocket")
+        await client.login("alice", resource="ws")
+        stream = self.server.router.session("alice@localhost/ws").stream
+        stream._free_parser()  # what the quiet timer does (its clock is tested over TCP above)
+        self.assertIsNone(stream.stream.parser)
+        client.send_text("<iq xmlns='jabber:client' type='get' id='ws1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        answer = await client.wait_for(lambda e: e.getAttribute("id") == "ws1")
+        self.assertEqual(answer["type"], "result")
+        stream._free_parser()
+        client.send_text("<presence xmlns='jabber:client'/>trailing")  # still refused after renewal
+        error = await client.wait_for(lambda e: e.name == "error")
+        self.assertEqual(error.firstChildElement().name, "not-well-formed")
+        code, _ = await client.closed
+        self.assertEqual(code, 1000)

@@ -325,8 +325,7 @@ class ServerStream(xmlstream.XmlStream):
     def _parse(self, stream: Any, data: bytes) -> None:
         self._charge(len(data))
         size = self._current_limits.stanza_size
-        if stream.parser is None:
-            self._revive_parser(stream)
+        self.live_parser(stream)
         self._fed += len(data)
         try:
             if self.rawDataInFn:
@@ -352,7 +351,9 @@ class ServerStream(xmlstream.XmlStream):
     def _free_parser(self) -> None:
         """Drop the parser if the stream is between stanzas with nothing held
         (expat has reported every byte it was fed); see ``idle_parser``."""
-        self._quiet_call = None
+        call, self._quiet_call = self._quiet_call, None
+        if call is not None and call.active():  # called before its time
+            call.cancel()
         stream = self.stream
         if (stream is None or stream.parser is None or self._parser_header is None
                 or not stream.documentStarted or stream.currElem is not None or self._depth
@@ -361,11 +362,14 @@ class ServerStream(xmlstream.XmlStream):
         self._parser_handlers = idle_parser.saved_handlers(stream.parser)
         stream.parser = None
 
-    def _revive_parser(self, stream: Any) -> None:
-        assert self._parser_header is not None and self._parser_handlers is not None
-        stream.parser = idle_parser.fresh_parser(self._parser_header, self._parser_handlers)
-        self._fed = len(self._parser_header)
-        self._parser_handlers = None
+    def live_parser(self, stream: Any) -> Any:
+        """``stream``'s expat parser, renewed first if it was freed while idle."""
+        if stream.parser is None:
+            assert self._parser_header is not None and self._parser_handlers is not None
+            stream.parser = idle_parser.fresh_parser(self._parser_header, self._parser_handlers)
+            self._fed = len(self._parser_header)
+            self._parser_handlers = None
+        return stream.parser
 
     def fail(self, condition: str, text: str | None = None) -> None:
         """Send a stream error and close (RFC 6120 §4.9)."""
