@@ -637,6 +637,7 @@ class PubSubEngine:
                 recipients)
             for recipient in undelivered or ():
                 await kind.undelivered(self, node, item, recipient)
+        await kind.after_publish(access, item)
         return [item.item_id]
 
     def _check_preconditions(self, config: NodeConfig, options: Mapping[str, object]) -> None:
