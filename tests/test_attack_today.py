@@ -2,7 +2,9 @@
 creation, ``setup_unfinished``/``finish_setup``) and RFC 6121 §3.4
 pre-approvals as the presence kind's rule through both doors."""
 
-from tests.doors_helpers import ALICE, BOB, EVE, NS_ROSTER, PUBSUB, DoorsTestCase, chat_item, pair
+from tests.cluster_helpers import ClusterMixin
+from tests.doors_helpers import ALICE, BOB, EVE, NS_PUBSUB, NS_ROSTER, PUBSUB, DoorsTestCase, chat_item, pair
+from tests.test_presence_roster import JULIET, ROMEO, PresenceTestCase, is_presence, is_result
 from tests.test_doors_presence import presence_from, push_about
 
 
@@ -165,3 +167,41 @@ class FirstUse(DoorsTestCase):
         self.assertEqual(sorted(s.subscriber for s in subscriptions), [ALICE, BOB])
         affiliations = await self.server.storage.get_affiliations(PUBSUB, node)
         self.assertNotIn(EVE, affiliations)
+
+
+class CrossingThroughXEP0060(PresenceTestCase):
+    """Today's crossing fix re-reads in the legacy door only: a request made
+    through XEP-0060 and the owner's 'subscribed' at once must also end as one
+    approval (each side read that the other had not happened)."""
+
+    async def test_a_native_request_and_a_legacy_approval_that_cross(self):
+        for attempt in range(8):
+            juliet = await self.online("juliet", f"balcony{attempt}", presence=None)
+            romeo = await self.online("romeo", f"mobile{attempt}")
+            stanza_id = f"sub{attempt}"
+            romeo.send(f"<iq type='set' id='{stanza_id}' to='{JULIET}'><pubsub xmlns='{NS_PUBSUB}'>"
+                       f"<subscribe node='presence' jid='{ROMEO}'/></pubsub></iq>")
+            juliet.send(f"<presence/><presence to='{ROMEO}' type='subscribed'/>")
+            reply = await romeo.wait_for(is_result(stanza_id))
+            self.assertEqual(reply["type"], "result", reply.toXml())
+            # Romeo asked natively: juliet's presence reaches him as her node's item.
+            await romeo.wait_for(lambda e: e.name == "message" and e.event is not None
+                                 and f"id='balcony{attempt}'" in e.toXml())
+            # Read through juliet's own process (another's storage cache may lag).
+            juliet.send("<iq type='get' id='ros'><query xmlns='jabber:iq:roster'/></iq>")
+            items = (await juliet.wait_for(is_result("ros"))).query.elements(NS_ROSTER, "item")
+            item = next(i for i in items if i["jid"] == ROMEO)
+            self.assertEqual(item.getAttribute("subscription"), "from", item.toXml())
+            self.assertIsNone(item.getAttribute("approved"), "a pre-approval left behind")
+            approvals = [e for e in romeo.stanzas if is_presence(JULIET, "subscribed")(e)
+                         or (e.name == "message" and "subscription='subscribed'" in e.toXml())]
+            self.assertLessEqual(len(approvals), 1)
+            romeo.send(f"<presence to='{JULIET}' type='unsubscribe'/>")
+            await juliet.wait_for(is_presence(ROMEO, "unsubscribe"))
+            for client in (juliet, romeo):
+                client.send("</stream:stream>")
+                await client.closed
+
+
+class CrossingThroughXEP0060InCluster(ClusterMixin, CrossingThroughXEP0060):
+    pass
