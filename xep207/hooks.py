@@ -59,16 +59,17 @@ class Hooks:
         not stop the others. Cheap when no handler waits: it runs per publish."""
         pending = []
         for _, _, handler in self._handlers.get(name, ()):
-            what = f"{name} handler {getattr(handler, '__qualname__', handler)}"
             try:
                 result = handler(*args)
             except Exception:
-                logs.failure(Failure(), what)
+                logs.failure(Failure(), _what(name, handler))
+                continue
+            if result is None:
                 continue
             if isinstance(result, defer.Deferred):
-                pending.append(result.addErrback(logs.failure, what))
+                pending.append(result.addErrback(logs.failure, _what(name, handler)))
             elif inspect.iscoroutine(result):
-                pending.append(defer.ensureDeferred(result).addErrback(logs.failure, what))
+                pending.append(defer.ensureDeferred(result).addErrback(logs.failure, _what(name, handler)))
         return defer.gatherResults(pending) if pending else defer.succeed(None)
 
     async def first(self, name: str, *args: Any) -> Any:
@@ -76,8 +77,14 @@ class Hooks:
         (Handlers are called directly: this is every stanza's path.)"""
         for _, _, handler in self._handlers.get(name, ()):
             answer = handler(*args)
+            if answer is None or answer is False:
+                continue  # (most handlers pass a stanza on at once: no awaitable test)
             if inspect.isawaitable(answer):
                 answer = await answer
             if answer is not None and answer is not False:
                 return answer
         return None
+
+
+def _what(name: str, handler: Callable[..., Any]) -> str:
+    return f"{name} handler {getattr(handler, '__qualname__', handler)}"

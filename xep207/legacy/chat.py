@@ -228,7 +228,7 @@ class CarbonsHandler:
         self.router = router
         router.hooks.add(STANZA, self.intercept)
 
-    async def intercept(self, stanza) -> bool:
+    def intercept(self, stanza) -> bool:
         session = getattr(stanza, "session", None)
         if session is None or stanza.name != "iq" or stanza.getAttribute("type") != "set":
             return False
