@@ -16,9 +16,11 @@ same items.
 from __future__ import annotations
 
 import datetime
+from collections import deque
 from xml.sax.saxutils import quoteattr
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.xish import domish
 
@@ -67,6 +69,39 @@ def without_stanza_ids(stanza: domish.Element) -> domish.Element:
     return copy
 
 
+class ConversationLock:
+    """``DeferredLock``'s contract (``acquire`` fires once it is ours, ``release``
+    hands it to the next waiter), plus ``try_acquire`` for the usual case of
+    a free lock: no Deferred per message (issue 13)."""
+
+    __slots__ = ("locked", "waiting")
+
+    def __init__(self) -> None:
+        self.locked = False
+        self.waiting: deque[defer.Deferred] = deque()
+
+    def try_acquire(self) -> bool:
+        if self.locked:
+            return False
+        self.locked = True
+        return True
+
+    def acquire(self) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        if self.locked:
+            self.waiting.append(d)
+        else:
+            self.locked = True
+            d.callback(self)
+        return d
+
+    def release(self) -> None:
+        if self.waiting:
+            self.waiting.popleft().callback(self)  # still locked: now the waiter's
+        else:
+            self.locked = False
+
+
 class ChatCapture:
     """Router interceptor for one-to-one messages, and the renderer of pair nodes."""
 
@@ -76,7 +111,7 @@ class ChatCapture:
         self.engine = engine
         self.storage = engine.storage
         self.pubsub_domain = pubsub_domain
-        self._locks: dict[str, defer.DeferredLock] = {}
+        self._locks: dict[str, ConversationLock] = {}
         router.hooks.add(STANZA, self.intercept)
         self.offline = OfflineDelivery(self)
 
@@ -85,7 +120,20 @@ class ChatCapture:
 
     # Capture ---------------------------------------------------------------------
 
-    async def intercept(self, stanza) -> bool:
+    def lock_for(self, node_id: str) -> ConversationLock:
+        lock = self._locks.get(node_id)
+        if lock is None:
+            lock = self._locks[node_id] = ConversationLock()
+        return lock
+
+    def release(self, node_id: str, lock: ConversationLock) -> None:
+        lock.release()
+        if not lock.locked and self._locks.get(node_id) is lock:
+            del self._locks[node_id]
+
+    def intercept(self, stanza):
+        """False, or a Deferred firing True once the message is published (a
+        plain call: the common case costs no coroutine, issue 13)."""
         session = getattr(stanza, "session", None)
         if session is None or stanza.name != "message" or not is_stored(stanza):
             return False
@@ -101,8 +149,16 @@ class ChatCapture:
         contact = target.userhost()
         if contact == session.bare:
             return False  # a note to oneself or one's other device: routed as RFC 6121 says
+        if self.router.known_account(contact):
+            return self._publish(stanza, session, contact)
+        return defer.ensureDeferred(self._publish_if_account(stanza, session, contact))
+
+    async def _publish_if_account(self, stanza, session, contact: str) -> bool:
         if not await self.router.account_exists(contact):
             return False  # the router answers service-unavailable
+        return await self._publish(stanza, session, contact)
+
+    def _publish(self, stanza, session, contact: str) -> defer.Deferred:
         node_id = pair_node_id(session.bare, contact)
         # A client's own <stanza-id/> claims what only an archive says (XEP-0359 §4).
         payload = restamped(without_stanza_ids(stanza), session.full).toXml()
@@ -110,20 +166,26 @@ class ChatCapture:
         # each sees the offline mark the one before it left. (It waits for the
         # publish, not only its hand-off to the writer, so that an XEP-0198 <a h/>
         # covering it means "stored", and the offline window below is exact.)
-        lock = self._locks.setdefault(node_id, defer.DeferredLock())
-        await lock.acquire()
-        try:
-            # The pair kind creates the node on a party's first message,
-            # whichever door it came through.
-            await self.engine.publish(session.full, self.pubsub_domain, node_id, [(None, payload)],
-                                      vetted=True, via=VIA_LEGACY)
-        finally:
-            lock.release()
-            if not lock.locked and not lock.waiting:
-                self._locks.pop(node_id, None)
+        lock = self.lock_for(node_id)
+        if lock.try_acquire():
+            d = self._locked_publish(None, session, node_id, payload)
+        else:
+            d = lock.acquire().addCallback(self._locked_publish, session, node_id, payload)
+        return d.addBoth(self._published, node_id, lock)
+
+    def _locked_publish(self, _, session, node_id: str, payload: str) -> defer.Deferred:
+        # The pair kind creates the node on a party's first message,
+        # whichever door it came through.
+        return self.engine.publish(session.full, self.pubsub_domain, node_id, [(None, payload)],
+                                   vetted=True, via=VIA_LEGACY)
+
+    def _published(self, result, node_id: str, lock: ConversationLock):
+        self.release(node_id, lock)
+        if isinstance(result, Failure):
+            return result
         stored = self.offline.window.stored(node_id)  # (XEP-0198: where a crash cannot lose it)
         if stored is not None:
-            await stored
+            return stored.addCallback(lambda _: True)
         return True
 
     # Rendering -------------------------------------------------------------------
