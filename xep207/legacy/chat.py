@@ -235,8 +235,9 @@ class PairRendering:
             if event.replay:
                 payload = with_child(payload, f"<delay xmlns='{NS_DELAY}' from={quoteattr(chat.router.domain)}"
                                               f" stamp='{stamp(item.published)}'/>")
-            self.items.append((item.publisher, addressed_to(item.payload), payload, item.item_id))
-        self._targets: dict[str, list] = {}
+            self.items.append((item.publisher, bare(item.publisher), addressed_to(item.payload), payload,
+                               item.item_id))
+        self._targets: dict[tuple[str, str], list] = {}
         self._stamped: dict[tuple[str, str], str] = {}
 
     def _with_stanza_id(self, payload: str, item_id: str, party: str) -> str:
@@ -248,37 +249,46 @@ class PairRendering:
                 payload, f"<stanza-id xmlns='{NS_SID}' id={quoteattr(item_id)} by={quoteattr(party)}/>")
         return self._stamped[key]
 
-    def _targets_of(self, party: str, sender: str, addressed: str) -> list:
-        if party == bare(sender) or self.event.replay:
+    def _targets_of(self, party: str, sender_bare: str, addressed: str) -> list:
+        if party == sender_bare or self.event.replay:
             return []
-        key = f"{party} {addressed}"
-        if key not in self._targets:
-            self._targets[key] = self.chat._targets(addressed, party)
-        return self._targets[key]
+        key = (party, addressed)
+        found = self._targets.get(key)
+        if found is None:
+            found = self._targets[key] = self.chat._targets(addressed, party)
+        return found
 
     def stanzas_for(self, recipient, session) -> list[str]:
         party = bare(recipient.jid)
+        replay = self.event.replay
         stanzas = []
-        for sender, addressed, payload, item_id in self.items:
-            if self.event.replay or session in self._targets_of(party, sender, addressed):
+        for sender, sender_bare, addressed, payload, item_id in self.items:
+            if replay or session in self._targets_of(party, sender_bare, addressed):
                 xml = self._with_stanza_id(payload, item_id, party)
-                if self.event.replay or not self.chat.offline.hold(session, xml, item_id, self.event.node_id):
+                if replay or not self.chat.offline.hold(session, xml, item_id, self.event.node_id):
                     stanzas.append(xml)  # (else it waits behind the backlog, or is sent tracked)
-            elif session.full != sender and session.carbons:
-                direction = "sent" if party == bare(sender) else "received"
+            elif session.carbons and session.full != sender:
+                direction = "sent" if party == sender_bare else "received"
                 stanzas.append(self.chat._carbon(payload, session, direction))
         return stanzas
 
     def addressed_sessions(self, recipient) -> list:
         party = bare(recipient.jid)
-        return [s for sender, addressed, _, _ in self.items
-                for s in self._targets_of(party, sender, addressed) if not s.available]
+        found = []
+        for _, sender_bare, addressed, _, _ in self.items:
+            for s in self._targets_of(party, sender_bare, addressed):
+                if not s.available:
+                    found.append(s)
+        return found
 
     def missed(self, recipient) -> bool:
+        if self.event.replay:
+            return False
         party = bare(recipient.jid)
-        return not self.event.replay and any(
-            party != bare(sender) and not self._targets_of(party, sender, addressed)
-            for sender, addressed, _, _ in self.items)
+        for _, sender_bare, addressed, _, _ in self.items:
+            if party != sender_bare and not self._targets_of(party, sender_bare, addressed):
+                return True
+        return False
 
 
 class CarbonsHandler:
