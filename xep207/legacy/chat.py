@@ -30,6 +30,7 @@ from xep207.legacy.offline import OfflineDelivery
 from xep207.pubsub.events import ITEMS
 from xep207.pubsub.kinds import pair_node_id
 from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind  # noqa: F401 (metrics reads OFFLINE_MARK here)
+from xep207.serializer import serialized
 from xep207.storage.records import VIA_LEGACY, bare
 from xep207.xmlutil import addressed_to, restamped
 
@@ -57,6 +58,10 @@ def is_stored(stanza: domish.Element) -> bool:
     a body, headlines and errors only route (issue 6)."""
     return (stanza.getAttribute("type", "normal") in STORED_TYPES
             and any(child.name == "body" for child in stanza.elements()))
+
+
+def is_stanza_id(child) -> bool:
+    return isinstance(child, domish.Element) and child.uri == NS_SID and child.name == "stanza-id"
 
 
 def without_stanza_ids(stanza: domish.Element) -> domish.Element:
@@ -161,7 +166,10 @@ class ChatCapture:
     def _publish(self, stanza, session, contact: str) -> defer.Deferred:
         node_id = pair_node_id(session.bare, contact)
         # A client's own <stanza-id/> claims what only an archive says (XEP-0359 §4).
-        payload = restamped(without_stanza_ids(stanza), session.full).toXml()
+        if stanza.attributes.get("from") == session.full:  # (the router stamped it): one pass
+            payload = serialized(stanza, is_stanza_id)
+        else:
+            payload = restamped(without_stanza_ids(stanza), session.full).toXml()
         # One conversation at a time per pair: messages keep their order, and
         # each sees the offline mark the one before it left. (It waits for the
         # publish, not only its hand-off to the writer, so that an XEP-0198 <a h/>

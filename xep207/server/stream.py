@@ -406,10 +406,12 @@ class ServerStream(xmlstream.XmlStream):
     def send(self, obj) -> None:
         if self.transport is None or self._closed:
             return  # nothing after </stream:stream> (an answer that was still being worked out)
-        if domish.IElement.providedBy(obj):  # serialized as XmlStream.send would, to count it
+        if type(obj) is str:  # (most output: serialized once per event, issue 13)
+            obj = obj.encode("utf-8")
+        elif domish.IElement.providedBy(obj):  # serialized as XmlStream.send would, to count it
             obj = obj.toXml(prefixes=self.prefixes, defaultUri=self.namespace,
-                            prefixesInScope=list(self.prefixes.values()))
-        if isinstance(obj, str):
+                            prefixesInScope=list(self.prefixes.values())).encode("utf-8")
+        elif isinstance(obj, str):
             obj = obj.encode("utf-8")
         if self._output_blocked:
             self._queued_output += len(obj)
