@@ -10,7 +10,7 @@ from tests.doors_helpers import ALICE, EVE, chat_body, message_with
 from tests.test_blocking import NODE, NS_BLOCKING, BlockingTestCase
 
 from xep207.hooks import Hooks
-from xep207.legacy.chat import ConversationLock
+from xep207.ordering import ConversationLock
 
 
 class FirstNow(unittest.TestCase):

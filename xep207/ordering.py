@@ -15,7 +15,7 @@ from typing import Any, Callable
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-__all__ = ["InOrder", "handed_off"]
+__all__ = ["ConversationLock", "InOrder", "handed_off"]
 
 
 class InOrder:
@@ -105,3 +105,36 @@ def handed_off(start: Callable[[Callable[[], None]], defer.Deferred],
 
     track(start(queued).addBoth(finished))
     return handed
+
+
+class ConversationLock:
+    """``DeferredLock``'s contract (``acquire`` fires once it is ours, ``release``
+    hands it to the next waiter), plus ``try_acquire`` for the usual case of
+    a free lock: no Deferred per message (issue 13)."""
+
+    __slots__ = ("locked", "waiting")
+
+    def __init__(self) -> None:
+        self.locked = False
+        self.waiting: deque[defer.Deferred] = deque()
+
+    def try_acquire(self) -> bool:
+        if self.locked:
+            return False
+        self.locked = True
+        return True
+
+    def acquire(self) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        if self.locked:
+            self.waiting.append(d)
+        else:
+            self.locked = True
+            d.callback(self)
+        return d
+
+    def release(self) -> None:
+        if self.waiting:
+            self.waiting.popleft().callback(self)  # still locked: now the waiter's
+        else:
+            self.locked = False

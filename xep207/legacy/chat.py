@@ -16,7 +16,6 @@ same items.
 from __future__ import annotations
 
 import datetime
-from collections import deque
 from xml.sax.saxutils import quoteattr
 
 from twisted.internet import defer
@@ -27,6 +26,7 @@ from twisted.words.xish import domish
 from xep207.hooks import STANZA
 from xep207.jids import parse_jid
 from xep207.legacy.offline import OfflineDelivery
+from xep207.ordering import ConversationLock
 from xep207.pubsub.events import ITEMS
 from xep207.pubsub.kinds import pair_node_id
 from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind  # noqa: F401 (metrics reads OFFLINE_MARK here)
@@ -72,39 +72,6 @@ def without_stanza_ids(stanza: domish.Element) -> domish.Element:
     copy.children = [c for c in copy.children
                      if not (isinstance(c, domish.Element) and c.uri == NS_SID and c.name == "stanza-id")]
     return copy
-
-
-class ConversationLock:
-    """``DeferredLock``'s contract (``acquire`` fires once it is ours, ``release``
-    hands it to the next waiter), plus ``try_acquire`` for the usual case of
-    a free lock: no Deferred per message (issue 13)."""
-
-    __slots__ = ("locked", "waiting")
-
-    def __init__(self) -> None:
-        self.locked = False
-        self.waiting: deque[defer.Deferred] = deque()
-
-    def try_acquire(self) -> bool:
-        if self.locked:
-            return False
-        self.locked = True
-        return True
-
-    def acquire(self) -> defer.Deferred:
-        d: defer.Deferred = defer.Deferred()
-        if self.locked:
-            self.waiting.append(d)
-        else:
-            self.locked = True
-            d.callback(self)
-        return d
-
-    def release(self) -> None:
-        if self.waiting:
-            self.waiting.popleft().callback(self)  # still locked: now the waiter's
-        else:
-            self.locked = False
 
 
 class ChatCapture:
