@@ -109,3 +109,120 @@ class ChangesBetweenMessages(BlockingTestCase):
         self.nothing(eve, message_with("not to you"))
         bodies = [str(e.body) for e in alice.stanzas if e.name == "message" and e.body is not None]
         self.assertEqual([b for b in bodies if b.startswith("burst")], [f"burst {i}" for i in range(20)])
+
+
+class ThePipeline(unittest.TestCase):
+    """Publishes of one conversation share its lock in order (xep207.legacy.pair_publish)."""
+
+    def test_each_turn_comes_once_every_earlier_one_finished(self):
+        lock, turns = ConversationLock(), []
+        self.assertTrue(lock.try_join())
+        self.assertTrue(lock.try_join())
+        self.assertTrue(lock.try_join())
+        first, none = lock.enter()
+        second, second_turn = lock.enter()
+        third, third_turn = lock.enter()
+        self.assertIsNone(none)
+        second_turn.addCallback(lambda _: turns.append(2))
+        third_turn.addCallback(lambda _: turns.append(3))
+        lock.finish(third)  # (failed early): it waits its place all the same
+        self.assertEqual(turns, [])
+        lock.finish(first)
+        self.assertEqual(turns, [2])
+        lock.finish(second)
+        self.assertEqual(turns, [2, 3])
+        self.assertEqual(len(lock._order), 0)  # the third had finished: its turn passed at once
+        for _ in range(3):
+            lock.leave()
+        self.assertFalse(lock.locked)
+
+    def test_others_wait_for_the_pipeline_to_drain_and_publishes_behind_them(self):
+        lock, order = ConversationLock(), []
+        self.assertTrue(lock.try_join())
+        entry, _ = lock.enter()
+        lock.acquire().addCallback(lambda _: order.append("mark"))
+        self.assertFalse(lock.try_join())  # someone waits: no sharing past them
+        lock.join().addCallback(lambda _: order.append("next publish"))
+        lock.finish(entry)
+        lock.leave()
+        self.assertEqual(order, ["mark"])
+        lock.release()
+        self.assertEqual(order, ["mark", "next publish"])
+        self.assertEqual(lock.publishing, 1)
+
+    def test_without_sharing_each_publish_waits(self):
+        lock = ConversationLock()
+        self.assertTrue(lock.try_join(share=False))
+        self.assertFalse(lock.try_join(share=False))
+
+    def test_after_tail_fires_when_the_pending_ones_finished(self):
+        lock, fired = ConversationLock(), []
+        self.assertIsNone(lock.after_tail())
+        lock.try_join()
+        entry, _ = lock.enter()
+        lock.after_tail().addCallback(lambda _: fired.append(True))
+        self.assertEqual(fired, [])
+        lock.finish(entry)
+        self.assertEqual(fired, [True])
+
+    def test_a_long_pipeline_finishing_at_once_does_not_recurse(self):
+        lock = ConversationLock()
+        entries = []
+        for _ in range(5000):
+            lock.try_join()
+            entry, turn = lock.enter()
+            if turn is not None:
+                turn.addCallback(lambda _, e=entry: lock.finish(e))  # finishes as soon as its turn comes
+            entries.append(entry)
+        lock.finish(entries[0])
+        self.assertEqual(len(lock._order), 0)
+
+
+class PipelinedOnSQLite(BlockingTestCase):
+    """SQLite: a conversation's next message is issued before the one before is
+    committed; what a client can observe stays as it was."""
+
+    storage = "sqlite"
+
+    async def test_an_ack_covers_only_stored_messages(self):
+        from tests.sm_helpers import NS_SM, enable, sm
+
+        alice = await self.online("alice")
+        bob = await self.online("bob")
+        await enable(alice, resume=False)
+        for i in range(60):
+            alice.send(f"<message to='bob@localhost' type='chat'><body>s{i}</body></message>")
+        alice.send(f"<r xmlns='{NS_SM}'/>")
+        ack = await alice.wait_for(sm("a"))
+        page = await self.server.storage.page_items("pubsub.localhost", "chat:alice@localhost:bob@localhost")
+        self.assertEqual(ack["h"], "60")
+        self.assertEqual(len(page.items), 60)  # every message the <a h/> counts is stored
+        await bob.wait_for(chat_body("s59"))
+        got = [str(e.body) for e in bob.stanzas if e.name == "message" and e.body is not None]
+        self.assertEqual(got, [f"s{i}" for i in range(60)])
+
+    async def test_a_chat_state_never_overtakes_the_messages_before_it(self):
+        alice = await self.online("alice")
+        bob = await self.online("bob")
+        for i in range(40):
+            alice.send(f"<message to='bob@localhost' type='chat'><body>b{i}</body></message>")
+        alice.send("<message to='bob@localhost' type='chat' id='typing'>"
+                   "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>")
+        await bob.wait_for(lambda e: e.getAttribute("id") == "typing")
+        got = [str(e.body) if e.body is not None else "typing" for e in bob.stanzas if e.name == "message"]
+        self.assertEqual(got, [f"b{i}" for i in range(40)] + ["typing"])
+
+    async def test_offline_messages_of_a_burst_wait_once_each(self):
+        bob = await self.online("bob")
+        for i in range(80):
+            bob.send(f"<message to='alice@localhost' type='chat'><body>o{i}</body></message>")
+        await self.ping(bob)
+        alice = await self.online("alice")
+        await alice.wait_for(chat_body("o79"))
+        await self.settle(alice)
+        got = [str(e.body) for e in alice.stanzas if e.name == "message" and e.body is not None]
+        self.assertEqual(got, [f"o{i}" for i in range(80)])
+
+
+class ChangesBetweenMessagesOnSQLite(ChangesBetweenMessages):
+    storage = "sqlite"

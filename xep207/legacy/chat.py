@@ -19,19 +19,19 @@ import datetime
 from xml.sax.saxutils import quoteattr as _quoteattr
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.xish import domish
 
 from xep207.hooks import STANZA
 from xep207.jids import parse_jid
 from xep207.legacy.offline import OfflineDelivery
+from xep207.legacy.pair_publish import PairPublisher
 from xep207.ordering import ConversationLock
 from xep207.pubsub.events import ITEMS
 from xep207.pubsub.kinds import pair_node_id
 from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind  # noqa: F401 (metrics reads OFFLINE_MARK here)
 from xep207.serializer import serialized
-from xep207.storage.records import VIA_LEGACY, bare
+from xep207.storage.records import bare
 from xep207.xmlutil import addressed_to, restamped
 
 NS_CARBONS = "urn:xmpp:carbons:2"
@@ -97,6 +97,7 @@ class ChatCapture:
         self._locks: dict[str, ConversationLock] = {}
         router.hooks.add(STANZA, self.intercept)
         self.offline = OfflineDelivery(self)
+        self.publisher = PairPublisher(self)
 
     def is_chat_node(self, service: str, node_id: str) -> bool:
         return isinstance(self.engine.kind_of(service, node_id), PairKind)
@@ -118,8 +119,10 @@ class ChatCapture:
         """False, or a Deferred firing True once the message is published (a
         plain call: the common case costs no coroutine, issue 13)."""
         session = getattr(stanza, "session", None)
-        if session is None or stanza.name != "message" or not is_stored(stanza):
+        if session is None or stanza.name != "message":
             return False
+        if not is_stored(stanza):
+            return self._behind_conversation(stanza, session) if self._locks else False
         to = stanza.getAttribute("to")
         if not to:
             return False
@@ -136,6 +139,18 @@ class ChatCapture:
             return self._publish(stanza, session, contact)
         return defer.ensureDeferred(self._publish_if_account(stanza, session, contact))
 
+    def _behind_conversation(self, stanza, session):
+        """A message only routed (a chat state) waits for its conversation's
+        stored messages still on their way (``xep207.legacy.pair_publish``)."""
+        try:
+            target = parse_jid(stanza.getAttribute("to") or "")
+        except jidlib.InvalidFormat:
+            return False
+        if target.host != self.router.domain or target.user is None or target.userhost() == session.bare:
+            return False
+        wait = self.publisher.behind(pair_node_id(session.bare, target.userhost()))
+        return False if wait is None else wait.addCallback(lambda _: False)
+
     async def _publish_if_account(self, stanza, session, contact: str) -> bool:
         if not await self.router.account_exists(contact):
             return False  # the router answers service-unavailable
@@ -148,31 +163,9 @@ class ChatCapture:
             payload = serialized(stanza, is_stanza_id)
         else:
             payload = restamped(without_stanza_ids(stanza), session.full).toXml()
-        # One conversation at a time per pair: messages keep their order, and
-        # each sees the offline mark the one before it left. (It waits for the
-        # publish, not only its hand-off to the writer, so that an XEP-0198 <a h/>
-        # covering it means "stored", and the offline window below is exact.)
-        lock = self.lock_for(node_id)
-        if lock.try_acquire():
-            d = self._locked_publish(None, session, node_id, payload)
-        else:
-            d = lock.acquire().addCallback(self._locked_publish, session, node_id, payload)
-        return d.addBoth(self._published, node_id, lock)
-
-    def _locked_publish(self, _, session, node_id: str, payload: str) -> defer.Deferred:
-        # The pair kind creates the node on a party's first message,
-        # whichever door it came through.
-        return self.engine.publish(session.full, self.pubsub_domain, node_id, [(None, payload)],
-                                   vetted=True, via=VIA_LEGACY)
-
-    def _published(self, result, node_id: str, lock: ConversationLock):
-        self.release(node_id, lock)
-        if isinstance(result, Failure):
-            return result
-        stored = self.offline.window.stored(node_id)  # (XEP-0198: where a crash cannot lose it)
-        if stored is not None:
-            return stored.addCallback(lambda _: True)
-        return True
+        # A conversation's messages keep their order, each seeing the offline
+        # mark the one before left; XEP-0198 counts one once stored.
+        return self.publisher.publish(stanza, session, node_id, payload)
 
     # Rendering -------------------------------------------------------------------
 

@@ -569,6 +569,7 @@ class PubSubEngine:
         items: Sequence[tuple[str | None, str]],
         options: Mapping[str, object] | None = None, *, vetted: bool = False,
         via: Via = VIA_PUBSUB, queued: Callable[[], object] | None = None,
+        after: defer.Deferred | None = None,
     ) -> list[str]:
         """Publish ``items`` as (item id or None, serialized payload) pairs.
 
@@ -580,7 +581,10 @@ class PubSubEngine:
         that whatever comes next sees it and its consequences (an offline
         mark) without waiting for the commit; a caller keeping stanzas in
         order may go on from there. Elsewhere (a pool of connections) it is
-        not called: the caller goes on when the publish is done.
+        not called: the caller goes on when the publish is done. ``after``
+        (never failing): what runs once the item is stored (notifications, the
+        kind's ``undelivered``) waits for it — the previous publish of a
+        pipeline of them, whose consequences this one must see.
         """
         if not node_id:
             raise errors.bad_request("nodeid-required")
@@ -626,6 +630,8 @@ class PubSubEngine:
             item = await stored
         elif queued is not None and self._ordered_writes:
             queued()
+        if after is not None and not after.called:
+            await after
         self.hooks.fire(ITEM_PUBLISHED, node, item, requestor)
         if config.deliver_notifications:
             recipients = await self._recipients(node, access.affiliations, await access.subscriptions())
