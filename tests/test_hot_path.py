@@ -226,3 +226,47 @@ class PipelinedOnSQLite(BlockingTestCase):
 
 class ChangesBetweenMessagesOnSQLite(ChangesBetweenMessages):
     storage = "sqlite"
+
+
+class UglyCasesOnSQLite(BlockingTestCase):
+    """A fussy client against the pipelined path: what it claims is not stored,
+    what it cannot address is refused, and its session lives on."""
+
+    storage = "sqlite"
+
+    async def test_a_forged_stanza_id_and_prefixed_extensions_while_a_burst_is_pending(self):
+        alice = await self.online("alice")
+        bob = await self.online("bob")
+        for i in range(20):
+            alice.send(f"<message to='bob@localhost' type='chat'><body>p{i}</body></message>")
+        alice.send("<message to='bob@localhost' type='chat' xmlns:x='urn:x' id='odd'>"
+                   "<stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='bob@localhost'/>"
+                   "<x:ext a='&apos;&amp;'/><body>odd &lt;one&gt;</body></message>")
+        got = await bob.wait_for(lambda e: e.getAttribute("id") == "odd")
+        ids = [c["id"] for c in got.elements() if c.name == "stanza-id"]
+        self.assertEqual(len(ids), 1)
+        self.assertNotEqual(ids[0], "forged")
+        self.assertEqual(str(got.body), "odd <one>")
+        ext = next(c for c in got.elements() if c.name == "ext")
+        self.assertEqual((ext.uri, ext["a"]), ("urn:x", "'&"))
+        page = await self.server.storage.page_items("pubsub.localhost", "chat:alice@localhost:bob@localhost")
+        self.assertEqual(len(page.items), 21)
+        self.assertNotIn("forged", page.items[-1].payload)
+
+    async def test_chat_states_nobody_can_receive_while_a_burst_is_pending(self):
+        alice = await self.online("alice")
+        bob = await self.online("bob")
+        for i in range(20):
+            alice.send(f"<message to='bob@localhost' type='chat'><body>q{i}</body></message>")
+        composing = "<composing xmlns='http://jabber.org/protocol/chatstates'/>"
+        alice.send(f"<message to='@@bad' type='chat' id='bad'>{composing}</message>")
+        alice.send(f"<message type='chat' id='nowhere'>{composing}</message>")
+        alice.send(f"<message to='nobody@localhost' type='chat' id='nobody'><body>hi</body></message>")
+        bad = await alice.wait_for(lambda e: e.getAttribute("id") == "bad")
+        self.assertIn("jid-malformed", bad.error.toXml())
+        nobody = await alice.wait_for(lambda e: e.getAttribute("id") == "nobody")
+        self.assertIn("service-unavailable", nobody.error.toXml())
+        await self.ping(alice)  # the session lives on
+        await bob.wait_for(chat_body("q19"))
+        got = [str(e.body) for e in bob.stanzas if e.name == "message" and e.body is not None]
+        self.assertEqual(got, [f"q{i}" for i in range(20)])
