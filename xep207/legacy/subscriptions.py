@@ -115,12 +115,12 @@ class SubscriptionCapture:
             await self.roster.ensure(user, contact)
             await self.roster.push(user, contact, asking=True)
         # RFC 6121 §3.1.3: the contact gets the request as sent, extensions included.
+        # A pre-approval is the presence kind's to use up (either door's request).
         extensions = "".join(c.toXml() for c in stanza.elements())
-        await self.engine.subscribe(user, contact, PRESENCE_NODE, user, via=VIA_LEGACY,
-                                    approved=entry.approved,
-                                    bookkeeping={REQUEST_EXTENSIONS: extensions} if extensions else None)
-        if entry.approved:
-            await self.roster.store(contact, replace(entry, approved=False, listed=True))
+        subscription = await self.engine.subscribe(
+            user, contact, PRESENCE_NODE, user, via=VIA_LEGACY,
+            bookkeeping={REQUEST_EXTENSIONS: extensions} if extensions else None)
+        if subscription.state == SUBSCRIBED:
             approved = Template.presence(contact, "subscribed")
             for other in self.router.sessions_for(user) or ():
                 other.send(approved.to(other.full))
