@@ -4,6 +4,7 @@ pre-approvals as the presence kind's rule through both doors."""
 
 from tests.cluster_helpers import ClusterMixin
 from tests.doors_helpers import ALICE, BOB, EVE, NS_PUBSUB, NS_ROSTER, PUBSUB, DoorsTestCase, chat_item, pair
+from xep207.storage.records import SUBSCRIBED, VIA_LEGACY, Node, Subscription
 from tests.test_presence_roster import JULIET, ROMEO, PresenceTestCase, is_presence, is_result
 from tests.test_doors_presence import presence_from, push_about
 
@@ -205,3 +206,25 @@ class CrossingThroughXEP0060(PresenceTestCase):
 
 class CrossingThroughXEP0060InCluster(ClusterMixin, CrossingThroughXEP0060):
     pass
+
+
+class HalfMadePairNode(DoorsTestCase):
+    async def test_finishing_a_pair_node_grants_nothing_to_an_account_gone(self):
+        """Another process made alice and bob's node and subscribed alice, then
+        stopped (a crash) before bob's subscription and the affiliations; bob
+        removed his account meanwhile (his removal found no subscription of
+        his there). Alice's next request finishes the setup, and must not
+        subscribe the removed bob, or the next ``bob`` to register inherits
+        the conversation."""
+        engine, storage = self.server.engine, self.server.storage
+        alice = await self.online("alice")
+        await self.server.accounts.delete_user(BOB)
+        node_id = pair(ALICE, BOB)
+        kind = engine.kind_of(PUBSUB, node_id)
+        await storage.create_node(Node(PUBSUB, node_id, kind.initial_config(engine, PUBSUB, node_id), PUBSUB))
+        await storage.set_subscription(Subscription(PUBSUB, node_id, ALICE, SUBSCRIBED, via=VIA_LEGACY))
+        self.assert_failed(await self.publish(alice, PUBSUB, node_id, chat_item("for the old bob")))
+        self.assertIsNone(await storage.get_subscription(PUBSUB, node_id, BOB))
+        self.assertNotIn(BOB, await storage.get_affiliations(PUBSUB, node_id))
+        self.assertEqual((await storage.page_items(PUBSUB, node_id)).count, 0)
+        await self.ping(alice)
