@@ -105,6 +105,20 @@ class PreApprovals(DoorsTestCase):
         self.assertEqual(await self.state(ALICE, BOB), "subscribed")
         self.assertEqual(await self.state(ALICE, EVE), "pending")
 
+    async def test_nobody_else_writes_a_pre_approval_on_a_roster_node(self):
+        """Eve approves herself on alice's roster node (XEP-0060, or a create
+        of it): the node does not exist for her, and her request stays pending."""
+        alice = await self.roster_ready("alice")
+        eve = await self.roster_ready("eve")
+        approval = f"<item xmlns='{NS_ROSTER}' jid='{EVE}' approved='true'/>"
+        self.assert_error(await self.publish(eve, ALICE, "roster", approval, item_id=EVE), "item-not-found")
+        self.assert_failed(await self.create(eve, ALICE, "roster"))
+        reply = self.assert_ok(await self.subscribe(eve, ALICE, "presence", jid=EVE))
+        self.assertEqual(reply.pubsub.subscription["subscription"], "pending")
+        self.assertFalse(await self.stored_approval(ALICE, EVE))
+        await self.settle(eve, alice)
+        self.nothing(eve, subscribed_from(ALICE))
+
     async def test_a_junk_roster_item_with_approved_when_a_request_arrives(self):
         """Alice's native client stored junk on her own roster node, an
         ``approved`` attribute on something that is no roster item. Bob's
@@ -228,3 +242,36 @@ class HalfMadePairNode(DoorsTestCase):
         self.assertNotIn(BOB, await storage.get_affiliations(PUBSUB, node_id))
         self.assertEqual((await storage.page_items(PUBSUB, node_id)).count, 0)
         await self.ping(alice)
+
+
+class FirstUseAtOnce(DoorsTestCase):
+    """Every door's first use of one pair node at once, in one process (a
+    pool of connections interleaves them) and across the cluster."""
+
+    async def test_first_subscribe_publish_and_message_at_once(self):
+        alice = await self.online("alice")
+        bob = await self.online("bob")
+        node_id = pair(ALICE, BOB)
+        requests = [self.subscribe(alice, PUBSUB, node_id, jid=ALICE),
+                    self.publish(bob, PUBSUB, node_id, chat_item("native from bob"))]
+        self.chat(alice, BOB, "legacy from alice")
+        self.chat(bob, ALICE, "legacy from bob")
+        for request in requests:
+            self.assert_ok(await request)
+        await self.settle(alice, bob)
+        for client in (alice, bob):
+            self.nothing(client, lambda e: e.getAttribute("type") == "error")
+        storage = self.server.storage
+        self.assertEqual(sorted(s.subscriber for s in await storage.get_subscriptions(PUBSUB, node_id)),
+                         [ALICE, BOB])
+        affiliations = await storage.get_affiliations(PUBSUB, node_id)
+        self.assertEqual({affiliations.get(ALICE), affiliations.get(BOB)}, {"publisher"})
+        self.assertEqual((await storage.page_items(PUBSUB, node_id)).count, 3)
+
+
+class FirstUseAtOncePostgreSQL(FirstUseAtOnce):
+    storage = "postgresql"
+
+
+class FirstUseAtOnceInCluster(ClusterMixin, FirstUseAtOnce):
+    pass
