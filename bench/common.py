@@ -32,7 +32,10 @@ PASSWORD = "bench-password"
 # the peers' shapers and limits are: one load generator on one address plays
 # thousands of clients.
 LIMITS_OFF = ["--max-auth-failures", "1000000", "--max-account-auth-failures", "1000000",
-              "--max-unauthenticated", "1000000", "--c2s-rate", "0", "--max-registrations", "1000000"]
+              "--max-unauthenticated", "1000000", "--c2s-rate", "0", "--max-registrations", "1000000",
+              # and no fixed port besides the free one asked for (the XEP-0368 default, 5223,
+              # would make two benchmark servers on one machine collide)
+              "--c2s-direct-tls-port", "0"]
 
 
 def limits_off(root: str) -> list[str]:
