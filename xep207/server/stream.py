@@ -405,11 +405,12 @@ class ServerStream(xmlstream.XmlStream):
     def send(self, obj) -> None:
         if self.transport is None or self._closed:
             return  # nothing after </stream:stream> (an answer that was still being worked out)
-        if domish.IElement.providedBy(obj):  # serialized as XmlStream.send would, to count it
-            obj = obj.toXml(prefixes=self.prefixes, defaultUri=self.namespace,
-                            prefixesInScope=list(self.prefixes.values()))
-        if isinstance(obj, str):
+        if isinstance(obj, str):  # the usual case: serialized once per event
             obj = obj.encode("utf-8")
+        elif not isinstance(obj, bytes) and domish.IElement.providedBy(obj):
+            # serialized as XmlStream.send would, to count it
+            obj = obj.toXml(prefixes=self.prefixes, defaultUri=self.namespace,
+                            prefixesInScope=list(self.prefixes.values())).encode("utf-8")
         if self._output_blocked:
             self._queued_output += len(obj)
             if self._queued_output > self.shaping.max_output:
