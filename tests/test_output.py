@@ -4,10 +4,13 @@ reordered when the stream ends."""
 
 import socket
 
-from twisted.internet import reactor, task
+from twisted.internet import defer, protocol, reactor, task
+from twisted.trial import unittest
 
 from tests.server_helpers import DOMAIN, ServerTestCase
 
+from xep207.server import stream
+from xep207.server.direct_write import write_now
 from xep207.server.stream import WRITE_CHUNK
 
 
@@ -21,14 +24,15 @@ class Output(ServerTestCase):
         self.session = self.server.router.session(f"alice@{DOMAIN}/out")
         self.writes = []
         transport = self.session.stream.transport
-        real_write = transport.write
+        real_write = stream.write_now
 
-        def counting_write(data):  # a spy: the real write still happens
-            self.writes.append(len(data))
-            real_write(data)
+        def counting_write(to, data):  # a spy: the real write still happens
+            if to is transport:
+                self.writes.append(len(data))
+            real_write(to, data)
 
-        transport.write = counting_write
-        self.addCleanup(setattr, transport, "write", real_write)
+        stream.write_now = counting_write
+        self.addCleanup(setattr, stream, "write_now", real_write)
 
     def test_client_sockets_have_tcp_nodelay(self):
         handle = self.session.stream.transport.getHandle()
@@ -76,3 +80,79 @@ class Output(ServerTestCase):
         self.session.send(f"<message from='{DOMAIN}' id='t2'/>")
         await self.client.expect("id='t2'")
         self.assertEqual(len(self.writes), 2)
+
+
+class _Reader(protocol.Protocol):
+    """A peer that reads only when told to (so the server's socket buffer fills)."""
+
+    def __init__(self, expected: int):
+        self.expected = expected
+        self.received = bytearray()
+        self.done = defer.Deferred()
+        self.lost = defer.Deferred()
+
+    def connectionMade(self):
+        self.transport.pauseProducing()
+
+    def dataReceived(self, data):
+        self.received += data
+        if len(self.received) >= self.expected and not self.done.called:
+            self.done.callback(bytes(self.received))
+
+    def connectionLost(self, reason):
+        self.lost.callback(None)
+
+
+class DirectWrite(unittest.TestCase):
+    """``write_now`` sends at once only where that cannot change what the peer
+    receives: whatever the kernel does not take waits in Twisted's queue, and
+    everything written later goes after it."""
+
+    async def connected(self, expected: int):
+        accepted = defer.Deferred()
+
+        class Accept(protocol.Protocol):
+            def connectionMade(self):
+                accepted.callback(self.transport)
+
+        port = reactor.listenTCP(0, protocol.Factory.forProtocol(Accept), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        reader = _Reader(expected)
+        await protocol.ClientCreator(reactor, lambda: reader).connectTCP("127.0.0.1", port.getHost().port)
+        transport = await accepted
+        transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+        def close():
+            reader.transport.loseConnection()
+            return reader.lost
+
+        self.addCleanup(close)
+        return transport, reader
+
+    async def test_order_is_kept_when_the_kernel_takes_only_part(self):
+        chunks = [bytes([65 + i % 26]) * 40000 for i in range(50)]  # 2 MB: far beyond the socket buffers
+        transport, reader = await self.connected(sum(map(len, chunks)))
+        for chunk in chunks:
+            write_now(transport, chunk)
+        # The kernel took part at once; the rest waits in Twisted's queue, in order.
+        self.assertTrue(transport.dataBuffer or transport._tempDataBuffer)
+        write_now(transport, b"")  # nothing to write is nothing written
+        reader.transport.resumeProducing()
+        self.assertEqual(await reader.done, b"".join(chunks))
+
+    async def test_a_small_write_on_an_idle_connection_leaves_at_once(self):
+        transport, reader = await self.connected(5)
+        write_now(transport, b"hello")
+        self.assertFalse(transport.dataBuffer or transport._tempDataBuffer)  # sent, not queued
+        reader.transport.resumeProducing()
+        self.assertEqual(await reader.done, b"hello")
+
+    async def test_a_write_to_a_closed_peer_is_left_to_twisted(self):
+        transport, reader = await self.connected(1)
+        reader.transport.loseConnection()
+        await reader.lost
+        gone = defer.Deferred()
+        transport.protocol.connectionLost = lambda reason: gone.callback(None)
+        for _ in range(20):  # the first may still be accepted by the kernel; then a reset
+            write_now(transport, b"x" * 1000)
+        await gone  # Twisted noticed and closed the connection; no exception reached the caller

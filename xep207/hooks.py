@@ -37,6 +37,10 @@ UNACKED = "stanzas-unacknowledged"  # (session, [stanza Elements]): a XEP-0198 s
 AVAILABILITY_CHANGED = "availability-changed"
 
 
+def _describe(name: str, handler: Callable[..., Any]) -> str:
+    return f"{name} handler {getattr(handler, '__qualname__', handler)}"
+
+
 class Hooks:
     def __init__(self) -> None:
         self._handlers: dict[str, list[tuple[int, int, Callable[..., Any]]]] = {}
@@ -59,16 +63,17 @@ class Hooks:
         not stop the others. Cheap when no handler waits: it runs per publish."""
         pending = []
         for _, _, handler in self._handlers.get(name, ()):
-            what = f"{name} handler {getattr(handler, '__qualname__', handler)}"
             try:
                 result = handler(*args)
             except Exception:
-                logs.failure(Failure(), what)
+                logs.failure(Failure(), _describe(name, handler))
+                continue
+            if result is None:
                 continue
             if isinstance(result, defer.Deferred):
-                pending.append(result.addErrback(logs.failure, what))
+                pending.append(result.addErrback(logs.failure, _describe(name, handler)))
             elif inspect.iscoroutine(result):
-                pending.append(defer.ensureDeferred(result).addErrback(logs.failure, what))
+                pending.append(defer.ensureDeferred(result).addErrback(logs.failure, _describe(name, handler)))
         return defer.gatherResults(pending) if pending else defer.succeed(None)
 
     async def first(self, name: str, *args: Any) -> Any:

@@ -172,6 +172,8 @@ class PresenceCapture:
             self.router.route(stanza)
         session.directed.clear()
 
-    def _session_gone(self, session) -> defer.Deferred:
+    def _session_gone(self, session) -> defer.Deferred | None:
+        if not session.available:
+            return None  # never sent presence (or already unavailable): nothing to tell
         d = defer.ensureDeferred(self.unavailable(session, echo=False))
         return d.addErrback(log.err, f"unavailable broadcast for {session.full} failed")

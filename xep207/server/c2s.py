@@ -338,7 +338,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         if user is None:
             return None
         try:
-            return jidlib.JID(tuple=(user, self.policy.domain, None)).user
+            return jid_from_parts(user, self.policy.domain).user
         except jidlib.InvalidFormat:
             return user
 

@@ -26,6 +26,8 @@ from twisted.words.protocols.jabber import error, xmlstream
 from twisted.words.xish import domish
 from zope.interface import implementer
 
+from xep207.server.direct_write import write_now
+
 NS_STREAMS = "http://etherx.jabber.org/streams"
 INFLATE_CHUNK = 16 * 1024
 PARSE_SLICE = 16 * 1024  # bytes of one read parsed per reactor turn
@@ -415,11 +417,11 @@ class ServerStream(xmlstream.XmlStream):
             self._queued_output += len(obj)
             if self._queued_output > self.shaping.max_output:
                 return self._drop_reader()
-        if not self.coalesce:
-            super().send(obj)
-            return
         if self.rawDataOutFn:
             self.rawDataOutFn(obj)
+        if not self.coalesce:
+            write_now(self.transport, obj)
+            return
         if self._pending is None:
             self._pending = [obj]
             _flush_later(self)
@@ -435,11 +437,11 @@ class ServerStream(xmlstream.XmlStream):
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         if len(data) <= WRITE_CHUNK:
-            self.transport.write(data)
+            write_now(self.transport, data)
             return
         view = memoryview(data)
         for start in range(0, len(data), WRITE_CHUNK):
-            self.transport.write(bytes(view[start:start + WRITE_CHUNK]))
+            write_now(self.transport, bytes(view[start:start + WRITE_CHUNK]))
 
     def stop_coalescing(self) -> None:
         """Flush, and write directly from now on (closing, or a transport switch)."""
