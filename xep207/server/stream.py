@@ -17,6 +17,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import connectionDone
@@ -397,6 +398,21 @@ class ServerStream(xmlstream.XmlStream):
         self._closed = True
         super().onDocumentEnd()
 
+    def send_header(self, features: str) -> None:
+        """Our stream header and the features after it, in one write (one
+        segment, one read for the client). Twisted builds and serializes an
+        element for the header; for the usual client stream it is formatted
+        directly."""
+        if self.prefixes != {NS_STREAMS: "stream"} or self.otherEntity or self.initiating \
+                or not self.thisEntity or self.version < (1, 0):
+            self.sendHeader()
+            self.send(features)
+            return
+        sid = f" id={quoteattr(self.sid)}" if self.sid else ""
+        self.send(f"<stream:stream xmlns:stream='{NS_STREAMS}' xmlns={quoteattr(self.namespace)} "
+                  f"from={quoteattr(self.thisEntity.userhost())}{sid} version='%d.%d'>" % self.version + features)
+        self._headerSent = True
+
     def start_compression(self) -> None:
         """Switch both directions to zlib (XEP-0138 §3), then expect a new header."""
         self.transport = _CompressingTransport(self.transport)
@@ -404,15 +420,18 @@ class ServerStream(xmlstream.XmlStream):
         self.compressed = True
         self.reset()
 
+    def serialize(self, element: domish.Element) -> str:
+        """An element as ``send`` writes it on this stream."""
+        return element.toXml(prefixes=self.prefixes, defaultUri=self.namespace,
+                             prefixesInScope=list(self.prefixes.values()))
+
     def send(self, obj) -> None:
         if self.transport is None or self._closed:
             return  # nothing after </stream:stream> (an answer that was still being worked out)
         if isinstance(obj, str):  # the usual case: serialized once per event
             obj = obj.encode("utf-8")
         elif not isinstance(obj, bytes) and domish.IElement.providedBy(obj):
-            # serialized as XmlStream.send would, to count it
-            obj = obj.toXml(prefixes=self.prefixes, defaultUri=self.namespace,
-                            prefixesInScope=list(self.prefixes.values())).encode("utf-8")
+            obj = self.serialize(obj).encode("utf-8")  # as XmlStream.send would, to count it
         if self._output_blocked:
             self._queued_output += len(obj)
             if self._queued_output > self.shaping.max_output:
