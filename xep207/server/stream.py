@@ -420,7 +420,7 @@ class ServerStream(xmlstream.XmlStream):
         self.compressed = True
         self.reset()
 
-    def serialize(self, element: domish.Element) -> str:
+    def serialize(self, element: Any) -> str:
         """An element as ``send`` writes it on this stream."""
         return element.toXml(prefixes=self.prefixes, defaultUri=self.namespace,
                              prefixesInScope=list(self.prefixes.values()))

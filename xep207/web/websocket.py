@@ -292,7 +292,7 @@ class WebSocketStream(ServerStream):
     def sendFooter(self) -> None:
         ServerStream.send(self, CLOSE)
 
-    def serialize(self, element: domish.Element) -> str:
+    def serialize(self, element: Any) -> str:
         return element.toXml(prefixes={NS_STREAMS: "stream"}, prefixesInScope=[])  # each message stands alone
 
     def send(self, obj) -> None:
