@@ -120,6 +120,11 @@ class SubscriptionCapture:
             approved = Template.presence(contact, "subscribed")
             for other in self.router.sessions_for(user) or ():
                 other.send(approved.to(other.full))
+        elif (await self.roster.entry(contact, user)).approved:
+            # The contact's 'subscribed' crossed this request: it read no
+            # request and stored a pre-approval, as this one read none. Whoever
+            # sees the other's write second answers (see _consume_approval).
+            await self._consume_approval(contact, user)
 
     async def _subscribed(self, session, owner, contact):
         subscription = await self.storage.get_subscription(owner, PRESENCE_NODE, contact)
@@ -128,9 +133,28 @@ class SubscriptionCapture:
             if not entry.approved:
                 await self.roster.store(owner, replace(entry, approved=True, listed=True))
                 await self.roster.push(owner, contact)
+                again = await self.storage.get_subscription(owner, PRESENCE_NODE, contact)
+                if again is not None and again.state == PENDING:
+                    await self._consume_approval(owner, contact)  # the request crossed it (above)
             return
         if subscription.state == PENDING:
             await self.engine.answer_authorization(owner, owner, PRESENCE_NODE, contact, True)
+
+    async def _consume_approval(self, owner: str, contact: str) -> None:
+        """A pre-approval and a request stored at once, each after reading that
+        the other was not there: the approval answers the request, as when
+        either came first. Both sides may get here; the second finds nothing
+        pending, and the flag already cleared."""
+        try:
+            await self.engine.answer_authorization(owner, owner, PRESENCE_NODE, contact, True)
+        except StanzaError as exc:
+            if exc.condition != "unexpected-request":
+                raise
+            return
+        entry = await self.roster.entry(owner, contact)
+        if entry.approved:
+            await self.roster.store(owner, replace(entry, approved=False))
+            await self.roster.push(owner, contact)
 
     async def _unsubscribe(self, session, user, contact):
         existing = await self.storage.get_subscription(contact, PRESENCE_NODE, user)
