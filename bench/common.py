@@ -33,8 +33,7 @@ PASSWORD = "bench-password"
 # thousands of clients.
 LIMITS_OFF = ["--max-auth-failures", "1000000", "--max-account-auth-failures", "1000000",
               "--max-unauthenticated", "1000000", "--c2s-rate", "0", "--max-registrations", "1000000",
-              # and no fixed port besides the free one asked for (the XEP-0368 default, 5223,
-              # would make two benchmark servers on one machine collide)
+              # no direct TLS: its fixed port 5223 made a second server on the box fail to start
               "--c2s-direct-tls-port", "0"]
 
 

@@ -277,19 +277,23 @@ async def measure(storage: str, workload: str, messages: int, profile: bool, top
         for _ in range(repeat):
             await workloads.sync(clients)
             before, began, split = cpu_seconds(server.pid), time.time(), _user_system(server.pid)
+            threads = _threads(server.pid)
             mine = _own_cpu()
             await batch(ctx, messages)
             cpu, wall = cpu_seconds(server.pid) - before, time.time() - began
             user, system = (a - b for a, b in zip(_user_system(server.pid), split))
-            samples.append((cpu, wall, user, system, _own_cpu() - mine))
-        cpu, wall, user, system, client = min(samples)
+            after = _threads(server.pid)
+            by_thread = {name: round((after[name] - threads.get(name, 0)) / messages * 1e6)
+                         for name in after if after[name] - threads.get(name, 0) > 0}
+            samples.append((cpu, wall, user, system, by_thread, _own_cpu() - mine))
+        cpu, wall, user, system, by_thread, client = min(samples, key=lambda s: s[0])
         deliveries = messages * (1 if workload in ("chat", "login") else
                                  len(clients) - 1 if workload in ("presence", "pubsub") else len(clients))
         result = {"storage": storage, "messages": messages, "deliveries": deliveries, "cpu_s": cpu,
                   "wall_s": wall, "user_us": user / messages * 1e6,
                   "system_us": system / messages * 1e6, "us_per_message": cpu / messages * 1e6,
                   "us_per_delivery": cpu / deliveries * 1e6, "client_us": client / messages * 1e6,
-                  "spread": [round(s[0] / messages * 1e6) for s in samples]}
+                  "spread": [round(s[0] / messages * 1e6) for s in samples], "threads": by_thread}
         if profile:
             await workloads.sync(clients)
             os.kill(server.pid, signal.SIGUSR1)
@@ -325,6 +329,21 @@ def _user_system(pid: int) -> tuple[float, float]:
     return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
 
 
+def _threads(pid: int) -> dict[str, float]:
+    """CPU seconds of the reactor's thread and of the others (SQLite's writer, ...)."""
+    found: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+        except OSError:
+            continue
+        name = "reactor" if int(tid) == pid else "others"
+        fields = rest.split()
+        found[name] = found.get(name, 0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
 def _print_profile(path: str, messages: int, top: int, storage: str) -> None:
     stats = pstats.Stats(path)
     total_calls = sum(v[1] for v in stats.stats.values())  # primitive + recursive
@@ -350,7 +369,8 @@ async def main(args) -> None:
               f" (user {result['user_us']:.0f}, system {result['system_us']:.0f};"
               f" {result['us_per_delivery']:.1f} per delivery), {result['messages']} messages,"
               f" {result['messages'] / result['wall_s']:,.0f} msgs/s wall; batches {result['spread']};"
-              f" load generator {result['client_us']:.0f} µs per message", flush=True)
+              f" µs/message by thread {result['threads']}; load generator {result['client_us']:.0f} µs per message",
+              flush=True)
 
 
 if __name__ == "__main__":

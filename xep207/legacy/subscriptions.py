@@ -42,14 +42,18 @@ class SubscriptionCapture:
         router.hooks.add(SUBSCRIPTION_CHANGED, self.on_change)
         router.hooks.add(STANZA, self.intercept)
 
-    async def intercept(self, stanza) -> bool:
+    def intercept(self, stanza):
         """A pubsub-native owner's answer to an authorization request, sent to
-        its own bare JID or to the server (docs/architecture.md: both are accepted)."""
+        its own bare JID or to the server (docs/architecture.md: both are accepted).
+        (A plain call for every other stanza: no coroutine.)"""
         session = getattr(stanza, "session", None)
         if stanza.name != "message" or session is None:
             return False
         if stanza.getAttribute("to", self.router.domain) not in (self.router.domain, session.bare):
             return False  # a message to someone else (every chat message): no form search
+        return self._intercept(stanza, session)
+
+    async def _intercept(self, stanza, session) -> bool:
         form = authorization_answer(stanza)
         if form is None:
             return False
@@ -111,12 +115,12 @@ class SubscriptionCapture:
             await self.roster.ensure(user, contact)
             await self.roster.push(user, contact, asking=True)
         # RFC 6121 §3.1.3: the contact gets the request as sent, extensions included.
+        # A pre-approval is the presence kind's to use up (either door's request).
         extensions = "".join(c.toXml() for c in stanza.elements())
-        await self.engine.subscribe(user, contact, PRESENCE_NODE, user, via=VIA_LEGACY,
-                                    approved=entry.approved,
-                                    bookkeeping={REQUEST_EXTENSIONS: extensions} if extensions else None)
-        if entry.approved:
-            await self.roster.store(contact, replace(entry, approved=False, listed=True))
+        subscription = await self.engine.subscribe(
+            user, contact, PRESENCE_NODE, user, via=VIA_LEGACY,
+            bookkeeping={REQUEST_EXTENSIONS: extensions} if extensions else None)
+        if subscription.state == SUBSCRIBED:
             approved = Template.presence(contact, "subscribed")
             for other in self.router.sessions_for(user) or ():
                 other.send(approved.to(other.full))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import connectionDone
 from twisted.python import log
@@ -28,7 +29,6 @@ from twisted.words.xish import domish
 from zope.interface import implementer
 
 from xep207.server import idle_parser
-from xep207.server.direct_write import write_now
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
 INFLATE_CHUNK = 16 * 1024
@@ -446,6 +446,18 @@ class ServerStream(xmlstream.XmlStream):
         self._closed = True
         super().onDocumentEnd()
 
+    def start_compression(self) -> None:
+        """Switch both directions to zlib (XEP-0138 §3), then expect a new header."""
+        self.transport = _CompressingTransport(self.transport)
+        self._inflater = zlib.decompressobj()
+        self.compressed = True
+        self.reset()
+
+    def serialize(self, element: Any) -> str:
+        """An element as ``send`` writes it on this stream."""
+        return element.toXml(prefixes=self.prefixes, defaultUri=self.namespace,
+                             prefixesInScope=list(self.prefixes.values()))
+
     def send_header(self, features: str) -> None:
         """Our stream header and the features after it, in one write (one
         segment, one read for the client). Twisted builds and serializes an
@@ -461,25 +473,15 @@ class ServerStream(xmlstream.XmlStream):
                   f"from={quoteattr(self.thisEntity.userhost())}{sid} version='%d.%d'>" % self.version + features)
         self._headerSent = True
 
-    def start_compression(self) -> None:
-        """Switch both directions to zlib (XEP-0138 §3), then expect a new header."""
-        self.transport = _CompressingTransport(self.transport)
-        self._inflater = zlib.decompressobj()
-        self.compressed = True
-        self.reset()
-
-    def serialize(self, element: Any) -> str:
-        """An element as ``send`` writes it on this stream."""
-        return element.toXml(prefixes=self.prefixes, defaultUri=self.namespace,
-                             prefixesInScope=list(self.prefixes.values()))
-
     def send(self, obj) -> None:
         if self.transport is None or self._closed:
             return  # nothing after </stream:stream> (an answer that was still being worked out)
-        if isinstance(obj, str):  # the usual case: serialized once per event
+        if type(obj) is str:  # (most output: serialized once per event, issue 13)
             obj = obj.encode("utf-8")
-        elif not isinstance(obj, bytes) and domish.IElement.providedBy(obj):
+        elif domish.IElement.providedBy(obj):
             obj = self.serialize(obj).encode("utf-8")  # as XmlStream.send would, to count it
+        elif isinstance(obj, str):
+            obj = obj.encode("utf-8")
         if self._output_blocked:
             self._queued_output += len(obj)
             if self._queued_output > self.shaping.max_output:
@@ -487,7 +489,7 @@ class ServerStream(xmlstream.XmlStream):
         if self.rawDataOutFn:
             self.rawDataOutFn(obj)
         if not self.coalesce:
-            write_now(self.transport, obj)
+            write_now(self.transport, obj)  # negotiation: no turn to wait for
             return
         if self._pending is None:
             self._pending = [obj]
@@ -525,6 +527,26 @@ class ServerStream(xmlstream.XmlStream):
         self._pending = None
         self.stream, self._closed = None, True
         transport.abortConnection()
+
+
+def write_now(transport, data: bytes) -> None:
+    """``transport.write``, but on plain TCP with nothing queued the socket is
+    tried at once: Twisted would register for writability, wait for the next
+    poll and unregister again (two ``epoll_ctl`` and a reactor turn per write,
+    issue 13). What the socket does not take goes the usual way."""
+    if (type(transport) is tcp.Server and not transport.TLS and transport.connected
+            and not transport.disconnecting and not getattr(transport, "_writeDisconnected", True)
+            and not transport._tempDataBuffer and len(transport.dataBuffer) == transport.offset):
+        try:
+            sent = transport.socket.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = 0  # (the reactor's own write meets the error and closes as usual)
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
 
 
 # Every stream with output queued in this reactor turn, flushed together by one
