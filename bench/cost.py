@@ -1,7 +1,13 @@
 """Server CPU per message, and Python calls per message, on a fixed amount of work.
 
-    python bench/cost.py [--storage memory,sqlite] [--workload chat|groupchat]
+    python bench/cost.py [--storage memory,sqlite] [--workload chat|groupchat|presence|pubsub|login]
                          [--messages 5000] [--profile] [--top 25]
+
+``presence``: one account's status changes to 100 subscribed contacts;
+``pubsub``: items published to a node of the pubsub service with 100
+subscribers (a "message" is one status change or publish, a "delivery" one
+copy received); ``login``: SCRAM-SHA-1 + bind, 50 at a time (a "message" is
+one login).
 
 On a shared machine throughput is noise; the CPU the server process (all its
 threads) spent on a known number of messages, and the Python function calls it
@@ -124,9 +130,117 @@ async def _batch_groupchat(ctx, messages: int, window: int = 10) -> None:
     await state["done"]
 
 
+def _fanout(senders, receivers, messages: int, copies: int, marker: bytes, send, window: int = 20):
+    """Keep ``window`` fan-out messages incomplete: message n is complete once
+    ``copies`` markers for it arrived, in total (order is all that matters here)."""
+    state = {"sent": 0, "got": 0, "done": defer.Deferred()}
+
+    def top_up():
+        complete = state["got"] // copies
+        while state["sent"] < messages and state["sent"] - complete < window:
+            send(state["sent"])
+            state["sent"] += 1
+
+    def on_data(data: bytes) -> None:
+        state["got"] += data.count(marker)
+        if state["got"] >= messages * copies:
+            if not state["done"].called:
+                state["done"].callback(None)
+            return
+        top_up()
+
+    for receiver in receivers:
+        receiver.on_data = on_data
+    for sender in senders:
+        sender.on_data = workloads._ignore
+    top_up()
+    return state["done"]
+
+
+async def _batch_presence(ctx, messages: int) -> None:
+    star, contacts = ctx[0], ctx[1:]
+    await _fanout([star], contacts, messages, len(contacts), b"<status>", lambda n: star.send(
+        f"<presence><status>status number {n} of a usual length</status></presence>"))
+
+
+async def _batch_pubsub(ctx, messages: int) -> None:
+    publisher, subscribers, node, service = ctx
+    ns = "http://jabber.org/protocol/pubsub"
+    await _fanout([publisher], subscribers, messages, len(subscribers), b"</entry>", lambda n: publisher.send(
+        f"<iq type='set' id='p{n}' to='{service}'><pubsub xmlns='{ns}'><publish node='{node}'><item>"
+        f"<entry xmlns='urn:bench'>item number {n} of a usual length</entry></item></publish></pubsub></iq>"))
+
+
+async def _batch_login(ctx, messages: int, concurrency: int = 50) -> None:
+    server, users = ctx
+    left = [messages]
+
+    async def worker(i):
+        n = i
+        while left[0] > 0:
+            left[0] -= 1
+            client = await workloads.connect(server.port, users[n % len(users)], f"l{n}", scram="SCRAM-SHA-1")
+            client.transport.loseConnection()
+            n += concurrency
+
+    await defer.gatherResults([defer.ensureDeferred(worker(i)) for i in range(concurrency)])
+
+
+async def _setup_presence(server, users):
+    star = await workloads.connect(server.port, users[0], "r", scram="SCRAM-SHA-1")
+    contacts = await workloads.connect_all(server, users[1:101])
+    star_bare = star.jid.split("/")[0]
+
+    def approve(element):
+        if element.name == "presence" and element.getAttribute("type") == "subscribe":
+            star.send(f"<presence type='subscribed' to='{element['from'].split('/')[0]}'/>")
+
+    star.on_stanza = approve
+    star.send("<presence/>")
+    await workloads.sync([star])
+    subscribed = workloads.re.compile(rb"<presence[^>]*from=['\"]" + workloads.re.escape(star.jid.encode()) + rb"['\"]")
+    done = []
+    for client in contacts:
+        client.on_data = workloads._ignore
+        done.append(workloads.wait_for(client, subscribed))
+        client.send("<presence/>")
+        client.send(f"<presence type='subscribe' to='{star_bare}'/>")
+    await defer.gatherResults(done)
+    await workloads.sync([star, *contacts])
+    star.on_data = workloads._ignore
+    return [star, *contacts]
+
+
+async def _setup_pubsub(server, users):
+    ns = "http://jabber.org/protocol/pubsub"
+    node = "cost"
+    publisher = await workloads.connect(server.port, users[0], "r", scram="SCRAM-SHA-1")
+    subscribers = await workloads.connect_all(server, users[1:101])
+    for client in [publisher, *subscribers]:
+        client.on_data = workloads._ignore
+        client.send("<presence/>")
+    created = await workloads.iq(publisher, f"<pubsub xmlns='{ns}'><create node='{node}'/></pubsub>",
+                                 to=server.pubsub_service)
+    if b"error" in created:
+        raise RuntimeError(f"creating node: {created[-300:]!r}")
+    for client in subscribers:
+        answer = await workloads.iq(client, f"<pubsub xmlns='{ns}'><subscribe node='{node}' jid='{client.jid}'/>"
+                                            "</pubsub>", to=server.pubsub_service)
+        if b"type='error'" in answer or b'type="error"' in answer:
+            raise RuntimeError(f"subscribing: {answer[-300:]!r}")
+    await workloads.sync([publisher, *subscribers])
+    return publisher, subscribers, node, server.pubsub_service
+
+
 async def _setup(server, workload: str, users):
     if workload == "chat":
         return await workloads.online(server, users[:100])
+    if workload == "presence":
+        return await _setup_presence(server, users)
+    if workload == "pubsub":
+        return await _setup_pubsub(server, users)
+    if workload == "login":
+        return server, users[:100]
     clients = await workloads.connect_all(server, users[:50])
     room = f"cost@{server.room_service}"
     for client in clients:
@@ -148,12 +262,13 @@ async def _setup(server, workload: str, users):
 async def measure(storage: str, workload: str, messages: int, profile: bool, top: int, repeat: int = 3,
                   root: str = servers.ROOT) -> dict:
     server = (Profiled if profile else servers.Xep207)(storage, root=root)
-    users = [f"u{i}" for i in range(100)]
-    server.start(users)
+    users = [f"u{i}" for i in range(101)]
+    server.start(users, admins=users[:1])
     try:
         ctx = await _setup(server, workload, users)
-        batch = _batch_chat if workload == "chat" else _batch_groupchat
-        clients = ctx if workload == "chat" else ctx[0]
+        batch = BATCHES[workload]
+        clients = {"chat": lambda: ctx, "presence": lambda: ctx, "pubsub": lambda: [ctx[0], *ctx[1]],
+                   "login": lambda: []}.get(workload, lambda: ctx[0])()
         await batch(ctx, min(messages, 1000))  # warm up: caches, pair nodes
         await workloads.sync(clients)
         # The least of a few identical batches: other processes on a shared
@@ -163,19 +278,21 @@ async def measure(storage: str, workload: str, messages: int, profile: bool, top
             await workloads.sync(clients)
             before, began, split = cpu_seconds(server.pid), time.time(), _user_system(server.pid)
             threads = _threads(server.pid)
+            mine = _own_cpu()
             await batch(ctx, messages)
             cpu, wall = cpu_seconds(server.pid) - before, time.time() - began
             user, system = (a - b for a, b in zip(_user_system(server.pid), split))
             after = _threads(server.pid)
             by_thread = {name: round((after[name] - threads.get(name, 0)) / messages * 1e6)
                          for name in after if after[name] - threads.get(name, 0) > 0}
-            samples.append((cpu, wall, user, system, by_thread))
-        cpu, wall, user, system, by_thread = min(samples, key=lambda s: s[0])
-        deliveries = messages * (1 if workload == "chat" else len(clients))
+            samples.append((cpu, wall, user, system, by_thread, _own_cpu() - mine))
+        cpu, wall, user, system, by_thread, client = min(samples, key=lambda s: s[0])
+        deliveries = messages * (1 if workload in ("chat", "login") else
+                                 len(clients) - 1 if workload in ("presence", "pubsub") else len(clients))
         result = {"storage": storage, "messages": messages, "deliveries": deliveries, "cpu_s": cpu,
                   "wall_s": wall, "user_us": user / messages * 1e6,
                   "system_us": system / messages * 1e6, "us_per_message": cpu / messages * 1e6,
-                  "us_per_delivery": cpu / deliveries * 1e6,
+                  "us_per_delivery": cpu / deliveries * 1e6, "client_us": client / messages * 1e6,
                   "spread": [round(s[0] / messages * 1e6) for s in samples], "threads": by_thread}
         if profile:
             await workloads.sync(clients)
@@ -194,6 +311,16 @@ async def measure(storage: str, workload: str, messages: int, profile: bool, top
         server.stop()
         if profile and os.path.exists(server.stats):
             _print_profile(server.stats, messages, top, storage)
+
+
+BATCHES = {"chat": _batch_chat, "groupchat": _batch_groupchat, "presence": _batch_presence,
+           "pubsub": _batch_pubsub, "login": _batch_login}
+
+
+def _own_cpu() -> float:
+    """The load generator's own CPU (is it the bottleneck?)."""
+    times = os.times()
+    return times.user + times.system
 
 
 def _user_system(pid: int) -> tuple[float, float]:
@@ -242,13 +369,14 @@ async def main(args) -> None:
               f" (user {result['user_us']:.0f}, system {result['system_us']:.0f};"
               f" {result['us_per_delivery']:.1f} per delivery), {result['messages']} messages,"
               f" {result['messages'] / result['wall_s']:,.0f} msgs/s wall; batches {result['spread']};"
-              f" µs/message by thread {result['threads']}", flush=True)
+              f" µs/message by thread {result['threads']}; load generator {result['client_us']:.0f} µs per message",
+              flush=True)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--storage", default="memory,sqlite")
-    parser.add_argument("--workload", default="chat", choices=["chat", "groupchat"])
+    parser.add_argument("--workload", default="chat", choices=["chat", "groupchat", "presence", "pubsub", "login"])
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=25)

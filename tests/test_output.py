@@ -4,12 +4,13 @@ reordered when the stream ends."""
 
 import socket
 
-from twisted.internet import reactor, task
+from twisted.internet import defer, protocol, reactor, task
+from twisted.trial import unittest
 
 from tests.server_helpers import DOMAIN, ServerTestCase
 
 from xep207.server import stream as stream_module
-from xep207.server.stream import WRITE_CHUNK
+from xep207.server.stream import WRITE_CHUNK, write_now
 
 
 class Output(ServerTestCase):
@@ -106,3 +107,79 @@ class Output(ServerTestCase):
         self.session.send(f"<message from='{DOMAIN}' id='t2'/>")
         await self.client.expect("id='t2'")
         self.assertEqual(len(self.writes), 2)
+
+
+class _Reader(protocol.Protocol):
+    """A peer that reads only when told to (so the server's socket buffer fills)."""
+
+    def __init__(self, expected: int):
+        self.expected = expected
+        self.received = bytearray()
+        self.done = defer.Deferred()
+        self.lost = defer.Deferred()
+
+    def connectionMade(self):
+        self.transport.pauseProducing()
+
+    def dataReceived(self, data):
+        self.received += data
+        if len(self.received) >= self.expected and not self.done.called:
+            self.done.callback(bytes(self.received))
+
+    def connectionLost(self, reason):
+        self.lost.callback(None)
+
+
+class DirectWrite(unittest.TestCase):
+    """``write_now`` sends at once only where that cannot change what the peer
+    receives: whatever the kernel does not take waits in Twisted's queue, and
+    everything written later goes after it."""
+
+    async def connected(self, expected: int):
+        accepted = defer.Deferred()
+
+        class Accept(protocol.Protocol):
+            def connectionMade(self):
+                accepted.callback(self.transport)
+
+        port = reactor.listenTCP(0, protocol.Factory.forProtocol(Accept), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        reader = _Reader(expected)
+        await protocol.ClientCreator(reactor, lambda: reader).connectTCP("127.0.0.1", port.getHost().port)
+        transport = await accepted
+        transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+        def close():
+            reader.transport.loseConnection()
+            return reader.lost
+
+        self.addCleanup(close)
+        return transport, reader
+
+    async def test_order_is_kept_when_the_kernel_takes_only_part(self):
+        chunks = [bytes([65 + i % 26]) * 40000 for i in range(50)]  # 2 MB: far beyond the socket buffers
+        transport, reader = await self.connected(sum(map(len, chunks)))
+        for chunk in chunks:
+            write_now(transport, chunk)
+        # The kernel took part at once; the rest waits in Twisted's queue, in order.
+        self.assertTrue(transport.dataBuffer or transport._tempDataBuffer)
+        write_now(transport, b"")  # nothing to write is nothing written
+        reader.transport.resumeProducing()
+        self.assertEqual(await reader.done, b"".join(chunks))
+
+    async def test_a_small_write_on_an_idle_connection_leaves_at_once(self):
+        transport, reader = await self.connected(5)
+        write_now(transport, b"hello")
+        self.assertFalse(transport.dataBuffer or transport._tempDataBuffer)  # sent, not queued
+        reader.transport.resumeProducing()
+        self.assertEqual(await reader.done, b"hello")
+
+    async def test_a_write_to_a_closed_peer_is_left_to_twisted(self):
+        transport, reader = await self.connected(1)
+        reader.transport.loseConnection()
+        await reader.lost
+        gone = defer.Deferred()
+        transport.protocol.connectionLost = lambda reason: gone.callback(None)
+        for _ in range(20):  # the first may still be accepted by the kernel; then a reset
+            write_now(transport, b"x" * 1000)
+        await gone  # Twisted noticed and closed the connection; no exception reached the caller

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from xep207.hooks import STANZA
 from xep207.pubsub import errors
-from xep207.pubsub.blocking import BlockIndex
+from xep207.pubsub.blocking import BlockIndex, forms_of
 from xep207.pubsub.events import RETRACT
 from xep207.pubsub.kinds import PRESENCE_NODE
 from xep207.pubsub.kinds.room import nick_of
@@ -94,16 +94,53 @@ class BlockGate:
         return bool(index) and sender_bare != recipient_bare and (
             index.blocks(recipient_bare, sender) or index.blocks(sender_bare, recipient))
 
-    def for_event(self, event):
-        """The per-session test for this event, or None when nothing can be blocked."""
-        index = self.index
-        if not index:
+    def for_event(self, event) -> "EventGate | None":
+        """The test for this event's recipients, or None when nothing can be blocked."""
+        if not self.index:
             return None
         senders = self.senders(event)
         if not senders:
             return None
+        return EventGate(self.index, senders)
 
-        def stops(recipient: str) -> bool:
-            return any(self.between(sender, recipient) for sender in senders)
 
-        return stops
+class EventGate:
+    """``BlockGate.between`` for one event's senders and each of its recipients,
+    with the lists looked up once per event: a recipient costs one dict lookup
+    (its own list) when no sender's account blocks anybody — the common case.
+
+    ``account(jid)`` is the whole test for a recipient JID; ``resource(full)``
+    adds what only a session's full JID can match (a sender's block of that
+    one resource), and is needed only when ``per_resource``.
+    """
+
+    __slots__ = ("_lists", "_senders", "_blocking", "per_resource")
+
+    def __init__(self, index: BlockIndex, senders: tuple[str, ...]):
+        self._lists = index.of
+        self._senders = [(sender, bare_of(sender), forms_of(sender)) for sender in senders]
+        # Senders whose account blocks somebody, with that list.
+        self._blocking = [(sender_bare, entries) for _, sender_bare, entries in
+                          ((s, b, index.of(b)) for s, b, _ in self._senders) if entries]
+        self.per_resource = bool(self._blocking)
+
+    def account(self, recipient: str) -> bool:
+        """Whether ``recipient`` (bare or full) and a sender are on either side of a block."""
+        recipient_bare = bare_of(recipient)
+        own = self._lists(recipient_bare)
+        if own:  # the recipient blocked a sender (XEP-0191 §3.6)
+            for _, sender_bare, forms in self._senders:
+                if sender_bare != recipient_bare and not own.isdisjoint(forms):
+                    return True
+        return self.resource(recipient) if self._blocking else False
+
+    def resource(self, recipient: str) -> bool:
+        """Whether a sender's account blocked ``recipient`` (§3.5)."""
+        recipient_bare = bare_of(recipient)
+        forms = None
+        for sender_bare, entries in self._blocking:
+            if sender_bare != recipient_bare:
+                forms = forms or forms_of(recipient)
+                if not entries.isdisjoint(forms):
+                    return True
+        return False

@@ -55,25 +55,26 @@ class EventDelivery:
         renderer = self.renderers.get(event.node_kind)
         rendering: Rendering | None = None  # the legacy form, prepared once,
         prepared = False  # when first needed
-        body = None  # the XEP-0207 form, serialized once, when first needed
+        envelope = None  # the XEP-0207 form, serialized once, when first needed
         missed = []
         elsewhere: dict | None = None  # process → its recipients, sent on once each
         if self.cluster is not None:
             self.cluster.presence_changed(event)
-        stops = self.gate.for_event(event) if self.gate is not None else None
+        gate = self.gate.for_event(event) if self.gate is not None else None
+        per_resource = gate is not None and gate.per_resource
+        sessions_for = self.router.sessions_for
+        node_id = event.node_id
         for recipient in recipients:
-            sessions = self.router.sessions_for(recipient.jid)
-            if stops is not None and stops(recipient.jid):
+            if gate is not None and gate.account(recipient.jid):
                 continue
-            if sessions is None and forwarded:
+            sessions = sessions_for(recipient.jid)
+            if sessions is None:
+                if not forwarded:  # not one of our accounts: a component, say
+                    envelope = envelope or self._envelope(event)
+                    self.router.deliver_serialized(recipient.jid, envelope.to(recipient.jid))
                 continue
-            if sessions is None:  # not one of our accounts: a component, say
-                body = body or render.event_body(event)
-                self.router.deliver_serialized(
-                    recipient.jid, render.message(event.service, recipient.jid, body, type=pubsub_type(event)))
-                continue
-            legacy = renderer is not None and recipient.subscription is not None \
-                and recipient.subscription.via == VIA_LEGACY
+            subscription = recipient.subscription
+            legacy = renderer is not None and subscription is not None and subscription.via == VIA_LEGACY
             if legacy and not prepared:
                 rendering = renderer.prepare(event) if renderer is not None else None
                 prepared = True
@@ -84,28 +85,33 @@ class EventDelivery:
                 if addressed:
                     sessions = sessions + addressed
             for session in sessions:
-                if stops is not None and stops(session.full):
+                if per_resource and gate is not None and gate.resource(session.full):
                     continue
                 if session.remote:  # held by another process: it renders for it
                     if not forwarded:
                         elsewhere = elsewhere if elsewhere is not None else {}
                         elsewhere.setdefault(session.node, {})[recipient.jid] = recipient
                     continue
-                if legacy and not speaks_pubsub(session, event.node_id):
+                if legacy and not (node_id in session.interested or node_id in session.pubsub_nodes):
                     # A client that never speaks pubsub never sees a pubsub stanza:
                     # an event its kind does not render reaches it as nothing.
-                    for xml in rendering.stanzas_for(recipient, session) if rendering is not None else ():
-                        session.send(xml)
+                    if rendering is not None:
+                        for xml in rendering.stanzas_for(recipient, session):
+                            session.send(xml)
                     continue
                 if session.priority < 0 and "/" not in recipient.jid:
                     continue  # RFC 6121 §8.5.2.1.1: not to negative-priority resources
-                body = body or render.event_body(event)
-                session.send(render.message(event.service, session.full, body, type=pubsub_type(event)))
+                envelope = envelope or self._envelope(event)
+                session.send(envelope.to(session.full))
             if legacy and rendering is not None and rendering.missed(recipient):
                 missed.append(recipient)
         if elsewhere and self.cluster is not None:
             self.cluster.routing.forward_event(event, elsewhere)
         return missed
+
+    @staticmethod
+    def _envelope(event) -> render.Envelope:
+        return render.Envelope.around(event.service, render.event_body(event), pubsub_type(event))
 
     def request_authorization(self, request, *, forwarded: bool = False):
         form = None

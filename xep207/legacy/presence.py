@@ -17,6 +17,7 @@ from twisted.python import log
 from twisted.words.xish import domish
 
 from xep207.legacy.render import Template, is_presence_node
+from xep207.ordering import handed_off
 from xep207.hooks import AVAILABILITY_CHANGED, INITIAL_PRESENCE, ITEM_PUBLISHED, SESSION_UNBOUND, STANZA
 from xep207.pubsub import errors
 from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
@@ -112,8 +113,19 @@ class PresenceCapture:
         if self.caps is not None:
             self.caps.update(session, stanza)
         await self.router.hooks.fire(AVAILABILITY_CHANGED, session)
-        await self.engine.publish(session.full, session.bare, PRESENCE_NODE,
-                                  [(session.jid.resource, payload)], vetted=True)
+        if initial:
+            # The probe and offline delivery below read what this wrote.
+            await self.engine.publish(session.full, session.bare, PRESENCE_NODE,
+                                      [(session.jid.resource, payload)], vetted=True)
+        else:
+            # A change of status: the session's next stanza goes on once the item
+            # is in storage's queue (what comes next is ordered after it), so a
+            # burst of changes shares one commit and its fan-out one write per
+            # contact's session (docs/architecture.md, "The hot path").
+            await handed_off(
+                lambda queued: self.engine.publish(session.full, session.bare, PRESENCE_NODE,
+                                                   [(session.jid.resource, payload)], vetted=True, queued=queued),
+                lambda failure: self.router.route_failed(failure, stanza), self.router.in_flight.track)
         template = Template.around(payload, "presence")
         for other in self.router.available_resources(session.bare):
             other.send(template.to(other.full))
@@ -164,6 +176,8 @@ class PresenceCapture:
             self.router.route(stanza)
         session.directed.clear()
 
-    def _session_gone(self, session) -> defer.Deferred:
+    def _session_gone(self, session) -> defer.Deferred | None:
+        if not session.available:
+            return None  # never sent presence (or already unavailable): nothing to tell
         d = defer.ensureDeferred(self.unavailable(session, echo=False))
         return d.addErrback(log.err, f"unavailable broadcast for {session.full} failed")

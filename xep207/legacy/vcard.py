@@ -257,11 +257,10 @@ class AvatarConversion:
             self.hashes.setdefault(account, photo_hash(vcard))
         return self.hashes[account]
 
-    def _on_bound(self, session) -> Any:
-        """A login re-reads the hash (a vCard retracted or deleted through XEP-0060 shows here)."""
+    def _on_bound(self, session) -> None:
+        """A login re-reads the hash (a vCard retracted or deleted through XEP-0060
+        shows here), when its first presence needs it: a login costs no read."""
         self.hashes.pop(session.bare, None)
-        return defer.ensureDeferred(self._load(session.bare)).addErrback(
-            logs.failure, f"reading {session.bare}'s vCard hash")
 
     def _on_unbound(self, session) -> None:
         """The cache holds the accounts online, no more."""

@@ -6,7 +6,10 @@ per recipient only the ``<message>`` envelope is formatted around it.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import uuid
+from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
 from xep207.pubsub.events import (
@@ -62,14 +65,45 @@ def event_body(event: Event) -> str:
     return body
 
 
+@functools.lru_cache(maxsize=16384)
+def quoted(value: str) -> str:
+    """``quoteattr`` for the few thousand addresses a fan-out writes over and over."""
+    return quoteattr(value)
+
+
+# Message ids: unique in this process (a counter) and across restarts (a random
+# prefix); a notification's id is a name, not a secret, so no random bytes per copy.
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_id_counter = itertools.count(1)
+
+
+def new_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter):x}"
+
+
 def message(sender: str, recipient: str, body: str, *, type: str | None = None,
             id: str | None = None) -> str:
     """A ``<message>`` envelope around already-serialized children."""
-    attributes = f"from={quoteattr(sender)} to={quoteattr(recipient)}"
-    if type and type != "normal":
-        attributes += f" type={quoteattr(type)}"
-    attributes += f" id={quoteattr(id or uuid.uuid4().hex)}"
-    return f"<message {attributes}>{body}</message>"
+    return Envelope.around(sender, body, type).to(recipient, id)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A ``<message>`` around serialized children, made once per event; per
+    recipient only ``to`` and a fresh ``id`` are filled in."""
+
+    head: str  # up to the ``to`` value
+    middle: str  # between it and the id's value
+    tail: str  # after the id's value
+
+    @classmethod
+    def around(cls, sender: str, body: str, type: str | None = None) -> "Envelope":
+        typed = f" type={quoteattr(type)}" if type and type != "normal" else ""
+        return cls(f"<message from={quoted(sender)} to=", f"{typed} id=", f">{body}</message>")
+
+    def to(self, recipient: str, id: str | None = None) -> str:
+        ident = quoteattr(id) if id else f"'{new_id()}'"
+        return f"{self.head}{quoted(recipient)}{self.middle}{ident}{self.tail}"
 
 
 def _field(var: str, value: str, type: str, label: str | None = None) -> str:

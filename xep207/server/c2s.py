@@ -226,6 +226,10 @@ def _element(uri: str, name: str, *children: str) -> domish.Element:
     return element
 
 
+# Serialized stream features by what decides them (ClientNegotiator._features_xml).
+_FEATURES: dict[tuple, str] = {}
+
+
 class ClientNegotiator(xmlstream.ListenAuthenticator):
     """Runs RFC 6120 stream negotiation for one client connection."""
 
@@ -312,11 +316,24 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         self._lang = root.getAttribute((NS_XML, "lang"), "")
         if root.getAttribute("to", "").lower() != self.policy.domain:
             return xs.fail("host-unknown", f"this server serves {self.policy.domain}")
-        xs.sendHeader()
-        xs.send(self._features())
+        xs.send_header(self._features_xml())
         if not getattr(self, "_observing", False):
             self._observing = True
             xs.addObserver("/*", self._on_element, priority=-1)
+
+    def _features_xml(self) -> str:
+        """``_features()`` serialized, made once per kind of stream: they depend
+        on the policy, on TLS, compression and authentication, and on the
+        stream extensions, which add theirs by whether the client authenticated."""
+        xs = self.xmlstream
+        key = (type(xs), self.policy, self.user is None, self.tls_active, xs.compressed,
+               tuple(self.router.stream_extensions))
+        xml = _FEATURES.get(key)
+        if xml is None:
+            if len(_FEATURES) >= 64:  # policies and extensions of servers long gone (tests)
+                _FEATURES.clear()
+            xml = _FEATURES[key] = xs.serialize(self._features())
+        return xml
 
     def _features(self) -> domish.Element:
         features = domish.Element((NS_STREAMS, "features"))
@@ -355,7 +372,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         if user is None:
             return None
         try:
-            return jidlib.JID(tuple=(user, self.policy.domain, None)).user
+            return jid_from_parts(user, self.policy.domain).user
         except jidlib.InvalidFormat:
             return user
 

@@ -266,7 +266,9 @@ class Scram(Mechanism):
         stored_key, server_key = _keys(self._account, self.algorithm)
         auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode("utf-8")
         signature = _hmac(stored_key, auth_message, self.algorithm)
-        client_key = bytes(a ^ b for a, b in zip(proof.ljust(len(signature), b"\0"), signature))
+        size = len(signature)
+        client_key = (int.from_bytes(proof.ljust(size, b"\0")[:size], "big")
+                      ^ int.from_bytes(signature, "big")).to_bytes(size, "big")
         valid = hmac.compare_digest(hashlib.new(self.algorithm, client_key).digest(), stored_key)
         if not valid or len(proof) != len(signature) or not self._real:
             raise SASLFailure("not-authorized")

@@ -17,6 +17,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
@@ -452,25 +453,44 @@ class ServerStream(xmlstream.XmlStream):
         self.compressed = True
         self.reset()
 
+    def serialize(self, element: Any) -> str:
+        """An element as ``send`` writes it on this stream."""
+        return element.toXml(prefixes=self.prefixes, defaultUri=self.namespace,
+                             prefixesInScope=list(self.prefixes.values()))
+
+    def send_header(self, features: str) -> None:
+        """Our stream header and the features after it, in one write (one
+        segment, one read for the client). Twisted builds and serializes an
+        element for the header; for the usual client stream it is formatted
+        directly."""
+        if self.prefixes != {NS_STREAMS: "stream"} or self.otherEntity or self.initiating \
+                or not self.thisEntity or self.version < (1, 0):
+            self.sendHeader()
+            self.send(features)
+            return
+        sid = f" id={quoteattr(self.sid)}" if self.sid else ""
+        self.send(f"<stream:stream xmlns:stream='{NS_STREAMS}' xmlns={quoteattr(self.namespace)} "
+                  f"from={quoteattr(self.thisEntity.userhost())}{sid} version='%d.%d'>" % self.version + features)
+        self._headerSent = True
+
     def send(self, obj) -> None:
         if self.transport is None or self._closed:
             return  # nothing after </stream:stream> (an answer that was still being worked out)
         if type(obj) is str:  # (most output: serialized once per event, issue 13)
             obj = obj.encode("utf-8")
-        elif domish.IElement.providedBy(obj):  # serialized as XmlStream.send would, to count it
-            obj = obj.toXml(prefixes=self.prefixes, defaultUri=self.namespace,
-                            prefixesInScope=list(self.prefixes.values())).encode("utf-8")
+        elif domish.IElement.providedBy(obj):
+            obj = self.serialize(obj).encode("utf-8")  # as XmlStream.send would, to count it
         elif isinstance(obj, str):
             obj = obj.encode("utf-8")
         if self._output_blocked:
             self._queued_output += len(obj)
             if self._queued_output > self.shaping.max_output:
                 return self._drop_reader()
-        if not self.coalesce:
-            super().send(obj)
-            return
         if self.rawDataOutFn:
             self.rawDataOutFn(obj)
+        if not self.coalesce:
+            write_now(self.transport, obj)  # negotiation: no turn to wait for
+            return
         if self._pending is None:
             self._pending = [obj]
             _flush_later(self)

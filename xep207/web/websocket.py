@@ -285,12 +285,19 @@ class WebSocketStream(ServerStream):
         ServerStream.send(self, opening.toXml())
         self._headerSent = True
 
+    def send_header(self, features: str) -> None:
+        self.sendHeader()  # RFC 7395: the <open/> is a message of its own
+        self.send(features)
+
     def sendFooter(self) -> None:
         ServerStream.send(self, CLOSE)
 
+    def serialize(self, element: Any) -> str:
+        return element.toXml(prefixes={NS_STREAMS: "stream"}, prefixesInScope=[])  # each message stands alone
+
     def send(self, obj) -> None:
         if domish.IElement.providedBy(obj):
-            obj = obj.toXml(prefixes={NS_STREAMS: "stream"}, prefixesInScope=[])
+            obj = self.serialize(obj)
         elif isinstance(obj, bytes):
             obj = obj.decode("utf-8")
         super().send(with_client_namespace(obj))
