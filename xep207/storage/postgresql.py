@@ -1,22 +1,32 @@
 """``postgresql://user@host:port/db`` — a database server several xep207 processes share.
 
-psycopg 3 with a ``psycopg_pool`` connection pool, driven from a Twisted thread
-pool of the same size, so the reactor never waits on the database. Every
-operation is one transaction (commit on success, rollback on any error, a
-dropped connection included), so a crash leaves no partial state. Connections
-are checked before use and replaced when the server restarted; while it is
-down, operations fail fast with ``StorageUnavailable`` (the XMPP layers answer
-``internal-server-error``), never hang. The usual libpq environment
-(``PGPASSWORD``, ``PGSSLMODE``, ``~/.pgpass`` …) applies.
+psycopg 3, one connection per process used by one dedicated thread, so the
+reactor never waits on the database and operations run in the order they were
+issued (``ordered_writes``: a caller may go on once its write is queued).
+Under load the thread runs the operations that queued up while it was busy as
+one transaction (group commit): one commit and one wake-up of the reactor for
+the lot, instead of a connection checkout, a round trip and a commit each.
+
+Every operation still succeeds or fails alone: when one of a batch fails, the
+batch is rolled back and each of its operations runs again in a transaction
+of its own, so only the failing one gets the error. A dropped connection
+(the server restarted) is replaced before the next batch; if it dropped
+before this batch ran anything, the batch runs again on the new one. While
+the server is down, operations fail fast with ``StorageUnavailable`` (the XMPP
+layers answer ``internal-server-error``), never hang. The usual libpq
+environment (``PGPASSWORD``, ``PGSSLMODE``, ``~/.pgpass`` …) applies.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import queue
+import threading
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from twisted.internet import defer, threads
-from twisted.python.threadpool import ThreadPool
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from xep207.storage.interface import IStorage, StorageUnavailable
@@ -24,12 +34,14 @@ from xep207.storage.sql import SQLStorage, migrate, schema
 
 if TYPE_CHECKING:
     from psycopg import Connection
-    from psycopg_pool import ConnectionPool
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
 MIGRATIONS = [schema(serial="BIGSERIAL PRIMARY KEY", binary="BYTEA", real="DOUBLE PRECISION")]
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 207_207  # pg_advisory_xact_lock key: one process migrates at a time
+
+# What the database thread runs: function(cursor, *args), answered on the Deferred.
+_Job = tuple[Callable[..., Any], tuple[Any, ...], "defer.Deferred[Any]"]
 
 
 def _display(url: str) -> str:
@@ -42,9 +54,22 @@ def _display(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+class _BatchFailed(Exception):
+    """An operation of a batch failed (``failure``): run them again one by one."""
+
+    def __init__(self, failure: Failure):
+        super().__init__(failure.getErrorMessage())
+        self.failure = failure
+
+
 @implementer(IStorage)
 class PostgreSQLStorage(SQLStorage):
     placeholder = "%s"
+    ordered_writes = True  # one thread runs the operations in the order they were issued
+
+    # Fewer than PostgreSQL's 64 cached subtransactions is not the point here
+    # (no savepoints); the cap keeps one batch's latency bounded.
+    MAX_BATCH = 128
 
     def __init__(self, url: str):
         import psycopg  # a clear ImportError names the missing extra: pip install 'xep207[postgresql]'
@@ -53,68 +78,169 @@ class PostgreSQLStorage(SQLStorage):
         self._operational = (psycopg.OperationalError, psycopg.InterfaceError)
         parts = urlsplit(url)
         params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        self.pool_size = int(params.pop("pool_size", 8))
+        params.pop("pool_size", None)  # accepted for old URLs: one connection now
         self.timeout = float(params.pop("pool_timeout", 5))
         query = "&".join(f"{k}={v}" for k, v in params.items())
         self.conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, query, ""))
         self.url = _display(url)
-        self._pool: ConnectionPool[Connection] | None = None
-        self._threads: ThreadPool | None = None
+        self._thread: threading.Thread | None = None
+        self._connection: Connection | None = None
+        self._ran = False  # a statement of the current batch reached the server
 
     def start(self):
-        from psycopg_pool import ConnectionPool
+        from twisted.internet import reactor
 
-        self._threads = ThreadPool(minthreads=1, maxthreads=self.pool_size, name="xep207-postgresql")
-        self._threads.start()
-        self._pool = ConnectionPool(
-            self.conninfo, min_size=1, max_size=self.pool_size, open=False, timeout=self.timeout,
-            check=ConnectionPool.check_connection, kwargs={"connect_timeout": max(1, int(self.timeout))},
-            reconnect_timeout=0)
-        d = threads.deferToThreadPool(_reactor(), self._threads, self._pool.open, True, self.timeout)
-        return d.addCallback(lambda _: self._transact(self._migrate))
+        self._reactor = IReactorFromThreads(reactor)
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()  # None: stop
+        self._stopped: defer.Deferred[None] = defer.Deferred()
+        self._thread = threading.Thread(target=self._work, name=f"xep207-postgresql {self.url}", daemon=True)
+        self._thread.start()
+        return self._transact(self._migrate)
 
     def _migrate(self, cursor):
         self._execute(cursor, "SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
         migrate(cursor, self._execute, MIGRATIONS)
 
     def stop(self):
-        pool, thread_pool = self._pool, self._threads
-        self._pool = self._threads = None
-        if pool is None or thread_pool is None:  # never started, or stopped already
+        if self._thread is None:  # never started, or stopped already
             return defer.succeed(None)
+        self._thread = None
+        self._jobs.put(None)
+        return self._stopped
 
-        def close():
-            pool.close()
-
-        def stopped(result):
-            thread_pool.stop()
-            return result
-
-        d = threads.deferToThreadPool(_reactor(), thread_pool, close)
-        return d.addBoth(stopped)
+    def queue_depth(self) -> int:
+        """Operations waiting for the database thread (for metrics)."""
+        return self._jobs.qsize() if self._thread is not None else 0
 
     def _transact(self, function, *args):
-        pool, thread_pool = self._pool, self._threads
-        if pool is None or thread_pool is None:
+        if self._thread is None:
             return defer.fail(StorageUnavailable(f"storage {self.url} is not open"))
+        d: defer.Deferred[Any] = defer.Deferred()
+        self._jobs.put((function, args, d))
+        return d
 
-        def work():
-            with pool.connection() as connection:  # commits, or rolls back on any exception
-                with connection.cursor() as cursor:
-                    return function(cursor, *args)
+    def _execute(self, cursor, statement: str, args=()):
+        result = super()._execute(cursor, statement, args)
+        self._ran = True
+        return result
 
-        d = threads.deferToThreadPool(_reactor(), thread_pool, work)
-        return d.addErrback(self._unavailable)
+    # The database thread ------------------------------------------------------------
 
-    def _unavailable(self, failure):
-        from psycopg_pool import PoolTimeout
+    def _work(self) -> None:
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    break
+                self._reactor.callFromThread(self._deliver, self._answer(batch))
+        finally:
+            self._disconnect()
+            self._reactor.callFromThread(self._stopped.callback, None)
 
-        if failure.check(PoolTimeout, *self._operational):
-            raise StorageUnavailable(f"{self.url}: {failure.getErrorMessage()}")
-        return failure
+    def _next_batch(self) -> list[_Job] | None:
+        first = self._jobs.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < self.MAX_BATCH:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                self._jobs.put(None)  # stop after this batch
+                break
+            batch.append(job)
+        return batch
 
+    def _answer(self, batch: list[_Job]) -> list[tuple[defer.Deferred, Any]]:
+        """Every operation's outcome, whatever happens: a batch that fails as a
+        whole is run again one operation at a time; a connection that was found
+        dead before anything ran is replaced and the batch tried once more."""
+        for attempt in (1, 2):
+            self._ran = False
+            try:
+                return self._in_one_transaction(batch)
+            except _BatchFailed as failed:
+                if len(batch) == 1:
+                    return [(batch[0][2], failed.failure)]
+                return [self._run_alone(job) for job in batch]
+            except self._operational:
+                stale = not self._ran and self._connection is not None
+                self._disconnect()
+                if stale and attempt == 1:
+                    continue  # the server restarted since the last batch: nothing ran
+                failure = Failure(self._unavailable())
+                return [(d, failure) for _, _, d in batch]
+        raise AssertionError("not reached")
 
-def _reactor():
-    from twisted.internet import reactor
+    def _run_alone(self, job: _Job) -> tuple[defer.Deferred, Any]:
+        try:
+            return self._in_one_transaction([job])[0]
+        except _BatchFailed as failed:
+            return job[2], failed.failure
+        except self._operational:
+            self._disconnect()
+            return job[2], Failure(self._unavailable())
 
-    return reactor
+    def _in_one_transaction(self, jobs: list[_Job]) -> list[tuple[defer.Deferred, Any]]:
+        """``jobs`` in one transaction, committed; ``_BatchFailed`` (rolled back)
+        when one of them failed; a connection failure as it is."""
+        from psycopg.pq import TransactionStatus
+
+        connection = self._connect()
+        results = []
+        try:
+            with connection.cursor() as cursor:
+                for function, args, d in jobs:
+                    results.append((d, function(cursor, *args)))
+                    if connection.info.transaction_status == TransactionStatus.INERROR:
+                        raise RuntimeError("an operation left its transaction failed")  # COMMIT would roll back
+            connection.commit()
+        except self._operational:
+            raise
+        except Exception as exc:
+            failed = _BatchFailed(Failure())
+            self._rollback()
+            raise failed from exc
+        return results
+
+    def _connect(self) -> Connection:
+        import psycopg
+
+        if self._connection is None or self._connection.closed:
+            self._connection = psycopg.connect(self.conninfo, connect_timeout=max(1, int(self.timeout)))
+        return self._connection
+
+    def _rollback(self) -> None:
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            connection.rollback()
+        except self._operational:
+            self._disconnect()
+
+    def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:
+                pass
+
+    def _unavailable(self) -> StorageUnavailable:
+        import sys
+
+        exc = sys.exc_info()[1]
+        unavailable = StorageUnavailable(f"{self.url}: {exc}")
+        unavailable.__cause__ = exc
+        return unavailable
+
+    @staticmethod
+    def _deliver(results):
+        for d, result in results:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
