@@ -47,7 +47,7 @@ class Atomicity(unittest.TestCase):
     async def test_publish_with_trimming_is_all_or_nothing(self):
         for i in range(3):
             await self.storage.put_item("svc", "n", Item(f"i{i}", "<p/>", "x@y"), 3)
-        self.storage.kill_after = "INSERT INTO items"
+        self.storage.kill_after = "WITH new AS (INSERT INTO items"  # insert and trim: one statement
         with self.assertRaises(Exception):
             await self.storage.put_item("svc", "n", Item("new", "<p/>", "x@y"), 3)
         page = await self.storage.page_items("svc", "n")

@@ -124,6 +124,23 @@ class PostgreSQLStorage(SQLStorage):
         self._ran = True
         return result
 
+    def _insert_new_item(self, cursor, insert, values, max_items):
+        """One round trip for the common publish: the insert, and when it added
+        a row, the trim of what it pushed out (the DELETE sees the rows from
+        before the insert, hence ``max_items - 1`` of them kept)."""
+        if max_items is None:
+            return super()._insert_new_item(cursor, insert, values, max_items)
+        service, node_id = values[0], values[1]
+        statement = (
+            f"WITH new AS ({insert}),"
+            " trimmed AS (DELETE FROM items WHERE service = ? AND node = ? AND EXISTS (SELECT 1 FROM new)"
+            " AND seq <= (SELECT seq FROM items WHERE service = ? AND node = ?"
+            " ORDER BY seq DESC LIMIT 1 OFFSET ?))"
+            " SELECT seq FROM new")
+        row = self._execute(cursor, statement,
+                            (*values, service, node_id, service, node_id, max(max_items - 1, 0))).fetchone()
+        return row, row is not None
+
     # The database thread ------------------------------------------------------------
 
     def _work(self) -> None:

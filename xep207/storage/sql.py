@@ -235,7 +235,7 @@ class SQLStorage:
             # then insert as the newest. Under PostgreSQL's read committed, a
             # concurrent writer of the same id can slip in between: then the
             # insert does nothing and we go round again.
-            row = self._execute(cursor, insert, values).fetchone()
+            row, trimmed = self._insert_new_item(cursor, insert, values, max_items)
             added = row is not None
             for _ in range(10):
                 if row is not None:
@@ -246,7 +246,8 @@ class SQLStorage:
             else:
                 raise RuntimeError(f"could not store item {item.item_id}: too much contention")
             seq = row[0]
-            if max_items is not None and self._trim_needed(cursor, (service, node_id), max_items, added):
+            if max_items is not None and not trimmed and \
+                    self._trim_needed(cursor, (service, node_id), max_items, added):
                 self._execute(
                     cursor, "DELETE FROM items WHERE service = ? AND node = ? AND seq <= ("
                     " SELECT seq FROM items WHERE service = ? AND node = ?"
@@ -255,6 +256,11 @@ class SQLStorage:
             return Item(item.item_id, item.payload, item.publisher, item.published, seq)
 
         return self._transact(put)
+
+    def _insert_new_item(self, cursor, insert: str, values: tuple, max_items: int | None):
+        """``insert``'s row (None: the id exists) and whether the node was
+        trimmed to ``max_items`` with it (a backend may do both in one statement)."""
+        return self._execute(cursor, insert, values).fetchone(), False
 
     def get_items(self, service, node_id, item_ids):
         item_ids = list(item_ids)

@@ -164,6 +164,45 @@ class StorageContract(_TestCase):
         self.assertEqual(page.items[-1].payload, "<p n='new'/>")
         self.assertEqual(page.items[-1].publisher, "y@example.org")
 
+    async def test_max_items_one_keeps_only_the_newest(self):
+        for i in range(3):
+            await self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), 1)
+        self.assertEqual([i.item_id for i in (await self.storage.page_items(S, "a")).items], ["i2"])
+        await self.storage.put_item(S, "a", Item("i2", "<p n='again'/>", "x@example.org"), 1)
+        page = await self.storage.page_items(S, "a")
+        self.assertEqual([(i.item_id, i.payload) for i in page.items], [("i2", "<p n='again'/>")])
+
+    async def test_one_failing_operation_among_many_fails_alone(self):
+        """Operations issued together (a backend may commit them as one batch):
+        the one that fails gets its error, the others are all done."""
+        await self.storage.create_node(Node(S, "taken", NodeConfig(), "x@example.org"))
+        issued = [self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), 10) for i in range(3)]
+        issued.append(self.storage.create_node(Node(S, "taken", NodeConfig(), "y@example.org")))
+        issued += [self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), 10) for i in range(3, 6)]
+        issued.append(self.storage.create_node(Node(S, "fresh", NodeConfig(), "y@example.org")))
+        outcomes = await defer.DeferredList(issued, consumeErrors=True)
+        self.assertEqual([ok for ok, _ in outcomes], [True] * 3 + [False] + [True] * 4)
+        self.assertIsInstance(outcomes[3][1].value, NodeExists)
+        self.assertEqual(_found(await self.storage.get_node(S, "taken")).creator, "x@example.org")
+        self.assertIsNotNone(await self.storage.get_node(S, "fresh"))
+        page = await self.storage.page_items(S, "a")
+        self.assertEqual([i.item_id for i in page.items], [f"i{i}" for i in range(6)])
+
+    async def test_ordered_writes_run_in_the_order_issued(self):
+        """Where a backend says ``ordered_writes``, the engine lets a caller go on
+        before the commit: what it issues next must see the write."""
+        if not getattr(self.storage, "ordered_writes", False):
+            self.skipTest("backend does not keep issue order")
+        await self.storage.create_node(Node(S, "a", NodeConfig(), "x@example.org"))
+        first = self.storage.put_item(S, "a", Item("same", "<p n='1'/>", "x@example.org"), 5)
+        second = self.storage.put_item(S, "a", Item("same", "<p n='2'/>", "x@example.org"), 5)
+        seen = self.storage.get_items(S, "a", ["same"])
+        removed = self.storage.delete_items(S, "a", ["same"])
+        after = self.storage.get_items(S, "a", ["same"])
+        await defer.gatherResults([first, second, removed])
+        self.assertEqual([i.payload for i in await seen], ["<p n='2'/>"])
+        self.assertEqual(await after, [])
+
     async def test_get_items_by_id(self):
         for i in range(3):
             await self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), None)
