@@ -44,6 +44,7 @@ from xep207.pubsub.kinds.account import ACCOUNT_NODES
 from xep207.pubsub.kinds.blocklist import BlocklistKind
 from xep207.pubsub.kinds.lastactivity import LastActivityKind
 from xep207.pubsub.kinds.mamprefs import MamPrefsKind
+from xep207.ordering import InOrder
 from xep207.pubsub.kinds.pair import OFFLINE_MARK
 from xep207.storage.interface import NodeExists
 from xep207.storage.records import (
@@ -160,6 +161,7 @@ class PubSubEngine:
         # Whether storage runs operations in the order they were issued (one
         # writer: SQLite's thread, memory:); a pool of connections does not.
         self._ordered_writes = bool(getattr(storage, "ordered_writes", False))
+        self._mark_orders: dict[tuple[str, str, str], InOrder] = {}  # offline marks being changed
         # What kinds derive from a node's cached metadata (a room's occupants),
         # keyed by node, valid while the cache hands out the same objects.
         self.derived: dict[tuple[str, str], tuple] = {}
@@ -918,11 +920,25 @@ class PubSubEngine:
 
     @returns_deferred
     async def set_offline_mark(self, actor: Trusted, subscription: Subscription,
-                               value: str | None) -> None:
-        """The pair kind's undelivered-message mark (set, or cleared with None)."""
-        current = await self.storage.get_subscription(
-            subscription.service, subscription.node_id, subscription.subscriber)
-        if current is None:
+                               value: str | None, *, only_if_unset: bool = False) -> None:
+        """The pair kind's undelivered-message mark (set, or cleared with None;
+        ``only_if_unset``: keep a mark already there). One change at a time per
+        subscription: messages missed together, whose publishes go on before
+        their commits, would otherwise each read "no mark" and the last win."""
+        key = (subscription.service, subscription.node_id, subscription.subscriber)
+        order = self._mark_orders.get(key)
+        if order is None:
+            order = self._mark_orders[key] = InOrder()
+        try:
+            await order.run(lambda: defer.ensureDeferred(self._set_offline_mark(key, value, only_if_unset)))
+        finally:
+            if not order.locked and self._mark_orders.get(key) is order:
+                del self._mark_orders[key]
+
+    async def _set_offline_mark(self, key: tuple[str, str, str], value: str | None,
+                                only_if_unset: bool) -> None:
+        current = await self.storage.get_subscription(*key)
+        if current is None or (only_if_unset and current.options.get(OFFLINE_MARK)):
             return
         options = {k: v for k, v in current.options.items() if k != OFFLINE_MARK}
         if value is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet import defer
 
@@ -176,13 +176,15 @@ class StorageContract(_TestCase):
         """Operations issued together (a backend may commit them as one batch):
         the one that fails gets its error, the others are all done."""
         await self.storage.create_node(Node(S, "taken", NodeConfig(), "x@example.org"))
-        issued = [self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), 10) for i in range(3)]
+        issued: list[defer.Deferred[Any]] = [
+            self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), 10) for i in range(3)]
         issued.append(self.storage.create_node(Node(S, "taken", NodeConfig(), "y@example.org")))
         issued += [self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), 10) for i in range(3, 6)]
         issued.append(self.storage.create_node(Node(S, "fresh", NodeConfig(), "y@example.org")))
         outcomes = await defer.DeferredList(issued, consumeErrors=True)
         self.assertEqual([ok for ok, _ in outcomes], [True] * 3 + [False] + [True] * 4)
-        self.assertIsInstance(outcomes[3][1].value, NodeExists)
+        failure = outcomes[3][1]
+        self.assertIsInstance(getattr(failure, "value", None), NodeExists)
         self.assertEqual(_found(await self.storage.get_node(S, "taken")).creator, "x@example.org")
         self.assertIsNotNone(await self.storage.get_node(S, "fresh"))
         page = await self.storage.page_items(S, "a")
@@ -199,7 +201,8 @@ class StorageContract(_TestCase):
         seen = self.storage.get_items(S, "a", ["same"])
         removed = self.storage.delete_items(S, "a", ["same"])
         after = self.storage.get_items(S, "a", ["same"])
-        await defer.gatherResults([first, second, removed])
+        writes: list[defer.Deferred[Any]] = [first, second, removed]
+        await defer.gatherResults(writes)
         self.assertEqual([i.payload for i in await seen], ["<p n='2'/>"])
         self.assertEqual(await after, [])
 
