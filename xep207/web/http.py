@@ -10,7 +10,7 @@ browser client must reach it.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application import internet
 from twisted.python import log
@@ -32,15 +32,21 @@ class Directory(Resource):
 
 
 class BoundedRequest(Request):
-    """A request whose body may not exceed the site's ``max_body``: refused with
-    413 as soon as its Content-Length says so, before a byte of it is read (and
-    411 without a length: a chunked body could be endless)."""
+    """A request whose body may not exceed the site's ``max_body`` unless the
+    site's ``grants_body`` allows this very request more (a signed upload URL
+    for exactly that size): refused with 413 as soon as its Content-Length says
+    so, before a byte of it is read (and 411 without a length: a chunked body
+    could be endless). Anyone may connect: a large body from a stranger would be
+    buffered to disk before any resource had a say."""
 
     refused = False
 
     def gotLength(self, length):
-        limit = self.site_max_body()
-        if length is not None and length <= limit:
+        site: Any = getattr(self.channel, "site")  # set by Site.buildProtocol
+        # the request line, known to the channel before the request sees it
+        method, target = getattr(self.channel, "_command", b""), getattr(self.channel, "_path", b"")
+        if length is not None and (length <= site.max_body
+                                   or (site.grants_body is not None and site.grants_body(method, target, length))):
             return super().gotLength(length)
         self.refused = True
         self.content = io.BytesIO()
@@ -51,10 +57,6 @@ class BoundedRequest(Request):
         transport.write(b"HTTP/1.1 " + status + b"\r\nConnection: close\r\n"
                                      b"Access-Control-Allow-Origin: *\r\nContent-Length: 0\r\n\r\n")
         self.channel.loseConnection()
-
-    def site_max_body(self) -> int:
-        site: Any = getattr(self.channel, "site")  # set by Site.buildProtocol
-        return site.max_body
 
     def handleContentChunk(self, data):
         if not self.refused:
@@ -71,7 +73,9 @@ class _QuietSite(Site):
     noisy = False
     displayTracebacks = False
     requestFactory = BoundedRequest
-    max_body = 64 * 1024  # raised to the largest upload when uploads are on
+    max_body = 64 * 1024  # any request's body
+    # (method, request target, length) -> whether this request may send a larger one
+    grants_body: Callable[[bytes, bytes, int], bool] | None = None
 
     def log(self, request) -> None:
         pass
@@ -105,13 +109,9 @@ class WebServer:
         scheme = "HTTP" if self.plain else "HTTPS"
         log.msg(f"{scheme} on port {options['http-port']} ({', '.join(interfaces)})")
 
-    @property
-    def max_body(self) -> int:
-        return self.site.max_body
-
-    @max_body.setter
-    def max_body(self, size: int) -> None:
-        self.site.max_body = size
+    def grant_large_bodies(self, grants: Callable[[bytes, bytes, int], bool]) -> None:
+        """Let ``grants(method, target, length)`` admit a body above 64 KiB (uploads)."""
+        self.site.grants_body = grants
 
     def add(self, path: bytes, resource) -> None:
         """Serve ``resource`` at ``/path``."""

@@ -25,7 +25,7 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote_to_bytes
 
 from twisted.application import service
 from twisted.internet import task
@@ -43,7 +43,7 @@ from zope.interface import implementer
 NS_UPLOAD = "urn:xmpp:http:upload:0"
 PATH = b"upload"
 SLOT_LIFETIME = 300.0  # seconds a PUT URL stays valid
-SLOT_ID = re.compile(r"^[0-9a-f]{32}$")
+SLOT_ID = re.compile(r"\A[0-9a-f]{32}\Z")  # \Z: "$" would let a trailing newline through
 CONTENT_TYPE = re.compile(r"^[a-z0-9!#$&^_.+-]{1,64}/[a-z0-9!#$&^_.+-]{1,64}$")
 # Shown inline by a browser without running anything; the rest is an attachment.
 INLINE = re.compile(r"^(image/(png|jpeg|gif|webp|avif)|audio/[a-z0-9.+-]+|video/[a-z0-9.+-]+|text/plain)$")
@@ -330,10 +330,15 @@ class UploadResource(Resource):
         request.setHeader(b"Access-Control-Max-Age", b"86400")
 
     def _target(self, request) -> tuple[str, str] | None:
-        if len(request.postpath) != 2:
+        return self._target_of(request.postpath)
+
+    @staticmethod
+    def _target_of(postpath: list[bytes]) -> tuple[str, str] | None:
+        """(slot id, file name) of ``/upload/<slot id>/<name>``, percent-decoded."""
+        if len(postpath) != 2:
             return None
         try:
-            slot_id, name = (part.decode("utf-8") for part in request.postpath)
+            slot_id, name = (part.decode("utf-8") for part in postpath)
         except UnicodeDecodeError:
             return None
         if not SLOT_ID.match(slot_id):
@@ -350,29 +355,49 @@ class UploadResource(Resource):
         request.setResponseCode(204)
         return b""
 
-    def render_PUT(self, request) -> bytes:
-        self._cors(request)
-        target = self._target(request)
+    def _signed_slot(self, postpath: list[bytes], query_string: bytes, length: int) -> Slot | None:
+        """The slot a PUT URL grants for a body of ``length`` bytes, if its signature holds."""
+        target = self._target_of(postpath)
         if target is None:
-            return self._status(request, 404, "no such slot")
-        slot_id, name = target
-        query = parse_qs(request.uri.partition(b"?")[2].decode("utf-8", "replace"))
+            return None
+        query = parse_qs(query_string.decode("utf-8", "replace"))
 
         def one(key: str) -> str:
             values = query.get(key, [""])
             return values[0] if len(values) == 1 else ""
 
-        length_header = request.getHeader(b"content-length")
         try:
             expires = int(one("e"))
-            size = int(length_header or "")
+        except ValueError:
+            return None
+        slot = Slot(target[0], target[1], length, one("t"), expires, one("u"))
+        # a wrong size is a wrong signature: the size was signed
+        return slot if self.upload.verify(slot, one("s")) else None
+
+    def grants_body(self, method: bytes, target: bytes, length: int) -> bool:
+        """Whether a request may send a body of ``length`` bytes, asked before it is
+        read: only a PUT to a live, unused slot signed for exactly that size."""
+        path, _, query_string = target.partition(b"?")
+        prefix = b"/" + PATH + b"/"
+        if method != b"PUT" or not path.startswith(prefix):
+            return False
+        slot = self._signed_slot([unquote_to_bytes(p) for p in path[len(prefix):].split(b"/")], query_string, length)
+        return (slot is not None and slot.expires >= self.upload.clock.seconds()
+                and length <= self.upload.policy.max_size and slot.slot_id not in self.upload.store.files)
+
+    def render_PUT(self, request) -> bytes:
+        self._cors(request)
+        if self._target(request) is None:
+            return self._status(request, 404, "no such slot")
+        try:
+            size = int(request.getHeader(b"content-length") or "")
         except ValueError:
             return self._status(request, 403, "not a valid upload URL")
-        slot = Slot(slot_id, name, size, one("t"), expires, one("u"))
-        if not self.upload.verify(slot, one("s")):
-            # a wrong size is a wrong signature: the size was signed
+        slot = self._signed_slot(request.postpath, request.uri.partition(b"?")[2], size)
+        if slot is None:
             return self._status(request, 403, "not a valid upload URL for this size and type")
-        if expires < self.upload.clock.seconds():
+        slot_id, name = slot.slot_id, slot.filename
+        if slot.expires < self.upload.clock.seconds():
             return self._status(request, 403, "this upload URL has expired")
         sent_type = (request.getHeader(b"content-type") or b"").decode("latin-1").split(";")[0].strip().lower()
         if slot.content_type and sent_type != slot.content_type:
@@ -464,8 +489,9 @@ def install(server, web, options) -> UploadService:
     component.setServiceParent(server.started)
     server.router.internal_routes.add(upload_domain)
     ExpiryTimer(upload, min(3600.0, policy.retention / 4)).setServiceParent(server.started)
-    web.add(PATH, UploadResource(upload))
-    web.max_body = policy.max_size
+    resource = UploadResource(upload)
+    web.add(PATH, resource)
+    web.grant_large_bodies(resource.grants_body)
     log.msg(f"XEP-0363 uploads at {upload_domain}, files in {store.directory}")
     return upload
 

@@ -228,11 +228,15 @@ class WebSocketStream(ServerStream):
         # Parsed by the stream's own parser (its limits and restrictions), each
         # element held until the whole message proved to be exactly one.
         stream, self._held = self.stream, []
+        parser = stream.parser
+        start = parser.CurrentByteIndex
         self.dataReceived(data)
         held, self._held = self._held, []
         if self.stream is not stream:
             return  # failed while parsing: the stream error is out
-        if len(held) != 1 or stream.currElem is not None:
+        # expat keeps a token it could not finish (``<iq/><mess``) for the next
+        # message without a word: its position then stops short of the end.
+        if len(held) != 1 or stream.currElem is not None or parser.CurrentByteIndex != start + len(data):
             return self.fail("not-well-formed", "a message carries exactly one complete element (RFC 7395 §3.3.3)")
         element = held[0]
         if element.uri == NS_FRAMING:
@@ -257,6 +261,18 @@ class WebSocketStream(ServerStream):
         if len(self._held) >= 1:
             raise domish.ParserError("more than one element in a message (RFC 7395 §3.3.3)")
         self._held.append(element)
+
+    def control_frame(self, received: int, answer: int) -> bool:
+        """A ping (``received`` bytes) that autobahn answers with a pong (``answer``
+        bytes) beside our messages: charged to shaping like data, and its answer
+        counted toward the unread output. False when that drops the peer."""
+        self._charge(received)
+        if self._output_blocked:
+            self._queued_output += answer
+            if self._queued_output > self.shaping.max_output:
+                self._drop_reader()
+                return False
+        return True
 
     # Outgoing ------------------------------------------------------------------------
 
@@ -313,6 +329,13 @@ class XMPPWebSocketProtocol(WebSocketServerProtocol):
             return
         if self.stream is not None:
             self.stream.message_received(payload)
+
+    def onPing(self, payload):
+        # A pong is written straight to the connection: bounded like the stream's output.
+        stream = self.stream
+        if stream is not None and not stream.control_frame(len(payload) + 6, len(payload) + 2):
+            return
+        super().onPing(payload)
 
     def onClose(self, wasClean, code, reason):
         # autobahn leaves the timer of a close it started running when the peer
