@@ -95,3 +95,15 @@ class Concurrency(unittest.TestCase):
                                    for i in range(20)])
         page = await storage.page_items("svc", "n")
         self.assertEqual([i.item_id for i in page.items], ["same"])
+
+
+class UnusableURL(unittest.TestCase):
+    async def test_a_bad_connection_option_fails_every_operation_and_stop_still_works(self):
+        """psycopg refuses an unknown option before connecting: each operation
+        gets that error (the database thread must not die and leave them waiting)."""
+        storage = PostgreSQLStorage(shared_cluster().new_database() + "?no_such_libpq_option=1")
+        with self.assertRaises(Exception):
+            await storage.start()
+        with self.assertRaises(Exception):
+            await storage.put_item("svc", "n", Item("i", "<p/>", "x@y"), None)
+        await storage.stop()

@@ -205,9 +205,9 @@ class PostgreSQLStorage(SQLStorage):
         when one of them failed; a connection failure as it is."""
         from psycopg.pq import TransactionStatus
 
-        connection = self._connect()
         results = []
         try:
+            connection = self._connect()  # a bad URL too is every operation's error, not the thread's end
             with connection.cursor() as cursor:
                 for function, args, d in jobs:
                     results.append((d, function(cursor, *args)))
