@@ -105,7 +105,7 @@ class ServerProcess:
                    "--logfile", os.path.join(self.directory, "twistd.log"),
                    "--pidfile", os.path.join(self.directory, "twistd.pid"), "xep207",
                    "--domain", DOMAIN, "--data-dir", self.directory, "--storage", self.storage,
-                   "--c2s-port", str(self.port), "--c2s-interfaces", "127.0.0.1",
+                   "--c2s-port", str(self.port), "--c2s-interfaces", "127.0.0.1", "--c2s-direct-tls-port", "0",
                    *LIMITS_OFF, *args]
         env = dict(os.environ, PYTHONPATH=ROOT)
         self.popen = subprocess.Popen(command, env=env, cwd=self.directory)

@@ -173,7 +173,8 @@ class Prosody:
 def twistd(args, directory: str, **env) -> Process:
     """Run ``twistd -n xep207 …`` from this checkout, logging to stdout."""
     command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--logfile=-",
-               f"--pidfile={os.path.join(directory, 'twistd.pid')}", "xep207", *args]
+               f"--pidfile={os.path.join(directory, 'twistd.pid')}", "xep207",
+               "--c2s-direct-tls-port", "0", *args]  # (tests never take the fixed 5223)
     return Process(command, env=source_env(**env), cwd=directory, name="twistd xep207")
 
 

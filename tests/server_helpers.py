@@ -140,7 +140,8 @@ class ServerTestCase(unittest.TestCase):
     async def start_server(self, *args: str) -> Server:
         self.data_dir = temp_dir(self)
         self.server_argv = ["--domain", DOMAIN, "--data-dir", self.data_dir, "--storage", self.storage_url(),
-                            "--c2s-port", "0", "--c2s-interfaces", "127.0.0.1", *self.server_args, *args]
+                            "--c2s-port", "0", "--c2s-interfaces", "127.0.0.1", "--c2s-direct-tls-port", "0",
+                            *self.server_args, *args]
         await self._launch()
         for user in self.users:
             await accounts.create_account(self.server.engine,

@@ -79,7 +79,7 @@ class Twistd(unittest.TestCase):
 
         port = free_port()
         server = Process([*TWISTD, "-n", "--pidfile=", "--logfile=-", "xep207", "--c2s-port", str(port),
-                          "--c2s-interfaces", "127.0.0.1"], env=self.installed_env(), cwd=self.dir)
+                          "--c2s-interfaces", "127.0.0.1", "--c2s-direct-tls-port", "0"], env=self.installed_env(), cwd=self.dir)
         self.addCleanup(server.stop)
         server.wait_for(f"starting on {port}")
         self.assertTrue(os.path.exists(os.path.join(self.dir, "xep207-data", "tls", "localhost.crt")))

@@ -64,6 +64,23 @@ def _port(value) -> int:
 _port.coerceDoc = "A TCP port (0: any free port)."  # type: ignore[attr-defined]
 
 
+def _port_or_none(value) -> int:
+    return 0 if str(value).lower() in ("none", "off") else _port(value)
+
+
+_port_or_none.coerceDoc = "A TCP port (0 or none: off)."  # type: ignore[attr-defined]
+
+
+def _positive_float(value) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be positive")
+    return number
+
+
+_positive_float.coerceDoc = "A positive number."  # type: ignore[attr-defined]
+
+
 class ComponentOptions(usage.Options):
     synopsis = "--jid pubsub.example.org --secret-file FILE [options]"
     longdesc = ("Connect to an XMPP server as a XEP-0114 external component and "
@@ -179,6 +196,9 @@ class Options(ConfigFileOptions):
         ["http-plain", None, "Serve plain HTTP on --http-port instead of HTTPS (behind a TLS-terminating "
          "proxy, or on loopback for local testing)."],
         ["no-upload", None, "No XEP-0363 file upload service on the HTTP port."],
+        ["c2s-reuse-port", None,
+         "Open the client port with SO_REUSEPORT: several processes of a cluster on one "
+         "machine share it (Linux spreads connections over them)."],
         ["push-body", None, "Include message bodies in XEP-0357 push notifications (off: sender and count only)."],
     ]
     optParameters = [
@@ -190,6 +210,8 @@ class Options(ConfigFileOptions):
          "Storage URL: memory:, sqlite:///relative.db, sqlite:////absolute.db, "
          "postgresql://user@host/db, or a plugin's scheme. Default: SQLite in --data-dir."],
         ["c2s-port", None, 5222, "Port for client connections.", _port],
+        ["c2s-direct-tls-port", None, 5223,
+         "Port for XEP-0368 direct TLS client connections (0 or none: off; needs TLS).", _port_or_none],
         ["c2s-interfaces", None, "::",
          "Comma-separated addresses to listen on for clients ('::' is IPv6 and IPv4)."],
         ["tls-cert", None, None, "PEM certificate (chain) for the domain. Default: self-signed."],
@@ -231,6 +253,10 @@ class Options(ConfigFileOptions):
          _port],
         ["metrics-interface", None, "127.0.0.1", "Address for the metrics port (loopback by default)."],
         ["log-format", None, "text", "Log as 'text' or 'json' (one JSON event per line)."],
+        ["sm-resume-timeout", None, 300,
+         "Seconds a XEP-0198 session may stay detached awaiting resumption (0: no resumption).", _count],
+        ["sm-max-unacked", None, 5000,
+         "Stanzas a XEP-0198 session may leave unacknowledged (policy-violation beyond).", _positive_int],
         ["http-port", None, None,
          "Serve HTTPS (WebSocket, XEP-0156 host-meta, XEP-0363 uploads) on this port "
          "(off by default; Prosody's HTTPS port is 5281).", _port],
@@ -243,6 +269,13 @@ class Options(ConfigFileOptions):
         ["upload-quota", None, 104857600, "Bytes of uploaded files an account may keep at once.",
          _positive_int],
         ["upload-retention", None, 604800, "Seconds an uploaded file is kept.", _positive_int],
+        ["cluster", None, None,
+         "redis://host:port/db: serve --domain together with the other processes using this Redis "
+         "and the same shared --storage (postgresql://…); see docs/cluster.md."],
+        ["node-name", None, None, "This process's name in the cluster. Default: hostname-pid."],
+        ["cluster-timeout", None, 15.0,
+         "Seconds without a heartbeat after which a cluster process is dead and its sessions end.",
+         _positive_float],
     ]
     subCommands = [
         ["component", None, ComponentOptions,
@@ -312,6 +345,15 @@ class Options(ConfigFileOptions):
         url = self["http-external-url"]
         if url and not url.startswith(("http://", "https://")):
             raise usage.UsageError("--http-external-url is an http:// or https:// URL")
+        if self["cluster"]:
+            from xep207.cluster.link import RedisAddress
+
+            try:
+                RedisAddress.parse(self["cluster"])
+            except ValueError as exc:
+                raise usage.UsageError(f"--cluster: {exc}")
+            if self["storage"].startswith(("sqlite:", "memory:")):
+                raise usage.UsageError("--cluster needs storage every process shares (postgresql://…)")
         if self["plugins"]:
             from xep207.plugins import find_plugins
 

@@ -54,6 +54,7 @@ class BlockingHandler(XMPPHandler):
         # account -> (requests under way, JIDs changed meanwhile): one push per request
         self._batches: dict[str, tuple[int, set[str]]] = {}
         self.index.listeners.append(self._changed)
+        self.index.elsewhere_listeners.append(self._changed_elsewhere)
         router.hooks.add(SESSION_UNBOUND, lambda session: self.interested.discard(session.full))
 
     def connectionInitialized(self):
@@ -155,6 +156,11 @@ class BlockingHandler(XMPPHandler):
         d = defer.ensureDeferred(self._presence_after(account, added, removed))
         d.addErrback(log.err, f"presence after a block list change of {account} failed")
         self.router.in_flight.track(d)
+
+    def _changed_elsewhere(self, account: str, added: frozenset[str], removed: frozenset[str]) -> None:
+        """Another process of a cluster changed the list: the sessions here that
+        asked for it are pushed here (the presence consequences went from there)."""
+        self._push(account, "block" if added else "unblock", added or removed)
 
     def _push(self, account: str, verb: str, jids) -> None:
         items = "".join(f"<item jid={quoteattr(j)}/>" for j in sorted(jids))

@@ -19,15 +19,15 @@ import datetime
 from xml.sax.saxutils import quoteattr
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.xish import domish
 
 from xep207.hooks import STANZA
 from xep207.jids import parse_jid
-from xep207.pubsub.events import ITEMS, Event, Recipient
-from xep207.pubsub.kinds import Trusted, pair_node_id
-from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind
+from xep207.legacy.offline import OfflineDelivery
+from xep207.pubsub.events import ITEMS
+from xep207.pubsub.kinds import pair_node_id
+from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind  # noqa: F401 (metrics reads OFFLINE_MARK here)
 from xep207.storage.records import VIA_LEGACY, bare
 from xep207.xmlutil import addressed_to, restamped
 
@@ -76,8 +76,9 @@ class ChatCapture:
         self.engine = engine
         self.storage = engine.storage
         self.pubsub_domain = pubsub_domain
-        self._handing: dict[str, defer.Deferred] = {}  # pair node -> its last message's hand-off
+        self._locks: dict[str, defer.DeferredLock] = {}
         router.hooks.add(STANZA, self.intercept)
+        self.offline = OfflineDelivery(self)
 
     def is_chat_node(self, service: str, node_id: str) -> bool:
         return isinstance(self.engine.kind_of(service, node_id), PairKind)
@@ -105,42 +106,24 @@ class ChatCapture:
         node_id = pair_node_id(session.bare, contact)
         # A client's own <stanza-id/> claims what only an archive says (XEP-0359 §4).
         payload = restamped(without_stanza_ids(stanza), session.full).toXml()
-        # One pair's messages reach storage in the order they were captured:
-        # each waits until the one before has been handed to the writer (not
-        # until it is committed; the writer keeps the order). The first one
-        # of a pair creates the node before the next goes on.
-        before = self._handing.get(node_id)
-        turn: defer.Deferred = defer.Deferred()  # fires once this message is in storage's queue
-        self._handing[node_id] = turn
-        if before is not None and not before.called:
-            await before
-        handed: defer.Deferred = defer.Deferred()  # the same, or this message's failure
-
-        def queued() -> None:
-            if not turn.called:
-                if self._handing.get(node_id) is turn:
-                    del self._handing[node_id]
-                turn.callback(None)
-            if not handed.called:
-                handed.callback(None)
-
-        def finished(result):
-            if not handed.called:
-                queued_first = False
-                handed.callback(result)  # refused before storage: the router bounces it
-            else:
-                queued_first = True
-            queued()
-            if queued_first and isinstance(result, Failure):
-                self.router.route_failed(result, stanza)  # failed in storage, after the hand-off
-            return None
-
-        # The pair kind creates the node on a party's first message,
-        # whichever door it came through.
-        done = self.engine.publish(session.full, self.pubsub_domain, node_id, [(None, payload)],
-                                   vetted=True, via=VIA_LEGACY, queued=queued)
-        self.router.in_flight.track(done.addBoth(finished))
-        await handed  # the session's next stanza may go on
+        # One conversation at a time per pair: messages keep their order, and
+        # each sees the offline mark the one before it left. (It waits for the
+        # publish, not only its hand-off to the writer, so that an XEP-0198 <a h/>
+        # covering it means "stored", and the offline window below is exact.)
+        lock = self._locks.setdefault(node_id, defer.DeferredLock())
+        await lock.acquire()
+        try:
+            # The pair kind creates the node on a party's first message,
+            # whichever door it came through.
+            await self.engine.publish(session.full, self.pubsub_domain, node_id, [(None, payload)],
+                                      vetted=True, via=VIA_LEGACY)
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(node_id, None)
+        stored = self.offline.window.stored(node_id)  # (XEP-0198: where a crash cannot lose it)
+        if stored is not None:
+            await stored
         return True
 
     # Rendering -------------------------------------------------------------------
@@ -169,25 +152,10 @@ class ChatCapture:
 
     # Offline delivery -------------------------------------------------------------
 
-    async def deliver_offline(self, session) -> None:
-        """At an initial available presence: every message that waited, oldest first."""
-        subscriptions = await self.storage.get_entity_subscriptions(session.bare, self.pubsub_domain)
-        for subscription in subscriptions:
-            since = subscription.options.get(OFFLINE_MARK)
-            if not since or not self.is_chat_node(subscription.service, subscription.node_id):
-                continue
-            await self.engine.set_offline_mark(Trusted(self.pubsub_domain), subscription, None)  # once
-            first = await self.storage.get_items(self.pubsub_domain, subscription.node_id, [since])
-            page = await self.storage.page_items(self.pubsub_domain, subscription.node_id)
-            # The first missed message may have been trimmed by max_items since
-            # (more waited than the node keeps): then everything kept waited.
-            oldest = first[0].seq if first else 0
-            waiting = [i for i in page.items if i.seq >= oldest and bare(i.publisher) != session.bare]
-            if waiting:
-                self.delivery.deliver(Event(self.pubsub_domain, subscription.node_id, ITEMS, items=tuple(waiting),
-                                   node_kind=PairKind.name,
-                                   notification_type="normal", replay=True),
-                             [Recipient(session.full, subscription)])
+    def deliver_offline(self, session) -> None:
+        """At an initial available presence: every message that waited, oldest first
+        (``xep207.legacy.offline``: once with XEP-0198, else at least once)."""
+        self.offline.deliver_offline(session)
 
 
 class PairRendering:
@@ -231,7 +199,9 @@ class PairRendering:
         stanzas = []
         for sender, addressed, payload, item_id in self.items:
             if self.event.replay or session in self._targets_of(party, sender, addressed):
-                stanzas.append(self._with_stanza_id(payload, item_id, party))
+                xml = self._with_stanza_id(payload, item_id, party)
+                if self.event.replay or not self.chat.offline.hold(session, xml, item_id, self.event.node_id):
+                    stanzas.append(xml)  # (else it waits behind the backlog, or is sent tracked)
             elif session.full != sender and session.carbons:
                 direction = "sent" if party == bare(sender) else "received"
                 stanzas.append(self.chat._carbon(payload, session, direction))

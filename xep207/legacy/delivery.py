@@ -9,7 +9,7 @@ serialized at most once per event; per session only the envelope differs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from zope.interface import implementer
 
@@ -47,17 +47,25 @@ class EventDelivery:
         self.router = router
         self.renderers: dict[NodeKindName, LegacyRenderer] = dict(renderers or {})
         self.gate: BlockGate | None = None  # XEP-0191: what must not pass (xep207.legacy.blocking_checks)
+        self.cluster: Any = None  # xep207.cluster: other processes render for their own sessions
 
-    def deliver(self, event, recipients) -> list[Recipient]:
+    def deliver(self, event, recipients, *, forwarded: bool = False) -> list[Recipient]:
+        """``forwarded``: another process of the cluster sent this event on
+        for the sessions held here (it did everything else)."""
         renderer = self.renderers.get(event.node_kind)
         rendering: Rendering | None = None  # the legacy form, prepared once,
         prepared = False  # when first needed
         body = None  # the XEP-0207 form, serialized once, when first needed
         missed = []
+        elsewhere: dict | None = None  # process → its recipients, sent on once each
+        if self.cluster is not None:
+            self.cluster.presence_changed(event)
         stops = self.gate.for_event(event) if self.gate is not None else None
         for recipient in recipients:
             sessions = self.router.sessions_for(recipient.jid)
             if stops is not None and stops(recipient.jid):
+                continue
+            if sessions is None and forwarded:
                 continue
             if sessions is None:  # not one of our accounts: a component, say
                 body = body or render.event_body(event)
@@ -78,6 +86,11 @@ class EventDelivery:
             for session in sessions:
                 if stops is not None and stops(session.full):
                     continue
+                if session.remote:  # held by another process: it renders for it
+                    if not forwarded:
+                        elsewhere = elsewhere if elsewhere is not None else {}
+                        elsewhere.setdefault(session.node, {})[recipient.jid] = recipient
+                    continue
                 if legacy and not speaks_pubsub(session, event.node_id):
                     # A client that never speaks pubsub never sees a pubsub stanza:
                     # an event its kind does not render reaches it as nothing.
@@ -90,13 +103,19 @@ class EventDelivery:
                 session.send(render.message(event.service, session.full, body, type=pubsub_type(event)))
             if legacy and rendering is not None and rendering.missed(recipient):
                 missed.append(recipient)
+        if elsewhere and self.cluster is not None:
+            self.cluster.routing.forward_event(event, elsewhere)
         return missed
 
-    def request_authorization(self, request):
+    def request_authorization(self, request, *, forwarded: bool = False):
         form = None
+        elsewhere: set = set()
         for owner in request.owners:
             for session in self.router.sessions_for(owner) or ():
                 if self.gate is not None and self.gate.between(request.subscription.subscriber, session.full):
+                    continue
+                if session.remote:  # held by another process: it renders for it
+                    elsewhere.add(session.node)
                     continue
                 templates = None
                 if not speaks_pubsub(session, request.node_id):
@@ -110,6 +129,8 @@ class EventDelivery:
                     form = form or render.authorization_form(request)
                     session.send(render.message(request.service, session.full, form,
                                                 id=render.authorization_id(request)))
+        if elsewhere and not forwarded and self.cluster is not None:
+            self.cluster.routing.forward_request(request, elsewhere)
 
     def subscription_changed(self, change):
         pass  # the engine fires the SUBSCRIPTION_CHANGED hook; captures listen there

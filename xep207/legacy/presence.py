@@ -17,7 +17,7 @@ from twisted.python import log
 from twisted.words.xish import domish
 
 from xep207.legacy.render import Template, is_presence_node
-from xep207.hooks import INITIAL_PRESENCE, ITEM_PUBLISHED, SESSION_UNBOUND, STANZA
+from xep207.hooks import AVAILABILITY_CHANGED, INITIAL_PRESENCE, ITEM_PUBLISHED, SESSION_UNBOUND, STANZA
 from xep207.pubsub import errors
 from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
 from xep207.pubsub.kinds import PRESENCE_NODE, PresenceKind, Trusted
@@ -107,6 +107,7 @@ class PresenceCapture:
         session.presence = payload
         if self.caps is not None:
             self.caps.update(session, stanza)
+        await self.router.hooks.fire(AVAILABILITY_CHANGED, session)
         await self.engine.publish(session.full, session.bare, PRESENCE_NODE,
                                   [(session.jid.resource, payload)], vetted=True)
         template = Template.around(payload, "presence")
@@ -142,6 +143,7 @@ class PresenceCapture:
             return
         session.available = False
         session.presence = None
+        await self.router.hooks.fire(AVAILABILITY_CHANGED, session)
         try:
             await self.engine.retract(session.full, session.bare, PRESENCE_NODE,
                                       [session.jid.resource], notify=True, note=note)

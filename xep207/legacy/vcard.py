@@ -36,6 +36,7 @@ from xep207.pubsub.kinds.personal import (
     AVATAR_METADATA_NODE,
     VCARD_ITEM,
     VCARD_NODE,
+    is_image_type,
     photo_of,
     sha1_hex,
 )
@@ -226,8 +227,11 @@ class AvatarConversion:
         _, data = await self._current(account, AVATAR_DATA_NODE, digest)
         if data is None:
             return  # the data is elsewhere (a URL), or not published yet
+        kind = info.getAttribute("type", "image/png")
+        if not is_image_type(kind):
+            return  # XEP-0084 says an image type; a page is not a vCard PHOTO
         image = base64.b64decode("".join(str(data).split()))
-        await self._write_vcard(account, vcard, info.getAttribute("type", "image/png"), image)
+        await self._write_vcard(account, vcard, kind, image)
 
     async def _write_vcard(self, account: str, vcard: domish.Element, kind: str | None,
                            image: bytes) -> None:

@@ -41,6 +41,9 @@ class BlockIndex:
         # Called after each change with (account, JIDs added, JIDs removed):
         # the XEP-0191 pushes and presence consequences, whichever door wrote.
         self.listeners: list[Callable[[str, frozenset[str], frozenset[str]], object]] = []
+        # The same, when another process of a cluster changed a list (xep207.cluster):
+        # only what concerns this process's own sessions (the pushes) runs here.
+        self.elsewhere_listeners: list[Callable[[str, frozenset[str], frozenset[str]], object]] = []
         hooks.add(ITEM_PUBLISHED, self._published, priority=1000)
         hooks.add(ITEMS_RETRACTED, self._retracted, priority=1000)
         hooks.add(NODE_EMPTIED, self._emptied, priority=1000)
@@ -58,6 +61,22 @@ class BlockIndex:
         if not entries or not jid:
             return False
         return any(form in entries for form in forms_of(jid))
+
+    def replace(self, account: str, jids: set[str]) -> None:
+        """``account``'s list as another process of a cluster wrote it
+        (xep207.cluster.invalidation); that process ran ``listeners``, this one
+        runs ``elsewhere_listeners``."""
+        before = frozenset(self._blocked.get(account, EMPTY))
+        if jids:
+            self._blocked[account] = set(jids)
+        else:
+            self._blocked.pop(account, None)
+        added, removed = frozenset(jids) - before, before - frozenset(jids)
+        for listener in self.elsewhere_listeners:
+            if added:
+                listener(account, added, EMPTY)
+            if removed:
+                listener(account, EMPTY, removed)
 
     async def load(self, storage) -> None:
         """At start-up, before any session: every account's list, once."""

@@ -161,7 +161,7 @@ class PubSubEngine:
         # Whether storage runs operations in the order they were issued (one
         # writer: SQLite's thread, memory:); a pool of connections does not.
         self._ordered_writes = bool(getattr(storage, "ordered_writes", False))
-        self._mark_orders: dict[tuple[str, str, str], InOrder] = {}  # offline marks being changed
+        self._mark_orders: dict[tuple[str, str, str, str], InOrder] = {}  # offline marks being changed
         # What kinds derive from a node's cached metadata (a room's occupants),
         # keyed by node, valid while the cache hands out the same objects.
         self.derived: dict[tuple[str, str], tuple] = {}
@@ -298,7 +298,21 @@ class PubSubEngine:
         kind = self.kind_of(service, node_id) if node_id else self.generic
         if not is_trusted(requestor):
             await kind.check_create(self, requestor, service, node_id or "", values)
+            if values:
+                await self._check_create_form(requestor, service, node_id, kind, values)
         return await self._create(requestor, service, node_id, kind, values, config=config, via=via)
+
+    async def _check_create_form(self, requestor: str, service: str, node_id: str | None,
+                                 kind: NodeKind, values: Mapping[str, object]) -> None:
+        """A create's form is a configuration: the kind's ``check_configure``
+        judges it as if the requestor configured the new node (a vCard open to
+        any publisher, a presence node without authorization: refused)."""
+        node = Node(service, node_id or "", kind.initial_config(self, service, node_id or ""),
+                    kind.creator(self, requestor, service, node_id or ""))
+        owners: dict[str, AffiliationName] = {node.creator: OWNER}
+        if self.is_pep(service):
+            owners[service] = OWNER
+        await kind.check_configure(Access(self, node, requestor, owners), values)
 
     async def _create(self, requestor, service, node_id, kind, values, *, config=None,
                       via: Via = VIA_PUBSUB):
@@ -533,8 +547,8 @@ class PubSubEngine:
         generic = target is self.generic or target.publish_options_configure
         kind, access, created = await self._access_or_create(
             requestor, service, node_id, "publish", via, options if generic else None)
-        if created:
-            options = None
+        if created and generic:
+            options = None  # they were the configuration; a kind's own config is checked below
         node = access.node
         if not access.trusted:
             await kind.check_publish(access)  # permission first: preconditions leak nothing
@@ -839,6 +853,7 @@ class PubSubEngine:
                 for subscription in await self.storage.get_entity_subscriptions(entity, service, node_id):
                     await self.storage.remove_subscription(service, node_id, subscription.subscriber)
                     self._changed(subscription.replace(state=NONE), subscription.state, requestor)
+        await kind.after_affiliation_change(self, access.node, valid)
 
     @returns_deferred
     async def answer_authorization(self, requestor: str, service: str, node_id: str,
@@ -920,12 +935,16 @@ class PubSubEngine:
 
     @returns_deferred
     async def set_offline_mark(self, actor: Trusted, subscription: Subscription,
-                               value: str | None, *, only_if_unset: bool = False) -> None:
-        """The pair kind's undelivered-message mark (set, or cleared with None;
-        ``only_if_unset``: keep a mark already there). One change at a time per
-        subscription: messages missed together, whose publishes go on before
-        their commits, would otherwise each read "no mark" and the last win."""
-        key = (subscription.service, subscription.node_id, subscription.subscriber)
+                               value: str | None, option: str = OFFLINE_MARK, *,
+                               only_if_unset: bool = False) -> None:
+        """The pair kind's undelivered-message mark (set, or cleared with None);
+        ``option`` names another such mark (``xep207.legacy.offline``'s);
+        ``only_if_unset``: keep a mark already there. One change at a time per
+        subscription and mark: messages missed together, whose publishes go on
+        before their commits, would otherwise each read "no mark" and the last win."""
+        if not option.startswith("xep207#"):
+            raise ValueError("offline marks are xep207#… options")
+        key = (subscription.service, subscription.node_id, subscription.subscriber, option)
         order = self._mark_orders.get(key)
         if order is None:
             order = self._mark_orders[key] = InOrder()
@@ -935,14 +954,15 @@ class PubSubEngine:
             if not order.locked and self._mark_orders.get(key) is order:
                 del self._mark_orders[key]
 
-    async def _set_offline_mark(self, key: tuple[str, str, str], value: str | None,
+    async def _set_offline_mark(self, key: tuple[str, str, str, str], value: str | None,
                                 only_if_unset: bool) -> None:
-        current = await self.storage.get_subscription(*key)
-        if current is None or (only_if_unset and current.options.get(OFFLINE_MARK)):
+        service, node_id, subscriber, option = key
+        current = await self.storage.get_subscription(service, node_id, subscriber)
+        if current is None or (only_if_unset and current.options.get(option)):
             return
-        options = {k: v for k, v in current.options.items() if k != OFFLINE_MARK}
+        options = {k: v for k, v in current.options.items() if k != option}
         if value is not None:
-            options[OFFLINE_MARK] = value
+            options[option] = value
         await self.storage.set_subscription(current.replace(options=options))
 
     def _changed(self, subscription: Subscription, previous: SubscriptionState, actor: str,

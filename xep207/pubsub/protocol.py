@@ -200,7 +200,8 @@ class EngineResource(PubSubResource):
                 {"var": "pubsub#title", "value": node.config.title, "type": "text-single"},
                 {"var": "pubsub#access_model", "value": node.config.access_model,
                  "type": "list-single"},
-                {"var": "pubsub#owner", "values": [node.creator], "type": "jid-multi"},
+                {"var": "pubsub#owner", "type": "jid-multi",
+                 "values": self.engine.kind_of(node.service, node.node_id).listed_owners(node)},
             ]}
 
         return self.engine.node_info(requestor.full(), service.full(), nodeIdentifier).addCallback(info)

@@ -12,7 +12,7 @@ import binascii
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
@@ -155,6 +155,9 @@ class Session:
     lang: str = ""  # the stream's xml:lang, its stanzas' default (RFC 6120 §4.7.4)
     # RFC 6120 §10.1: a stream's stanzas are handled in order, one after the other.
     in_order: InOrder = field(default_factory=InOrder)
+    sm: Any = None  # XEP-0198 state (xep207.server.stream_management.StreamManager) once enabled
+    csi: Any = None  # XEP-0352 filter (xep207.server.csi.ClientState) once the client said inactive
+    remote: ClassVar[bool] = False  # a session on another process is (xep207.cluster)
 
     # The bound JID never changes: its strings are made once, not per stanza.
     full: str = field(init=False)
@@ -167,9 +170,35 @@ class Session:
     def send(self, stanza) -> None:
         """Write a stanza (an Element or already-serialized text) to the client."""
         metrics.sent(stanza)
+        if self.csi is not None and self.csi.hold(stanza):
+            return  # XEP-0352: later, or replaced by a newer one
+        self.write(stanza)
+
+    def write(self, stanza) -> None:
+        """Past XEP-0352: counted and kept by XEP-0198 when enabled, then to the stream."""
+        if self.sm is not None:
+            self.sm.send(stanza)
+        else:
+            self.stream.send(stanza)
+
+    def send_tracked(self, stanza) -> defer.Deferred:
+        """Write a stanza that must not be lost; fires True once the client
+        acknowledged it (XEP-0198), or at once when written without stream
+        management (at-least-once), False when the session ended first."""
+        metrics.sent(stanza)
+        if self.csi is not None:
+            self.csi.flush()  # what was held goes first
+        if self.sm is not None:
+            receipt: defer.Deferred = defer.Deferred()
+            self.sm.send(stanza, receipt)
+            return receipt
         self.stream.send(stanza)
+        return defer.succeed(self.stream.transport is not None)
 
     def close(self, condition: str, text: str | None = None) -> None:
+        if self.sm is not None and self.sm.detached:
+            self.sm.service.router.unbind(self)  # no connection to tell
+            return
         self.stream.fail(condition, text)
 
 
@@ -292,6 +321,8 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             if self.policy.compression and not self.xmlstream.compressed:
                 compression = features.addElement((NS_COMPRESS_FEATURE, "compression"))
                 compression.addElement("method", content="zlib")
+        for extension in self.router.stream_extensions:
+            extension.features(self, features)
         return features
 
     def _mechanisms(self) -> dict:
@@ -317,9 +348,14 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         if getattr(element, "handled", False):
             return
         element.handled = True
+        extension = self._extension_for(element.uri)
+        if extension is not None:
+            return extension.on_nonza(self, element)  # XEP-0198, XEP-0352: not stanzas
         if self.session is not None:
             metrics.received(element)
             self.router.route_from_session(self.session, element)
+            for extension in self.router.stream_extensions:
+                extension.received(self, element)
             return
         handler = {
             (NS_TLS, "starttls"): self._on_starttls,
@@ -333,6 +369,21 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         if element.name == "iq" and element.uri == NS_CLIENT:
             return self._on_iq(element)
         self.xmlstream.fail("not-authorized", "negotiate the stream first")
+
+    def _extension_for(self, uri):
+        for extension in self.router.stream_extensions:
+            if extension.namespace == uri:
+                return extension
+        return None
+
+    def adopt(self, session: Session) -> None:
+        """Carry on a bound session on this stream (XEP-0198 resumption)."""
+        self.session = session
+        session.stream = self.xmlstream
+        self._release_pending()
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self.xmlstream.coalesce = True
 
     def _on_starttls(self, element):
         xs = self.xmlstream
@@ -483,6 +534,8 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             self._timeout.cancel()
         if self.session is not None:
             session, self.session = self.session, None
+            if any(extension.connection_lost(self, session) for extension in self.router.stream_extensions):
+                return  # kept bound without a connection (XEP-0198 resumption)
             self.router.unbind(session)
 
 

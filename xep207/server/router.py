@@ -72,6 +72,10 @@ class Router:
         # error). A stream that started authenticating before that may not bind.
         self._revocations = 0
         self._revoked: dict[str, tuple[int, str]] = {}
+        self.stream_extensions: list = []  # negotiated on client streams: XEP-0198, XEP-0352
+        # The other processes' sessions (xep207.cluster's Directory), when clustered:
+        # RFC 6121 §8's choices are made over every process's resources.
+        self.directory = None
 
     # Accounts -------------------------------------------------------------------
 
@@ -155,10 +159,16 @@ class Router:
 
     def session(self, full: str) -> Session | None:
         bare, _, resource = full.partition("/")
-        return self.sessions.get(bare, {}).get(resource)
+        found = self.sessions.get(bare, {}).get(resource)
+        if found is None and self.directory is not None:
+            return self.directory.session(full)  # on another process: its send() crosses there
+        return found
 
     def resources(self, bare: str) -> list[Session]:
-        return list(self.sessions.get(bare, {}).values())
+        found = list(self.sessions.get(bare, {}).values())
+        if self.directory is not None:
+            found += self.directory.resources(bare)
+        return found
 
     def available_resources(self, bare: str) -> list[Session]:
         return [s for s in self.resources(bare) if s.available]

@@ -14,6 +14,7 @@ written to a peer that does not read.
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from zope.interface import implementer
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
 INFLATE_CHUNK = 16 * 1024
+PARSE_SLICE = 16 * 1024  # bytes of one read parsed per reactor turn
 WRITE_CHUNK = 16 * 1024  # the largest TLS record's plaintext
 
 
@@ -143,6 +145,9 @@ class ServerStream(xmlstream.XmlStream):
         self._queued_output = 0
         self._producing = False
         self._closed = False  # our </stream:stream> is out
+        # Slices of a large read, parsed one per reactor turn: (bytes, paid to the shaper already).
+        self._unparsed: deque[tuple[bytes, bool]] = deque()
+        self._next_slice: IDelayedCall | None = None
 
     @property
     def limits(self) -> StreamLimits:
@@ -168,6 +173,7 @@ class ServerStream(xmlstream.XmlStream):
         super().connectionMade()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._parse_the_rest()
         self._producing = False
         if self._resume_reading is not None and self._resume_reading.active():
             self._resume_reading.cancel()
@@ -235,13 +241,50 @@ class ServerStream(xmlstream.XmlStream):
         self.stream.ElementEvent = self._on_complete_stanza
 
     def dataReceived(self, data: bytes) -> None:
+        if self.stream is None:
+            return
+        if self._unparsed or len(data) > PARSE_SLICE:
+            # A large read (a first burst of hundreds of KB) is parsed a slice
+            # per reactor turn, so other connections are served in between;
+            # what arrives meanwhile waits behind it, in order (issue 12).
+            # The shaper is paid for the whole read now, as when it was parsed at once.
+            charged = self._inflater is None
+            if charged:
+                self._charge(len(data))
+            view = memoryview(data)
+            self._unparsed.extend((bytes(view[i:i + PARSE_SLICE]), charged)
+                                  for i in range(0, len(data), PARSE_SLICE))
+            if self._next_slice is None:
+                self._parse_next_slice()
+            return
+        self._feed(data)
+
+    def _feed(self, data: bytes, charged: bool = False) -> None:
         stream = self.stream
         if stream is None:
             return
         if self._inflater is not None:
             self._inflate(self._inflater, data)
         else:
-            self._parse(stream, data)
+            self._parse(stream, data, charged)
+
+    def _parse_next_slice(self) -> None:
+        self._next_slice = None
+        if self.stream is None:
+            self._unparsed.clear()
+            return
+        self._feed(*self._unparsed.popleft())
+        if self._unparsed and self.stream is not None:
+            self._next_slice = self.clock.callLater(0, self._parse_next_slice)
+
+    def _parse_the_rest(self) -> None:
+        """The connection is gone: what it sent before is still handled (RFC 6120 §10.1)."""
+        if self._next_slice is not None and self._next_slice.active():
+            self._next_slice.cancel()
+        self._next_slice = None
+        while self._unparsed and self.stream is not None:
+            self._feed(*self._unparsed.popleft())
+        self._unparsed.clear()
 
     # Shaping what the peer sends ----------------------------------------------
 
@@ -300,8 +343,9 @@ class ServerStream(xmlstream.XmlStream):
         except zlib.error:
             self.fail("bad-format", "invalid zlib data")
 
-    def _parse(self, stream: Any, data: bytes) -> None:
-        self._charge(len(data))
+    def _parse(self, stream: Any, data: bytes, charged: bool = False) -> None:
+        if not charged:
+            self._charge(len(data))
         size = self._current_limits.stanza_size
         try:
             if self.rawDataInFn:

@@ -13,6 +13,7 @@ from wokkel.generic import VersionHandler
 from wokkel.ping import PingHandler
 
 import xep207
+from xep207 import cluster
 from xep207.discovery import DiscoHandler
 from xep207.hooks import INITIAL_PRESENCE, STANZA, Hooks
 from xep207.plugins import install_plugins
@@ -34,7 +35,7 @@ from xep207.pubsub.engine import PubSubEngine
 from xep207.pubsub.kinds import PairKind, PresenceKind, standard_kinds
 from xep207.pubsub.kinds.room import RoomKind
 from xep207.pubsub.protocol import PubSubProtocol
-from xep207.server import account_control, admin_channel, push, service_admin, tls
+from xep207.server import account_control, admin_channel, csi, direct_tls, push, service_admin, stream_management, tls
 from xep207.server import sasl
 from xep207.server.c2s import AuthThrottle, C2SPolicy, ClientFactory, RateWindow
 from xep207.server.stream import Shaping, StreamLimits
@@ -114,8 +115,10 @@ class Server:
         self.delivery.renderers.update({PresenceKind.name: PresenceRenderer(), PairKind.name: self.chat,
                                         RoomKind.name: self.groupchat.renderer})
         ready = self.storage_service.ready
-        ready.addCallback(lambda _: defer.ensureDeferred(self.presence.clear_stale()))
-        ready.addCallback(lambda _: defer.ensureDeferred(self.groupchat.clear_stale()))
+        self.cluster = cluster.install(self, options)  # None without --cluster (docs/cluster.md)
+        if self.cluster is None:  # alone, nothing a previous run left is alive
+            ready.addCallback(lambda _: defer.ensureDeferred(self.presence.clear_stale()))
+            ready.addCallback(lambda _: defer.ensureDeferred(self.groupchat.clear_stale()))
         self.started = WhenReady(ready)
         self.started.setServiceParent(self.top)
 
@@ -154,6 +157,9 @@ class Server:
         self.rooms.setServiceParent(self.started)
         self.router.internal_routes.add(chat_domain)
 
+        self.stream_management = stream_management.install(self, options, clock)  # XEP-0198
+        csi.install(self)  # XEP-0352
+
         # Client connections.
         tls_context = None
         if not options["no-tls"]:
@@ -179,9 +185,11 @@ class Server:
         self.client_factory.noisy = False
         self.listeners = []
         for interface in _interfaces(options["c2s-interfaces"]):
-            listener = internet.TCPServer(options["c2s-port"], self.client_factory, interface=interface)
+            listener = (cluster.ReusePortServer if options.get("c2s-reuse-port") else internet.TCPServer)(
+                options["c2s-port"], self.client_factory, interface=interface)
             listener.setServiceParent(self.started)
             self.listeners.append(listener)
+        self.direct_tls_listeners = direct_tls.install(self, options, _interfaces(options["c2s-interfaces"]))
 
         # The HTTP(S) port: WebSocket, host-meta, uploads (xep207.web), when asked for.
         self.web = install_web(self, options, _interfaces(options.get("http-interfaces", "::")))

@@ -155,7 +155,7 @@ class InMemoryServer:
 
         parsed = Options()
         parsed.parseOptions(["--domain", domain, "--storage", "memory:", "--no-tls",
-                             "--c2s-port", "0", *options])
+                             "--c2s-port", "0", "--c2s-direct-tls-port", "0", *options])
         server = Server(parsed, clock=clock or reactor)
         for listener in server.listeners:
             listener.disownServiceParent()  # no sockets

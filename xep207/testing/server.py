@@ -214,7 +214,8 @@ async def start_server(accounts: Mapping[str, str], *, domain: str = "localhost"
     try:
         options = Options()
         options.parseOptions(["--domain", domain, "--data-dir", data_dir, "--storage", storage,
-                              "--c2s-port", "0", "--c2s-interfaces", "127.0.0.1", *args])
+                              "--c2s-port", "0", "--c2s-interfaces", "127.0.0.1", "--c2s-direct-tls-port", "0",
+                              *args])
         server = Server(options)
         server.top.startService()
         await server.storage_service.ready

@@ -72,6 +72,10 @@ class Messages:
             lambda failure: self.late_failure(failure, stanza), self.track)
 
     def _private(self, room: Room, me: Occupant, occupants, nick: str, stanza) -> None:
+        if stanza.getAttribute("type") == "groupchat":
+            # §7.5: a private message of type groupchat would pass, to its one
+            # recipient, for a public message (or a subject change) of the room.
+            raise StanzaError("bad-request", text="private messages are not of type groupchat")
         target = [o for o in occupants if o.nick == nick]
         if not target:
             raise StanzaError("item-not-found", text="no occupant by that nickname")

@@ -182,6 +182,11 @@ class NodeKind:
     def creator(self, engine, requestor: str, service: str, node_id: str) -> str:
         return bare(requestor)
 
+    def listed_owners(self, node: Node) -> list[str]:
+        """The owners disco#info's meta-data (``pubsub#owner``) names to
+        whoever may see the node: its creator, unless the kind hides JIDs."""
+        return [node.creator]
+
     async def visible(self, access: Access) -> bool:
         return True
 
@@ -206,6 +211,10 @@ class NodeKind:
     async def check_affiliation_change(self, access: Access,
                                        changes: Mapping[str, AffiliationName]) -> None:
         await self.check_owner(access, "affiliations")
+
+    async def after_affiliation_change(self, engine, node: Node,
+                                       changes: Mapping[str, AffiliationName]) -> None:
+        """Coroutine: what a kind keeps in step with affiliations, once changed."""
 
     # Publishing --------------------------------------------------------------------
 
@@ -314,6 +323,43 @@ class NodeKind:
         """Whether deleting ``account`` deletes this node (it was one of its parties)."""
         return False
 
+
+
+class AccountPrivateKind(NodeKind):
+    """A node of one account's own state (a block list, archive preferences):
+    nobody else may know it exists, only the service configures it, and no
+    other entity is affiliated or subscribed, whichever door asks. Subclasses
+    name the node and say what it is, for the errors."""
+
+    node_name: ClassVar[str]
+    what: ClassVar[str]  # "the block list": who the errors talk about
+
+    def claims(self, engine, service: str, node_id: str) -> bool:
+        return node_id == self.node_name and engine.is_pep(service)
+
+    async def visible(self, access: Access) -> bool:
+        return access.trusted or bare(access.requestor) == access.service
+
+    async def check_create(self, engine, requestor: str, service: str, node_id: str,
+                           values: Mapping[str, object] | None) -> None:
+        await super().check_create(engine, requestor, service, node_id, values)
+        if values:
+            raise errors.not_acceptable(text=f"{self.what}'s configuration is the service's")
+
+    async def check_configure(self, access: Access, values: Mapping[str, object]) -> None:
+        await super().check_configure(access, values)
+        if values:
+            raise errors.not_acceptable(text=f"{self.what}'s configuration is the service's")
+
+    async def check_affiliation_change(self, access: Access,
+                                       changes: Mapping[str, AffiliationName]) -> None:
+        await super().check_affiliation_change(access, changes)
+        if any(e != access.service for e in changes):
+            raise errors.not_acceptable(text=f"{self.what} is private to its account")
+
+    async def check_subscription_change(self, access: Access, subscriber: str, state: str,
+                                        existing: Subscription | None) -> bool:
+        return state == NONE or bare(subscriber) == access.service
 
 def single_value(options: Mapping[str, object], name: str) -> str | None:
     """A text-single option's value; a list of more than one is a bad request."""

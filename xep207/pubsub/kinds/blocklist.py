@@ -10,15 +10,15 @@ the checks every stanza and notification needs.
 
 from __future__ import annotations
 
-from typing import ClassVar, Mapping, Sequence
+from typing import ClassVar, Sequence
 from xml.sax.saxutils import quoteattr
 
 from twisted.words.protocols.jabber.jid import InvalidFormat
 
 from xep207.jids import full_jid
 from xep207.pubsub import errors
-from xep207.pubsub.kinds.base import Access, NodeKind, NodeKindName
-from xep207.storage.records import NONE, AffiliationName, NodeConfig, Subscription, bare
+from xep207.pubsub.kinds.base import Access, AccountPrivateKind, NodeKindName
+from xep207.storage.records import NodeConfig
 from xep207.xmlutil import parse_stanza
 
 BLOCKLIST_NODE = "blocklist"
@@ -40,11 +40,10 @@ def item_payload(jid: str) -> str:
     return f"<item xmlns='{NS_BLOCKING}' jid={quoteattr(jid)}/>"
 
 
-class BlocklistKind(NodeKind):
+class BlocklistKind(AccountPrivateKind):
     name: ClassVar[NodeKindName] = "blocklist"
-
-    def claims(self, engine, service: str, node_id: str) -> bool:
-        return node_id == BLOCKLIST_NODE and engine.is_pep(service)
+    node_name = BLOCKLIST_NODE
+    what = "the block list"
 
     def initial_config(self, engine, service: str, node_id: str) -> NodeConfig:
         # XEP-0191 pushes are its notifications; items stay until unblocked
@@ -52,20 +51,6 @@ class BlocklistKind(NodeKind):
         return super().initial_config(engine, service, node_id).replace(
             access_model="whitelist", persist_items=True, max_items=engine.max_items_limit,
             deliver_notifications=False, send_last_published_item="never")
-
-    async def visible(self, access: Access) -> bool:
-        return access.trusted or bare(access.requestor) == access.service
-
-    async def check_create(self, engine, requestor: str, service: str, node_id: str,
-                           values: Mapping[str, object] | None) -> None:
-        await super().check_create(engine, requestor, service, node_id, values)
-        if values:
-            raise errors.not_acceptable(text="the block list's configuration is the service's")
-
-    async def check_configure(self, access: Access, values: Mapping[str, object]) -> None:
-        await super().check_configure(access, values)
-        if values:
-            raise errors.not_acceptable(text="the block list's configuration is the service's")
 
     async def check_publish(self, access: Access) -> None:
         await super().check_publish(access)
@@ -90,15 +75,6 @@ class BlocklistKind(NodeKind):
                 raise errors.bad_request("invalid-payload", text="the item id is the blocked JID")
         return jid, item_payload(jid)
 
-    async def check_affiliation_change(self, access: Access,
-                                       changes: Mapping[str, AffiliationName]) -> None:
-        await super().check_affiliation_change(access, changes)
-        if any(e != access.service for e in changes):
-            raise errors.not_acceptable(text="a block list is private to its account")
-
-    async def check_subscription_change(self, access: Access, subscriber: str, state: str,
-                                        existing: Subscription | None) -> bool:
-        return state == NONE or bare(subscriber) == access.service
 
 
 BLOCKLIST_NODES: Sequence[str] = (BLOCKLIST_NODE,)

@@ -12,15 +12,15 @@ Like ``roster``, nobody but the account may learn the node exists.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Mapping
+from typing import ClassVar
 from xml.sax.saxutils import escape
 
 from twisted.words.protocols.jabber.jid import InvalidFormat
 
 from xep207.jids import bare_jid
 from xep207.pubsub import errors
-from xep207.pubsub.kinds.base import Access, NodeKind, NodeKindName
-from xep207.storage.records import NONE, AffiliationName, NodeConfig, Subscription, bare
+from xep207.pubsub.kinds.base import Access, AccountPrivateKind, NodeKindName
+from xep207.storage.records import NodeConfig
 from xep207.xmlutil import parse_stanza
 
 MAM_PREFS_NODE = "mam-prefs"
@@ -85,30 +85,15 @@ def prefs_of(payload: str) -> Prefs:
         return Prefs()
 
 
-class MamPrefsKind(NodeKind):
+class MamPrefsKind(AccountPrivateKind):
     name: ClassVar[NodeKindName] = "mamprefs"
-
-    def claims(self, engine, service: str, node_id: str) -> bool:
-        return node_id == MAM_PREFS_NODE and engine.is_pep(service)
+    node_name = MAM_PREFS_NODE
+    what = "the archiving preferences"
 
     def initial_config(self, engine, service: str, node_id: str) -> NodeConfig:
         return super().initial_config(engine, service, node_id).replace(
             access_model="whitelist", persist_items=True, max_items=MAX_VERSIONS,
             deliver_notifications=False, send_last_published_item="never")
-
-    async def visible(self, access: Access) -> bool:
-        return access.trusted or bare(access.requestor) == access.service
-
-    async def check_create(self, engine, requestor: str, service: str, node_id: str,
-                           values: Mapping[str, object] | None) -> None:
-        await super().check_create(engine, requestor, service, node_id, values)
-        if values:
-            raise errors.not_acceptable(text="the preferences node's configuration is the service's")
-
-    async def check_configure(self, access: Access, values: Mapping[str, object]) -> None:
-        await super().check_configure(access, values)
-        if values:
-            raise errors.not_acceptable(text="the preferences node's configuration is the service's")
 
     async def vet_item(self, access: Access, item_id, payload: str):
         """A new version: always a new item (history is what the archive reads)."""
@@ -126,13 +111,3 @@ class MamPrefsKind(NodeKind):
 
     async def check_retract(self, access: Access, existing) -> None:
         raise errors.forbidden(text="a version of the preferences is history; publish a new one")
-
-    async def check_affiliation_change(self, access: Access,
-                                       changes: Mapping[str, AffiliationName]) -> None:
-        await super().check_affiliation_change(access, changes)
-        if any(e != access.service for e in changes):
-            raise errors.not_acceptable(text="archiving preferences are private to their account")
-
-    async def check_subscription_change(self, access: Access, subscriber: str, state: str,
-                                        existing: Subscription | None) -> bool:
-        return state == NONE or bare(subscriber) == access.service

@@ -25,6 +25,7 @@ from typing import ClassVar, Mapping
 
 from twisted.words.protocols.jabber import jid as jidlib
 
+from xep207.pubsub import config as node_config
 from xep207.pubsub import errors
 from xep207.pubsub.kinds.base import Access, NodeKind, NodeKindName
 from xep207.storage.records import NONE, AffiliationName, NodeConfig, Subscription, bare
@@ -65,6 +66,26 @@ def sha1_hex(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
+# What a kind promises and its owner may not configure away.
+FIXED_FIELDS = ("access_model", "publish_model", "persist_items", "max_items")
+
+
+def check_fixed(kind: "NodeKind", access: Access, values: Mapping[str, object]) -> bool:
+    """Whether ``values`` leave the kind's fixed fields as the kind made them
+    (a bookmarks node trimmed to one item loses bookmarks on the next XEP-0048 write)."""
+    engine = access.engine
+    if "pubsub#publisher" in values:
+        return False
+    wanted, _ = node_config.apply_values(access.node.config, values, engine.max_items_limit)
+    fixed = kind.initial_config(engine, access.service, access.node_id)
+    return all(getattr(wanted, f) == getattr(fixed, f) for f in FIXED_FIELDS)
+
+
+def is_image_type(kind: str) -> bool:
+    """A PHOTO's TYPE (XEP-0153 §3.1: an image MIME type); nothing a client would render as a page."""
+    return kind.lower().startswith("image/") and kind.isprintable() and " " not in kind and len(kind) <= 64
+
+
 class AccountOnlyKind(NodeKind):
     """A node of one account's PEP service that nobody else may see (like ``roster``)."""
 
@@ -83,8 +104,8 @@ class AccountOnlyKind(NodeKind):
 
     async def check_configure(self, access: Access, values: Mapping[str, object]) -> None:
         await super().check_configure(access, values)
-        if values.get("pubsub#access_model", "whitelist") != "whitelist" or "pubsub#publisher" in values:
-            raise errors.not_acceptable(text="this node is private to its account")
+        if not check_fixed(self, access, values):
+            raise errors.not_acceptable(text="this node is private to its account, and keeps every item")
 
     async def check_affiliation_change(self, access: Access,
                                        changes: Mapping[str, AffiliationName]) -> None:
@@ -169,8 +190,7 @@ class VCardKind(NodeKind):
 
     async def check_configure(self, access: Access, values: Mapping[str, object]) -> None:
         await super().check_configure(access, values)
-        if values.get("pubsub#access_model", "open") != "open" or "pubsub#publisher" in values \
-                or values.get("pubsub#publish_model", "publishers") != "publishers":
+        if not check_fixed(self, access, values):
             raise errors.not_acceptable(text="a vCard is public and its account's to write (XEP-0054)")
 
     async def check_affiliation_change(self, access: Access,
@@ -196,6 +216,8 @@ def photo_of(vcard) -> tuple[str, bytes] | None:
     if binval is None:
         return None  # an EXTVAL (a URL) carries no image here
     kind = next((str(c).strip() for c in photo.elements() if c.name == "TYPE"), "") or "image/png"
+    if not is_image_type(kind):
+        raise errors.bad_request("invalid-payload", text="a PHOTO's TYPE is an image type")
     data = decode_base64(str(binval))
     if not data:
         raise errors.bad_request("invalid-payload", text="an empty PHOTO")

@@ -57,6 +57,7 @@ ROLE = "xep207#role"
 PASSWORD_OPTION = "muc#password"  # the XEP-0060 door's way to give a room password; never stored
 ROOM_OPTIONS = (NICK, PASSWORD_OPTION, "pubsub#deliver", ROLE)
 NS_NICK = "http://jabber.org/protocol/nick"  # XEP-0172: the sender's room nick, kept in the item
+NS_MUC_USER = "http://jabber.org/protocol/muc#user"  # the room's own voice: never an occupant's
 ROLES = ("visitor", "participant", "moderator")
 # How long a new room waits for its owner's configuration before it opens by
 # itself (Prosody's muc_room_lock_timeout): a client that ignores status 201
@@ -392,6 +393,11 @@ class RoomKind(NodeKind):
             cleaned["pubsub#deliver"] = options["pubsub#deliver"]
         return cleaned
 
+    def listed_owners(self, node: Node) -> list[str]:
+        """A semi-anonymous room's disco#info meta-data names no owner: its
+        real JID is the moderators' to see (XEP-0045 §7.2.4), not a stranger's."""
+        return [node.creator] if Room(node).non_anonymous else []
+
     def needs_approval(self, access: Access, subscriber: str) -> bool:
         return False
 
@@ -477,6 +483,18 @@ class RoomKind(NodeKind):
         if not any(a == OWNER for e, a in after.items() if e != access.service):
             raise StanzaError("conflict", text="a room keeps at least one owner")
 
+    async def after_affiliation_change(self, engine, node: Node,
+                                       changes: Mapping[str, AffiliationName]) -> None:
+        """An admin is a publisher listed in the settings: one that stops being
+        a publisher (through either door) leaves the list, else a later grant of
+        membership would silently make it an admin again."""
+        room = Room(node)
+        admins = [a for a in room["roomadmins"] or [] if changes.get(a, PUBLISHER) == PUBLISHER]
+        if admins != list(room["roomadmins"] or []):
+            muc = {**room.settings, "muc#roomconfig_roomadmins": admins}
+            await engine.storage.set_node_config(node.service, node.node_id,
+                                                 node.config.replace(extra={**node.config.extra, "muc": muc}))
+
     # Messages ----------------------------------------------------------------------
 
     async def check_publish(self, access: Access) -> None:
@@ -532,8 +550,13 @@ def room_item(message: domish.Element, room_jid: str, nick: str) -> str:
     """A groupchat message as the room keeps it, whichever door it came
     through: from the occupant's room JID (the item is read through XEP-0060
     too, and a semi-anonymous room shows nobody but moderators a real JID;
-    the item's publisher keeps it for the service), with its nick (XEP-0172)."""
+    the item's publisher keeps it for the service), with its nick (XEP-0172),
+    without muc#user children."""
     stamped = restamped(message, f"{room_jid}/{nick}", drop=("to",), without_uri=NS_NICK)
+    # Status codes and occupant items (muc#user) are said by the room, never
+    # relayed from an occupant (who could forge a 173 or a real JID with them).
+    stamped.children = [c for c in stamped.children
+                        if not (isinstance(c, domish.Element) and c.uri == NS_MUC_USER)]
     stamped["type"] = "groupchat"
     return add_nick(stamped.toXml(), nick)
 

@@ -1,0 +1,254 @@
+"""The cluster layer (xep207.cluster): three processes, one PostgreSQL, one
+Redis; every client of a test on the next process (``ClusterMixin``)."""
+
+from __future__ import annotations
+
+from twisted.trial import unittest
+
+from tests.cluster_helpers import ClusterMixin
+from tests.doors_helpers import NS_PUBSUB, DoorsTestCase
+from tests.server_helpers import DOMAIN
+
+PUBSUB = f"pubsub.{DOMAIN}"
+NS_EVENT = NS_PUBSUB + "#event"
+
+
+def is_message(body=None):
+    def match(e):
+        return e.name == "message" and (body is None or any(str(c) == body for c in e.elements()
+                                                            if c.name == "body"))
+    return match
+
+
+def event_item(node, item_id):
+    def match(e):
+        if e.name != "message":
+            return False
+        event = next((c for c in e.elements() if c.name == "event" and c.uri == NS_EVENT), None)
+        items = next((c for c in event.elements() if c.name == "items"), None) if event is not None else None
+        return items is not None and items.getAttribute("node") == node and any(
+            i.getAttribute("id") == item_id for i in items.elements() if i.name == "item")
+    return match
+
+
+class ClusterCase(ClusterMixin, DoorsTestCase):
+    users = ("alice", "bob", "carol", "dave", "eve", "frank", "grace")
+
+    def forwarded(self, key):
+        return [s.cluster.stats[key] for s in self.servers]
+
+
+class Routing(ClusterCase):
+    async def test_chat_between_processes(self):
+        alice = await self.online("alice", "a")
+        bob = await self.online("bob", "b")
+        self.assertEqual(len(self.servers[0].router.sessions), 1)  # alice here, bob elsewhere
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat' id='m1'><body>hi bob</body></message>")
+        received = await bob.wait_for(is_message("hi bob"))
+        self.assertEqual(received["from"], alice.jid)
+        bob.send(f"<message to='{alice.jid}' type='chat'><body>hi alice</body></message>")
+        self.assertEqual((await alice.wait_for(is_message("hi alice")))["from"], bob.jid)
+
+    async def test_highest_priority_across_processes(self):
+        """RFC 6121 §8.5.2.1.1 over the cluster: the bare JID reaches only the
+        highest-priority resource, whichever process holds it."""
+        alice = await self.online("alice", "a")
+        low = await self.connect()
+        await low.login("bob", resource="low")
+        low.send("<presence><priority>1</priority></presence>")
+        await low.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == low.jid)
+        high = await self.connect()
+        await high.login("bob", resource="high")
+        high.send("<presence><priority>5</priority></presence>")
+        await high.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == high.jid)
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>to the top</body></message>")
+        await high.wait_for(is_message("to the top"))
+        await self.settle(alice, low, high)
+        self.nothing(low, is_message("to the top"))
+
+    async def test_same_resource_on_another_process_replaces_the_old(self):
+        """RFC 6120 §7.7.2.2 across processes: the newer binding wins, the old
+        session is told ``conflict``."""
+        first = await self.online("bob", "same")
+        await self.online("alice", "a")  # the next process is skipped
+        second = await self.online("bob", "same")
+        closed = await first.closed
+        self.assertIn(b"conflict", closed)
+        alice = await self.online("alice", "a2")
+        alice.send(f"<message to='bob@{DOMAIN}/same' type='chat'><body>which one</body></message>")
+        await second.wait_for(is_message("which one"))
+
+    async def test_iq_to_a_session_elsewhere_and_back(self):
+        alice = await self.online("alice", "a")
+        bob = await self.online("bob", "b")
+        alice.send(f"<iq type='get' to='{bob.jid}' id='v1'><query xmlns='jabber:iq:version'/></iq>")
+        asked = await bob.wait_for(lambda e: e.name == "iq" and e.getAttribute("id") == "v1")
+        self.assertEqual(asked["from"], alice.jid)
+        bob.send(f"<iq type='result' to='{alice.jid}' id='v1'><query xmlns='jabber:iq:version'>"
+                 "<name>b</name></query></iq>")
+        answer = await alice.wait_for(lambda e: e.name == "iq" and e.getAttribute("id") == "v1")
+        self.assertEqual(answer["from"], bob.jid)
+
+
+class FanOut(ClusterCase):
+    async def test_an_event_crosses_once_per_process(self):
+        """Six subscribers on two other processes: the publisher's process sends
+        the event twice (once per process), not six times."""
+        alice = await self.online("alice", "a")
+        subscribers = [await self.online(user, "r") for user in ("bob", "carol", "dave", "eve", "frank", "grace")]
+        self.assert_ok(await self.create(alice, PUBSUB, "news"))
+        for client in subscribers:
+            self.assert_ok(await self.subscribe(client, PUBSUB, "news"))
+        before = self.servers[0].cluster.stats["events-forwarded"]
+        self.assert_ok(await self.publish(alice, PUBSUB, "news", "<entry xmlns='urn:example'/>", "i1"))
+        for client in subscribers:
+            await client.wait_for(event_item("news", "i1"))
+        self.assertEqual(self.servers[0].cluster.stats["events-forwarded"] - before, 2)
+
+    async def test_pep_reaches_subscribers_on_other_processes(self):
+        alice = await self.online("alice", "a")
+        bob = await self.online("bob", "b")
+        carol = await self.online("carol", "c")
+        pep = f"alice@{DOMAIN}"
+        self.assert_ok(await self.create(alice, pep, "urn:xmpp:tune", {"access_model": "open"}))
+        for watcher in (bob, carol):
+            self.assert_ok(await self.subscribe(watcher, pep, "urn:xmpp:tune"))
+        self.assert_ok(await self.publish(alice, pep, "urn:xmpp:tune",
+                                          "<tune xmlns='http://jabber.org/protocol/tune'/>", "current"))
+        await bob.wait_for(event_item("urn:xmpp:tune", "current"))
+        await carol.wait_for(event_item("urn:xmpp:tune", "current"))
+
+
+class Invalidation(ClusterCase):
+    server_args = ClusterCase.server_args + ("--registration",)
+
+    async def test_account_removed_on_one_process_is_gone_on_all(self):
+        bob = await self.online("bob", "b")  # on the first process
+        alice = await self.online("alice", "a")  # the second: knows bob exists
+        alice.send(f"<message to='bob@{DOMAIN}' type='headline'><body>warm</body></message>")
+        await bob.wait_for(is_message("warm"))
+        bob2 = await self.online("bob", "b2")  # the third
+        bob2.send("<iq type='set' id='rm'><query xmlns='jabber:iq:register'><remove/></query></iq>")
+        await bob2.closed  # the account is gone: its sessions end…
+        closed = await bob.closed  # … on the other processes too
+        self.assertIn(b"not-authorized", closed)
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat' id='gone'><body>anyone?</body></message>")
+        error = await alice.wait_for(lambda e: e.name == "message" and e.getAttribute("id") == "gone")
+        self.assertEqual(error["type"], "error")
+        self.assertIn("service-unavailable", error.toXml())
+
+
+class SharedPort(ClusterCase):
+    """``--c2s-reuse-port``: the three processes listen on one port."""
+
+    async def setUp(self):
+        from tests.peers import free_port
+
+        self.shared_port = free_port()
+        await self.start_server("--c2s-reuse-port", "--c2s-port", str(self.shared_port))
+
+    async def test_processes_share_the_client_port(self):
+        self.assertEqual(self.ports, [self.shared_port] * 3)
+        clients = [await self.online(user, "r") for user in ("alice", "bob", "carol", "dave", "eve", "frank")]
+        served = [len(s.router.sessions) for s in self.servers]
+        self.assertEqual(sum(served), 6)
+        clients[0].send(f"<message to='{clients[-1].jid}' type='chat'><body>across</body></message>")
+        await clients[-1].wait_for(is_message("across"))
+
+
+class Hostile(ClusterCase):
+    """What arrives from Redis is checked like anything else from the network."""
+
+    async def test_garbage_on_a_channel_is_logged_and_ignored(self):
+        alice = await self.online("alice", "a")
+        bob = await self.online("bob", "b")
+        cluster = self.servers[1].cluster
+        channel = cluster.keys.channel(cluster.name)
+        for text in ("not json", "[1, 2]", '{"t": "x"}', '{"t": "e", "e": {}, "r": []}',
+                     '{"t": "r", "x": "<message"}', '{"t": "zz"}', '{"t": "s", "n": "x", "j": "@@", "i": "[]"}'):
+            await self.servers[0].cluster.command("PUBLISH", channel, text)
+            await self.servers[0].cluster.command("PUBLISH", cluster.keys.all, text)
+        alice.send(f"<message to='{bob.jid}' type='chat'><body>still fine</body></message>")
+        await bob.wait_for(is_message("still fine"))
+        self.flushLoggedErrors()
+
+
+class Options(unittest.TestCase):
+    def test_options_refuse_what_cannot_cluster(self):
+        from twisted.python import usage
+
+        from xep207.tap import Options
+
+        for args in (["--cluster", "http://x"], ["--cluster", "redis://h/notanumber"],
+                     ["--cluster", "redis://127.0.0.1/0", "--storage", "memory:"],
+                     ["--cluster", "redis://127.0.0.1/0"],  # the default storage is SQLite
+                     ["--cluster-timeout", "0"], ["--cluster-timeout", "-3"]):
+            with self.subTest(args=args):
+                with self.assertRaises(usage.UsageError):
+                    Options().parseOptions(args)
+
+
+class Administration(ClusterCase):
+    async def test_a_kick_reaches_a_session_on_another_process(self):
+        bob = await self.online("bob", "b")  # on the first process
+        alice = await self.online("alice", "a")  # the second
+        kicked_on = self.servers[1]  # the administrator's request lands on another process than bob's
+        self.assertEqual(kicked_on.accounts.kick(f"bob@{DOMAIN}"), 1)
+        self.assertIn(b"policy-violation", await bob.closed)
+        self.assertEqual([s.jid for s in kicked_on.accounts.sessions(f"alice@{DOMAIN}")], [alice.jid])
+
+
+class Codec(unittest.TestCase):
+    """What crosses between processes comes out as it went in."""
+
+    def test_events_and_requests_round_trip(self):
+        import json
+
+        from xep207.cluster import codec
+        from xep207.pubsub.events import CONFIGURATION, ITEMS, RETRACT, AuthorizationRequest, Event, Recipient
+        from xep207.storage.records import PENDING, Item, NodeConfig, Subscription
+
+        subscription = Subscription("pubsub.localhost", "n", "b@localhost/r", options={"pubsub#deliver": True,
+                                                                                       "x": ["a", "b"]},
+                                    via="legacy")
+        events = [
+            Event("pubsub.localhost", "n", ITEMS, items=(Item("i", "<p xmlns='u'>é</p>", "a@localhost/r", 1.5, 7),),
+                  notification_type="normal", reply_to="a@localhost/r", replay=True, node_kind="pair"),
+            Event("a@localhost", "presence", RETRACT, retracted=("r1", "r2"), note="<status>bye</status>"),
+            Event("chat.localhost", "room", CONFIGURATION, config=NodeConfig(max_items=3, extra={"k": "v"},
+                                                                               roster_groups_allowed=("g",))),
+            Event("pubsub.localhost", "n", "subscription", subscription=subscription),
+        ]
+        for event in events:
+            text = json.dumps(codec.event_data(event))
+            self.assertEqual(codec.event_from(json.loads(text)), event)
+        recipients = [Recipient("b@localhost"), Recipient("c@localhost/r", subscription)]
+        self.assertEqual(codec.recipients_from(json.loads(json.dumps(codec.recipients_data(recipients)))),
+                         recipients)
+        request = AuthorizationRequest("a@localhost", "presence", subscription.replace(state=PENDING),
+                                       ("a@localhost/r",), "presence")
+        self.assertEqual(codec.request_from(json.loads(json.dumps(codec.request_data(request)))), request)
+        with self.assertRaises(ValueError):
+            codec.loads("[1]")
+
+
+class Blocking(ClusterCase):
+    async def test_a_block_made_on_one_process_holds_on_the_others(self):
+        """The engine's block index is per process: a change is sent to the others."""
+        import tests.test_blocking as blocking
+
+        alice = await self.online("alice", "a")
+        eve = await self.online("eve", "e")
+        reply = await self.iq(alice, "set", None, f"<block xmlns='{blocking.NS_BLOCKING}'>"
+                                                  f"<item jid='{blocking.EVE}'/></block>")
+        self.assert_ok(reply)
+        eve.send(f"<message id='m' to='{blocking.ALICE}' type='chat'><body>hello?</body></message>")
+        error = await eve.wait_for(lambda e: e.name == "message" and e.getAttribute("id") == "m")
+        self.assertIn("service-unavailable", error.toXml())
+        self.assertEqual([sorted(s.engine.blocks.of(blocking.ALICE)) for s in self.servers], [[blocking.EVE]] * 3)
+        reply = await self.iq(alice, "set", None, f"<unblock xmlns='{blocking.NS_BLOCKING}'/>")
+        self.assert_ok(reply)
+        await self.settle(alice, eve)
+        self.assertEqual([sorted(s.engine.blocks.of(blocking.ALICE)) for s in self.servers], [[]] * 3)
+        eve.send(f"<message to='{blocking.ALICE}' type='chat'><body>again</body></message>")
+        await alice.wait_for(is_message("again"))

@@ -1,0 +1,185 @@
+"""A cluster under failure: real ``twistd xep207`` processes sharing
+PostgreSQL and Redis; one killed with SIGKILL during traffic, then Redis
+itself restarted during traffic."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from twisted.internet import protocol, reactor
+from twisted.trial import unittest
+
+from tests.peers import free_port, source_env, temp_dir, twistd
+from tests.server_helpers import DOMAIN, PASSWORD, RawClient
+
+TIMEOUT = 3.0  # --cluster-timeout: the bound on noticing a dead process
+CTL = [sys.executable, "-m", "xep207.admin"]
+USERS = ("alice", "bob", "carol")
+ROOM = f"lobby@chat.{DOMAIN}"
+NS_MUC = "http://jabber.org/protocol/muc"
+
+
+def presence_from(sender, type=None):
+    return lambda e: e.name == "presence" and e.getAttribute("from") == sender and e.getAttribute("type") == type
+
+
+def body_is(text):
+    return lambda e: e.name == "message" and e.body is not None and str(e.body) == text
+
+
+def result(stanza_id):
+    return lambda e: e.name == "iq" and e.getAttribute("id") == stanza_id
+
+
+class ClusterFaults(unittest.TestCase):
+    timeout = 180
+
+    def setUp(self):
+        from tests.pg import shared_cluster
+        from tests.redis_peer import RedisServer
+
+        self.dir = temp_dir(self)
+        self.redis = RedisServer()
+        self.addCleanup(self.redis.destroy)
+        self.storage = shared_cluster().new_database()
+        for user in USERS:
+            out = subprocess.run([*CTL, "--storage", self.storage, "--domain", DOMAIN, "adduser", user],
+                                 input=PASSWORD + "\n", capture_output=True, text=True, cwd=self.dir,
+                                 env=source_env(), timeout=60)
+            self.assertEqual(out.returncode, 0, out.stderr)
+        self.ports = {}
+        self.processes = {}
+        for name in ("n0", "n1", "n2"):
+            self.start(name)
+
+    def start(self, name):
+        port = self.ports.setdefault(name, free_port())
+        directory = os.path.join(self.dir, name)
+        os.makedirs(directory, exist_ok=True)
+        process = twistd(["--domain", DOMAIN, "--storage", self.storage, "--data-dir", directory,
+                          "--c2s-port", str(port), "--c2s-interfaces", "127.0.0.1", "--no-tls",
+                          "--allow-plaintext-auth", "--c2s-rate", "0",
+                          "--cluster", f"redis://127.0.0.1:{self.redis.port}/0", "--node-name", name,
+                          "--cluster-timeout", str(TIMEOUT)], directory)
+        self.addCleanup(process.stop)
+        process.wait_for(f"cluster: {name} joined", timeout=60)
+        process.wait_for(f"starting on {port}", timeout=30)
+        self.processes[name] = process
+        return process
+
+    def kill(self, name):
+        process = self.processes[name]
+        os.killpg(process.popen.pid, signal.SIGKILL)
+        process.popen.wait()
+
+    async def online(self, user, node, resource="r"):
+        client = await protocol.ClientCreator(reactor, RawClient).connectTCP("127.0.0.1", self.ports[node])
+        self.addCleanup(lambda: client.transport.abortConnection() if client.transport.connected else None)
+        await client.login(user, resource=resource)
+        client.send("<presence/>")
+        await client.wait_for(presence_from(client.jid))
+        return client
+
+    async def befriend(self, a, b):
+        """Mutual presence subscription between two online clients."""
+        a_bare, b_bare = a.jid.split("/")[0], b.jid.split("/")[0]
+        a.send(f"<presence to='{b_bare}' type='subscribe'/>")
+        await b.wait_for(presence_from(a_bare, "subscribe"))
+        b.send(f"<presence to='{a_bare}' type='subscribed'/>")
+        await a.wait_for(presence_from(b.jid))  # b's presence, now that a may see it
+        b.send(f"<presence to='{a_bare}' type='subscribe'/>")
+        await a.wait_for(presence_from(b_bare, "subscribe"))
+        a.send(f"<presence to='{b_bare}' type='subscribed'/>")
+        await b.wait_for(presence_from(a.jid))
+
+    async def join(self, client, nick):
+        client.send(f"<presence to='{ROOM}/{nick}'><x xmlns='{NS_MUC}'/></presence>")
+        own = await client.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == f"{ROOM}/{nick}"
+                                    and "code='110'" in e.toXml())
+        await client.wait_for(lambda e: e.name == "message" and e.subject is not None)
+        if "code='201'" in own.toXml():  # a new room is locked until its owner accepts it (XEP-0045 §10.1.2)
+            client.send(f"<iq type='set' id='instant-{nick}' to='{ROOM}'><query xmlns='http://jabber.org/protocol/"
+                        "muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>")
+            answer = await client.wait_for(lambda e: e.name == "iq" and e.getAttribute("id") == f"instant-{nick}")
+            assert answer.getAttribute("type") == "result", answer.toXml()
+
+    async def test_killed_process_leaves_others_serve_it_rejoins(self):
+        alice = await self.online("alice", "n0", "a")
+        bob = await self.online("bob", "n1", "b")
+        carol = await self.online("carol", "n2", "c")
+        await self.befriend(alice, bob)
+        await self.befriend(carol, bob)
+        for client, nick in ((alice, "Alice"), (bob, "Bob"), (carol, "Carol")):
+            await self.join(client, nick)
+        await alice.wait_for(presence_from(f"{ROOM}/Carol"))
+
+        # Traffic across the processes while n1 dies.
+        for i in range(10):
+            alice.send(f"<message to='carol@{DOMAIN}' type='chat'><body>before {i}</body></message>")
+        killed_at = time.monotonic()
+        self.kill("n1")
+        for i in range(5):  # to bob, whose process is gone: kept for him, not lost
+            alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>while dead {i}</body></message>")
+        for i in range(10):
+            alice.send(f"<message to='carol@{DOMAIN}' type='chat'><body>during {i}</body></message>")
+
+        # Contacts and rooms see bob go, once, within the timeout (plus one heartbeat period).
+        await alice.wait_for(presence_from(bob.jid, "unavailable"), timeout=TIMEOUT * 4)
+        await carol.wait_for(presence_from(bob.jid, "unavailable"), timeout=TIMEOUT * 4)
+        await alice.wait_for(presence_from(f"{ROOM}/Bob", "unavailable"), timeout=TIMEOUT * 4)
+        await carol.wait_for(presence_from(f"{ROOM}/Bob", "unavailable"), timeout=TIMEOUT * 4)
+        noticed = time.monotonic() - killed_at
+        self.assertLess(noticed, TIMEOUT * 4)
+        for i in range(10):
+            await carol.wait_for(body_is(f"before {i}"))
+            await carol.wait_for(body_is(f"during {i}"))
+
+        # The others keep serving each other, rooms included.
+        carol.send(f"<message to='{ROOM}' type='groupchat'><body>still here</body></message>")
+        await alice.wait_for(body_is("still here"))
+        # Exactly once: one unavailable presence each, not one per surviving process.
+        self.assertEqual(len([e for e in alice.stanzas if presence_from(bob.jid, "unavailable")(e)]), 1)
+        self.assertEqual(len([e for e in carol.stanzas if presence_from(f"{ROOM}/Bob", "unavailable")(e)]), 1)
+
+        # n1 restarts under its name and rejoins; bob gets what waited, contacts see him back.
+        self.start("n1")
+        bob2 = await self.online("bob", "n1", "b")
+        for i in range(5):
+            await bob2.wait_for(body_is(f"while dead {i}"))
+        await alice.wait_for(presence_from(bob2.jid))
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>welcome back</body></message>")
+        await bob2.wait_for(body_is("welcome back"))
+        self.assertEqual(len([e for e in alice.stanzas if presence_from(bob.jid, "unavailable")(e)]), 1)
+
+    async def test_redis_restart_errors_then_recovers(self):
+        alice = await self.online("alice", "n0", "a")
+        bob = await self.online("bob", "n1", "b")
+        await self.befriend(alice, bob)
+
+        self.redis.stop()
+        # While Redis is down: a clear error for what must cross, and nothing acknowledged lost.
+        alice.send(f"<iq type='get' to='{bob.jid}' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        error = await alice.wait_for(result("p1"))
+        self.assertEqual(error["type"], "error")
+        self.assertIn("service-unavailable", error.toXml())
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>while redis is down</body></message>")
+        # Each process still serves its own sessions.
+        alice.send(f"<iq type='get' id='own'><query xmlns='jabber:iq:roster'/></iq>")
+        self.assertEqual((await alice.wait_for(result("own")))["type"], "result")
+
+        self.redis.start()
+        for name in ("n0", "n1", "n2"):
+            self.processes[name].wait_for(f"cluster: {name} rejoined", timeout=30)
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>after redis is back</body></message>")
+        await bob.wait_for(body_is("after redis is back"))
+        bob.send(f"<iq type='get' to='{alice.jid}' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>")
+        self.assertEqual((await alice.wait_for(result("p2")))["from"], bob.jid)  # and the other way
+        # The message of the outage waited for bob: his next session gets it.
+        bob.transport.loseConnection()
+        await bob.closed
+        bob2 = await self.online("bob", "n2", "b2")
+        await bob2.wait_for(body_is("while redis is down"))

@@ -1,0 +1,201 @@
+"""Stanzas and engine events between the processes of a cluster.
+
+Each process listens on its own Redis pub/sub channel. What crosses:
+
+- ``x``: a stanza for one of the receiver's sessions (a ``RemoteSession``'s
+  ``send``): RFC 6121 §8 was decided by the sender, over the whole cluster;
+- ``e``: an engine event and the recipients the receiver holds sessions
+  for — one message per process, the event serialized once; the receiver
+  runs ``EventDelivery`` for its own sessions (the rendering, carbons and
+  the ``+notify``/legacy choice are per session, so they are made where
+  the session is);
+- ``a``: an authorization request for owners connected there;
+- ``c``: end one of the receiver's sessions with a stream error (an
+  administrator's kick, a password change, an account removed);
+- ``k``: a full JID bound again elsewhere: the receiver's session of that
+  name is replaced (RFC 6120 §7.7.2.2), as one process would;
+- ``r``: a stanza for a room whose home is the receiver. Every room has one
+  home at a time (rendezvous hashing over the live processes): its
+  stanzas are handled one at a time there, as in one process.
+
+Pub/sub rather than streams: a message only matters to the process holding
+the session, and PUBLISH answers how many processes heard it. Nobody (the
+process is gone or cut off) → a stanza is bounced at once, and an event's
+live items are reported to the node kind as undelivered, exactly as a
+recipient with no session is: a one-to-one message waits as an offline
+message. What a lost message would cost is thus paid where it matters,
+without a stream per process to trim and replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING
+
+from twisted.internet import defer
+from twisted.python import log
+from twisted.words.xish import domish
+
+from xep207.cluster import codec
+from xep207.cluster.link import ClusterUnavailable
+from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
+from xep207.xmlutil import parse_stanza
+
+if TYPE_CHECKING:
+    from xep207.cluster.directory import RemoteSession
+    from xep207.cluster.node import Cluster
+
+# The stream errors another process may end a session with (RFC 6120 §4.9.3).
+CLOSE_CONDITIONS = ("conflict", "not-authorized", "policy-violation", "reset", "system-shutdown")
+UNREACHABLE = "the server holding that session is unreachable; try again"
+
+
+class Routing:
+    def __init__(self, cluster: "Cluster"):
+        self.cluster = cluster
+
+    @property
+    def server(self):
+        return self.cluster.server
+
+    # Out ---------------------------------------------------------------------------------
+
+    def forward_stanza(self, session: "RemoteSession", stanza) -> None:
+        """``RemoteSession.send``: to the process holding ``session``."""
+        if getattr(stanza, "cluster_hop", False):
+            log.msg(f"cluster: {session.full} moved while a stanza crossed to it; dropped")
+            return
+        xml = stanza if isinstance(stanza, str) else stanza.toXml()
+        self.cluster.stats["stanzas-forwarded"] += 1
+        d = self.cluster.publish(session.node, codec.dumps({"t": "x", "j": session.full, "x": xml}))
+        if isinstance(stanza, domish.Element):
+            d.addCallback(self._heard, lambda: self.server.router.bounce(stanza, "service-unavailable", UNREACHABLE))
+            d.addErrback(self._failed, lambda: self.server.router.bounce(stanza, "service-unavailable",
+                                                                         UNREACHABLE))
+        else:
+            d.addErrback(self._failed, lambda: None)
+
+    def close_session(self, session: "RemoteSession", condition: str, text: str | None) -> None:
+        d = self.cluster.publish(session.node, codec.dumps({"t": "c", "j": session.full, "c": condition,
+                                                            "x": text}))
+        d.addErrback(self._failed, lambda: None)
+
+    def forward_event(self, event: Event, by_node: dict[str, dict[str, Recipient]]) -> None:
+        """One message per process holding sessions of these recipients; the
+        event serialized once for all of them."""
+        body = json.dumps(codec.event_data(event), separators=(",", ":"))
+        for node, recipients in by_node.items():
+            listed = list(recipients.values())
+            text = '{"t":"e","e":' + body + ',"r":' + json.dumps(codec.recipients_data(listed)) + "}"
+            self.cluster.stats["events-forwarded"] += 1
+            d = self.cluster.publish(node, text)
+            missed = lambda listed=listed: self._undelivered(event, listed)  # noqa: E731
+            d.addCallback(self._heard, missed)
+            d.addErrback(self._failed, missed)
+
+    def forward_request(self, request: AuthorizationRequest, nodes: set[str]) -> None:
+        text = codec.dumps({"t": "a", "q": codec.request_data(request)})
+        for node in nodes:
+            self.cluster.publish(node, text).addErrback(self._failed, lambda: None)
+
+    @staticmethod
+    def _heard(listeners, otherwise) -> None:
+        if not int(listeners or 0):
+            otherwise()
+
+    @staticmethod
+    def _failed(failure, otherwise) -> None:
+        failure.trap(ClusterUnavailable)
+        otherwise()
+
+    def _undelivered(self, event: Event, recipients: list[Recipient]) -> None:
+        """Nobody heard: a live item is undelivered to these recipients, and
+        their node's kind decides what to keep (the pair kind: offline)."""
+        if event.kind != ITEMS or event.replay:
+            return
+        self.cluster.stats["events-undelivered"] += 1
+
+        async def report():
+            engine = self.server.engine
+            kind = engine.kind_of(event.service, event.node_id)
+            node = await engine.storage.get_node(event.service, event.node_id)
+            if node is None:
+                return
+            for item in event.items:
+                for recipient in recipients:
+                    await kind.undelivered(engine, node, item, recipient)
+
+        d = self.cluster.work.track(defer.ensureDeferred(report()))
+        d.addErrback(log.err, "cluster: keeping an undelivered item failed")
+
+    # Rooms: one home each -----------------------------------------------------------------
+
+    def home_of(self, room: str) -> str:
+        nodes = self.cluster.live | {self.cluster.name}
+        return max(nodes, key=lambda node: hashlib.sha1(f"{node}\0{room}".encode()).digest())
+
+    def room_stanza(self, stanza) -> bool:
+        """``STANZA`` hook, last: a stanza for a room homed elsewhere goes there."""
+        if getattr(stanza, "cluster_hop", False) or not self.cluster.started:
+            return False
+        to = stanza.getAttribute("to")
+        if not to or "@" not in to:
+            return False
+        room, _, rest = to.partition("@")
+        if rest.partition("/")[0] != self.server.groupchat.rooms.domain or not self.cluster.link.up:
+            return False  # cut off from Redis: rooms are served here meanwhile
+        home = self.home_of(room)
+        if home == self.cluster.name:
+            return False
+        self.cluster.stats["room-stanzas-forwarded"] += 1
+        d = self.cluster.publish(home, codec.dumps({"t": "r", "x": stanza.toXml()}))
+        bounce = lambda: self.server.router.bounce(stanza, "service-unavailable", UNREACHABLE)  # noqa: E731
+        d.addCallback(self._heard, bounce)
+        d.addErrback(self._failed, bounce)
+        return True
+
+    # In -----------------------------------------------------------------------------------
+
+    def received(self, kind, message: dict) -> None:
+        router = self.server.router
+        if kind == "x":
+            full = message["j"]
+            bare, _, resource = full.partition("/")
+            session = router.sessions.get(bare, {}).get(resource)
+            if session is not None:
+                session.send(message["x"])
+                return
+            self._missed(parse_stanza(message["x"]), bare)
+        elif kind == "c":
+            bare, _, resource = str(message["j"]).partition("/")
+            closed = router.sessions.get(bare, {}).get(resource)
+            if closed is not None and message.get("c") in CLOSE_CONDITIONS:
+                closed.close(message["c"], message.get("x") if isinstance(message.get("x"), str) else None)
+        elif kind == "k":
+            bare, _, resource = str(message["j"]).partition("/")
+            replaced = router.sessions.get(bare, {}).get(resource)
+            if replaced is not None:
+                router.unbind(replaced)
+                replaced.close("conflict", "replaced by a new connection")
+        elif self.cluster.stopping:
+            return  # leaving: the sessions are gone, storage is about to close
+        elif kind == "e":
+            event = codec.event_from(message["e"])
+            self.server.delivery.deliver(event, codec.recipients_from(message["r"]), forwarded=True)
+        elif kind == "a":
+            self.server.delivery.request_authorization(codec.request_from(message["q"]), forwarded=True)
+        elif kind == "r":
+            stanza = parse_stanza(message["x"])
+            stanza.cluster_hop = True  # type: ignore[attr-defined]  # handled here, whatever our view of homes
+            router.route(stanza)
+
+    def _missed(self, stanza, bare: str) -> None:
+        """The session left while its stanza crossed: as RFC 6121 §8.5.3.2 for
+        a resource that is not there."""
+        router = self.server.router
+        stanza.cluster_hop = True
+        if stanza.name == "iq":
+            router.bounce(stanza, "service-unavailable")
+        elif stanza.name == "message" and stanza.getAttribute("type", "normal") in ("normal", "chat"):
+            router.deliver_message_to_bare(stanza, bare)
