@@ -55,10 +55,13 @@ class RunningServer(unittest.TestCase):
 
         juliet = self.online("juliet", "juliet-password", "balcony")
         romeo = self.online("romeo", "romeo-password", "garden")
+        # Romeo is available first, and juliet answers his request once it has
+        # reached her (not a pre-approval racing it): her presence reaches him then.
+        romeo.say("<presence/>", b"romeo@localhost/garden")
         romeo.say("<presence to='juliet@localhost' type='subscribe'/>", b"")
-        juliet.say("<presence/>", b"juliet@localhost/balcony")
+        juliet.say("<presence/>", b"subscribe")
         juliet.say("<presence to='romeo@localhost' type='subscribed'/>", b"")
-        romeo.say("<presence/>", b"juliet@localhost/balcony")  # he sees her
+        romeo.say("", b"juliet@localhost/balcony")  # he sees her
 
         listed = self.ctl("sessions")
         self.assertEqual(listed.returncode, 0, listed.stderr)
