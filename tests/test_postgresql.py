@@ -1,12 +1,15 @@
 """PostgreSQL: the storage contract, atomicity when the connection dies mid-operation,
 and clean failures and reconnection when the database server restarts."""
 
+import threading
+
 from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.pg import Cluster, shared_cluster
 from tests.test_storage import BackendExtras
 from xep207.storage import StorageUnavailable
+from xep207.storage.interface import NodeExists
 from xep207.storage.postgresql import SCHEMA_VERSION, PostgreSQLStorage
 from xep207.storage.records import Item, Node, NodeConfig, Subscription
 from xep207.testing import StorageContract
@@ -107,3 +110,83 @@ class UnusableURL(unittest.TestCase):
         with self.assertRaises(Exception):
             await storage.put_item("svc", "n", Item("i", "<p/>", "x@y"), None)
         await storage.stop()
+
+
+def _hold(storage: PostgreSQLStorage) -> threading.Event:
+    """Keep ``storage``'s database thread busy until the returned event is set,
+    so that the operations issued meanwhile run as one batch (one transaction)."""
+    release = threading.Event()
+    storage._transact(lambda cursor: release.wait(30))
+    return release
+
+
+def _rendezvous(storage: PostgreSQLStorage, barrier: threading.Barrier) -> defer.Deferred:
+    """An operation that waits, inside its batch, until the other process's
+    batch has got as far (once: a batch run again does not wait again)."""
+    passed = []
+
+    def meet(cursor):
+        if not passed:
+            passed.append(True)
+            barrier.wait(30)
+
+    return storage._transact(meet)
+
+
+class TwoProcesses(unittest.TestCase):
+    """Two storages on one database: two xep207 processes of a cluster, each
+    with its own connection and database thread, writing the same nodes."""
+
+    async def setUp(self):
+        url = shared_cluster().new_database()
+        self.one, self.two = PostgreSQLStorage(url), PostgreSQLStorage(url)
+        for storage in (self.one, self.two):
+            await storage.start()
+            self.addCleanup(storage.stop)
+
+    async def test_batches_that_deadlock_are_run_again_and_every_operation_succeeds(self):
+        """Each batch trims node P and node Q (max_items 2), in opposite orders:
+        PostgreSQL breaks the deadlock by failing one transaction. Its operations
+        did nothing wrong; they must be run again, not reported unavailable."""
+        for node in ("p", "q"):
+            for i in range(2):
+                await self.one.put_item("svc", node, Item(f"{node}{i}", "<p/>", "x@y"), 2)
+        barrier = threading.Barrier(2)
+        releases = [_hold(self.one), _hold(self.two)]
+        issued = [self.one.put_item("svc", "p", Item("one-p", "<p/>", "x@y"), 2),
+                  _rendezvous(self.one, barrier),
+                  self.one.put_item("svc", "q", Item("one-q", "<p/>", "x@y"), 2),
+                  self.two.put_item("svc", "q", Item("two-q", "<p/>", "x@y"), 2),
+                  _rendezvous(self.two, barrier),
+                  self.two.put_item("svc", "p", Item("two-p", "<p/>", "x@y"), 2)]
+        for release in releases:
+            release.set()
+        outcomes = await defer.DeferredList(issued, consumeErrors=True)
+        self.assertEqual([(ok, getattr(result, "value", None)) for ok, result in outcomes],
+                         [(True, None)] * 6)
+        for node in ("p", "q"):
+            page = await self.one.page_items("svc", node)
+            self.assertEqual(len(page.items), 2)
+            self.assertEqual({i.item_id for i in page.items}, {f"one-{node}", f"two-{node}"})
+
+    async def test_a_failing_operation_fails_alone_while_the_other_process_writes(self):
+        """A batch with a failing operation is run again one by one; the other
+        process's concurrent writes to the same node are neither lost nor doubled."""
+        await self.one.create_node(Node("svc", "taken", NodeConfig(), "x@y"))
+        releases = [_hold(self.one), _hold(self.two)]
+        issued = []
+        for i in range(20):
+            issued.append(self.one.put_item("svc", "n", Item(f"one{i}", "<p/>", "x@y"), 30))
+            issued.append(self.two.put_item("svc", "n", Item(f"two{i}", "<p/>", "x@y"), 30))
+            if i == 10:
+                issued.append(self.one.create_node(Node("svc", "taken", NodeConfig(), "y@y")))
+        for release in releases:
+            release.set()
+        outcomes = await defer.DeferredList(issued, consumeErrors=True)
+        failed = [result.value for ok, result in outcomes if not ok]
+        self.assertEqual([type(exc) for exc in failed], [NodeExists])
+        page = await self.two.page_items("svc", "n")
+        self.assertEqual(len(page.items), 30)  # 40 published, trimmed to max_items
+        self.assertEqual(len({i.item_id for i in page.items}), 30)
+        newest = {f"one{i}" for i in range(10, 20)} | {f"two{i}" for i in range(10, 20)}
+        self.assertLessEqual(newest, {i.item_id for i in page.items})

@@ -55,11 +55,26 @@ def _display(url: str) -> str:
 
 
 class _BatchFailed(Exception):
-    """An operation of a batch failed (``failure``): run them again one by one."""
+    """An operation of a batch failed (``failure``): run them again one by one.
+    ``conflict``: PostgreSQL gave up the transaction because of another one
+    (a deadlock, a serialization failure; SQLSTATE class 40) — nothing was
+    wrong with the operation, and running it again is expected to succeed."""
 
-    def __init__(self, failure: Failure):
+    def __init__(self, failure: Failure, conflict: bool = False):
         super().__init__(failure.getErrorMessage())
         self.failure = failure
+        self.conflict = conflict
+
+
+def _conflict(exc: BaseException) -> bool:
+    """A transaction PostgreSQL rolled back because of another one: SQLSTATE
+    class 40 (40P01 deadlock, 40001 serialization failure), raised by the
+    operation or by anything it raised in turn."""
+    while exc is not None:
+        if (getattr(exc, "sqlstate", None) or "").startswith("40"):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
 
 
 @implementer(IStorage)
@@ -70,6 +85,9 @@ class PostgreSQLStorage(SQLStorage):
     # Fewer than PostgreSQL's 64 cached subtransactions is not the point here
     # (no savepoints); the cap keeps one batch's latency bounded.
     MAX_BATCH = 128
+    # Runs of one operation that another process's transaction made fail
+    # (deadlock, serialization): tried again up to this many times.
+    CONFLICT_TRIES = 5
 
     def __init__(self, url: str):
         import psycopg  # a clear ImportError names the missing extra: pip install 'xep207[postgresql]'
@@ -172,14 +190,16 @@ class PostgreSQLStorage(SQLStorage):
 
     def _answer(self, batch: list[_Job]) -> list[tuple[defer.Deferred, Any]]:
         """Every operation's outcome, whatever happens: a batch that fails as a
-        whole is run again one operation at a time; a connection that was found
-        dead before anything ran is replaced and the batch tried once more."""
+        whole (one operation failed, or another process's transaction made it
+        fail: a deadlock) is run again one operation at a time; a connection
+        that was found dead before anything ran is replaced and the batch tried
+        once more."""
         for attempt in (1, 2):
             self._ran = False
             try:
                 return self._in_one_transaction(batch)
             except _BatchFailed as failed:
-                if len(batch) == 1:
+                if len(batch) == 1 and not failed.conflict:
                     return [(batch[0][2], failed.failure)]
                 return [self._run_alone(job) for job in batch]
             except self._operational:
@@ -192,17 +212,21 @@ class PostgreSQLStorage(SQLStorage):
         raise AssertionError("not reached")
 
     def _run_alone(self, job: _Job) -> tuple[defer.Deferred, Any]:
-        try:
-            return self._in_one_transaction([job])[0]
-        except _BatchFailed as failed:
-            return job[2], failed.failure
-        except self._operational:
-            self._disconnect()
-            return job[2], Failure(self._unavailable())
+        for attempt in range(1, self.CONFLICT_TRIES + 1):
+            try:
+                return self._in_one_transaction([job])[0]
+            except _BatchFailed as failed:
+                if not failed.conflict or attempt == self.CONFLICT_TRIES:
+                    return job[2], failed.failure
+            except self._operational:
+                self._disconnect()
+                return job[2], Failure(self._unavailable())
+        raise AssertionError("not reached")
 
     def _in_one_transaction(self, jobs: list[_Job]) -> list[tuple[defer.Deferred, Any]]:
         """``jobs`` in one transaction, committed; ``_BatchFailed`` (rolled back)
-        when one of them failed; a connection failure as it is."""
+        when one of them failed or the transaction lost a conflict with another
+        process's; a connection failure as it is."""
         from psycopg.pq import TransactionStatus
 
         results = []
@@ -214,13 +238,19 @@ class PostgreSQLStorage(SQLStorage):
                     if connection.info.transaction_status == TransactionStatus.INERROR:
                         raise RuntimeError("an operation left its transaction failed")  # COMMIT would roll back
             connection.commit()
-        except self._operational:
-            raise
         except Exception as exc:
-            failed = _BatchFailed(Failure())
+            if isinstance(exc, self._operational) and self._connection_lost():
+                raise
+            failed = _BatchFailed(Failure(), conflict=_conflict(exc))
             self._rollback()
             raise failed from exc
         return results
+
+    def _connection_lost(self) -> bool:
+        """Whether the last error was the connection's (the server went away,
+        or none could be made), not one statement's (a deadlock, a timeout)."""
+        connection = self._connection
+        return connection is None or connection.closed or connection.broken
 
     def _connect(self) -> Connection:
         import psycopg
