@@ -8,6 +8,10 @@ from twisted.trial import unittest
 
 from tests.pg import Cluster, shared_cluster
 from tests.test_storage import BackendExtras
+from xep207.legacy.unacked import UNACKED_MARK
+from xep207.pubsub.engine import PubSubEngine
+from xep207.pubsub.kinds import Trusted
+from xep207.pubsub.kinds.pair import OFFLINE_MARK
 from xep207.storage import StorageUnavailable
 from xep207.storage.interface import NodeExists
 from xep207.storage.postgresql import SCHEMA_VERSION, PostgreSQLStorage
@@ -190,3 +194,21 @@ class TwoProcesses(unittest.TestCase):
         self.assertEqual(len({i.item_id for i in page.items}), 30)
         newest = {f"one{i}" for i in range(10, 20)} | {f"two{i}" for i in range(10, 20)}
         self.assertLessEqual(newest, {i.item_id for i in page.items})
+
+    async def test_offline_marks_set_by_two_processes_on_one_subscription_are_both_kept(self):
+        """Process one marks the first message its party missed, process two
+        the first unacknowledged one, on the same subscription at the same
+        time. A read in one transaction and a write of all the options in the
+        next lose one of them; the change must be one transaction with the row locked."""
+        await self.one.set_subscription(Subscription("pair.example.org", "p", "juliet@example.org",
+                                                     options={"other": "kept"}))
+        engines = PubSubEngine(self.one), PubSubEngine(self.two)
+        subscription = await self.one.get_subscription("pair.example.org", "p", "juliet@example.org")
+        releases = [_hold(self.one), _hold(self.two)]
+        marked = [engines[0].set_offline_mark(Trusted("pair.example.org"), subscription, "m1", OFFLINE_MARK),
+                  engines[1].set_offline_mark(Trusted("pair.example.org"), subscription, "u1", UNACKED_MARK)]
+        for release in releases:
+            release.set()
+        await defer.gatherResults(marked)
+        after = await self.two.get_subscription("pair.example.org", "p", "juliet@example.org")
+        self.assertEqual(dict(after.options), {"other": "kept", OFFLINE_MARK: "m1", UNACKED_MARK: "u1"})

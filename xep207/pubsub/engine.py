@@ -957,6 +957,10 @@ class PubSubEngine:
     async def _set_offline_mark(self, key: tuple[str, str, str, str], value: str | None,
                                 only_if_unset: bool) -> None:
         service, node_id, subscriber, option = key
+        backend = getattr(self.storage, "backend", self.storage)  # behind the cache, if any
+        if hasattr(backend, "set_subscription_option"):  # one transaction: other writers lose nothing
+            await self.storage.set_subscription_option(service, node_id, subscriber, option, value, only_if_unset)
+            return
         current = await self.storage.get_subscription(service, node_id, subscriber)
         if current is None or (only_if_unset and current.options.get(option)):
             return

@@ -80,6 +80,7 @@ def _conflict(exc: BaseException) -> bool:
 @implementer(IStorage)
 class PostgreSQLStorage(SQLStorage):
     placeholder = "%s"
+    lock_row = " FOR UPDATE"  # other processes write the same rows
     ordered_writes = True  # one thread runs the operations in the order they were issued
 
     # Fewer than PostgreSQL's 64 cached subtransactions is not the point here

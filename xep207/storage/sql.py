@@ -51,6 +51,7 @@ class SQLStorage:
 
     placeholder = "?"
     integrity_errors: tuple = ()
+    lock_row = ""  # what locks a row read for a change in the same transaction ("FOR UPDATE")
 
     def _transact(self, function, *args):
         """Run ``function(cursor, *args)`` in one transaction; a Deferred."""
@@ -198,6 +199,32 @@ class SQLStorage:
             " state = excluded.state, options = excluded.options, via = excluded.via",
             (s.service, s.node_id, s.subscriber, bare(s.subscriber), s.subid, s.state,
              json.dumps(dict(s.options)), s.via))
+
+    def set_subscription_option(self, service, node_id, subscriber, option, value, only_if_unset=False):
+        """Set one option of a subscription (remove it: ``value`` None) and keep
+        the others, in one transaction with the row locked: two writers of
+        different options (or processes sharing the database) lose nothing.
+        ``only_if_unset``: keep a value already there. Not part of ``IStorage``:
+        the engine uses it where a backend has it. Fires with the subscription
+        as it is now, or None when there is none."""
+        def change(cursor):
+            row = self._execute(cursor, f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"
+                                        f" WHERE service = ? AND node = ? AND subscriber = ?{self.lock_row}",
+                                (service, node_id, subscriber)).fetchone()
+            if row is None:
+                return None
+            current = _subscription(row)
+            if only_if_unset and current.options.get(option):
+                return current
+            options = {k: v for k, v in current.options.items() if k != option}
+            if value is not None:
+                options[option] = value
+            self._execute(cursor, "UPDATE subscriptions SET options = ?"
+                                  " WHERE service = ? AND node = ? AND subscriber = ?",
+                          (json.dumps(options), service, node_id, subscriber))
+            return current.replace(options=options)
+
+        return self._transact(change)
 
     def remove_subscription(self, service, node_id, subscriber):
         return self._run("DELETE FROM subscriptions WHERE service = ? AND node = ? AND subscriber = ?",

@@ -206,6 +206,23 @@ class StorageContract(_TestCase):
         self.assertEqual([i.payload for i in await seen], ["<p n='2'/>"])
         self.assertEqual(await after, [])
 
+    async def test_set_subscription_option_changes_one_option_and_keeps_the_others(self):
+        """Where a backend has it (offline marks use it): one option set or
+        removed, the others and the subscription's state kept."""
+        if not hasattr(self.storage, "set_subscription_option"):
+            self.skipTest("backend has no set_subscription_option")
+        change = self.storage.set_subscription_option
+        self.assertIsNone(await change(S, "a", "nobody@example.org", "xep207#m", "1"))
+        await self.storage.set_subscription(Subscription(S, "a", "x@example.org", options={"keep": "k"}))
+        after = _found(await change(S, "a", "x@example.org", "xep207#m", "1"))
+        self.assertEqual(dict(after.options), {"keep": "k", "xep207#m": "1"})
+        self.assertEqual(_found(await change(S, "a", "x@example.org", "xep207#m", "2", True)).options["xep207#m"], "1")
+        await change(S, "a", "x@example.org", "xep207#n", "3", True)
+        await change(S, "a", "x@example.org", "xep207#m", None)
+        stored = _found(await self.storage.get_subscription(S, "a", "x@example.org"))
+        self.assertEqual(dict(stored.options), {"keep": "k", "xep207#n": "3"})
+        self.assertEqual(stored.subid, after.subid)
+
     async def test_get_items_by_id(self):
         for i in range(3):
             await self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), None)
