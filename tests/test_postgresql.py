@@ -44,6 +44,13 @@ class KillsOwnConnection(PostgreSQLStorage):
             cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
         return result
 
+    def _send(self, connection, statement):  # a statement queued in a pipeline
+        cursor = super()._send(connection, statement)
+        if self.kill_after and statement.sql.lstrip().startswith(self.kill_after):
+            self.kill_after = None
+            connection.cursor().execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return cursor
+
 
 class Atomicity(unittest.TestCase):
     async def setUp(self):

@@ -30,7 +30,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from xep207.storage.interface import IStorage, StorageUnavailable
-from xep207.storage.sql import SQLStorage, migrate, schema
+from xep207.storage.records import Item
+from xep207.storage.sql import _ITEM_COLUMNS, SQLStorage, _item, migrate, schema
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -40,8 +41,9 @@ MIGRATIONS = [schema(serial="BIGSERIAL PRIMARY KEY", binary="BYTEA", real="DOUBL
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 207_207  # pg_advisory_xact_lock key: one process migrates at a time
 
-# What the database thread runs: function(cursor, *args), answered on the Deferred.
-_Job = tuple[Callable[..., Any], tuple[Any, ...], "defer.Deferred[Any]"]
+# What the database thread runs: function(cursor, *args), or a _Statement,
+# answered on the Deferred.
+_Job = tuple[Any, tuple[Any, ...], "defer.Deferred[Any]"]
 
 
 def _display(url: str) -> str:
@@ -64,6 +66,17 @@ class _BatchFailed(Exception):
         super().__init__(failure.getErrorMessage())
         self.failure = failure
         self.conflict = conflict
+
+
+class _Statement:
+    """An operation that is one statement: sent in pipeline mode with its
+    neighbours; ``convert`` makes its rows the operation's result (None: it
+    returns nothing)."""
+
+    __slots__ = ("sql", "args", "convert")
+
+    def __init__(self, sql: str, args: tuple, convert: Callable[[list], Any] | None):
+        self.sql, self.args, self.convert = sql, args, convert
 
 
 def _conflict(exc: BaseException) -> bool:
@@ -143,22 +156,54 @@ class PostgreSQLStorage(SQLStorage):
         self._ran = True
         return result
 
-    def _insert_new_item(self, cursor, insert, values, max_items):
-        """One round trip for the common publish: the insert, and when it added
-        a row, the trim of what it pushed out (the DELETE sees the rows from
-        before the insert, hence ``max_items - 1`` of them kept)."""
+    # Operations that are one statement are queued as such (``_Statement``): a
+    # batch sends each run of them in pipeline mode (with the COMMIT when they
+    # end it), so the batch costs one round trip to the server, not one each.
+
+    def _fetch(self, statement: str, args=(), convert=list):
+        return self._transact(_Statement(self._sql(statement), tuple(args), convert))
+
+    def _run(self, statement: str, args=()):
+        return self._transact(_Statement(self._sql(statement), tuple(args), None))
+
+    def get_items(self, service, node_id, item_ids):
+        item_ids = list(item_ids)
+        if not item_ids:
+            return self._fetch("SELECT 1 WHERE false", (), lambda rows: [])  # in order, like the others
+        marks = ", ".join("?" * len(item_ids))
+        return self._fetch(f"SELECT {_ITEM_COLUMNS} FROM items WHERE service = ? AND node = ?"
+                           f" AND item_id IN ({marks}) ORDER BY seq", (service, node_id, *item_ids),
+                           lambda rows: [_item(r) for r in rows])
+
+    def put_item(self, service, node_id, item, max_items):
+        """One statement: a new id is inserted, an existing one replaced as the
+        newest (a fresh ``seq``; atomic against other processes writing the
+        same id: ``ON CONFLICT DO UPDATE``), and when a row was added, the node
+        trimmed to ``max_items`` (the DELETE sees the rows from before the
+        insert, hence ``max_items - 1`` of them kept). A replacement leaves the
+        count as it was, so it trims nothing."""
+        upsert = ("INSERT INTO items (service, node, item_id, payload, publisher, published)"
+                  " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, node, item_id) DO UPDATE"
+                  " SET seq = nextval('items_seq_seq'), payload = excluded.payload,"
+                  " publisher = excluded.publisher, published = excluded.published"
+                  " RETURNING seq, xmax = 0 AS added")
+        values: tuple = (service, node_id, item.item_id, item.payload, item.publisher, item.published)
         if max_items is None:
-            return super()._insert_new_item(cursor, insert, values, max_items)
-        service, node_id = values[0], values[1]
-        statement = (
-            f"WITH new AS ({insert}),"
-            " trimmed AS (DELETE FROM items WHERE service = ? AND node = ? AND EXISTS (SELECT 1 FROM new)"
-            " AND seq <= (SELECT seq FROM items WHERE service = ? AND node = ?"
-            " ORDER BY seq DESC LIMIT 1 OFFSET ?))"
-            " SELECT seq FROM new")
-        row = self._execute(cursor, statement,
-                            (*values, service, node_id, service, node_id, max(max_items - 1, 0))).fetchone()
-        return row, row is not None
+            statement = upsert
+        else:
+            statement = (
+                f"WITH new AS ({upsert}),"
+                " trimmed AS (DELETE FROM items WHERE service = ? AND node = ?"
+                " AND EXISTS (SELECT 1 FROM new WHERE added)"
+                " AND seq <= (SELECT seq FROM items WHERE service = ? AND node = ?"
+                " ORDER BY seq DESC LIMIT 1 OFFSET ?))"
+                " SELECT seq, added FROM new")
+            values += (service, node_id, service, node_id, max(max_items - 1, 0))
+
+        def stored(rows):
+            return Item(item.item_id, item.payload, item.publisher, item.published, rows[0][0])
+
+        return self._fetch(statement, values, stored)
 
     # The database thread ------------------------------------------------------------
 
@@ -227,25 +272,56 @@ class PostgreSQLStorage(SQLStorage):
     def _in_one_transaction(self, jobs: list[_Job]) -> list[tuple[defer.Deferred, Any]]:
         """``jobs`` in one transaction, committed; ``_BatchFailed`` (rolled back)
         when one of them failed or the transaction lost a conflict with another
-        process's; a connection failure as it is."""
+        process's; a connection failure as it is. Each run of statements goes
+        in pipeline mode, with the COMMIT when it ends the batch."""
         from psycopg.pq import TransactionStatus
 
-        results = []
+        results: list[tuple[defer.Deferred, Any]] = []
+        sent: list[tuple[int, Any]] = []  # (index in results, cursor) of statements, answered at the end
         try:
             connection = self._connect()  # a bad URL too is every operation's error, not the thread's end
             with connection.cursor() as cursor:
-                for function, args, d in jobs:
-                    results.append((d, function(cursor, *args)))
-                    if connection.info.transaction_status == TransactionStatus.INERROR:
-                        raise RuntimeError("an operation left its transaction failed")  # COMMIT would roll back
-            connection.commit()
+                i = 0
+                while i < len(jobs):
+                    function, args, d = jobs[i]
+                    if not isinstance(function, _Statement):
+                        results.append((d, function(cursor, *args)))
+                        if connection.info.transaction_status == TransactionStatus.INERROR:
+                            raise RuntimeError("an operation left its transaction failed")  # COMMIT would roll back
+                        i += 1
+                        continue
+                    with connection.pipeline():
+                        while i < len(jobs) and isinstance(jobs[i][0], _Statement):
+                            statement, _, d = jobs[i]
+                            sent.append((len(results), self._send(connection, statement)))
+                            results.append((d, None))
+                            i += 1
+                        if i == len(jobs):
+                            connection.commit()
+                if connection.info.transaction_status != TransactionStatus.IDLE:
+                    connection.commit()
         except Exception as exc:
             if isinstance(exc, self._operational) and self._connection_lost():
                 raise
             failed = _BatchFailed(Failure(), conflict=_conflict(exc))
             self._rollback()
             raise failed from exc
+        for index, statement_cursor in sent:
+            d, _ = results[index]
+            convert = jobs[index][0].convert
+            try:
+                results[index] = (d, None if convert is None else convert(statement_cursor.fetchall()))
+            except Exception:
+                results[index] = (d, Failure())
+            statement_cursor.close()
         return results
+
+    def _send(self, connection, statement: _Statement):
+        """Queue one statement in the pipeline; its cursor holds the rows."""
+        cursor = connection.cursor()
+        cursor.execute(statement.sql, statement.args)
+        self._ran = True
+        return cursor
 
     def _connection_lost(self) -> bool:
         """Whether the last error was the connection's (the server went away,
@@ -256,9 +332,28 @@ class PostgreSQLStorage(SQLStorage):
     def _connect(self) -> Connection:
         import psycopg
 
+        if self._connection is not None and not self._connection.closed and self._went_away(self._connection):
+            self._disconnect()
         if self._connection is None or self._connection.closed:
             self._connection = psycopg.connect(self.conninfo, connect_timeout=max(1, int(self.timeout)))
         return self._connection
+
+    def _went_away(self, connection: Connection) -> bool:
+        """Whether the server ended this idle connection (it restarted, or an
+        administrator terminated it): it then said so, or closed the socket,
+        which makes it readable. A batch sent in one pipeline with its COMMIT
+        could not tell afterwards whether a lost connection had run it."""
+        import select
+
+        try:
+            readable, _, _ = select.select([connection.fileno()], [], [], 0)
+            if readable:
+                connection.pgconn.consume_input()  # fails at the end of the stream
+        except Exception:
+            return True
+        from psycopg.pq import ConnStatus
+
+        return bool(readable) and (connection.pgconn.status != ConnStatus.OK or connection.broken)
 
     def _rollback(self) -> None:
         connection = self._connection
