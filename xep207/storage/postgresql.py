@@ -7,9 +7,16 @@ Under load the thread runs the operations that queued up while it was busy as
 one transaction (group commit): one commit and one wake-up of the reactor for
 the lot, instead of a connection checkout, a round trip and a commit each.
 
+Operations that are one statement (reads, a publish's upsert-and-trim) go to
+the server in pipeline mode, with the COMMIT when they end the batch: a batch
+is about one round trip, however many operations it holds.
+
 Every operation still succeeds or fails alone: when one of a batch fails, the
 batch is rolled back and each of its operations runs again in a transaction
-of its own, so only the failing one gets the error. A dropped connection
+of its own, so only the failing one gets the error. Other processes of a
+cluster write the same rows: a batch that loses a deadlock with one of their
+transactions is rolled back and its operations run again the same way (each
+retried a few times), none of them failing for it. A dropped connection
 (the server restarted) is replaced before the next batch; if it dropped
 before this batch ran anything, the batch runs again on the new one. While
 the server is down, operations fail fast with ``StorageUnavailable`` (the XMPP
@@ -19,6 +26,7 @@ environment (``PGPASSWORD``, ``PGSSLMODE``, ``~/.pgpass`` …) applies.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from typing import TYPE_CHECKING, Any, Callable
@@ -59,7 +67,7 @@ def _display(url: str) -> str:
 class _BatchFailed(Exception):
     """An operation of a batch failed (``failure``): run them again one by one.
     ``conflict``: PostgreSQL gave up the transaction because of another one
-    (a deadlock, a serialization failure; SQLSTATE class 40) — nothing was
+    (a deadlock, a serialization failure) — nothing was
     wrong with the operation, and running it again is expected to succeed."""
 
     def __init__(self, failure: Failure, conflict: bool = False):
@@ -80,11 +88,11 @@ class _Statement:
 
 
 def _conflict(exc: BaseException) -> bool:
-    """A transaction PostgreSQL rolled back because of another one: SQLSTATE
-    class 40 (40P01 deadlock, 40001 serialization failure), raised by the
-    operation or by anything it raised in turn."""
+    """A transaction PostgreSQL rolled back because of another one (SQLSTATE
+    40P01 deadlock, 40001 serialization failure), raised by the operation or
+    by anything it raised in turn."""
     while exc is not None:
-        if (getattr(exc, "sqlstate", None) or "").startswith("40"):
+        if getattr(exc, "sqlstate", None) in ("40P01", "40001"):
             return True
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return False
@@ -107,6 +115,7 @@ class PostgreSQLStorage(SQLStorage):
         import psycopg  # a clear ImportError names the missing extra: pip install 'xep207[postgresql]'
 
         self.integrity_errors = (psycopg.errors.IntegrityError,)
+        self._pipelines = psycopg.Pipeline.is_supported()  # libpq 14 or later; else one round trip each
         self._operational = (psycopg.OperationalError, psycopg.InterfaceError)
         parts = urlsplit(url)
         params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -290,7 +299,7 @@ class PostgreSQLStorage(SQLStorage):
                             raise RuntimeError("an operation left its transaction failed")  # COMMIT would roll back
                         i += 1
                         continue
-                    with connection.pipeline():
+                    with connection.pipeline() if self._pipelines else contextlib.nullcontext():
                         while i < len(jobs) and isinstance(jobs[i][0], _Statement):
                             statement, _, d = jobs[i]
                             sent.append((len(results), self._send(connection, statement)))
