@@ -214,7 +214,10 @@ class StorageContract(_TestCase):
         change = self.storage.set_subscription_option
         self.assertIsNone(await change(S, "a", "nobody@example.org", "xep207#m", "1"))
         await self.storage.set_subscription(Subscription(S, "a", "x@example.org", options={"keep": "k"}))
+        await self.storage.get_subscriptions(S, "a")  # a cache in front remembers them...
         after = _found(await change(S, "a", "x@example.org", "xep207#m", "1"))
+        listed = await self.storage.get_subscriptions(S, "a")  # ...and must forget them
+        self.assertEqual([dict(s.options) for s in listed], [{"keep": "k", "xep207#m": "1"}])
         self.assertEqual(dict(after.options), {"keep": "k", "xep207#m": "1"})
         self.assertEqual(_found(await change(S, "a", "x@example.org", "xep207#m", "2", True)).options["xep207#m"], "1")
         await change(S, "a", "x@example.org", "xep207#n", "3", True)
