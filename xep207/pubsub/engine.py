@@ -309,12 +309,15 @@ class PubSubEngine:
                 return kind, access, False
             pending = self._auto_creating.get(key)
             if pending is None:
-                break
+                if not await kind.may_auto_create(self, requestor, service, node_id, operation):
+                    raise errors.item_not_found()
+                # (another request may have begun creating it while the kind was asked)
+                pending = self._auto_creating.get(key)
+                if pending is None:
+                    break
             # Two first messages of one pair at once: the second waits for the
             # first's creation (its kind's setup included), then uses the node.
             await pending.wait()
-        if not await kind.may_auto_create(self, requestor, service, node_id, operation):
-            raise errors.item_not_found()
         done = self._auto_creating[key] = AutoCreation()
         try:
             await self._create(requestor, service, node_id, kind, values, via=via)
@@ -326,7 +329,8 @@ class PubSubEngine:
         else:
             created = True
         finally:
-            del self._auto_creating[key]
+            if self._auto_creating.get(key) is done:
+                del self._auto_creating[key]
             done.finish()
         if not created:
             return await self._access_or_create(requestor, service, node_id, operation, via, values)
@@ -1017,7 +1021,10 @@ class PubSubEngine:
                                 only_if_unset: bool) -> None:
         service, node_id, subscriber, option = key
         backend = getattr(self.storage, "backend", self.storage)  # behind the cache, if any
-        if hasattr(backend, "set_subscription_option"):  # one transaction: other writers lose nothing
+        # A database other processes write (a cluster's PostgreSQL): one transaction,
+        # other writers lose nothing. (Single-writer backends keep the read-then-write:
+        # tests/test_offline_exactly_once.py's kill -9 mid flush relies on it; see issue 13 notes.)
+        if hasattr(backend, "set_subscription_option") and not getattr(backend, "single_writer", False):
             await self.storage.set_subscription_option(service, node_id, subscriber, option, value, only_if_unset)
             return
         current = await self.storage.get_subscription(service, node_id, subscriber)
