@@ -1,11 +1,15 @@
 """Issue 7: publish/s, item reads/s and subscription changes/s through the engine,
 for memory, SQLite and PostgreSQL, with N items already stored.
 
-    python bench/storage.py [N] [OPS]       # default 100000 stored items, 2000 operations each
+    python bench/storage.py [N] [OPS] [ROUNDS]
+        # default 100000 stored items, 2000 operations each, 1 round
 
 PostgreSQL runs when a server is at hand: set XEP207_BENCH_POSTGRESQL to a URL,
 or have Debian's postgresql installed (a private cluster is started).
-Operations run 8 at a time, as a busy server would issue them.
+Operations run 8 at a time, as a busy server would issue them. With ROUNDS > 1,
+SQLite and PostgreSQL take turns (a fresh database each round) and each round
+prints PostgreSQL's rates as a fraction of SQLite's: on a loaded machine
+compare within a round.
 """
 
 import os
@@ -24,6 +28,7 @@ from xep207.storage.records import Item  # noqa: E402
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 OPS = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 1
 CONCURRENCY = 8
 SERVICE = "pubsub.localhost"
 NODES = 100
@@ -71,6 +76,7 @@ async def bench(url: str, label: str):
            fill_seconds=N / fill_rate, **rates)
     await defer.maybeDeferred(storage.stop)
     del started
+    return rates
 
 
 async def main():
@@ -78,7 +84,6 @@ async def main():
 
     directory = tempfile.mkdtemp(prefix="xep207-bench-")
     await bench("memory:", "memory")
-    await bench("sqlite:///" + os.path.join(directory, "bench.sqlite"), "SQLite")
     url = os.environ.get("XEP207_BENCH_POSTGRESQL")
     cluster = None
     if not url:
@@ -86,15 +91,21 @@ async def main():
             from tests.pg import Cluster
 
             cluster = Cluster()
-            url = cluster.new_database()
         except Exception as exc:  # no PostgreSQL here: say so, measure the rest
             print(f"storage PostgreSQL: skipped ({exc})")
-    if url:
-        try:
-            await bench(url, "PostgreSQL")
-        finally:
-            if cluster is not None:
-                cluster.destroy()
+    try:
+        for round_number in range(1, ROUNDS + 1):
+            label = "" if ROUNDS == 1 else f" (round {round_number})"
+            sqlite = await bench("sqlite:///" + os.path.join(directory, f"bench{round_number}.sqlite"),
+                                 "SQLite" + label)
+            if cluster is None and (not url or round_number > 1):
+                continue  # a server of your own (XEP207_BENCH_POSTGRESQL): its database is filled once
+            postgresql = await bench(url if cluster is None else cluster.new_database(), "PostgreSQL" + label)
+            report(f"storage PostgreSQL / SQLite{label}",
+                   **{key: postgresql[key] / sqlite[key] for key in sqlite})
+    finally:
+        if cluster is not None:
+            cluster.destroy()
 
 
 run(main)

@@ -54,7 +54,7 @@ class Cluster:
 
     def start(self):
         options = (f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c full_page_writes=off")
+                   "-c fsync=off -c full_page_writes=off -c deadlock_timeout=100ms")
         self._run(_bin("pg_ctl"), "-D", self.data, "-o", options, "-w", "-l",
                   os.path.join(self.directory, "log"), "start")
 

@@ -1,12 +1,19 @@
 """PostgreSQL: the storage contract, atomicity when the connection dies mid-operation,
 and clean failures and reconnection when the database server restarts."""
 
+import threading
+
 from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.pg import Cluster, shared_cluster
 from tests.test_storage import BackendExtras
+from xep207.legacy.unacked import UNACKED_MARK
+from xep207.pubsub.engine import PubSubEngine
+from xep207.pubsub.kinds import Trusted
+from xep207.pubsub.kinds.pair import OFFLINE_MARK
 from xep207.storage import StorageUnavailable
+from xep207.storage.interface import NodeExists
 from xep207.storage.postgresql import SCHEMA_VERSION, PostgreSQLStorage
 from xep207.storage.records import Item, Node, NodeConfig, Subscription
 from xep207.testing import StorageContract
@@ -25,6 +32,20 @@ class PostgreSQLContract(StorageContract, BackendExtras, unittest.TestCase):
         return self.storage
 
 
+class PostgreSQLContractWithoutPipelines(PostgreSQLContract):
+    """libpq older than 14 has no pipeline mode: the same statements, one round trip each."""
+
+    def make_storage(self):
+        storage = super().make_storage()
+        storage._pipelines = False
+        return storage
+
+    async def reopen(self):
+        storage = await super().reopen()
+        storage._pipelines = False
+        return storage
+
+
 class KillsOwnConnection(PostgreSQLStorage):
     """Terminates its own backend right after a chosen statement ran."""
 
@@ -37,6 +58,13 @@ class KillsOwnConnection(PostgreSQLStorage):
             cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
         return result
 
+    def _send(self, connection, statement):  # a statement queued in a pipeline
+        cursor = super()._send(connection, statement)
+        if self.kill_after and statement.sql.lstrip().startswith(self.kill_after):
+            self.kill_after = None
+            connection.cursor().execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return cursor
+
 
 class Atomicity(unittest.TestCase):
     async def setUp(self):
@@ -47,7 +75,7 @@ class Atomicity(unittest.TestCase):
     async def test_publish_with_trimming_is_all_or_nothing(self):
         for i in range(3):
             await self.storage.put_item("svc", "n", Item(f"i{i}", "<p/>", "x@y"), 3)
-        self.storage.kill_after = "INSERT INTO items"
+        self.storage.kill_after = "WITH new AS (INSERT INTO items"  # insert and trim: one statement
         with self.assertRaises(Exception):
             await self.storage.put_item("svc", "n", Item("new", "<p/>", "x@y"), 3)
         page = await self.storage.page_items("svc", "n")
@@ -95,3 +123,145 @@ class Concurrency(unittest.TestCase):
                                    for i in range(20)])
         page = await storage.page_items("svc", "n")
         self.assertEqual([i.item_id for i in page.items], ["same"])
+
+
+class UnusableURL(unittest.TestCase):
+    async def test_a_bad_connection_option_fails_every_operation_and_stop_still_works(self):
+        """psycopg refuses an unknown option before connecting: each operation
+        gets that error (the database thread must not die and leave them waiting)."""
+        storage = PostgreSQLStorage(shared_cluster().new_database() + "?no_such_libpq_option=1")
+        with self.assertRaises(Exception):
+            await storage.start()
+        with self.assertRaises(Exception):
+            await storage.put_item("svc", "n", Item("i", "<p/>", "x@y"), None)
+        await storage.stop()
+
+
+def _hold(storage: PostgreSQLStorage) -> threading.Event:
+    """Keep ``storage``'s database thread busy until the returned event is set,
+    so that the operations issued meanwhile run as one batch (one transaction)."""
+    release = threading.Event()
+    storage._transact(lambda cursor: release.wait(30))
+    return release
+
+
+def _rendezvous(storage: PostgreSQLStorage, barrier: threading.Barrier) -> defer.Deferred:
+    """An operation that waits, inside its batch, until the other process's
+    batch has got as far (once: a batch run again does not wait again)."""
+    passed = []
+
+    def meet(cursor):
+        if not passed:
+            passed.append(True)
+            barrier.wait(30)
+
+    return storage._transact(meet)
+
+
+class TwoProcesses(unittest.TestCase):
+    """Two storages on one database: two xep207 processes of a cluster, each
+    with its own connection and database thread, writing the same nodes."""
+
+    async def setUp(self):
+        url = shared_cluster().new_database()
+        self.one, self.two = PostgreSQLStorage(url), PostgreSQLStorage(url)
+        for storage in (self.one, self.two):
+            await storage.start()
+            self.addCleanup(storage.stop)
+
+    async def test_batches_that_deadlock_are_run_again_and_every_operation_succeeds(self):
+        """Each batch trims node P and node Q (max_items 2), in opposite orders:
+        PostgreSQL breaks the deadlock by failing one transaction. Its operations
+        did nothing wrong; they must be run again, not reported unavailable."""
+        for node in ("p", "q"):
+            for i in range(2):
+                await self.one.put_item("svc", node, Item(f"{node}{i}", "<p/>", "x@y"), 2)
+        barrier = threading.Barrier(2)
+        releases = [_hold(self.one), _hold(self.two)]
+        issued = [self.one.put_item("svc", "p", Item("one-p", "<p/>", "x@y"), 2),
+                  _rendezvous(self.one, barrier),
+                  self.one.put_item("svc", "q", Item("one-q", "<p/>", "x@y"), 2),
+                  self.two.put_item("svc", "q", Item("two-q", "<p/>", "x@y"), 2),
+                  _rendezvous(self.two, barrier),
+                  self.two.put_item("svc", "p", Item("two-p", "<p/>", "x@y"), 2)]
+        for release in releases:
+            release.set()
+        outcomes = await defer.DeferredList(issued, consumeErrors=True)
+        self.assertEqual([(ok, getattr(result, "value", None)) for ok, result in outcomes],
+                         [(True, None)] * 6)
+        for node in ("p", "q"):
+            page = await self.one.page_items("svc", node)
+            # each trim saw only committed rows: one item more than max_items at most
+            self.assertLessEqual({f"one-{node}", f"two-{node}"}, {i.item_id for i in page.items})
+            self.assertLessEqual(len(page.items), 3)
+            await self.two.put_item("svc", node, Item(f"last-{node}", "<p/>", "x@y"), 2)
+            page = await self.one.page_items("svc", node)
+            self.assertEqual(len(page.items), 2)
+            self.assertEqual(page.items[-1].item_id, f"last-{node}")
+
+    async def test_a_failing_operation_fails_alone_while_the_other_process_writes(self):
+        """A batch with a failing operation is run again one by one; the other
+        process's concurrent writes to the same node are neither lost nor doubled."""
+        await self.one.create_node(Node("svc", "taken", NodeConfig(), "x@y"))
+        releases = [_hold(self.one), _hold(self.two)]
+        issued = []
+        for i in range(20):
+            issued.append(self.one.put_item("svc", "n", Item(f"one{i}", "<p/>", "x@y"), 30))
+            issued.append(self.two.put_item("svc", "n", Item(f"two{i}", "<p/>", "x@y"), 30))
+            if i == 10:
+                issued.append(self.one.create_node(Node("svc", "taken", NodeConfig(), "y@y")))
+        for release in releases:
+            release.set()
+        outcomes = await defer.DeferredList(issued, consumeErrors=True)
+        failed = [result.value for ok, result in outcomes if not ok]
+        self.assertEqual([type(exc) for exc in failed], [NodeExists])
+        page = await self.two.page_items("svc", "n")
+        self.assertEqual(len(page.items), 30)  # 40 published, trimmed to max_items
+        self.assertEqual(len({i.item_id for i in page.items}), 30)
+        newest = {f"one{i}" for i in range(10, 20)} | {f"two{i}" for i in range(10, 20)}
+        self.assertLessEqual(newest, {i.item_id for i in page.items})
+
+    async def test_offline_marks_set_by_two_processes_on_one_subscription_are_both_kept(self):
+        """Process one marks the first message its party missed, process two
+        the first unacknowledged one, on the same subscription at the same
+        time. A read in one transaction and a write of all the options in the
+        next lose one of them; the change must be one transaction with the row locked."""
+        await self.one.set_subscription(Subscription("pair.example.org", "p", "juliet@example.org",
+                                                     options={"other": "kept"}))
+        engines = PubSubEngine(self.one), PubSubEngine(self.two)
+        subscription = await self.one.get_subscription("pair.example.org", "p", "juliet@example.org")
+        releases = [_hold(self.one), _hold(self.two)]
+        marked = [engines[0].set_offline_mark(Trusted("pair.example.org"), subscription, "m1", OFFLINE_MARK),
+                  engines[1].set_offline_mark(Trusted("pair.example.org"), subscription, "u1", UNACKED_MARK)]
+        for release in releases:
+            release.set()
+        await defer.gatherResults(marked)
+        after = await self.two.get_subscription("pair.example.org", "p", "juliet@example.org")
+        self.assertEqual(dict(after.options), {"other": "kept", OFFLINE_MARK: "m1", UNACKED_MARK: "u1"})
+
+    async def test_both_processes_replacing_one_item_id_leave_one_row(self):
+        releases = [_hold(self.one), _hold(self.two)]
+        issued = [storage.put_item("svc", "n", Item("same", f"<p n='{name}{i}'/>", "x@y"), 10)
+                  for i in range(10) for storage, name in ((self.one, "one"), (self.two, "two"))]
+        for release in releases:
+            release.set()
+        stored = await defer.gatherResults(issued)
+        page = await self.one.page_items("svc", "n")
+        self.assertEqual([i.item_id for i in page.items], ["same"])
+        newest = max(stored, key=lambda item: item.seq)  # the last replacement is the one kept
+        self.assertEqual(page.items[0].payload, newest.payload)
+
+    async def test_max_items_holds_once_the_concurrent_publishes_are_done(self):
+        """Each trim sees only committed rows: while both processes publish, the
+        node may hold one item more per process; the next publish trims it back."""
+        releases = [_hold(self.one), _hold(self.two)]
+        issued = [storage.put_item("svc", "n", Item(f"{name}{i}", "<p/>", "x@y"), 10)
+                  for i in range(30) for storage, name in ((self.one, "one"), (self.two, "two"))]
+        for release in releases:
+            release.set()
+        await defer.gatherResults(issued)
+        self.assertLessEqual(len((await self.one.page_items("svc", "n")).items), 12)
+        await self.two.put_item("svc", "n", Item("last", "<p/>", "x@y"), 10)
+        page = await self.one.page_items("svc", "n")
+        self.assertEqual(len(page.items), 10)
+        self.assertEqual(page.items[-1].item_id, "last")

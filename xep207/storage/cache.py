@@ -115,6 +115,11 @@ class CachingStorage:
         return self._write(self.backend.set_subscription(subscription),
                            subscription.service, subscription.node_id, "subscriptions")
 
+    def set_subscription_option(self, service, node_id, subscriber, option, value, only_if_unset=False):
+        return self._write(self.backend.set_subscription_option(service, node_id, subscriber, option, value,
+                                                                only_if_unset),
+                           service, node_id, "subscriptions")
+
     def remove_subscription(self, service, node_id, subscriber):
         return self._write(self.backend.remove_subscription(service, node_id, subscriber),
                            service, node_id, "subscriptions")

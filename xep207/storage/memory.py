@@ -127,6 +127,19 @@ class MemoryStorage:
         self._by_entity[bare(s.subscriber)].add((s.service, s.node_id, s.subscriber))
         return defer.succeed(None)
 
+    def set_subscription_option(self, service: str, node_id: str, subscriber: str, option: str,
+                                value: object, only_if_unset: bool = False) -> defer.Deferred[Subscription | None]:
+        """One option changed, the others kept (``SQLStorage.set_subscription_option``)."""
+        current = self._subscriptions.get((service, node_id), {}).get(subscriber)
+        if current is None or (only_if_unset and current.options.get(option)):
+            return defer.succeed(current)
+        options = {k: v for k, v in current.options.items() if k != option}
+        if value is not None:
+            options[option] = value
+        changed = current.replace(options=options)
+        self._subscriptions[(service, node_id)][subscriber] = changed
+        return defer.succeed(changed)
+
     def remove_subscription(self, service: str, node_id: str,
                             subscriber: str) -> defer.Deferred[None]:
         self._subscriptions.get((service, node_id), {}).pop(subscriber, None)

@@ -51,6 +51,7 @@ class SQLStorage:
 
     placeholder = "?"
     integrity_errors: tuple = ()
+    lock_row = ""  # what locks a row read for a change in the same transaction ("FOR UPDATE")
 
     def _transact(self, function, *args):
         """Run ``function(cursor, *args)`` in one transaction; a Deferred."""
@@ -199,6 +200,32 @@ class SQLStorage:
             (s.service, s.node_id, s.subscriber, bare(s.subscriber), s.subid, s.state,
              json.dumps(dict(s.options)), s.via))
 
+    def set_subscription_option(self, service, node_id, subscriber, option, value, only_if_unset=False):
+        """Set one option of a subscription (remove it: ``value`` None) and keep
+        the others, in one transaction with the row locked: two writers of
+        different options (or processes sharing the database) lose nothing.
+        ``only_if_unset``: keep a value already there. Not part of ``IStorage``:
+        the engine uses it where a backend has it. Fires with the subscription
+        as it is now, or None when there is none."""
+        def change(cursor):
+            row = self._execute(cursor, f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"
+                                        f" WHERE service = ? AND node = ? AND subscriber = ?{self.lock_row}",
+                                (service, node_id, subscriber)).fetchone()
+            if row is None:
+                return None
+            current = _subscription(row)
+            if only_if_unset and current.options.get(option):
+                return current
+            options = {k: v for k, v in current.options.items() if k != option}
+            if value is not None:
+                options[option] = value
+            self._execute(cursor, "UPDATE subscriptions SET options = ?"
+                                  " WHERE service = ? AND node = ? AND subscriber = ?",
+                          (json.dumps(options), service, node_id, subscriber))
+            return current.replace(options=options)
+
+        return self._transact(change)
+
     def remove_subscription(self, service, node_id, subscriber):
         return self._run("DELETE FROM subscriptions WHERE service = ? AND node = ? AND subscriber = ?",
                          (service, node_id, subscriber))
@@ -235,7 +262,7 @@ class SQLStorage:
             # then insert as the newest. Under PostgreSQL's read committed, a
             # concurrent writer of the same id can slip in between: then the
             # insert does nothing and we go round again.
-            row = self._execute(cursor, insert, values).fetchone()
+            row, trimmed = self._insert_new_item(cursor, insert, values, max_items)
             added = row is not None
             for _ in range(10):
                 if row is not None:
@@ -246,7 +273,8 @@ class SQLStorage:
             else:
                 raise RuntimeError(f"could not store item {item.item_id}: too much contention")
             seq = row[0]
-            if max_items is not None and self._trim_needed(cursor, (service, node_id), max_items, added):
+            if max_items is not None and not trimmed and \
+                    self._trim_needed(cursor, (service, node_id), max_items, added):
                 self._execute(
                     cursor, "DELETE FROM items WHERE service = ? AND node = ? AND seq <= ("
                     " SELECT seq FROM items WHERE service = ? AND node = ?"
@@ -255,6 +283,11 @@ class SQLStorage:
             return Item(item.item_id, item.payload, item.publisher, item.published, seq)
 
         return self._transact(put)
+
+    def _insert_new_item(self, cursor, insert: str, values: tuple, max_items: int | None):
+        """``insert``'s row (None: the id exists) and whether the node was
+        trimmed to ``max_items`` with it (a backend may do both in one statement)."""
+        return self._execute(cursor, insert, values).fetchone(), False
 
     def get_items(self, service, node_id, item_ids):
         item_ids = list(item_ids)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet import defer
 
@@ -163,6 +163,68 @@ class StorageContract(_TestCase):
         self.assertEqual([i.item_id for i in page.items], ["i3", "i4", "i2"])
         self.assertEqual(page.items[-1].payload, "<p n='new'/>")
         self.assertEqual(page.items[-1].publisher, "y@example.org")
+
+    async def test_max_items_one_keeps_only_the_newest(self):
+        for i in range(3):
+            await self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), 1)
+        self.assertEqual([i.item_id for i in (await self.storage.page_items(S, "a")).items], ["i2"])
+        await self.storage.put_item(S, "a", Item("i2", "<p n='again'/>", "x@example.org"), 1)
+        page = await self.storage.page_items(S, "a")
+        self.assertEqual([(i.item_id, i.payload) for i in page.items], [("i2", "<p n='again'/>")])
+
+    async def test_one_failing_operation_among_many_fails_alone(self):
+        """Operations issued together (a backend may commit them as one batch):
+        the one that fails gets its error, the others are all done."""
+        await self.storage.create_node(Node(S, "taken", NodeConfig(), "x@example.org"))
+        issued: list[defer.Deferred[Any]] = [
+            self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), 10) for i in range(3)]
+        issued.append(self.storage.create_node(Node(S, "taken", NodeConfig(), "y@example.org")))
+        issued += [self.storage.put_item(S, "a", Item(f"i{i}", "<p/>", "x@example.org"), 10) for i in range(3, 6)]
+        issued.append(self.storage.create_node(Node(S, "fresh", NodeConfig(), "y@example.org")))
+        outcomes = await defer.DeferredList(issued, consumeErrors=True)
+        self.assertEqual([ok for ok, _ in outcomes], [True] * 3 + [False] + [True] * 4)
+        failure = outcomes[3][1]
+        self.assertIsInstance(getattr(failure, "value", None), NodeExists)
+        self.assertEqual(_found(await self.storage.get_node(S, "taken")).creator, "x@example.org")
+        self.assertIsNotNone(await self.storage.get_node(S, "fresh"))
+        page = await self.storage.page_items(S, "a")
+        self.assertEqual([i.item_id for i in page.items], [f"i{i}" for i in range(6)])
+
+    async def test_ordered_writes_run_in_the_order_issued(self):
+        """Where a backend says ``ordered_writes``, the engine lets a caller go on
+        before the commit: what it issues next must see the write."""
+        if not getattr(self.storage, "ordered_writes", False):
+            self.skipTest("backend does not keep issue order")
+        await self.storage.create_node(Node(S, "a", NodeConfig(), "x@example.org"))
+        first = self.storage.put_item(S, "a", Item("same", "<p n='1'/>", "x@example.org"), 5)
+        second = self.storage.put_item(S, "a", Item("same", "<p n='2'/>", "x@example.org"), 5)
+        seen = self.storage.get_items(S, "a", ["same"])
+        removed = self.storage.delete_items(S, "a", ["same"])
+        after = self.storage.get_items(S, "a", ["same"])
+        writes: list[defer.Deferred[Any]] = [first, second, removed]
+        await defer.gatherResults(writes)
+        self.assertEqual([i.payload for i in await seen], ["<p n='2'/>"])
+        self.assertEqual(await after, [])
+
+    async def test_set_subscription_option_changes_one_option_and_keeps_the_others(self):
+        """Where a backend has it (offline marks use it): one option set or
+        removed, the others and the subscription's state kept."""
+        if not hasattr(self.storage, "set_subscription_option"):
+            self.skipTest("backend has no set_subscription_option")
+        change = self.storage.set_subscription_option
+        self.assertIsNone(await change(S, "a", "nobody@example.org", "xep207#m", "1"))
+        await self.storage.set_subscription(Subscription(S, "a", "x@example.org", options={"keep": "k"}))
+        await self.storage.get_subscriptions(S, "a")  # a cache in front remembers them...
+        after = _found(await change(S, "a", "x@example.org", "xep207#m", "1"))
+        listed = await self.storage.get_subscriptions(S, "a")  # ...and must forget them
+        self.assertEqual([dict(s.options) for s in listed], [{"keep": "k", "xep207#m": "1"}])
+        self.assertEqual(dict(after.options), {"keep": "k", "xep207#m": "1"})
+        self.assertEqual(_found(await change(S, "a", "x@example.org", "xep207#m", "2", True)).options["xep207#m"], "1")
+        await change(S, "a", "x@example.org", "xep207#n", "3", True)
+        await change(S, "a", "x@example.org", "xep207#m", None)
+        stored = _found(await self.storage.get_subscription(S, "a", "x@example.org"))
+        self.assertEqual(dict(stored.options), {"keep": "k", "xep207#n": "3"})
+        self.assertEqual(stored.subid, after.subid)
 
     async def test_get_items_by_id(self):
         for i in range(3):

@@ -213,10 +213,7 @@ class PairKind(NodeKind):
         subscription = recipient.subscription
         if subscription is None or bare(subscription.subscriber) == bare(item.publisher):
             return
-        current = await engine.storage.get_subscription(node.service, node.node_id,
-                                                        subscription.subscriber)
-        if current is not None and not current.options.get(OFFLINE_MARK):
-            await engine.set_offline_mark(Trusted(node.service), current, item.item_id)
+        await engine.set_offline_mark(Trusted(node.service), subscription, item.item_id, only_if_unset=True)
 
     async def ends_with_account(self, engine, node: Node, account: str) -> bool:
         return account in (pair_parties(node.node_id) or ())
