@@ -252,3 +252,84 @@ class Blocking(ClusterCase):
         self.assertEqual([sorted(s.engine.blocks.of(blocking.ALICE)) for s in self.servers], [[]] * 3)
         eve.send(f"<message to='{blocking.ALICE}' type='chat'><body>again</body></message>")
         await alice.wait_for(is_message("again"))
+
+
+class OfflineAcrossProcesses(ClusterCase):
+    """Issue 15: a one-to-one message whose recipient's process is gone, or
+    whose session left while the message crossed, waits offline — every one
+    of them, from the first (the merged tree lost the first of a burst to a
+    dead process: each miss was reported after its publish, outside the
+    conversation's lock, and the last report won)."""
+
+    def believe(self, server, node, full):
+        """``server``'s mirror says ``full`` is bound on ``node``: what it
+        believes in the instant between a process dying (or a session
+        leaving) and the news reaching it."""
+        from xep207.cluster.registry import SessionInfo
+
+        server.cluster.directory.set(node, full, SessionInfo(available=True))
+
+    async def drained(self, server) -> None:
+        """Every Redis reply this process awaited has come back, and what it
+        started on them (keeping undelivered items) has finished."""
+        await server.cluster.command("PING")
+        await server.cluster.work.drain()
+        await server.quiesce()
+
+    async def test_a_burst_to_a_dead_process_waits_in_full(self):
+        alice = await self.online("alice", "a")
+        self.believe(self.servers[0], "vanished", f"bob@{DOMAIN}/b")
+        for i in range(8):
+            alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>while dead {i}</body></message>")
+        await self.settle(alice)
+        await self.drained(self.servers[0])
+        self.assertGreaterEqual(self.servers[0].cluster.stats["events-undelivered"], 8)
+        bob = await self.online("bob", "b")  # on another process
+        for i in range(8):
+            await bob.wait_for(is_message(f"while dead {i}"))
+        bodies = [str(e.body) for e in bob.stanzas if is_message()(e) and e.body is not None]
+        self.assertEqual(bodies, [f"while dead {i}" for i in range(8)])  # in order, once
+
+    async def test_a_message_crossing_to_a_session_that_left_waits_offline(self):
+        alice = await self.online("alice", "a")  # on the first process
+        carol = await self.online("carol", "c")  # on the second
+        self.believe(self.servers[0], self.servers[1].cluster.name, f"bob@{DOMAIN}/gone")
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>crossed</body></message>")
+        # Behind the event on the same channel: once carol has it, the second process handled the event.
+        alice.send(f"<iq type='get' to='{carol.jid}' id='behind'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await carol.wait_for(lambda e: e.name == "iq" and e.getAttribute("id") == "behind")
+        await self.drained(self.servers[1])
+        self.assertEqual(self.servers[1].cluster.stats["events-undelivered"], 1)
+        bob = await self.online("bob", "b")  # on the third
+        await bob.wait_for(is_message("crossed"))
+
+    async def test_misses_reported_late_and_out_of_order_keep_the_earliest(self):
+        """Misses come back from Redis after their publish, in any order and
+        beside each other: the mark ends at the earliest, whatever came last."""
+        from xep207.pubsub.events import ITEMS, Event, Recipient
+        from xep207.pubsub.kinds import pair_node_id
+
+        alice = await self.online("alice", "a")
+        bob = await self.online("bob", "b")
+        for i in range(3):
+            alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>late {i}</body></message>")
+            await bob.wait_for(is_message(f"late {i}"))
+        await self.logout(bob)
+        server = self.servers[0]
+        node_id = pair_node_id(f"alice@{DOMAIN}", f"bob@{DOMAIN}")
+        items = (await server.storage.page_items(PUBSUB, node_id)).items
+        subscription = await server.storage.get_subscription(PUBSUB, node_id, f"bob@{DOMAIN}")
+        recipient = Recipient(f"bob@{DOMAIN}", subscription)
+        # As the replies of PUBLISHes to a process that died report them: the
+        # newest first, one after the other; then two at once.
+        for item in reversed(items[1:]):
+            server.cluster.routing._undelivered(Event(PUBSUB, node_id, ITEMS, items=(item,), node_kind="pair"),
+                                                [recipient])
+            await server.cluster.work.drain()
+        for item in (items[0], items[2]):
+            server.cluster.routing._undelivered(Event(PUBSUB, node_id, ITEMS, items=(item,), node_kind="pair"),
+                                                [recipient])
+        await server.cluster.work.drain()
+        bob = await self.online("bob", "b2")
+        for i in range(3):
+            await bob.wait_for(is_message(f"late {i}"))

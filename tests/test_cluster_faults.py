@@ -110,9 +110,6 @@ class ClusterFaults(unittest.TestCase):
     async def test_killed_process_leaves_others_serve_it_rejoins(self):
         await self.killed_process_scenario(offline_kept=False)
 
-    @open_item("issue 15: in the merged tree (stream management's offline delivery with the cluster), "
-               "messages sent to a user whose process was killed do not reach him after it restarts "
-               "(passes on the cluster branch alone; fails under load in the full suite)")
     async def test_messages_to_a_killed_process_wait_for_its_restart(self):
         await self.killed_process_scenario(offline_kept=True)
 

@@ -126,7 +126,11 @@ class Routing:
                 for recipient in recipients:
                     await kind.undelivered(engine, node, item, recipient)
 
-        d = self.cluster.work.track(defer.ensureDeferred(report()))
+        # Reported after the publish returned: under the conversation's lock,
+        # as the engine reports a miss inside the publish in one process (the
+        # pair kind's mark is read, then written; the offline path shares it).
+        d = self.cluster.work.track(defer.ensureDeferred(
+            self.server.chat.offline.window.locked(event.node_id, report)))
         d.addErrback(log.err, "cluster: keeping an undelivered item failed")
 
     # Rooms: one home each -----------------------------------------------------------------
@@ -182,7 +186,9 @@ class Routing:
             return  # leaving: the sessions are gone, storage is about to close
         elif kind == "e":
             event = codec.event_from(message["e"])
-            self.server.delivery.deliver(event, codec.recipients_from(message["r"]), forwarded=True)
+            missed = self.server.delivery.deliver(event, codec.recipients_from(message["r"]), forwarded=True)
+            if missed:  # the session left while the event crossed: kept as its kind keeps a miss
+                self._undelivered(event, missed)
         elif kind == "a":
             self.server.delivery.request_authorization(codec.request_from(message["q"]), forwarded=True)
         elif kind == "r":

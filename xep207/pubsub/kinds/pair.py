@@ -186,14 +186,26 @@ class PairKind(NodeKind):
 
     async def undelivered(self, engine, node: Node, item: Item, recipient) -> None:
         """Remember the first message a party missed; its next session gets
-        everything from there (XEP-0160 offline delivery, read from the items)."""
+        everything from there (XEP-0160 offline delivery, read from the items).
+        The mark only moves back: a miss reported late (a cluster's other
+        process was gone) must not hide an earlier one."""
         subscription = recipient.subscription
         if subscription is None or bare(subscription.subscriber) == bare(item.publisher):
             return
         current = await engine.storage.get_subscription(node.service, node.node_id,
                                                         subscription.subscriber)
-        if current is not None and not current.options.get(OFFLINE_MARK):
-            await engine.set_offline_mark(Trusted(node.service), current, item.item_id)
+        if current is None:
+            return
+        mark = current.options.get(OFFLINE_MARK)
+        if mark == item.item_id:
+            return
+        if mark:
+            if not item.seq:  # (a store that did not say where it put the item)
+                return
+            marked = await engine.storage.get_items(node.service, node.node_id, [mark])
+            if not marked or marked[0].seq <= item.seq:
+                return  # an earlier miss is remembered (or trimmed since: older still): this one comes with it
+        await engine.set_offline_mark(Trusted(node.service), current, item.item_id)
 
     async def ends_with_account(self, engine, node: Node, account: str) -> bool:
         return account in (pair_parties(node.node_id) or ())
