@@ -138,6 +138,20 @@ class Invalidation(ClusterCase):
         self.assertIn("service-unavailable", error.toXml())
 
 
+    async def test_a_photo_set_through_one_process_is_in_presence_sent_through_another(self):
+        """XEP-0153: each process keeps the photo hash of the accounts online
+        there; a vCard written elsewhere is the new hash before its answer."""
+        from tests.test_doors_personal import IMAGE_SHA1, photo, vcard
+
+        here = await self.online("alice", "here")  # the first process
+        there = await self.online("alice", "there")  # the second: its hash ('' — no photo) is cached
+        self.assert_ok(await self.iq(here, "set", None, vcard("<FN>Alice</FN>" + photo())))
+        there.send("<presence><show>away</show></presence>")
+        echo = await there.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == there.jid
+                                    and e.show is not None)
+        self.assertIn(IMAGE_SHA1, echo.toXml())
+
+
 class SharedPort(ClusterCase):
     """``--c2s-reuse-port``: the three processes listen on one port."""
 
@@ -252,6 +266,25 @@ class Blocking(ClusterCase):
         self.assertEqual([sorted(s.engine.blocks.of(blocking.ALICE)) for s in self.servers], [[]] * 3)
         eve.send(f"<message to='{blocking.ALICE}' type='chat'><body>again</body></message>")
         await alice.wait_for(is_message("again"))
+
+    async def test_a_block_through_xep0060_holds_everywhere_once_answered(self):
+        """The other door: a blocklist item published (then retracted) is in
+        every process's index before the publish is answered."""
+        import tests.test_blocking as blocking
+
+        alice = await self.online("alice", "a")
+        eve = await self.online("eve", "e")  # on another process
+        for round in range(3):
+            self.assert_ok(await self.publish(alice, blocking.ALICE, "blocklist",
+                                              f"<item xmlns='{blocking.NS_BLOCKING}' jid='{blocking.EVE}'/>",
+                                              blocking.EVE))
+            eve.send(f"<message id='b{round}' to='{blocking.ALICE}' type='chat'><body>hello?</body></message>")
+            error = await eve.wait_for(lambda e: e.name == "message" and e.getAttribute("id") == f"b{round}")
+            self.assertIn("service-unavailable", error.toXml())
+            self.assert_ok(await self.retract(alice, blocking.ALICE, "blocklist", blocking.EVE))
+            eve.send(f"<message to='{blocking.ALICE}' type='chat'><body>again {round}</body></message>")
+            await alice.wait_for(is_message(f"again {round}"))
+        self.nothing(alice, is_message("hello?"))
 
 
 class OfflineAcrossProcesses(ClusterCase):

@@ -395,7 +395,7 @@ class Cluster:
             elif kind == "gone":
                 self.directory.drop_node(node)
                 self.live.discard(node)
-            elif kind in ("forget", "blocks"):
+            elif kind in ("forget", "blocks", "avatar"):
                 self.server.cluster_invalidation.received(message)
             return
         self.routing.received(kind, message)

@@ -182,6 +182,8 @@ class Routing:
             if replaced is not None:
                 router.unbind(replaced)
                 replaced.close("conflict", "replaced by a new connection")
+        elif kind == "applied":
+            self.server.cluster_invalidation.applied(message)
         elif self.cluster.stopping:
             return  # leaving: the sessions are gone, storage is about to close
         elif kind == "e":

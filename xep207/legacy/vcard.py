@@ -257,6 +257,15 @@ class AvatarConversion:
             self.hashes.setdefault(account, photo_hash(vcard))
         return self.hashes[account]
 
+    async def reload(self, account: str) -> None:
+        """Another process of a cluster wrote the account's vCard: read the
+        hash again if it is held here (a changed one re-sends the presence of
+        this process's sessions, as ``_remember`` does where it was written)."""
+        if account not in self.hashes:
+            return
+        _, vcard = await self._current(account, VCARD_NODE, VCARD_ITEM)
+        self._remember(account, photo_hash(vcard))
+
     def _on_bound(self, session) -> Any:
         """A login re-reads the hash (a vCard retracted or deleted through XEP-0060 shows here)."""
         self.hashes.pop(session.bare, None)
@@ -292,7 +301,7 @@ class AvatarConversion:
     async def _resend_presence(self, account: str, _: str) -> None:
         """XEP-0153 §4.3: contacts learn of a new photo from presence."""
         for session in self.presence.router.available_resources(account):
-            if session.presence:
+            if session.presence and not getattr(session, "remote", False):  # (a cluster's: its process does)
                 stanza = parse_stanza(session.presence)
                 self._stamp(stanza, self.hashes.get(account, ""))
                 await self.presence.available(session, stanza)
