@@ -366,3 +366,66 @@ class OfflineAcrossProcesses(ClusterCase):
         bob = await self.online("bob", "b2")
         for i in range(3):
             await bob.wait_for(is_message(f"late {i}"))
+
+
+class Uploads(ClusterCase):
+    """XEP-0363 with ``--upload-dir`` shared by the processes: a file PUT
+    through one process is served by every other, and a slot one process
+    signed is accepted by another (a load balancer may send the PUT anywhere)."""
+
+    async def setUp(self):
+        from tests.peers import temp_dir
+
+        self.upload_dir = temp_dir(self)
+        await self.start_server("--http-port", "0", "--http-interfaces", "127.0.0.1", "--http-plain",
+                                "--upload-dir", self.upload_dir)
+
+    def at(self, url: str, server) -> str:
+        from urllib.parse import urlsplit, urlunsplit
+
+        return urlunsplit(urlsplit(url)._replace(netloc=f"127.0.0.1:{server.web.port}"))
+
+    async def slot(self, client, size: int):
+        from xep207.web.upload import NS_UPLOAD
+
+        reply = self.assert_ok(await self.iq(client, "get", f"upload.{DOMAIN}",
+                                             f"<request xmlns='{NS_UPLOAD}' filename='cat.png' size='{size}' "
+                                             "content-type='image/png'/>"))
+        return reply.slot.put["url"], reply.slot.get["url"]
+
+    async def test_put_through_one_process_get_through_the_others(self):
+        import os
+
+        from tests.web_helpers import http_request
+
+        alice = await self.online("alice", "a")  # the slot comes from the first process
+        body = os.urandom(5000)
+        put, get = await self.slot(alice, len(body))
+        first, second, third = self.servers
+        status, _, _ = await http_request("PUT", self.at(put, second), body, {"Content-Type": "image/png"})
+        self.assertEqual(status, 201)  # signed by the first, stored by the second
+        for server in (third, first, second):
+            status, _, data = await http_request("GET", self.at(get, server))
+            self.assertEqual((status, data), (200, body))
+        # One upload per slot, whichever process is asked again.
+        status, _, _ = await http_request("PUT", self.at(put, third), body, {"Content-Type": "image/png"})
+        self.assertEqual(status, 409)
+        # The quota counts what every process stored; expiry on one removes it for all.
+        self.assertEqual(third.web.upload.store.used_by(f"alice@{DOMAIN}"), len(body))
+        first.web.upload.store.expire(first.web.upload.clock.seconds() + 10 ** 7, 1)
+        status, _, _ = await http_request("GET", self.at(get, second))
+        self.assertEqual(status, 404)
+        self.assertEqual(sorted(os.listdir(self.upload_dir)), ["slot-secret"])
+
+    async def test_a_cluster_without_a_shared_upload_dir_does_not_start(self):
+        from xep207.server.tap import Server
+        from xep207.startup import StartupError
+        from xep207.tap import Options
+
+        options = Options()
+        options.parseOptions([*self.server_argv[:-2], "--cluster", self.redis_url, "--node-name", "lonely",
+                              "--data-dir", self.data_dir])
+        self.assertNotIn("--upload-dir", options.get("upload-dir") or "")
+        with self.assertRaises(StartupError) as raised:
+            Server(options)
+        self.assertIn("--upload-dir", str(raised.exception))
