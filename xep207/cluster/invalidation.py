@@ -139,7 +139,7 @@ class Invalidation:
             avatars = getattr(server, "avatars", None)
             if avatars is not None and server.engine.is_pep(account):
                 # Read again before saying so: the next presence of our sessions carries it.
-                done = self.cluster.work.track(defer.ensureDeferred(avatars.reload(account)))
+                done = self.cluster.work.track(defer.ensureDeferred(_reload_photo_hash(avatars, account)))
                 done.addErrback(log.err, f"cluster: reloading the photo hash of {account}")
                 done.addBoth(lambda _: self._applied(message))
                 return
@@ -157,6 +157,17 @@ class Invalidation:
         if waiting is not None:
             waiting.applied += 1
             waiting.check()
+
+
+async def _reload_photo_hash(avatars, account: str) -> None:
+    """Another process wrote the account's vCard: read the hash again if it
+    is held here (``_remember`` re-sends our sessions' presence when it
+    changed, as the writing process does for its own)."""
+    from xep207.legacy.vcard import VCARD_ITEM, photo_hash
+
+    if account in avatars.hashes:
+        _, vcard = await avatars._current(account, VCARD_NODE, VCARD_ITEM)
+        avatars._remember(account, photo_hash(vcard))
 
 
 def _quoted(text: str) -> str:

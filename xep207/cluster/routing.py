@@ -139,19 +139,24 @@ class Routing:
         nodes = self.cluster.live | {self.cluster.name}
         return max(nodes, key=lambda node: hashlib.sha1(f"{node}\0{room}".encode()).digest())
 
-    def room_stanza(self, stanza) -> bool:
-        """``STANZA`` hook, last: a stanza for a room homed elsewhere goes there."""
-        if getattr(stanza, "cluster_hop", False) or not self.cluster.started:
+    def room_stanza(self, stanza) -> bool | defer.Deferred:
+        """``STANZA`` hook, last: a stanza for a room homed elsewhere goes
+        there; one handled here waits, if need be, for the room's state
+        (``xep207.cluster.rooms``: the home moved here)."""
+        if not self.cluster.started:
             return False
         to = stanza.getAttribute("to")
         if not to or "@" not in to:
             return False
         room, _, rest = to.partition("@")
-        if rest.partition("/")[0] != self.server.groupchat.rooms.domain or not self.cluster.link.up:
-            return False  # cut off from Redis: rooms are served here meanwhile
-        home = self.home_of(room)
-        if home == self.cluster.name:
+        if rest.partition("/")[0] != self.server.groupchat.rooms.domain:
             return False
+        if not self.cluster.link.up:
+            return False  # cut off from Redis: rooms are served here meanwhile
+        if getattr(stanza, "cluster_hop", False) or self.home_of(room) == self.cluster.name:
+            loading = self.cluster.room_state.before_handling(room)
+            return False if loading is None else loading.addCallback(lambda _: False)
+        home = self.home_of(room)
         self.cluster.stats["room-stanzas-forwarded"] += 1
         d = self.cluster.publish(home, codec.dumps({"t": "r", "x": stanza.toXml()}))
         bounce = lambda: self.server.router.bounce(stanza, "service-unavailable", UNREACHABLE)  # noqa: E731

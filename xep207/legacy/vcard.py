@@ -257,15 +257,6 @@ class AvatarConversion:
             self.hashes.setdefault(account, photo_hash(vcard))
         return self.hashes[account]
 
-    async def reload(self, account: str) -> None:
-        """Another process of a cluster wrote the account's vCard: read the
-        hash again if it is held here (a changed one re-sends the presence of
-        this process's sessions, as ``_remember`` does where it was written)."""
-        if account not in self.hashes:
-            return
-        _, vcard = await self._current(account, VCARD_NODE, VCARD_ITEM)
-        self._remember(account, photo_hash(vcard))
-
     def _on_bound(self, session) -> Any:
         """A login re-reads the hash (a vCard retracted or deleted through XEP-0060 shows here)."""
         self.hashes.pop(session.bare, None)
