@@ -40,6 +40,7 @@ from xep207.storage.records import SUBSCRIBED
 if TYPE_CHECKING:
     from xep207.cluster.node import Cluster
 
+MAX_LOADED = 65536  # room names remembered as loaded
 MAX_CHILDREN = 16384  # bytes of presence children kept per occupant (a presence is bounded by the stream anyway)
 
 
@@ -88,7 +89,9 @@ class RoomState:
         home): None when the room's state is here, else a Deferred that fires
         once it is (stanzas arriving meanwhile wait for the same load, in order)."""
         live = frozenset(self.cluster.live)
-        if live != self._live:  # homes may have moved: what we hold may be stale, or missing
+        if live != self._live or len(self.loaded) >= MAX_LOADED:
+            # Homes may have moved: what we hold may be stale, or missing. (Or
+            # stanzas named very many rooms: loading again costs a read, no more.)
             self._live = live
             self.loaded.clear()
         if room in self.loaded:
