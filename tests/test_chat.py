@@ -72,6 +72,22 @@ class Routing(ChatTestCase):
         stored = await self.server.storage.page_items(PUBSUB, NODE)
         self.assertEqual(stored.count, 3)
 
+    async def test_both_first_messages_at_once(self):
+        """The pair node is made by the first message: two at once (two
+        processes of a cluster, or one) must not bounce the loser's with
+        ``conflict``, and both parties hear both."""
+        alice = await self.online("alice", "phone")
+        bob = await self.online("bob", "desk")
+        self.chat(alice, BOB, "from alice")
+        self.chat(bob, ALICE, "from bob")
+        await bob.wait_for(is_message("from alice"))
+        await alice.wait_for(is_message("from bob"))
+        for client in (alice, bob):
+            errors = [e.toXml() for e in client.stanzas if e.name == "message" and e.getAttribute("type") == "error"]
+            self.assertEqual(errors, [])
+        stored = await self.server.storage.page_items(PUBSUB, NODE)
+        self.assertEqual(stored.count, 2)
+
     async def test_not_stored_kinds_route_without_archiving(self):
         alice = await self.online("alice", "phone")
         bob = await self.online("bob", "desk")

@@ -104,6 +104,29 @@ def _truthy(value) -> bool:
     return value in (True, "1", "true", 1)
 
 
+class NodeCreatedElsewhere(errors.StanzaError):
+    """The node a create named exists after all: made by another request or
+    process since this one looked. A ``conflict`` to whoever asked to create
+    it; a node made by first use goes on with the one that won."""
+
+
+class AutoCreation:
+    """A node being made by first use; later requests wait for it."""
+
+    def __init__(self) -> None:
+        self._waiting: list[defer.Deferred] = []
+
+    def wait(self) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self._waiting.append(d)
+        return d
+
+    def finish(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+
 class PubSubEngine:
     """One engine serves many pubsub services (a component JID, every PEP
     account), all in one storage. ``service`` arguments are JID strings.
@@ -168,6 +191,8 @@ class PubSubEngine:
         # writer is answered (other processes' in-memory copies of the node
         # brought up to date), or None. Unset in one process.
         self.answer_barrier: Callable[[Node], defer.Deferred | None] | None = None
+        # Nodes being made by a request's first use (``_access_or_create``).
+        self._auto_creating: dict[tuple[str, str], AutoCreation] = {}
 
     async def _barrier(self, node: Node) -> None:
         if self.answer_barrier is not None:
@@ -282,12 +307,37 @@ class PubSubEngine:
         this operation creates it (XEP-0163 PEP publish, a pair's first message
         or subscribe, a room's first join), else ``item-not-found``. The bool
         says whether it was created now."""
-        kind, access = await self._access_if_exists(requestor, service, node_id)
-        if access is not None:
-            return kind, access, False
+        key = (service, node_id)
+        while True:
+            kind, access = await self._access_if_exists(requestor, service, node_id)
+            if access is not None:
+                if kind.setup_unfinished(access):
+                    await kind.finish_setup(self, access.node, requestor, via)
+                    kind, access = await self._access(requestor, service, node_id)
+                return kind, access, False
+            pending = self._auto_creating.get(key)
+            if pending is None:
+                break
+            # Two first messages of one pair at once: the second waits for the
+            # first's creation (its kind's setup included), then uses the node.
+            await pending.wait()
         if not await kind.may_auto_create(self, requestor, service, node_id, operation):
             raise errors.item_not_found()
-        await self._create(requestor, service, node_id, kind, values, via=via)
+        done = self._auto_creating[key] = AutoCreation()
+        try:
+            await self._create(requestor, service, node_id, kind, values, via=via)
+        except NodeCreatedElsewhere:
+            # Another process of a cluster made it between our read and our
+            # write: the request goes on against that node, as if it had been
+            # there (the loop's first step, setup included).
+            created = False
+        else:
+            created = True
+        finally:
+            del self._auto_creating[key]
+            done.finish()
+        if not created:
+            return await self._access_or_create(requestor, service, node_id, operation, via, values)
         kind, access = await self._access(requestor, service, node_id)
         return kind, access, True
 
@@ -338,7 +388,7 @@ class PubSubEngine:
         except NodeExists:
             if instant:
                 raise errors.conflict()
-            raise errors.conflict(text="node already exists")
+            raise NodeCreatedElsewhere("conflict", text="node already exists")
         await kind.after_create(self, node, requestor, publishers, via)
         return node_id
 

@@ -174,6 +174,16 @@ class NodeKind:
             await engine.add_subscription(Subscription(node.service, node.node_id, creator, SUBSCRIBED),
                                           requestor)
 
+    def setup_unfinished(self, access: Access) -> bool:
+        """Whether ``after_create`` of this node may still be running (another
+        process of a cluster made it a moment ago): a kind whose requests need
+        part of that setup says so here, cheaply, from what ``access`` read."""
+        return False
+
+    async def finish_setup(self, engine, node: Node, requestor: str, via: Via) -> None:
+        """What ``setup_unfinished`` found missing, done idempotently for a
+        request of ``requestor``, granting it nothing the creator would not."""
+
     async def may_auto_create(self, engine, requestor: str, service: str, node_id: str,
                               operation: str) -> bool:
         # XEP-0163 §3: publishing to a missing PEP node creates it.

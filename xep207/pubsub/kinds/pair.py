@@ -102,17 +102,33 @@ class PairKind(NodeKind):
 
     async def after_create(self, engine, node: Node, requestor: str,
                            publishers: Sequence[str], via: Via) -> None:
+        await self._set_up(engine, node, requestor, via, only_missing=False)
+
+    def setup_unfinished(self, access: Access) -> bool:
+        # The parties' affiliations are written last: both present, both subscribed.
+        return any(party not in access.affiliations for party in pair_parties(access.node_id) or ())
+
+    async def finish_setup(self, engine, node: Node, requestor: str, via: Via) -> None:
+        await self._set_up(engine, node, requestor, via, only_missing=True)
+
+    async def _set_up(self, engine, node: Node, requestor: str, via: Via, *, only_missing: bool) -> None:
+        """Both parties subscribed, then the affiliations that say so: a party
+        must not miss the first message because another process was still
+        making the node (``finish_setup`` runs the same steps, idempotently)."""
         service, node_id = node.service, node.node_id
-        trusted = Trusted(service)
-        await engine.storage.set_affiliation(service, node_id, service, OWNER)
-        for party in pair_parties(node_id) or ():
-            await engine.storage.set_affiliation(service, node_id, party, PUBLISHER)
+        parties = pair_parties(node_id) or ()
+        for party in parties:
+            if only_missing and await engine.storage.get_subscription(service, node_id, party) is not None:
+                continue
             # The party who started it natively hears XEP-0207 events; the
             # other one hears chat messages until it speaks pubsub itself.
             native = via == VIA_PUBSUB and party == bare(requestor)
             party_via: Via = VIA_PUBSUB if native else VIA_LEGACY
             await engine.add_subscription(
-                Subscription(service, node_id, party, SUBSCRIBED, via=party_via), trusted)
+                Subscription(service, node_id, party, SUBSCRIBED, via=party_via), Trusted(service))
+        await engine.storage.set_affiliation(service, node_id, service, OWNER)
+        for party in parties:
+            await engine.storage.set_affiliation(service, node_id, party, PUBLISHER)
 
     async def visible(self, access: Access) -> bool:
         return access.trusted or self._is_party(access)
