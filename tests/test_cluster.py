@@ -412,10 +412,20 @@ class Uploads(ClusterCase):
         self.assertEqual(status, 409)
         # The quota counts what every process stored; expiry on one removes it for all.
         self.assertEqual(third.web.upload.store.used_by(f"alice@{DOMAIN}"), len(body))
+        # An upload another process is writing stays; one its dead process left a day ago goes.
+        writing, abandoned = (os.path.join(self.upload_dir, f"{c * 32}.part") for c in "ab")
+        for path in (writing, abandoned):
+            with open(path, "wb") as f:
+                f.write(b"half")
+        os.utime(abandoned, (0, 0))
         first.web.upload.store.expire(first.web.upload.clock.seconds() + 10 ** 7, 1)
         status, _, _ = await http_request("GET", self.at(get, second))
         self.assertEqual(status, 404)
-        self.assertEqual(sorted(os.listdir(self.upload_dir)), ["slot-secret"])
+        self.assertEqual(sorted(os.listdir(self.upload_dir)), [os.path.basename(writing), "slot-secret"])
+        # A slot id that is no file, and the secret, are never served.
+        for path in ("/upload/slot-secret/x", f"/upload/{'c' * 32}/cat.png", "/upload/../slot-secret"):
+            status, _, _ = await http_request("GET", f"http://127.0.0.1:{second.web.port}{path}")
+            self.assertEqual(status, 404, path)
 
     async def test_a_cluster_without_a_shared_upload_dir_does_not_start(self):
         from xep207.server.tap import Server

@@ -112,6 +112,15 @@ def content_disposition(filename: str, content_type: str) -> str:
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
+def _older_than(path: str, seconds: float) -> bool:
+    import time
+
+    try:
+        return time.time() - os.path.getmtime(path) > seconds
+    except OSError:
+        return False
+
+
 class FileStore:
     """Uploaded files and their records under one directory; an index in memory
     (rebuilt from the records at start) answers quota and GET.
@@ -135,8 +144,10 @@ class FileStore:
         for name in os.listdir(self.directory):
             path = os.path.join(self.directory, name)
             if name.endswith(".part"):
-                if at_start and not self.shared:  # (shared: another process may be writing it)
-                    os.unlink(path)  # an upload cut short by a stop
+                # An upload cut short by a stop; shared, another process may be
+                # writing it: only one left for a day is (its process died).
+                if (at_start and not self.shared) or (self.shared and _older_than(path, 86400)):
+                    os.unlink(path)
                 continue
             if not name.endswith(".json") or not SLOT_ID.match(name[:-5]):
                 continue
