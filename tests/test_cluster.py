@@ -439,3 +439,68 @@ class Uploads(ClusterCase):
         with self.assertRaises(StartupError) as raised:
             Server(options)
         self.assertIn("--upload-dir", str(raised.exception))
+
+
+class AcknowledgedAcrossProcesses(ClusterCase):
+    """XEP-0198 across processes: a sender's ``<a h/>`` covers a one-to-one
+    message only once the process holding the recipient handled it (written,
+    its unacknowledged window stored) — or, if that process never says so,
+    once it is kept offline. A process killed between receiving a message and
+    handling it cannot lose one that was acknowledged."""
+
+    async def mute_process(self, name: str):
+        """A process that hears its channel and never answers (as one does
+        that dies after reading a message and before handling it)."""
+        from twisted.internet import protocol, reactor
+
+        from xep207.cluster.link import RedisAddress
+
+        address = RedisAddress.parse(self.redis_url)
+        channel = self.servers[0].cluster.keys.channel(name)
+        heard: list[bytes] = []
+
+        class Mute(protocol.Protocol):
+            def connectionMade(self):
+                self.transport.write(f"SUBSCRIBE {channel}\r\n".encode())
+
+            def dataReceived(self, data):
+                heard.append(data)
+
+        client = await protocol.ClientCreator(reactor, Mute).connectTCP(address.host, address.port)
+        self.addCleanup(client.transport.loseConnection)
+        while not any(b"subscribe" in chunk for chunk in heard):  # its SUBSCRIBE answered
+            await self.servers[0].cluster.command("PING")
+        return heard
+
+    async def acked(self, client, count: int):
+        from tests.sm_helpers import NS_SM
+
+        client.send(f"<r xmlns='{NS_SM}'/>")
+        answer = await client.wait_for(lambda e: e.uri == NS_SM and e.name == "a"
+                                       and int(e.getAttribute("h")) >= count)
+        return int(answer["h"])
+
+    async def test_an_acknowledged_message_waits_for_the_other_process(self):
+        from tests.sm_helpers import enable
+
+        alice = await self.online("alice", "a")  # the first process
+        carol = await self.online("carol", "c")  # the second
+        await enable(alice, resume=False)
+        first = self.servers[0].cluster
+        # Handled there: confirmed, nothing kept offline.
+        alice.send(f"<message to='carol@{DOMAIN}' type='chat'><body>to carol</body></message>")
+        await carol.wait_for(is_message("to carol"))
+        self.assertEqual(await self.acked(alice, 1), 1)
+        self.assertEqual((first.stats["crossings-handled"], first.stats["crossings-unanswered"]), (1, 0))
+        # Heard and never handled: the ack waits until it is kept offline for bob.
+        heard = await self.mute_process("mute")
+        from xep207.cluster.registry import SessionInfo
+
+        first.directory.set("mute", f"bob@{DOMAIN}/b", SessionInfo(available=True))
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>acknowledged</body></message>")
+        self.assertEqual(await self.acked(alice, 2), 2)
+        self.assertTrue(any(b"acknowledged" in chunk for chunk in heard))  # it did reach the mute process
+        self.assertEqual(first.stats["crossings-unanswered"], 1)
+        first.directory.set("mute", f"bob@{DOMAIN}/b", None)
+        bob = await self.online("bob", "b")  # the third process
+        await bob.wait_for(is_message("acknowledged"))

@@ -56,6 +56,7 @@ def install(server, options):
                       float(options.get("cluster-timeout") or 15.0))
     server.cluster_invalidation = Invalidation(cluster)
     cluster.room_state = RoomState(cluster)
+    server.chat.elsewhere = cluster.routing.handled_elsewhere
     server.router.directory = cluster.directory
     server.delivery.cluster = cluster
     server.hooks.add(SESSION_BOUND, cluster.session_bound)

@@ -16,6 +16,7 @@ same items.
 from __future__ import annotations
 
 import datetime
+from typing import Callable
 from xml.sax.saxutils import quoteattr
 
 from twisted.internet import defer
@@ -77,6 +78,8 @@ class ChatCapture:
         self.storage = engine.storage
         self.pubsub_domain = pubsub_domain
         self._locks: dict[str, defer.DeferredLock] = {}
+        # xep207.cluster: node id → a Deferred until its messages are safe on the other processes
+        self.elsewhere: Callable[[str], defer.Deferred | None] | None = None
         router.hooks.add(STANZA, self.intercept)
         self.offline = OfflineDelivery(self)
 
@@ -124,6 +127,10 @@ class ChatCapture:
         stored = self.offline.window.stored(node_id)  # (XEP-0198: where a crash cannot lose it)
         if stored is not None:
             await stored
+        if self.elsewhere is not None and session.sm is not None:  # the same, on a cluster's other processes
+            crossed = self.elsewhere(node_id)
+            if crossed is not None:
+                await crossed
         return True
 
     # Rendering -------------------------------------------------------------------
