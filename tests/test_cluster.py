@@ -138,6 +138,37 @@ class Invalidation(ClusterCase):
         self.assertIn("service-unavailable", error.toXml())
 
 
+    async def test_a_removal_answered_on_one_process_holds_on_the_others(self):
+        """Known accounts are forgotten everywhere before XEP-0077's answer."""
+        alice = await self.online("alice", "a")  # the first process: knows bob exists
+        alice.send(f"<message to='bob@{DOMAIN}' type='headline'><body>warm</body></message>")
+        await self.settle(alice)
+        bob = await self.online("bob", "b")  # the second
+        bob.send("<iq type='set' id='rm'><query xmlns='jabber:iq:register'><remove/></query></iq>")
+        self.assert_ok(await bob.wait_for(lambda e: e.name == "iq" and e.getAttribute("id") == "rm"))
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat' id='late'><body>still there?</body></message>")
+        error = await alice.wait_for(lambda e: e.name == "message" and e.getAttribute("id") == "late")
+        self.assertIn("service-unavailable", error.toXml())
+
+    async def test_a_password_changed_on_one_process_stops_a_login_under_way_on_another(self):
+        """A stream that authenticated before the change binds on no process."""
+        from tests.server_helpers import plain_auth
+
+        self._next = 1
+        client = await self.connect()  # the second process
+        client.header()
+        await client.expect("</stream:features>")
+        client.send(plain_auth("bob"))
+        await client.expect("<success")
+        client.header()
+        await client.expect("</stream:features>")
+        await self.servers[0].accounts.change_password(f"bob@{DOMAIN}", "another secret")  # the first process
+        client.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                    "<resource>late</resource></bind></iq>")
+        from twisted.internet import reactor
+
+        self.assertIn(b"<reset", await client.closed.addTimeout(15, reactor))  # (bound: a bound stream stays open)
+
     async def test_a_photo_set_through_one_process_is_in_presence_sent_through_another(self):
         """XEP-0153: each process keeps the photo hash of the accounts online
         there; a vCard written elsewhere is the new hash before its answer."""

@@ -3,7 +3,9 @@ writes — before the writer is answered.
 
 - The router remembers which accounts exist (every stanza to a local JID
   asks): an account removed on one process is forgotten — and its sessions
-  closed — on all of them.
+  closed — on all of them; and which accounts' credentials were revoked (a
+  password changed, an account removed): a stream that began authenticating
+  before may bind on no process.
 - The engine's block index (XEP-0191, ``xep207.pubsub.blocking``) holds every
   account's block list in memory, kept by the engine's own events — which fire
   only in the process that wrote. A change to a ``blocklist`` node sends that
@@ -13,7 +15,8 @@ writes — before the writer is answered.
   process is the new hash on all of them (and their sessions' presence is
   sent again, XEP-0153 §4.3, as the writing process does for its own).
 
-Invalidate before answering: the engine waits (``Engine.answer_barrier``)
+Invalidate before answering: the engine waits (``Engine.answer_barrier``),
+and the account changes wait (``xep207.server.account_control``),
 until every other live process said it applied the change (``applied``, on
 the writer's own channel) before the request that made it is answered. So
 once a client has its ``<iq type='result'/>`` for a block, no process lets
@@ -61,6 +64,8 @@ class Invalidation:
         router = cluster.router
         self._forget_here = router.forget_account
         router.forget_account = self.forget  # every caller (XEP-0077, xep207ctl, XEP-0133) reaches all
+        self._revoke_here = router.revoke_credentials
+        router.revoke_credentials = self.revoke
         cluster.server.engine.answer_barrier = self.before_answer
         self._ids = itertools.count(1)
         self._waiting: dict[str, _Waiting] = {}
@@ -103,9 +108,15 @@ class Invalidation:
 
     # Accounts ------------------------------------------------------------------------
 
-    def forget(self, bare: str) -> None:
+    def forget(self, bare: str) -> defer.Deferred:
         self._forget_here(bare)
-        self._send({"t": "forget", "j": bare}, f"{bare} removed")
+        return self._send({"t": "forget", "j": bare}, f"{bare} removed")
+
+    def revoke(self, bare: str, condition: str) -> defer.Deferred:
+        """A password changed or an account removed: a stream that began
+        authenticating before may not bind, on any process."""
+        self._revoke_here(bare, condition)
+        return self._send({"t": "revoke", "j": bare, "c": condition}, f"the credentials of {bare} revoked")
 
     # Engine writes ----------------------------------------------------------------------
 
@@ -129,6 +140,8 @@ class Invalidation:
         server = self.cluster.server
         if kind == "forget":
             self._forget_here(str(message["j"]))
+        elif kind == "revoke" and message.get("c") in ("reset", "not-authorized"):
+            self._revoke_here(str(message["j"]), str(message["c"]))
         elif kind == "blocks":
             account, jids = str(message["a"]), message.get("l")
             engine = server.engine
