@@ -18,6 +18,7 @@ from twisted.internet import defer, reactor, task
 from bench.common import DOMAIN, Latencies, connect, percentile, rss_kib  # noqa: F401 (connect: compare.py)
 
 DRAIN_SECONDS = 30
+IDLE_SECONDS = 2.0
 _ids = itertools.count()
 
 
@@ -334,6 +335,9 @@ async def idle_memory(server, users, sessions: int = 1000) -> Outcome:
                 client.on_data = _ignore
                 client.send("<presence/>")
             await sync(batch)
+            # Idle means quiet for a moment (xep207 frees an idle stream's parser
+            # after a second): the same pause for every server.
+            await task.deferLater(reactor, IDLE_SECONDS, lambda: None)
             figures[tls] = (rss_kib(server.pid) - before) / sessions
         return Outcome(value=figures[False], unit="KiB/session", tls_kib=figures[True],
                        also={"memory_tls": figures[True]})

@@ -86,6 +86,40 @@ class RosterInjection(DoorsTestCase):
         self.assert_ok(await self.pubsub(alice, "set", ALICE, remove, owner=True))
         self.assertIsNone(await self.server.storage.get_subscription(ALICE, "presence", BOB))
 
+    async def test_a_pre_approval_answers_a_request_through_either_door(self):
+        """RFC 6121 §3.4 is the presence kind's rule: a request through
+        XEP-0060 uses up a pre-approval made by a legacy 'subscribed', and a
+        legacy request one the owner stored on her roster node natively."""
+        alice = await self.roster_ready("alice")
+        bob = await self.roster_ready("bob")
+        alice.send(f"<presence to='{BOB}' type='subscribed'/>")
+        await alice.wait_for(lambda e: push_about(BOB)(e) and e.query.item.getAttribute("approved") == "true")
+        reply = self.assert_ok(await self.subscribe(bob, ALICE, "presence", jid=BOB))
+        self.assertEqual(reply.pubsub.subscription["subscription"], "subscribed")
+        self.assertEqual((await self.roster(alice)).get(BOB), "from")
+        stored = await self.server.storage.get_items(ALICE, "roster", [BOB])
+        self.assertNotIn("approved", stored[0].payload)  # used up
+        # The other way round: alice pre-approves eve through her own roster node.
+        eve = await self.roster_ready("eve")
+        self.assert_ok(await self.publish(alice, ALICE, "roster",
+                                          f"<item xmlns='{NS_ROSTER}' jid='{EVE}' approved='true'/>", item_id=EVE))
+        eve.send(f"<presence to='{ALICE}' type='subscribe'/>")
+        await eve.wait_for(lambda e: presence_from(ALICE)(e) and e.getAttribute("type") == "subscribed")
+        await eve.wait_for(lambda e: presence_from(ALICE)(e) and e.getAttribute("type") is None)
+        self.assertEqual((await self.server.storage.get_subscription(ALICE, "presence", EVE)).state, "subscribed")
+        self.nothing(alice, lambda e: e.name == "presence" and e.getAttribute("type") == "subscribe")
+
+    async def test_a_stranger_cannot_use_someone_elses_pre_approval(self):
+        alice = await self.roster_ready("alice")
+        eve = await self.roster_ready("eve")
+        alice.send(f"<presence to='{BOB}' type='subscribed'/>")
+        await alice.wait_for(lambda e: push_about(BOB)(e) and e.query.item.getAttribute("approved") == "true")
+        self.assert_error(await self.subscribe(eve, ALICE, "presence", jid=BOB), "bad-request", "invalid-jid")
+        reply = self.assert_ok(await self.subscribe(eve, ALICE, "presence", jid=EVE))
+        self.assertEqual(reply.pubsub.subscription["subscription"], "pending")
+        stored = await self.server.storage.get_items(ALICE, "roster", [BOB])
+        self.assertIn("approved='true'", stored[0].payload.replace('"', "'"))  # still bob's
+
     async def test_nobody_else_publishes_presence(self):
         alice = await self.roster_ready("alice")
         bob = await self.roster_ready("bob")

@@ -242,6 +242,27 @@ class XEP0207Subscriptions(PresenceTestCase):
         self.assertEqual([e for e in juliet.unconsumed("presence") if e.getAttribute("type") == "subscribe"], [])
         self.assertEqual((await self.roster(juliet))[ROMEO][0], "from")
 
+    async def test_a_request_and_an_approval_that_cross(self):
+        """Romeo's request and Juliet's 'subscribed' sent at once: whichever the
+        server handles first, he ends up subscribed and sees her (each handler
+        reading that the other had not happened yet left a request pending and
+        a pre-approval stored, forever)."""
+        for attempt in range(8):
+            juliet = await self.online("juliet", f"balcony{attempt}", presence=None)
+            romeo = await self.online("romeo", f"mobile{attempt}")
+            romeo.send(f"<presence to='{JULIET}' type='subscribe'/>")
+            juliet.send(f"<presence/><presence to='{ROMEO}' type='subscribed'/>")
+            await romeo.wait_for(is_presence(JULIET, "subscribed"))
+            await romeo.wait_for(is_presence(f"{JULIET}/balcony{attempt}"))
+            self.assertEqual((await self.roster(juliet))[ROMEO][:2], ("from", None))
+            self.assertEqual((await self.roster(romeo))[JULIET][:2], ("to", None))
+            # Back to strangers for the next attempt.
+            romeo.send(f"<presence to='{JULIET}' type='unsubscribe'/>")
+            await juliet.wait_for(is_presence(ROMEO, "unsubscribe"))
+            for client in (juliet, romeo):
+                client.send("</stream:stream>")
+                await client.closed
+
     async def test_unsubscribe_and_unsubscribed(self):
         juliet = await self.online("juliet", "balcony")
         romeo = await self.online("romeo", "mobile")

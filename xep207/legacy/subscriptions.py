@@ -111,15 +111,20 @@ class SubscriptionCapture:
             await self.roster.ensure(user, contact)
             await self.roster.push(user, contact, asking=True)
         # RFC 6121 §3.1.3: the contact gets the request as sent, extensions included.
+        # A pre-approval is the presence kind's to use up (either door's request).
         extensions = "".join(c.toXml() for c in stanza.elements())
-        await self.engine.subscribe(user, contact, PRESENCE_NODE, user, via=VIA_LEGACY,
-                                    approved=entry.approved,
-                                    bookkeeping={REQUEST_EXTENSIONS: extensions} if extensions else None)
-        if entry.approved:
-            await self.roster.store(contact, replace(entry, approved=False, listed=True))
+        subscription = await self.engine.subscribe(
+            user, contact, PRESENCE_NODE, user, via=VIA_LEGACY,
+            bookkeeping={REQUEST_EXTENSIONS: extensions} if extensions else None)
+        if subscription.state == SUBSCRIBED:
             approved = Template.presence(contact, "subscribed")
             for other in self.router.sessions_for(user) or ():
                 other.send(approved.to(other.full))
+        elif (await self.roster.entry(contact, user)).approved:
+            # The contact's 'subscribed' crossed this request: it read no
+            # request and stored a pre-approval, as this one read none. Whoever
+            # sees the other's write second answers (see _consume_approval).
+            await self._consume_approval(contact, user)
 
     async def _subscribed(self, session, owner, contact):
         subscription = await self.storage.get_subscription(owner, PRESENCE_NODE, contact)
@@ -128,9 +133,28 @@ class SubscriptionCapture:
             if not entry.approved:
                 await self.roster.store(owner, replace(entry, approved=True, listed=True))
                 await self.roster.push(owner, contact)
+                again = await self.storage.get_subscription(owner, PRESENCE_NODE, contact)
+                if again is not None and again.state == PENDING:
+                    await self._consume_approval(owner, contact)  # the request crossed it (above)
             return
         if subscription.state == PENDING:
             await self.engine.answer_authorization(owner, owner, PRESENCE_NODE, contact, True)
+
+    async def _consume_approval(self, owner: str, contact: str) -> None:
+        """A pre-approval and a request stored at once, each after reading that
+        the other was not there: the approval answers the request, as when
+        either came first. Both sides may get here; the second finds nothing
+        pending, and the flag already cleared."""
+        try:
+            await self.engine.answer_authorization(owner, owner, PRESENCE_NODE, contact, True)
+        except StanzaError as exc:
+            if exc.condition != "unexpected-request":
+                raise
+            return
+        entry = await self.roster.entry(owner, contact)
+        if entry.approved:
+            await self.roster.store(owner, replace(entry, approved=False))
+            await self.roster.push(owner, contact)
 
     async def _unsubscribe(self, session, user, contact):
         existing = await self.storage.get_subscription(contact, PRESENCE_NODE, user)

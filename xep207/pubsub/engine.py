@@ -748,6 +748,8 @@ class PubSubEngine:
         else:
             cleaned = dict(await kind.check_subscribe(access, subscriber, options or {}))
         needs_approval = not approved and kind.needs_approval(access, subscriber)
+        if needs_approval and await kind.consume_pre_approval(access, subscriber):
+            needs_approval = False
         subscription = Subscription(
             service, node_id, subscriber, PENDING if needs_approval else SUBSCRIBED,
             options={**cleaned, **(bookkeeping or {})}, via=via)

@@ -26,6 +26,8 @@ from twisted.words.protocols.jabber import error, xmlstream
 from twisted.words.xish import domish
 from zope.interface import implementer
 
+from xep207.server import idle_parser
+
 NS_STREAMS = "http://etherx.jabber.org/streams"
 INFLATE_CHUNK = 16 * 1024
 PARSE_SLICE = 16 * 1024  # bytes of one read parsed per reactor turn
@@ -127,6 +129,13 @@ class ServerStream(xmlstream.XmlStream):
     # domish's element stream (expat's or sux's: no common type); None once
     # nothing more is to be parsed from this peer.
     stream: Any | None
+    # While the stream is quiet between stanzas its parser is freed
+    # (idle_parser): the header that primes the next one, the handlers it
+    # gets, the bytes the current one was fed, the pending check.
+    _parser_header: bytes | None = None
+    _parser_handlers: tuple | None = None
+    _fed = 0
+    _quiet_call: IDelayedCall | None = None
 
     def __init__(self, authenticator, limits: StreamLimits = StreamLimits(),
                  pre_auth_limits: StreamLimits = PRE_AUTH_LIMITS, shaping: Shaping = Shaping(), clock=None):
@@ -178,6 +187,9 @@ class ServerStream(xmlstream.XmlStream):
         if self._resume_reading is not None and self._resume_reading.active():
             self._resume_reading.cancel()
         self._resume_reading = None
+        if self._quiet_call is not None and self._quiet_call.active():
+            self._quiet_call.cancel()
+        self._quiet_call = None
         super().connectionLost(reason)
 
     def _initializeStream(self):
@@ -198,13 +210,23 @@ class ServerStream(xmlstream.XmlStream):
         self._stanza_start = 0
         self._depth = 0
         self._elements = 0
+        self._fed = 0
+        self._parser_header = self._parser_handlers = None
+        start_document = stream.DocumentStartEvent
+
+        def on_document(root):
+            stream.DocumentStartEvent = start_document  # this closure is needed once
+            self._parser_header = idle_parser.header_for(root)
+            start_document(root)
+
+        stream.DocumentStartEvent = on_document
 
         def on_start(name, attributes):
             if self.stream is None:
                 raise _Stopped()
             if stream.documentStarted:
                 if stream.currElem is None:
-                    self._stanza_start = parser.CurrentByteIndex
+                    self._stanza_start = stream.parser.CurrentByteIndex
                     self._elements = 0
                 self._depth += 1
                 self._elements += 1
@@ -347,10 +369,14 @@ class ServerStream(xmlstream.XmlStream):
         if not charged:
             self._charge(len(data))
         size = self._current_limits.stanza_size
+        self.live_parser(stream)
+        self._fed += len(data)
         try:
             if self.rawDataInFn:
                 self.rawDataInFn(data)
             stream.parse(data)
+            if self._quiet_call is None and self.stream is stream:
+                self._quiet_call = self.clock.callLater(idle_parser.QUIET_SECONDS, self._free_parser)
         except _Stopped:
             pass  # failed meanwhile: the stream error is out, the rest is not read
         except StanzaTooLarge:
@@ -365,6 +391,29 @@ class ServerStream(xmlstream.XmlStream):
                 self.fail("policy-violation", f"stanza larger than {size} bytes")
             else:
                 self.fail("not-well-formed", message)
+
+    def _free_parser(self) -> None:
+        """Drop the parser if the stream is between stanzas with nothing held
+        (expat has reported every byte it was fed); see ``idle_parser``."""
+        call, self._quiet_call = self._quiet_call, None
+        if call is not None and call.active():  # called before its time
+            call.cancel()
+        stream = self.stream
+        if (stream is None or stream.parser is None or self._parser_header is None
+                or not stream.documentStarted or stream.currElem is not None or self._depth
+                or stream.parser.CurrentByteIndex != self._fed):
+            return
+        self._parser_handlers = idle_parser.saved_handlers(stream.parser)
+        stream.parser = None
+
+    def live_parser(self, stream: Any) -> Any:
+        """``stream``'s expat parser, renewed first if it was freed while idle."""
+        if stream.parser is None:
+            assert self._parser_header is not None and self._parser_handlers is not None
+            stream.parser = idle_parser.fresh_parser(self._parser_header, self._parser_handlers)
+            self._fed = len(self._parser_header)
+            self._parser_handlers = None
+        return stream.parser
 
     def fail(self, condition: str, text: str | None = None) -> None:
         """Send a stream error and close (RFC 6120 §4.9)."""

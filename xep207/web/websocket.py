@@ -228,7 +228,7 @@ class WebSocketStream(ServerStream):
         # Parsed by the stream's own parser (its limits and restrictions), each
         # element held until the whole message proved to be exactly one.
         stream, self._held = self.stream, []
-        parser = stream.parser
+        parser = self.live_parser(stream)  # renewed if freed while idle
         start = parser.CurrentByteIndex
         self.dataReceived(data)
         held, self._held = self._held, []

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import ClassVar, Mapping, Sequence
 
 from xep207.pubsub import errors
-from xep207.pubsub.kinds.base import Access, NodeKind, NodeKindName, only_options
+from xep207.pubsub.kinds.base import Access, NodeKind, NodeKindName, Trusted, only_options
+from xep207.pubsub.roster_items import is_pre_approval, without_pre_approval
 from xep207.storage.records import (
     MEMBER,
     NONE,
@@ -91,6 +92,17 @@ class PresenceKind(NodeKind):
         if not access.trusted:
             only_options(options, PRESENCE_OPTIONS)
         return await super().check_subscribe(access, subscriber, options)
+
+    async def consume_pre_approval(self, access: Access, subscriber: str) -> bool:
+        """RFC 6121 §3.4: the account's 'subscribed' sent before the request is
+        kept on its roster item; a request through either door uses it up."""
+        engine, owner, contact = access.engine, access.service, bare(subscriber)
+        stored = await engine.storage.get_items(owner, ROSTER_NODE, [contact])
+        if not stored or not is_pre_approval(stored[0].payload):
+            return False
+        await engine.publish(Trusted(owner), owner, ROSTER_NODE,
+                             [(contact, without_pre_approval(stored[0].payload))])
+        return True
 
     async def check_options(self, access: Access, subscription: Subscription,
                             options: Mapping[str, object]) -> Mapping[str, object]:

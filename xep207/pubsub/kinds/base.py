@@ -302,6 +302,11 @@ class NodeKind:
         """The JID a subscription is kept under (XEP-0060: as given)."""
         return subscriber
 
+    async def consume_pre_approval(self, access: Access, subscriber: str) -> bool:
+        """A subscription that needs the owner's approval may already hold it
+        (RFC 6121 §3.4 for presence): True if so, and it is used up."""
+        return False
+
     def needs_approval(self, access: Access, subscriber: str) -> bool:
         return (access.node.config.access_model == "authorize"
                 and access.affiliations.get(bare(subscriber), NONE) not in MAY_RETRIEVE)
