@@ -535,3 +535,22 @@ class AcknowledgedAcrossProcesses(ClusterCase):
         first.directory.set("mute", f"bob@{DOMAIN}/b", None)
         bob = await self.online("bob", "b")  # the third process
         await bob.wait_for(is_message("acknowledged"))
+
+
+class RoomHomes(ClusterCase):
+    async def test_a_room_whose_home_just_died_is_served_by_the_next(self):
+        """A process whose heartbeat has not gone stale here yet, but that
+        hears nothing (killed): its rooms' stanzas go to their next home."""
+        import hashlib
+
+        first = self.servers[0].cluster
+        first.live.add("ghost")  # dead, not yet noticed
+        nodes = first.live | {first.name}
+        room = next(name for name in (f"room{i}" for i in range(1000))
+                    if max(nodes, key=lambda n: hashlib.sha1(f"{n}\0{name}".encode()).digest()) == "ghost")
+        alice = await self.online("alice", "a")  # on the first process
+        alice.send(f"<presence to='{room}@chat.{DOMAIN}/Alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+        joined = await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("from", "").startswith(room))
+        self.assertIsNone(joined.getAttribute("type"), joined.toXml())
+        self.assertNotIn("ghost", first.live)
+        self.assertEqual(first.stats["room-homes-unreachable"], 1)

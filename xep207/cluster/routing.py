@@ -235,9 +235,18 @@ class Routing:
         self.cluster.stats["room-stanzas-forwarded"] += 1
         d = self.cluster.publish(home, codec.dumps({"t": "r", "x": stanza.toXml()}))
         bounce = lambda: self.server.router.bounce(stanza, "service-unavailable", UNREACHABLE)  # noqa: E731
-        d.addCallback(self._heard, bounce)
+        d.addCallback(self._heard, lambda: self._home_unreachable(stanza, home))
         d.addErrback(self._failed, bounce)
         return True
+
+    def _home_unreachable(self, stanza, home: str) -> None:
+        """Nobody listens on the home's channel: it died (its heartbeat has
+        not gone stale here yet) or is cut off. Until its next heartbeat says
+        otherwise it is not live here, and the stanza goes to the room's next
+        home (which another process reaping it would pick too)."""
+        self.cluster.live.discard(home)
+        self.cluster.stats["room-homes-unreachable"] += 1
+        self.server.router.route(stanza)
 
     # In -----------------------------------------------------------------------------------
 
