@@ -32,7 +32,9 @@ PASSWORD = "bench-password"
 # the peers' shapers and limits are: one load generator on one address plays
 # thousands of clients.
 LIMITS_OFF = ["--max-auth-failures", "1000000", "--max-account-auth-failures", "1000000",
-              "--max-unauthenticated", "1000000", "--c2s-rate", "0", "--max-registrations", "1000000"]
+              "--max-unauthenticated", "1000000", "--c2s-rate", "0", "--max-registrations", "1000000",
+              # no direct TLS: its fixed port 5223 made a second server on the box fail to start
+              "--c2s-direct-tls-port", "0"]
 
 
 def limits_off(root: str) -> list[str]:

@@ -162,17 +162,21 @@ async def measure(storage: str, workload: str, messages: int, profile: bool, top
         for _ in range(repeat):
             await workloads.sync(clients)
             before, began, split = cpu_seconds(server.pid), time.time(), _user_system(server.pid)
+            threads = _threads(server.pid)
             await batch(ctx, messages)
             cpu, wall = cpu_seconds(server.pid) - before, time.time() - began
             user, system = (a - b for a, b in zip(_user_system(server.pid), split))
-            samples.append((cpu, wall, user, system))
-        cpu, wall, user, system = min(samples)
+            after = _threads(server.pid)
+            by_thread = {name: round((after[name] - threads.get(name, 0)) / messages * 1e6)
+                         for name in after if after[name] - threads.get(name, 0) > 0}
+            samples.append((cpu, wall, user, system, by_thread))
+        cpu, wall, user, system, by_thread = min(samples, key=lambda s: s[0])
         deliveries = messages * (1 if workload == "chat" else len(clients))
         result = {"storage": storage, "messages": messages, "deliveries": deliveries, "cpu_s": cpu,
                   "wall_s": wall, "user_us": user / messages * 1e6,
                   "system_us": system / messages * 1e6, "us_per_message": cpu / messages * 1e6,
                   "us_per_delivery": cpu / deliveries * 1e6,
-                  "spread": [round(s[0] / messages * 1e6) for s in samples]}
+                  "spread": [round(s[0] / messages * 1e6) for s in samples], "threads": by_thread}
         if profile:
             await workloads.sync(clients)
             os.kill(server.pid, signal.SIGUSR1)
@@ -196,6 +200,21 @@ def _user_system(pid: int) -> tuple[float, float]:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
+def _threads(pid: int) -> dict[str, float]:
+    """CPU seconds of the reactor's thread and of the others (SQLite's writer, ...)."""
+    found: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+        except OSError:
+            continue
+        name = "reactor" if int(tid) == pid else "others"
+        fields = rest.split()
+        found[name] = found.get(name, 0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
 
 
 def _print_profile(path: str, messages: int, top: int, storage: str) -> None:
@@ -222,7 +241,8 @@ async def main(args) -> None:
         print(f"{args.workload} on {storage}: {result['us_per_message']:.0f} µs of server CPU per message"
               f" (user {result['user_us']:.0f}, system {result['system_us']:.0f};"
               f" {result['us_per_delivery']:.1f} per delivery), {result['messages']} messages,"
-              f" {result['messages'] / result['wall_s']:,.0f} msgs/s wall; batches {result['spread']}", flush=True)
+              f" {result['messages'] / result['wall_s']:,.0f} msgs/s wall; batches {result['spread']};"
+              f" µs/message by thread {result['threads']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from twisted.internet import reactor, task
 
 from tests.server_helpers import DOMAIN, ServerTestCase
 
+from xep207.server import stream as stream_module
 from xep207.server.stream import WRITE_CHUNK
 
 
@@ -21,18 +22,47 @@ class Output(ServerTestCase):
         self.session = self.server.router.session(f"alice@{DOMAIN}/out")
         self.writes = []
         transport = self.session.stream.transport
-        real_write = transport.write
+        real_write = stream_module.write_now
 
-        def counting_write(data):  # a spy: the real write still happens
-            self.writes.append(len(data))
-            real_write(data)
+        def counting_write(to, data):  # a spy: the real write still happens
+            if to is transport:
+                self.writes.append(len(data))
+            real_write(to, data)
 
-        transport.write = counting_write
-        self.addCleanup(setattr, transport, "write", real_write)
+        self.patch(stream_module, "write_now", counting_write)
 
     def test_client_sockets_have_tcp_nodelay(self):
         handle = self.session.stream.transport.getHandle()
         self.assertTrue(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    async def test_plain_tcp_output_goes_to_the_socket_at_once(self):
+        """No registration for writability and no extra reactor turn per write
+        when the socket takes it all (issue 13)."""
+        transport = self.session.stream.transport
+        self.session.send(f"<message from='{DOMAIN}' id='now'/>")
+        stream_module._flush_all()  # the end of this turn, run here
+        self.assertEqual(self.writes, [len(f"<message from='{DOMAIN}' id='now'/>")])
+        self.assertEqual((transport._tempDataBuffer, len(transport.dataBuffer) - transport.offset), ([], 0))
+        self.assertNotIn(transport, reactor.getWriters())
+        await self.client.expect("id='now'")
+
+    async def test_a_write_the_socket_does_not_take_whole_is_queued_in_order(self):
+        transport = self.session.stream.transport
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        self.client.transport.pauseProducing()  # the client stops reading: the socket fills
+        body = "y" * 1000
+        try:
+            for i in range(400):
+                self.session.send(f"<message from='{DOMAIN}' id='p{i}'><body>{body}</body></message>")
+                if i % 50 == 49:
+                    stream_module._flush_all()
+            stream_module._flush_all()
+            self.assertTrue(transport._tempDataBuffer or len(transport.dataBuffer) > transport.offset)
+        finally:
+            self.client.transport.resumeProducing()
+        await self.client.wait_for(lambda e: e.getAttribute("id") == "p399")
+        ids = [e["id"] for e in self.client.stanzas if e.name == "message"]
+        self.assertEqual(ids, [f"p{i}" for i in range(400)])
 
     async def test_one_turn_one_write(self):
         for i in range(50):

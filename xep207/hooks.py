@@ -59,25 +59,56 @@ class Hooks:
         not stop the others. Cheap when no handler waits: it runs per publish."""
         pending = []
         for _, _, handler in self._handlers.get(name, ()):
-            what = f"{name} handler {getattr(handler, '__qualname__', handler)}"
             try:
                 result = handler(*args)
             except Exception:
-                logs.failure(Failure(), what)
+                logs.failure(Failure(), _what(name, handler))
+                continue
+            if result is None:
                 continue
             if isinstance(result, defer.Deferred):
-                pending.append(result.addErrback(logs.failure, what))
+                pending.append(result.addErrback(logs.failure, _what(name, handler)))
             elif inspect.iscoroutine(result):
-                pending.append(defer.ensureDeferred(result).addErrback(logs.failure, what))
+                pending.append(defer.ensureDeferred(result).addErrback(logs.failure, _what(name, handler)))
         return defer.gatherResults(pending) if pending else defer.succeed(None)
 
     async def first(self, name: str, *args: Any) -> Any:
         """Run handlers in order until one answers; that answer, or None.
         (Handlers are called directly: this is every stanza's path.)"""
-        for _, _, handler in self._handlers.get(name, ()):
+        answer = self.first_now(name, *args)
+        if isinstance(answer, defer.Deferred):
+            answer = await answer
+        return answer
+
+    def first_now(self, name: str, *args: Any) -> Any:
+        """``first`` as a plain call: the answer, or a Deferred of it once a
+        handler answered with something to wait for (no coroutine per stanza
+        when every handler answers at once)."""
+        handlers = self._handlers.get(name, [])
+        for i, (_, _, handler) in enumerate(handlers):
             answer = handler(*args)
+            if answer is None or answer is False:
+                continue  # (most handlers pass a stanza on at once: no awaitable test)
+            if isinstance(answer, defer.Deferred):
+                return answer.addCallback(self._first_after, name, handlers[i + 1:], args)
             if inspect.isawaitable(answer):
-                answer = await answer
-            if answer is not None and answer is not False:
-                return answer
+                return defer.ensureDeferred(_awaited(answer)).addCallback(
+                    self._first_after, name, handlers[i + 1:], args)
+            return answer
         return None
+
+    def _first_after(self, answer: Any, name: str, rest: list[tuple[int, int, Callable[..., Any]]],
+                     args: tuple[Any, ...]) -> Any:
+        if answer is not None and answer is not False:
+            return answer
+        later = Hooks()
+        later._handlers[name] = rest
+        return later.first_now(name, *args)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _what(name: str, handler: Callable[..., Any]) -> str:
+    return f"{name} handler {getattr(handler, '__qualname__', handler)}"

@@ -16,6 +16,8 @@ class InFlight:
         return len(self._pending)
 
     def track(self, d: defer.Deferred) -> defer.Deferred:
+        if d.called and not isinstance(d.result, defer.Deferred):
+            return d  # done already (most stanzas): nothing to wait for
         self._pending.add(d)  # removed again when it fires (at once if it already has)
         d.addBoth(self._settled, d)
         return d

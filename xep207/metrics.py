@@ -99,16 +99,19 @@ class TimedStorage:
 
     @staticmethod
     def _timed(method, histogram, failures):
+        def done(result, started):
+            histogram.observe(time.perf_counter() - started)
+            if isinstance(result, Failure):
+                failures.inc()
+            return result
+
         def timed(*args, **kwargs):
             started = time.perf_counter()
-
-            def done(result):
-                histogram.observe(time.perf_counter() - started)
-                if isinstance(result, Failure):
-                    failures.inc()
-                return result
-
-            return method(*args, **kwargs).addBoth(done)
+            d = method(*args, **kwargs)
+            if d.called and not isinstance(d.result, (Failure, defer.Deferred)):
+                histogram.observe(time.perf_counter() - started)  # answered at once (memory:, a cache)
+                return d
+            return d.addBoth(done, started)
 
         return timed
 

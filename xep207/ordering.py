@@ -15,7 +15,7 @@ from typing import Any, Callable
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-__all__ = ["InOrder", "handed_off"]
+__all__ = ["ConversationLock", "InOrder", "handed_off"]
 
 
 class InOrder:
@@ -74,6 +74,11 @@ class InOrder:
         self._busy = False
 
 
+def _pass_on(result, d: defer.Deferred):
+    d.callback(None)
+    return result
+
+
 def _relay(result, waiter: defer.Deferred) -> None:
     waiter.callback(result)  # a Failure passes on as one
 
@@ -105,3 +110,110 @@ def handed_off(start: Callable[[Callable[[], None]], defer.Deferred],
 
     track(start(queued).addBoth(finished))
     return handed
+
+
+class ConversationLock:
+    """``DeferredLock``'s contract (``acquire`` fires once it is ours, ``release``
+    hands it to the next waiter), plus ``try_acquire`` for the usual case of
+    a free lock: no Deferred per message (issue 13).
+
+    Publishes share it as a pipeline (``try_join``/``join``, then ``enter``
+    and ``finish``): the next one may start while the one before is still
+    being stored, as long as nobody else waits; each one's turn (what follows
+    its store) comes once every one entered before it finished. Anyone else
+    (``acquire``) has it alone, once the pipeline drained."""
+
+    __slots__ = ("locked", "waiting", "publishing", "_order", "_advancing")
+
+    def __init__(self) -> None:
+        self.locked = False
+        self.waiting: deque[defer.Deferred] = deque()
+        self.publishing = 0
+        self._order: deque[list] = deque()  # [finished, turn Deferred or None, sentinel], oldest first
+        self._advancing = False
+
+    def try_acquire(self) -> bool:
+        if self.locked:
+            return False
+        self.locked = True
+        return True
+
+    def acquire(self) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        if self.locked:
+            self.waiting.append(d)
+        else:
+            self.locked = True
+            d.callback(self)
+        return d
+
+    def release(self) -> None:
+        if self.waiting:
+            self.waiting.popleft().callback(self)  # still locked: now the waiter's
+        else:
+            self.locked = False
+
+    # The pipeline of publishes -----------------------------------------------------
+
+    def try_join(self, share: bool = True) -> bool:
+        """Join at once if the lock is free or (``share``) only publishes hold
+        it and nobody waits."""
+        if not self.locked:
+            self.locked = True
+            self.publishing = 1
+            return True
+        if share and self.publishing and not self.waiting:
+            self.publishing += 1
+            return True
+        return False
+
+    def join(self) -> defer.Deferred:
+        return self.acquire().addCallback(self._joined)
+
+    def _joined(self, result):
+        self.publishing = 1
+        return result
+
+    def enter(self) -> tuple[list, defer.Deferred | None]:
+        """A place in the pipeline's order, and a Deferred firing when its turn
+        comes (None: it is its turn already)."""
+        entry: list = [False, None, False]
+        if self._order:
+            entry[1] = defer.Deferred()
+        self._order.append(entry)
+        return entry, entry[1]
+
+    def finish(self, entry: list) -> None:
+        """This publish is done: the next one's turn (a loop, not recursion:
+        turns that finish at once while it runs are taken up by it)."""
+        entry[0] = True
+        if self._advancing:
+            return
+        self._advancing = True
+        try:
+            order = self._order
+            while order and order[0][0]:
+                order.popleft()
+                if order:
+                    head = order[0]
+                    turn = head[1]
+                    if head[2]:
+                        head[0] = True  # a sentinel: nothing to run
+                    if turn is not None and not turn.called:
+                        turn.callback(None)
+        finally:
+            self._advancing = False
+
+    def leave(self) -> None:
+        self.publishing -= 1
+        if not self.publishing:
+            self.release()
+
+    def after_tail(self) -> defer.Deferred | None:
+        """A Deferred firing once every publish entered so far finished; None
+        when none is pending."""
+        if not self._order:
+            return None
+        entry: list = [False, defer.Deferred(), True]
+        self._order.append(entry)
+        return entry[1]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime
 from typing import Callable
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import quoteattr as _quoteattr
 
 from twisted.internet import defer
 from twisted.words.protocols.jabber import jid as jidlib
@@ -26,10 +26,13 @@ from twisted.words.xish import domish
 from xep207.hooks import STANZA
 from xep207.jids import parse_jid
 from xep207.legacy.offline import OfflineDelivery
+from xep207.legacy.pair_publish import PairPublisher
+from xep207.ordering import ConversationLock
 from xep207.pubsub.events import ITEMS
 from xep207.pubsub.kinds import pair_node_id
 from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind  # noqa: F401 (metrics reads OFFLINE_MARK here)
-from xep207.storage.records import VIA_LEGACY, bare
+from xep207.serializer import serialized
+from xep207.storage.records import bare
 from xep207.xmlutil import addressed_to, restamped
 
 NS_CARBONS = "urn:xmpp:carbons:2"
@@ -37,6 +40,17 @@ NS_FORWARD = "urn:xmpp:forward:0"
 NS_DELAY = "urn:xmpp:delay"
 NS_SID = "urn:xmpp:sid:0"
 STORED_TYPES = ("chat", "normal")
+
+
+_SPECIAL = frozenset("&<>'\"\n\r\t")
+
+
+def quoteattr(value: str) -> str:
+    """``xml.sax.saxutils.quoteattr``, at once for the usual value (an item id,
+    a prepared JID) with nothing to escape."""
+    if _SPECIAL.isdisjoint(value):
+        return "'" + value + "'"
+    return _quoteattr(value)
 
 
 def stamp(published: float) -> str:
@@ -58,6 +72,10 @@ def is_stored(stanza: domish.Element) -> bool:
             and any(child.name == "body" for child in stanza.elements()))
 
 
+def is_stanza_id(child) -> bool:
+    return isinstance(child, domish.Element) and child.uri == NS_SID and child.name == "stanza-id"
+
+
 def without_stanza_ids(stanza: domish.Element) -> domish.Element:
     if not any(isinstance(c, domish.Element) and c.uri == NS_SID and c.name == "stanza-id"
                for c in stanza.children):
@@ -77,21 +95,37 @@ class ChatCapture:
         self.engine = engine
         self.storage = engine.storage
         self.pubsub_domain = pubsub_domain
-        self._locks: dict[str, defer.DeferredLock] = {}
+        self._locks: dict[str, ConversationLock] = {}
         # xep207.cluster: node id → a Deferred until its messages are safe on the other processes
         self.elsewhere: Callable[[str], defer.Deferred | None] | None = None
         router.hooks.add(STANZA, self.intercept)
         self.offline = OfflineDelivery(self)
+        self.publisher = PairPublisher(self)
 
     def is_chat_node(self, service: str, node_id: str) -> bool:
         return isinstance(self.engine.kind_of(service, node_id), PairKind)
 
     # Capture ---------------------------------------------------------------------
 
-    async def intercept(self, stanza) -> bool:
+    def lock_for(self, node_id: str) -> ConversationLock:
+        lock = self._locks.get(node_id)
+        if lock is None:
+            lock = self._locks[node_id] = ConversationLock()
+        return lock
+
+    def release(self, node_id: str, lock: ConversationLock) -> None:
+        lock.release()
+        if not lock.locked and self._locks.get(node_id) is lock:
+            del self._locks[node_id]
+
+    def intercept(self, stanza):
+        """False, or a Deferred firing True once the message is published (a
+        plain call: the common case costs no coroutine, issue 13)."""
         session = getattr(stanza, "session", None)
-        if session is None or stanza.name != "message" or not is_stored(stanza):
+        if session is None or stanza.name != "message":
             return False
+        if not is_stored(stanza):
+            return self._behind_conversation(stanza, session) if self._locks else False
         to = stanza.getAttribute("to")
         if not to:
             return False
@@ -104,34 +138,37 @@ class ChatCapture:
         contact = target.userhost()
         if contact == session.bare:
             return False  # a note to oneself or one's other device: routed as RFC 6121 says
+        if self.router.known_account(contact):
+            return self._publish(stanza, session, contact)
+        return defer.ensureDeferred(self._publish_if_account(stanza, session, contact))
+
+    def _behind_conversation(self, stanza, session):
+        """A message only routed (a chat state) waits for its conversation's
+        stored messages still on their way (``xep207.legacy.pair_publish``)."""
+        try:
+            target = parse_jid(stanza.getAttribute("to") or "")
+        except jidlib.InvalidFormat:
+            return False
+        if target.host != self.router.domain or target.user is None or target.userhost() == session.bare:
+            return False
+        wait = self.publisher.behind(pair_node_id(session.bare, target.userhost()))
+        return False if wait is None else wait.addCallback(lambda _: False)
+
+    async def _publish_if_account(self, stanza, session, contact: str) -> bool:
         if not await self.router.account_exists(contact):
             return False  # the router answers service-unavailable
+        return await self._publish(stanza, session, contact)
+
+    def _publish(self, stanza, session, contact: str) -> defer.Deferred:
         node_id = pair_node_id(session.bare, contact)
         # A client's own <stanza-id/> claims what only an archive says (XEP-0359 §4).
-        payload = restamped(without_stanza_ids(stanza), session.full).toXml()
-        # One conversation at a time per pair: messages keep their order, and
-        # each sees the offline mark the one before it left. (It waits for the
-        # publish, not only its hand-off to the writer, so that an XEP-0198 <a h/>
-        # covering it means "stored", and the offline window below is exact.)
-        lock = self._locks.setdefault(node_id, defer.DeferredLock())
-        await lock.acquire()
-        try:
-            # The pair kind creates the node on a party's first message,
-            # whichever door it came through.
-            await self.engine.publish(session.full, self.pubsub_domain, node_id, [(None, payload)],
-                                      vetted=True, via=VIA_LEGACY)
-        finally:
-            lock.release()
-            if not lock.locked and not lock.waiting:
-                self._locks.pop(node_id, None)
-        stored = self.offline.window.stored(node_id)  # (XEP-0198: where a crash cannot lose it)
-        if stored is not None:
-            await stored
-        if self.elsewhere is not None and session.sm is not None:  # the same, on a cluster's other processes
-            crossed = self.elsewhere(node_id)
-            if crossed is not None:
-                await crossed
-        return True
+        if stanza.attributes.get("from") == session.full:  # (the router stamped it): one pass
+            payload = serialized(stanza, is_stanza_id)
+        else:
+            payload = restamped(without_stanza_ids(stanza), session.full).toXml()
+        # A conversation's messages keep their order, each seeing the offline
+        # mark the one before left; XEP-0198 counts one once stored.
+        return self.publisher.publish(stanza, session, node_id, payload)
 
     # Rendering -------------------------------------------------------------------
 
@@ -180,8 +217,9 @@ class PairRendering:
             if event.replay:
                 payload = with_child(payload, f"<delay xmlns='{NS_DELAY}' from={quoteattr(chat.router.domain)}"
                                               f" stamp='{stamp(item.published)}'/>")
-            self.items.append((item.publisher, addressed_to(item.payload), payload, item.item_id))
-        self._targets: dict[str, list] = {}
+            self.items.append((item.publisher, bare(item.publisher), addressed_to(item.payload), payload,
+                               item.item_id))
+        self._targets: dict[tuple[str, str], list] = {}
         self._stamped: dict[tuple[str, str], str] = {}
 
     def _with_stanza_id(self, payload: str, item_id: str, party: str) -> str:
@@ -193,37 +231,46 @@ class PairRendering:
                 payload, f"<stanza-id xmlns='{NS_SID}' id={quoteattr(item_id)} by={quoteattr(party)}/>")
         return self._stamped[key]
 
-    def _targets_of(self, party: str, sender: str, addressed: str) -> list:
-        if party == bare(sender) or self.event.replay:
+    def _targets_of(self, party: str, sender_bare: str, addressed: str) -> list:
+        if party == sender_bare or self.event.replay:
             return []
-        key = f"{party} {addressed}"
-        if key not in self._targets:
-            self._targets[key] = self.chat._targets(addressed, party)
-        return self._targets[key]
+        key = (party, addressed)
+        found = self._targets.get(key)
+        if found is None:
+            found = self._targets[key] = self.chat._targets(addressed, party)
+        return found
 
     def stanzas_for(self, recipient, session) -> list[str]:
         party = bare(recipient.jid)
+        replay = self.event.replay
         stanzas = []
-        for sender, addressed, payload, item_id in self.items:
-            if self.event.replay or session in self._targets_of(party, sender, addressed):
+        for sender, sender_bare, addressed, payload, item_id in self.items:
+            if replay or session in self._targets_of(party, sender_bare, addressed):
                 xml = self._with_stanza_id(payload, item_id, party)
-                if self.event.replay or not self.chat.offline.hold(session, xml, item_id, self.event.node_id):
+                if replay or not self.chat.offline.hold(session, xml, item_id, self.event.node_id):
                     stanzas.append(xml)  # (else it waits behind the backlog, or is sent tracked)
-            elif session.full != sender and session.carbons:
-                direction = "sent" if party == bare(sender) else "received"
+            elif session.carbons and session.full != sender:
+                direction = "sent" if party == sender_bare else "received"
                 stanzas.append(self.chat._carbon(payload, session, direction))
         return stanzas
 
     def addressed_sessions(self, recipient) -> list:
         party = bare(recipient.jid)
-        return [s for sender, addressed, _, _ in self.items
-                for s in self._targets_of(party, sender, addressed) if not s.available]
+        found = []
+        for _, sender_bare, addressed, _, _ in self.items:
+            for s in self._targets_of(party, sender_bare, addressed):
+                if not s.available:
+                    found.append(s)
+        return found
 
     def missed(self, recipient) -> bool:
+        if self.event.replay:
+            return False
         party = bare(recipient.jid)
-        return not self.event.replay and any(
-            party != bare(sender) and not self._targets_of(party, sender, addressed)
-            for sender, addressed, _, _ in self.items)
+        for _, sender_bare, addressed, _, _ in self.items:
+            if party != sender_bare and not self._targets_of(party, sender_bare, addressed):
+                return True
+        return False
 
 
 class CarbonsHandler:
@@ -235,7 +282,7 @@ class CarbonsHandler:
         self.router = router
         router.hooks.add(STANZA, self.intercept)
 
-    async def intercept(self, stanza) -> bool:
+    def intercept(self, stanza) -> bool:
         session = getattr(stanza, "session", None)
         if session is None or stanza.name != "iq" or stanza.getAttribute("type") != "set":
             return False

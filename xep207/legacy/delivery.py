@@ -160,7 +160,7 @@ class PubSubUsage:
 
     NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 
-    async def intercept(self, stanza) -> bool:
+    def intercept(self, stanza) -> bool:
         session = getattr(stanza, "session", None)
         if session is not None and stanza.name == "iq":
             for pubsub in stanza.elements(self.NS_PUBSUB, "pubsub"):

@@ -71,10 +71,14 @@ class PresenceCapture:
             except errors.StanzaError:
                 pass  # no presence node (an account made by an older version)
 
-    async def intercept(self, stanza) -> bool:
-        session = getattr(stanza, "session", None)
-        if stanza.name != "presence" or session is None:
+    def intercept(self, stanza):
+        """(A plain call for every stanza that is not a presence: no coroutine.)"""
+        if stanza.name != "presence" or getattr(stanza, "session", None) is None:
             return False
+        return self._intercept(stanza)
+
+    async def _intercept(self, stanza) -> bool:
+        session = stanza.session
         kind = stanza.getAttribute("type")
         to = stanza.getAttribute("to")
         if kind in SUBSCRIPTION_TYPES:

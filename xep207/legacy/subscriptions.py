@@ -42,14 +42,18 @@ class SubscriptionCapture:
         router.hooks.add(SUBSCRIPTION_CHANGED, self.on_change)
         router.hooks.add(STANZA, self.intercept)
 
-    async def intercept(self, stanza) -> bool:
+    def intercept(self, stanza):
         """A pubsub-native owner's answer to an authorization request, sent to
-        its own bare JID or to the server (docs/architecture.md: both are accepted)."""
+        its own bare JID or to the server (docs/architecture.md: both are accepted).
+        (A plain call for every other stanza: no coroutine.)"""
         session = getattr(stanza, "session", None)
         if stanza.name != "message" or session is None:
             return False
         if stanza.getAttribute("to", self.router.domain) not in (self.router.domain, session.bare):
             return False  # a message to someone else (every chat message): no form search
+        return self._intercept(stanza, session)
+
+    async def _intercept(self, stanza, session) -> bool:
         form = authorization_answer(stanza)
         if form is None:
             return False

@@ -110,14 +110,12 @@ class UnackedWindow:
     async def locked(self, node_id: str, fn, *args):
         """Marks are read, then written: one writer per conversation at a time
         (the chat capture's lock, which its publish and the pair kind's mark share)."""
-        lock = self.chat._locks.setdefault(node_id, defer.DeferredLock())
+        lock = self.chat.lock_for(node_id)
         await lock.acquire()
         try:
             return await fn(*args)
         finally:
-            lock.release()
-            if not lock.locked and not lock.waiting:
-                self.chat._locks.pop(node_id, None)
+            self.chat.release(node_id, lock)
 
     async def fold(self, subscription):
         """A stored window nobody holds in memory (the server crashed while

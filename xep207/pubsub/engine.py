@@ -583,6 +583,7 @@ class PubSubEngine:
         items: Sequence[tuple[str | None, str]],
         options: Mapping[str, object] | None = None, *, vetted: bool = False,
         via: Via = VIA_PUBSUB, queued: Callable[[], object] | None = None,
+        after: defer.Deferred | None = None,
     ) -> list[str]:
         """Publish ``items`` as (item id or None, serialized payload) pairs.
 
@@ -594,14 +595,18 @@ class PubSubEngine:
         that whatever comes next sees it and its consequences (an offline
         mark) without waiting for the commit; a caller keeping stanzas in
         order may go on from there. Elsewhere (a pool of connections) it is
-        not called: the caller goes on when the publish is done.
+        not called: the caller goes on when the publish is done. ``after``
+        (never failing): what runs once the item is stored (notifications, the
+        kind's ``undelivered``) waits for it — the previous publish of a
+        pipeline of them, whose consequences this one must see.
         """
         if not node_id:
             raise errors.bad_request("nodeid-required")
         if len(items) > 1:
             raise errors.bad_request("invalid-payload", text="publish one item at a time")
         for _, payload in items:
-            if len(payload.encode("utf-8")) > self.max_payload_size:
+            # (at most 4 bytes a character: most payloads need no encoding to tell)
+            if len(payload) * 4 > self.max_payload_size and len(payload.encode("utf-8")) > self.max_payload_size:
                 raise errors.not_acceptable("payload-too-big")
         # XEP-0163 §3: a PEP node made by a publish takes the publish-options as
         # its configuration (the kind's ``may_auto_create`` is its create check).
@@ -639,6 +644,8 @@ class PubSubEngine:
             item = await stored
         elif queued is not None and self._ordered_writes:
             queued()
+        if after is not None and not after.called:
+            await after
         self.hooks.fire(ITEM_PUBLISHED, node, item, requestor)
         if self.answer_barrier is not None:
             await self._barrier(node)

@@ -137,6 +137,10 @@ class ClientStream(Protocol):
     def fail(self, condition: str, text: str | None = None) -> None: ...
 
 
+def _nothing() -> defer.Deferred:
+    return defer.succeed(None)
+
+
 @dataclass(eq=False)
 class Session:
     """A bound client resource. Presence state lives here because routing
@@ -155,6 +159,9 @@ class Session:
     lang: str = ""  # the stream's xml:lang, its stanzas' default (RFC 6120 §4.7.4)
     # RFC 6120 §10.1: a stream's stanzas are handled in order, one after the other.
     in_order: InOrder = field(default_factory=InOrder)
+    # What must be stored before the stanzas that made it count as handled
+    # (a one-to-one message goes on at its hand-off to storage, issue 13).
+    durable: InOrder = field(default_factory=InOrder)
     sm: Any = None  # XEP-0198 state (xep207.server.stream_management.StreamManager) once enabled
     csi: Any = None  # XEP-0352 filter (xep207.server.csi.ClientState) once the client said inactive
     remote: ClassVar[bool] = False  # a session on another process is (xep207.cluster)
@@ -166,6 +173,16 @@ class Session:
     def __post_init__(self) -> None:
         self.full = self.jid.full()
         self.bare = self.jid.userhost()
+
+    def after_handled(self) -> defer.Deferred | None:
+        """None when every stanza received so far is handled (a message:
+        stored); else a Deferred firing then, in the order asked (XEP-0198's h)."""
+        if not self.in_order.locked and not self.durable.locked:
+            return None
+        return self.in_order.run(_nothing).addCallback(self._stored)
+
+    def _stored(self, _) -> defer.Deferred:
+        return self.durable.run(_nothing)
 
     def send(self, stanza) -> None:
         """Write a stanza (an Element or already-serialized text) to the client."""

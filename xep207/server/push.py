@@ -146,8 +146,13 @@ class PushService(XMPPHandler):
         if parties is None or self.engine.kind_of(node.service, node.node_id).name != "pair":
             return
         sender = bare(item.publisher or requestor)
+        sessions = self.router.sessions
         for account in parties:
-            if account != sender and not self.router.available_resources(account):
+            if account == sender:
+                continue
+            if any(s.available for s in sessions.get(account, {}).values()):
+                continue  # (the common case, answered without building lists)
+            if not self.router.available_resources(account):
                 d = defer.ensureDeferred(self.notify(account, item))
                 d.addErrback(logs.failure, f"push notification for {account} failed")
                 self.router.in_flight.track(d)

@@ -92,6 +92,10 @@ class Router:
             log.msg(f"login of {bare} not checked: {exc}")
             raise SASLFailure("temporary-auth-failure", "the account store is unavailable; try later")
 
+    def known_account(self, bare: str) -> bool:
+        """Whether ``bare`` is an account already seen (no storage read)."""
+        return bare in self._known_accounts
+
     async def account_exists(self, bare: str) -> bool:
         if bare in self._known_accounts:
             return True
@@ -287,9 +291,26 @@ class Router:
         self.in_flight.track(self._routed(stanza))
 
     def _routed(self, stanza: domish.Element) -> defer.Deferred:
-        """Route; fires when done, failures answered (never an errback)."""
-        d = defer.ensureDeferred(self._route(stanza))
+        """Route; fires when done, failures answered (never an errback).
+        A stanza a capture takes at once costs no coroutine (issue 13)."""
+        try:
+            if self._response_to_server(stanza):
+                return defer.succeed(None)
+            answer = self.hooks.first_now(STANZA, stanza)
+        except Exception:
+            return defer.fail().addErrback(self.route_failed, stanza)
+        if isinstance(answer, defer.Deferred):
+            d = answer.addCallback(self._after_capture, stanza)
+        elif answer is not None and answer is not False:
+            return defer.succeed(None)  # captured
+        else:
+            d = defer.ensureDeferred(self._route_uncaptured(stanza))
         return d.addErrback(self.route_failed, stanza)
+
+    def _after_capture(self, answer, stanza: domish.Element):
+        if answer is not None and answer is not False:
+            return None  # captured
+        return defer.ensureDeferred(self._route_uncaptured(stanza))
 
     async def drain(self) -> None:
         """Wait until every stanza already accepted has been routed (shutdown)."""
@@ -341,6 +362,9 @@ class Router:
             return
         if await self.hooks.first(STANZA, stanza):
             return  # captured
+        await self._route_uncaptured(stanza)
+
+    async def _route_uncaptured(self, stanza: domish.Element) -> None:
         to = stanza.getAttribute("to")
         if not to:
             to = self.domain if stanza.name == "iq" else stanza["from"].split("/")[0]

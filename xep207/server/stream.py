@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import connectionDone
 from twisted.python import log
@@ -454,10 +455,12 @@ class ServerStream(xmlstream.XmlStream):
     def send(self, obj) -> None:
         if self.transport is None or self._closed:
             return  # nothing after </stream:stream> (an answer that was still being worked out)
-        if domish.IElement.providedBy(obj):  # serialized as XmlStream.send would, to count it
+        if type(obj) is str:  # (most output: serialized once per event, issue 13)
+            obj = obj.encode("utf-8")
+        elif domish.IElement.providedBy(obj):  # serialized as XmlStream.send would, to count it
             obj = obj.toXml(prefixes=self.prefixes, defaultUri=self.namespace,
-                            prefixesInScope=list(self.prefixes.values()))
-        if isinstance(obj, str):
+                            prefixesInScope=list(self.prefixes.values())).encode("utf-8")
+        elif isinstance(obj, str):
             obj = obj.encode("utf-8")
         if self._output_blocked:
             self._queued_output += len(obj)
@@ -483,11 +486,11 @@ class ServerStream(xmlstream.XmlStream):
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         if len(data) <= WRITE_CHUNK:
-            self.transport.write(data)
+            write_now(self.transport, data)
             return
         view = memoryview(data)
         for start in range(0, len(data), WRITE_CHUNK):
-            self.transport.write(bytes(view[start:start + WRITE_CHUNK]))
+            write_now(self.transport, bytes(view[start:start + WRITE_CHUNK]))
 
     def stop_coalescing(self) -> None:
         """Flush, and write directly from now on (closing, or a transport switch)."""
@@ -504,6 +507,26 @@ class ServerStream(xmlstream.XmlStream):
         self._pending = None
         self.stream, self._closed = None, True
         transport.abortConnection()
+
+
+def write_now(transport, data: bytes) -> None:
+    """``transport.write``, but on plain TCP with nothing queued the socket is
+    tried at once: Twisted would register for writability, wait for the next
+    poll and unregister again (two ``epoll_ctl`` and a reactor turn per write,
+    issue 13). What the socket does not take goes the usual way."""
+    if (type(transport) is tcp.Server and not transport.TLS and transport.connected
+            and not transport.disconnecting and not getattr(transport, "_writeDisconnected", True)
+            and not transport._tempDataBuffer and len(transport.dataBuffer) == transport.offset):
+        try:
+            sent = transport.socket.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = 0  # (the reactor's own write meets the error and closes as usual)
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
 
 
 # Every stream with output queued in this reactor turn, flushed together by one

@@ -161,22 +161,22 @@ class StreamManager:
 
     def received(self) -> None:
         """A stanza from the client: it counts once handled, in order (RFC 6120 §10.1)."""
-        in_order = self.session.in_order
-        if not in_order.locked:
+        later = self.session.after_handled()
+        if later is None:
             self.handled = (self.handled + 1) % MODULUS
         else:
-            in_order.run(lambda: None).addCallback(self._count_handled)
+            later.addCallback(self._count_handled)
 
     def _count_handled(self, _) -> None:
         self.handled = (self.handled + 1) % MODULUS
 
     def answer(self) -> None:
         """``<a h/>`` once every stanza received before the ``<r/>`` is handled."""
-        in_order = self.session.in_order
-        if not in_order.locked:
+        later = self.session.after_handled()
+        if later is None:
             self._send_ack(None)
         else:
-            in_order.run(lambda: None).addCallback(self._send_ack)
+            later.addCallback(self._send_ack)
 
     def _send_ack(self, _) -> None:
         if self.stream is not None:
@@ -306,14 +306,14 @@ class StreamManagement:
             self.router.unbind(manager.session)
             return
         negotiator.adopt(manager.session)  # what the client sends now queues behind the rest
-        in_order = manager.session.in_order
-        if not in_order.locked:
+        later = manager.session.after_handled()
+        if later is None:
             self._resumed(manager, xs, h)
         else:
             # Its h counts what the old connection delivered, every one of them:
             # else the client would send again what the server already has.
             manager.resuming = True
-            in_order.run(lambda: None).addCallback(lambda _: self._resumed(manager, xs, h))
+            later.addCallback(lambda _: self._resumed(manager, xs, h))
 
     def _resumed(self, manager: StreamManager, xs, h: int) -> None:
         manager.resuming = False

@@ -148,7 +148,7 @@ class MemoryStorage:
                  max_items: int | None) -> defer.Deferred[Item]:
         items = self._items[(service, node_id)]
         items.pop(item.item_id, None)
-        stored = dataclasses.replace(item, seq=next(self._seq))
+        stored = Item(item.item_id, item.payload, item.publisher, item.published, next(self._seq))
         items[item.item_id] = stored
         if max_items is not None:
             while len(items) > max_items:

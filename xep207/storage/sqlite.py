@@ -101,7 +101,12 @@ class SQLiteStorage(SQLStorage):
         from twisted.internet import reactor
 
         self._reactor = IReactorFromThreads(reactor)
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()  # None: stop
+        self._clock = reactor
+        # Operations issued in one reactor turn go to the thread together, as one
+        # transaction: one commit, one wake-up of the reactor for their answers,
+        # and their consequences (deliveries) written in one turn (issue 13).
+        self._turn: list[_Job] | None = None
+        self._jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()  # None: stop
         self._stopped: defer.Deferred[None] = defer.Deferred()
         self._pool = threading.Thread(target=self._work, name=f"xep207-sqlite {self.path}", daemon=True)
         self._pool.start()
@@ -110,20 +115,32 @@ class SQLiteStorage(SQLStorage):
     def stop(self):
         if self._pool is None:
             return defer.succeed(None)
+        self._hand_over()
         self._pool = None
         self._jobs.put(None)
         return self._stopped
 
     def queue_depth(self) -> int:
         """Operations waiting for the database thread (for metrics)."""
-        return self._jobs.qsize() if self._pool is not None else 0
+        if self._pool is None:
+            return 0
+        return self._jobs.qsize() + len(self._turn or ())  # (turns waiting, and this turn's)
 
     def _transact(self, function, *args):
         if self._pool is None:
             return defer.fail(StorageUnavailable(f"storage {self.url} is not open"))
         d: defer.Deferred[Any] = defer.Deferred()
-        self._jobs.put((function, args, d))
+        if self._turn is None:
+            self._turn = []
+            self._clock.callLater(0, self._hand_over)
+        self._turn.append((function, args, d))
         return d
+
+    def _hand_over(self) -> None:
+        """Give the thread what this turn issued, in the order issued."""
+        turn, self._turn = self._turn, None
+        if turn:
+            self._jobs.put(turn)
 
     # The database thread ------------------------------------------------------------
 
@@ -182,16 +199,16 @@ class SQLiteStorage(SQLStorage):
         first = self._jobs.get()
         if first is None:
             return None
-        batch = [first]
+        batch = list(first)
         while len(batch) < self.MAX_BATCH:
             try:
-                job = self._jobs.get_nowait()
+                jobs = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            if job is None:
+            if jobs is None:
                 self._jobs.put(None)  # stop after this batch
                 break
-            batch.append(job)
+            batch.extend(jobs)
         return batch
 
     def _run_batch(self, connection, batch, translate):
@@ -221,13 +238,18 @@ class SQLiteStorage(SQLStorage):
 
     def _fail_all(self, failure):
         self._pool = None  # the thread is gone: later operations fail at once
+        waiting: list[_Job] = []
         while True:
             try:
-                job = self._jobs.get_nowait()
+                jobs = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            if job is not None:
-                job[2].errback(failure)
+            if jobs is not None:
+                waiting.extend(jobs)
+        waiting.extend(self._turn or ())
+        self._turn = None
+        for job in waiting:
+            job[2].errback(failure)
 
     @staticmethod
     def _deliver(results):

@@ -9,6 +9,7 @@ of either kind creates the node.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import ClassVar, Mapping, Sequence
 
 from xep207.pubsub import errors
@@ -33,12 +34,14 @@ OFFLINE_MARK = "xep207#offline-since"  # subscription option: first undelivered 
 PAIR_OPTIONS = ("pubsub#deliver",)
 
 
+@lru_cache(maxsize=65536)  # a pure function of strings, asked on every message (issue 13)
 def pair_node_id(a: str, b: str) -> str:
     """A stable node name for two bare JIDs, whoever writes first."""
     first, second = sorted((a, b))
     return f"{PAIR_PREFIX}{first}:{second}"
 
 
+@lru_cache(maxsize=65536)
 def pair_parties(node_id: str) -> tuple[str, str] | None:
     """The two bare JIDs of a well-formed pair name, else None."""
     if not node_id.startswith(PAIR_PREFIX):

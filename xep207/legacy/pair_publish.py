@@ -1,0 +1,97 @@
+"""A one-to-one message on its way into its pair node, pipelined (issue 13).
+
+Where storage runs operations in the order issued (SQLite's one writer,
+``memory:``), a conversation's next message need not wait for the one before
+to be committed: it is issued as soon as the one before is in storage's queue.
+What keeps the rules:
+
+- storage order is the order issued (the writer queue);
+- what follows the store — delivery, the pair kind's offline mark — runs for
+  each message only after the one before is done (``engine.publish(after=…)``),
+  so each sees the mark the one before left;
+- anyone else who writes the conversation's marks (offline flush, the
+  XEP-0198 window) takes the conversation lock alone, once the pipeline drained;
+- the session's next stanza goes on at the hand-off, but XEP-0198 counts the
+  message as handled only once stored (``Session.durable``): an ``<a h/>``
+  still means "stored";
+- a message that is only routed (a chat state) never overtakes the stored
+  messages of its conversation still on their way.
+
+Without ordered writes (a connection pool) each message waits for the one
+before, as it always did.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from xep207.ordering import ConversationLock
+from xep207.storage.records import VIA_LEGACY
+
+__all__ = ["PairPublisher"]
+
+
+class PairPublisher:
+    def __init__(self, chat):
+        self.chat = chat
+        self.engine = chat.engine
+        self.router = chat.router
+        self.pipelined = bool(getattr(chat.engine.storage, "ordered_writes", False))
+
+    def publish(self, stanza, session, node_id: str, payload: str) -> defer.Deferred:
+        """Fires True once the message is in storage's queue (or, without a
+        hand-off, stored), or with its refusal."""
+        lock = self.chat.lock_for(node_id)
+        if lock.try_join(share=self.pipelined):
+            return self._start(stanza, session, node_id, payload, lock)
+        return lock.join().addCallback(lambda _: self._start(stanza, session, node_id, payload, lock))
+
+    def behind(self, node_id: str) -> defer.Deferred | None:
+        """For a message only routed: fires once the conversation's stored
+        messages on their way are delivered; None when there are none."""
+        lock = self.chat._locks.get(node_id)
+        return lock.after_tail() if lock is not None else None
+
+    def _start(self, stanza, session, node_id: str, payload: str, lock: ConversationLock) -> defer.Deferred:
+        entry, after = lock.enter()
+        handed: defer.Deferred = defer.Deferred()
+
+        def queued() -> None:
+            if not handed.called:
+                handed.callback(True)
+
+        # The pair kind creates the node on a party's first message,
+        # whichever door it came through.
+        full = self.engine.publish(session.full, self.chat.pubsub_domain, node_id, [(None, payload)],
+                                   vetted=True, via=VIA_LEGACY, queued=queued, after=after)
+        full.addBoth(self._published, node_id, lock, entry, session)
+        full.addBoth(self._settled, handed, stanza)
+        session.durable.run(lambda: full)
+        self.router.in_flight.track(full)
+        return handed
+
+    def _published(self, result, node_id: str, lock: ConversationLock, entry: list, session=None):
+        lock.finish(entry)  # (the next message's consequences wait for this one's)
+        lock.leave()
+        if not lock.locked and self.chat._locks.get(node_id) is lock:
+            del self.chat._locks[node_id]
+        if isinstance(result, Failure):
+            return result
+        stored = self.chat.offline.window.stored(node_id)  # (XEP-0198: where a crash cannot lose it)
+        # The same on a cluster's other processes (xep207.cluster.routing: handled there, or kept
+        # offline), for a sender whose XEP-0198 acks say so.
+        crossed = None
+        if self.chat.elsewhere is not None and getattr(session, "sm", None) is not None:
+            crossed = self.chat.elsewhere(node_id)
+        waits = [d for d in (stored, crossed) if d is not None]
+        if waits:
+            return defer.gatherResults(waits).addCallback(lambda _: True)
+        return True
+
+    def _settled(self, result, handed: defer.Deferred, stanza) -> None:
+        if not handed.called:
+            handed.callback(result)  # refused before its hand-off (or none): the router answers
+        elif isinstance(result, Failure):
+            self.router.route_failed(result, stanza)  # failed once queued: bounced all the same
+        return None
