@@ -42,6 +42,7 @@ from twisted.words.xish import domish
 from xep207.cluster import codec
 from xep207.cluster.link import ClusterUnavailable
 from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
+from xep207.pubsub.kinds.pair import PairKind
 from xep207.xmlutil import parse_stanza
 
 if TYPE_CHECKING:
@@ -198,7 +199,10 @@ class Routing:
                 return
             for item in event.items:
                 for recipient in recipients:
-                    await kind.undelivered(engine, node, item, recipient)
+                    if isinstance(kind, PairKind):
+                        await kind.undelivered(engine, node, item, recipient, late=True)
+                    else:  # (a plugin's kind may predate ``late``)
+                        await kind.undelivered(engine, node, item, recipient)
 
         # Reported after the publish returned: under the conversation's lock,
         # as the engine reports a miss inside the publish in one process (the

@@ -203,11 +203,13 @@ class PairKind(NodeKind):
             only_options(options, PAIR_OPTIONS)
         return await super().check_options(access, subscription, options)
 
-    async def undelivered(self, engine, node: Node, item: Item, recipient) -> None:
+    async def undelivered(self, engine, node: Node, item: Item, recipient, late: bool = False) -> None:
         """Remember the first message a party missed; its next session gets
         everything from there (XEP-0160 offline delivery, read from the items).
-        The mark only moves back: a miss reported late (a cluster's other
-        process was gone) must not hide an earlier one."""
+        ``late``: reported after its publish returned (a cluster's other
+        process was gone), maybe after later misses: the mark then moves back
+        to the earlier one (at least once: an offline delivery under way may
+        have carried it already)."""
         subscription = recipient.subscription
         if subscription is None or bare(subscription.subscriber) == bare(item.publisher):
             return
@@ -216,6 +218,8 @@ class PairKind(NodeKind):
         if current is None:
             return
         mark = current.options.get(OFFLINE_MARK)
+        if mark and not late:
+            return  # reported in order, inside the publish: an earlier miss is remembered
         if mark == item.item_id:
             return
         if mark:
