@@ -660,6 +660,7 @@ class PubSubEngine:
                 recipients)
             for recipient in undelivered or ():
                 await kind.undelivered(self, node, item, recipient)
+        await kind.after_publish(access, item)
         return [item.item_id]
 
     def _check_preconditions(self, config: NodeConfig, options: Mapping[str, object]) -> None:
@@ -761,6 +762,8 @@ class PubSubEngine:
             service, node_id, subscriber, PENDING if needs_approval else SUBSCRIBED,
             options={**cleaned, **(bookkeeping or {})}, via=via)
         await self.add_subscription(subscription, requestor)
+        if needs_approval and await self._approved_since(kind, access, subscriber):
+            return subscription  # pending as answered; the approval's notification follows (§8.6)
         if needs_approval:
             self.sink.request_authorization(AuthorizationRequest(
                 service, node_id, subscription, tuple(self._owners(node, access.affiliations)),
@@ -768,6 +771,20 @@ class PubSubEngine:
         else:
             self._send_last_item_later(node, subscription)
         return subscription
+
+    async def _approved_since(self, kind: NodeKind, access: Access, subscriber: str) -> bool:
+        """The owner's consent stored between our look for it and our pending
+        write (RFC 6121 §3.4: her 'subscribed' crossed this request, through
+        either door): it answers the request now. The owner's side re-reads
+        too; whichever answers second finds nothing pending."""
+        if not await kind.consume_pre_approval(access, subscriber):
+            return False
+        try:
+            await self.answer_authorization(Trusted(access.service), access.service, access.node_id,
+                                            subscriber, True)
+        except errors.StanzaError:
+            pass  # the owner's side answered it first
+        return True
 
     async def add_subscription(self, subscription: Subscription, actor: str) -> None:
         """Store a new subscription and tell the world (kinds use it on creation)."""

@@ -23,6 +23,7 @@ from xep207.storage.records import (
     PENDING,
     SUBSCRIBED,
     AffiliationName,
+    Item,
     NodeConfig,
     Subscription,
     bare,
@@ -148,6 +149,24 @@ class RosterKind(NodeKind):
     async def check_subscription_change(self, access: Access, subscriber: str, state: str,
                                         existing: Subscription | None) -> bool:
         return state == NONE or bare(subscriber) == access.service
+
+    async def after_publish(self, access: Access, item: Item) -> None:
+        """RFC 6121 §3.1.4/§3.4: a pre-approval stored (a legacy 'subscribed', or
+        the owner's native publish) while the contact's request is pending is
+        the owner's approval of it, used up at once: never a pending request
+        and a pre-approval side by side. Across a block (XEP-0191) it stays a
+        pre-approval, as a legacy 'subscribed' would not pass either."""
+        if not is_pre_approval(item.payload):
+            return
+        engine, owner, contact = access.engine, access.service, item.item_id
+        pending = await engine.storage.get_subscription(owner, PRESENCE_NODE, contact)
+        if pending is None or pending.state != PENDING:
+            return
+        try:
+            await engine.answer_authorization(owner, owner, PRESENCE_NODE, contact, True)
+        except errors.StanzaError:
+            return  # answered meanwhile (the crossing's other side), or blocked
+        await engine.publish(Trusted(owner), owner, ROSTER_NODE, [(contact, without_pre_approval(item.payload))])
 
 
 ACCOUNT_NODES: Sequence[str] = (PRESENCE_NODE, ROSTER_NODE)

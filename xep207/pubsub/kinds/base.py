@@ -331,6 +331,10 @@ class NodeKind:
 
     # The service's bookkeeping ------------------------------------------------------
 
+    async def after_publish(self, access: Access, item: Item) -> None:
+        """What a stored item means beyond itself, whichever door published it
+        (presence's roster: a pre-approval answers a pending request)."""
+
     async def undelivered(self, engine, node: Node, item: Item, recipient, late: bool = False) -> None:
         """A live item reached none of ``recipient``'s sessions. ``late``: told
         after its publish returned (xep207.cluster), maybe after later items'."""

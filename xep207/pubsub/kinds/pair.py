@@ -112,6 +112,10 @@ class PairKind(NodeKind):
         return any(party not in access.affiliations for party in pair_parties(access.node_id) or ())
 
     async def finish_setup(self, engine, node: Node, requestor: str, via: Via) -> None:
+        # The creator checked both accounts before it made the node; one may be
+        # gone or going since (its removal found no subscription of its here):
+        # finishing must not subscribe it for the next account of that name.
+        await self._well_formed(engine, node.node_id)
         await self._set_up(engine, node, requestor, via, only_missing=True)
 
     async def _set_up(self, engine, node: Node, requestor: str, via: Via, *, only_missing: bool) -> None:
