@@ -138,6 +138,51 @@ class Invalidation(ClusterCase):
         self.assertIn("service-unavailable", error.toXml())
 
 
+    async def test_a_removal_answered_on_one_process_holds_on_the_others(self):
+        """Known accounts are forgotten everywhere before XEP-0077's answer."""
+        alice = await self.online("alice", "a")  # the first process: knows bob exists
+        alice.send(f"<message to='bob@{DOMAIN}' type='headline'><body>warm</body></message>")
+        await self.settle(alice)
+        bob = await self.online("bob", "b")  # the second
+        bob.send("<iq type='set' id='rm'><query xmlns='jabber:iq:register'><remove/></query></iq>")
+        self.assert_ok(await bob.wait_for(lambda e: e.name == "iq" and e.getAttribute("id") == "rm"))
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat' id='late'><body>still there?</body></message>")
+        error = await alice.wait_for(lambda e: e.name == "message" and e.getAttribute("id") == "late")
+        self.assertIn("service-unavailable", error.toXml())
+
+    async def test_a_password_changed_on_one_process_stops_a_login_under_way_on_another(self):
+        """A stream that authenticated before the change binds on no process."""
+        from tests.server_helpers import plain_auth
+
+        self._next = 1
+        client = await self.connect()  # the second process
+        client.header()
+        await client.expect("</stream:features>")
+        client.send(plain_auth("bob"))
+        await client.expect("<success")
+        client.header()
+        await client.expect("</stream:features>")
+        await self.servers[0].accounts.change_password(f"bob@{DOMAIN}", "another secret")  # the first process
+        client.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                    "<resource>late</resource></bind></iq>")
+        from twisted.internet import reactor
+
+        self.assertIn(b"<reset", await client.closed.addTimeout(15, reactor))  # (bound: a bound stream stays open)
+
+    async def test_a_photo_set_through_one_process_is_in_presence_sent_through_another(self):
+        """XEP-0153: each process keeps the photo hash of the accounts online
+        there; a vCard written elsewhere is the new hash before its answer."""
+        from tests.test_doors_personal import IMAGE_SHA1, photo, vcard
+
+        here = await self.online("alice", "here")  # the first process
+        there = await self.online("alice", "there")  # the second: its hash ('' — no photo) is cached
+        self.assert_ok(await self.iq(here, "set", None, vcard("<FN>Alice</FN>" + photo())))
+        there.send("<presence><show>away</show></presence>")
+        echo = await there.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == there.jid
+                                    and e.show is not None)
+        self.assertIn(IMAGE_SHA1, echo.toXml())
+
+
 class SharedPort(ClusterCase):
     """``--c2s-reuse-port``: the three processes listen on one port."""
 
@@ -252,3 +297,260 @@ class Blocking(ClusterCase):
         self.assertEqual([sorted(s.engine.blocks.of(blocking.ALICE)) for s in self.servers], [[]] * 3)
         eve.send(f"<message to='{blocking.ALICE}' type='chat'><body>again</body></message>")
         await alice.wait_for(is_message("again"))
+
+    async def test_a_block_through_xep0060_holds_everywhere_once_answered(self):
+        """The other door: a blocklist item published (then retracted) is in
+        every process's index before the publish is answered."""
+        import tests.test_blocking as blocking
+
+        alice = await self.online("alice", "a")
+        eve = await self.online("eve", "e")  # on another process
+        for round in range(3):
+            self.assert_ok(await self.publish(alice, blocking.ALICE, "blocklist",
+                                              f"<item xmlns='{blocking.NS_BLOCKING}' jid='{blocking.EVE}'/>",
+                                              blocking.EVE))
+            eve.send(f"<message id='b{round}' to='{blocking.ALICE}' type='chat'><body>hello?</body></message>")
+            error = await eve.wait_for(lambda e: e.name == "message" and e.getAttribute("id") == f"b{round}")
+            self.assertIn("service-unavailable", error.toXml())
+            self.assert_ok(await self.retract(alice, blocking.ALICE, "blocklist", blocking.EVE))
+            eve.send(f"<message to='{blocking.ALICE}' type='chat'><body>again {round}</body></message>")
+            await alice.wait_for(is_message(f"again {round}"))
+        self.nothing(alice, is_message("hello?"))
+
+
+class OfflineAcrossProcesses(ClusterCase):
+    """Issue 15: a one-to-one message whose recipient's process is gone, or
+    whose session left while the message crossed, waits offline — every one
+    of them, from the first (the merged tree lost the first of a burst to a
+    dead process: each miss was reported after its publish, outside the
+    conversation's lock, and the last report won)."""
+
+    def believe(self, server, node, full):
+        """``server``'s mirror says ``full`` is bound on ``node``: what it
+        believes in the instant between a process dying (or a session
+        leaving) and the news reaching it."""
+        from xep207.cluster.registry import SessionInfo
+
+        server.cluster.directory.set(node, full, SessionInfo(available=True))
+
+    async def drained(self, server) -> None:
+        """Every Redis reply this process awaited has come back, and what it
+        started on them (keeping undelivered items) has finished."""
+        await server.cluster.command("PING")
+        await server.cluster.work.drain()
+        await server.quiesce()
+
+    async def test_a_burst_to_a_dead_process_waits_in_full(self):
+        alice = await self.online("alice", "a")
+        self.believe(self.servers[0], "vanished", f"bob@{DOMAIN}/b")
+        for i in range(8):
+            alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>while dead {i}</body></message>")
+        await self.settle(alice)
+        await self.drained(self.servers[0])
+        self.assertGreaterEqual(self.servers[0].cluster.stats["events-undelivered"], 8)
+        bob = await self.online("bob", "b")  # on another process
+        for i in range(8):
+            await bob.wait_for(is_message(f"while dead {i}"))
+        bodies = [str(e.body) for e in bob.stanzas if is_message()(e) and e.body is not None]
+        self.assertEqual(bodies, [f"while dead {i}" for i in range(8)])  # in order, once
+
+    async def test_a_message_crossing_to_a_session_that_left_waits_offline(self):
+        alice = await self.online("alice", "a")  # on the first process
+        carol = await self.online("carol", "c")  # on the second
+        self.believe(self.servers[0], self.servers[1].cluster.name, f"bob@{DOMAIN}/gone")
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>crossed</body></message>")
+        # Behind the event on the same channel: once carol has it, the second process handled the event.
+        alice.send(f"<iq type='get' to='{carol.jid}' id='behind'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await carol.wait_for(lambda e: e.name == "iq" and e.getAttribute("id") == "behind")
+        await self.drained(self.servers[1])
+        self.assertEqual(self.servers[1].cluster.stats["events-undelivered"], 1)
+        bob = await self.online("bob", "b")  # on the third
+        await bob.wait_for(is_message("crossed"))
+
+    async def test_misses_reported_late_and_out_of_order_keep_the_earliest(self):
+        """Misses come back from Redis after their publish, in any order and
+        beside each other: the mark ends at the earliest, whatever came last."""
+        from xep207.pubsub.events import ITEMS, Event, Recipient
+        from xep207.pubsub.kinds import pair_node_id
+
+        alice = await self.online("alice", "a")
+        bob = await self.online("bob", "b")
+        for i in range(3):
+            alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>late {i}</body></message>")
+            await bob.wait_for(is_message(f"late {i}"))
+        await self.logout(bob)
+        server = self.servers[0]
+        node_id = pair_node_id(f"alice@{DOMAIN}", f"bob@{DOMAIN}")
+        items = (await server.storage.page_items(PUBSUB, node_id)).items
+        subscription = await server.storage.get_subscription(PUBSUB, node_id, f"bob@{DOMAIN}")
+        recipient = Recipient(f"bob@{DOMAIN}", subscription)
+        # As the replies of PUBLISHes to a process that died report them: the
+        # newest first, one after the other; then two at once.
+        for item in reversed(items[1:]):
+            server.cluster.routing._undelivered(Event(PUBSUB, node_id, ITEMS, items=(item,), node_kind="pair"),
+                                                [recipient])
+            await server.cluster.work.drain()
+        for item in (items[0], items[2]):
+            server.cluster.routing._undelivered(Event(PUBSUB, node_id, ITEMS, items=(item,), node_kind="pair"),
+                                                [recipient])
+        await server.cluster.work.drain()
+        bob = await self.online("bob", "b2")
+        for i in range(3):
+            await bob.wait_for(is_message(f"late {i}"))
+
+
+class Uploads(ClusterCase):
+    """XEP-0363 with ``--upload-dir`` shared by the processes: a file PUT
+    through one process is served by every other, and a slot one process
+    signed is accepted by another (a load balancer may send the PUT anywhere)."""
+
+    async def setUp(self):
+        from tests.peers import temp_dir
+
+        self.upload_dir = temp_dir(self)
+        await self.start_server("--http-port", "0", "--http-interfaces", "127.0.0.1", "--http-plain",
+                                "--upload-dir", self.upload_dir)
+
+    def at(self, url: str, server) -> str:
+        from urllib.parse import urlsplit, urlunsplit
+
+        return urlunsplit(urlsplit(url)._replace(netloc=f"127.0.0.1:{server.web.port}"))
+
+    async def slot(self, client, size: int):
+        from xep207.web.upload import NS_UPLOAD
+
+        reply = self.assert_ok(await self.iq(client, "get", f"upload.{DOMAIN}",
+                                             f"<request xmlns='{NS_UPLOAD}' filename='cat.png' size='{size}' "
+                                             "content-type='image/png'/>"))
+        return reply.slot.put["url"], reply.slot.get["url"]
+
+    async def test_put_through_one_process_get_through_the_others(self):
+        import os
+
+        from tests.web_helpers import http_request
+
+        alice = await self.online("alice", "a")  # the slot comes from the first process
+        body = os.urandom(5000)
+        put, get = await self.slot(alice, len(body))
+        first, second, third = self.servers
+        status, _, _ = await http_request("PUT", self.at(put, second), body, {"Content-Type": "image/png"})
+        self.assertEqual(status, 201)  # signed by the first, stored by the second
+        for server in (third, first, second):
+            status, _, data = await http_request("GET", self.at(get, server))
+            self.assertEqual((status, data), (200, body))
+        # One upload per slot, whichever process is asked again.
+        status, _, _ = await http_request("PUT", self.at(put, third), body, {"Content-Type": "image/png"})
+        self.assertEqual(status, 409)
+        # The quota counts what every process stored; expiry on one removes it for all.
+        self.assertEqual(third.web.upload.store.used_by(f"alice@{DOMAIN}"), len(body))
+        # An upload another process is writing stays; one its dead process left a day ago goes.
+        writing, abandoned = (os.path.join(self.upload_dir, f"{c * 32}.part") for c in "ab")
+        for path in (writing, abandoned):
+            with open(path, "wb") as f:
+                f.write(b"half")
+        os.utime(abandoned, (0, 0))
+        first.web.upload.store.expire(first.web.upload.clock.seconds() + 10 ** 7, 1)
+        status, _, _ = await http_request("GET", self.at(get, second))
+        self.assertEqual(status, 404)
+        self.assertEqual(sorted(os.listdir(self.upload_dir)), [os.path.basename(writing), "slot-secret"])
+        # A slot id that is no file, and the secret, are never served.
+        for path in ("/upload/slot-secret/x", f"/upload/{'c' * 32}/cat.png", "/upload/../slot-secret"):
+            status, _, _ = await http_request("GET", f"http://127.0.0.1:{second.web.port}{path}")
+            self.assertEqual(status, 404, path)
+
+    async def test_a_cluster_without_a_shared_upload_dir_does_not_start(self):
+        from xep207.server.tap import Server
+        from xep207.startup import StartupError
+        from xep207.tap import Options
+
+        options = Options()
+        options.parseOptions([*self.server_argv[:-2], "--cluster", self.redis_url, "--node-name", "lonely",
+                              "--data-dir", self.data_dir])
+        self.assertNotIn("--upload-dir", options.get("upload-dir") or "")
+        with self.assertRaises(StartupError) as raised:
+            Server(options)
+        self.assertIn("--upload-dir", str(raised.exception))
+
+
+class AcknowledgedAcrossProcesses(ClusterCase):
+    """XEP-0198 across processes: a sender's ``<a h/>`` covers a one-to-one
+    message only once the process holding the recipient handled it (written,
+    its unacknowledged window stored) — or, if that process never says so,
+    once it is kept offline. A process killed between receiving a message and
+    handling it cannot lose one that was acknowledged."""
+
+    async def mute_process(self, name: str):
+        """A process that hears its channel and never answers (as one does
+        that dies after reading a message and before handling it)."""
+        from twisted.internet import protocol, reactor
+
+        from xep207.cluster.link import RedisAddress
+
+        address = RedisAddress.parse(self.redis_url)
+        channel = self.servers[0].cluster.keys.channel(name)
+        heard: list[bytes] = []
+
+        class Mute(protocol.Protocol):
+            def connectionMade(self):
+                self.transport.write(f"SUBSCRIBE {channel}\r\n".encode())
+
+            def dataReceived(self, data):
+                heard.append(data)
+
+        client = await protocol.ClientCreator(reactor, Mute).connectTCP(address.host, address.port)
+        self.addCleanup(client.transport.loseConnection)
+        while not any(b"subscribe" in chunk for chunk in heard):  # its SUBSCRIBE answered
+            await self.servers[0].cluster.command("PING")
+        return heard
+
+    async def acked(self, client, count: int):
+        from tests.sm_helpers import NS_SM
+
+        client.send(f"<r xmlns='{NS_SM}'/>")
+        answer = await client.wait_for(lambda e: e.uri == NS_SM and e.name == "a"
+                                       and int(e.getAttribute("h")) >= count)
+        return int(answer["h"])
+
+    async def test_an_acknowledged_message_waits_for_the_other_process(self):
+        from tests.sm_helpers import enable
+
+        alice = await self.online("alice", "a")  # the first process
+        carol = await self.online("carol", "c")  # the second
+        await enable(alice, resume=False)
+        first = self.servers[0].cluster
+        # Handled there: confirmed, nothing kept offline.
+        alice.send(f"<message to='carol@{DOMAIN}' type='chat'><body>to carol</body></message>")
+        await carol.wait_for(is_message("to carol"))
+        self.assertEqual(await self.acked(alice, 1), 1)
+        self.assertEqual((first.stats["crossings-handled"], first.stats["crossings-unanswered"]), (1, 0))
+        # Heard and never handled: the ack waits until it is kept offline for bob.
+        heard = await self.mute_process("mute")
+        from xep207.cluster.registry import SessionInfo
+
+        first.directory.set("mute", f"bob@{DOMAIN}/b", SessionInfo(available=True))
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>acknowledged</body></message>")
+        self.assertEqual(await self.acked(alice, 2), 2)
+        self.assertTrue(any(b"acknowledged" in chunk for chunk in heard))  # it did reach the mute process
+        self.assertEqual(first.stats["crossings-unanswered"], 1)
+        first.directory.set("mute", f"bob@{DOMAIN}/b", None)
+        bob = await self.online("bob", "b")  # the third process
+        await bob.wait_for(is_message("acknowledged"))
+
+
+class RoomHomes(ClusterCase):
+    async def test_a_room_whose_home_just_died_is_served_by_the_next(self):
+        """A process whose heartbeat has not gone stale here yet, but that
+        hears nothing (killed): its rooms' stanzas go to their next home."""
+        import hashlib
+
+        first = self.servers[0].cluster
+        first.live.add("ghost")  # dead, not yet noticed
+        nodes = first.live | {first.name}
+        room = next(name for name in (f"room{i}" for i in range(1000))
+                    if max(nodes, key=lambda n: hashlib.sha1(f"{n}\0{name}".encode()).digest()) == "ghost")
+        alice = await self.online("alice", "a")  # on the first process
+        alice.send(f"<presence to='{room}@chat.{DOMAIN}/Alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+        joined = await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("from", "").startswith(room))
+        self.assertIsNone(joined.getAttribute("type"), joined.toXml())
+        self.assertNotIn("ghost", first.live)
+        self.assertEqual(first.stats["room-homes-unreachable"], 1)

@@ -14,12 +14,25 @@ from twisted.internet import protocol, reactor
 from twisted.trial import unittest
 
 from tests.peers import free_port, source_env, temp_dir, twistd
-from tests.server_helpers import DOMAIN, PASSWORD, RawClient, open_item
+from tests.server_helpers import DOMAIN, PASSWORD, RawClient
 
 TIMEOUT = 3.0  # --cluster-timeout: the bound on noticing a dead process
 CTL = [sys.executable, "-m", "xep207.admin"]
-USERS = ("alice", "bob", "carol")
-ROOM = f"lobby@chat.{DOMAIN}"
+USERS = ("alice", "bob", "carol", "dave")
+
+
+def homed_on(node: str, nodes: tuple[str, ...]) -> str:
+    """A room name whose home (``Routing.home_of``'s rendezvous hash) is ``node``."""
+    import hashlib
+
+    for i in range(1000):
+        name = f"lobby{i}"
+        if max(nodes, key=lambda n: hashlib.sha1(f"{n}\0{name}".encode()).digest()) == node:
+            return name
+    raise AssertionError("no such room name")
+
+
+ROOM = f"{homed_on('n1', ('n0', 'n1', 'n2'))}@chat.{DOMAIN}"  # killed below: its home moves
 NS_MUC = "http://jabber.org/protocol/muc"
 
 
@@ -96,23 +109,40 @@ class ClusterFaults(unittest.TestCase):
         a.send(f"<presence to='{b_bare}' type='subscribed'/>")
         await b.wait_for(presence_from(a.jid))
 
-    async def join(self, client, nick):
-        client.send(f"<presence to='{ROOM}/{nick}'><x xmlns='{NS_MUC}'/></presence>")
+    async def join(self, client, nick, children=""):
+        """Join; the subject, which ends the join (XEP-0045 §7.2.16)."""
+        since = len(client.stanzas)
+        client.send(f"<presence to='{ROOM}/{nick}'><x xmlns='{NS_MUC}'/>{children}</presence>")
         own = await client.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == f"{ROOM}/{nick}"
                                     and "code='110'" in e.toXml())
-        await client.wait_for(lambda e: e.name == "message" and e.subject is not None)
+        subject = await client.wait_for(lambda e: e.name == "message" and e.subject is not None)
+        self.occupant_list = [e for e in client.stanzas[since:] if e.name == "presence"
+                              and e.getAttribute("from", "").startswith(ROOM + "/")
+                              and e.getAttribute("from") != f"{ROOM}/{nick}"]
         if "code='201'" in own.toXml():  # a new room is locked until its owner accepts it (XEP-0045 §10.1.2)
             client.send(f"<iq type='set' id='instant-{nick}' to='{ROOM}'><query xmlns='http://jabber.org/protocol/"
                         "muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>")
             answer = await client.wait_for(lambda e: e.name == "iq" and e.getAttribute("id") == f"instant-{nick}")
             assert answer.getAttribute("type") == "result", answer.toXml()
+        return subject
 
-    async def test_killed_process_leaves_others_serve_it_rejoins(self):
+    def assert_room_as_left(self, subject, others: dict[str, bool]) -> None:
+        """What a joiner was told: the occupants (nick → whether it is alice,
+        away in a meeting, as she said when she joined) and the subject."""
+        self.assertEqual(str(subject.subject), "plans")
+        self.assertEqual(sorted(e["from"].split("/", 1)[1] for e in self.occupant_list), sorted(others))
+        for presence in self.occupant_list:
+            nick = presence["from"].split("/", 1)[1]
+            if others[nick]:
+                self.assertEqual((str(presence.show), str(presence.status)), ("away", "in a meeting"),
+                                 presence.toXml())
+
+    async def test_killed_room_home_others_keep_the_room(self):
+        """The room's home is the process killed: the survivors' occupants
+        keep chatting, a newcomer gets the occupant list (with each one's
+        show and status) and the subject, here and after the home comes back."""
         await self.killed_process_scenario(offline_kept=False)
 
-    @open_item("issue 15: in the merged tree (stream management's offline delivery with the cluster), "
-               "messages sent to a user whose process was killed do not reach him after it restarts "
-               "(passes on the cluster branch alone; fails under load in the full suite)")
     async def test_messages_to_a_killed_process_wait_for_its_restart(self):
         await self.killed_process_scenario(offline_kept=True)
 
@@ -122,7 +152,10 @@ class ClusterFaults(unittest.TestCase):
         carol = await self.online("carol", "n2", "c")
         await self.befriend(alice, bob)
         await self.befriend(carol, bob)
-        for client, nick in ((alice, "Alice"), (bob, "Bob"), (carol, "Carol")):
+        await self.join(alice, "Alice", "<show>away</show><status>in a meeting</status>")
+        alice.send(f"<message to='{ROOM}' type='groupchat'><subject>plans</subject></message>")
+        await alice.wait_for(lambda e: e.name == "message" and e.subject is not None and str(e.subject) == "plans")
+        for client, nick in ((bob, "Bob"), (carol, "Carol")):
             await self.join(client, nick)
         await alice.wait_for(presence_from(f"{ROOM}/Carol"))
 
@@ -153,6 +186,10 @@ class ClusterFaults(unittest.TestCase):
         # Exactly once: one unavailable presence each, not one per surviving process.
         self.assertEqual(len([e for e in alice.stanzas if presence_from(bob.jid, "unavailable")(e)]), 1)
         self.assertEqual(len([e for e in carol.stanzas if presence_from(f"{ROOM}/Bob", "unavailable")(e)]), 1)
+        # The room's new home rebuilt what it renders: a newcomer sees it as it was.
+        dave = await self.online("dave", "n2", "d")
+        self.assert_room_as_left(await self.join(dave, "Dave"), {"Alice": True, "Carol": False})
+        await alice.wait_for(presence_from(f"{ROOM}/Dave"))
 
         # n1 restarts under its name and rejoins; bob gets what waited, contacts see him back.
         self.start("n1")
@@ -165,6 +202,11 @@ class ClusterFaults(unittest.TestCase):
         alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>welcome back</body></message>")
         await bob2.wait_for(body_is("welcome back"), timeout=60)
         self.assertEqual(len([e for e in alice.stanzas if presence_from(bob.jid, "unavailable")(e)]), 1)
+        # The room's home is n1 again (restarted, empty-handed): it loads the room before answering.
+        self.assert_room_as_left(await self.join(bob2, "Bob"), {"Alice": True, "Carol": False, "Dave": False})
+        dave.send(f"<message to='{ROOM}' type='groupchat'><body>hi all</body></message>")
+        for client in (alice, carol, bob2):
+            await client.wait_for(body_is("hi all"))
 
     async def test_redis_restart_errors_then_recovers(self):
         alice = await self.online("alice", "n0", "a")

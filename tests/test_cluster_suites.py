@@ -13,7 +13,6 @@ import tests.test_server_e2e as e2e
 from twisted.trial import unittest
 
 from tests.cluster_helpers import ClusterMixin
-from tests.server_helpers import open_item
 
 
 class PresenceInCluster(ClusterMixin, presence.XEP0207Presence):
@@ -69,12 +68,6 @@ class MixedPresenceInCluster(ClusterMixin, e2e.MixedPresence):
 
 
 class BlockingInCluster(ClusterMixin, blocking.Enforcement):
-    @open_item("issue 15: an unblock acknowledged by one process reaches the others' block index through "
-               "Redis after the write (the engine does not wait for its hooks): a stanza sent at once to "
-               "another process may still meet the block (docs/cluster.md, known limits)")
-    def test_messages_both_ways(self):
-        pass
-
     def test_pep_notifications_stop(self):
         raise unittest.SkipTest("sets another process's session caps in memory (single-process only)")
 

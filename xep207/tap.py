@@ -269,6 +269,9 @@ class Options(ConfigFileOptions):
         ["upload-quota", None, 104857600, "Bytes of uploaded files an account may keep at once.",
          _positive_int],
         ["upload-retention", None, 604800, "Seconds an uploaded file is kept.", _positive_int],
+        ["upload-dir", None, None,
+         "Keep uploaded files here, a directory every process of a cluster shares (NFS, a shared volume); "
+         "needed with --cluster. Default: DATA_DIR/upload."],
         ["cluster", None, None,
          "redis://host:port/db: serve --domain together with the other processes using this Redis "
          "and the same shared --storage (postgresql://…); see docs/cluster.md."],

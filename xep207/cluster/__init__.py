@@ -43,6 +43,7 @@ def install(server, options):
     from xep207.cluster.invalidation import Invalidation
     from xep207.cluster.link import RedisAddress
     from xep207.cluster.node import Cluster, default_node_name
+    from xep207.cluster.rooms import RoomState
 
     if getattr(server.storage_backend, "single_writer", False) or server.storage.url.startswith("memory:"):
         raise StartupError(f"--cluster needs storage every process shares (postgresql://…), "
@@ -54,6 +55,8 @@ def install(server, options):
     cluster = Cluster(server, url, options.get("node-name") or default_node_name(),
                       float(options.get("cluster-timeout") or 15.0))
     server.cluster_invalidation = Invalidation(cluster)
+    cluster.room_state = RoomState(cluster)
+    server.chat.elsewhere = cluster.routing.handled_elsewhere
     server.router.directory = cluster.directory
     server.delivery.cluster = cluster
     server.hooks.add(SESSION_BOUND, cluster.session_bound)

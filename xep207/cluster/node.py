@@ -68,6 +68,7 @@ class Cluster:
         self.keys = Keys(server.domain)
         self.stats: collections.Counter = collections.Counter()  # Redis commands and messages, by kind
         self.routing = Routing(self)
+        self.room_state: Any = None  # xep207.cluster.rooms.RoomState, once the groupchat service is there
         self.directory = Directory(self.routing)
         self.link = RedisLink(url, [self.keys.all, self.keys.channel(name)], self._on_message,
                               self._on_up, self._on_down, reply_timeout=min(5.0, max(1.0, timeout)),
@@ -395,7 +396,7 @@ class Cluster:
             elif kind == "gone":
                 self.directory.drop_node(node)
                 self.live.discard(node)
-            elif kind in ("forget", "blocks"):
+            elif kind in ("forget", "revoke", "blocks", "avatar"):
                 self.server.cluster_invalidation.received(message)
             return
         self.routing.received(kind, message)

@@ -30,16 +30,19 @@ without a stream per process to trim and replay.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.python import log
+from twisted.python.failure import Failure
 from twisted.words.xish import domish
 
 from xep207.cluster import codec
 from xep207.cluster.link import ClusterUnavailable
 from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
+from xep207.pubsub.kinds.pair import PairKind
 from xep207.xmlutil import parse_stanza
 
 if TYPE_CHECKING:
@@ -54,6 +57,8 @@ UNREACHABLE = "the server holding that session is unreachable; try again"
 class Routing:
     def __init__(self, cluster: "Cluster"):
         self.cluster = cluster
+        self._ids = itertools.count(1)
+        self._crossing: dict[str, _Crossing] = {}  # query → a one-to-one message not yet handled there
 
     @property
     def server(self):
@@ -83,16 +88,85 @@ class Routing:
 
     def forward_event(self, event: Event, by_node: dict[str, dict[str, Recipient]]) -> None:
         """One message per process holding sessions of these recipients; the
-        event serialized once for all of them."""
+        event serialized once for all of them. A live one-to-one message asks
+        to be told once it is handled there (written, its XEP-0198 window
+        stored, or kept offline): see ``handled_elsewhere``."""
         body = json.dumps(codec.event_data(event), separators=(",", ":"))
+        asks = event.kind == ITEMS and not event.replay and event.node_kind == "pair"
         for node, recipients in by_node.items():
             listed = list(recipients.values())
-            text = '{"t":"e","e":' + body + ',"r":' + json.dumps(codec.recipients_data(listed)) + "}"
+            ask = ""
+            crossing = None
+            if asks:
+                query = f"{self.cluster.name}:{next(self._ids)}"
+                crossing = self._crossing[query] = _Crossing(event.node_id)
+                crossing.done.addBoth(self._crossed, query)
+                ask = ',"q":' + json.dumps(query) + ',"n":' + json.dumps(self.cluster.name)
+            text = '{"t":"e","e":' + body + ',"r":' + json.dumps(codec.recipients_data(listed)) + ask + "}"
             self.cluster.stats["events-forwarded"] += 1
             d = self.cluster.publish(node, text)
-            missed = lambda listed=listed: self._undelivered(event, listed)  # noqa: E731
-            d.addCallback(self._heard, missed)
-            d.addErrback(self._failed, missed)
+            if crossing is None:
+                missed = lambda listed=listed: self._undelivered(event, listed)  # noqa: E731
+                d.addCallback(self._heard, missed)
+                d.addErrback(self._failed, missed)
+            else:
+                d.addBoth(self._asked, crossing, event, listed)
+
+    # A one-to-one message handled elsewhere ----------------------------------------------
+
+    def handled_elsewhere(self, node_id: str) -> defer.Deferred | None:
+        """Fires once every live message of this conversation that crossed to
+        another process was handled there (or, unanswered within the link's
+        reply timeout, kept offline here: at least once, never lost). The chat
+        capture waits for it before an XEP-0198 sender's message counts as
+        handled, as it waits for its own unacknowledged window in one process."""
+        waiting = [c.done for c in self._crossing.values() if c.node_id == node_id and not c.done.called]
+        if not waiting:
+            return None
+        return defer.DeferredList(waiting)
+
+    def _asked(self, result, crossing: "_Crossing", event: Event, listed: list[Recipient]) -> None:
+        """The PUBLISH of a message that asked to be confirmed came back."""
+        if isinstance(result, Failure):
+            if not result.check(ClusterUnavailable):
+                log.err(result, "cluster: forwarding a message")
+            heard = 0
+        else:
+            heard = int(result or 0)
+        if not heard:  # nobody there: kept offline here
+            self._safe_after(crossing, self._undelivered(event, listed))
+            return
+
+        def unanswered(failure):
+            failure.trap(defer.TimeoutError)
+            self.cluster.stats["crossings-unanswered"] += 1
+            log.msg(f"cluster: a message in {event.node_id} was not confirmed by the process holding its "
+                    "recipient; kept offline too (it may arrive twice)")
+            self._safe_after(crossing, self._undelivered(event, listed))
+
+        crossing.answered.addTimeout(self.cluster.link.reply_timeout, self.cluster.reactor)
+        crossing.answered.addCallbacks(lambda _: self._safe_after(crossing, None), unanswered)
+
+    @staticmethod
+    def _safe_after(crossing: "_Crossing", kept: defer.Deferred | None) -> None:
+        def safe(_=None) -> None:
+            if not crossing.done.called:
+                crossing.done.callback(None)
+
+        if kept is None:
+            safe()
+        else:
+            kept.addBoth(safe)
+
+    def _crossed(self, result, query: str):
+        self._crossing.pop(query, None)
+        return None
+
+    def _handled(self, message: dict) -> None:
+        crossing = self._crossing.get(str(message.get("q")))
+        if crossing is not None and not crossing.answered.called:
+            self.cluster.stats["crossings-handled"] += 1
+            crossing.answered.callback(None)
 
     def forward_request(self, request: AuthorizationRequest, nodes: set[str]) -> None:
         text = codec.dumps({"t": "a", "q": codec.request_data(request)})
@@ -109,11 +183,12 @@ class Routing:
         failure.trap(ClusterUnavailable)
         otherwise()
 
-    def _undelivered(self, event: Event, recipients: list[Recipient]) -> None:
+    def _undelivered(self, event: Event, recipients: list[Recipient]) -> defer.Deferred | None:
         """Nobody heard: a live item is undelivered to these recipients, and
-        their node's kind decides what to keep (the pair kind: offline)."""
+        their node's kind decides what to keep (the pair kind: offline).
+        Fires once it is kept."""
         if event.kind != ITEMS or event.replay:
-            return
+            return None
         self.cluster.stats["events-undelivered"] += 1
 
         async def report():
@@ -124,10 +199,18 @@ class Routing:
                 return
             for item in event.items:
                 for recipient in recipients:
-                    await kind.undelivered(engine, node, item, recipient)
+                    if isinstance(kind, PairKind):
+                        await kind.undelivered(engine, node, item, recipient, late=True)
+                    else:  # (a plugin's kind may predate ``late``)
+                        await kind.undelivered(engine, node, item, recipient)
 
-        d = self.cluster.work.track(defer.ensureDeferred(report()))
+        # Reported after the publish returned: under the conversation's lock,
+        # as the engine reports a miss inside the publish in one process (the
+        # pair kind's mark is read, then written; the offline path shares it).
+        d = self.cluster.work.track(defer.ensureDeferred(
+            self.server.chat.offline.window.locked(event.node_id, report)))
         d.addErrback(log.err, "cluster: keeping an undelivered item failed")
+        return d
 
     # Rooms: one home each -----------------------------------------------------------------
 
@@ -135,25 +218,39 @@ class Routing:
         nodes = self.cluster.live | {self.cluster.name}
         return max(nodes, key=lambda node: hashlib.sha1(f"{node}\0{room}".encode()).digest())
 
-    def room_stanza(self, stanza) -> bool:
-        """``STANZA`` hook, last: a stanza for a room homed elsewhere goes there."""
-        if getattr(stanza, "cluster_hop", False) or not self.cluster.started:
+    def room_stanza(self, stanza) -> bool | defer.Deferred:
+        """``STANZA`` hook, last: a stanza for a room homed elsewhere goes
+        there; one handled here waits, if need be, for the room's state
+        (``xep207.cluster.rooms``: the home moved here)."""
+        if not self.cluster.started:
             return False
         to = stanza.getAttribute("to")
         if not to or "@" not in to:
             return False
         room, _, rest = to.partition("@")
-        if rest.partition("/")[0] != self.server.groupchat.rooms.domain or not self.cluster.link.up:
-            return False  # cut off from Redis: rooms are served here meanwhile
-        home = self.home_of(room)
-        if home == self.cluster.name:
+        if rest.partition("/")[0] != self.server.groupchat.rooms.domain:
             return False
+        if not self.cluster.link.up:
+            return False  # cut off from Redis: rooms are served here meanwhile
+        if getattr(stanza, "cluster_hop", False) or self.home_of(room) == self.cluster.name:
+            loading = self.cluster.room_state.before_handling(room)
+            return False if loading is None else loading.addCallback(lambda _: False)
+        home = self.home_of(room)
         self.cluster.stats["room-stanzas-forwarded"] += 1
         d = self.cluster.publish(home, codec.dumps({"t": "r", "x": stanza.toXml()}))
         bounce = lambda: self.server.router.bounce(stanza, "service-unavailable", UNREACHABLE)  # noqa: E731
-        d.addCallback(self._heard, bounce)
+        d.addCallback(self._heard, lambda: self._home_unreachable(stanza, home))
         d.addErrback(self._failed, bounce)
         return True
+
+    def _home_unreachable(self, stanza, home: str) -> None:
+        """Nobody listens on the home's channel: it died (its heartbeat has
+        not gone stale here yet) or is cut off. Until its next heartbeat says
+        otherwise it is not live here, and the stanza goes to the room's next
+        home (which another process reaping it would pick too)."""
+        self.cluster.live.discard(home)
+        self.cluster.stats["room-homes-unreachable"] += 1
+        self.server.router.route(stanza)
 
     # In -----------------------------------------------------------------------------------
 
@@ -178,11 +275,24 @@ class Routing:
             if replaced is not None:
                 router.unbind(replaced)
                 replaced.close("conflict", "replaced by a new connection")
+        elif kind == "applied":
+            self.server.cluster_invalidation.applied(message)
+        elif kind == "handled":
+            self._handled(message)
         elif self.cluster.stopping:
             return  # leaving: the sessions are gone, storage is about to close
         elif kind == "e":
             event = codec.event_from(message["e"])
-            self.server.delivery.deliver(event, codec.recipients_from(message["r"]), forwarded=True)
+            missed = self.server.delivery.deliver(event, codec.recipients_from(message["r"]), forwarded=True)
+            # The session left while the event crossed: kept as its kind keeps a miss.
+            kept = self._undelivered(event, missed) if missed else None
+            query, sender = message.get("q"), message.get("n")
+            if isinstance(query, str) and isinstance(sender, str):
+                # Handled once written, its XEP-0198 window stored, or kept offline.
+                waits = [d for d in (kept, self.server.chat.offline.window.stored(event.node_id)) if d is not None]
+                done = defer.gatherResults(waits) if waits else defer.succeed(None)
+                done.addBoth(lambda _: self.cluster.publish(sender, '{"t":"handled","q":' + json.dumps(query) + "}")
+                             .addErrback(lambda f: f.trap(ClusterUnavailable)))
         elif kind == "a":
             self.server.delivery.request_authorization(codec.request_from(message["q"]), forwarded=True)
         elif kind == "r":
@@ -199,3 +309,14 @@ class Routing:
             router.bounce(stanza, "service-unavailable")
         elif stanza.name == "message" and stanza.getAttribute("type", "normal") in ("normal", "chat"):
             router.deliver_message_to_bare(stanza, bare)
+
+
+class _Crossing:
+    """A live one-to-one message sent to another process: ``answered`` when
+    that process says it handled it; ``done`` when it is safe here (handled
+    there, or kept offline)."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.answered: defer.Deferred = defer.Deferred()
+        self.done: defer.Deferred = defer.Deferred()

@@ -16,6 +16,7 @@ same items.
 from __future__ import annotations
 
 import datetime
+from typing import Callable
 from xml.sax.saxutils import quoteattr as _quoteattr
 
 from twisted.internet import defer
@@ -95,6 +96,8 @@ class ChatCapture:
         self.storage = engine.storage
         self.pubsub_domain = pubsub_domain
         self._locks: dict[str, ConversationLock] = {}
+        # xep207.cluster: node id → a Deferred until its messages are safe on the other processes
+        self.elsewhere: Callable[[str], defer.Deferred | None] | None = None
         router.hooks.add(STANZA, self.intercept)
         self.offline = OfflineDelivery(self)
         self.publisher = PairPublisher(self)

@@ -65,13 +65,13 @@ class PairPublisher:
         # whichever door it came through.
         full = self.engine.publish(session.full, self.chat.pubsub_domain, node_id, [(None, payload)],
                                    vetted=True, via=VIA_LEGACY, queued=queued, after=after)
-        full.addBoth(self._published, node_id, lock, entry)
+        full.addBoth(self._published, node_id, lock, entry, session)
         full.addBoth(self._settled, handed, stanza)
         session.durable.run(lambda: full)
         self.router.in_flight.track(full)
         return handed
 
-    def _published(self, result, node_id: str, lock: ConversationLock, entry: list):
+    def _published(self, result, node_id: str, lock: ConversationLock, entry: list, session=None):
         lock.finish(entry)  # (the next message's consequences wait for this one's)
         lock.leave()
         if not lock.locked and self.chat._locks.get(node_id) is lock:
@@ -79,8 +79,14 @@ class PairPublisher:
         if isinstance(result, Failure):
             return result
         stored = self.chat.offline.window.stored(node_id)  # (XEP-0198: where a crash cannot lose it)
-        if stored is not None:
-            return stored.addCallback(lambda _: True)
+        # The same on a cluster's other processes (xep207.cluster.routing: handled there, or kept
+        # offline), for a sender whose XEP-0198 acks say so.
+        crossed = None
+        if self.chat.elsewhere is not None and getattr(session, "sm", None) is not None:
+            crossed = self.chat.elsewhere(node_id)
+        waits = [d for d in (stored, crossed) if d is not None]
+        if waits:
+            return defer.gatherResults(waits).addCallback(lambda _: True)
         return True
 
     def _settled(self, result, handed: defer.Deferred, stanza) -> None:

@@ -291,7 +291,7 @@ class AvatarConversion:
     async def _resend_presence(self, account: str, _: str) -> None:
         """XEP-0153 §4.3: contacts learn of a new photo from presence."""
         for session in self.presence.router.available_resources(account):
-            if session.presence:
+            if session.presence and not getattr(session, "remote", False):  # (a cluster's: its process does)
                 stanza = parse_stanza(session.presence)
                 self._stamp(stanza, self.hashes.get(account, ""))
                 await self.presence.available(session, stanza)

@@ -189,8 +189,18 @@ class PubSubEngine:
         # keyed by node, valid while the cache hands out the same objects.
         self.derived: dict[tuple[str, str], tuple] = {}
         self.blocks = BlockIndex(self.hooks, self.is_pep)  # XEP-0191, from the blocklist nodes
+        # xep207.cluster: after a write, a Deferred to wait for before the
+        # writer is answered (other processes' in-memory copies of the node
+        # brought up to date), or None. Unset in one process.
+        self.answer_barrier: Callable[[Node], defer.Deferred | None] | None = None
         # Nodes being made by a request's first use (``_access_or_create``).
         self._auto_creating: dict[tuple[str, str], AutoCreation] = {}
+
+    async def _barrier(self, node: Node) -> None:
+        if self.answer_barrier is not None:
+            waiting = self.answer_barrier(node)
+            if waiting is not None:
+                await waiting
 
     def add_kind(self, kind: NodeKind) -> None:
         """A kind added later (a plugin, a service) is asked before the built-in ones."""
@@ -452,6 +462,8 @@ class PubSubEngine:
         subscriptions = await self.storage.get_subscriptions(service, node_id)
         await self.storage.delete_node(service, node_id)
         self.hooks.fire(NODE_EMPTIED, node, requestor)
+        if self.answer_barrier is not None:
+            await self._barrier(node)
         for subscription in subscriptions:
             self._changed(subscription.replace(state=NONE), subscription.state, requestor)
         if recipients:
@@ -468,6 +480,8 @@ class PubSubEngine:
             raise errors.unsupported("persistent-items")
         await self.storage.purge_items(service, node_id)
         self.hooks.fire(NODE_EMPTIED, node, requestor)
+        if self.answer_barrier is not None:
+            await self._barrier(node)
         recipients = await self._recipients(node)
         self._deliver(
             Event(service, node_id, PURGE, notification_type=node.config.notification_type),
@@ -643,6 +657,8 @@ class PubSubEngine:
         if after is not None and not after.called:
             await after
         self.hooks.fire(ITEM_PUBLISHED, node, item, requestor)
+        if self.answer_barrier is not None:
+            await self._barrier(node)
         if config.deliver_notifications:
             recipients = await self._recipients(node, access.affiliations, await access.subscriptions())
             undelivered = self.sink.deliver(
@@ -685,6 +701,8 @@ class PubSubEngine:
         deleted = await self.storage.delete_items(service, node_id, item_ids)
         if deleted:
             self.hooks.fire(ITEMS_RETRACTED, node, deleted, requestor)
+            if self.answer_barrier is not None:
+                await self._barrier(node)
         if notify and node.config.notify_retract and deleted:
             recipients = await self._recipients(node, access.affiliations)
             self._deliver(

@@ -117,7 +117,7 @@ class AccountControl:
         """New keys; every session but ``keep`` ends with ``<reset/>``."""
         account = self.jid(jid)
         await accounts.change_password(self.engine, account, password)
-        self.router.revoke_credentials(account, "reset")  # a stream mid-login may not bind now
+        await _everywhere(self.router.revoke_credentials(account, "reset"))  # a stream mid-login may not bind now
         ended = 0
         for session in self.router.resources(account):
             if session is not keep:
@@ -171,8 +171,8 @@ class AccountControl:
             raise
         finally:
             self._leaving.discard(account)
-        self.router.revoke_credentials(account, "not-authorized")  # logins that began meanwhile too
-        self.router.forget_account(account)  # and a session bound meanwhile ends too
+        await _everywhere(self.router.revoke_credentials(account, "not-authorized"))  # logins begun meanwhile too
+        await _everywhere(self.router.forget_account(account))  # and a session bound meanwhile ends too
         if requester is not None and farewell is not None:
             farewell(requester)
         for session in sessions:
@@ -191,3 +191,10 @@ class AccountControl:
 
 def install(server) -> AccountControl:
     return AccountControl(server)
+
+
+async def _everywhere(done) -> None:
+    """A router change a cluster also makes on its other processes
+    (``xep207.cluster.invalidation``) answers a Deferred: done there too."""
+    if done is not None:
+        await done

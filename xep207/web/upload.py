@@ -112,22 +112,42 @@ def content_disposition(filename: str, content_type: str) -> str:
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
+def _older_than(path: str, seconds: float) -> bool:
+    import time
+
+    try:
+        return time.time() - os.path.getmtime(path) > seconds
+    except OSError:
+        return False
+
+
 class FileStore:
     """Uploaded files and their records under one directory; an index in memory
-    (rebuilt from the records at start) answers quota and GET."""
+    (rebuilt from the records at start) answers quota and GET.
 
-    def __init__(self, directory: str):
+    ``shared``: the processes of a cluster write the same directory
+    (``--upload-dir``), so the disk is the truth: a file another process
+    stored is read from its record when asked for, quota and expiry rescan
+    the records, and a slot is taken by whoever links its file first."""
+
+    def __init__(self, directory: str, shared: bool = False):
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
         self.directory = directory
+        self.shared = shared
         self.files: dict[str, StoredFile] = {}
-        self._load()
+        self._load(at_start=True)
 
-    def _load(self) -> None:
+    def _load(self, at_start: bool = False) -> None:
+        if not at_start:
+            self.files = {}
         for name in os.listdir(self.directory):
             path = os.path.join(self.directory, name)
             if name.endswith(".part"):
-                os.unlink(path)  # an upload cut short by a stop
+                # An upload cut short by a stop; shared, another process may be
+                # writing it: only one left for a day is (its process died).
+                if (at_start and not self.shared) or (self.shared and _older_than(path, 86400)):
+                    os.unlink(path)
                 continue
             if not name.endswith(".json") or not SLOT_ID.match(name[:-5]):
                 continue
@@ -144,23 +164,48 @@ class FileStore:
         assert SLOT_ID.match(slot_id)  # never a name from outside
         return os.path.join(self.directory, slot_id)
 
+    def get(self, slot_id: str) -> StoredFile | None:
+        """The stored file of a slot (shared: stored by any process, still there)."""
+        record = self.files.get(slot_id)
+        if not self.shared:
+            return record
+        base = self.path(slot_id)
+        if not os.path.exists(base):
+            self.files.pop(slot_id, None)  # expired by another process
+            return None
+        if record is None:
+            try:
+                with open(base + ".json", encoding="utf-8") as f:
+                    record = StoredFile(**json.load(f))
+            except (OSError, ValueError, TypeError):
+                return None
+            self.files[slot_id] = record
+        return record
+
     def used_by(self, owner: str) -> int:
+        if self.shared:
+            self._load()
         return sum(f.size for f in self.files.values() if f.owner == owner)
 
     def open_new(self, slot_id: str):
         """A file to write an upload to; FileExistsError when the slot was used."""
-        if slot_id in self.files:
+        if self.get(slot_id) is not None:
             raise FileExistsError(slot_id)
         descriptor = os.open(self.path(slot_id) + ".part", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         return os.fdopen(descriptor, "wb")
 
     def commit(self, record: StoredFile) -> None:
-        """The written ``.part`` becomes the file, with its record."""
+        """The written ``.part`` becomes the file, with its record (written
+        first: whoever sees the file can read it). FileExistsError when the
+        slot's file appeared meanwhile (another process took it)."""
         base = self.path(record.slot_id)
+        if os.path.exists(base):
+            raise FileExistsError(record.slot_id)
         descriptor = os.open(base + ".json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as f:
             json.dump(record.__dict__, f)
-        os.rename(base + ".part", base)
+        os.link(base + ".part", base)  # (fails if it exists: one upload per slot)
+        os.unlink(base + ".part")
         self.files[record.slot_id] = record
 
     def discard(self, slot_id: str) -> None:
@@ -173,6 +218,8 @@ class FileStore:
 
     def expire(self, now: float, retention: float) -> list[str]:
         """Remove every file older than ``retention`` seconds; their slot ids."""
+        if self.shared:
+            self._load()
         old = [f.slot_id for f in self.files.values() if now - f.created >= retention]
         for slot_id in old:
             self.discard(slot_id)
@@ -424,8 +471,12 @@ class UploadResource(Resource):
         if written != size:
             self.upload.store.discard(slot_id)
             return self._status(request, 400, "the body is not the size announced")
-        self.upload.store.commit(StoredFile(slot_id, slot.owner, name, size, slot.content_type or DEFAULT_TYPE,
-                                            self.upload.clock.seconds()))
+        try:
+            self.upload.store.commit(StoredFile(slot_id, slot.owner, name, size,
+                                                slot.content_type or DEFAULT_TYPE, self.upload.clock.seconds()))
+        except FileExistsError:
+            os.unlink(self.upload.store.path(slot_id) + ".part")
+            return self._status(request, 409, "this slot was used already")
         log.msg(f"upload: {slot.owner} stored {size} bytes as {slot_id}")
         request.setResponseCode(201)
         return b""
@@ -434,7 +485,7 @@ class UploadResource(Resource):
         target = self._target(request)
         if target is None:
             return None
-        record = self.upload.store.files.get(target[0])
+        record = self.upload.store.get(target[0])
         if record is None or record.filename != target[1]:
             return None
         return record
@@ -472,6 +523,27 @@ class UploadResource(Resource):
         return self.render_GET(request)
 
 
+def shared_secret(directory: str) -> bytes:
+    """The slot-signing secret of a shared upload directory: made by the
+    first process to start (0600, never served: not a slot id), read by the
+    rest. Written aside, then linked into place: nobody reads half of it."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, "slot-secret")
+    if not os.path.exists(path):
+        aside = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+        descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(secrets.token_bytes(32))
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass  # another process was first: its secret is everyone's
+        finally:
+            os.unlink(aside)
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def install(server, web, options) -> UploadService:
     """The upload service of a ``Server`` on its ``WebServer``."""
     from wokkel.component import InternalComponent
@@ -480,8 +552,16 @@ def install(server, web, options) -> UploadService:
 
     upload_domain = options["upload-domain"]
     policy = UploadPolicy(options["upload-max-size"], options["upload-quota"], float(options["upload-retention"]))
-    store = FileStore(os.path.join(options["data-dir"], "upload"))
-    upload = UploadService(server.domain, upload_domain, policy, store, derive_key(server.policy.sasl_secret),
+    shared = options.get("upload-dir")
+    if options.get("cluster") and not shared:
+        from xep207.startup import StartupError
+
+        raise StartupError("--cluster with uploads needs --upload-dir, a directory every process shares "
+                           "(or --no-upload): each process's data dir is its own")
+    store = FileStore(shared or os.path.join(options["data-dir"], "upload"), shared=bool(shared))
+    # Shared: a slot signed by one process is accepted by every other (the key is the directory's).
+    secret = shared_secret(shared) if shared else server.policy.sasl_secret
+    upload = UploadService(server.domain, upload_domain, policy, store, derive_key(secret),
                            lambda: web.base_url)
     component = InternalComponent(server.router, upload_domain)
     for handler in (UploadHandler(upload), DiscoHandler()):

@@ -189,8 +189,10 @@ class Occupants:
                 if failed:
                     raise StanzaError("not-allowed", text="moderators cannot remove an admin")
         except errors.StanzaError as exc:
-            if exc.condition == "unexpected-request":
-                return  # left meanwhile (a dropped session racing its own leave): told already
+            if exc.condition in ("unexpected-request", "item-not-found"):
+                # Left meanwhile (a dropped session racing its own leave), or the room
+                # ended with its last occupant (on the room's home, in a cluster): told already.
+                return
             raise
         finally:
             rooms.leaving.discard(key)

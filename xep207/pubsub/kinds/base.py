@@ -335,8 +335,9 @@ class NodeKind:
         """What a stored item means beyond itself, whichever door published it
         (presence's roster: a pre-approval answers a pending request)."""
 
-    async def undelivered(self, engine, node: Node, item: Item, recipient) -> None:
-        """A live item reached none of ``recipient``'s sessions."""
+    async def undelivered(self, engine, node: Node, item: Item, recipient, late: bool = False) -> None:
+        """A live item reached none of ``recipient``'s sessions. ``late``: told
+        after its publish returned (xep207.cluster), maybe after later items'."""
 
     async def ends_with_account(self, engine, node: Node, account: str) -> bool:
         """Whether deleting ``account`` deletes this node (it was one of its parties)."""

@@ -207,13 +207,34 @@ class PairKind(NodeKind):
             only_options(options, PAIR_OPTIONS)
         return await super().check_options(access, subscription, options)
 
-    async def undelivered(self, engine, node: Node, item: Item, recipient) -> None:
+    async def undelivered(self, engine, node: Node, item: Item, recipient, late: bool = False) -> None:
         """Remember the first message a party missed; its next session gets
-        everything from there (XEP-0160 offline delivery, read from the items)."""
+        everything from there (XEP-0160 offline delivery, read from the items).
+        ``late``: reported after its publish returned (a cluster's other
+        process was gone), maybe after later misses: the mark then moves back
+        to the earlier one (at least once: an offline delivery under way may
+        have carried it already)."""
         subscription = recipient.subscription
         if subscription is None or bare(subscription.subscriber) == bare(item.publisher):
             return
-        await engine.set_offline_mark(Trusted(node.service), subscription, item.item_id, only_if_unset=True)
+        if not late:
+            # In order, inside the publish: an earlier miss is remembered (kept atomically).
+            await engine.set_offline_mark(Trusted(node.service), subscription, item.item_id, only_if_unset=True)
+            return
+        current = await engine.storage.get_subscription(node.service, node.node_id,
+                                                        subscription.subscriber)
+        if current is None:
+            return
+        mark = current.options.get(OFFLINE_MARK)
+        if mark == item.item_id:
+            return
+        if mark:
+            if not item.seq:  # (a store that did not say where it put the item)
+                return
+            marked = await engine.storage.get_items(node.service, node.node_id, [mark])
+            if not marked or marked[0].seq <= item.seq:
+                return  # an earlier miss is remembered (or trimmed since: older still): this one comes with it
+        await engine.set_offline_mark(Trusted(node.service), current, item.item_id)
 
     async def ends_with_account(self, engine, node: Node, account: str) -> bool:
         return account in (pair_parties(node.node_id) or ())
