@@ -127,6 +127,14 @@ class DoorsTestCase(ServerTestCase):
             await client.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == client.jid)
         return client
 
+    async def roster_ready(self, user: str, resource: str = "r"):
+        """Online with the roster fetched (so pushes reach it) and initial presence sent."""
+        client = await self.online(user, resource, presence=False)
+        await self.roster(client)
+        client.send("<presence/>")
+        await client.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == client.jid)
+        return client
+
     async def logout(self, client) -> None:
         client.send("</stream:stream>")
         client.transport.loseConnection()

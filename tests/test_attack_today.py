@@ -14,13 +14,6 @@ def subscribed_from(user: str):
 
 
 class PreApprovals(DoorsTestCase):
-    async def roster_ready(self, user, resource="r"):
-        client = await self.online(user, resource, presence=False)
-        await self.roster(client)
-        client.send("<presence/>")
-        await client.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == client.jid)
-        return client
-
     async def state(self, owner, subscriber):
         subscription = await self.server.storage.get_subscription(owner, "presence", subscriber)
         return None if subscription is None else subscription.state

@@ -27,14 +27,6 @@ def presence_from(user: str):
 
 
 class RosterInjection(DoorsTestCase):
-    async def roster_ready(self, user, resource="r"):
-        """Online with the roster fetched (so pushes reach it) and initial presence sent."""
-        client = await self.online(user, resource, presence=False)
-        await self.roster(client)
-        client.send("<presence/>")
-        await client.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == client.jid)
-        return client
-
     async def assert_alice_untouched(self, alice, eve):
         await self.settle(eve, alice)
         self.nothing(alice, push_about(EVE))

@@ -39,7 +39,7 @@ from zope.interface import implementer
 
 from xep207.storage.interface import IStorage, StorageUnavailable
 from xep207.storage.records import Item
-from xep207.storage.sql import _ITEM_COLUMNS, SQLStorage, _item, migrate, schema
+from xep207.storage.sql import _ITEM_COLUMNS, SQLStorage, _item, deliver_results, drain_batch, migrate, schema
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -228,20 +228,7 @@ class PostgreSQLStorage(SQLStorage):
             self._reactor.callFromThread(self._stopped.callback, None)
 
     def _next_batch(self) -> list[_Job] | None:
-        first = self._jobs.get()
-        if first is None:
-            return None
-        batch = [first]
-        while len(batch) < self.MAX_BATCH:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:
-                self._jobs.put(None)  # stop after this batch
-                break
-            batch.append(job)
-        return batch
+        return drain_batch(self._jobs, self.MAX_BATCH)
 
     def _answer(self, batch: list[_Job]) -> list[tuple[defer.Deferred, Any]]:
         """Every operation's outcome, whatever happens: a batch that fails as a
@@ -389,10 +376,4 @@ class PostgreSQLStorage(SQLStorage):
         unavailable.__cause__ = exc
         return unavailable
 
-    @staticmethod
-    def _deliver(results):
-        for d, result in results:
-            if isinstance(result, Failure):
-                d.errback(result)
-            else:
-                d.callback(result)
+    _deliver = staticmethod(deliver_results)

@@ -9,6 +9,9 @@ schema migrations and its integrity-error class.
 from __future__ import annotations
 
 import json
+import queue
+
+from twisted.python.failure import Failure
 
 from xep207.storage.interface import AccountExists, NodeExists
 from xep207.storage.records import (
@@ -445,3 +448,37 @@ def migrate(cursor, execute, migrations: list[str]) -> None:
                 execute(cursor, statement)
     execute(cursor, "DELETE FROM schema_version")
     execute(cursor, "INSERT INTO schema_version VALUES (?)", (len(migrations),))
+
+
+def drain_batch(jobs: "queue.SimpleQueue", max_batch: int) -> list | None:
+    """A writer thread's next batch: the first queued entry (waited for) and
+    whatever else is queued, up to ``max_batch`` entries; None once stopped.
+    An entry is a list of operations queued together (one reactor turn's)
+    or one operation; a ``None`` entry (stop) is put back for after this batch."""
+    first = jobs.get()
+    if first is None:
+        return None
+    batch = list(first) if isinstance(first, list) else [first]
+    while len(batch) < max_batch:
+        try:
+            entry = jobs.get_nowait()
+        except queue.Empty:
+            break
+        if entry is None:
+            jobs.put(None)  # stop after this batch
+            break
+        if isinstance(entry, list):
+            batch.extend(entry)
+        else:
+            batch.append(entry)
+    return batch
+
+
+def deliver_results(results) -> None:
+    """In the reactor thread: each operation's Deferred gets its outcome, in
+    the order the writer thread ran them."""
+    for d, result in results:
+        if isinstance(result, Failure):
+            d.errback(result)
+        else:
+            d.callback(result)

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from xep207.storage.interface import IStorage, StorageUnavailable
-from xep207.storage.sql import SQLStorage, migrate, schema
+from xep207.storage.sql import SQLStorage, deliver_results, drain_batch, migrate, schema
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
 MIGRATIONS = [schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT", binary="BLOB", real="REAL")]
@@ -196,20 +196,7 @@ class SQLiteStorage(SQLStorage):
             pass
 
     def _next_batch(self):
-        first = self._jobs.get()
-        if first is None:
-            return None
-        batch = list(first)
-        while len(batch) < self.MAX_BATCH:
-            try:
-                jobs = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if jobs is None:
-                self._jobs.put(None)  # stop after this batch
-                break
-            batch.extend(jobs)
-        return batch
+        return drain_batch(self._jobs, self.MAX_BATCH)
 
     def _run_batch(self, connection, batch, translate):
         results = []
@@ -251,10 +238,4 @@ class SQLiteStorage(SQLStorage):
         for job in waiting:
             job[2].errback(failure)
 
-    @staticmethod
-    def _deliver(results):
-        for d, result in results:
-            if isinstance(result, Failure):
-                d.errback(result)
-            else:
-                d.callback(result)
+    _deliver = staticmethod(deliver_results)
