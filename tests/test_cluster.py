@@ -458,6 +458,26 @@ class Uploads(ClusterCase):
             status, _, _ = await http_request("GET", f"http://127.0.0.1:{second.web.port}{path}")
             self.assertEqual(status, 404, path)
 
+    async def test_the_quota_counts_slots_issued_by_every_process(self):
+        """A slot issued but not yet used counts against the quota on every
+        process: one account's sessions on two processes get no more than the
+        quota between them (each process's own count let a second session take
+        another quota's worth)."""
+        import dataclasses
+
+        for server in self.servers:
+            upload = server.web.upload
+            upload.policy = dataclasses.replace(upload.policy, quota=6000)
+        here = await self.online("alice", "a")  # the first process
+        there = await self.online("alice", "b")  # the second
+        await self.slot(here, 5000)
+        reply = await self.iq(there, "get", f"upload.{DOMAIN}",
+                              "<request xmlns='urn:xmpp:http:upload:0' filename='dog.png' size='5000'/>")
+        self.assertEqual(reply["type"], "error")
+        self.assertIsNotNone(reply.error.firstChildElement())
+        self.assertEqual(reply.error.firstChildElement().name, "resource-constraint")
+        await self.slot(there, 1000)  # what is left of it is granted
+
     async def test_a_cluster_without_a_shared_upload_dir_does_not_start(self):
         from xep207.server.tap import Server
         from xep207.startup import StartupError

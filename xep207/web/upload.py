@@ -16,6 +16,7 @@ injectable clock removes files older than the retention.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
@@ -23,6 +24,7 @@ import os
 import re
 import secrets
 import unicodedata
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote_to_bytes
@@ -187,6 +189,53 @@ class FileStore:
             self._load()
         return sum(f.size for f in self.files.values() if f.owner == owner)
 
+    @contextmanager
+    def quota_lock(self):
+        """Shared: held while one process counts an account's usage and
+        reserves a slot, so that two processes never both grant the last of
+        a quota (one process alone needs none: it counts synchronously)."""
+        if not self.shared:
+            yield
+            return
+        # (the directory's secret, there from the start, is the lock: no file more)
+        descriptor = os.open(os.path.join(self.directory, "slot-secret"), os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # (releases the lock)
+
+    def reserve(self, slot_id: str, owner: str, size: int, expires: int) -> None:
+        """Shared: a slot issued, not yet used, counted against its owner's
+        quota by every process (``<slot id>.slot``, never served)."""
+        if self.shared:
+            descriptor = os.open(self.path(slot_id) + ".slot", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+                json.dump({"owner": owner, "size": size, "expires": expires}, f)
+
+    def reserved_by(self, owner: str, now: float) -> int:
+        """Shared: the bytes of ``owner``'s slots issued by any process, neither
+        used nor expired (the others are removed as they are met)."""
+        total = 0
+        for name in os.listdir(self.directory):
+            if not name.endswith(".slot") or not SLOT_ID.match(name[:-5]):
+                continue
+            path = os.path.join(self.directory, name)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    record = json.load(f)
+                expires, size, who = int(record["expires"]), int(record["size"]), str(record["owner"])
+            except (OSError, ValueError, TypeError, KeyError):
+                continue
+            if expires < now or os.path.exists(self.path(name[:-5])):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            elif who == owner:
+                total += size
+        return total
+
     def open_new(self, slot_id: str):
         """A file to write an upload to; FileExistsError when the slot was used."""
         if self.get(slot_id) is not None:
@@ -206,10 +255,15 @@ class FileStore:
             json.dump(record.__dict__, f)
         os.link(base + ".part", base)  # (fails if it exists: one upload per slot)
         os.unlink(base + ".part")
+        if self.shared:
+            try:
+                os.unlink(base + ".slot")  # used: no longer reserved
+            except FileNotFoundError:
+                pass
         self.files[record.slot_id] = record
 
     def discard(self, slot_id: str) -> None:
-        for suffix in (".part", "", ".json"):
+        for suffix in (".part", "", ".json", ".slot"):
             try:
                 os.unlink(self.path(slot_id) + suffix)
             except FileNotFoundError:
@@ -269,6 +323,8 @@ class UploadService:
 
     def _pending_for(self, owner: str) -> int:
         now = self.clock.seconds()
+        if self.store.shared:
+            return self.store.reserved_by(owner, now)  # every process's slots, not only ours
         for slot_id, slot in list(self._pending.items()):
             if slot.expires < now or slot_id in self.store.files:
                 del self._pending[slot_id]
@@ -294,9 +350,12 @@ class UploadService:
         if length > self.policy.max_size:
             raise FileTooLarge(self.policy.max_size)
         owner = requester.userhost()
-        if self.store.used_by(owner) + self._pending_for(owner) + length > self.policy.quota:
-            raise StanzaError("resource-constraint", text="upload quota reached; old files expire in time")
-        slot = Slot(secrets.token_hex(16), name, length, kind, int(self.clock.seconds() + SLOT_LIFETIME), owner)
+        with self.store.quota_lock():
+            if self.store.used_by(owner) + self._pending_for(owner) + length > self.policy.quota:
+                raise StanzaError("resource-constraint", text="upload quota reached; old files expire in time")
+            slot = Slot(secrets.token_hex(16), name, length, kind, int(self.clock.seconds() + SLOT_LIFETIME),
+                        owner)
+            self.store.reserve(slot.slot_id, owner, length, slot.expires)
         self._pending[slot.slot_id] = slot
         return slot
 
