@@ -35,20 +35,46 @@ UNACKED = "stanzas-unacknowledged"  # (session, [stanza Elements]): a XEP-0198 s
 # (session) whose availability or priority just changed, awaited before anyone is told
 # (a cluster registers it first, so whoever sees the presence can route to the session)
 AVAILABILITY_CHANGED = "availability-changed"
+STANZA_NAMES = frozenset(("message", "presence", "iq"))
 
 
 class Hooks:
     def __init__(self) -> None:
         self._handlers: dict[str, list[tuple[int, int, Callable[..., Any]]]] = {}
         self._order = itertools.count()
+        # (event, handler) -> the stanza names it wants (``add(stanzas=...)``)
+        self._wants: dict[tuple[str, Callable[..., Any]], frozenset[str]] = {}
+        # event with such handlers -> stanza name -> the handlers that see it
+        self._by_stanza: dict[str, dict[str, list[tuple[int, int, Callable[..., Any]]]]] = {}
 
-    def add(self, name: str, handler: Callable[..., Any], priority: int = 0) -> None:
+    def add(self, name: str, handler: Callable[..., Any], priority: int = 0,
+            stanzas: tuple[str, ...] | None = None) -> None:
+        """``stanzas``: for an event asked with ``first`` whose first argument
+        is a stanza (``STANZA``), the handler only sees stanzas of these
+        names; a handler that ignores the others costs them no call."""
         handlers = self._handlers.setdefault(name, [])
         handlers.append((-priority, next(self._order), handler))
         handlers.sort(key=lambda entry: entry[:2])
+        if stanzas is not None:
+            self._wants[(name, handler)] = frozenset(stanzas)
+        self._regroup(name)
 
     def remove(self, name: str, handler: Callable[..., Any]) -> None:
         self._handlers[name] = [h for h in self._handlers.get(name, []) if h[2] != handler]
+        self._wants.pop((name, handler), None)
+        self._regroup(name)
+
+    def _regroup(self, name: str) -> None:
+        self._by_stanza.pop(name, None)
+        if any(event == name for event, _ in self._wants):
+            self._by_stanza[name] = {}  # filled per stanza name as asked
+
+    def _for_stanza(self, name: str, kind: str) -> list[tuple[int, int, Callable[..., Any]]]:
+        handlers = [entry for entry in self._handlers.get(name, ())
+                    if kind in self._wants.get((name, entry[2]), (kind,))]
+        if kind in STANZA_NAMES:  # (never a cache entry per name a client made up)
+            self._by_stanza[name][kind] = handlers
+        return handlers
 
     def handlers(self, name: str) -> list[Callable[..., Any]]:
         return [handler for _, _, handler in self._handlers.get(name, ())]
@@ -84,7 +110,12 @@ class Hooks:
         """``first`` as a plain call: the answer, or a Deferred of it once a
         handler answered with something to wait for (no coroutine per stanza
         when every handler answers at once)."""
-        handlers = self._handlers.get(name, [])
+        grouped = self._by_stanza.get(name)
+        if grouped is None or not args:
+            handlers = self._handlers.get(name, [])
+        else:
+            kind = getattr(args[0], "name", "")
+            handlers = grouped.get(kind) or self._for_stanza(name, kind)
         for i, (_, _, handler) in enumerate(handlers):
             answer = handler(*args)
             if answer is None or answer is False:

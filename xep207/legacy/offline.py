@@ -65,7 +65,7 @@ class OfflineDelivery:
         self.pubsub_domain = chat.pubsub_domain
         self.flushing: dict = {}  # session → _Backlog, from its first available presence
         self.window = UnackedWindow(chat)
-        self.router.hooks.add(STANZA, self._before_presence, priority=90)  # observes, never captures
+        self.router.hooks.add(STANZA, self._before_presence, priority=90, stanzas=("presence",))  # observes, never captures
         self.router.hooks.add(SESSION_UNBOUND, self._session_gone)
         self.router.hooks.add(UNACKED, self.requeue)
 

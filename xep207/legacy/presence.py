@@ -46,7 +46,7 @@ class PresenceCapture:
         self.delivery = delivery
         self.subscriptions = subscriptions
         self.caps = caps
-        router.hooks.add(STANZA, self.intercept)
+        router.hooks.add(STANZA, self.intercept, stanzas=("presence",))
         router.hooks.add(SESSION_UNBOUND, self._session_gone)
         engine.hooks.add(ITEM_PUBLISHED, self.on_published)
 

@@ -40,7 +40,7 @@ class SubscriptionCapture:
         self.roster = roster
         self.max_pending = max_pending
         router.hooks.add(SUBSCRIPTION_CHANGED, self.on_change)
-        router.hooks.add(STANZA, self.intercept)
+        router.hooks.add(STANZA, self.intercept, stanzas=("message",))
 
     def intercept(self, stanza):
         """A pubsub-native owner's answer to an authorization request, sent to

@@ -123,7 +123,7 @@ class AvatarConversion:
         hooks.add(SESSION_BOUND, self._on_bound)
         hooks.add(SESSION_UNBOUND, self._on_unbound)
         # Before the presence capture (priority 0) stores the presence; never captures.
-        hooks.add(STANZA, self.stamp_presence, priority=50)
+        hooks.add(STANZA, self.stamp_presence, priority=50, stanzas=("presence",))
 
     # Conversions ----------------------------------------------------------------
 

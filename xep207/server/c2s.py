@@ -251,6 +251,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         self._admitted = False
         self._address: str | None = None
         self._lang = ""  # the stream header's xml:lang
+        self._receivers: tuple | None = None  # see _stanza_receivers
 
     # Connection and stream headers -----------------------------------------
 
@@ -379,17 +380,25 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
     # Elements -----------------------------------------------------------------
 
     def _on_element(self, element):
-        if getattr(element, "handled", False):
+        # An attribute an observer before us set, not domish's lookup of a
+        # child element by that name (``<message><handled/></message>``).
+        if element.__dict__.get("handled"):
             return
         element.handled = True
-        extension = self._extension_for(element.uri)
-        if extension is not None:
-            return extension.on_nonza(self, element)  # XEP-0198, XEP-0352: not stanzas
-        if self.session is not None:
+        uri = element.uri
+        if uri != NS_CLIENT:  # (no stream extension claims jabber:client: stanzas skip the search)
+            extension = self._extension_for(uri)
+            if extension is not None:
+                return extension.on_nonza(self, element)  # XEP-0198, XEP-0352: not stanzas
+        session = self.session
+        if session is not None:
             metrics.received(element)
-            self.router.route_from_session(self.session, element)
-            for extension in self.router.stream_extensions:
-                extension.received(self, element)
+            self.router.route_from_session(session, element)
+            receivers = self._receivers
+            if receivers is None:
+                receivers = self._receivers = self._stanza_receivers()
+            for received in receivers:
+                received(self, element)
             return
         handler = {
             (NS_TLS, "starttls"): self._on_starttls,
@@ -403,6 +412,12 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         if element.name == "iq" and element.uri == NS_CLIENT:
             return self._on_iq(element)
         self.xmlstream.fail("not-authorized", "negotiate the stream first")
+
+    def _stanza_receivers(self) -> tuple:
+        """The extensions' ``received`` (optional: most have nothing to
+        count), called after each stanza of a bound session."""
+        found = (getattr(extension, "received", None) for extension in self.router.stream_extensions)
+        return tuple(received for received in found if received is not None)
 
     def _extension_for(self, uri):
         for extension in self.router.stream_extensions:

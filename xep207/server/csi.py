@@ -103,9 +103,6 @@ class ClientStateIndication:
         if negotiator.user is not None:
             features.addElement((NS_CSI, "csi"))
 
-    def received(self, negotiator, stanza) -> None:
-        pass
-
     def connection_lost(self, negotiator, session) -> bool:
         return False
 

@@ -72,7 +72,11 @@ class Router:
         # error). A stream that started authenticating before that may not bind.
         self._revocations = 0
         self._revoked: dict[str, tuple[int, str]] = {}
-        self.stream_extensions: list = []  # negotiated on client streams: XEP-0198, XEP-0352
+        # Negotiated on client streams (XEP-0198, XEP-0352): each has a
+        # ``namespace`` (never jabber:client) whose elements are its nonzas,
+        # ``features``, ``on_nonza``, ``connection_lost`` and, optionally,
+        # ``received`` (after each stanza of a bound session).
+        self.stream_extensions: list = []
         # The other processes' sessions (xep207.cluster's Directory), when clustered:
         # RFC 6121 §8's choices are made over every process's resources.
         self.directory = None

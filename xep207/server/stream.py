@@ -29,6 +29,7 @@ from twisted.words.xish import domish
 from zope.interface import implementer
 
 from xep207.server import idle_parser
+from xep207.server.element_dispatch import FastElementDispatch
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
 INFLATE_CHUNK = 16 * 1024
@@ -108,7 +109,7 @@ class _CompressingTransport:
 
 
 @implementer(IPushProducer)
-class ServerStream(xmlstream.XmlStream):
+class ServerStream(FastElementDispatch, xmlstream.XmlStream):
     """The receiving side of a client stream.
 
     ``limits`` apply once ``authenticated`` is set (the negotiator sets it

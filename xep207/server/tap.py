@@ -102,7 +102,7 @@ class Server:
             kinds=standard_kinds(pubsub_domain, chat_domain), hooks=self.hooks)
 
         # Legacy capture: presence, subscriptions and the roster over nodes.
-        self.hooks.add(STANZA, PubSubUsage().intercept, priority=100)  # observes, never captures
+        self.hooks.add(STANZA, PubSubUsage().intercept, priority=100, stanzas=("iq",))  # observes, never captures
         self.roster = RosterView(self.router, self.engine)
         self.subscriptions = SubscriptionCapture(self.router, self.engine, self.delivery, self.roster)
         self.caps = CapsTracker(self.router, self.engine, self.delivery)

@@ -1,0 +1,245 @@
+"""The input side of the hot path (issue 13): a client stream's elements reach
+their observers without xish's XPath dispatch, STANZA hooks only see the
+stanzas they asked for, and every odd element still gets the answer it got
+through the generic machinery."""
+
+import random
+
+from twisted.internet import defer
+from twisted.trial import unittest
+from twisted.words.xish import domish
+from twisted.words.xish.utility import EventDispatcher
+
+from tests.server_helpers import DOMAIN, ServerTestCase
+from xep207.hooks import STANZA, Hooks
+from xep207.server.element_dispatch import FastElementDispatch
+
+NS_STREAMS_ERROR = "urn:ietf:params:xml:ns:xmpp-streams"
+
+QUERIES = ["/*", "/message", "/iq", "/presence", "/message[@type='chat']", "/iq[@type='set']/query",
+           "/message/body", "/iq/query[@xmlns='jabber:iq:roster']", "//body", "//event/never",
+           "/message[@to='bob@localhost']", "/error[@xmlns='http://etherx.jabber.org/streams']"]
+
+
+def _elements():
+    found = []
+    for name in ("message", "iq", "presence", "error", "r"):
+        for kind in (None, "chat", "set", "get"):
+            element = domish.Element(("jabber:client", name))
+            if kind:
+                element["type"] = kind
+            if name == "message":
+                element.addElement("body", content="hi")
+                element["to"] = "bob@localhost"
+            if name == "iq":
+                element.addElement(("jabber:iq:roster", "query"))
+            found.append(element)
+    return found
+
+
+class SameAsXishDispatch(unittest.TestCase):
+    """``FastElementDispatch.onElement`` calls what ``EventDispatcher.dispatch``
+    calls, in the same order, for any set of observers."""
+
+    def observe(self, dispatcher, log, plan):
+        for index, (query, priority, onetime, extra) in enumerate(plan):
+            def observer(*args, index=index, **kwargs):
+                *given, element = args  # what addObserver was given comes first
+                log.append((index, element.name, element.getAttribute("type"), given,
+                            tuple(sorted(kwargs.items()))))
+            add = dispatcher.addOnetimeObserver if onetime else dispatcher.addObserver
+            if extra:
+                add(query, observer, priority, "positional", key=index)
+            else:
+                add(query, observer, priority)
+
+    def test_random_observer_sets_are_called_alike(self):
+        rng = random.Random(207)
+        for _ in range(200):
+            plan = [(rng.choice(QUERIES), rng.choice((-1, 0, 0, 1, 5)), rng.random() < 0.2, rng.random() < 0.3)
+                    for _ in range(rng.randint(0, 6))]
+            elements = [rng.choice(_elements()) for _ in range(8)]
+            slow, fast, slow_log, fast_log = EventDispatcher(), FastElementDispatch(), [], []
+            self.observe(slow, slow_log, plan)
+            self.observe(fast, fast_log, plan)
+            for element in elements:
+                slow.dispatch(element)
+                fast.onElement(element)
+            self.assertEqual(fast_log, slow_log, plan)
+
+    def test_a_failing_observer_is_logged_and_the_others_still_run(self):
+        fast, seen = FastElementDispatch(), []
+        fast.addObserver("/*", lambda e: 1 / 0, 1)
+        fast.addObserver("/*", seen.append)
+        element = domish.Element((None, "message"))
+        fast.onElement(element)
+        self.assertEqual(seen, [element])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_observers_changed_during_a_dispatch_count_from_the_next(self):
+        fast, seen = FastElementDispatch(), []
+
+        def late(element):
+            seen.append(("late", element.name))
+
+        def first(element):
+            seen.append(("first", element.name))
+            fast.addObserver("/message", late)
+            fast.removeObserver("/*", second)
+
+        def second(element):
+            seen.append(("second", element.name))
+
+        fast.addObserver("/*", first, 1)
+        fast.addObserver("/*", second)
+        fast.onElement(domish.Element((None, "message")))
+        self.assertEqual(seen, [("first", "message"), ("second", "message")])  # removed after, not during
+        del seen[:]
+        fast.removeObserver("/*", first)
+        fast.onElement(domish.Element((None, "message")))
+        self.assertEqual(seen, [("late", "message")])
+
+    def test_a_query_is_evaluated_after_the_observers_before_it(self):
+        fast, seen = FastElementDispatch(), []
+        fast.addObserver("/*", lambda e: e.__setitem__("type", "chat"), 1)
+        fast.addObserver("/message[@type='chat']", seen.append)
+        element = domish.Element((None, "message"))
+        fast.onElement(element)
+        self.assertEqual(seen, [element])
+
+    def test_a_onetime_observer_fires_once_and_the_plan_follows(self):
+        fast, once, always = FastElementDispatch(), [], []
+        fast.addOnetimeObserver("/message", once.append)
+        fast.addObserver("/*", always.append)
+        for _ in range(3):
+            fast.onElement(domish.Element((None, "message")))
+        self.assertEqual((len(once), len(always)), (1, 3))
+        self.assertEqual(fast._xpathObservers[0].get(next(iter(fast._xpathObservers[0]))).callbacks.keys(),
+                         {always.append})
+
+
+class StanzaFilteredHooks(unittest.TestCase):
+    def stanza(self, name):
+        return domish.Element((None, name))
+
+    def test_a_handler_sees_only_the_stanzas_it_asked_for_in_priority_order(self):
+        hooks, seen = Hooks(), []
+        hooks.add(STANZA, lambda s: seen.append(("all", s.name)), priority=10)
+        hooks.add(STANZA, lambda s: seen.append(("presence", s.name)), priority=5, stanzas=("presence",))
+        hooks.add(STANZA, lambda s: seen.append(("message", s.name)) or "taken", stanzas=("message",))
+        hooks.add(STANZA, lambda s: seen.append(("last", s.name)), priority=-1)
+        self.assertEqual(hooks.first_now(STANZA, self.stanza("message")), "taken")
+        self.assertIsNone(hooks.first_now(STANZA, self.stanza("presence")))
+        self.assertIsNone(hooks.first_now(STANZA, self.stanza("iq")))
+        self.assertEqual(seen, [("all", "message"), ("message", "message"),
+                                ("all", "presence"), ("presence", "presence"), ("last", "presence"),
+                                ("all", "iq"), ("last", "iq")])
+
+    def test_adding_and_removing_after_use_is_seen(self):
+        hooks, seen = Hooks(), []
+
+        def presence_only(s):
+            seen.append(s.name)
+
+        hooks.add(STANZA, presence_only, stanzas=("presence",))
+        hooks.first_now(STANZA, self.stanza("presence"))
+        hooks.add(STANZA, lambda s: "taken", priority=1, stanzas=("presence",))
+        self.assertEqual(hooks.first_now(STANZA, self.stanza("presence")), "taken")
+        hooks.remove(STANZA, presence_only)
+        hooks.first_now(STANZA, self.stanza("message"))
+        self.assertEqual(seen, ["presence"])
+        self.assertEqual(hooks._wants, {(STANZA, hooks.handlers(STANZA)[0]): frozenset({"presence"})})
+
+    def test_a_made_up_name_is_filtered_but_not_remembered(self):
+        hooks, seen = Hooks(), []
+        hooks.add(STANZA, lambda s: seen.append(s.name), stanzas=("message",))
+        hooks.add(STANZA, lambda s: seen.append("any"))
+        for i in range(3):
+            hooks.first_now(STANZA, self.stanza(f"made-up-{i}"))
+        self.assertEqual(seen, ["any"] * 3)
+        self.assertEqual(hooks._by_stanza[STANZA], {})
+
+    def test_the_handlers_after_a_deferred_pass_keep_the_filter(self):
+        hooks, pending, seen = Hooks(), defer.Deferred(), []
+        hooks.add(STANZA, lambda s: pending, priority=1)
+        hooks.add(STANZA, lambda s: seen.append("presence") or "wrong", stanzas=("presence",))
+        hooks.add(STANZA, lambda s: seen.append("message") or "right", stanzas=("message",))
+        answer = hooks.first_now(STANZA, self.stanza("message"))
+        pending.callback(None)
+        self.assertEqual(self.successResultOf(answer), "right")
+        self.assertEqual(seen, ["message"])
+
+    def test_events_without_filters_and_other_arguments_are_untouched(self):
+        hooks = Hooks()
+        hooks.add("e", lambda *args: args or None)
+        self.assertEqual(hooks.first_now("e", 1, 2), (1, 2))
+        self.assertIsNone(hooks.first_now("e"))
+
+
+class ClientStreamElements(ServerTestCase):
+    """Odd elements on a bound stream get what they got through xish's dispatch."""
+
+    server_args = ("--no-tls", "--allow-plaintext-auth")
+
+    async def setUp(self):
+        await self.start_server()
+        self.alice, self.bob = await self.connect(), await self.connect()
+        await self.alice.login("alice")
+        await self.bob.login("bob")
+        self.bob.send("<presence/>")
+        await self.bob.wait_for(lambda e: e.name == "presence")
+
+    async def assert_stream_error(self, client, condition, text):
+        data = (await client.closed).decode("utf-8", "replace")
+        self.assertIn(f"<{condition} xmlns='{NS_STREAMS_ERROR}'/>", data)
+        self.assertIn(text, data)
+        self.assertTrue(data.endswith("</stream:stream>"))
+
+    async def test_a_child_named_handled_or_session_does_not_hide_a_message(self):
+        # domish answers getattr(element, "handled") with such a child: the
+        # message used to be dropped without a word.
+        for marker in ("handled", "session"):
+            self.alice.send(f"<message to='bob@{DOMAIN}' type='chat' id='{marker}'><{marker}/><body>x</body>"
+                            "</message>")
+            got = await self.bob.wait_for(lambda e: e.name == "message" and e.getAttribute("id") == marker)
+            self.assertEqual(got["from"], f"alice@{DOMAIN}/raw")
+            self.assertEqual([c.name for c in got.elements()][:2], [marker, "body"])
+
+    async def test_a_non_stanza_in_jabber_client_is_unsupported_stanza_type(self):
+        self.alice.send("<r xmlns='jabber:client'/>")
+        await self.assert_stream_error(self.alice, "unsupported-stanza-type", "&lt;r/&gt; is not a stanza")
+
+    async def test_a_stanza_name_in_an_extension_namespace_goes_to_that_extension(self):
+        self.alice.send("<message xmlns='urn:xmpp:sm:3'/>")
+        await self.assert_stream_error(self.alice, "unsupported-stanza-type", "&lt;message/&gt; is not XEP-0198")
+        self.bob.send("<iq type='get' id='p' xmlns='urn:xmpp:csi:0'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await self.assert_stream_error(self.bob, "unsupported-stanza-type", "&lt;iq/&gt; is not XEP-0352")
+
+    async def test_a_stream_error_from_the_client_is_answered_as_before(self):
+        self.alice.send("<stream:error><not-well-formed xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>")
+        await self.assert_stream_error(self.alice, "unsupported-stanza-type", "&lt;error/&gt; is not a stanza")
+
+    async def test_stream_management_still_counts_each_stanza(self):
+        self.alice.send("<enable xmlns='urn:xmpp:sm:3'/>")
+        await self.alice.expect("<enabled")
+        for i in range(3):
+            self.alice.send(f"<message to='bob@{DOMAIN}' type='chat' id='m{i}'><body>{i}</body></message>")
+        self.alice.send("<presence/><r xmlns='urn:xmpp:sm:3'/>")
+        await self.alice.expect("<a xmlns='urn:xmpp:sm:3' h='4'/>")
+
+    async def test_an_observer_added_to_a_live_stream_sees_stanzas_first(self):
+        stream = self.server.router.sessions[f"alice@{DOMAIN}"]["raw"].stream
+        seen, once = [], []
+
+        def take(element):
+            seen.append(element.getAttribute("id"))
+            element.handled = True  # the client stream's mark: not routed
+
+        stream.addObserver("/message[@type='headline']", take, priority=1)
+        stream.addOnetimeObserver("/message/body", lambda e: once.append(e.getAttribute("id")), priority=2)
+        self.alice.send(f"<message to='bob@{DOMAIN}' type='headline' id='h'><body>x</body></message>")
+        self.alice.send(f"<message to='bob@{DOMAIN}' type='chat' id='c1'><body>x</body></message>")
+        self.alice.send(f"<message to='bob@{DOMAIN}' type='chat' id='c2'><body>x</body></message>")
+        await self.bob.wait_for(lambda e: e.getAttribute("id") == "c2")
+        self.assertEqual((seen, once), (["h"], ["h"]))
+        self.assertEqual([e.getAttribute("id") for e in self.bob.unconsumed("message")], ["c1"])
