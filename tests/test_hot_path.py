@@ -35,10 +35,29 @@ class FirstNow(unittest.TestCase):
         self.assertEqual(seen, [7])
 
     def test_a_deferred_answer_stops_there(self):
-        hooks, seen = Hooks(), []
-        hooks.add("e", lambda v: defer.succeed(True))
+        hooks, seen, pending = Hooks(), [], defer.Deferred()
+        hooks.add("e", lambda v: pending)
         hooks.add("e", lambda v: seen.append(v))
-        self.assertIs(self.successResultOf(hooks.first_now("e", 1)), True)
+        answer = hooks.first_now("e", 1)
+        pending.callback(True)
+        self.assertIs(self.successResultOf(answer), True)
+        self.assertEqual(seen, [])
+
+    def test_a_fired_deferred_answers_at_once(self):
+        # (a publish handed to storage at once: no callback chain per message)
+        hooks, seen = Hooks(), []
+        hooks.add("e", lambda v: seen.append("first") or defer.succeed(None))
+        hooks.add("e", lambda v: seen.append("second") or defer.succeed(False))
+        hooks.add("e", lambda v: seen.append("third") or defer.succeed(True))
+        hooks.add("e", lambda v: seen.append("never"))
+        self.assertIs(hooks.first_now("e", 1), True)
+        self.assertEqual(seen, ["first", "second", "third"])
+
+    def test_a_fired_failure_stays_a_failure(self):
+        hooks, seen = Hooks(), []
+        hooks.add("e", lambda v: defer.fail(ValueError("stored nowhere")))
+        hooks.add("e", lambda v: seen.append(v))
+        self.failureResultOf(hooks.first_now("e", 1), ValueError)
         self.assertEqual(seen, [])
 
     def test_a_coroutine_handler_is_awaited(self):

@@ -243,3 +243,41 @@ class ClientStreamElements(ServerTestCase):
         await self.bob.wait_for(lambda e: e.getAttribute("id") == "c2")
         self.assertEqual((seen, once), (["h"], ["h"]))
         self.assertEqual([e.getAttribute("id") for e in self.bob.unconsumed("message")], ["c1"])
+
+
+class StorageTimings(unittest.TestCase):
+    """``metrics.STORAGE_SECONDS`` is plain numbers, exposed exactly as the
+    prometheus ``Histogram`` it replaced would expose them."""
+
+    def test_the_exposition_is_a_histograms(self):
+        from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+        from xep207.metrics import _Timings
+
+        buckets = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
+        reference_registry, ours_registry = CollectorRegistry(), CollectorRegistry()
+        reference = Histogram("xep207_storage_operation_seconds",
+                              "Time from a storage call to its answer (queueing included).", ["operation"],
+                              buckets=buckets, registry=reference_registry)
+        ours = _Timings(buckets)
+        ours_registry.register(ours)
+        rng = random.Random(13)
+        values = [0.0005, 0.001, 10, 10.5, 0] + [rng.expovariate(100) for _ in range(200)]
+        for operation in ("publish", "get_account", "idle"):
+            reference.labels(operation)
+            counts = ours.labels(operation)
+            if operation == "idle":
+                continue  # made, never observed: zero everywhere, as a Histogram's child
+            for seconds in values:
+                reference.labels(operation).observe(seconds)
+                ours.observe(counts, seconds)
+
+        def lines(registry):
+            text = generate_latest(registry).decode()
+            # _created: when each child was made, a moment apart
+            return [line.rsplit(" ", 1)[0] if "_created{" in line else line for line in text.splitlines()]
+
+        self.assertEqual(lines(ours_registry), lines(reference_registry))
+        # a bound is inclusive (0.0005 counts in le="0.0005"); above the last, the +Inf bucket
+        self.assertEqual(ours.counts["publish"][0], sum(1 for v in values if v <= 0.0005))
+        self.assertEqual(ours.counts["publish"][-2], 1)

@@ -109,7 +109,8 @@ class Hooks:
     def first_now(self, name: str, *args: Any) -> Any:
         """``first`` as a plain call: the answer, or a Deferred of it once a
         handler answered with something to wait for (no coroutine per stanza
-        when every handler answers at once)."""
+        when every handler answers at once, or with a Deferred that has
+        already fired; a failure stays a failed Deferred)."""
         grouped = self._by_stanza.get(name)
         if grouped is None or not args:
             handlers = self._handlers.get(name, [])
@@ -121,6 +122,14 @@ class Hooks:
             if answer is None or answer is False:
                 continue  # (most handlers pass a stanza on at once: no awaitable test)
             if isinstance(answer, defer.Deferred):
+                if answer.called and not answer.paused and (
+                        type(answer.result) in _PLAIN or not isinstance(answer.result, _NOT_AN_ANSWER)):
+                    # Fired already (a message handed to storage at once): its
+                    # answer as is, no callback chain.
+                    answer = answer.result
+                    if answer is None or answer is False:
+                        continue
+                    return answer
                 return answer.addCallback(self._first_after, name, handlers[i + 1:], args)
             if inspect.isawaitable(answer):
                 return defer.ensureDeferred(_awaited(answer)).addCallback(
@@ -135,6 +144,12 @@ class Hooks:
         later = Hooks()
         later._handlers[name] = rest
         return later.first_now(name, *args)
+
+
+_NOT_AN_ANSWER = (Failure, defer.Deferred)
+# Answers known at once not to be a Deferred (isinstance of one is an ABC
+# check, a Python call, for anything that is not).
+_PLAIN = frozenset((bool, type(None)))
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -16,7 +16,9 @@ class InFlight:
         return len(self._pending)
 
     def track(self, d: defer.Deferred) -> defer.Deferred:
-        if d.called and not isinstance(d.result, defer.Deferred):
+        # (``result is None`` first: isinstance of a Deferred is an ABC check,
+        # a Python call, for anything that is not one)
+        if d.called and (d.result is None or not isinstance(d.result, defer.Deferred)):
             return d  # done already (most stanzas): nothing to wait for
         self._pending.add(d)  # removed again when it fires (at once if it already has)
         d.addBoth(self._settled, d)
