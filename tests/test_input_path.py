@@ -281,3 +281,65 @@ class StorageTimings(unittest.TestCase):
         # a bound is inclusive (0.0005 counts in le="0.0005"); above the last, the +Inf bucket
         self.assertEqual(ours.counts["publish"][0], sum(1 for v in values if v <= 0.0005))
         self.assertEqual(ours.counts["publish"][-2], 1)
+
+
+HEADER = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+          b"xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>")
+TRICKY = [
+    "<message to='bob@localhost' type='chat' id='1'><body>hi &amp; th\u00e9re &#x1F600;</body></message>",
+    "<message xml:lang='fr' to='b' xmlns:a='urn:a' a:one='1' two='2' a:three='3'><body>x</body>"
+    "<thread parent='p'>t</thread></message>",
+    "<iq type='set' id='2'><query xmlns='jabber:iq:roster'><item jid='x@y' name='&lt;&gt;'>"
+    "<group>G</group></item></query></iq>",
+    "<p:message xmlns:p='jabber:client' to='c'><p:body>prefixed</p:body><q:x xmlns:q='urn:q'><q:y/></q:x>"
+    "</p:message>",
+    "<presence><x xmlns='urn:outer'><y xmlns=''>empty default</y><z/></x>text between<![CDATA[<raw>]]>"
+    "and after</presence>",
+    "<message><body>\n  spaced\t\r\n text  </body><body/><html xmlns='http://jabber.org/protocol/xhtml-im'>"
+    "<body xmlns='http://www.w3.org/1999/xhtml'><p>a<b>b</b>c</p></body></html></message>",
+]
+
+
+def _tree(element):
+    if isinstance(element, str):
+        return element
+    return (element.uri, element.name, element.defaultUri, list(element.attributes.items()),
+            dict(element.localPrefixes), [_tree(c) for c in element.children])
+
+
+class TheParser(unittest.TestCase):
+    """``ServerStream``'s own expat handlers build what domish's would."""
+
+    def parse_both(self, chunks):
+        from twisted.internet.testing import StringTransport
+        from twisted.words.protocols.jabber import xmlstream
+
+        from xep207.server.stream import ServerStream
+
+        class Quiet(xmlstream.Authenticator):
+            def streamStarted(self, root=None):
+                pass
+
+        ours, reference = [], []
+        stream = ServerStream(Quiet())
+        stream.onElement = ours.append
+        stream.makeConnection(StringTransport())
+        stream.authenticated = True
+        expat = domish.elementStream()
+        expat.DocumentStartEvent = lambda root: None
+        expat.ElementEvent = reference.append
+        for chunk in chunks:
+            stream.dataReceived(chunk)
+            expat.parse(chunk)
+        stream.connectionLost(None)
+        return ours, reference
+
+    def test_the_same_elements_whole_and_byte_by_byte(self):
+        data = HEADER + "".join(TRICKY).encode("utf-8")
+        for chunks in ([data], [data[i:i + 1] for i in range(len(data))], [data[i:i + 7] for i in range(0, len(data), 7)]):
+            ours, reference = self.parse_both(chunks)
+            self.assertEqual(len(ours), len(TRICKY))
+            self.assertEqual([_tree(e) for e in ours], [_tree(e) for e in reference])
+            self.assertEqual([e.toXml() for e in ours], [e.toXml() for e in reference])
+        self.assertEqual(ours[1].attributes[("http://www.w3.org/XML/1998/namespace", "lang")], "fr")
+        self.assertEqual(str(ours[0].body), "hi & th\u00e9re \U0001F600")

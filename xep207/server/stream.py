@@ -91,6 +91,17 @@ def _refuse(*_):
     raise RestrictedXML()
 
 
+def _qualified(attributes: dict) -> dict:
+    """domish's attributes: a namespaced one ("uri name" from expat) keyed
+    (uri, name), after the plain ones, each group in document order."""
+    plain = {key: value for key, value in attributes.items() if " " not in key}
+    for key, value in attributes.items():
+        if " " in key:
+            uri, _, name = key.rpartition(" ")
+            plain[(uri, name)] = value
+    return plain
+
+
 class _CompressingTransport:
     """Wraps a transport so that everything written is zlib-compressed and flushed."""
 
@@ -209,7 +220,6 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         stream.ElementEvent = self._on_complete_stanza
         parser = stream.parser
         start_element = parser.StartElementHandler
-        end_element = parser.EndElementHandler
         self._stanza_start = 0
         self._depth = 0
         self._elements = 0
@@ -224,29 +234,71 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
 
         stream.DocumentStartEvent = on_document
 
+        # Below the root, the limits and domish's tree building in one handler
+        # per event (issue 13: not a wrapper calling domish's): the same
+        # Elements, the same state on ``stream`` (currElem, elementCount,
+        # localPrefixes: the idle parser and Twisted read it).
+        Element = domish.Element
+
         def on_start(name, attributes):
             if self.stream is None:
                 raise _Stopped()
-            if stream.documentStarted:
-                if stream.currElem is None:
-                    self._stanza_start = stream.parser.CurrentByteIndex
-                    self._elements = 0
-                self._depth += 1
-                self._elements += 1
-                if self._depth > limits.depth:
-                    raise StanzaTooComplex(f"elements nested deeper than {limits.depth}")
-                if self._elements > limits.elements:
-                    raise StanzaTooComplex(f"more than {limits.elements} elements in a stanza")
-            start_element(name, attributes)
+            if not stream.documentStarted:
+                return start_element(name, attributes)  # the stream header
+            parent = stream.currElem
+            if parent is None:
+                self._stanza_start = stream.parser.CurrentByteIndex
+                self._elements = 0
+            self._depth += 1
+            self._elements += 1
+            if self._depth > limits.depth:
+                raise StanzaTooComplex(f"elements nested deeper than {limits.depth}")
+            if self._elements > limits.elements:
+                raise StanzaTooComplex(f"more than {limits.elements} elements in a stanza")
+            # expat gives "uri name" (a space: the separator) or a bare name;
+            # a namespaced attribute becomes a (uri, name) key, after the others.
+            uri, _, local = name.rpartition(" ")
+            for key in attributes:
+                if " " in key:
+                    attributes = _qualified(attributes)
+                    break
+            element = Element((uri, local), stream.defaultNsStack[-1], attributes, stream.localPrefixes)
+            stream.localPrefixes = {}
+            stream.elementCount += 1
+            if stream.elementCount > stream.maxElementCount:
+                raise domish.ParserError("Maximum element count exceeded")
+            if parent is not None:
+                parent.children.append(element)
+                element.parent = parent
+            stream.currElem = element
 
         def on_end(name):
             if self.stream is None:
                 raise _Stopped()
             self._depth -= 1
-            end_element(name)
+            element = stream.currElem
+            if element is None:
+                stream.DocumentEndEvent()  # </stream:stream>
+            elif element.parent is None:
+                stream.ElementEvent(element)  # a complete stanza
+                stream.currElem = None
+                stream.elementCount = 0
+                stream.stanzaSize = 0
+            else:
+                stream.currElem = element.parent
+
+        def on_text(data):
+            element = stream.currElem
+            if element is not None:
+                children = element.children
+                if children and isinstance(children[-1], str):
+                    children[-1] = children[-1] + data
+                else:
+                    children.append(data)
 
         parser.StartElementHandler = on_start
         parser.EndElementHandler = on_end
+        parser.CharacterDataHandler = on_text
         parser.StartDoctypeDeclHandler = _refuse
         parser.EntityDeclHandler = _refuse
         parser.CommentHandler = _refuse
