@@ -399,6 +399,9 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             name = element.name
             _RECEIVED[name if name in _RECEIVED else "other"] += 1  # (metrics.received, inline)
             self.router.route_from_session(session, element)
+            session = self.session  # (routing may have ended it)
+            if session is not None and session.sm is not None:  # XEP-0198 counts it once handled
+                session.sm.received()
             receivers = self._receivers
             if receivers is None:
                 receivers = self._receivers = self._stanza_receivers()

@@ -256,11 +256,6 @@ class StreamManagement:
         if negotiator.user is not None:  # bind-capable: authenticated
             features.addElement((NS_SM, "sm"))
 
-    def received(self, negotiator, stanza) -> None:
-        session = negotiator.session
-        if session is not None and session.sm is not None:
-            session.sm.received()
-
     def on_nonza(self, negotiator, element: domish.Element) -> None:
         handler = {"enable": self._enable, "resume": self._resume, "r": self._request,
                    "a": self._ack}.get(element.name)
