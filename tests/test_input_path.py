@@ -63,9 +63,40 @@ class SameAsXishDispatch(unittest.TestCase):
             self.observe(slow, slow_log, plan)
             self.observe(fast, fast_log, plan)
             for element in elements:
-                slow.dispatch(element)
-                fast.onElement(element)
+                self.assertEqual(fast.dispatch(element), slow.dispatch(element))
             self.assertEqual(fast_log, slow_log, plan)
+            named = domish.Element((None, "named"))  # a named event: the observers of that name
+            self.assertEqual(fast.dispatch(named, "//event/never"), slow.dispatch(named, "//event/never"))
+            self.assertEqual(fast_log, slow_log, plan)
+
+    def test_a_pipe_end_made_faster_keeps_its_observers(self):
+        from wokkel.generic import XmlPipe
+
+        from xep207.server.element_dispatch import faster
+
+        pipe, seen = XmlPipe(), []
+        pipe.sink.addObserver("/iq[@type='get']/query", lambda e: seen.append(("query", e["id"])))
+        pipe.sink.addObserver("//event/custom", lambda data: seen.append(("event", data)))
+        faster(pipe.sink)
+        self.assertIsInstance(pipe.sink, FastElementDispatch)
+        iq = domish.Element((None, "iq"))
+        iq["type"], iq["id"] = "get", "1"
+        iq.addElement(("jabber:iq:version", "query"))
+        pipe.source.send(iq)
+        iq["type"] = "set"
+        pipe.source.send(iq)
+        pipe.sink.dispatch("data", "//event/custom")
+        self.assertEqual(seen, [("query", "1"), ("event", "data")])
+        self.assertEqual(list(pipe.sink._plans), ["iq"])
+
+    def test_made_up_names_do_not_grow_the_plans(self):
+        from xep207.server.element_dispatch import MAX_PLANS
+
+        fast = FastElementDispatch()
+        fast.addObserver("/*", lambda e: None)
+        for i in range(100):
+            fast.onElement(domish.Element((None, f"name{i}")))
+        self.assertLessEqual(len(fast._plans), MAX_PLANS)
 
     def test_a_failing_observer_is_logged_and_the_others_still_run(self):
         fast, seen = FastElementDispatch(), []

@@ -70,8 +70,13 @@ def plan_for(dispatcher: EventDispatcher, name: str) -> list[_Step] | None:
     return steps
 
 
+MAX_PLANS = 16  # element names remembered per dispatcher (a peer may make names up)
+
+
 class FastElementDispatch(EventDispatcher):
-    """Mixed into an ``XmlStream``: ``onElement`` from per-name plans."""
+    """An ``EventDispatcher`` whose element dispatches go by per-name plans:
+    mixed into an ``XmlStream`` (``onElement``), or made the class of a pipe's
+    ends (``faster``)."""
 
     _plans: dict[str, list[_Step] | None] | None = None
 
@@ -83,7 +88,13 @@ class FastElementDispatch(EventDispatcher):
         self._plans = None
         return super().removeObserver(event, observerfn)
 
-    def onElement(self, element) -> None:
+    def dispatch(self, obj, event=None):
+        if event is not None or type(getattr(obj, "name", None)) is not str:
+            return super().dispatch(obj, event)  # a named event, or not an element
+        return self.onElement(obj)
+
+    def onElement(self, element) -> bool:
+        """``dispatch(element)``: whether some observer was called."""
         plans = self._plans
         if plans is None:
             plans = self._plans = {}
@@ -91,15 +102,19 @@ class FastElementDispatch(EventDispatcher):
         try:
             steps = plans[name]
         except KeyError:
+            if len(plans) >= MAX_PLANS:
+                plans.clear()
             steps = plans[name] = plan_for(self, name)
         if steps is None:
-            self.dispatch(element)
+            found = EventDispatcher.dispatch(self, element)
             self._plans = None  # it may have dropped one-time observers
-            return
+            return found
+        found = False
         self._dispatchDepth += 1
         try:
             for query, calls in steps:
                 if query is None or query.matches(element):
+                    found = True
                     for call in calls:
                         try:
                             call(element)
@@ -111,3 +126,11 @@ class FastElementDispatch(EventDispatcher):
             queued, self._updateQueue = self._updateQueue, []
             for update in queued:
                 update()
+        return found
+
+
+def faster(dispatcher: EventDispatcher) -> None:
+    """Make a plain ``EventDispatcher`` (an end of wokkel's ``XmlPipe``)
+    dispatch elements by plans; its observers stay as they are."""
+    if type(dispatcher) is EventDispatcher:
+        dispatcher.__class__ = FastElementDispatch

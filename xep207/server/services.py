@@ -10,6 +10,7 @@ external component would through a socket.
 from __future__ import annotations
 
 from twisted.words.protocols.jabber import jid as jidlib
+from wokkel.component import InternalComponent
 from wokkel.generic import XmlPipe
 from wokkel import disco
 from twisted.words.protocols.jabber.xmlstream import XMPPHandlerCollection
@@ -17,12 +18,15 @@ from wokkel.subprotocols import XMPPHandler
 from zope.interface import implementer
 
 import xep207
+from xep207.server.element_dispatch import faster
 
 
 class LocalServices(XMPPHandlerCollection):
     def __init__(self, router):
         super().__init__()
         pipe = XmlPipe()
+        faster(pipe.source)  # many iq handlers: dispatched by plans (issue 13)
+        faster(pipe.sink)
         self.xmlstream = pipe.source
         router.local_services = pipe.sink
         pipe.sink.addObserver("/*", router.route)
@@ -34,6 +38,17 @@ class LocalServices(XMPPHandlerCollection):
 
     def send(self, obj):
         self.xmlstream.send(obj)
+
+
+class InternalService(InternalComponent):
+    """wokkel's ``InternalComponent`` whose pipe dispatches elements by plans
+    (``xep207.server.element_dispatch``), not by matching every handler's
+    XPath query in turn."""
+
+    def startService(self):
+        super().startService()
+        faster(self._pipe.source)
+        faster(self._pipe.sink)
 
 
 @implementer(disco.IDisco)

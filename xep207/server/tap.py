@@ -8,7 +8,6 @@ import socket
 from twisted.application import internet, service
 from twisted.internet import defer, reactor
 from twisted.python import log
-from wokkel.component import InternalComponent
 from wokkel.generic import VersionHandler
 from wokkel.ping import PingHandler
 
@@ -42,7 +41,7 @@ from xep207.server.stream import Shaping, StreamLimits
 from xep207.server.components import ComponentServerFactory
 from xep207.server.register import RegistrationHandler
 from xep207.server.router import Router
-from xep207.server.services import LegacySession, LocalServices, ServerDisco
+from xep207.server.services import InternalService, LegacySession, LocalServices, ServerDisco
 from xep207.web import install as install_web
 from xep207.service import OrderedServices, StorageService, WhenReady, prepare_sqlite
 from xep207.startup import ExclusiveLock, StartupError, fail_start, prepare_data_dir
@@ -139,7 +138,7 @@ class Server:
         install_personal_data(self)  # private storage, bookmarks, vCard, avatars (PEP nodes)
 
         # The pubsub service on its own domain.
-        self.pubsub = InternalComponent(self.router, pubsub_domain)
+        self.pubsub = InternalService(self.router, pubsub_domain)
         for handler in (PubSubProtocol(self.engine, accepts=lambda s: s == pubsub_domain),
                         DiscoHandler(), PingHandler()):
             handler.setHandlerParent(self.pubsub)
@@ -147,7 +146,7 @@ class Server:
         self.router.internal_routes.add(pubsub_domain)
 
         # The groupchat service: XEP-0045 and XEP-0060 on the same room nodes.
-        self.rooms = InternalComponent(self.router, chat_domain)
+        self.rooms = InternalService(self.router, chat_domain)
         rooms_pubsub = PubSubProtocol(self.engine, accepts=lambda s: s.split("@")[-1] == chat_domain
                                       and "/" not in s, allow_create=False)
         rooms_pubsub.hideNodes = True  # rooms are listed as rooms, by the groupchat service
