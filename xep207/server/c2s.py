@@ -193,7 +193,10 @@ class Session:
             metrics.sent(stanza)
         if self.csi is not None and self.csi.hold(stanza):
             return  # XEP-0352: later, or replaced by a newer one
-        self.write(stanza)
+        if self.sm is not None:  # (``write``, inline: a call less per delivery)
+            self.sm.send(stanza)
+        else:
+            self.stream.send(stanza)
 
     def write(self, stanza) -> None:
         """Past XEP-0352: counted and kept by XEP-0198 when enabled, then to the stream."""
