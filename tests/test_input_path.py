@@ -374,3 +374,42 @@ class TheParser(unittest.TestCase):
             self.assertEqual([e.toXml() for e in ours], [e.toXml() for e in reference])
         self.assertEqual(ours[1].attributes[("http://www.w3.org/XML/1998/namespace", "lang")], "fr")
         self.assertEqual(str(ours[0].body), "hi & th\u00e9re \U0001F600")
+
+
+class ResourceChoice(unittest.TestCase):
+    """The router's choice of sessions (RFC 6121 §8.5), written as loops for
+    speed, answers as the comprehensions it replaced, on random accounts."""
+
+    def reference(self, router, bare, everyone=False):
+        available = [s for s in router.sessions.get(bare, {}).values() if s.available]
+        candidates = [s for s in available if s.priority >= 0]
+        if everyone or router.deliver_to_all or not candidates:
+            return available, candidates
+        top = max(s.priority for s in candidates)
+        return available, [s for s in candidates if s.priority == top]
+
+    def test_random_accounts(self):
+        from xep207.jids import parse_jid
+        from xep207.server.c2s import Session
+        from xep207.server.router import Router
+
+        rng = random.Random(6121)
+        for _ in range(300):
+            router = Router("localhost", storage=None)
+            router.deliver_to_all = rng.random() < 0.2
+            for i in range(rng.randint(0, 5)):
+                session = Session(parse_jid(f"alice@localhost/r{i}"), stream=None,
+                                  available=rng.random() < 0.7, priority=rng.choice((-5, -1, 0, 0, 1, 5, 5, 127)))
+                router.sessions["alice@localhost"][f"r{i}"] = session
+            for everyone in (False, True):
+                available, deliverable = self.reference(router, "alice@localhost", everyone)
+                self.assertEqual(router.available_resources("alice@localhost"), available)
+                self.assertEqual(router.deliverable_resources("alice@localhost", everyone), deliverable)
+            self.assertEqual(router.sessions_for("alice@localhost"), available)
+            for i in range(6):
+                found = router.sessions["alice@localhost"].get(f"r{i}")
+                self.assertEqual(router.sessions_for(f"alice@localhost/r{i}"), [found] if found else [])
+        for elsewhere in ("alice@example.org", "localhost", "alice@localhost.evil/r0", "a@b@localhost"):
+            self.assertIsNone(router.sessions_for(elsewhere), elsewhere)
+        self.assertEqual(router.available_resources("nobody@localhost"), [])
+        self.assertNotIn("nobody@localhost", router.sessions)  # asking made no entry

@@ -179,16 +179,31 @@ class Router:
         return found
 
     def available_resources(self, bare: str) -> list[Session]:
-        return [s for s in self.resources(bare) if s.available]
+        # (Loops, not comprehensions over ``resources``: every delivery asks,
+        # and each comprehension or helper is a Python call.)
+        found = []
+        local = self.sessions.get(bare)
+        if local:
+            for session in local.values():
+                if session.available:
+                    found.append(session)
+        if self.directory is not None:
+            for session in self.directory.resources(bare):
+                if session.available:
+                    found.append(session)
+        return found
 
     def sessions_for(self, jid: str) -> list[Session] | None:
         """The sessions a stanza for ``jid`` reaches: that resource, or every
         available one of the account; None when ``jid`` is not on our domain."""
         bare, _, resource = jid.partition("/")
-        if "@" not in bare or bare.split("@", 1)[1] != self.domain:
+        _, at, host = bare.partition("@")
+        if not at or host != self.domain:
             return None
         if resource:
-            session = self.session(jid)
+            session = self.sessions.get(bare, {}).get(resource)
+            if session is None and self.directory is not None:
+                session = self.directory.session(jid)
             return [session] if session is not None else []
         return self.available_resources(bare)
 
@@ -196,10 +211,16 @@ class Router:
         """RFC 6121 §8.5.2.1.1: the available resources with non-negative
         priority; only the highest-priority ones unless ``everyone`` or the
         operator's policy (``--deliver-to-all-resources``) says all."""
-        candidates = [s for s in self.available_resources(bare) if s.priority >= 0]
-        if everyone or self.deliver_to_all or not candidates:
-            return candidates
-        top = max(s.priority for s in candidates)
+        candidates: list[Session] = []
+        top = 0
+        for session in self.available_resources(bare):
+            priority = session.priority
+            if priority >= 0:
+                if priority > top:
+                    top = priority
+                candidates.append(session)
+        if everyone or self.deliver_to_all or len(candidates) < 2:
+            return candidates  # (one: it is the highest)
         return [s for s in candidates if s.priority == top]
 
     # wokkel's router protocol (InternalComponent, XMPPComponentServerFactory) ------
