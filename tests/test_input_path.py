@@ -365,6 +365,30 @@ class TheParser(unittest.TestCase):
         stream.connectionLost(None)
         return ours, reference
 
+    def test_a_quiet_stream_drops_its_dispatch_plans_with_its_parser(self):
+        from twisted.internet import task
+        from twisted.internet.testing import StringTransport
+        from twisted.words.protocols.jabber import xmlstream
+
+        from xep207.server import idle_parser
+        from xep207.server.stream import ServerStream
+
+        class Quiet(xmlstream.Authenticator):
+            def streamStarted(self, root=None):
+                pass
+
+        clock, seen = task.Clock(), []
+        stream = ServerStream(Quiet(), clock=clock)
+        stream.addObserver("/message", seen.append)
+        stream.makeConnection(StringTransport())
+        stream.dataReceived(HEADER + TRICKY[0].encode())
+        self.assertEqual(list(stream._plans), ["message"])
+        clock.advance(idle_parser.QUIET_SECONDS)
+        self.assertIsNone(stream.stream.parser)
+        self.assertIsNone(stream._plans)
+        stream.dataReceived(TRICKY[0].encode())
+        self.assertEqual(len(seen), 2)
+
     def test_the_same_elements_whole_and_byte_by_byte(self):
         data = HEADER + "".join(TRICKY).encode("utf-8")
         for chunks in ([data], [data[i:i + 1] for i in range(len(data))], [data[i:i + 7] for i in range(0, len(data), 7)]):

@@ -460,6 +460,7 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
             return
         self._parser_handlers = idle_parser.saved_handlers(stream.parser)
         stream.parser = None
+        self._plans = None  # the dispatch plans too (remade at the next stanza)
 
     def live_parser(self, stream: Any) -> Any:
         """``stream``'s expat parser, renewed first if it was freed while idle."""
