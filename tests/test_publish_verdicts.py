@@ -8,11 +8,16 @@ The engine is called here exactly as the chat capture calls it (``vetted``,
 ``via='legacy'``), so that the engine itself, not the legacy
 ``BlockingCapture`` in front of it, must refuse."""
 
+import os
+
+from twisted.trial import unittest
+
 from tests.doors_helpers import ALICE, BOB, DOMAIN, PUBSUB, chat_body, message_with, pair
 from tests.test_blocking import NODE as BLOCKLIST, NS_BLOCKING, BlockingTestCase
 
 from xep207.pubsub.errors import StanzaError
 from xep207.pubsub.kinds.base import Trusted
+from xep207.storage.records import new_id
 
 NODE = pair(ALICE, BOB)
 
@@ -172,3 +177,28 @@ class RememberedVerdicts(BlockingTestCase):
 
 class RememberedVerdictsOnSQLite(RememberedVerdicts):
     storage = "sqlite"
+
+
+class ItemIds(unittest.TestCase):
+    """``new_id`` takes ids from one ``os.urandom`` read per 256: still 128
+    random bits each, never one twice, and a forked child draws its own."""
+
+    def test_ids_are_hex_of_16_bytes_and_unique_across_refills(self):
+        ids = [new_id() for _ in range(3000)]
+        self.assertEqual(len(set(ids)), len(ids))
+        self.assertTrue(all(len(i) == 32 and int(i, 16) >= 0 for i in ids))
+
+    def test_a_forked_child_does_not_repeat_the_parents_pool(self):
+        new_id()  # the pool is filled: a child that kept it would hand out the parent's next ids
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its next ids, then out at once
+            os.write(write, "".join(new_id() for _ in range(4)).encode())
+            os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        with os.fdopen(read) as f:
+            child = f.read()
+        parent = [new_id() for _ in range(4)]
+        self.assertEqual(len(child), 128)
+        self.assertFalse(any(i in child for i in parent))

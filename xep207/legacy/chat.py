@@ -119,8 +119,9 @@ class ChatCapture:
             del self._locks[node_id]
 
     def intercept(self, stanza):
-        """False, or a Deferred firing True once the message is published (a
-        plain call: the common case costs no coroutine, issue 13)."""
+        """False; True once the message is in storage's queue; or a Deferred
+        firing True then (a plain call: the common case costs no coroutine
+        and, when done at once, no Deferred, issue 13)."""
         session = getattr(stanza, "session", None)
         if session is None or stanza.name != "message":
             return False
@@ -157,9 +158,10 @@ class ChatCapture:
     async def _publish_if_account(self, stanza, session, contact: str) -> bool:
         if not await self.router.account_exists(contact):
             return False  # the router answers service-unavailable
-        return await self._publish(stanza, session, contact)
+        published = self._publish(stanza, session, contact)
+        return (await published) if isinstance(published, defer.Deferred) else published
 
-    def _publish(self, stanza, session, contact: str) -> defer.Deferred:
+    def _publish(self, stanza, session, contact: str) -> defer.Deferred | bool:
         node_id = pair_node_id(session.bare, contact)
         # A client's own <stanza-id/> claims what only an archive says (XEP-0359 §4).
         if stanza.attributes.get("from") == session.full:  # (the router stamped it): one pass
@@ -217,35 +219,39 @@ class PairRendering:
             if event.replay:
                 payload = with_child(payload, f"<delay xmlns='{NS_DELAY}' from={quoteattr(chat.router.domain)}"
                                               f" stamp='{stamp(item.published)}'/>")
-            self.items.append((item.publisher, bare(item.publisher), addressed_to(item.payload), payload,
-                               item.item_id))
-        self._targets: dict[tuple[str, str], list] = {}
+            self.items.append((item.publisher, item.publisher.split("/", 1)[0], addressed_to(item.payload),
+                               payload, item.item_id))
+        # party → the sessions each item is addressed to (None: the party sent
+        # it, or a replay), decided once per event and party
+        self._targets: dict[str, list] = {}
         self._stamped: dict[tuple[str, str], str] = {}
 
     def _with_stanza_id(self, payload: str, item_id: str, party: str) -> str:
         """XEP-0359/XEP-0313: the id the party's archive knows the message by
         (serialized once per party and item)."""
         key = (party, item_id)
-        if key not in self._stamped:
-            self._stamped[key] = with_child(
-                payload, f"<stanza-id xmlns='{NS_SID}' id={quoteattr(item_id)} by={quoteattr(party)}/>")
-        return self._stamped[key]
-
-    def _targets_of(self, party: str, sender_bare: str, addressed: str) -> list:
-        if party == sender_bare or self.event.replay:
-            return []
-        key = (party, addressed)
-        found = self._targets.get(key)
+        found = self._stamped.get(key)
         if found is None:
-            found = self._targets[key] = self.chat._targets(addressed, party)
+            found = self._stamped[key] = with_child(
+                payload, f"<stanza-id xmlns='{NS_SID}' id={quoteattr(item_id)} by={quoteattr(party)}/>")
+        return found
+
+    def _targets_of(self, party: str) -> list:
+        found = self._targets.get(party)
+        if found is None:
+            replay = self.event.replay
+            found = self._targets[party] = [
+                None if replay or party == sender_bare else self.chat._targets(addressed, party)
+                for _, sender_bare, addressed, _, _ in self.items]
         return found
 
     def stanzas_for(self, recipient, session) -> list[str]:
-        party = bare(recipient.jid)
+        party = recipient.jid.split("/", 1)[0]
         replay = self.event.replay
         stanzas = []
-        for sender, sender_bare, addressed, payload, item_id in self.items:
-            if replay or session in self._targets_of(party, sender_bare, addressed):
+        for (sender, sender_bare, addressed, payload, item_id), targets in zip(self.items,
+                                                                               self._targets_of(party)):
+            if replay or (targets is not None and session in targets):
                 xml = self._with_stanza_id(payload, item_id, party)
                 if replay or not self.chat.offline.hold(session, xml, item_id, self.event.node_id):
                     stanzas.append(xml)  # (else it waits behind the backlog, or is sent tracked)
@@ -255,10 +261,9 @@ class PairRendering:
         return stanzas
 
     def addressed_sessions(self, recipient) -> list:
-        party = bare(recipient.jid)
         found = []
-        for _, sender_bare, addressed, _, _ in self.items:
-            for s in self._targets_of(party, sender_bare, addressed):
+        for targets in self._targets_of(recipient.jid.split("/", 1)[0]):
+            for s in targets or ():
                 if not s.available:
                     found.append(s)
         return found
@@ -266,9 +271,9 @@ class PairRendering:
     def missed(self, recipient) -> bool:
         if self.event.replay:
             return False
-        party = bare(recipient.jid)
-        for _, sender_bare, addressed, _, _ in self.items:
-            if party != sender_bare and not self._targets_of(party, sender_bare, addressed):
+        party = recipient.jid.split("/", 1)[0]
+        for (_, sender_bare, _, _, _), targets in zip(self.items, self._targets_of(party)):
+            if party != sender_bare and not targets:
                 return True
         return False
 
