@@ -68,8 +68,12 @@ def with_child(message_xml: str, child_xml: str) -> str:
 def is_stored(stanza: domish.Element) -> bool:
     """Chat and normal messages with a body are archived; chat states without
     a body, headlines and errors only route (issue 6)."""
-    return (stanza.getAttribute("type", "normal") in STORED_TYPES
-            and any(child.name == "body" for child in stanza.elements()))
+    if stanza.attributes.get("type", "normal") not in STORED_TYPES:
+        return False
+    for child in stanza.children:
+        if isinstance(child, domish.Element) and child.name == "body":
+            return True
+    return False
 
 
 def is_stanza_id(child) -> bool:
@@ -221,9 +225,8 @@ class PairRendering:
                                               f" stamp='{stamp(item.published)}'/>")
             self.items.append((item.publisher, item.publisher.split("/", 1)[0], addressed_to(item.payload),
                                payload, item.item_id))
-        # party → the sessions each item is addressed to (None: the party sent
-        # it, or a replay), decided once per event and party
-        self._targets: dict[str, list] = {}
+        # recipient JID → (party, what ``_targets_of`` found), once per event
+        self._targets: dict[str, tuple[str, list]] = {}
         self._stamped: dict[tuple[str, str], str] = {}
 
     def _with_stanza_id(self, payload: str, item_id: str, party: str) -> str:
@@ -236,21 +239,21 @@ class PairRendering:
                 payload, f"<stanza-id xmlns='{NS_SID}' id={quoteattr(item_id)} by={quoteattr(party)}/>")
         return found
 
-    def _targets_of(self, party: str) -> list:
-        found = self._targets.get(party)
-        if found is None:
-            replay = self.event.replay
-            found = self._targets[party] = [
-                None if replay or party == sender_bare else self.chat._targets(addressed, party)
-                for _, sender_bare, addressed, _, _ in self.items]
+    def _targets_of(self, jid: str) -> tuple[str, list]:
+        """The recipient's party (bare JID) and, per item, the sessions it is
+        addressed to (None: the party sent it, or a replay)."""
+        party = jid.split("/", 1)[0]
+        replay = self.event.replay
+        found = self._targets[jid] = (party, [
+            None if replay or party == sender_bare else self.chat._targets(addressed, party)
+            for _, sender_bare, addressed, _, _ in self.items])
         return found
 
     def stanzas_for(self, recipient, session) -> list[str]:
-        party = recipient.jid.split("/", 1)[0]
+        party, targets_of = self._targets.get(recipient.jid) or self._targets_of(recipient.jid)
         replay = self.event.replay
         stanzas = []
-        for (sender, sender_bare, addressed, payload, item_id), targets in zip(self.items,
-                                                                               self._targets_of(party)):
+        for (sender, sender_bare, addressed, payload, item_id), targets in zip(self.items, targets_of):
             if replay or (targets is not None and session in targets):
                 xml = self._with_stanza_id(payload, item_id, party)
                 if replay or not self.chat.offline.hold(session, xml, item_id, self.event.node_id):
@@ -262,7 +265,8 @@ class PairRendering:
 
     def addressed_sessions(self, recipient) -> list:
         found = []
-        for targets in self._targets_of(recipient.jid.split("/", 1)[0]):
+        _, targets_of = self._targets.get(recipient.jid) or self._targets_of(recipient.jid)
+        for targets in targets_of:
             for s in targets or ():
                 if not s.available:
                     found.append(s)
@@ -271,8 +275,8 @@ class PairRendering:
     def missed(self, recipient) -> bool:
         if self.event.replay:
             return False
-        party = recipient.jid.split("/", 1)[0]
-        for (_, sender_bare, _, _, _), targets in zip(self.items, self._targets_of(party)):
+        party, targets_of = self._targets.get(recipient.jid) or self._targets_of(recipient.jid)
+        for (_, sender_bare, _, _, _), targets in zip(self.items, targets_of):
             if party != sender_bare and not targets:
                 return True
         return False
