@@ -10,11 +10,13 @@ The engine is called here exactly as the chat capture calls it (``vetted``,
 
 import os
 
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.doors_helpers import ALICE, BOB, DOMAIN, PUBSUB, chat_body, message_with, pair
 from tests.test_blocking import NODE as BLOCKLIST, NS_BLOCKING, BlockingTestCase
 
+from xep207.ordering import InOrder
 from xep207.pubsub.errors import StanzaError
 from xep207.pubsub.kinds.base import Trusted
 from xep207.storage.records import new_id
@@ -202,3 +204,32 @@ class ItemIds(unittest.TestCase):
         parent = [new_id() for _ in range(4)]
         self.assertEqual(len(child), 128)
         self.assertFalse(any(i in child for i in parent))
+
+
+class WaitFor(unittest.TestCase):
+    """``InOrder.wait_for``: a chat message's store counted for XEP-0198 without
+    a function and a Deferred made per message; what runs next still waits."""
+
+    def test_what_runs_next_waits_for_it_in_order(self):
+        order, first, second = InOrder(), defer.Deferred(), defer.Deferred()
+        ran = []
+        order.run(lambda: first)
+        order.wait_for(second)  # behind the first
+        order.run(lambda: ran.append("third"))
+        first.callback(None)
+        self.assertEqual(ran, [])
+        self.assertTrue(order.locked)
+        second.errback(RuntimeError("its owner handles it"))
+        self.assertEqual(ran, ["third"])
+        self.assertFalse(order.locked)
+        self.failureResultOf(second, RuntimeError)
+
+    def test_idle_and_done_costs_nothing(self):
+        order = InOrder()
+        order.wait_for(defer.succeed(None))
+        self.assertFalse(order.locked)
+        pending = defer.Deferred()
+        order.wait_for(pending)
+        self.assertTrue(order.locked)
+        pending.callback(None)
+        self.assertFalse(order.locked)

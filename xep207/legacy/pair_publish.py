@@ -61,25 +61,27 @@ class PairPublisher:
         # whichever door it came through.
         full = self.engine.publish(session.full, self.chat.pubsub_domain, node_id, [(None, payload)],
                                    vetted=True, via=VIA_LEGACY, queued=handoff.queued, after=after)
-        full.addBoth(self._published, node_id, lock, entry, session)
+        full.addBoth(self._done, node_id, lock, entry, session, handoff, stanza)
         if full.called and not isinstance(full.result, defer.Deferred):
             # Done within this call (``memory:``, nothing before it): no Deferred to wait on.
             result = full.result
-            full.addErrback(_consumed)
-            if not isinstance(result, Failure):
-                return True
-            if not handoff.done:
-                return defer.fail(result)  # refused: the router answers
-            self.router.route_failed(result, stanza)  # failed once queued: bounced all the same
+            if isinstance(result, Failure):
+                full.addErrback(_consumed)
+                return defer.fail(result)  # refused before its hand-off: the router answers
             return True
-        session.durable.run(lambda: full)  # XEP-0198: handled once stored
+        session.durable.wait_for(full)  # XEP-0198: handled once stored
         self.router.in_flight.track(full)
         if handoff.done:  # in storage's queue already (SQLite's writer): the session goes on
-            full.addErrback(self.router.route_failed, stanza)
             return True
-        handed = handoff.deferred = defer.Deferred()
-        full.addBoth(self._settled, handed, stanza)
-        return handed
+        handoff.deferred = defer.Deferred()
+        return handoff.deferred
+
+    def _done(self, result, node_id: str, lock: ConversationLock, entry: list, session,
+              handoff: "_Handoff", stanza):
+        result = self._published(result, node_id, lock, entry, session)
+        if isinstance(result, defer.Deferred):
+            return result.addBoth(self._settled, handoff, stanza)
+        return self._settled(result, handoff, stanza)
 
     def _published(self, result, node_id: str, lock: ConversationLock, entry: list, session=None):
         lock.finish(entry)  # (the next message's consequences wait for this one's)
@@ -99,10 +101,17 @@ class PairPublisher:
         waits = [d for d in (stored, crossed) if d is not None]
         return defer.gatherResults(waits).addCallback(lambda _: True)
 
-    def _settled(self, result, handed: defer.Deferred, stanza) -> None:
-        if not handed.called:
-            handed.callback(result)  # refused before its hand-off (or none): the router answers
-        elif isinstance(result, Failure):
+    def _settled(self, result, handoff: "_Handoff", stanza):
+        """The outcome, to whoever waits for the hand-off; a failure after it
+        bounces the stanza all the same. Nobody waits yet (done within
+        ``_start``): the outcome stays for ``_start`` to read."""
+        handed = handoff.deferred
+        if handed is not None and not handed.called:
+            handed.callback(result)  # refused before its hand-off: the router answers
+            return None
+        if handed is None and not handoff.done:
+            return result
+        if isinstance(result, Failure):
             self.router.route_failed(result, stanza)  # failed once queued: bounced all the same
         return None
 
