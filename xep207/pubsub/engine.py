@@ -109,12 +109,15 @@ class _Verdicts:
     """The requestors a kind let publish to one node (their ``Access``), as
     judged on ``state``: the cache's (node, affiliations, subscriptions)."""
 
-    __slots__ = ("state", "kind", "allowed")
+    __slots__ = ("state", "kind", "allowed", "recipients")
 
     def __init__(self, state: tuple, kind: NodeKind) -> None:
         self.state = state
         self.kind = kind
         self.allowed: dict[str, Access] = {}
+        # Who gets its notifications, once decided (not on a PEP service, where
+        # block lists and ``+notify`` resources also count): a function of ``state``.
+        self.recipients: tuple[Recipient, ...] | None = None
 
 
 class NodeCreatedElsewhere(errors.StanzaError):
@@ -345,8 +348,8 @@ class PubSubEngine:
         if verdicts is None:
             return None
         access = verdicts.allowed.get(requestor)
-        if access is None or is_trusted(requestor):
-            return None
+        if access is None or isinstance(requestor, Trusted):
+            return None  # (a Trusted requestor is never remembered: it equals the string it names)
         state = self._peek(service, node_id)  # type: ignore[misc]
         known = verdicts.state
         if state is None or state[0] is not known[0] or state[1] is not known[1] or state[2] is not known[2]:
@@ -365,21 +368,26 @@ class PubSubEngine:
         stored = self.storage.put_item(service, node_id, Item(new_id(), payload, requestor), config.max_items)
         if queued is not None and self._ordered_writes:
             queued()  # whatever is issued next runs after it
-        return stored.addCallback(self._stored_known, kind, access, after)
+        return stored.addCallback(self._stored_known, verdicts, access, after)
 
-    def _stored_known(self, item: Item, kind: NodeKind, access: Access, after: defer.Deferred | None):
+    def _stored_known(self, item: Item, verdicts: _Verdicts, access: Access, after: defer.Deferred | None):
         if after is not None and not after.called:
-            return after.addCallback(lambda _: self._notify_known(item, kind, access))
-        return self._notify_known(item, kind, access)
+            return after.addCallback(lambda _: self._notify_known(item, verdicts, access))
+        return self._notify_known(item, verdicts, access)
 
-    def _notify_known(self, item: Item, kind: NodeKind, access: Access):
+    def _notify_known(self, item: Item, verdicts: _Verdicts, access: Access):
         node = access.node
+        kind = verdicts.kind
         self.hooks.fire(ITEM_PUBLISHED, node, item, access.requestor)
         config = node.config
         if config.deliver_notifications:
-            recipients = self._recipients_now(node, access.affiliations, access._read["subscriptions"])  # type: ignore[arg-type]
+            recipients: Sequence[Recipient] | None = verdicts.recipients
             if recipients is None:
-                return defer.ensureDeferred(self._notify(kind, access, item))
+                recipients = self._recipients_now(node, access.affiliations, verdicts.state[2])
+                if recipients is None:
+                    return defer.ensureDeferred(self._notify(kind, access, item))
+                if not self.is_pep(node.service):
+                    verdicts.recipients = tuple(recipients)
             undelivered = self.sink.deliver(
                 Event(node.service, node.node_id, ITEMS, items=(item,),
                       include_payloads=config.deliver_payloads,

@@ -163,7 +163,8 @@ class PairKind(NodeKind):
         self._check_blocks(access)
 
     def publish_rechecks(self, engine, requestor: str, node: Node) -> None:
-        _blocks_between(engine, requestor, node.node_id)
+        if engine.blocks:  # (nobody blocks anybody: nothing to ask)
+            _blocks_between(engine, requestor, node.node_id)
 
     @staticmethod
     def _check_blocks(access: Access) -> None:
