@@ -68,11 +68,10 @@ def with_child(message_xml: str, child_xml: str) -> str:
 def is_stored(stanza: domish.Element) -> bool:
     """Chat and normal messages with a body are archived; chat states without
     a body, headlines and errors only route (issue 6)."""
-    if stanza.attributes.get("type", "normal") not in STORED_TYPES:
-        return False
-    for child in stanza.children:
-        if isinstance(child, domish.Element) and child.name == "body":
-            return True
+    if stanza.attributes.get("type", "normal") in STORED_TYPES:
+        for child in stanza.children:  # (a loop: no generator per message)
+            if isinstance(child, domish.Element) and child.name == "body":
+                return True
     return False
 
 
@@ -81,12 +80,10 @@ def is_stanza_id(child) -> bool:
 
 
 def without_stanza_ids(stanza: domish.Element) -> domish.Element:
-    if not any(isinstance(c, domish.Element) and c.uri == NS_SID and c.name == "stanza-id"
-               for c in stanza.children):
+    if not any(is_stanza_id(c) for c in stanza.children):
         return stanza
     copy = restamped(stanza, stanza.getAttribute("from", ""))
-    copy.children = [c for c in copy.children
-                     if not (isinstance(c, domish.Element) and c.uri == NS_SID and c.name == "stanza-id")]
+    copy.children = [c for c in copy.children if not is_stanza_id(c)]
     return copy
 
 
@@ -123,9 +120,8 @@ class ChatCapture:
             del self._locks[node_id]
 
     def intercept(self, stanza):
-        """False; True once the message is in storage's queue; or a Deferred
-        firing True then (a plain call: the common case costs no coroutine
-        and, when done at once, no Deferred, issue 13)."""
+        """False; True once the message is in storage's queue, or a Deferred
+        firing True then (issue 13: no coroutine, and often no Deferred)."""
         session = getattr(stanza, "session", None)
         if session is None or stanza.name != "message":
             return False
@@ -225,8 +221,7 @@ class PairRendering:
                                               f" stamp='{stamp(item.published)}'/>")
             self.items.append((item.publisher, item.publisher.split("/", 1)[0], addressed_to(item.payload),
                                payload, item.item_id))
-        # recipient JID → (party, what ``_targets_of`` found), once per event
-        self._targets: dict[str, tuple[str, list]] = {}
+        self._targets: dict[str, tuple[str, list]] = {}  # recipient JID → ``_targets_of``
         self._stamped: dict[tuple[str, str], str] = {}
 
     def _with_stanza_id(self, payload: str, item_id: str, party: str) -> str:
@@ -240,8 +235,7 @@ class PairRendering:
         return found
 
     def _targets_of(self, jid: str) -> tuple[str, list]:
-        """The recipient's party (bare JID) and, per item, the sessions it is
-        addressed to (None: the party sent it, or a replay)."""
+        """The party, and per item the sessions it is addressed to (None: it sent it; a replay)."""
         party = jid.split("/", 1)[0]
         replay = self.event.replay
         found = self._targets[jid] = (party, [
