@@ -360,11 +360,7 @@ class PubSubEngine:
         if item_id or not payload or not config.persist_items or self.answer_barrier is not None \
                 or len(payload) * 4 > self.max_payload_size:
             return None  # (an overwrite, a large payload, a cluster: the full path)
-        kind = verdicts.kind
-        try:
-            kind.publish_rechecks(self, requestor, node)
-        except errors.StanzaError:
-            return defer.fail()
+        verdicts.kind.publish_rechecks(self, requestor, node)
         stored = self.storage.put_item(service, node_id, Item(new_id(), payload, requestor), config.max_items)
         if queued is not None and self._ordered_writes:
             queued()  # whatever is issued next runs after it
@@ -740,7 +736,10 @@ class PubSubEngine:
         (``_publish_known``): no coroutine, no access read (issue 13).
         """
         if vetted and not options and len(items) == 1 and self._peek is not None:
-            known = self._publish_known(requestor, service, node_id, items[0], queued, after)
+            try:
+                known = self._publish_known(requestor, service, node_id, items[0], queued, after)
+            except Exception:
+                return defer.fail()  # (a refusal, or storage refusing at once: as the full path fails)
             if known is not None:
                 return known
         return defer.ensureDeferred(self._publish(requestor, service, node_id, items, options, vetted=vetted,
