@@ -164,6 +164,21 @@ class RememberedVerdicts(BlockingTestCase):
             self.assertEqual(await self.refused(stranger, "me too"), "item-not-found", stranger)
         self.assertEqual(await self.stored_bodies(), ["one", "two", "three"])
 
+    async def test_an_oversized_message_is_refused_after_remembered_ones(self):
+        alice, bob = await self.talking()
+        engine = self.server.engine
+        big = "x" * (engine.max_payload_size + 1)
+        self.assertEqual(await self.refused(f"{ALICE}/phone", big), "not-acceptable")
+        self.assertEqual(await self.stored_bodies(), ["one", "two", "three"])
+
+    async def test_a_kind_added_later_forgets_what_the_old_kinds_allowed(self):
+        alice, bob = await self.talking()
+        self.assertTrue(self.server.engine._verdicts)
+        self.server.engine.add_kind(type(self.server.engine.kind_of(PUBSUB, NODE))(PUBSUB))
+        self.assertFalse(self.server.engine._verdicts)
+        await self.send(f"{ALICE}/phone", "judged by the new kind")
+        self.assertEqual(self.judged, [f"{ALICE}/phone"])
+
     async def test_a_native_publish_is_judged_and_vetted_every_time(self):
         alice, bob = await self.talking()
         reply = await self.publish(alice, PUBSUB, NODE, f"<message xmlns='jabber:client' to='{BOB}'>"

@@ -224,6 +224,7 @@ class PubSubEngine:
         """A kind added later (a plugin, a service) is asked before the built-in ones."""
         self.kinds.insert(0, kind)
         self._kind_cache.clear()
+        self._verdicts.clear()  # (judged by the kinds there were)
 
     def kind_of(self, service: str, node_id: str) -> NodeKind:
         key = (service, node_id)
