@@ -248,3 +248,20 @@ class WaitFor(unittest.TestCase):
         self.assertTrue(order.locked)
         pending.callback(None)
         self.assertFalse(order.locked)
+
+    def test_a_fired_deferred_still_waiting_on_another_is_not_done(self):
+        """A store whose result chain waits on more (the XEP-0198 window being
+        written) keeps what comes next waiting, through ``run`` and ``wait_for``."""
+        for use_run in (True, False):
+            order, inner, ran = InOrder(), defer.Deferred(), []
+            outer = defer.succeed(None)
+            outer.addCallback(lambda _: inner)  # called, but paused on ``inner``
+            if use_run:
+                order.run(lambda: outer)
+            else:
+                order.wait_for(outer)
+            order.run(lambda: ran.append("next"))
+            self.assertEqual(ran, [], use_run)
+            inner.callback(None)
+            self.assertEqual(ran, ["next"], use_run)
+            self.assertFalse(order.locked)

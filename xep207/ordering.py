@@ -42,9 +42,18 @@ class InOrder:
             self._queue.append((f, args, waiter))
             return waiter
         self._busy = True
-        d = self._call(f, args)
-        if d.called:
-            self._next()
+        try:
+            d = f(*args)
+        except BaseException:
+            d = defer.fail()
+        else:
+            if not isinstance(d, defer.Deferred):
+                d = defer.succeed(d)
+        if d.called and not isinstance(d.result, defer.Deferred):  # (done, not waiting on another)
+            if self._queue:
+                self._next()
+            else:
+                self._busy = False  # (every stanza of an idle session: no more calls than this)
         else:
             d.addBoth(self._finished)
         return d
@@ -63,6 +72,8 @@ class InOrder:
 
     @staticmethod
     def _call(f, args) -> defer.Deferred:
+        if f is _itself:
+            return args[0]  # (``wait_for``'s: the work is under way already)
         try:
             d = f(*args)
         except BaseException:
@@ -81,7 +92,7 @@ class InOrder:
             d = self._call(f, args)
             if waiter is not None:
                 d.addBoth(_relay, waiter)
-            if not d.called:
+            if not d.called or isinstance(d.result, defer.Deferred):
                 d.addBoth(self._finished)
                 return
         self._busy = False
