@@ -164,6 +164,24 @@ class RememberedVerdicts(BlockingTestCase):
             self.assertEqual(await self.refused(stranger, "me too"), "item-not-found", stranger)
         self.assertEqual(await self.stored_bodies(), ["one", "two", "three"])
 
+    async def test_real_stanzas_through_the_legacy_door_are_judged_anew_after_a_change(self):
+        alice, bob = await self.talking()
+        for i in range(3):
+            alice.send(f"<message to='{BOB}' type='chat'><body>real {i}</body></message>")
+        await bob.wait_for(chat_body("real 2"))
+        self.assertEqual(self.judged, [], "the capture's publishes ride on the remembered verdict")
+        # The service makes alice an outcast: her next stanza is refused by the engine.
+        await self.server.engine.set_node_affiliations(Trusted(PUBSUB), PUBSUB, NODE, {ALICE: "outcast"})
+        await self.read_back()
+        alice.send(f"<message id='refused' to='{BOB}' type='chat'><body>refused</body></message>")
+        error = await alice.wait_for(lambda e: e.name == "message" and e.getAttribute("id") == "refused")
+        self.assertEqual(error["type"], "error")
+        self.assertIn("forbidden", error.error.toXml())
+        self.assertEqual(self.judged, [f"{ALICE}/phone"])
+        await self.settle(alice, bob)
+        self.nothing(bob, chat_body("refused"))
+        self.assertNotIn("refused", await self.stored_bodies())
+
     async def test_an_oversized_message_is_refused_after_remembered_ones(self):
         alice, bob = await self.talking()
         engine = self.server.engine
