@@ -121,6 +121,8 @@ class Hooks:
             answer = handler(*args)
             if answer is None or answer is False:
                 continue  # (most handlers pass a stanza on at once: no awaitable test)
+            if answer is True:
+                return answer  # (a capture at once: no ABC check, no awaitable test)
             if isinstance(answer, defer.Deferred):
                 if answer.called and not answer.paused and (
                         type(answer.result) in _PLAIN or not isinstance(answer.result, _NOT_AN_ANSWER)):
