@@ -194,10 +194,30 @@ class IdleSessionHoldsLittle(ServerTestCase):
         self.assertIsNone(stream._unparsed)
         self.assertIsNone(stream.stream.parser)
         # The stream's dict was copied to its size when it went quiet (64 slots,
-        # not the 128 CPython gave it on the way): room for what it holds.
+        # not the 128 CPython gave it on the way past 30 attributes).
         self.assertLessEqual(len(vars(stream)), COMPACT_DICT, sorted(vars(stream)))
         self.assertLess(sys.getsizeof(vars(stream)), 1000)
         await self.ping_ok(client)
+
+    async def test_no_observer_objects_and_the_peers_stream_error_still_closes(self):
+        """The negotiator is called directly, not through xish observers (3.4 KiB
+        a stream): an idle stream has none; what observers did still happens."""
+        await self.start_server()
+        client = await self.connect()
+        await client.login("alice", resource="err")
+        session = self.server.router.session("alice@localhost/err")
+        stream = session.stream
+        self.assertEqual([event for observers in stream._eventObservers.values() for event in observers], [])
+        self.assertEqual([query for observers in stream._xpathObservers.values() for query in observers], [])
+        await self.ping_ok(client)  # elements still reach the negotiator
+        ended = []
+        stream.addObserver("//event/stream/end", lambda reason: ended.append(
+            self.server.router.session("alice@localhost/err")))
+        client.send("<stream:error><undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                    "</stream:error>")
+        await client.closed  # the peer's stream error ends the connection (RFC 6120 §4.9)
+        # STREAM_END_EVENT's observers run after the negotiator unbound the session.
+        self.assertEqual(ended, [None])
 
     async def ping_ok(self, client):
         client.send(PING.format(id="again"))
