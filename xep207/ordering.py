@@ -30,7 +30,7 @@ class InOrder:
     def __init__(self) -> None:
         # Made when something first waits, dropped when the last waiter ran:
         # an empty deque costs 600 bytes, and each session has two of these.
-        self._queue: deque[tuple[Callable[..., defer.Deferred], tuple, defer.Deferred]] | None = None
+        self._queue: deque[tuple[Callable[..., defer.Deferred], tuple, defer.Deferred | None]] | None = None
         self._busy = False
 
     @property
@@ -41,20 +41,46 @@ class InOrder:
     def run(self, f: Callable[..., defer.Deferred], *args: Any) -> defer.Deferred:
         if self._busy:
             waiter: defer.Deferred = defer.Deferred()
-            if self._queue is None:
-                self._queue = deque()
-            self._queue.append((f, args, waiter))
+            self._waiting().append((f, args, waiter))
             return waiter
         self._busy = True
-        d = self._call(f, args)
-        if d.called:
-            self._next()
+        try:
+            d = f(*args)
+        except BaseException:
+            d = defer.fail()
+        else:
+            if not isinstance(d, defer.Deferred):
+                d = defer.succeed(d)
+        if d.called and not isinstance(d.result, defer.Deferred):  # (done, not waiting on another)
+            if self._queue:
+                self._next()
+            else:
+                self._busy = False  # (every stanza of an idle session: no more calls than this)
         else:
             d.addBoth(self._finished)
         return d
 
+    def wait_for(self, d: defer.Deferred) -> None:
+        """``run(lambda: d)`` for work already under way whose outcome the caller
+        keeps itself: what runs next waits until ``d`` fired (no Deferred, no
+        function made per call)."""
+        if self._busy:
+            self._waiting().append((_itself, (d,), None))
+            return
+        if d.called and not isinstance(d.result, defer.Deferred):
+            return
+        self._busy = True
+        d.addBoth(self._finished)
+
+    def _waiting(self) -> deque:
+        if self._queue is None:
+            self._queue = deque()
+        return self._queue
+
     @staticmethod
     def _call(f, args) -> defer.Deferred:
+        if f is _itself:
+            return args[0]  # (``wait_for``'s: the work is under way already)
         try:
             d = f(*args)
         except BaseException:
@@ -71,12 +97,17 @@ class InOrder:
         while self._queue:
             f, args, waiter = self._queue.popleft()
             d = self._call(f, args)
-            d.addBoth(_relay, waiter)
-            if not d.called:
+            if waiter is not None:
+                d.addBoth(_relay, waiter)
+            if not d.called or isinstance(d.result, defer.Deferred):
                 d.addBoth(self._finished)
                 return
         self._queue = None
         self._busy = False
+
+
+def _itself(d: defer.Deferred) -> defer.Deferred:
+    return d
 
 
 def _pass_on(result, d: defer.Deferred):
