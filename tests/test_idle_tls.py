@@ -6,17 +6,36 @@ empty queues, and its stream's attributes fit the smaller dict."""
 from __future__ import annotations
 
 import sys
+import zlib
 
 from OpenSSL import SSL
 from twisted.internet import protocol, reactor, ssl, task
 from twisted.trial import unittest
 
 from tests.peers import free_port
-from tests.server_helpers import RawClient, ServerTestCase
+from tests.server_helpers import RawClient, ServerTestCase, plain_auth
 from xep207.server import idle_parser, idle_tls, tls
 from xep207.server.stream import COMPACT_DICT, ServerStream
 
 PING = "<iq type='get' id='{id}'><ping xmlns='urn:xmpp:ping'/></iq>"
+
+
+class ZlibClient(RawClient):
+    """A raw client that can switch to XEP-0138 zlib both ways."""
+
+    inflater = None
+
+    def deflate(self) -> None:
+        self.inflater, self.deflater = zlib.decompressobj(), zlib.compressobj()
+
+    def dataReceived(self, data):
+        super().dataReceived(self.inflater.decompress(data) if self.inflater is not None else data)
+
+    def send(self, data):
+        data = data.encode() if isinstance(data, str) else data
+        if self.inflater is not None:
+            data = self.deflater.compress(data) + self.deflater.flush(zlib.Z_SYNC_FLUSH)
+        super().send(data)
 
 
 class QuietTLSStream(ServerTestCase):
@@ -27,6 +46,11 @@ class QuietTLSStream(ServerTestCase):
         await self.start_server("--c2s-direct-tls-port", str(self.tls_port))
         self.clock = task.Clock()
         self.server.client_factory.clock = self.clock  # direct TLS serves the same factory
+
+    async def connect(self, source=None) -> ZlibClient:
+        client = await protocol.ClientCreator(reactor, ZlibClient).connectTCP("127.0.0.1", self.port)
+        self.addCleanup(self._close, client)
+        return client
 
     async def starttls_client(self, resource: str) -> RawClient:
         client = await self.connect()
@@ -77,6 +101,33 @@ class QuietTLSStream(ServerTestCase):
         await client.login("alice", resource="direct")
         await self.ping(client, "before")
         await self.check_released_and_serving(client, "direct")
+
+    async def test_compressed_tls_stream_releases_its_buffers_and_serves_on(self):
+        """XEP-0138 over STARTTLS: the compressing wrapper still leads to the TLS connection."""
+        client = await self.connect()
+        client.header()
+        await client.expect("</stream:features>")
+        client.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        await client.expect("<proceed")
+        client.transport.startTLS(ssl.CertificateOptions(verify=False))
+        client.header()
+        await client.expect("</stream:features>")
+        client.send(plain_auth("alice"))
+        await client.expect("<success")
+        client.header()
+        await client.expect("</stream:features>")
+        client.send("<compress xmlns='http://jabber.org/protocol/compress'><method>zlib</method></compress>")
+        await client.expect("<compressed")
+        client.deflate()
+        client.header()
+        await client.expect("</stream:features>")
+        client.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                    "<resource>zlib</resource></bind></iq>")
+        await client.expect("</bind></iq>")
+        client.start_parsing(client.received[client._cursor:])
+        self.assertTrue(self.server.router.session("alice@localhost/zlib").stream.compressed)
+        await self.ping(client, "before")
+        await self.check_released_and_serving(client, "zlib")
 
     async def test_a_half_received_record_keeps_its_buffers(self):
         """Bytes OpenSSL has not taken yet (here: a TLS record cut short) stay where they are."""
