@@ -13,7 +13,8 @@ Each process listens on its own Redis pub/sub channel. What crosses:
 - ``c``: end one of the receiver's sessions with a stream error (an
   administrator's kick, a password change, an account removed);
 - ``k``: a full JID bound again elsewhere: the receiver's session of that
-  name is replaced (RFC 6120 §7.7.2.2), as one process would;
+  name is replaced (RFC 6120 §7.7.2.2), as one process would, and the
+  binder is told once it is gone (``replaced``);
 - ``r``: a stanza for a room whose home is the receiver. Every room has one
   home at a time (rendezvous hashing over the live processes): its
   stanzas are handled one at a time there, as in one process.
@@ -272,9 +273,20 @@ class Routing:
         elif kind == "k":
             bare, _, resource = str(message["j"]).partition("/")
             replaced = router.sessions.get(bare, {}).get(resource)
+            ended = defer.succeed(None)
             if replaced is not None:
-                router.unbind(replaced)
+                ended = router.unbind(replaced)
                 replaced.close("conflict", "replaced by a new connection")
+            query, sender = message.get("q"), message.get("n")
+            if isinstance(query, str) and isinstance(sender, str):
+                # The new session's first stanza waits for this: its presence after our retraction.
+                def answer(_, sender: str = sender, query: str = query) -> None:
+                    d = self.cluster.publish(sender, codec.dumps({"t": "replaced", "q": query}))
+                    d.addErrback(lambda f: f.trap(ClusterUnavailable))
+
+                ended.addBoth(answer)
+        elif kind == "replaced":
+            self.cluster.replacement_done(message)
         elif kind == "applied":
             self.server.cluster_invalidation.applied(message)
         elif kind == "handled":

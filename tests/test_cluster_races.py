@@ -1,0 +1,98 @@
+"""A cluster attacked where two processes act at once (issue 15): one full
+JID bound on two processes in the same instant, a room's nick taken through
+both doors on two processes. Three processes, PostgreSQL, Redis
+(``tests.cluster_helpers``); every client of a test on the next process."""
+
+from __future__ import annotations
+
+from twisted.internet import defer, reactor
+
+from tests.server_helpers import plain_auth
+from tests.test_cluster import ClusterCase, is_message
+from tests.server_helpers import DOMAIN
+
+
+def presence_from(full, type=None):
+    return lambda e: e.name == "presence" and e.getAttribute("from") == full and e.getAttribute("type") == type
+
+
+class OneFullJidTwoProcesses(ClusterCase):
+    async def authenticated(self, user: str):
+        """A stream of ``user`` on the next process, authenticated, not bound."""
+        client = await self.connect()
+        client.header()
+        await client.expect("</stream:features>")
+        client.send(plain_auth(user))
+        await client.expect("<success")
+        client.header()
+        await client.expect("</stream:features>")
+        return client
+
+    async def test_binding_one_full_jid_on_two_processes_at_once_keeps_one(self):
+        """RFC 6120 §7.7.2.2 exactly once: each process's mirror showed nobody
+        with that name, so both kept their session (two sessions of one full
+        JID in the cluster, each process routing to its own)."""
+        for round in range(3):
+            first, second = await self.authenticated("bob"), await self.authenticated("bob")
+            self._next += 1  # the next round on another pair of processes
+            full = f"bob@{DOMAIN}/same{round}"
+            for client in (first, second):  # the two binds leave together
+                client.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                            f"<resource>same{round}</resource></bind></iq>")
+            for client in (first, second):
+                await client.expect("</bind></iq>")
+            # One of them is told conflict and closed; the other stays, and is where the cluster routes.
+            closing = defer.DeferredList([first.closed, second.closed], fireOnOneCallback=True)
+            index = (await closing.addTimeout(10, reactor))[1]
+            loser, winner = (first, second) if index == 0 else (second, first)
+            self.assertIn(b"conflict", loser.received)
+            holders = [s for s in self.servers if full in {x.full for r in s.router.sessions.values()
+                                                          for x in r.values()}]
+            self.assertEqual(len(holders), 1, full)
+            self.assertTrue(winner.transport.connected)
+            winner.start_parsing(winner.received[winner._cursor:])
+            alice = await self.online("alice", f"a{round}")
+            alice.send(f"<message to='{full}' type='chat'><body>to the one left {round}</body></message>")
+            await winner.wait_for(is_message(f"to the one left {round}"))
+
+    async def test_the_replaced_session_is_gone_before_the_new_one_speaks(self):
+        """As in one process: the older session's presence is retracted (and
+        its rooms left) before the new binding's first stanza is handled. The
+        old process's clean-up arrived after the new session's presence: it
+        retracted the new one's presence item (item id = the resource), and
+        contacts saw the new session go unavailable while it was online."""
+        alice = await self.roster_ready("alice", "a")  # the first process
+        bob = await self.roster_ready("bob", "b")  # the second
+        await self.befriend(alice, bob)
+        full = bob.jid
+        for round in range(3):
+            since = len(alice.stanzas)
+            again = await self.connect()  # the third process, then the second, the third
+            await again.login("bob", resource="b")
+            again.send("<presence/>")  # at once, as clients do
+            await again.wait_for(presence_from(again.jid))
+            self.assertIn(b"conflict", await bob.closed)
+            await self.delivered(again, alice, f"after {round}")
+            seen = [e.getAttribute("type") for e in alice.stanzas[since:]
+                    if e.name == "presence" and e.getAttribute("from") == full]
+            self.assertEqual(seen, ["unavailable", None])
+            items = await self.servers[0].storage.get_items(f"bob@{DOMAIN}", "presence", ["b"])
+            self.assertEqual([i.item_id for i in items], ["b"])
+            bob = again
+            if self._next % 3 == 0:
+                self._next += 1  # (alice's process: any would do, but keep them apart)
+
+    async def delivered(self, sender, receiver, body: str) -> None:
+        """Whatever ``sender``'s process sent before has reached ``receiver``'s:
+        once every process is quiet, a message after it on the same channel."""
+        for server in self.servers:
+            await server.quiesce()
+        sender.send(f"<message to='{receiver.jid}' type='chat'><body>{body}</body></message>")
+        await receiver.wait_for(is_message(body))
+
+    async def befriend(self, alice, bob) -> None:
+        alice.send(f"<presence to='bob@{DOMAIN}' type='subscribe'/>")
+        await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("type") == "subscribe")
+        bob.send(f"<presence to='alice@{DOMAIN}' type='subscribed'/>")
+        await alice.wait_for(presence_from(bob.jid))
+
