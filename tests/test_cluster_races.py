@@ -96,3 +96,51 @@ class OneFullJidTwoProcesses(ClusterCase):
         bob.send(f"<presence to='alice@{DOMAIN}' type='subscribed'/>")
         await alice.wait_for(presence_from(bob.jid))
 
+
+class LeavingProcesses(ClusterCase):
+    """A process shut down cleanly while one-to-one messages cross."""
+
+    async def test_a_message_unconfirmed_when_its_sender_stops_is_kept_offline_first(self):
+        """The sender's process keeps an unconfirmed crossing offline at its
+        reply timeout: a shutdown within that time left it neither confirmed
+        nor kept (the process exits with the timer), and the recipient never
+        got it. Now the shutdown waits for it."""
+        from tests.test_cluster import AcknowledgedAcrossProcesses
+        from xep207.cluster.registry import SessionInfo
+        from xep207.pubsub.kinds import pair_node_id
+        from xep207.pubsub.kinds.pair import OFFLINE_MARK
+
+        alice = await self.online("alice", "a")  # the first process
+        await AcknowledgedAcrossProcesses.mute_process(self, "mute")  # hears, never answers
+        first = self.servers[0]
+        first.cluster.directory.set("mute", f"bob@{DOMAIN}/b", SessionInfo(available=True))
+        alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>as it stops</body></message>")
+        await self.settle(alice)
+        self.servers.remove(first)
+        await first.top.stopService()
+        self.server = self.servers[0]
+        node_id = pair_node_id(f"alice@{DOMAIN}", f"bob@{DOMAIN}")
+        subscription = await self.server.storage.get_subscription(f"pubsub.{DOMAIN}", node_id, f"bob@{DOMAIN}")
+        self.assertIsNotNone(subscription.options.get(OFFLINE_MARK))
+        bob = await self.online("bob", "b")
+        await bob.wait_for(is_message("as it stops"))
+
+    async def test_a_leaving_process_confirms_what_crosses_to_it(self):
+        """A process that began stopping dropped a message crossing to it: its
+        sender waited its whole reply timeout before keeping it offline."""
+        alice = await self.online("alice", "a")  # the first process
+        bob = await self.online("bob", "b")  # the second
+        second = self.servers[1]
+        second.cluster.stopping = True  # its shutdown has begun (it still hears its channel)
+        try:
+            alice.send(f"<message to='{bob.jid}' type='chat'><body>while it leaves</body></message>")
+            await bob.wait_for(is_message("while it leaves"))
+            started = self.servers[0].cluster.reactor.seconds()
+            await self.servers[0].cluster.routing.handled_elsewhere(
+                "chat:alice@localhost:bob@localhost") or None
+            self.assertLess(self.servers[0].cluster.reactor.seconds() - started,
+                            self.servers[0].cluster.link.reply_timeout)
+            self.assertEqual(self.servers[0].cluster.stats["crossings-unanswered"], 0)
+            self.assertEqual(self.servers[0].cluster.stats["crossings-handled"], 1)
+        finally:
+            second.cluster.stopping = False

@@ -102,6 +102,8 @@ class Routing:
                 query = f"{self.cluster.name}:{next(self._ids)}"
                 crossing = self._crossing[query] = _Crossing(event.node_id)
                 crossing.done.addBoth(self._crossed, query)
+                # A shutdown waits for it: confirmed, or kept offline here (else lost with the process).
+                self.cluster.work.track(crossing.done)
                 ask = ',"q":' + json.dumps(query) + ',"n":' + json.dumps(self.cluster.name)
             text = '{"t":"e","e":' + body + ',"r":' + json.dumps(codec.recipients_data(listed)) + ask + "}"
             self.cluster.stats["events-forwarded"] += 1
@@ -291,9 +293,12 @@ class Routing:
             self.server.cluster_invalidation.applied(message)
         elif kind == "handled":
             self._handled(message)
-        elif self.cluster.stopping:
+        elif self.cluster.stopping and kind != "e":
             return  # leaving: the sessions are gone, storage is about to close
         elif kind == "e":
+            # (Leaving too: its sessions are gone, so its live items are kept
+            # offline here and confirmed, before storage closes; the sender
+            # need not wait for its reply timeout to keep them itself.)
             event = codec.event_from(message["e"])
             missed = self.server.delivery.deliver(event, codec.recipients_from(message["r"]), forwarded=True)
             # The session left while the event crossed: kept as its kind keeps a miss.
