@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from twisted.internet import defer, reactor
 
+from tests.doors_helpers import NS_PUBSUB
 from tests.server_helpers import plain_auth
 from tests.test_cluster import ClusterCase, is_message
 from tests.server_helpers import DOMAIN
@@ -145,3 +146,54 @@ class LeavingProcesses(ClusterCase):
             self.assertEqual(self.servers[0].cluster.stats["crossings-handled"], 1)
         finally:
             second.cluster.stopping = False
+
+
+class OneNickTwoDoors(ClusterCase):
+    async def test_a_nick_taken_through_both_doors_at_once_goes_to_one(self):
+        """XEP-0045 §7.2.9 across doors and processes: a legacy join on one
+        process and an XEP-0060 subscribe with the same roomnick on another,
+        at once. The join was handled at the room's home, the subscribe where
+        it arrived; both read the occupants before either wrote, and both got
+        the nick (1 room in 12 on the old code). Now XEP-0060 requests on a
+        room's node go to its home and take turns with XEP-0045's."""
+        from tests.test_groupchat import NS_MUC
+
+        chat = f"chat.{DOMAIN}"
+        owner = await self.online("carol", "c")  # the first process
+        alice = await self.online("alice", "a")  # the second: the legacy door
+        bob = await self.online("bob", "b")  # the third: the XEP-0060 door
+        rooms = [f"race{i}" for i in range(16)]
+        for name in rooms:
+            room = f"{name}@{chat}"
+            owner.send(f"<presence to='{room}/Owner'><x xmlns='{NS_MUC}'/></presence>")
+            await owner.wait_for(presence_from(f"{room}/Owner"))
+            self.assert_ok(await self.iq(owner, "set", room, f"<query xmlns='{NS_MUC}#owner'>"
+                                                             "<x xmlns='jabber:x:data' type='submit'/></query>"))
+        for name in rooms:  # every pair of requests at once
+            alice.send(f"<presence to='{name}@{chat}/Same'><x xmlns='{NS_MUC}'/></presence>")
+            bob.send(f"<iq type='set' to='{chat}' id='join-{name}'><pubsub xmlns='{NS_PUBSUB}'>"
+                     f"<subscribe node='{name}' jid='{bob.jid}'/><options node='{name}' jid='{bob.jid}'>"
+                     "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+                     "<value>http://jabber.org/protocol/pubsub#subscribe_options</value></field>"
+                     "<field var='roomnick'><value>Same</value></field></x></options></pubsub></iq>")
+        for name in rooms:
+            room = f"{name}@{chat}"
+            native = await bob.wait_for(lambda e: e.name == "iq" and e.getAttribute("id") == f"join-{name}")
+            legacy = await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == f"{room}/Same"
+                                          and (e.getAttribute("type") == "error" or "code='110'" in e.toXml()))
+            admitted = [legacy.getAttribute("type") != "error", native["type"] == "result"]
+            self.assertEqual(sorted(admitted), [False, True], (room, legacy.toXml(), native.toXml()))
+            subscriptions = await self.server.storage.get_subscriptions(chat, name)
+            nicks = [s.options.get("roomnick") for s in subscriptions if s.options.get("roomnick")]
+            self.assertEqual(sorted(nicks), ["Owner", "Same"])
+
+    async def test_native_requests_for_a_room_are_handled_at_its_home(self):
+        bob = await self.online("bob", "b")
+        here = next(s.cluster for s in self.servers if s.router.sessions.get(f"bob@{DOMAIN}"))
+        elsewhere = next(n for n in (f"room{i}" for i in range(100)) if here.routing.home_of(n) != here.name)
+        before = here.stats["room-stanzas-forwarded"]
+        self.assert_ok(await self.subscribe(bob, f"chat.{DOMAIN}", elsewhere, options={"roomnick": "Bob"}))
+        self.assert_ok(await self.set_options(bob, f"chat.{DOMAIN}", elsewhere, {"roomnick": "Robert"}))
+        self.assertEqual(here.stats["room-stanzas-forwarded"] - before, 2)
+        for server in self.servers:
+            await server.quiesce()  # the room's announcements of those, at its home

@@ -15,9 +15,10 @@ Each process listens on its own Redis pub/sub channel. What crosses:
 - ``k``: a full JID bound again elsewhere: the receiver's session of that
   name is replaced (RFC 6120 §7.7.2.2), as one process would, and the
   binder is told once it is gone (``replaced``);
-- ``r``: a stanza for a room whose home is the receiver. Every room has one
-  home at a time (rendezvous hashing over the live processes): its
-  stanzas are handled one at a time there, as in one process.
+- ``r``: a stanza for a room whose home is the receiver (XEP-0045's, or an
+  XEP-0060 request on the room's node). Every room has one home at a time
+  (rendezvous hashing over the live processes): its stanzas are handled
+  one at a time there, as in one process.
 
 Pub/sub rather than streams: a message only matters to the process holding
 the session, and PUBLISH answers how many processes heard it. Nobody (the
@@ -44,6 +45,7 @@ from xep207.cluster import codec
 from xep207.cluster.link import ClusterUnavailable
 from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
 from xep207.pubsub.kinds.pair import PairKind
+from xep207.pubsub.protocol import requested_node
 from xep207.xmlutil import parse_stanza
 
 if TYPE_CHECKING:
@@ -228,10 +230,17 @@ class Routing:
         if not self.cluster.started:
             return False
         to = stanza.getAttribute("to")
-        if not to or "@" not in to:
+        if not to:
             return False
-        room, _, rest = to.partition("@")
-        if rest.partition("/")[0] != self.server.groupchat.rooms.domain:
+        room, at, rest = to.partition("@")
+        domain = self.server.groupchat.rooms.domain
+        if (rest if at else to).partition("/")[0] != domain:
+            return False
+        if not at:
+            room = ""  # the service itself: XEP-0060 on a room's node is handled
+            if stanza.name == "iq" and any(c.name == "pubsub" for c in stanza.elements()):
+                room = requested_node(stanza) or ""  # where XEP-0045's stanzas for the room are
+        if not room:
             return False
         if not self.cluster.link.up:
             return False  # cut off from Redis: rooms are served here meanwhile
