@@ -28,7 +28,7 @@ class InOrder:
     __slots__ = ("_queue", "_busy")
 
     def __init__(self) -> None:
-        self._queue: deque[tuple[Callable[..., defer.Deferred], tuple, defer.Deferred]] = deque()
+        self._queue: deque[tuple[Callable[..., defer.Deferred], tuple, defer.Deferred | None]] = deque()
         self._busy = False
 
     @property
@@ -42,15 +42,38 @@ class InOrder:
             self._queue.append((f, args, waiter))
             return waiter
         self._busy = True
-        d = self._call(f, args)
-        if d.called:
-            self._next()
+        try:
+            d = f(*args)
+        except BaseException:
+            d = defer.fail()
+        else:
+            if not isinstance(d, defer.Deferred):
+                d = defer.succeed(d)
+        if d.called and not isinstance(d.result, defer.Deferred):  # (done, not waiting on another)
+            if self._queue:
+                self._next()
+            else:
+                self._busy = False  # (every stanza of an idle session: no more calls than this)
         else:
             d.addBoth(self._finished)
         return d
 
+    def wait_for(self, d: defer.Deferred) -> None:
+        """``run(lambda: d)`` for work already under way whose outcome the caller
+        keeps itself: what runs next waits until ``d`` fired (no Deferred, no
+        function made per call)."""
+        if self._busy:
+            self._queue.append((_itself, (d,), None))
+            return
+        if d.called and not isinstance(d.result, defer.Deferred):
+            return
+        self._busy = True
+        d.addBoth(self._finished)
+
     @staticmethod
     def _call(f, args) -> defer.Deferred:
+        if f is _itself:
+            return args[0]  # (``wait_for``'s: the work is under way already)
         try:
             d = f(*args)
         except BaseException:
@@ -67,11 +90,16 @@ class InOrder:
         while self._queue:
             f, args, waiter = self._queue.popleft()
             d = self._call(f, args)
-            d.addBoth(_relay, waiter)
-            if not d.called:
+            if waiter is not None:
+                d.addBoth(_relay, waiter)
+            if not d.called or isinstance(d.result, defer.Deferred):
                 d.addBoth(self._finished)
                 return
         self._busy = False
+
+
+def _itself(d: defer.Deferred) -> defer.Deferred:
+    return d
 
 
 def _pass_on(result, d: defer.Deferred):

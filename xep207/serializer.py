@@ -18,6 +18,9 @@ from twisted.words.xish import domish
 __all__ = ["serialized"]
 
 NS_XML = "http://www.w3.org/XML/1998/namespace"
+# What domish's escapeToXml replaces (in attributes; text: the first three):
+# most values contain none, and are written as they are.
+_SPECIAL = frozenset("&<>'\"")
 
 
 class _Unusual(Exception):
@@ -59,9 +62,11 @@ def _write(element: domish.Element, current: str, out: list[str],
         if type(key) is tuple:
             if key[0] != NS_XML:
                 raise _Unusual()
-            out.append(" xml:" + key[1] + "='" + domish.escapeToXml(value, 1) + "'")
+            out.append(" xml:" + key[1] + "='" + (value if _SPECIAL.isdisjoint(value)
+                                                  else domish.escapeToXml(value, 1)) + "'")
         else:
-            out.append(" " + key + "='" + domish.escapeToXml(value, 1) + "'")
+            out.append(" " + key + "='" + (value if _SPECIAL.isdisjoint(value)
+                                           else domish.escapeToXml(value, 1)) + "'")
     children = element.children
     if without is not None:
         children = [c for c in children if not without(c)]
@@ -73,7 +78,7 @@ def _write(element: domish.Element, current: str, out: list[str],
         if isinstance(child, domish.SerializedXML):
             out.append(child)
         elif isinstance(child, str):
-            out.append(domish.escapeToXml(child))
+            out.append(child if _SPECIAL.isdisjoint(child) else domish.escapeToXml(child))
         elif isinstance(child, domish.Element):
             _write(child, default, out)
         else:

@@ -68,8 +68,11 @@ def with_child(message_xml: str, child_xml: str) -> str:
 def is_stored(stanza: domish.Element) -> bool:
     """Chat and normal messages with a body are archived; chat states without
     a body, headlines and errors only route (issue 6)."""
-    return (stanza.getAttribute("type", "normal") in STORED_TYPES
-            and any(child.name == "body" for child in stanza.elements()))
+    if stanza.attributes.get("type", "normal") in STORED_TYPES:
+        for child in stanza.children:  # (a loop: no generator per message)
+            if isinstance(child, domish.Element) and child.name == "body":
+                return True
+    return False
 
 
 def is_stanza_id(child) -> bool:
@@ -77,12 +80,10 @@ def is_stanza_id(child) -> bool:
 
 
 def without_stanza_ids(stanza: domish.Element) -> domish.Element:
-    if not any(isinstance(c, domish.Element) and c.uri == NS_SID and c.name == "stanza-id"
-               for c in stanza.children):
+    if not any(is_stanza_id(c) for c in stanza.children):
         return stanza
     copy = restamped(stanza, stanza.getAttribute("from", ""))
-    copy.children = [c for c in copy.children
-                     if not (isinstance(c, domish.Element) and c.uri == NS_SID and c.name == "stanza-id")]
+    copy.children = [c for c in copy.children if not is_stanza_id(c)]
     return copy
 
 
@@ -119,8 +120,8 @@ class ChatCapture:
             del self._locks[node_id]
 
     def intercept(self, stanza):
-        """False, or a Deferred firing True once the message is published (a
-        plain call: the common case costs no coroutine, issue 13)."""
+        """False; True once the message is in storage's queue, or a Deferred
+        firing True then (issue 13: no coroutine, and often no Deferred)."""
         session = getattr(stanza, "session", None)
         if session is None or stanza.name != "message":
             return False
@@ -157,9 +158,10 @@ class ChatCapture:
     async def _publish_if_account(self, stanza, session, contact: str) -> bool:
         if not await self.router.account_exists(contact):
             return False  # the router answers service-unavailable
-        return await self._publish(stanza, session, contact)
+        published = self._publish(stanza, session, contact)
+        return (await published) if isinstance(published, defer.Deferred) else published
 
-    def _publish(self, stanza, session, contact: str) -> defer.Deferred:
+    def _publish(self, stanza, session, contact: str) -> defer.Deferred | bool:
         node_id = pair_node_id(session.bare, contact)
         # A client's own <stanza-id/> claims what only an archive says (XEP-0359 §4).
         if stanza.attributes.get("from") == session.full:  # (the router stamped it): one pass
@@ -217,35 +219,36 @@ class PairRendering:
             if event.replay:
                 payload = with_child(payload, f"<delay xmlns='{NS_DELAY}' from={quoteattr(chat.router.domain)}"
                                               f" stamp='{stamp(item.published)}'/>")
-            self.items.append((item.publisher, bare(item.publisher), addressed_to(item.payload), payload,
-                               item.item_id))
-        self._targets: dict[tuple[str, str], list] = {}
+            self.items.append((item.publisher, item.publisher.split("/", 1)[0], addressed_to(item.payload),
+                               payload, item.item_id))
+        self._targets: dict[str, tuple[str, list]] = {}  # recipient JID → ``_targets_of``
         self._stamped: dict[tuple[str, str], str] = {}
 
     def _with_stanza_id(self, payload: str, item_id: str, party: str) -> str:
         """XEP-0359/XEP-0313: the id the party's archive knows the message by
         (serialized once per party and item)."""
         key = (party, item_id)
-        if key not in self._stamped:
-            self._stamped[key] = with_child(
-                payload, f"<stanza-id xmlns='{NS_SID}' id={quoteattr(item_id)} by={quoteattr(party)}/>")
-        return self._stamped[key]
-
-    def _targets_of(self, party: str, sender_bare: str, addressed: str) -> list:
-        if party == sender_bare or self.event.replay:
-            return []
-        key = (party, addressed)
-        found = self._targets.get(key)
+        found = self._stamped.get(key)
         if found is None:
-            found = self._targets[key] = self.chat._targets(addressed, party)
+            found = self._stamped[key] = with_child(
+                payload, f"<stanza-id xmlns='{NS_SID}' id={quoteattr(item_id)} by={quoteattr(party)}/>")
+        return found
+
+    def _targets_of(self, jid: str) -> tuple[str, list]:
+        """The party, and per item the sessions it is addressed to (None: it sent it; a replay)."""
+        party = jid.split("/", 1)[0]
+        replay = self.event.replay
+        found = self._targets[jid] = (party, [
+            None if replay or party == sender_bare else self.chat._targets(addressed, party)
+            for _, sender_bare, addressed, _, _ in self.items])
         return found
 
     def stanzas_for(self, recipient, session) -> list[str]:
-        party = bare(recipient.jid)
+        party, targets_of = self._targets.get(recipient.jid) or self._targets_of(recipient.jid)
         replay = self.event.replay
         stanzas = []
-        for sender, sender_bare, addressed, payload, item_id in self.items:
-            if replay or session in self._targets_of(party, sender_bare, addressed):
+        for (sender, sender_bare, addressed, payload, item_id), targets in zip(self.items, targets_of):
+            if replay or (targets is not None and session in targets):
                 xml = self._with_stanza_id(payload, item_id, party)
                 if replay or not self.chat.offline.hold(session, xml, item_id, self.event.node_id):
                     stanzas.append(xml)  # (else it waits behind the backlog, or is sent tracked)
@@ -255,10 +258,10 @@ class PairRendering:
         return stanzas
 
     def addressed_sessions(self, recipient) -> list:
-        party = bare(recipient.jid)
         found = []
-        for _, sender_bare, addressed, _, _ in self.items:
-            for s in self._targets_of(party, sender_bare, addressed):
+        _, targets_of = self._targets.get(recipient.jid) or self._targets_of(recipient.jid)
+        for targets in targets_of:
+            for s in targets or ():
                 if not s.available:
                     found.append(s)
         return found
@@ -266,9 +269,9 @@ class PairRendering:
     def missed(self, recipient) -> bool:
         if self.event.replay:
             return False
-        party = bare(recipient.jid)
-        for _, sender_bare, addressed, _, _ in self.items:
-            if party != sender_bare and not self._targets_of(party, sender_bare, addressed):
+        party, targets_of = self._targets.get(recipient.jid) or self._targets_of(recipient.jid)
+        for (_, sender_bare, _, _, _), targets in zip(self.items, targets_of):
+            if party != sender_bare and not targets:
                 return True
         return False
 

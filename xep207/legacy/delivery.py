@@ -81,9 +81,11 @@ class EventDelivery:
             if legacy and rendering is not None:
                 # RFC 6121 §8.5.3.1: a message to a connected full JID reaches it,
                 # available or not (a bot that never sends presence, say).
-                addressed = [s for s in rendering.addressed_sessions(recipient) if s not in sessions]
+                addressed = rendering.addressed_sessions(recipient)
                 if addressed:
-                    sessions = sessions + addressed
+                    addressed = [s for s in addressed if s not in sessions]
+                    if addressed:
+                        sessions = sessions + addressed
             for session in sessions:
                 if per_resource and gate is not None and gate.resource(session.full):
                     continue

@@ -39,9 +39,9 @@ class PairPublisher:
         self.router = chat.router
         self.pipelined = bool(getattr(chat.engine.storage, "ordered_writes", False))
 
-    def publish(self, stanza, session, node_id: str, payload: str) -> defer.Deferred:
-        """Fires True once the message is in storage's queue (or, without a
-        hand-off, stored), or with its refusal."""
+    def publish(self, stanza, session, node_id: str, payload: str) -> defer.Deferred | bool:
+        """True once the message is in storage's queue (or, without a hand-off,
+        stored) — at once, or as a Deferred firing then — or its refusal."""
         lock = self.chat.lock_for(node_id)
         if lock.try_join(share=self.pipelined):
             return self._start(stanza, session, node_id, payload, lock)
@@ -53,23 +53,35 @@ class PairPublisher:
         lock = self.chat._locks.get(node_id)
         return lock.after_tail() if lock is not None else None
 
-    def _start(self, stanza, session, node_id: str, payload: str, lock: ConversationLock) -> defer.Deferred:
+    def _start(self, stanza, session, node_id: str, payload: str,
+               lock: ConversationLock) -> defer.Deferred | bool:
         entry, after = lock.enter()
-        handed: defer.Deferred = defer.Deferred()
-
-        def queued() -> None:
-            if not handed.called:
-                handed.callback(True)
-
+        handoff = _Handoff()
         # The pair kind creates the node on a party's first message,
         # whichever door it came through.
         full = self.engine.publish(session.full, self.chat.pubsub_domain, node_id, [(None, payload)],
-                                   vetted=True, via=VIA_LEGACY, queued=queued, after=after)
-        full.addBoth(self._published, node_id, lock, entry, session)
-        full.addBoth(self._settled, handed, stanza)
-        session.durable.run(lambda: full)
+                                   vetted=True, via=VIA_LEGACY, queued=handoff.queued, after=after)
+        full.addBoth(self._done, node_id, lock, entry, session, handoff, stanza)
+        if full.called and not isinstance(full.result, defer.Deferred):
+            # Done within this call (``memory:``, nothing before it): no Deferred to wait on.
+            result = full.result
+            if isinstance(result, Failure):
+                full.addErrback(_consumed)
+                return defer.fail(result)  # refused before its hand-off: the router answers
+            return True
+        session.durable.wait_for(full)  # XEP-0198: handled once stored
         self.router.in_flight.track(full)
-        return handed
+        if handoff.done:  # in storage's queue already (SQLite's writer): the session goes on
+            return True
+        handoff.deferred = defer.Deferred()
+        return handoff.deferred
+
+    def _done(self, result, node_id: str, lock: ConversationLock, entry: list, session,
+              handoff: "_Handoff", stanza):
+        result = self._published(result, node_id, lock, entry, session)
+        if isinstance(result, defer.Deferred):
+            return result.addBoth(self._settled, handoff, stanza)
+        return self._settled(result, handoff, stanza)
 
     def _published(self, result, node_id: str, lock: ConversationLock, entry: list, session=None):
         lock.finish(entry)  # (the next message's consequences wait for this one's)
@@ -84,14 +96,41 @@ class PairPublisher:
         crossed = None
         if self.chat.elsewhere is not None and getattr(session, "sm", None) is not None:
             crossed = self.chat.elsewhere(node_id)
+        if stored is None and crossed is None:
+            return True
         waits = [d for d in (stored, crossed) if d is not None]
-        if waits:
-            return defer.gatherResults(waits).addCallback(lambda _: True)
-        return True
+        return defer.gatherResults(waits).addCallback(lambda _: True)
 
-    def _settled(self, result, handed: defer.Deferred, stanza) -> None:
-        if not handed.called:
-            handed.callback(result)  # refused before its hand-off (or none): the router answers
-        elif isinstance(result, Failure):
+    def _settled(self, result, handoff: "_Handoff", stanza):
+        """The outcome, to whoever waits for the hand-off; a failure after it
+        bounces the stanza all the same. Nobody waits yet (done within
+        ``_start``): the outcome stays for ``_start`` to read."""
+        handed = handoff.deferred
+        if handed is not None and not handed.called:
+            handed.callback(result)  # refused before its hand-off: the router answers
+            return None
+        if handed is None and not handoff.done:
+            return result
+        if isinstance(result, Failure):
             self.router.route_failed(result, stanza)  # failed once queued: bounced all the same
         return None
+
+
+class _Handoff:
+    """Whether the publish reached storage's queue; the Deferred a caller
+    waits on when it had not by the time ``engine.publish`` returned."""
+
+    __slots__ = ("done", "deferred")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.deferred: defer.Deferred | None = None
+
+    def queued(self) -> None:
+        self.done = True
+        if self.deferred is not None and not self.deferred.called:
+            self.deferred.callback(True)
+
+
+def _consumed(failure: Failure) -> None:
+    return None  # (answered by the caller from the result it read)

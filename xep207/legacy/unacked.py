@@ -39,7 +39,7 @@ class UnackedWindow:
         """Fires once no window of this conversation is being written; None when
         none is. A message counts as handled (XEP-0198 ``h``) only after that:
         an acknowledged message is never one a crash can lose."""
-        if not any(key[1] == node_id for key in self._window_writing):
+        if not self._window_writing or not any(key[1] == node_id for key in self._window_writing):
             return None
         d: defer.Deferred = defer.Deferred()
         self._waiting.setdefault(node_id, []).append(d)

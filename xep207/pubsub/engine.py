@@ -105,6 +105,21 @@ def _truthy(value) -> bool:
     return value in (True, "1", "true", 1)
 
 
+class _Verdicts:
+    """The requestors a kind let publish to one node (their ``Access``), as
+    judged on ``state``: the cache's (node, affiliations, subscriptions)."""
+
+    __slots__ = ("state", "kind", "allowed", "recipients")
+
+    def __init__(self, state: tuple, kind: NodeKind) -> None:
+        self.state = state
+        self.kind = kind
+        self.allowed: dict[str, Access] = {}
+        # Who gets its notifications, once decided (not on a PEP service, where
+        # block lists and ``+notify`` resources also count): a function of ``state``.
+        self.recipients: tuple[Recipient, ...] | None = None
+
+
 class NodeCreatedElsewhere(errors.StanzaError):
     """The node a create named exists after all: made by another request or
     process since this one looked. A ``conflict`` to whoever asked to create
@@ -188,6 +203,9 @@ class PubSubEngine:
         # What kinds derive from a node's cached metadata (a room's occupants),
         # keyed by node, valid while the cache hands out the same objects.
         self.derived: dict[tuple[str, str], tuple] = {}
+        # Who passed a cacheable kind's publish checks, per node, valid while the
+        # cache hands out the same node, affiliations and subscriptions objects.
+        self._verdicts: dict[tuple[str, str], _Verdicts] = {}
         self.blocks = BlockIndex(self.hooks, self.is_pep)  # XEP-0191, from the blocklist nodes
         # xep207.cluster: after a write, a Deferred to wait for before the
         # writer is answered (other processes' in-memory copies of the node
@@ -206,6 +224,7 @@ class PubSubEngine:
         """A kind added later (a plugin, a service) is asked before the built-in ones."""
         self.kinds.insert(0, kind)
         self._kind_cache.clear()
+        self._verdicts.clear()  # (judged by the kinds there were)
 
     def kind_of(self, service: str, node_id: str) -> NodeKind:
         key = (service, node_id)
@@ -294,7 +313,111 @@ class PubSubEngine:
             affiliations = {**affiliations, service: OWNER}
         access = Access(self, node, requestor, affiliations)
         access._read["subscriptions"] = subscriptions
+        access._read["state"] = state  # (the very objects it was judged on: ``_remember_verdict``)
         return access
+
+    # Publish verdicts: what a cacheable kind's checks said, per cached node state.
+
+    def _remember_verdict(self, kind: NodeKind, access: Access) -> None:
+        """``access.requestor`` passed the kind's visibility, setup and publish
+        checks on the node, affiliations and subscriptions the cache holds now
+        (those very objects: any write replaces them, and the verdict with them).
+        Only decisions made on cached objects are remembered."""
+        state = access._read.get("state")
+        if state is None or self._peek is None:
+            return
+        current = self._peek(access.service, access.node_id)
+        if current is None or any(a is not b for a, b in zip(current, state)):  # type: ignore[call-overload]
+            return
+        key = (access.service, access.node_id)
+        entry = self._verdicts.get(key)
+        if entry is None or any(a is not b for a, b in zip(entry.state, current)):
+            if len(self._verdicts) >= KIND_CACHE_SIZE:
+                self._verdicts.clear()
+            entry = self._verdicts[key] = _Verdicts(current, kind)
+        if len(entry.allowed) < 64:  # (a pair node has two parties' resources)
+            entry.allowed[access.requestor] = access
+
+    def _publish_known(self, requestor: str, service: str, node_id: str, entry: tuple[str | None, str],
+                       queued: Callable[[], object] | None,
+                       after: defer.Deferred | None) -> defer.Deferred | None:
+        """The common publish (a chat message) as plain calls, when its verdict
+        is remembered for the node state the cache holds now; else None (the
+        full path judges it, and remembers). The kind's ``publish_rechecks``
+        (what lives outside the node: block lists) still runs every time."""
+        verdicts = self._verdicts.get((service, node_id))
+        if verdicts is None:
+            return None
+        access = verdicts.allowed.get(requestor)
+        if access is None or isinstance(requestor, Trusted):
+            return None  # (a Trusted requestor is never remembered: it equals the string it names)
+        state = self._peek(service, node_id)  # type: ignore[misc]
+        known = verdicts.state
+        if state is None or state[0] is not known[0] or state[1] is not known[1] or state[2] is not known[2]:
+            return None
+        item_id, payload = entry
+        node = access.node
+        config = node.config
+        if item_id or not payload or not config.persist_items or self.answer_barrier is not None \
+                or len(payload) * 4 > self.max_payload_size:
+            return None  # (an overwrite, a large payload, a cluster: the full path)
+        verdicts.kind.publish_rechecks(self, requestor, node)
+        stored = self.storage.put_item(service, node_id, Item(new_id(), payload, requestor), config.max_items)
+        if queued is not None and self._ordered_writes:
+            queued()  # whatever is issued next runs after it
+        return stored.addCallback(self._stored_known, verdicts, access, after)
+
+    def _stored_known(self, item: Item, verdicts: _Verdicts, access: Access, after: defer.Deferred | None):
+        if after is not None and not after.called:
+            return after.addCallback(lambda _: self._notify_known(item, verdicts, access))
+        return self._notify_known(item, verdicts, access)
+
+    def _notify_known(self, item: Item, verdicts: _Verdicts, access: Access):
+        node = access.node
+        kind = verdicts.kind
+        self.hooks.fire(ITEM_PUBLISHED, node, item, access.requestor)
+        config = node.config
+        if config.deliver_notifications:
+            recipients: Sequence[Recipient] | None = verdicts.recipients
+            if recipients is None:
+                recipients = self._recipients_now(node, access.affiliations, verdicts.state[2])
+                if recipients is None:
+                    return defer.ensureDeferred(self._notify(kind, access, item))
+                if not self.is_pep(node.service):
+                    verdicts.recipients = tuple(recipients)
+            undelivered = self.sink.deliver(
+                Event(node.service, node.node_id, ITEMS, items=(item,),
+                      include_payloads=config.deliver_payloads,
+                      notification_type=config.notification_type,
+                      reply_to=kind.reply_to(access, item),
+                      node_kind=kind.name),
+                recipients)
+            if undelivered:
+                return defer.ensureDeferred(self._after_delivery(kind, access, item, undelivered))
+        return [item.item_id]
+
+    async def _notify(self, kind: NodeKind, access: Access, item: Item) -> list[str]:
+        """What follows a stored item (its hook fired): notifications, the
+        kind's ``undelivered`` and ``after_publish``."""
+        node = access.node
+        config = node.config
+        undelivered = None
+        if config.deliver_notifications:
+            recipients = await self._recipients(node, access.affiliations, await access.subscriptions())
+            undelivered = self.sink.deliver(
+                Event(node.service, node.node_id, ITEMS, items=(item,),
+                      include_payloads=config.deliver_payloads,
+                      notification_type=config.notification_type,
+                      reply_to=kind.reply_to(access, item),
+                      node_kind=kind.name),
+                recipients)
+        return await self._after_delivery(kind, access, item, undelivered)
+
+    async def _after_delivery(self, kind: NodeKind, access: Access, item: Item, undelivered) -> list[str]:
+        for recipient in undelivered or ():
+            await kind.undelivered(self, access.node, item, recipient)
+        await kind.after_publish(access, item)
+        return [item.item_id]
 
     async def _owner_access(self, requestor, service, node_id, operation) -> tuple[NodeKind, Access]:
         kind, access = await self._access(requestor, service, node_id)
@@ -587,14 +710,13 @@ class PubSubEngine:
 
     # Publishing -------------------------------------------------------------
 
-    @returns_deferred
-    async def publish(
+    def publish(
         self, requestor: str, service: str, node_id: str,
         items: Sequence[tuple[str | None, str]],
         options: Mapping[str, object] | None = None, *, vetted: bool = False,
         via: Via = VIA_PUBSUB, queued: Callable[[], object] | None = None,
         after: defer.Deferred | None = None,
-    ) -> list[str]:
+    ) -> defer.Deferred:
         """Publish ``items`` as (item id or None, serialized payload) pairs.
 
         Fires with the item ids, generated where none was given. ``vetted``:
@@ -609,7 +731,28 @@ class PubSubEngine:
         (never failing): what runs once the item is stored (notifications, the
         kind's ``undelivered``) waits for it — the previous publish of a
         pipeline of them, whose consequences this one must see.
+
+        A publish the engine judged before, against the very node, affiliations
+        and subscriptions the cache still holds, takes a plain-call path
+        (``_publish_known``): no coroutine, no access read (issue 13).
         """
+        if vetted and not options and len(items) == 1 and self._peek is not None:
+            try:
+                known = self._publish_known(requestor, service, node_id, items[0], queued, after)
+            except Exception:
+                return defer.fail()  # (a refusal, or storage refusing at once: as the full path fails)
+            if known is not None:
+                return known
+        return defer.ensureDeferred(self._publish(requestor, service, node_id, items, options, vetted=vetted,
+                                                  via=via, queued=queued, after=after))
+
+    async def _publish(
+        self, requestor: str, service: str, node_id: str,
+        items: Sequence[tuple[str | None, str]],
+        options: Mapping[str, object] | None, *, vetted: bool,
+        via: Via, queued: Callable[[], object] | None,
+        after: defer.Deferred | None,
+    ) -> list[str]:
         if not node_id:
             raise errors.bad_request("nodeid-required")
         if len(items) > 1:
@@ -629,6 +772,8 @@ class PubSubEngine:
         node = access.node
         if not access.trusted:
             await kind.check_publish(access)  # permission first: preconditions leak nothing
+            if kind.publish_verdict_cacheable:
+                self._remember_verdict(kind, access)
         if options:
             self._check_preconditions(node.config, options)
         config = node.config
@@ -659,19 +804,7 @@ class PubSubEngine:
         self.hooks.fire(ITEM_PUBLISHED, node, item, requestor)
         if self.answer_barrier is not None:
             await self._barrier(node)
-        if config.deliver_notifications:
-            recipients = await self._recipients(node, access.affiliations, await access.subscriptions())
-            undelivered = self.sink.deliver(
-                Event(service, node_id, ITEMS, items=(item,),
-                      include_payloads=config.deliver_payloads,
-                      notification_type=config.notification_type,
-                      reply_to=kind.reply_to(access, item),
-                      node_kind=kind.name),
-                recipients)
-            for recipient in undelivered or ():
-                await kind.undelivered(self, node, item, recipient)
-        await kind.after_publish(access, item)
-        return [item.item_id]
+        return await self._notify(kind, access, item)
 
     def _check_preconditions(self, config: NodeConfig, options: Mapping[str, object]) -> None:
         """XEP-0060 §7.1.5: every publish-option must match the node's configuration."""
@@ -1095,6 +1228,39 @@ class PubSubEngine:
 
     # Notifications ----------------------------------------------------------
 
+    def _recipients_now(self, node: Node, affiliations,
+                        subscriptions: Sequence[Subscription]) -> list[Recipient] | None:
+        """``_recipients`` as a plain call, when affiliations, access model and
+        block lists decide every subscriber and no ``+notify`` resource counts
+        (not a PEP service); else None."""
+        pep = self.is_pep(node.service)
+        if pep and self.interest is not None:
+            return None
+        blocking = pep and bool(self.blocks)
+        recipients = []
+        allowed: dict[str, bool] = {}
+        for subscription in subscriptions:
+            if subscription.state != SUBSCRIBED:
+                continue
+            deliver = subscription.options.get("pubsub#deliver", True)
+            if deliver is not True and not _truthy(deliver):
+                continue
+            subscriber = subscription.subscriber
+            entity = subscriber.split("/", 1)[0]
+            verdict = allowed.get(entity)
+            if verdict is None:
+                if blocking and self.block_error(entity, node.service) is not None:
+                    verdict = False
+                else:
+                    quick = _without_reads(node, entity, affiliations)
+                    if quick is _UNDECIDED:
+                        return None
+                    verdict = quick is None
+                allowed[entity] = verdict
+            if verdict:
+                recipients.append(Recipient(subscriber, subscription))
+        return recipients
+
     async def _recipients(self, node: Node, affiliations=None,
                           subscriptions: Sequence[Subscription] | None = None) -> list[Recipient]:
         """Everyone who gets this node's notifications, access-checked once each.
@@ -1106,6 +1272,9 @@ class PubSubEngine:
             affiliations = await self._affiliations(node)
         if subscriptions is None:
             subscriptions = await self.storage.get_subscriptions(node.service, node.node_id)
+        decided = self._recipients_now(node, affiliations, subscriptions)
+        if decided is not None:
+            return decided
         allowed: dict[str, bool] = {}
         presence_cache: dict[str, set[str]] = {}
 

@@ -51,6 +51,9 @@ class _Sent:
     service: str
 
 
+_NONE: dict = {}
+
+
 @implementer(disco.IDisco)
 class PushService(XMPPHandler):
     def __init__(self, server, include_body: bool = False):
@@ -143,15 +146,21 @@ class PushService(XMPPHandler):
 
     def on_published(self, node, item, requestor) -> None:
         parties = pair_parties(node.node_id)
-        if parties is None or self.engine.kind_of(node.service, node.node_id).name != "pair":
+        if parties is None:
             return
-        sender = bare(item.publisher or requestor)
+        sender = (item.publisher or requestor).split("/", 1)[0]
         sessions = self.router.sessions
         for account in parties:
             if account == sender:
                 continue
-            if any(s.available for s in sessions.get(account, {}).values()):
-                continue  # (the common case, answered without building lists)
+            for session in sessions.get(account, _NONE).values():
+                if session.available:
+                    break  # (the common case, answered without building lists)
+            else:
+                self._maybe_notify(node, account, item)
+
+    def _maybe_notify(self, node, account: str, item) -> None:
+        if self.engine.kind_of(node.service, node.node_id).name == "pair":
             if not self.router.available_resources(account):
                 d = defer.ensureDeferred(self.notify(account, item))
                 d.addErrback(logs.failure, f"push notification for {account} failed")

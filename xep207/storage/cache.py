@@ -32,6 +32,7 @@ class CachingStorage:
         self._entries: OrderedDict = OrderedDict()  # (kind, service, node) -> value
         self._generation: dict = {}  # (service, node) -> writes seen, to drop racing reads
         self._epoch = 0  # bumped when everything is forgotten at once
+        self.put_item = backend.put_item  # (every message: no ``__getattr__`` on the way)
 
     def __getattr__(self, name):
         # Everything not cached passes straight through (items, accounts, entity queries).

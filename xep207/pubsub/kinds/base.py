@@ -141,6 +141,12 @@ class NodeKind:
     # Whether XEP-0060 §7.1.5 publish-options configure a node that a publish
     # creates (generic nodes do; most kinds fix their own configuration).
     publish_options_configure: ClassVar[bool] = False
+    # Whether ``visible``, ``setup_unfinished`` and ``check_publish`` answer from
+    # the requestor, the node, its affiliations and its subscriptions alone: the
+    # engine may then remember a "yes" for as long as its cache holds those very
+    # objects (any write replaces them). What else the answer depends on
+    # (block lists) goes in ``publish_rechecks``, asked on every publish.
+    publish_verdict_cacheable: ClassVar[bool] = False
 
     def claims(self, engine: "PubSubEngine", service: str, node_id: str) -> bool:
         return True
@@ -239,6 +245,11 @@ class NodeKind:
             if model == "subscribers" and await access.engine.is_subscribed(node, access.requestor):
                 return
         raise errors.forbidden()
+
+    def publish_rechecks(self, engine, requestor: str, node: Node) -> None:
+        """Raises a stanza error to refuse a publish whose remembered verdict
+        (``publish_verdict_cacheable``) no longer holds for reasons outside the
+        node's cached state; the same rule ``check_publish`` also applies."""
 
     async def vet_item(self, access: Access, item_id: str | None, payload: str) -> tuple[str | None, str]:
         """The item as it will be stored; raises ``invalid-payload`` for what

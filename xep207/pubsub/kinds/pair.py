@@ -56,6 +56,10 @@ def pair_parties(node_id: str) -> tuple[str, str] | None:
 
 class PairKind(NodeKind):
     name: ClassVar[NodeKindName] = "pair"
+    # Visible to its parties, set up once both are affiliated, published to by
+    # publishers: all from the node's cached state; the block lists are
+    # ``publish_rechecks`` (issue 13: a chat message's checks without a coroutine).
+    publish_verdict_cacheable: ClassVar[bool] = True
 
     def __init__(self, pubsub_domain: str, max_items: int = 10000):
         self.pubsub_domain = pubsub_domain
@@ -158,22 +162,13 @@ class PairKind(NodeKind):
         await super().check_publish(access)
         self._check_blocks(access)
 
+    def publish_rechecks(self, engine, requestor: str, node: Node) -> None:
+        if engine.blocks:  # (nobody blocks anybody: nothing to ask)
+            _blocks_between(engine, requestor, node.node_id)
+
     @staticmethod
     def _check_blocks(access: Access) -> None:
-        """XEP-0191 §3.5–3.6, whichever door the message (or its retraction)
-        came through: a party who blocked the other is told so; a blocked one
-        reaches nothing."""
-        blocks = access.engine.blocks
-        if not blocks:
-            return
-        me = bare(access.requestor)
-        for other in pair_parties(access.node_id) or ():
-            if other == me:
-                continue
-            if blocks.blocks(me, other):
-                raise errors.blocked()
-            if blocks.blocks(other, access.requestor):
-                raise errors.StanzaError("service-unavailable")
+        _blocks_between(access.engine, access.requestor, access.node_id)
 
     def overwrites_any(self, access: Access) -> bool:
         return False  # shared history: nobody rewrites another's message
@@ -238,3 +233,20 @@ class PairKind(NodeKind):
 
     async def ends_with_account(self, engine, node: Node, account: str) -> bool:
         return account in (pair_parties(node.node_id) or ())
+
+
+def _blocks_between(engine, requestor: str, node_id: str) -> None:
+    """XEP-0191 §3.5–3.6, whichever door the message (or its retraction)
+    came through: a party who blocked the other is told so; a blocked one
+    reaches nothing."""
+    blocks = engine.blocks
+    if not blocks:
+        return
+    me = bare(requestor)
+    for other in pair_parties(node_id) or ():
+        if other == me:
+            continue
+        if blocks.blocks(me, other):
+            raise errors.blocked()
+        if blocks.blocks(other, requestor):
+            raise errors.StanzaError("service-unavailable")
