@@ -210,7 +210,12 @@ class Hostile(ClusterCase):
         cluster = self.servers[1].cluster
         channel = cluster.keys.channel(cluster.name)
         for text in ("not json", "[1, 2]", '{"t": "x"}', '{"t": "e", "e": {}, "r": []}',
-                     '{"t": "r", "x": "<message"}', '{"t": "zz"}', '{"t": "s", "n": "x", "j": "@@", "i": "[]"}'):
+                     '{"t": "r", "x": "<message"}', '{"t": "zz"}', '{"t": "s", "n": "x", "j": "@@", "i": "[]"}',
+                     # (a bind's replacement: garbled, or naming nobody bound here)
+                     '{"t": "k"}', '{"t": "k", "j": 5, "q": [], "n": {}}',
+                     '{"t": "k", "j": "nobody@x/y", "q": "q", "n": 7}',
+                     '{"t": "replaced"}', '{"t": "replaced", "q": {"a": 1}}', '{"t": "sync", "n": "x", "s": []}',
+                     '{"t": "e", "e": {"service": 1}, "r": [], "q": "x", "n": "nobody"}'):
             await self.servers[0].cluster.command("PUBLISH", channel, text)
             await self.servers[0].cluster.command("PUBLISH", cluster.keys.all, text)
         alice.send(f"<message to='{bob.jid}' type='chat'><body>still fine</body></message>")

@@ -37,6 +37,12 @@ async def sync(client, iq_id="sync"):
     await client.wait_for(is_iq(iq_id))
 
 
+async def acked_by_server(client, count: int) -> None:
+    """XEP-0198: the server says it handled ``count`` stanzas of ``client``."""
+    client.send(f"<r xmlns='{NS_SM}'/>")
+    await client.wait_for(lambda e: e.uri == NS_SM and e.name == "a" and int(e.getAttribute("h")) >= count)
+
+
 def stanza_ids(client) -> list[str]:
     return [next(c for c in e.elements() if c.uri == NS_SID and c.name == "stanza-id")["id"]
             for e in client.stanzas if e.name == "message" and body_of(e) is not None]
@@ -218,12 +224,18 @@ class KillMinusNine(ServerTestCase):
         await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == alice.jid)
         bob = await self.connect()
         await bob.login("bob", resource="desk")
+        await enable(bob, resume=False)
         for n in range(50):
             bob.send(chat(ALICE, f"m{n}"))
         upto = await alice.wait_for(is_body("m19"))
         await alice.wait_for(is_body("m49"))
         alice.send(f"<a xmlns='{NS_SM}' h='{handled(alice, upto)}'/>")
         await sync(alice)
+        # The durability point: bob's <a h/> covers a message only once alice's
+        # unacknowledged window holding it is stored. Killing before it (the
+        # window's write still queued on a loaded machine) tests nothing the
+        # server promises: alice's ping round trip never waited for that write.
+        await acked_by_server(bob, 50)
         os.killpg(server.popen.pid, 9)
         server.popen.wait()
         await alice.closed

@@ -8,6 +8,7 @@ See ``xep207.cluster.registry`` for what lives in Redis and
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 import socket
 from typing import Any
@@ -81,6 +82,8 @@ class Cluster:
         self._grace_until = 0.0  # no reaping until everyone had time to re-register
         self._reaping: set[str] = set()
         self.work = InFlight()  # heartbeats, reapings, undelivered items: waited for on shutdown
+        self._queries = itertools.count(1)
+        self._replacing: dict[str, defer.Deferred] = {}  # a 'k' sent → until that node ended its session
         self._beating = False
         self._heartbeat = task.LoopingCall(self._beat_safely)
         self._heartbeat.clock = reactor
@@ -135,6 +138,7 @@ class Cluster:
                 for node in set(dead) | set(live) | {self.name}:
                     await self.command("DEL", self.keys.sessions(node), self.keys.claim(node))
                     await self.command("ZREM", self.keys.heartbeats, node)
+                await self.command("DEL", self.keys.owners)
             else:
                 await self.reap(self.name, check_alive=False, tombstone=False)
                 for node in dead:
@@ -152,6 +156,8 @@ class Cluster:
         self.stopping = True
         if self._heartbeat.running:
             self._heartbeat.stop()
+        for query in list(self._replacing):
+            self.replacement_done({"q": query})  # nobody waits for a replaced session any more
         await self.work.drain()  # a reaping under way finishes
         if self.link.up and self.started:
             try:
@@ -242,14 +248,16 @@ class Cluster:
 
     # Our sessions in the registry ---------------------------------------------------------
 
-    def touch(self, session) -> None:
-        """Register ``session`` as it is now, if that changed."""
+    def touch(self, session, bind: bool = False) -> defer.Deferred | None:
+        """Register ``session`` as it is now, if that changed (``bind``: it
+        just bound, and takes its full JID from whichever node held it)."""
         if self.stopping or getattr(session, "remote", False) or self.router.sessions.get(
                 session.bare, {}).get(session.jid.resource) is not session:
-            return
+            return None
         info = SessionInfo.of(session)
-        if self.registered.get(session.full) != info:
-            self._write(session.full, info)
+        if bind or self.registered.get(session.full) != info:
+            return self._write(session.full, info, bind)
+        return None
 
     def presence_changed(self, event) -> None:
         """Every engine event passes here: one on an account's ``presence``
@@ -267,12 +275,20 @@ class Cluster:
     def session_bound(self, session) -> None:
         """Registered; the same full JID bound on another process is replaced
         there (RFC 6120 §7.7.2.2: the newer binding wins, the old is told
-        ``conflict``)."""
-        older = self.directory.session(session.full)
-        if older is not None:
-            d = self.publish(older.node, codec.dumps({"t": "k", "j": session.full}))
-            d.addErrback(lambda f: f.trap(ClusterUnavailable))
-        self.touch(session)
+        ``conflict``). Redis says which node held it (``SET_SESSION``), not
+        the mirror: two processes binding one name at once each saw nobody.
+        As in one process, the older session is gone (its presence retracted,
+        its rooms left) before the new one's first stanza is handled."""
+        registered = self.touch(session, bind=True)
+        if registered is not None and self.link.up:
+            done: defer.Deferred = defer.Deferred()
+
+            def registered_now(result):
+                done.callback(None)
+                return result
+
+            registered.addBoth(registered_now)
+            session.in_order.run(lambda: done)
 
     def session_unbound(self, session) -> None:
         if getattr(session, "reaped", False) or session.full not in self.registered:
@@ -292,7 +308,7 @@ class Cluster:
             return None
         return self._write(session.full, info)
 
-    def _write(self, full: str, info: SessionInfo | None) -> defer.Deferred:
+    def _write(self, full: str, info: SessionInfo | None, bind: bool = False) -> defer.Deferred:
         if info is None:
             self.registered.pop(full, None)
         else:
@@ -301,20 +317,59 @@ class Cluster:
             return defer.succeed(None)  # re-synced whole when Redis is back
         text = info.dumps() if info is not None else ""
         message = codec.dumps({"t": "s", "n": self.name, "j": full, "i": text or None})
-        d = self.eval(SET_SESSION, [self.keys.sessions(self.name), self.keys.all], [full, text, message])
+        d = self.eval(SET_SESSION, [self.keys.sessions(self.name), self.keys.all, self.keys.owners],
+                      [full, text, message, self.name, "1" if bind else "0"])
+        d.addCallback(self._replaced, full)
         d.addErrback(lambda f: f.trap(ClusterUnavailable))
         d.addErrback(log.err, f"cluster: registering {full} failed")
         return d
 
+    def _replaced(self, previous, full: str) -> defer.Deferred | None:
+        """The node that held ``full`` before our bind ends its session there;
+        fires once it said so (or after the link's reply timeout)."""
+        if not previous or _text(previous) == self.name:
+            return None
+        self.stats["bindings-replaced"] += 1
+        query = f"{self.name}:{next(self._queries)}"
+        ended = self._replacing[query] = defer.Deferred()
+        ended.addTimeout(self.link.reply_timeout, self.reactor)
+        ended.addErrback(lambda f: f.trap(defer.TimeoutError))
+        ended.addBoth(lambda _: self._replacing.pop(query, None) and None)
+
+        def unheard(heard) -> None:
+            if not int(heard or 0):
+                self.replacement_done({"q": query})  # nobody there to end it
+
+        def unreachable(failure) -> None:
+            failure.trap(ClusterUnavailable)
+            self.replacement_done({"q": query})
+
+        d = self.publish(_text(previous), codec.dumps({"t": "k", "j": full, "n": self.name, "q": query}))
+        d.addCallbacks(unheard, unreachable)
+        return ended
+
+    def replacement_done(self, message: dict) -> None:
+        """The node we replaced a session on ended it (``replaced``)."""
+        ended = self._replacing.get(str(message.get("q")))
+        if ended is not None and not ended.called:
+            ended.callback(None)
+
     async def sync(self) -> None:
-        """Register every session we hold, replacing whatever Redis had."""
-        sessions = {s.full: SessionInfo.of(s) for s in self._local_sessions()}
-        message = codec.dumps({"t": "sync", "n": self.name,
-                               "s": {full: info.dumps() for full, info in sessions.items()}})
-        args: list[Any] = [message]
+        """Register every session we hold, replacing whatever Redis had; a
+        full JID another node bound while we were cut off is theirs now
+        (the newer binding): ours ends with ``conflict``."""
+        local = {s.full: s for s in self._local_sessions()}
+        sessions = {full: SessionInfo.of(s) for full, s in local.items()}
+        args: list[Any] = [self.name]
         for full, info in sessions.items():
             args += [full, info.dumps()]
-        await self.eval(SYNC, [self.keys.sessions(self.name), self.keys.all], args)
+        taken = await self.eval(SYNC, [self.keys.sessions(self.name), self.keys.all, self.keys.owners], args)
+        for full in map(_text, taken or []):
+            sessions.pop(full, None)
+            session = local.get(full)
+            if session is not None:
+                self.router.unbind(session)
+                session.close("conflict", "replaced by a new connection")
         self.registered = sessions
         _, live = await self._heartbeats(register=False)
         for node in live:
@@ -325,7 +380,7 @@ class Cluster:
 
     def _release_keys(self, node: str) -> list[str]:
         return [self.keys.heartbeats, self.keys.claim(node), self.keys.sessions(node),
-                self.keys.reaped(node), self.keys.all]
+                self.keys.reaped(node), self.keys.all, self.keys.owners]
 
     async def reap(self, node: str, check_alive: bool = True, tombstone: bool = True) -> bool:
         """End a dead node's sessions, if we are the one to claim it."""

@@ -6,6 +6,8 @@ Per process (a *node* of the cluster, by ``--node-name``):
   priority, ``+notify`` interests, whether it asked for the roster, its
   last presence). Written on bind, unbind and every presence change, and
   re-written whole after every reconnection to Redis.
+- ``P:owners`` — a hash, full JID → the node that bound it last: of two
+  processes binding one full JID at once, exactly one finds the other there.
 - ``P:hb`` — a sorted set, node → the Redis server's clock (ms) at its last
   heartbeat (every ``timeout / 3``). One clock, Redis's, so machines'
   clocks may disagree.
@@ -54,6 +56,9 @@ return sessions
 
 RELEASE = """
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+for _, full in ipairs(redis.call('HKEYS', KEYS[3])) do
+  if redis.call('HGET', KEYS[6], full) == ARGV[1] then redis.call('HDEL', KEYS[6], full) end
+end
 redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
@@ -62,18 +67,49 @@ redis.call('PUBLISH', KEYS[5], ARGV[4])
 return 1
 """
 
+# ARGV: full JID, info ('' = unbound), the message for P:all, this node, '1' for a bind.
+# A bind takes the full JID in P:owners and answers the node that held it
+# before (to be told ``conflict``): Redis runs one script at a time, so of two
+# processes binding one full JID at once exactly one finds the other. An
+# update of a session another node has taken since changes nothing.
 SET_SESSION = """
-if ARGV[2] == '' then redis.call('HDEL', KEYS[1], ARGV[1])
-else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+local previous = redis.call('HGET', KEYS[3], ARGV[1])
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  if previous == ARGV[4] then redis.call('HDEL', KEYS[3], ARGV[1]) end
+  previous = false
+else
+  if ARGV[5] ~= '1' and previous and previous ~= ARGV[4] then return false end
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+  if previous == ARGV[4] then previous = false end
+end
 redis.call('PUBLISH', KEYS[2], ARGV[3])
-return 1
+return previous
 """
 
+# ARGV: this node, then full JID, info pairs. A session whose full JID
+# another node took meanwhile (bound there while this one was cut off) is not
+# registered, nor announced: its name comes back, to be closed.
 SYNC = """
+for _, full in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if redis.call('HGET', KEYS[3], full) == ARGV[1] then redis.call('HDEL', KEYS[3], full) end
+end
 redis.call('DEL', KEYS[1])
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('PUBLISH', KEYS[2], ARGV[1])
-return 1
+local taken = {}
+local kept = {}
+for i = 2, #ARGV, 2 do
+  local owner = redis.call('HGET', KEYS[3], ARGV[i])
+  if owner and owner ~= ARGV[1] then table.insert(taken, ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    redis.call('HSET', KEYS[3], ARGV[i], ARGV[1])
+    kept[ARGV[i]] = ARGV[i + 1]
+  end
+end
+local message = {t = 'sync', n = ARGV[1], s = kept}
+redis.call('PUBLISH', KEYS[2], cjson.encode(message))
+return taken
 """
 
 
@@ -112,6 +148,7 @@ class Keys:
         self.heartbeats = self.prefix + "hb"
         self.all = self.prefix + "all"
         self.boot = self.prefix + "boot"
+        self.owners = self.prefix + "owners"  # full JID → the node that bound it last
 
     def sessions(self, node: str) -> str:
         return f"{self.prefix}sessions:{node}"

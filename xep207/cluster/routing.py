@@ -13,10 +13,12 @@ Each process listens on its own Redis pub/sub channel. What crosses:
 - ``c``: end one of the receiver's sessions with a stream error (an
   administrator's kick, a password change, an account removed);
 - ``k``: a full JID bound again elsewhere: the receiver's session of that
-  name is replaced (RFC 6120 §7.7.2.2), as one process would;
-- ``r``: a stanza for a room whose home is the receiver. Every room has one
-  home at a time (rendezvous hashing over the live processes): its
-  stanzas are handled one at a time there, as in one process.
+  name is replaced (RFC 6120 §7.7.2.2), as one process would, and the
+  binder is told once it is gone (``replaced``);
+- ``r``: a stanza for a room whose home is the receiver (XEP-0045's, or an
+  XEP-0060 request on the room's node). Every room has one home at a time
+  (rendezvous hashing over the live processes): its stanzas are handled
+  one at a time there, as in one process.
 
 Pub/sub rather than streams: a message only matters to the process holding
 the session, and PUBLISH answers how many processes heard it. Nobody (the
@@ -43,6 +45,7 @@ from xep207.cluster import codec
 from xep207.cluster.link import ClusterUnavailable
 from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
 from xep207.pubsub.kinds.pair import PairKind
+from xep207.pubsub.protocol import requested_node
 from xep207.xmlutil import parse_stanza
 
 if TYPE_CHECKING:
@@ -101,6 +104,8 @@ class Routing:
                 query = f"{self.cluster.name}:{next(self._ids)}"
                 crossing = self._crossing[query] = _Crossing(event.node_id)
                 crossing.done.addBoth(self._crossed, query)
+                # A shutdown waits for it: confirmed, or kept offline here (else lost with the process).
+                self.cluster.work.track(crossing.done)
                 ask = ',"q":' + json.dumps(query) + ',"n":' + json.dumps(self.cluster.name)
             text = '{"t":"e","e":' + body + ',"r":' + json.dumps(codec.recipients_data(listed)) + ask + "}"
             self.cluster.stats["events-forwarded"] += 1
@@ -225,10 +230,17 @@ class Routing:
         if not self.cluster.started:
             return False
         to = stanza.getAttribute("to")
-        if not to or "@" not in to:
+        if not to:
             return False
-        room, _, rest = to.partition("@")
-        if rest.partition("/")[0] != self.server.groupchat.rooms.domain:
+        room, at, rest = to.partition("@")
+        domain = self.server.groupchat.rooms.domain
+        if (rest if at else to).partition("/")[0] != domain:
+            return False
+        if not at:
+            room = ""  # the service itself: XEP-0060 on a room's node is handled
+            if stanza.name == "iq" and any(c.name == "pubsub" for c in stanza.elements()):
+                room = requested_node(stanza) or ""  # where XEP-0045's stanzas for the room are
+        if not room:
             return False
         if not self.cluster.link.up:
             return False  # cut off from Redis: rooms are served here meanwhile
@@ -272,16 +284,30 @@ class Routing:
         elif kind == "k":
             bare, _, resource = str(message["j"]).partition("/")
             replaced = router.sessions.get(bare, {}).get(resource)
+            ended = defer.succeed(None)
             if replaced is not None:
-                router.unbind(replaced)
+                ended = router.unbind(replaced)
                 replaced.close("conflict", "replaced by a new connection")
+            query, sender = message.get("q"), message.get("n")
+            if isinstance(query, str) and isinstance(sender, str):
+                # The new session's first stanza waits for this: its presence after our retraction.
+                def answer(_, sender: str = sender, query: str = query) -> None:
+                    d = self.cluster.publish(sender, codec.dumps({"t": "replaced", "q": query}))
+                    d.addErrback(lambda f: f.trap(ClusterUnavailable))
+
+                ended.addBoth(answer)
+        elif kind == "replaced":
+            self.cluster.replacement_done(message)
         elif kind == "applied":
             self.server.cluster_invalidation.applied(message)
         elif kind == "handled":
             self._handled(message)
-        elif self.cluster.stopping:
+        elif self.cluster.stopping and kind != "e":
             return  # leaving: the sessions are gone, storage is about to close
         elif kind == "e":
+            # (Leaving too: its sessions are gone, so its live items are kept
+            # offline here and confirmed, before storage closes; the sender
+            # need not wait for its reply timeout to keep them itself.)
             event = codec.event_from(message["e"])
             missed = self.server.delivery.deliver(event, codec.recipients_from(message["r"]), forwarded=True)
             # The session left while the event crossed: kept as its kind keeps a miss.

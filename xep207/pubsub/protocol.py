@@ -13,6 +13,8 @@ engine call: ``EngineResource``. Where notifications leave: ``deliver``.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from twisted.internet import defer
 from twisted.python import log
 from twisted.words.protocols.jabber import error, jid
@@ -87,6 +89,15 @@ def authorization_answer(message):
     if form is None or form.formType != "submit" or message.getAttribute("type") == "error":
         return None
     return form
+
+
+def requested_node(iq: domish.Element) -> str | None:
+    """The node an XEP-0060 request names, as ``_onPubSubRequest`` will
+    read it (None: not a well-formed request naming one)."""
+    try:
+        return Request.fromElement(iq).nodeIdentifier or None
+    except Exception:  # whatever the parser refuses, the service answers
+        return None
 
 
 class Request(PubSubRequest):
@@ -425,6 +436,10 @@ class PubSubProtocol(PubSubService):
         # Which addressed JIDs this service describes in disco (a room JID is
         # the groupchat service's to describe, though pubsub serves it too).
         self.describes = self.accepts
+        # ``serial(node_id, call)``: where requests for one node must take
+        # turns with another door's stanzas (a room's: its admission checks
+        # read, then write). None: each runs at once.
+        self.serial: Callable[[str, Callable[[], defer.Deferred]], defer.Deferred] | None = None
 
     def getDiscoInfo(self, requestor, target, nodeIdentifier=""):
         if not self.describes(target.full()):
@@ -458,7 +473,10 @@ class PubSubProtocol(PubSubService):
         handler = getattr(resource, request.verb, None)
         if handler is None:
             return defer.fail(errors.unsupported("", f"Request verb: {request.verb}"))
-        d = handler(request)
+        if self.serial is not None and request.nodeIdentifier:
+            d = self.serial(request.nodeIdentifier, lambda: handler(request))
+        else:
+            d = handler(request)
         to_response = getattr(self, "_toResponse_" + request.verb, None)
         if to_response is not None:
             d.addCallback(to_response, resource, request)

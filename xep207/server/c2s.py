@@ -265,7 +265,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
     def connectionMade(self):
         from twisted.internet import reactor
 
-        self.xmlstream.addObserver(xmlstream.STREAM_END_EVENT, self._connection_lost)
+        self.xmlstream.end_handler = self._connection_lost
         transport = self.xmlstream.transport
         assert transport is not None  # Twisted sets it before connectionMade
         if hasattr(transport, "setTcpNoDelay"):
@@ -325,9 +325,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         if root.getAttribute("to", "").lower() != self.policy.domain:
             return xs.fail("host-unknown", f"this server serves {self.policy.domain}")
         xs.send_header(self._features_xml())
-        if not getattr(self, "_observing", False):
-            self._observing = True
-            xs.addObserver("/*", self._on_element, priority=-1)
+        xs.element_handler = self._on_element
 
     def _features_xml(self) -> str:
         """``_features()`` serialized, made once per kind of stream: they depend

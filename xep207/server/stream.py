@@ -16,7 +16,7 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 from xml.sax.saxutils import quoteattr
 
 from twisted.internet import tcp
@@ -26,15 +26,17 @@ from twisted.python import log
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import error, xmlstream
 from twisted.words.xish import domish
+from twisted.words.xish import xmlstream as xish_xmlstream
 from zope.interface import implementer
 
-from xep207.server import idle_parser
+from xep207.server import idle_parser, idle_tls
 from xep207.server.element_dispatch import FastElementDispatch
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
 INFLATE_CHUNK = 16 * 1024
 PARSE_SLICE = 16 * 1024  # bytes of one read parsed per reactor turn
 WRITE_CHUNK = 16 * 1024  # the largest TLS record's plaintext
+COMPACT_DICT = 42  # the attributes a dict of 64 slots holds
 
 
 class RestrictedXML(Exception):
@@ -150,6 +152,30 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
     _parser_handlers: tuple | None = None
     _fed = 0
     _quiet_call: IDelayedCall | None = None
+    _clock: Any = None  # a test's task.Clock; None: the reactor
+    # What most streams never change stays a class default, not an instance
+    # attribute: a stream's __dict__ is one of its largest objects, and past
+    # 42 entries it doubles (1.6 KiB instead of 0.8 per idle session).
+    authenticated = False
+    compressed = False
+    _inflater: Any | None = None  # a zlib Decompress object once compressed
+    _refilled: float | None = None
+    _resume_reading: IDelayedCall | None = None
+    _output_blocked = False
+    _queued_output = 0
+    _producing = False
+    _closed = False  # our </stream:stream> is out
+    # Slices of a large read, parsed one per reactor turn: (bytes, paid to the
+    # shaper already); None while there are none (an idle stream keeps no deque).
+    _unparsed: deque[tuple[bytes, bool]] | None = None
+    _next_slice: IDelayedCall | None = None
+    # The negotiator's two handlers, called directly rather than registered as
+    # xish observers: an observer costs a CallbackList, a wrapper and two dicts
+    # per stream (3.4 KiB for the three every client stream had). Each element
+    # goes to ``element_handler`` after every observer (as priority -1 did); the
+    # connection's end to ``end_handler`` before STREAM_END_EVENT's observers.
+    element_handler: Callable[[Any], object] | None = None
+    end_handler: Callable[[Failure], object] | None = None
 
     def __init__(self, authenticator, limits: StreamLimits = StreamLimits(),
                  pre_auth_limits: StreamLimits = PRE_AUTH_LIMITS, shaping: Shaping = Shaping(), clock=None):
@@ -157,20 +183,9 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         self.full_limits = limits
         self.pre_auth_limits = pre_auth_limits
         self.shaping = shaping
-        self.authenticated = False
-        self._clock = clock
-        self._inflater: Any | None = None  # a zlib Decompress object once compressed
-        self.compressed = False
+        if clock is not None:
+            self._clock = clock
         self._tokens = float(shaping.burst)
-        self._refilled: float | None = None
-        self._resume_reading: IDelayedCall | None = None
-        self._output_blocked = False
-        self._queued_output = 0
-        self._producing = False
-        self._closed = False  # our </stream:stream> is out
-        # Slices of a large read, parsed one per reactor turn: (bytes, paid to the shaper already).
-        self._unparsed: deque[tuple[bytes, bool]] = deque()
-        self._next_slice: IDelayedCall | None = None
 
     @property
     def limits(self) -> StreamLimits:
@@ -182,10 +197,10 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
 
     @property
     def clock(self):
-        if self._clock is None:
+        if self._clock is None:  # (not kept: one attribute less on every stream)
             from twisted.internet import reactor
 
-            self._clock = reactor
+            return reactor
         return self._clock
 
     def connectionMade(self) -> None:
@@ -204,7 +219,22 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         if self._quiet_call is not None and self._quiet_call.active():
             self._quiet_call.cancel()
         self._quiet_call = None
+        if self.end_handler is not None:
+            self.end_handler(reason)
         super().connectionLost(reason)
+
+    def onDocumentStart(self, rootElement):
+        """Twisted's, without the one-time observer it registers at every stream
+        start for ``<stream:error/>`` (``onElement`` looks for that itself)."""
+        xish_xmlstream.XmlStream.onDocumentStart(self, rootElement)
+        self.authenticator.streamStarted(rootElement)
+
+    def onElement(self, element):
+        if element.name == "error" and element.uri == NS_STREAMS:
+            self.onStreamError(element)  # the peer's stream error: we close too
+        self.dispatch(element)
+        if self.element_handler is not None:
+            self.element_handler(element)
 
     def _initializeStream(self):
         super()._initializeStream()
@@ -329,6 +359,8 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
             if charged:
                 self._charge(len(data))
             view = memoryview(data)
+            if self._unparsed is None:
+                self._unparsed = deque()
             self._unparsed.extend((bytes(view[i:i + PARSE_SLICE]), charged)
                                   for i in range(0, len(data), PARSE_SLICE))
             if self._next_slice is None:
@@ -347,21 +379,25 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
 
     def _parse_next_slice(self) -> None:
         self._next_slice = None
-        if self.stream is None:
-            self._unparsed.clear()
+        unparsed = self._unparsed
+        if self.stream is None or not unparsed:
+            self._unparsed = None
             return
-        self._feed(*self._unparsed.popleft())
-        if self._unparsed and self.stream is not None:
+        self._feed(*unparsed.popleft())
+        if unparsed and self.stream is not None:
             self._next_slice = self.clock.callLater(0, self._parse_next_slice)
+        elif self._unparsed is unparsed:
+            self._unparsed = None
 
     def _parse_the_rest(self) -> None:
         """The connection is gone: what it sent before is still handled (RFC 6120 §10.1)."""
         if self._next_slice is not None and self._next_slice.active():
             self._next_slice.cancel()
         self._next_slice = None
-        while self._unparsed and self.stream is not None:
-            self._feed(*self._unparsed.popleft())
-        self._unparsed.clear()
+        unparsed = self._unparsed
+        while unparsed and self.stream is not None:
+            self._feed(*unparsed.popleft())
+        self._unparsed = None
 
     # Shaping what the peer sends ----------------------------------------------
 
@@ -454,13 +490,22 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         if call is not None and call.active():  # called before its time
             call.cancel()
         stream = self.stream
+        if stream is not None and self.transport is not None:
+            connection = idle_tls.tls_connection(self.transport)
+            if connection is not None:
+                idle_tls.release_buffers(connection)
         if (stream is None or stream.parser is None or self._parser_header is None
                 or not stream.documentStarted or stream.currElem is not None or self._depth
                 or stream.parser.CurrentByteIndex != self._fed):
             return
         self._parser_handlers = idle_parser.saved_handlers(stream.parser)
         stream.parser = None
-        self._plans = None  # the dispatch plans too (remade at the next stanza)
+        self.__dict__.pop("_plans", None)  # the dispatch plans too (remade at the next stanza)
+        # CPython grew this stream's __dict__ to 128 slots when it passed 30
+        # attributes; a copy is sized for what it holds (64 slots, 0.8 KiB less).
+        attributes = vars(self)
+        if len(attributes) <= COMPACT_DICT:
+            self.__dict__ = dict(attributes)
 
     def live_parser(self, stream: Any) -> Any:
         """``stream``'s expat parser, renewed first if it was freed while idle."""

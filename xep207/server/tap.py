@@ -151,6 +151,7 @@ class Server:
                                       and "/" not in s, allow_create=False)
         rooms_pubsub.hideNodes = True  # rooms are listed as rooms, by the groupchat service
         rooms_pubsub.describes = lambda target: target == chat_domain
+        rooms_pubsub.serial = self.groupchat.in_room  # one room's requests in turn, through both doors
         for handler in (self.groupchat, rooms_pubsub, DiscoHandler()):  # the groupchat service answers pings (XEP-0410)
             handler.setHandlerParent(self.rooms)
         self.rooms.setServiceParent(self.started)

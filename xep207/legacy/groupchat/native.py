@@ -23,6 +23,7 @@ class NativeBridge:
     def __init__(self, rooms: Rooms, occupants: Occupants):
         self.rooms = rooms
         self.occupants = occupants
+        self.track = lambda d: d  # the service's in-flight work (a shutdown waits for it)
 
     def on_subscription_change(self, change) -> None:
         """Every subscription change the engine makes: native joins, and
@@ -41,7 +42,7 @@ class NativeBridge:
         if subscription.via != VIA_PUBSUB and subscription.state != NONE \
                 and not change.options_changed:
             return  # XEP-0045 joins announce themselves, in XEP-0045's order
-        d = defer.ensureDeferred(self._announce(change))
+        d = self.track(defer.ensureDeferred(self._announce(change)))
         d.addErrback(log.err, "native room subscription follow-up failed")
 
     async def _announce(self, change) -> None:

@@ -49,6 +49,7 @@ class GroupchatService(XMPPHandler):
         self.in_flight = InFlight()  # room work under way, for a clean shutdown
         self.messages.late_failure = self._failed
         self.messages.track = self.in_flight.track
+        self.native.track = self.in_flight.track
         router.hooks.add(SESSION_UNBOUND, self.occupants.session_gone)
         router.hooks.add(SUBSCRIPTION_CHANGED, self.native.on_subscription_change)
         engine.hooks.add(ITEM_PUBLISHED, self.native.on_published)
@@ -78,6 +79,19 @@ class GroupchatService(XMPPHandler):
         d = in_order.run(self._dispatched, stanza, to)
         d.addBoth(self._idle, key, in_order)
         self.in_flight.track(d)
+
+    def in_room(self, room: str, call) -> defer.Deferred:
+        """``call()`` once the room's stanzas before it are handled, the next
+        ones waiting for it: an XEP-0060 request on the room's node
+        (``PubSubProtocol.serial``) takes its turn with XEP-0045's, so the
+        admission checks of two joins, one per door, never interleave."""
+        in_order = self._rooms_in_order.get(room)
+        if in_order is None:
+            in_order = self._rooms_in_order[room] = InOrder()
+        d = in_order.run(call)
+        d.addBoth(self._idle, room, in_order)
+        self.in_flight.track(d)
+        return d
 
     def _dispatched(self, stanza, to) -> defer.Deferred:
         return defer.ensureDeferred(self._dispatch(stanza, to)).addErrback(self._failed, stanza)
