@@ -38,7 +38,7 @@ def _elements():
 
 
 class SameAsXishDispatch(unittest.TestCase):
-    """``FastElementDispatch.onElement`` calls what ``EventDispatcher.dispatch``
+    """``FastElementDispatch.dispatch`` calls what ``EventDispatcher.dispatch``
     calls, in the same order, for any set of observers."""
 
     def observe(self, dispatcher, log, plan):
@@ -95,7 +95,7 @@ class SameAsXishDispatch(unittest.TestCase):
         fast = FastElementDispatch()
         fast.addObserver("/*", lambda e: None)
         for i in range(100):
-            fast.onElement(domish.Element((None, f"name{i}")))
+            fast.dispatch_element(domish.Element((None, f"name{i}")))
         self.assertLessEqual(len(fast._plans), MAX_PLANS)
 
     def test_a_failing_observer_is_logged_and_the_others_still_run(self):
@@ -103,7 +103,7 @@ class SameAsXishDispatch(unittest.TestCase):
         fast.addObserver("/*", lambda e: 1 / 0, 1)
         fast.addObserver("/*", seen.append)
         element = domish.Element((None, "message"))
-        fast.onElement(element)
+        fast.dispatch_element(element)
         self.assertEqual(seen, [element])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
@@ -123,11 +123,11 @@ class SameAsXishDispatch(unittest.TestCase):
 
         fast.addObserver("/*", first, 1)
         fast.addObserver("/*", second)
-        fast.onElement(domish.Element((None, "message")))
+        fast.dispatch_element(domish.Element((None, "message")))
         self.assertEqual(seen, [("first", "message"), ("second", "message")])  # removed after, not during
         del seen[:]
         fast.removeObserver("/*", first)
-        fast.onElement(domish.Element((None, "message")))
+        fast.dispatch_element(domish.Element((None, "message")))
         self.assertEqual(seen, [("late", "message")])
 
     def test_a_query_is_evaluated_after_the_observers_before_it(self):
@@ -135,7 +135,7 @@ class SameAsXishDispatch(unittest.TestCase):
         fast.addObserver("/*", lambda e: e.__setitem__("type", "chat"), 1)
         fast.addObserver("/message[@type='chat']", seen.append)
         element = domish.Element((None, "message"))
-        fast.onElement(element)
+        fast.dispatch_element(element)
         self.assertEqual(seen, [element])
 
     def test_a_onetime_observer_fires_once_and_the_plan_follows(self):
@@ -143,7 +143,7 @@ class SameAsXishDispatch(unittest.TestCase):
         fast.addOnetimeObserver("/message", once.append)
         fast.addObserver("/*", always.append)
         for _ in range(3):
-            fast.onElement(domish.Element((None, "message")))
+            fast.dispatch_element(domish.Element((None, "message")))
         self.assertEqual((len(once), len(always)), (1, 3))
         self.assertEqual(fast._xpathObservers[0].get(next(iter(fast._xpathObservers[0]))).callbacks.keys(),
                          {always.append})

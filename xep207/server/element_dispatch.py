@@ -5,7 +5,7 @@ Twisted's ``EventDispatcher.dispatch`` sorts the priorities, builds a lambda
 and matches every registered query against every element, then calls each
 observer through a wrapper that copies its keyword arguments: a dozen Python
 calls per stanza for what is, on a bound client stream, one observer (``/*``).
-``FastElementDispatch.onElement`` keeps the same observers and the same
+``FastElementDispatch.dispatch`` keeps the same observers and the same
 semantics (priority order, registration order, lazily evaluated queries, an
 observer's exception logged and the others still called, observers added or
 removed meanwhile taking effect after the dispatch) but works from a plan made
@@ -75,8 +75,7 @@ MAX_PLANS = 16  # element names remembered per dispatcher (a peer may make names
 
 class FastElementDispatch(EventDispatcher):
     """An ``EventDispatcher`` whose element dispatches go by per-name plans:
-    mixed into an ``XmlStream`` (``onElement``), or made the class of a pipe's
-    ends (``faster``)."""
+    mixed into an ``XmlStream``, or made the class of a pipe's ends (``faster``)."""
 
     _plans: dict[str, list[_Step] | None] | None = None
 
@@ -91,9 +90,9 @@ class FastElementDispatch(EventDispatcher):
     def dispatch(self, obj, event=None):
         if event is not None or type(getattr(obj, "name", None)) is not str:
             return super().dispatch(obj, event)  # a named event, or not an element
-        return self.onElement(obj)
+        return self.dispatch_element(obj)
 
-    def onElement(self, element) -> bool:
+    def dispatch_element(self, element) -> bool:
         """``dispatch(element)``: whether some observer was called."""
         plans = self._plans
         if plans is None:
