@@ -129,6 +129,23 @@ class QuietTLSStream(ServerTestCase):
         await self.ping(client, "before")
         await self.check_released_and_serving(client, "zlib")
 
+    async def test_a_push_in_the_same_turn_as_the_release_arrives(self):
+        """Another session's message to a quiet TLS stream, written in the very
+        turn its buffers go (before or after), arrives whole and in order."""
+        client = await self.starttls_client("quiet")
+        await self.ping(client, "before")
+        stream = self.server.router.session("alice@localhost/quiet").stream
+        connection = self.connection("quiet")
+        bios = (connection._into_ssl, connection._from_ssl)
+        stream.send("<message from='bob@localhost/x' type='chat' id='m1'><body>before</body></message>")
+        self.clock.advance(idle_parser.QUIET_SECONDS)
+        stream.send("<message from='bob@localhost/x' type='chat' id='m2'><body>after</body></message>")
+        first = await client.wait_for(lambda e: e.getAttribute("id") == "m1")
+        second = await client.wait_for(lambda e: e.getAttribute("id") == "m2")
+        self.assertEqual((str(first.body), str(second.body)), ("before", "after"))
+        self.assertNotEqual((connection._into_ssl, connection._from_ssl), bios)
+        await self.ping(client, "after")
+
     async def test_a_half_received_record_keeps_its_buffers(self):
         """Bytes OpenSSL has not taken yet (here: a TLS record cut short) stay where they are."""
         client = await self.starttls_client("half")

@@ -13,12 +13,15 @@ import os
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.doors_helpers import ALICE, BOB, DOMAIN, PUBSUB, chat_body, message_with, pair
+from tests.doors_helpers import ALICE, BOB, DOMAIN, EVE, PUBSUB, chat_body, message_with, pair
+from tests.server_helpers import PASSWORD
 from tests.test_blocking import NODE as BLOCKLIST, NS_BLOCKING, BlockingTestCase
 
+from xep207.hooks import SESSION_UNBOUND
 from xep207.ordering import InOrder
 from xep207.pubsub.errors import StanzaError
 from xep207.pubsub.kinds.base import Trusted
+from xep207.server import accounts
 from xep207.storage.records import new_id
 
 NODE = pair(ALICE, BOB)
@@ -208,6 +211,87 @@ class RememberedVerdicts(BlockingTestCase):
                                                        "<body>natively blocked</body></message>")
         self.assert_error(reply, "service-unavailable")
         self.assertEqual(await self.stored_bodies(), ["one", "two", "three", "natively"])
+
+
+    async def test_a_block_of_the_whole_domain_refuses_the_next_message(self):
+        alice, bob = await self.talking()
+        self.assert_ok(await self.block(bob, DOMAIN))
+        self.assertEqual(await self.refused(f"{ALICE}/phone", "from the domain"), "service-unavailable")
+        self.assertEqual(await self.stored_bodies(), ["one", "two", "three"])
+
+    async def test_every_xep0060_request_of_a_stranger_and_a_party_leaves_the_pair_as_it_was(self):
+        """Purge, delete, configure, affiliations, subscriptions... by eve and by
+        alice through XEP-0060: refused; the remembered verdict stays true and
+        the conversation goes on in order, nothing lost."""
+        alice, bob = await self.talking()
+        eve = await self.online("eve", "lair")
+        state = self.server.engine.cached_metadata(PUBSUB, NODE)
+        answers = await self.answers(eve, PUBSUB, NODE)
+        self.assertEqual({verb: a for verb, a in answers.items() if a[0] != "error"}, {}, "eve changed nothing")
+        await self.answers(alice, PUBSUB, NODE)
+        self.assertEqual(await self.server.storage.get_affiliations(PUBSUB, NODE),
+                         {PUBSUB: "owner", ALICE: "publisher", BOB: "publisher"})
+        subscriptions = await self.server.storage.get_subscriptions(PUBSUB, NODE)
+        self.assertEqual(sorted(s.subscriber for s in subscriptions), [ALICE, BOB])
+        if self.server.engine.cached_metadata(PUBSUB, NODE) is state:
+            self.judged.clear()
+        await self.send(f"{ALICE}/phone", "four")
+        await bob.wait_for(chat_body("four"))
+        # (alice's own publish among her attempts is a party's message: stored)
+        self.assertEqual(await self.stored_bodies(), ["one", "two", "three", "forged", "four"])
+        await self.settle(alice, bob, eve)
+        self.nothing(eve, message_with("four"))
+
+    async def gone(self, client, full: str) -> None:
+        """``client`` logged out and its session ``full`` unbound on the server."""
+        unbound: defer.Deferred = defer.Deferred()
+
+        def seen(session):
+            if session.full == full and not unbound.called:
+                unbound.callback(None)
+
+        self.server.hooks.add(SESSION_UNBOUND, seen)
+        self.addCleanup(self.server.hooks.remove, SESSION_UNBOUND, seen)
+        await self.logout(client)
+        if self.server.router.session(full) is not None:
+            await unbound
+
+    async def test_a_message_missed_on_the_remembered_path_is_kept_offline_and_archived(self):
+        alice, bob = await self.talking()
+        await self.gone(bob, f"{BOB}/desk")
+        self.judged.clear()
+        await self.send(f"{ALICE}/phone", "while away")
+        self.assertEqual(self.judged, [], "bob going away changes nothing the verdict depends on")
+        bob = await self.online("bob", "desk")
+        await bob.wait_for(chat_body("while away"))
+        self.assertIn("while away", await self.mam(alice, BOB))
+
+    async def test_an_account_made_again_with_the_same_name_starts_anew(self):
+        alice, bob = await self.talking()
+        await self.gone(bob, f"{BOB}/desk")
+        await self.server.engine.delete_account(Trusted(DOMAIN), BOB)
+        await accounts.create_account(self.server.engine, BOB, PASSWORD)
+        new_bob = await self.online("bob", "new")
+        self.judged.clear()
+        await self.send(f"{ALICE}/phone", "hello, new bob")
+        self.assertEqual(self.judged, [f"{ALICE}/phone"])
+        await new_bob.wait_for(chat_body("hello, new bob"))
+        self.assertEqual(await self.stored_bodies(), ["hello, new bob"])
+
+    async def test_messages_through_both_doors_from_one_session_arrive_in_order(self):
+        """Legacy messages (the remembered path) and a native publish (the full
+        path) sent back to back from one session: stored and delivered in order."""
+        alice, bob = await self.talking()
+        native = (f"<iq type='set' id='native' to='{PUBSUB}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+                  f"<publish node='{NODE}'><item><message xmlns='jabber:client' to='{BOB}'><body>n</body>"
+                  "</message></item></publish></pubsub></iq>")
+        alice.send(f"<message to='{BOB}' type='chat'><body>l1</body></message>" + native
+                   + f"<message to='{BOB}' type='chat'><body>l2</body></message>")
+        await bob.wait_for(chat_body("l2"))
+        await self.settle(alice, bob)
+        received = [str(e.body) for e in bob.stanzas if e.name == "message" and e.body is not None]
+        self.assertEqual(received[-3:], ["l1", "n", "l2"])
+        self.assertEqual((await self.stored_bodies())[-3:], ["l1", "n", "l2"])
 
 
 class RememberedVerdictsOnSQLite(RememberedVerdicts):
