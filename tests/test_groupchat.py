@@ -311,6 +311,22 @@ class History(RoomTestCase):
         self.assertEqual(len(await history("<history maxchars='400'/>", "F")), 1)
 
 
+    async def test_a_prefixed_groupchat_message_is_reflected_and_replayed_well_formed(self):
+        juliet = await self.online("juliet")
+        await self.join(juliet, "JC")
+        juliet.send(f"<c:message xmlns:c='jabber:client' to='{ROOM}' type='groupchat'><c:body>pre</c:body>"
+                    "<e:x xmlns:e='urn:example:e'/></c:message>")
+        reflected = await juliet.wait_for(groupchat("pre"))
+        self.assertEqual([(c.uri, c.name) for c in reflected.elements()][:2],
+                         [("jabber:client", "body"), ("urn:example:e", "x")])
+        romeo = await self.online("romeo")
+        romeo.send(f"<c:presence xmlns:c='jabber:client' to='{ROOM}/Romeo'><m:x xmlns:m='{NS_MUC}'/></c:presence>")
+        replayed = await romeo.wait_for(groupchat("pre"))
+        self.assertIsNotNone(replayed.delay)
+        await romeo.wait_for(lambda e: from_room("Romeo")(e) and 110 in statuses(e))
+        self.assertNotIn(b"c:message", juliet.received + romeo.received)
+
+
 class Persistence(RoomTestCase):
     storage = "sqlite"
 

@@ -395,6 +395,12 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             extension = self._extension_for(uri)
             if extension is not None:
                 return extension.on_nonza(self, element)  # XEP-0198, XEP-0352: not stanzas
+            if self.session is not None:
+                # (RFC 6120 §4.9.3.22: a first-level child we do not support.
+                # A jabber:server stanza from a client would otherwise be
+                # routed, and written on, in the namespace of server links.)
+                return self.session.close("unsupported-stanza-type",
+                                          f"<{element.name}/> in {uri or 'no namespace'} is not a jabber:client stanza")
         session = self.session
         if session is not None:
             name = element.name

@@ -292,8 +292,15 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
                 if " " in key:
                     attributes = _qualified(attributes)
                     break
-            element = Element((uri, local), stream.defaultNsStack[-1], attributes, stream.localPrefixes)
-            stream.localPrefixes = {}
+            # The client's prefixes are dropped, as Prosody and ejabberd do:
+            # an element is its namespace and name, and what we send of it
+            # (serialized once, then quoted into archives, carbons, MUC
+            # reflections) must read as ``<message …>…</message>`` whatever
+            # prefix the sender chose. A prefixed element declares its own
+            # namespace as the default instead.
+            element = Element((uri, local), uri or stream.defaultNsStack[-1], attributes)
+            if stream.localPrefixes:
+                stream.localPrefixes = {}
             stream.elementCount += 1
             if stream.elementCount > stream.maxElementCount:
                 raise domish.ParserError("Maximum element count exceeded")
