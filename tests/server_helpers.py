@@ -106,14 +106,18 @@ class RawClient(protocol.Protocol):
     def header(self, domain: str = DOMAIN) -> None:
         self.send(STREAM_HEADER.format(domain=domain))
 
-    async def login(self, user: str, password: str = PASSWORD, resource: str = "raw") -> None:
-        """Plain-TCP PLAIN login and bind (the server must allow it)."""
+    async def authenticate(self, user: str, password: str = PASSWORD) -> None:
+        """Plain-TCP PLAIN authentication, up to the restarted stream's features (not bound)."""
         self.header()
         await self.expect("</stream:features>")
         self.send(plain_auth(user, password))
         await self.expect("<success")
         self.header()
         await self.expect("</stream:features>")
+
+    async def login(self, user: str, password: str = PASSWORD, resource: str = "raw") -> None:
+        """Plain-TCP PLAIN login and bind (the server must allow it)."""
+        await self.authenticate(user, password)
         self.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
                   f"<resource>{resource}</resource></bind></iq>")
         await self.expect("</bind></iq>")

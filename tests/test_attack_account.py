@@ -5,7 +5,7 @@ attacker or a fussy client found, each test failing before its fix."""
 from twisted.internet import defer, reactor
 
 from tests.doors_helpers import PUBSUB, DoorsTestCase, error_of
-from tests.server_helpers import DOMAIN, PASSWORD, plain_auth
+from tests.server_helpers import DOMAIN, PASSWORD
 from tests.test_service_admin import NS_ADMIN, NS_COMMANDS, NS_DATA
 from xep207.hooks import SUBSCRIPTION_CHANGED
 from xep207.pubsub.kinds.pair import pair_node_id
@@ -27,12 +27,7 @@ class RevokedCredentials(DoorsTestCase):
 
     async def authenticated_unbound(self, user: str):
         client = await self.connect()
-        client.header()
-        await client.expect("</stream:features>")
-        client.send(plain_auth(user))
-        await client.expect("<success")
-        client.header()
-        await client.expect("</stream:features>")
+        await client.authenticate(user)
         return client
 
     async def test_authenticated_before_removal_cannot_bind_as_the_new_owner_of_the_name(self):

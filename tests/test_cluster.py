@@ -152,16 +152,9 @@ class Invalidation(ClusterCase):
 
     async def test_a_password_changed_on_one_process_stops_a_login_under_way_on_another(self):
         """A stream that authenticated before the change binds on no process."""
-        from tests.server_helpers import plain_auth
-
         self._next = 1
         client = await self.connect()  # the second process
-        client.header()
-        await client.expect("</stream:features>")
-        client.send(plain_auth("bob"))
-        await client.expect("<success")
-        client.header()
-        await client.expect("</stream:features>")
+        await client.authenticate("bob")
         await self.servers[0].accounts.change_password(f"bob@{DOMAIN}", "another secret")  # the first process
         client.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
                     "<resource>late</resource></bind></iq>")

@@ -8,7 +8,6 @@ from __future__ import annotations
 from twisted.internet import defer, reactor
 
 from tests.doors_helpers import NS_PUBSUB
-from tests.server_helpers import plain_auth
 from tests.test_cluster import ClusterCase, is_message
 from tests.server_helpers import DOMAIN
 
@@ -21,12 +20,7 @@ class OneFullJidTwoProcesses(ClusterCase):
     async def authenticated(self, user: str):
         """A stream of ``user`` on the next process, authenticated, not bound."""
         client = await self.connect()
-        client.header()
-        await client.expect("</stream:features>")
-        client.send(plain_auth(user))
-        await client.expect("<success")
-        client.header()
-        await client.expect("</stream:features>")
+        await client.authenticate(user)
         return client
 
     async def test_binding_one_full_jid_on_two_processes_at_once_keeps_one(self):

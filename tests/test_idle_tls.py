@@ -13,7 +13,7 @@ from twisted.internet import protocol, reactor, ssl, task
 from twisted.trial import unittest
 
 from tests.peers import free_port
-from tests.server_helpers import RawClient, ServerTestCase, plain_auth
+from tests.server_helpers import RawClient, ServerTestCase
 from xep207.server import idle_parser, idle_tls, tls
 from xep207.server.stream import COMPACT_DICT, ServerStream
 
@@ -52,13 +52,17 @@ class QuietTLSStream(ServerTestCase):
         self.addCleanup(self._close, client)
         return client
 
-    async def starttls_client(self, resource: str) -> RawClient:
-        client = await self.connect()
+    @staticmethod
+    async def starttls(client: RawClient) -> None:
         client.header()
         await client.expect("</stream:features>")
         client.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         await client.expect("<proceed")
         client.transport.startTLS(ssl.CertificateOptions(verify=False))
+
+    async def starttls_client(self, resource: str) -> RawClient:
+        client = await self.connect()
+        await self.starttls(client)
         await client.login("alice", resource=resource)
         return client
 
@@ -105,17 +109,8 @@ class QuietTLSStream(ServerTestCase):
     async def test_compressed_tls_stream_releases_its_buffers_and_serves_on(self):
         """XEP-0138 over STARTTLS: the compressing wrapper still leads to the TLS connection."""
         client = await self.connect()
-        client.header()
-        await client.expect("</stream:features>")
-        client.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-        await client.expect("<proceed")
-        client.transport.startTLS(ssl.CertificateOptions(verify=False))
-        client.header()
-        await client.expect("</stream:features>")
-        client.send(plain_auth("alice"))
-        await client.expect("<success")
-        client.header()
-        await client.expect("</stream:features>")
+        await self.starttls(client)
+        await client.authenticate("alice")
         client.send("<compress xmlns='http://jabber.org/protocol/compress'><method>zlib</method></compress>")
         await client.expect("<compressed")
         client.deflate()

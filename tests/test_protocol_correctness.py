@@ -291,14 +291,8 @@ class IqNits(ProtocolTestCase):
 
     async def bind(self, resource: str) -> str:
         """The raw answer to a bind request for ``resource``."""
-        from tests.server_helpers import plain_auth
         client = await self.connect()
-        client.header()
-        await client.expect("</stream:features>")
-        client.send(plain_auth("alice"))
-        await client.expect("<success")
-        client.header()
-        await client.expect("</stream:features>")
+        await client.authenticate("alice")
         mark = len(client.received)
         client.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
                     f"<resource>{resource}</resource></bind></iq>")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from twisted.internet import defer
 
@@ -99,6 +99,15 @@ def _without_reads(node: Node, entity: str, affiliations) -> Exception | None | 
     if model == "whitelist":
         return errors.closed_node()
     return _UNDECIDED
+
+
+def _deliverable(subscriptions: Iterable[Subscription]) -> Iterator[Subscription]:
+    """The subscriptions notifications go to: subscribed, and ``pubsub#deliver`` not off."""
+    for subscription in subscriptions:
+        if subscription.state == SUBSCRIBED:
+            deliver = subscription.options.get("pubsub#deliver", True)
+            if deliver is True or _truthy(deliver):
+                yield subscription
 
 
 def _truthy(value) -> bool:
@@ -385,13 +394,7 @@ class PubSubEngine:
                     return defer.ensureDeferred(self._notify(kind, access, item))
                 if not self.is_pep(node.service):
                     verdicts.recipients = tuple(recipients)
-            undelivered = self.sink.deliver(
-                Event(node.service, node.node_id, ITEMS, items=(item,),
-                      include_payloads=config.deliver_payloads,
-                      notification_type=config.notification_type,
-                      reply_to=kind.reply_to(access, item),
-                      node_kind=kind.name),
-                recipients)
+            undelivered = self.sink.deliver(self._item_event(kind, access, item), recipients)
             if undelivered:
                 return defer.ensureDeferred(self._after_delivery(kind, access, item, undelivered))
         return [item.item_id]
@@ -404,14 +407,18 @@ class PubSubEngine:
         undelivered = None
         if config.deliver_notifications:
             recipients = await self._recipients(node, access.affiliations, await access.subscriptions())
-            undelivered = self.sink.deliver(
-                Event(node.service, node.node_id, ITEMS, items=(item,),
-                      include_payloads=config.deliver_payloads,
-                      notification_type=config.notification_type,
-                      reply_to=kind.reply_to(access, item),
-                      node_kind=kind.name),
-                recipients)
+            undelivered = self.sink.deliver(self._item_event(kind, access, item), recipients)
         return await self._after_delivery(kind, access, item, undelivered)
+
+    @staticmethod
+    def _item_event(kind: NodeKind, access: Access, item: Item) -> Event:
+        node = access.node
+        config = node.config
+        return Event(node.service, node.node_id, ITEMS, items=(item,),
+                     include_payloads=config.deliver_payloads,
+                     notification_type=config.notification_type,
+                     reply_to=kind.reply_to(access, item),
+                     node_kind=kind.name)
 
     async def _after_delivery(self, kind: NodeKind, access: Access, item: Item, undelivered) -> list[str]:
         for recipient in undelivered or ():
@@ -1238,28 +1245,27 @@ class PubSubEngine:
             return None
         blocking = pep and bool(self.blocks)
         recipients = []
-        allowed: dict[str, bool] = {}
-        for subscription in subscriptions:
-            if subscription.state != SUBSCRIBED:
-                continue
-            deliver = subscription.options.get("pubsub#deliver", True)
-            if deliver is not True and not _truthy(deliver):
-                continue
+        allowed: dict[str, bool | object] = {}
+        for subscription in _deliverable(subscriptions):
             subscriber = subscription.subscriber
             entity = subscriber.split("/", 1)[0]
             verdict = allowed.get(entity)
             if verdict is None:
-                if blocking and self.block_error(entity, node.service) is not None:
-                    verdict = False
-                else:
-                    quick = _without_reads(node, entity, affiliations)
-                    if quick is _UNDECIDED:
-                        return None
-                    verdict = quick is None
-                allowed[entity] = verdict
+                verdict = allowed[entity] = self._verdict_without_reads(node, entity, affiliations, blocking)
+            if verdict is _UNDECIDED:
+                return None
             if verdict:
                 recipients.append(Recipient(subscriber, subscription))
         return recipients
+
+    def _verdict_without_reads(self, node: Node, entity: str, affiliations, blocking: bool) -> bool | object:
+        """Whether ``entity`` receives this node's notifications, decided by
+        block lists, affiliation and access model alone; ``_UNDECIDED`` when
+        only ``access_error`` (which may read presence) can tell."""
+        if blocking and self.block_error(entity, node.service) is not None:
+            return False
+        quick = _without_reads(node, entity, affiliations)
+        return quick if quick is _UNDECIDED else quick is None
 
     async def _recipients(self, node: Node, affiliations=None,
                           subscriptions: Sequence[Subscription] | None = None) -> list[Recipient]:
@@ -1289,23 +1295,14 @@ class PubSubEngine:
         # XEP-0191 applies on an account's node (access_error's first question,
         # asked here without a coroutine: two dict lookups per subscriber).
         blocking = bool(self.blocks) and self.is_pep(node.service)
-        for subscription in subscriptions:
-            if subscription.state != SUBSCRIBED:
-                continue
-            deliver = subscription.options.get("pubsub#deliver", True)
-            if deliver is not True and not _truthy(deliver):
-                continue
+        for subscription in _deliverable(subscriptions):
             entity = bare(subscription.subscriber)
             # Most subscribers are decided by affiliation and access model alone.
-            verdict = allowed.get(entity)
-            if verdict is None:
-                if blocking and self.block_error(entity, node.service) is not None:
-                    verdict = allowed[entity] = False
-                else:
-                    quick = _without_reads(node, entity, affiliations)
-                    verdict = allowed[entity] = (quick is None) if quick is not _UNDECIDED \
-                        else await may_receive(entity)
-            if verdict:
+            known = allowed.get(entity)
+            if known is None:
+                quick = self._verdict_without_reads(node, entity, affiliations, blocking)
+                known = allowed[entity] = await may_receive(entity) if quick is _UNDECIDED else bool(quick)
+            if known:
                 recipients.append(Recipient(subscription.subscriber, subscription))
                 seen.add(subscription.subscriber)
         if self.interest is not None and self.is_pep(node.service):
