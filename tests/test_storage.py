@@ -124,6 +124,54 @@ class CachedSQLiteContract(SQLiteContract):
         self.assertIsNone(await self.storage.get_node("s", "n"))
 
 
+class SQLiteBatches(unittest.TestCase):
+    """Operations of one reactor turn share a transaction: without a savepoint
+    each while none fails; one that fails fails alone."""
+
+    async def setUp(self):
+        self.statements: list[str] = []
+        statements = self.statements
+
+        class Traced(SQLiteStorage):
+            def _open(self):
+                connection = super()._open()
+                connection.set_trace_callback(statements.append)
+                return connection
+
+        self.storage = Traced("sqlite:///" + os.path.join(temp_dir(self), "batch.sqlite"))
+        await self.storage.start()
+        self.addCleanup(self.storage.stop)
+        await self.storage.create_node(Node(S, "n", NodeConfig(), "o@example.org"))
+
+    async def test_a_turn_without_failures_takes_no_savepoints(self):
+        del self.statements[:]
+        ds = [self.storage.put_item(S, "n", Item(f"i{i}", "<p/>", "x@example.org"), 10) for i in range(3)]
+        stored = await defer.gatherResults(ds)
+        self.assertEqual([i.item_id for i in stored], ["i0", "i1", "i2"])
+        self.assertEqual([s for s in self.statements if s.startswith(("BEGIN", "COMMIT", "SAVEPOINT"))],
+                         ["BEGIN IMMEDIATE", "COMMIT"])
+
+    async def test_one_failing_operation_fails_alone(self):
+        from xep207.storage.interface import NodeExists
+
+        del self.statements[:]
+        before = self.storage.put_item(S, "n", Item("before", "<p/>", "x@example.org"), 10)
+        again = self.storage.create_node(Node(S, "n", NodeConfig(), "intruder@example.org"))
+        other = self.storage.create_node(Node(S, "m", NodeConfig(), "o@example.org"))
+        after = self.storage.put_item(S, "n", Item("after", "<p/>", "x@example.org"), 10)
+        self.assertEqual((await before).item_id, "before")
+        await self.assertFailure(again, NodeExists)
+        await other
+        self.assertEqual((await after).item_id, "after")
+        self.assertEqual(self.statements.count("ROLLBACK"), 1)  # the optimistic attempt, then one by one
+        self.assertEqual((await self.storage.get_node(S, "n")).creator, "o@example.org")
+        self.assertIsNotNone(await self.storage.get_node(S, "m"))
+        items = (await self.storage.page_items(S, "n")).items
+        self.assertEqual([i.item_id for i in items], ["before", "after"])
+        # and its seq numbers are the committed ones, in order
+        self.assertLess(items[0].seq, items[1].seq)
+
+
 class StorageSelection(unittest.TestCase):
     def test_bundled_schemes(self):
         self.assertIsInstance(open_storage("memory:"), MemoryStorage)

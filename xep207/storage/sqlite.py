@@ -199,6 +199,34 @@ class SQLiteStorage(SQLStorage):
         return drain_batch(self._jobs, self.MAX_BATCH)
 
     def _run_batch(self, connection, batch, translate):
+        # Optimistically, the whole batch in one transaction, no savepoints:
+        # an operation is then one statement or two, not three or four (each
+        # statement hands the GIL back to the reactor thread, and waits for it).
+        # Should one operation fail, the transaction is rolled back and the
+        # batch run again with a savepoint around each operation, so that
+        # one fails alone. (Operations are re-runnable: their arguments were
+        # made in the reactor thread; their counts here are cleared.)
+        cursor = connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            results = [(d, function(cursor, *args)) for function, args, d in batch]
+        except Exception:
+            failure = Failure(translate())
+            self._counts.clear()
+            self._abandon(connection)
+            if len(batch) == 1 or isinstance(failure.value, StorageUnavailable):
+                return [(d, failure) for _, _, d in batch]  # (the database's failure is every operation's)
+            return self._run_batch_by_operation(connection, batch, translate)
+        try:
+            cursor.execute("COMMIT")
+        except Exception:
+            failure = Failure(translate())
+            self._counts.clear()
+            self._abandon(connection)
+            return [(d, failure) for d, _ in results]
+        return results
+
+    def _run_batch_by_operation(self, connection, batch, translate):
         results = []
         cursor = connection.cursor()
         cursor.execute("BEGIN IMMEDIATE")
