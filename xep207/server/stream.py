@@ -13,6 +13,7 @@ written to a peer that does not read.
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections import deque
 from dataclasses import dataclass
@@ -41,6 +42,17 @@ COMPACT_DICT = 42  # the attributes a dict of 64 slots holds
 
 class RestrictedXML(Exception):
     """The peer sent XML that RFC 6120 §11.1 forbids on a stream."""
+
+
+class UnsafeNamespace(Exception):
+    """A namespace name that Twisted's serializer would write unescaped."""
+
+
+# domish writes ``xmlns='…'`` (and the declarations of attribute namespaces)
+# without escaping: a quote would end the declaration and let the rest of the
+# name write elements, even whole stanzas, into what the recipient reads. No
+# real namespace holds these (a tab or newline would come back as a space).
+_UNSAFE_IN_NAMESPACE = re.compile("['\"<>&\t\n\r]")
 
 
 class StanzaTooLarge(Exception):
@@ -333,7 +345,15 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
                 else:
                     children.append(data)
 
+        start_namespace = parser.StartNamespaceDeclHandler
+
+        def on_namespace(prefix, uri):
+            if uri and _UNSAFE_IN_NAMESPACE.search(uri):
+                raise UnsafeNamespace()
+            start_namespace(prefix, uri)
+
         parser.StartElementHandler = on_start
+        parser.StartNamespaceDeclHandler = on_namespace
         parser.EndElementHandler = on_end
         parser.CharacterDataHandler = on_text
         parser.StartDoctypeDeclHandler = _refuse
@@ -481,6 +501,8 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
             self.fail("policy-violation", f"stanza larger than {size} bytes")
         except StanzaTooComplex as exc:
             self.fail("policy-violation", str(exc))
+        except UnsafeNamespace:
+            self.fail("bad-format", "a namespace name holds a quote, <, >, & or a control character")
         except RestrictedXML:
             self.fail("restricted-xml", "DTDs, entities, comments and processing instructions are not allowed")
         except domish.ParserError as exc:

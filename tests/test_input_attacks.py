@@ -1,0 +1,71 @@
+"""A client stream's input path attacked: what a client writes must reach
+others (live, offline, archived) well-formed and with the same meaning, or be
+refused with the right error; and what real clients write still works."""
+
+from tests.server_helpers import DOMAIN, ServerTestCase
+
+NS_STREAMS_ERROR = "urn:ietf:params:xml:ns:xmpp-streams"
+
+# A namespace name closing its own element and the message around it, then
+# writing a whole stanza "from" someone else (expat refuses a space in a
+# namespace name, not a tab). Twisted's serializer writes namespace names
+# unescaped: this used to reach the recipient as a second, forged stanza.
+FORGERY = ("'/></message><message\tfrom='boss@localhost'\ttype='chat'\tid='forged'><body>pay</body>"
+           "</message><message><x\txmlns='b")
+
+
+def escaped(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;").replace("\t", "&#9;")
+
+
+class NamespaceNames(ServerTestCase):
+    users = ("alice", "bob", "carol")
+    server_args = ("--no-tls", "--allow-plaintext-auth")
+
+    async def setUp(self):
+        await self.start_server()
+        self.alice, self.bob = await self.connect(), await self.connect()
+        await self.alice.login("alice")
+        await self.bob.login("bob")
+        self.bob.send("<presence/>")
+        await self.bob.wait_for(lambda e: e.name == "presence")
+
+    async def assert_refused(self, client, condition: str = "bad-format"):
+        data = (await client.closed).decode("utf-8", "replace")
+        self.assertIn(f"<{condition} xmlns='{NS_STREAMS_ERROR}'/>", data)
+        self.assertTrue(data.endswith("</stream:stream>"))
+
+    async def assert_nothing_forged(self, client):
+        client.send("<iq type='get' id='ping'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await client.wait_for(lambda e: e.getAttribute("id") == "ping")
+        self.assertNotIn(b"forged", client.received)
+        self.assertEqual([m.getAttribute("id") for m in client.unconsumed("message")], [])
+
+    async def test_a_namespace_name_cannot_write_a_stanza_live_or_stored(self):
+        for to, where in ((f"bob@{DOMAIN}", "element"), (f"carol@{DOMAIN}", "attribute")):
+            declaration = f'xmlns="{escaped(FORGERY)}"' if where == "element" else \
+                f'xmlns:a="{escaped(FORGERY)}" a:b="1"'
+            self.alice.send(f"<message to='{to}' type='chat' id='{where}'><body>hi</body><x {declaration}/>"
+                            "</message>")
+            await self.assert_refused(self.alice)
+            self.alice = await self.connect()
+            await self.alice.login("alice")
+        await self.assert_nothing_forged(self.bob)
+        carol = await self.connect()
+        await carol.login("carol")
+        carol.send("<presence/>")
+        await self.assert_nothing_forged(carol)
+
+    async def test_quotes_ampersands_and_control_characters_in_any_namespace_name_are_refused(self):
+        for declaration in ("xmlns=\"urn:a'b\"", "xmlns='urn:a&amp;b'", "xmlns='urn:a&lt;b'", "xmlns='urn:a&#9;b'",
+                            "xmlns:p='urn:a&#10;b' p:c='1'", "xmlns:p='urn:a&quot;b'"):
+            self.alice.send(f"<message to='bob@{DOMAIN}' id='q'><x {declaration}/></message>")
+            await self.assert_refused(self.alice)
+            self.alice = await self.connect()
+            await self.alice.login("alice")
+        await self.assert_nothing_forged(self.bob)
+        # what real namespaces look like still passes, prefixed or not
+        self.alice.send(f"<message to='bob@{DOMAIN}' id='fine'><x xmlns='urn:xmpp:x:0?a=1#b;c(d)'/>"
+                        "<p:y xmlns:p='http://example.com/~u/ns%20x' p:z='1'/></message>")
+        got = await self.bob.wait_for(lambda e: e.getAttribute("id") == "fine")
+        self.assertEqual([c.uri for c in got.elements()], ["urn:xmpp:x:0?a=1#b;c(d)", "http://example.com/~u/ns%20x"])
