@@ -69,3 +69,35 @@ class NamespaceNames(ServerTestCase):
                         "<p:y xmlns:p='http://example.com/~u/ns%20x' p:z='1'/></message>")
         got = await self.bob.wait_for(lambda e: e.getAttribute("id") == "fine")
         self.assertEqual([c.uri for c in got.elements()], ["urn:xmpp:x:0?a=1#b;c(d)", "http://example.com/~u/ns%20x"])
+
+
+class TheWebSocketDoor(ServerTestCase):
+    """RFC 7395's door parses with the TCP stream's parser: the same refusals."""
+
+    server_args = ("--no-tls", "--allow-plaintext-auth", "--http-port", "0", "--http-plain",
+                   "--http-interfaces", "127.0.0.1")
+
+    async def setUp(self):
+        from tests.web_helpers import connect_ws
+
+        await self.start_server()
+        self.url = f"ws://127.0.0.1:{self.server.web.port}/xmpp-websocket"
+        self.bob = await connect_ws(self, self.url)
+        await self.bob.login("bob")
+        self.bob.send_text("<presence xmlns='jabber:client'/>")
+        await self.bob.wait_for(lambda e: e.name == "presence")
+        self.alice = await self.connect()
+        await self.alice.login("alice")
+
+    async def test_a_namespace_name_is_refused_through_this_door_too(self):
+        from tests.web_helpers import connect_ws
+
+        carol = await connect_ws(self, self.url)
+        await carol.login("alice", resource="ws")
+        carol.send_text(f"<message xmlns='jabber:client' to='bob@{DOMAIN}' id='f'><x xmlns=\"{escaped(FORGERY)}\"/>"
+                        "</message>")
+        error = await carol.wait_for(lambda e: e.name == "error")
+        self.assertEqual(error.firstChildElement().name, "bad-format")
+        self.bob.send_text("<iq xmlns='jabber:client' type='get' id='ping'><ping xmlns='urn:xmpp:ping'/></iq>")
+        await self.bob.wait_for(lambda e: e.getAttribute("id") == "ping")
+        self.assertFalse([m for m in self.bob.messages if "forged" in m])
