@@ -101,3 +101,83 @@ class TheWebSocketDoor(ServerTestCase):
         self.bob.send_text("<iq xmlns='jabber:client' type='get' id='ping'><ping xmlns='urn:xmpp:ping'/></iq>")
         await self.bob.wait_for(lambda e: e.getAttribute("id") == "ping")
         self.assertFalse([m for m in self.bob.messages if "forged" in m])
+
+
+def meaning(element, skip=()):
+    """What a namespace-aware reader takes from an element: names, namespaces,
+    attributes and text, not prefixes nor where declarations stand."""
+    children, text = [], []
+    for child in element.children:
+        if isinstance(child, str):
+            text.append(child)
+        elif (child.uri, child.name) not in skip:
+            children.append(meaning(child, skip))
+    attributes = sorted((k if isinstance(k, tuple) else ("", k), v) for k, v in element.attributes.items())
+    return (element.uri, element.name, attributes, "".join(text), children)
+
+
+# Everything a client may legally write in a message, in one.
+TRICKY = ("<c:message xmlns:c='jabber:client' xmlns:x='urn:example:x' to='{to}' type='chat' id='{id}' "
+          "xml:lang='fr' x:to='not-the-recipient' x:from='not-the-sender'>"
+          "<c:body>&lt;b&gt; &amp; &apos;q&apos; \u00e9\U0001F600<![CDATA[<raw> & ]]>end</c:body>"
+          "<x:data x:type='1' type='2'><x:item xmlns:x='urn:example:other' x:a='redeclared'/>"
+          "<plain xmlns=''><c:thread>deep</c:thread></plain>"
+          "<s:error xmlns:s='http://etherx.jabber.org/streams'/></x:data>"
+          "<thread xmlns='jabber:client' parent='p'>t</thread></c:message>")
+NS_SID, NS_DELAY = ("urn:xmpp:sid:0", "stanza-id"), ("urn:xmpp:delay", "delay")
+
+
+class StoredAndForwarded(ServerTestCase):
+    """A message with every namespace trick a client may use reads the same
+    to its recipient live, from offline storage, from the archive and as a
+    carbon: well-formed, the same names, namespaces, attributes and text."""
+
+    users = ("alice", "bob", "carol")
+    server_args = ("--no-tls", "--allow-plaintext-auth")
+
+    async def online(self, user, resource="raw"):
+        client = await self.connect()
+        await client.login(user, resource=resource)
+        client.send("<iq type='set' id='carbons'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        await client.wait_for(lambda e: e.getAttribute("id") == "carbons")
+        client.send("<presence/>")
+        await client.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == client.jid)
+        return client
+
+    async def test_every_copy_means_what_was_sent(self):
+        from twisted.words.xish import domish
+
+        await self.start_server()
+        alice, other, bob = await self.online("alice"), await self.online("alice", "other"), await self.online("bob")
+
+        def sent(to, id):
+            parsed = []
+            stream = domish.elementStream()
+            stream.DocumentStartEvent = lambda root: None
+            stream.ElementEvent = parsed.append
+            stream.DocumentEndEvent = lambda: None
+            stream.parse(f"<stream xmlns='jabber:client'>{TRICKY.format(to=to, id=id)}</stream>")
+            parsed[0].attributes["from"] = alice.jid
+            return meaning(parsed[0], (NS_SID, NS_DELAY))
+
+        alice.send(TRICKY.format(to=f"bob@{DOMAIN}", id="live"))
+        alice.send(TRICKY.format(to=f"carol@{DOMAIN}", id="stored"))
+        live = await bob.wait_for(lambda e: e.getAttribute("id") == "live")
+        self.assertEqual(meaning(live, (NS_SID, NS_DELAY)), sent(f"bob@{DOMAIN}", "live"))
+        carbon = await other.wait_for(lambda e: e.name == "message" and e.sent is not None)
+        copied = next(carbon.sent.forwarded.elements("jabber:client", "message"))
+        self.assertEqual(meaning(copied, (NS_SID, NS_DELAY)), sent(f"bob@{DOMAIN}", "live"))
+        alice.send(f"<iq type='get' id='after' to='carol@{DOMAIN}'/>")  # after the stored one
+        await alice.wait_for(lambda e: e.getAttribute("id") == "after")
+
+        carol = await self.online("carol")
+        offline = await carol.wait_for(lambda e: e.getAttribute("id") == "stored")
+        self.assertEqual(meaning(offline, (NS_SID, NS_DELAY)), sent(f"carol@{DOMAIN}", "stored"))
+        bob.send("<iq type='set' id='mam'><query xmlns='urn:xmpp:mam:2' queryid='q'/></iq>")
+        await bob.wait_for(lambda e: e.getAttribute("id") == "mam")
+        result = next(m for m in bob.unconsumed("message") if m.result is not None)
+        archived = next(result.result.forwarded.elements("jabber:client", "message"))
+        self.assertEqual(meaning(archived, (NS_SID, NS_DELAY)), sent(f"bob@{DOMAIN}", "live"))
+        for client in (alice, other, bob, carol):  # every stream still parses
+            client.send("<iq type='get' id='ping'><ping xmlns='urn:xmpp:ping'/></iq>")
+            await client.wait_for(lambda e: e.getAttribute("id") == "ping")
