@@ -181,3 +181,32 @@ class StoredAndForwarded(ServerTestCase):
         for client in (alice, other, bob, carol):  # every stream still parses
             client.send("<iq type='get' id='ping'><ping xmlns='urn:xmpp:ping'/></iq>")
             await client.wait_for(lambda e: e.getAttribute("id") == "ping")
+
+
+class LargeOverWebSocket(ServerTestCase):
+    server_args = ("--no-tls", "--allow-plaintext-auth", "--http-port", "0", "--http-plain",
+                   "--http-interfaces", "127.0.0.1")
+
+    async def test_a_stanza_larger_than_a_parse_slice_in_one_message(self):
+        # An avatar published from a browser is one WebSocket message of tens
+        # of KB; the TCP stream parses such a read a slice per reactor turn.
+        from tests.web_helpers import connect_ws
+
+        await self.start_server()
+        url = f"ws://127.0.0.1:{self.server.web.port}/xmpp-websocket"
+        alice = await connect_ws(self, url)
+        await alice.login("alice")
+        import base64
+        import hashlib
+
+        image = bytes(range(256)) * 180
+        data = base64.b64encode(image).decode()
+        alice.send_text("<iq xmlns='jabber:client' type='set' id='avatar'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+                        f"<publish node='urn:xmpp:avatar:data'><item id='{hashlib.sha1(image).hexdigest()}'>"
+                        f"<data xmlns='urn:xmpp:avatar:data'>{data}</data></item></publish></pubsub></iq>")
+        answer = await alice.wait_for(lambda e: e.getAttribute("id") == "avatar")
+        self.assertEqual(answer["type"], "result", answer.toXml()[-300:])
+        alice.send_text("<iq xmlns='jabber:client' type='get' id='back'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+                        "<items node='urn:xmpp:avatar:data'/></pubsub></iq>")
+        back = await alice.wait_for(lambda e: e.getAttribute("id") == "back")
+        self.assertTrue(data in back.toXml())
