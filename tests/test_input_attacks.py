@@ -2,6 +2,8 @@
 others (live, offline, archived) well-formed and with the same meaning, or be
 refused with the right error; and what real clients write still works."""
 
+from twisted.trial import unittest
+
 from tests.server_helpers import DOMAIN, ServerTestCase
 
 NS_STREAMS_ERROR = "urn:ietf:params:xml:ns:xmpp-streams"
@@ -210,3 +212,47 @@ class LargeOverWebSocket(ServerTestCase):
                         "<items node='urn:xmpp:avatar:data'/></pubsub></iq>")
         back = await alice.wait_for(lambda e: e.getAttribute("id") == "back")
         self.assertTrue(data in back.toXml())
+
+
+class QuietMoments(unittest.TestCase):
+    """A stream read a byte at a time, quiet long enough between any two bytes
+    for its parser to be freed (idle_parser), reads as one read at once."""
+
+    def elements(self, chunks, quiet):
+        from twisted.internet import task
+        from twisted.internet.testing import StringTransport
+        from twisted.words.protocols.jabber import xmlstream
+
+        from xep207.server import idle_parser
+        from xep207.server.stream import ServerStream
+
+        class Quiet(xmlstream.Authenticator):
+            def streamStarted(self, root=None):
+                pass
+
+        clock, found, freed = task.Clock(), [], []
+        stream = ServerStream(Quiet(), clock=clock)
+        stream.onElement = lambda e: found.append(e.toXml())
+        stream.onDocumentEnd = lambda: found.append("end")
+        transport = StringTransport()
+        stream.makeConnection(transport)
+        stream.authenticated = True
+        for chunk in chunks:
+            stream.dataReceived(chunk)
+            if quiet:
+                clock.advance(idle_parser.QUIET_SECONDS)
+                freed.append(stream.stream is not None and stream.stream.parser is None)
+        self.assertEqual(transport.value(), b"")  # no stream error
+        return found, freed
+
+    def test_a_byte_at_a_time_with_a_release_wherever_one_may_happen(self):
+        document = ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+                    "to='localhost' version='1.0'>\n <message to='a'><body>\u00e9\u20ac\U0001F600</body></message>"
+                    " \u00e9 &amp; &#x20AC; <![CDATA[ <not-an-element/> ]]> "
+                    "<p:iq xmlns:p='jabber:client' type='get' id='1'><ping xmlns='urn:xmpp:ping'/></p:iq>\t\r\n"
+                    "<presence/></stream:stream>").encode("utf-8")
+        whole, _ = self.elements([document], quiet=False)
+        self.assertEqual(len(whole), 4)
+        split, freed = self.elements([document[i:i + 1] for i in range(len(document))], quiet=True)
+        self.assertEqual(split, whole)
+        self.assertGreater(sum(freed), 10)  # (the releases did happen)

@@ -22,7 +22,8 @@ QUIET_SECONDS = 1.0
 HANDLERS = ("StartElementHandler", "EndElementHandler", "CharacterDataHandler",
             "StartNamespaceDeclHandler", "EndNamespaceDeclHandler", "StartDoctypeDeclHandler",
             "EntityDeclHandler", "CommentHandler", "ProcessingInstructionHandler",
-            "UnparsedEntityDeclHandler", "NotationDeclHandler")
+            "UnparsedEntityDeclHandler", "NotationDeclHandler", "StartCdataSectionHandler",
+            "EndCdataSectionHandler")
 
 _CLIENT_HEADER = (b'<stream:stream xmlns="jabber:client" '
                   b'xmlns:stream="http://etherx.jabber.org/streams">')

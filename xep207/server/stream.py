@@ -352,8 +352,16 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
                 raise UnsafeNamespace()
             start_namespace(prefix, uri)
 
+        def on_cdata(*_):  # (a section open between stanzas counts as a level:
+            self._depth += 1  # the idle parser, which would forget it, is kept)
+
+        def on_cdata_end(*_):
+            self._depth -= 1
+
         parser.StartElementHandler = on_start
         parser.StartNamespaceDeclHandler = on_namespace
+        parser.StartCdataSectionHandler = on_cdata
+        parser.EndCdataSectionHandler = on_cdata_end
         parser.EndElementHandler = on_end
         parser.CharacterDataHandler = on_text
         parser.StartDoctypeDeclHandler = _refuse
