@@ -282,3 +282,34 @@ class ManyNamespacedAttributes(ServerTestCase):
         data = (await alice.closed).decode()
         self.assertIn(f"<policy-violation xmlns='{NS_STREAMS_ERROR}'/>", data)
         self.assertIn("more than 64 namespaced attributes", data)
+
+
+class WhatFollowsATransportSwitch(ServerTestCase):
+    """RFC 6120 §5.4.3.3: nothing the client sent in the clear after its
+    <starttls/> counts once TLS is up (a man in the middle appending an <auth/>
+    would otherwise log the client in as the attacker's account)."""
+
+    async def test_an_auth_in_the_same_read_as_starttls_is_not_processed(self):
+        from twisted.internet import ssl
+
+        from tests.server_helpers import STREAM_HEADER, plain_auth
+
+        await self.start_server()
+        # right after it, and past a parse slice (a large read is parsed a
+        # slice per reactor turn: the slices after the switch too)
+        for injected in (plain_auth("bob"), " " * 20000 + STREAM_HEADER.format(domain=DOMAIN) + plain_auth("bob")):
+            client = await self.connect()
+            client.header()
+            await client.expect("</stream:features>")
+            client.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>" + injected)
+            await client.expect("<proceed")
+            client.transport.startTLS(ssl.CertificateOptions(verify=False))
+            client.header()
+            features = (await client.expect("</stream:features>"))[client.received.index(b"<proceed"):]
+            self.assertNotIn(b"<success", features)
+            self.assertIn(b"<mechanisms", features)
+            self.assertNotIn(b"<bind", features)
+            client.send(plain_auth("alice"))  # the client's own login then works as usual
+            await client.expect("<success")
+            client.header()
+            self.assertIn(b"<bind", await client.expect("</stream:features>"))

@@ -290,8 +290,11 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         # localPrefixes: the idle parser and Twisted read it).
         Element = domish.Element
 
+        # After a restart (STARTTLS, SASL, compression) ``self.stream`` is a new
+        # one: this parser stops there, and the rest of what it was given is
+        # dropped (after <starttls/> it came in the clear, RFC 6120 §5.4.3.3).
         def on_start(name, attributes):
-            if self.stream is None:
+            if self.stream is not stream:
                 raise _Stopped()
             if not stream.documentStarted:
                 return start_element(name, attributes)  # the stream header
@@ -330,7 +333,7 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
             stream.currElem = element
 
         def on_end(name):
-            if self.stream is None:
+            if self.stream is not stream:
                 raise _Stopped()
             self._depth -= 1
             element = stream.currElem
@@ -385,6 +388,15 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         if self.stream.parser.CurrentByteIndex - self._stanza_start > self._current_limits.stanza_size:
             raise StanzaTooLarge()
         self.onElement(element)
+
+    def reset(self) -> None:
+        """A new stream on this connection: what was read before it and is
+        still waiting to be parsed belongs to the old one (see on_start)."""
+        call = self.__dict__.pop("_next_slice", None)  # (back to the class defaults:
+        if call is not None and call.active():  # no attribute more on every stream)
+            call.cancel()
+        self.__dict__.pop("_unparsed", None)
+        super().reset()
 
     def resetDispatchFn(self):
         assert self.stream is not None  # only called while parsing
