@@ -313,3 +313,18 @@ class WhatFollowsATransportSwitch(ServerTestCase):
             await client.expect("<success")
             client.header()
             self.assertIn(b"<bind", await client.expect("</stream:features>"))
+
+
+class BeforeTheHeader(ServerTestCase):
+    async def test_an_error_before_our_header_opens_a_jabber_client_stream(self):
+        # RFC 6120 §4.9.1.2: the header we send first, then the error; it
+        # used to be in Twisted's placeholder namespace, 'invalid'.
+        await self.start_server()
+        for data in ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:x=\"a'b\" "
+                     "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>", "\x00 no xml"):
+            client = await self.connect()
+            client.send(data)
+            closed = (await client.closed).decode()
+            self.assertTrue(closed.startswith("<stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
+                                              "xmlns='jabber:client'"), closed)
+            self.assertIn("<stream:error>", closed)

@@ -579,8 +579,8 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
             return
         self.stop_coalescing()
         log.msg(f"stream error {condition} to {self.transport.getPeer()}: {text or ''}")
-        if not self._headerSent:
-            self.namespace = self.namespace or "jabber:client"
+        if not self._headerSent and self.namespace in (None, "", "invalid"):  # (Twisted's default)
+            self.namespace = "jabber:client"  # RFC 6120 §4.9.1.2: the header we owe says the usual
         try:
             self.sendStreamError(error.StreamError(condition, text))
         finally:
