@@ -293,8 +293,9 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         # After a restart (STARTTLS, SASL, compression) ``self.stream`` is a new
         # one: this parser stops there, and the rest of what it was given is
         # dropped (after <starttls/> it came in the clear, RFC 6120 §5.4.3.3).
+        this = stream  # (compared, not ``stream``: mypy would narrow that to Optional)
         def on_start(name, attributes):
-            if self.stream is not stream:
+            if self.stream is not this:
                 raise _Stopped()
             if not stream.documentStarted:
                 return start_element(name, attributes)  # the stream header
@@ -333,7 +334,7 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
             stream.currElem = element
 
         def on_end(name):
-            if self.stream is not stream:
+            if self.stream is not this:
                 raise _Stopped()
             self._depth -= 1
             element = stream.currElem
