@@ -328,3 +328,28 @@ class BeforeTheHeader(ServerTestCase):
             self.assertTrue(closed.startswith("<stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
                                               "xmlns='jabber:client'"), closed)
             self.assertIn("<stream:error>", closed)
+
+
+from tests.cluster_helpers import ClusterMixin  # noqa: E402
+
+
+class MarksAreNotChildren(ClusterMixin, ServerTestCase):
+    """The server marks stanzas with Python attributes (session, handled,
+    cluster_hop); domish answers an attribute it does not have with the child
+    element of that name, which the client chooses."""
+
+    processes = 2
+    server_args = ("--no-tls", "--allow-plaintext-auth")
+
+    async def test_a_child_named_cluster_hop_does_not_keep_a_room_stanza_from_its_home(self):
+        await self.start_server()
+        routing = self.servers[0].cluster.routing
+        home = self.servers[1].cluster.name
+        room = next(f"room{i}" for i in range(1000) if routing.home_of(f"room{i}") == home)
+        alice = await self.connect()  # on the first process
+        await alice.login("alice")
+        alice.send(f"<presence to='{room}@chat.{DOMAIN}/Alice'><x xmlns='http://jabber.org/protocol/muc'/>"
+                   "<cluster_hop/></presence>")
+        joined = await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("from", "").startswith(room))
+        self.assertIsNone(joined.getAttribute("type"), joined.toXml())
+        self.assertEqual(self.servers[0].cluster.stats["room-stanzas-forwarded"], 1)
