@@ -353,3 +353,51 @@ class MarksAreNotChildren(ClusterMixin, ServerTestCase):
         joined = await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("from", "").startswith(room))
         self.assertIsNone(joined.getAttribute("type"), joined.toXml())
         self.assertEqual(self.servers[0].cluster.stats["room-stanzas-forwarded"], 1)
+
+
+class CompressedAtTheRate(unittest.TestCase):
+    """XEP-0138: what a client's bytes inflate to is parsed at its shaping
+    rate. 16 KB of zlib inflate to 16 MB; the rest of a read waited for
+    nothing, and one read of tiny stanzas (250 000 of them) held the reactor
+    for seconds."""
+
+    def test_a_small_read_that_inflates_to_megabytes_is_parsed_as_the_rate_allows(self):
+        import zlib
+
+        from twisted.internet import task
+        from twisted.internet.testing import StringTransport
+        from twisted.words.protocols.jabber import xmlstream
+
+        from xep207.server.stream import ServerStream, Shaping
+
+        class Quiet(xmlstream.Authenticator):
+            def streamStarted(self, root=None):
+                pass
+
+        header = (b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+                  b"to='localhost' version='1.0'>")
+        clock, seen = task.Clock(), []
+        shaping = Shaping()
+        stream = ServerStream(Quiet(), shaping=shaping, clock=clock)
+        stream.onElement = lambda e: seen.append(e["h"])
+        stream.authenticated = True
+        transport = StringTransport()
+        stream.makeConnection(transport)
+        stream.dataReceived(header)
+        stream.start_compression()
+        count = 40000
+        deflater = zlib.compressobj(9)
+        data = deflater.compress(header) + deflater.compress(
+            b"".join(b"<r xmlns='urn:xmpp:sm:3' h='%d'/>" % i for i in range(count))) + deflater.flush(zlib.Z_SYNC_FLUSH)
+        self.assertLess(len(data), 160 * 1024)
+        stream.dataReceived(data)
+        # the burst's worth at once (and the chunk that crossed it), not the megabyte
+        first = len(seen)
+        self.assertLess(first * 30, shaping.burst + 2 * 16 * 1024)
+        self.assertEqual(transport.producerState, "paused")
+        for _ in range(200):
+            if len(seen) == count:
+                break
+            clock.advance(1)
+        self.assertEqual(seen, [str(i) for i in range(count)])  # all of it, in order
+        self.assertGreater(clock.seconds(), 20)  # at about 32 KB/s (1.2 MB inflated)

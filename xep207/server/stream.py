@@ -439,6 +439,8 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         if self.stream is None or not unparsed:
             self._unparsed = None
             return
+        if self._inflater is not None and self._resume_reading is not None:
+            return  # compressed, over its rate: _read_again carries on (see _inflate)
         self._feed(*unparsed.popleft())
         if unparsed and self.stream is not None:
             self._next_slice = self.clock.callLater(0, self._parse_next_slice)
@@ -452,6 +454,8 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         self._next_slice = None
         unparsed = self._unparsed
         while unparsed and self.stream is not None:
+            if self._inflater is not None and self._resume_reading is not None:
+                break  # what it inflates to past its rate is dropped, not parsed at once
             self._feed(*unparsed.popleft())
         self._unparsed = None
 
@@ -476,6 +480,8 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         self._resume_reading = None
         if self.transport is not None and self.stream is not None:
             self.transport.resumeProducing()
+            if self._unparsed and self._next_slice is None:
+                self._parse_next_slice()  # compressed data that waited for the rate
 
     # Bounded output (IPushProducer, for our transport) -----------------------------
 
@@ -501,6 +507,9 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         # a compression bomb cannot grow memory past one stanza.
         # zlib may hold output back after consuming all input (a long match cut
         # at the chunk size): keep asking until it gives nothing more.
+        # What it inflates to is charged to shaping as it is parsed; past the
+        # rate, the rest of the input waits (16 KB inflate to 16 MB: a read of
+        # tiny stanzas held the reactor for seconds) and _read_again goes on.
         try:
             while (stream := self.stream) is not None:
                 chunk = inflater.decompress(data, INFLATE_CHUNK)
@@ -509,6 +518,12 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
                     break
                 if chunk:
                     self._parse(stream, chunk)
+                    if self._resume_reading is not None and self.stream is not None \
+                            and (data or len(chunk) == INFLATE_CHUNK):
+                        if self._unparsed is None:
+                            self._unparsed = deque()
+                        self._unparsed.appendleft((data, False))
+                        return
         except zlib.error:
             self.fail("bad-format", "invalid zlib data")
 
