@@ -214,11 +214,18 @@ class LargeOverWebSocket(ServerTestCase):
         self.assertTrue(data in back.toXml())
 
 
+DOCUMENT = ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+            "to='localhost' version='1.0'>\n <message to='a'><body>\u00e9\u20ac\U0001F600</body></message>"
+            " \u00e9 &amp; &#x20AC; <![CDATA[ <not-an-element/> ]]> "
+            "<p:iq xmlns:p='jabber:client' type='get' id='1'><ping xmlns='urn:xmpp:ping'/></p:iq>\t\r\n"
+            "<presence/></stream:stream>").encode("utf-8")
+
+
 class QuietMoments(unittest.TestCase):
     """A stream read a byte at a time, quiet long enough between any two bytes
     for its parser to be freed (idle_parser), reads as one read at once."""
 
-    def elements(self, chunks, quiet):
+    def elements(self, chunks, quiet, compressed=False):
         from twisted.internet import task
         from twisted.internet.testing import StringTransport
         from twisted.words.protocols.jabber import xmlstream
@@ -237,6 +244,9 @@ class QuietMoments(unittest.TestCase):
         transport = StringTransport()
         stream.makeConnection(transport)
         stream.authenticated = True
+        if compressed:
+            stream.dataReceived(DOCUMENT[:DOCUMENT.index(b">") + 1])
+            stream.start_compression()
         for chunk in chunks:
             stream.dataReceived(chunk)
             if quiet:
@@ -246,16 +256,23 @@ class QuietMoments(unittest.TestCase):
         return found, freed
 
     def test_a_byte_at_a_time_with_a_release_wherever_one_may_happen(self):
-        document = ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
-                    "to='localhost' version='1.0'>\n <message to='a'><body>\u00e9\u20ac\U0001F600</body></message>"
-                    " \u00e9 &amp; &#x20AC; <![CDATA[ <not-an-element/> ]]> "
-                    "<p:iq xmlns:p='jabber:client' type='get' id='1'><ping xmlns='urn:xmpp:ping'/></p:iq>\t\r\n"
-                    "<presence/></stream:stream>").encode("utf-8")
+        document = DOCUMENT
         whole, _ = self.elements([document], quiet=False)
         self.assertEqual(len(whole), 4)
         split, freed = self.elements([document[i:i + 1] for i in range(len(document))], quiet=True)
         self.assertEqual(split, whole)
         self.assertGreater(sum(freed), 10)  # (the releases did happen)
+
+    def test_the_same_compressed_a_byte_at_a_time(self):
+        import zlib
+
+        whole, _ = self.elements([DOCUMENT], quiet=False)
+        deflater = zlib.compressobj()
+        data = b"".join(deflater.compress(DOCUMENT[i:i + 9]) + deflater.flush(zlib.Z_SYNC_FLUSH)
+                        for i in range(0, len(DOCUMENT), 9))  # a flush (a block end) every 9 bytes
+        split, freed = self.elements([data[i:i + 1] for i in range(len(data))], quiet=True, compressed=True)
+        self.assertEqual(split, whole)
+        self.assertGreater(sum(freed), 10)
 
 
 class ManyNamespacedAttributes(ServerTestCase):
