@@ -4,6 +4,7 @@ refused with the right error; and what real clients write still works."""
 
 from twisted.trial import unittest
 
+from tests.cluster_helpers import ClusterMixin
 from tests.server_helpers import DOMAIN, ServerTestCase
 
 NS_STREAMS_ERROR = "urn:ietf:params:xml:ns:xmpp-streams"
@@ -345,9 +346,6 @@ class BeforeTheHeader(ServerTestCase):
             self.assertTrue(closed.startswith("<stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
                                               "xmlns='jabber:client'"), closed)
             self.assertIn("<stream:error>", closed)
-
-
-from tests.cluster_helpers import ClusterMixin  # noqa: E402
 
 
 class MarksAreNotChildren(ClusterMixin, ServerTestCase):
