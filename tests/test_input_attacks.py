@@ -18,7 +18,10 @@ FORGERY = ("'/></message><message\tfrom='boss@localhost'\ttype='chat'\tid='forge
 
 
 def escaped(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;").replace("\t", "&#9;")
+    """As an attribute value in double quotes (a tab as a reference: a literal one reads as a space)."""
+    for raw, reference in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"), ("\t", "&#9;")):
+        text = text.replace(raw, reference)
+    return text
 
 
 class NamespaceNames(ServerTestCase):
@@ -204,13 +207,14 @@ class LargeOverWebSocket(ServerTestCase):
 
         image = bytes(range(256)) * 180
         data = base64.b64encode(image).decode()
-        alice.send_text("<iq xmlns='jabber:client' type='set' id='avatar'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+        alice.send_text("<iq xmlns='jabber:client' type='set' id='avatar'>"
+                        "<pubsub xmlns='http://jabber.org/protocol/pubsub'>"
                         f"<publish node='urn:xmpp:avatar:data'><item id='{hashlib.sha1(image).hexdigest()}'>"
                         f"<data xmlns='urn:xmpp:avatar:data'>{data}</data></item></publish></pubsub></iq>")
         answer = await alice.wait_for(lambda e: e.getAttribute("id") == "avatar")
         self.assertEqual(answer["type"], "result", answer.toXml()[-300:])
-        alice.send_text("<iq xmlns='jabber:client' type='get' id='back'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
-                        "<items node='urn:xmpp:avatar:data'/></pubsub></iq>")
+        alice.send_text("<iq xmlns='jabber:client' type='get' id='back'>"
+                        "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:avatar:data'/></pubsub></iq>")
         back = await alice.wait_for(lambda e: e.getAttribute("id") == "back")
         self.assertTrue(data in back.toXml())
 
@@ -402,8 +406,8 @@ class CompressedAtTheRate(unittest.TestCase):
         stream.start_compression()
         count = 40000
         deflater = zlib.compressobj(9)
-        data = deflater.compress(header) + deflater.compress(
-            b"".join(b"<r xmlns='urn:xmpp:sm:3' h='%d'/>" % i for i in range(count))) + deflater.flush(zlib.Z_SYNC_FLUSH)
+        requests = b"".join(b"<r xmlns='urn:xmpp:sm:3' h='%d'/>" % i for i in range(count))
+        data = deflater.compress(header) + deflater.compress(requests) + deflater.flush(zlib.Z_SYNC_FLUSH)
         self.assertLess(len(data), 160 * 1024)
         stream.dataReceived(data)
         # the burst's worth at once (and the chunk that crossed it), not the megabyte
