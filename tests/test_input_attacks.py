@@ -214,7 +214,8 @@ class LargeOverWebSocket(ServerTestCase):
         answer = await alice.wait_for(lambda e: e.getAttribute("id") == "avatar")
         self.assertEqual(answer["type"], "result", answer.toXml()[-300:])
         alice.send_text("<iq xmlns='jabber:client' type='get' id='back'>"
-                        "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:avatar:data'/></pubsub></iq>")
+                        "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:avatar:data'/>"
+                        "</pubsub></iq>")
         back = await alice.wait_for(lambda e: e.getAttribute("id") == "back")
         self.assertTrue(data in back.toXml())
 
