@@ -71,7 +71,7 @@ class Routing:
 
     def forward_stanza(self, session: "RemoteSession", stanza) -> None:
         """``RemoteSession.send``: to the process holding ``session``."""
-        if getattr(stanza, "cluster_hop", False):
+        if not isinstance(stanza, str) and stanza.__dict__.get("cluster_hop", False):
             log.msg(f"cluster: {session.full} moved while a stanza crossed to it; dropped")
             return
         xml = stanza if isinstance(stanza, str) else stanza.toXml()
@@ -244,7 +244,7 @@ class Routing:
             return False
         if not self.cluster.link.up:
             return False  # cut off from Redis: rooms are served here meanwhile
-        if getattr(stanza, "cluster_hop", False) or self.home_of(room) == self.cluster.name:
+        if stanza.__dict__.get("cluster_hop", False) or self.home_of(room) == self.cluster.name:
             loading = self.cluster.room_state.before_handling(room)
             return False if loading is None else loading.addCallback(lambda _: False)
         home = self.home_of(room)

@@ -45,7 +45,7 @@ class BlockingCapture:
         if sender_bare == to_bare or self.router.domain in (sender_bare, to_bare):
             return False  # oneself, and one's own server, are never blocked
         kind = stanza.getAttribute("type")
-        session = getattr(stanza, "session", None)
+        session = stanza.__dict__.get("session")
         if index.blocks(sender_bare, to):
             # §3.5: the account writes to whom it blocked.
             if session is not None and kind != "error" and not (stanza.name == "iq" and kind == "result"):

@@ -122,7 +122,7 @@ class ChatCapture:
     def intercept(self, stanza):
         """False; True once the message is in storage's queue, or a Deferred
         firing True then (issue 13: no coroutine, and often no Deferred)."""
-        session = getattr(stanza, "session", None)
+        session = stanza.__dict__.get("session")
         if session is None or stanza.name != "message":
             return False
         if not is_stored(stanza):
@@ -286,7 +286,7 @@ class CarbonsHandler:
         router.hooks.add(STANZA, self.intercept)
 
     def intercept(self, stanza) -> bool:
-        session = getattr(stanza, "session", None)
+        session = stanza.__dict__.get("session")
         if session is None or stanza.name != "iq" or stanza.getAttribute("type") != "set":
             return False
         child = stanza.firstChildElement()

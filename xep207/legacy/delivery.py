@@ -169,7 +169,7 @@ class PubSubUsage:
     NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 
     def intercept(self, stanza) -> bool:
-        session = getattr(stanza, "session", None)
+        session = stanza.__dict__.get("session")
         if session is not None and stanza.name == "iq":
             for pubsub in stanza.elements(self.NS_PUBSUB, "pubsub"):
                 for verb in pubsub.elements():

@@ -74,7 +74,7 @@ class OfflineDelivery:
     def _before_presence(self, stanza) -> bool:
         """The initial presence is about to make the session available: from
         then on its live pair messages wait for the backlog."""
-        session = getattr(stanza, "session", None)
+        session = stanza.__dict__.get("session")
         if session is not None and stanza.name == "presence" and not session.available \
                 and stanza.getAttribute("type") is None and not stanza.getAttribute("to"):
             self.flushing.setdefault(session, _Backlog())

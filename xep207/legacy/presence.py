@@ -74,7 +74,7 @@ class PresenceCapture:
 
     def intercept(self, stanza):
         """(A plain call for every stanza that is not a presence: no coroutine.)"""
-        if stanza.name != "presence" or getattr(stanza, "session", None) is None:
+        if stanza.name != "presence" or stanza.__dict__.get("session") is None:
             return False
         return self._intercept(stanza)
 

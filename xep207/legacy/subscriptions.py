@@ -46,7 +46,7 @@ class SubscriptionCapture:
         """A pubsub-native owner's answer to an authorization request, sent to
         its own bare JID or to the server (docs/architecture.md: both are accepted).
         (A plain call for every other stanza: no coroutine.)"""
-        session = getattr(stanza, "session", None)
+        session = stanza.__dict__.get("session")
         if stanza.name != "message" or session is None:
             return False
         if stanza.getAttribute("to", self.router.domain) not in (self.router.domain, session.bare):

@@ -268,7 +268,7 @@ class AvatarConversion:
             self.hashes.pop(session.bare, None)
 
     def stamp_presence(self, stanza) -> Any:
-        session = getattr(stanza, "session", None)
+        session = stanza.__dict__.get("session")
         if stanza.name != "presence" or session is None or stanza.getAttribute("type") is not None \
                 or stanza.getAttribute("to"):
             return None  # directed presence (a room's) is the client's own business

@@ -77,7 +77,7 @@ class AccountControl:
         server.hooks.add(STANZA, self._drop_if_leaving, priority=1000)
 
     def _drop_if_leaving(self, stanza) -> bool:
-        session = getattr(stanza, "session", None)
+        session = stanza.__dict__.get("session")
         return session is not None and session.bare in self._leaving
 
     def jid(self, jid: str) -> str:

@@ -22,7 +22,8 @@ QUIET_SECONDS = 1.0
 HANDLERS = ("StartElementHandler", "EndElementHandler", "CharacterDataHandler",
             "StartNamespaceDeclHandler", "EndNamespaceDeclHandler", "StartDoctypeDeclHandler",
             "EntityDeclHandler", "CommentHandler", "ProcessingInstructionHandler",
-            "UnparsedEntityDeclHandler", "NotationDeclHandler")
+            "UnparsedEntityDeclHandler", "NotationDeclHandler", "StartCdataSectionHandler",
+            "EndCdataSectionHandler")
 
 _CLIENT_HEADER = (b'<stream:stream xmlns="jabber:client" '
                   b'xmlns:stream="http://etherx.jabber.org/streams">')
@@ -54,6 +55,7 @@ def fresh_parser(header: bytes, handlers: tuple) -> Any:
     """A parser in the state of one that has just read ``header``."""
     parser = pyexpat.ParserCreate("UTF-8", " ")
     parser.Parse(header)
+    parser.buffer_text = True  # as ServerStream's own parsers (text in one call per run)
     for name, handler in zip(HANDLERS, handlers):
         setattr(parser, name, handler)
     return parser

@@ -87,8 +87,8 @@ class PushService(XMPPHandler):
     # enable / disable -----------------------------------------------------------------
 
     def _request(self, iq, work) -> None:
-        session = getattr(iq, "session", None)
-        if getattr(iq, "handled", False) or session is None:
+        session = iq.__dict__.get("session")
+        if iq.__dict__.get("handled", False) or session is None:
             return
         if iq.getAttribute("to") not in (session.bare, self.server.domain):
             return  # someone else's account: not ours to answer

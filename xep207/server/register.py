@@ -55,9 +55,9 @@ class RegistrationHandler(XMPPHandler):
     # Logged in: the account itself.
 
     def _on_request(self, iq) -> None:
-        session = getattr(iq, "session", None)
+        session = iq.__dict__.get("session")
         kind = iq.getAttribute("type")
-        if getattr(iq, "handled", False) or session is None or kind not in ("get", "set"):
+        if iq.__dict__.get("handled", False) or session is None or kind not in ("get", "set"):
             return
         if iq.getAttribute("to") not in (self.server.domain, session.bare):
             return  # not ours to answer: the router says service-unavailable

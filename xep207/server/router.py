@@ -290,7 +290,9 @@ class Router:
                 self.bounce(stanza, "jid-malformed")
                 return
         # domish.Element takes ad-hoc attributes; its types declare none. ``handled``
-        # is the client stream's mark: services downstream set their own.
+        # is the client stream's mark: services downstream set their own. Marks
+        # are read from ``__dict__``: ``getattr`` answers a missing one with the
+        # child element of that name (<session/>, <cluster_hop/>: the client's).
         stanza.session = session  # type: ignore[attr-defined]
         stanza.handled = False  # type: ignore[attr-defined]
         # RFC 6120 §10.1: a session's stanzas are handled in the order sent, each
@@ -492,7 +494,7 @@ class Router:
     def _unhandled(self, stanza) -> None:
         """An iq no in-process handler took: RFC 6120 §8.2.3 wants an answer."""
         if stanza.name == "iq" and stanza.getAttribute("type") in ("get", "set") \
-                and not getattr(stanza, "handled", False):
+                and not stanza.__dict__.get("handled", False):
             self.bounce(stanza, "service-unavailable")
 
     def deliver_serialized(self, to: str, xml: str, kind: str = "message",

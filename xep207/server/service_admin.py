@@ -117,7 +117,7 @@ class ServiceAdmin(XMPPHandler):
     # XEP-0050 ---------------------------------------------------------------------
 
     def _on_command(self, iq) -> None:
-        if getattr(iq, "handled", False) or iq.getAttribute("to") != self.server.domain:
+        if iq.__dict__.get("handled", False) or iq.getAttribute("to") != self.server.domain:
             return
         iq.handled = True
         d = defer.ensureDeferred(self._execute(iq))

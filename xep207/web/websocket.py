@@ -230,7 +230,9 @@ class WebSocketStream(ServerStream):
         stream, self._held = self.stream, []
         parser = self.live_parser(stream)  # renewed if freed while idle
         start = parser.CurrentByteIndex
-        self.dataReceived(data)
+        # At once, whole: not a slice per reactor turn as a large TCP read
+        # (dataReceived), or the element is still unparsed when counted below.
+        self._feed(data)
         held, self._held = self._held, []
         if self.stream is not stream:
             return  # failed while parsing: the stream error is out

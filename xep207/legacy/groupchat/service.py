@@ -64,7 +64,7 @@ class GroupchatService(XMPPHandler):
         self.xmlstream.addObserver(selfping.PING_REQUEST, self._on_stanza)
 
     def _on_stanza(self, stanza):
-        if getattr(stanza, "handled", False):
+        if stanza.__dict__.get("handled", False):
             return
         stanza.handled = True
         try:
