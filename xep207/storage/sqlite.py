@@ -2,9 +2,10 @@
 
 One connection, used from one dedicated thread, so the reactor never blocks and
 writes are serialized without lock errors. Under load the thread runs the
-operations that queued up while it was busy as one transaction (group commit),
-each inside its own savepoint, so one failing operation rolls back alone and
-the rest pay for a single commit and a single wake-up of the reactor. A
+operations that queued up while it was busy as one transaction (group commit):
+they pay for a single commit and a single wake-up of the reactor, and one
+failing operation still rolls back alone (the batch is then run again with a
+savepoint around each operation). A
 Deferred fires only after its transaction committed.
 
 A failure of the database itself (another process holding the lock for
