@@ -376,9 +376,9 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         parser.EndCdataSectionHandler = on_cdata_end
         parser.EndElementHandler = on_end
         parser.CharacterDataHandler = on_text
-        # Text in one call per run, not one per line or reference: on_text
-        # appends each piece to what it has, and 250 KB of newlines cost a second.
-        parser.buffer_text = True
+        # Text in few calls, not one per line or reference: on_text appends
+        # each piece to what it has, and 250 KB of newlines cost a second.
+        idle_parser.buffer_text(parser)
         parser.StartDoctypeDeclHandler = _refuse
         parser.EntityDeclHandler = _refuse
         parser.CommentHandler = _refuse
