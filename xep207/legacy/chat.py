@@ -99,7 +99,7 @@ class ChatCapture:
         self._locks: dict[str, ConversationLock] = {}
         # xep207.cluster: node id → a Deferred until its messages are safe on the other processes
         self.elsewhere: Callable[[str], defer.Deferred | None] | None = None
-        router.hooks.add(STANZA, self.intercept)
+        router.hooks.add(STANZA, self.intercept, stanzas=("message",))
         self.offline = OfflineDelivery(self)
         self.publisher = PairPublisher(self)
 
@@ -283,7 +283,7 @@ class CarbonsHandler:
 
     def __init__(self, router):
         self.router = router
-        router.hooks.add(STANZA, self.intercept)
+        router.hooks.add(STANZA, self.intercept, stanzas=("iq",))
 
     def intercept(self, stanza) -> bool:
         session = stanza.__dict__.get("session")

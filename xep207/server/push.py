@@ -67,7 +67,7 @@ class PushService(XMPPHandler):
         self.engine.add_kind(PushKind())
         server.hooks.add(ITEM_PUBLISHED, self.on_published)
         server.hooks.add(SESSION_BOUND, lambda session: self.missed.pop(session.bare, None))
-        server.hooks.add(STANZA, self.on_answer, priority=900)
+        server.hooks.add(STANZA, self.on_answer, priority=900, stanzas=("iq",))
 
     def connectionInitialized(self):
         self.xmlstream.addObserver(f"/iq[@type='set']/enable[@xmlns='{NS_PUSH}']", self._on_enable)
