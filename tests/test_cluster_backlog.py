@@ -127,3 +127,37 @@ class BacklogWhileAMirrorLags(ClusterCase):
         answer = await client.wait_for(lambda e: e.uri == NS_SM and e.name == "a"
                                        and int(e.getAttribute("h")) >= count)
         return int(answer["h"])
+
+    async def test_a_first_message_kept_offline_meanwhile_comes_in_this_session(self):
+        """The marks are read again once every process applied bob's
+        availability: carol's first message to him, kept offline by her
+        process (still one message behind) while bob's process waited, is in
+        this backlog, not the next one's."""
+        alice = await self.online("alice", "a")  # the first process
+        await enable(alice, resume=False)
+        alice.send(chat(f"bob@{DOMAIN}", "from alice"))
+        await self.acked(alice, 1)  # kept offline: bob's next presence has a backlog
+        bob = await self.connect()  # the second process
+        await bob.login("bob", resource="b")
+        self._next = 0
+        carol = await self.online("carol", "c")  # the first process too
+        await enable(carol, resume=False)
+        lag = LaggingMirror(self.servers[0], bob.jid)
+        self.addCleanup(lambda: lag.held and lag.release())
+        bob.send("<presence/>")
+        await lag.registered.addTimeout(10, reactor)
+        await lag.more.addTimeout(10, reactor)  # bob's process waits for the first one
+        carol.send(chat(f"bob@{DOMAIN}", "from carol"))
+        await self.acked(carol, 1)  # kept offline there: bob is offline as far as it knows
+        lag.release()
+        await bob.wait_for(lambda e: e.name == "message" and body_of(e) == "from carol")
+        self.assertEqual(sorted(bodies(bob)), ["from alice", "from carol"])
+        self.assertIsNotNone(bob.stanzas[-1].delay)  # from the backlog, not routed live
+
+    async def test_no_backlog_no_barrier(self):
+        """An initial presence with nothing waiting costs no cluster round trip."""
+        bob = await self.online("bob", "b")
+        alice = await self.online("alice", "a")
+        alice.send(chat(bob.jid, "live"))
+        await bob.wait_for(lambda e: e.name == "message" and body_of(e) == "live")
+        self.assertEqual(self.forwarded("invalidations-sent"), [0, 0, 0])
