@@ -161,3 +161,33 @@ class BacklogWhileAMirrorLags(ClusterCase):
         alice.send(chat(bob.jid, "live"))
         await bob.wait_for(lambda e: e.name == "message" and body_of(e) == "live")
         self.assertEqual(self.forwarded("invalidations-sent"), [0, 0, 0])
+
+    async def test_a_session_that_ends_while_its_process_waits_keeps_its_backlog(self):
+        """Bob leaves while his process waits for the others: nothing is
+        written to the gone session, the marks stay, his next session gets
+        everything once."""
+        from tests.sm_helpers import server_side_gone
+
+        alice = await self.online("alice", "a")  # the first process
+        await enable(alice, resume=False)
+        for n in range(3):
+            alice.send(chat(f"bob@{DOMAIN}", f"m{n}"))
+        await self.acked(alice, 3)
+        bob = await self.connect()  # the second process
+        await bob.login("bob", resource="b")
+        lag = LaggingMirror(self.servers[0], bob.jid)
+        self.addCleanup(lambda: lag.held and lag.release())
+        bob.send("<presence/>")
+        await lag.registered.addTimeout(10, reactor)
+        await lag.more.addTimeout(10, reactor)  # bob's process waits for the first one
+        gone = server_side_gone(self.servers[1], bob.jid)
+        bob.transport.abortConnection()
+        await gone
+        lag.release()
+        for server in self.servers:
+            await server.quiesce()
+        self._next = 1
+        again = await self.online("bob", "b")  # the second process again
+        await again.wait_for(lambda e: e.name == "message" and body_of(e) == "m2")
+        self.assertEqual(bodies(bob), [])
+        self.assertEqual(bodies(again), ["m0", "m1", "m2"])

@@ -162,6 +162,8 @@ class OfflineDelivery:
                 barrier = self.before_backlog(session)
                 if barrier is not None:
                     await barrier
+                if session not in self.flushing:
+                    return  # it ended meanwhile (up to the reply timeout): the marks stay
                 subscriptions = await self._marked(session)  # (a mark may have moved, or been set)
             for subscription in subscriptions:
                 subscription = await self.window.locked(subscription.node_id, self.window.fold, subscription)
