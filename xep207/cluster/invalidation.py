@@ -67,6 +67,7 @@ class Invalidation:
         self._revoke_here = router.revoke_credentials
         router.revoke_credentials = self.revoke
         cluster.server.engine.answer_barrier = self.before_answer
+        cluster.server.chat.offline.before_backlog = self.before_backlog
         self._ids = itertools.count(1)
         self._waiting: dict[str, _Waiting] = {}
 
@@ -132,6 +133,16 @@ class Invalidation:
         if node.node_id == VCARD_NODE and avatars is not None and engine.is_pep(node.service):
             return self._send({"t": "avatar", "a": node.service}, f"the vCard of {node.service} changed")
         return None
+
+    # Sessions --------------------------------------------------------------------------
+
+    def before_backlog(self, session) -> defer.Deferred:
+        """Before an initial presence's offline backlog is read: every other
+        process has applied the session's registration (sent before this on
+        the same connection and channel, so applied before this is answered),
+        so none of them still keeps a message for it offline behind the
+        backlog's back (``OfflineDelivery._deliver_offline``)."""
+        return self._send({"t": "seen", "j": session.full}, f"{session.full} available")
 
     # In ---------------------------------------------------------------------------------
 

@@ -451,7 +451,7 @@ class Cluster:
             elif kind == "gone":
                 self.directory.drop_node(node)
                 self.live.discard(node)
-            elif kind in ("forget", "revoke", "blocks", "avatar"):
+            elif kind in ("forget", "revoke", "blocks", "avatar", "seen"):
                 self.server.cluster_invalidation.received(message)
             return
         self.routing.received(kind, message)

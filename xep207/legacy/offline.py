@@ -21,6 +21,7 @@ a dying connection (or a ``kill -9``) swallowed. So:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from twisted.internet import defer
 from twisted.python import log
@@ -65,6 +66,9 @@ class OfflineDelivery:
         self.pubsub_domain = chat.pubsub_domain
         self.flushing: dict = {}  # session → _Backlog, from its first available presence
         self.window = UnackedWindow(chat)
+        # A cluster's barrier (``xep207.cluster.invalidation``): fires once
+        # every process routes to the session. Unset in one process.
+        self.before_backlog: Callable[[object], defer.Deferred | None] | None = None
         self.router.hooks.add(STANZA, self._before_presence, priority=90, stanzas=("presence",))  # observes, never captures
         self.router.hooks.add(SESSION_UNBOUND, self._session_gone)
         self.router.hooks.add(UNACKED, self.requeue)
@@ -146,12 +150,22 @@ class OfflineDelivery:
 
     async def _deliver_offline(self, session) -> None:
         try:
-            subscriptions = await self.storage.get_entity_subscriptions(session.bare, self.pubsub_domain)
+            subscriptions = await self._marked(session)
+            if subscriptions and self.before_backlog is not None:
+                # In a cluster, a process that has not yet applied this
+                # session's registration keeps a message for it offline —
+                # and leaves the mark, already set: a backlog read before that
+                # message and ending after it moved the mark past it, unsent.
+                # So every process applies the registration first; from then
+                # on each routes here (the message waits behind the backlog),
+                # and what one kept offline before is stored: read below.
+                barrier = self.before_backlog(session)
+                if barrier is not None:
+                    await barrier
+                if session not in self.flushing:
+                    return  # it ended meanwhile (up to the reply timeout): the marks stay
+                subscriptions = await self._marked(session)  # (a mark may have moved, or been set)
             for subscription in subscriptions:
-                options = subscription.options
-                if not (options.get(OFFLINE_MARK) or options.get(UNACKED_MARK)) or \
-                        not self.chat.is_chat_node(subscription.service, subscription.node_id):
-                    continue
                 subscription = await self.window.locked(subscription.node_id, self.window.fold, subscription)
                 if subscription is None or not subscription.options.get(OFFLINE_MARK):
                     continue
@@ -159,6 +173,12 @@ class OfflineDelivery:
                     return  # the session ended: the marks stay where they are
         finally:
             self._release(session)
+
+    async def _marked(self, session) -> list:
+        """The session's conversations with messages waiting (or a stored window)."""
+        subscriptions = await self.storage.get_entity_subscriptions(session.bare, self.pubsub_domain)
+        return [s for s in subscriptions if (s.options.get(OFFLINE_MARK) or s.options.get(UNACKED_MARK))
+                and self.chat.is_chat_node(s.service, s.node_id)]
 
     async def _flush(self, session, subscription) -> bool:
         node_id = subscription.node_id
