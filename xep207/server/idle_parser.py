@@ -53,10 +53,11 @@ def header_for(root: Any) -> bytes | None:
 
 # Text handed over in pieces of up to this many bytes. pyexpat's default is
 # 8 KiB per parser, allocated while the stream is busy: 1,000 sessions that
-# all spoke at once kept 8 MB more RSS after their parsers were freed. With
-# 1 KiB, 250 KB of text is 250 calls (one per line or reference without
-# buffering: appending each to the text so far took a second).
-TEXT_BUFFER = 1024
+# all spoke at once kept 7 KiB more RSS each after their parsers were freed.
+# 512 bytes stay in Python's small-object allocator, and 250 KB of text is
+# 500 calls (one per line or reference without buffering, each appended to
+# the text so far, took a second).
+TEXT_BUFFER = 512
 
 
 def buffer_text(parser: Any) -> None:
