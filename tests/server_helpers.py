@@ -198,3 +198,32 @@ def open_item(reason: str):
     import unittest as stdlib_unittest
 
     return stdlib_unittest.skip(reason)
+
+
+
+class AliceAndBobOnline(ServerTestCase):
+    """Raw plaintext streams: alice bound, bob bound and available (carol exists, offline)."""
+
+    users = ("alice", "bob", "carol")
+    server_args = ("--no-tls", "--allow-plaintext-auth")
+
+    async def setUp(self):
+        await self.start_server()
+        self.alice, self.bob = await self.connect(), await self.connect()
+        await self.alice.login("alice")
+        await self.bob.login("bob")
+        self.bob.send("<presence/>")
+        await self.bob.wait_for(lambda e: e.name == "presence")
+
+def quiet_server_stream(**kwargs):
+    """A ``ServerStream`` (not connected) whose authenticator does nothing on
+    the stream header: its parser and dispatch, without a server."""
+    from twisted.words.protocols.jabber import xmlstream
+
+    from xep207.server.stream import ServerStream
+
+    class Quiet(xmlstream.Authenticator):
+        def streamStarted(self, root=None):
+            pass
+
+    return ServerStream(Quiet(), **kwargs)

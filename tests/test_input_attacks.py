@@ -5,7 +5,7 @@ refused with the right error; and what real clients write still works."""
 from twisted.trial import unittest
 
 from tests.cluster_helpers import ClusterMixin
-from tests.server_helpers import DOMAIN, ServerTestCase
+from tests.server_helpers import DOMAIN, AliceAndBobOnline, ServerTestCase, quiet_server_stream
 
 NS_STREAMS_ERROR = "urn:ietf:params:xml:ns:xmpp-streams"
 
@@ -24,18 +24,7 @@ def escaped(text: str) -> str:
     return text
 
 
-class NamespaceNames(ServerTestCase):
-    users = ("alice", "bob", "carol")
-    server_args = ("--no-tls", "--allow-plaintext-auth")
-
-    async def setUp(self):
-        await self.start_server()
-        self.alice, self.bob = await self.connect(), await self.connect()
-        await self.alice.login("alice")
-        await self.bob.login("bob")
-        self.bob.send("<presence/>")
-        await self.bob.wait_for(lambda e: e.name == "presence")
-
+class NamespaceNames(AliceAndBobOnline):
     async def assert_refused(self, client, condition: str = "bad-format"):
         data = (await client.closed).decode("utf-8", "replace")
         self.assertIn(f"<{condition} xmlns='{NS_STREAMS_ERROR}'/>", data)
@@ -234,17 +223,11 @@ class QuietMoments(unittest.TestCase):
     def elements(self, chunks, quiet, compressed=False):
         from twisted.internet import task
         from twisted.internet.testing import StringTransport
-        from twisted.words.protocols.jabber import xmlstream
 
         from xep207.server import idle_parser
-        from xep207.server.stream import ServerStream
-
-        class Quiet(xmlstream.Authenticator):
-            def streamStarted(self, root=None):
-                pass
 
         clock, found, freed = task.Clock(), [], []
-        stream = ServerStream(Quiet(), clock=clock)
+        stream = quiet_server_stream(clock=clock)
         stream.onElement = lambda e: found.append(e.toXml())
         stream.onDocumentEnd = lambda: found.append("end")
         transport = StringTransport()
@@ -274,17 +257,11 @@ class QuietMoments(unittest.TestCase):
         # newlines took a second of the reactor (quadratic).
         from twisted.internet import task
         from twisted.internet.testing import StringTransport
-        from twisted.words.protocols.jabber import xmlstream
 
         from xep207.server import idle_parser
-        from xep207.server.stream import ServerStream
-
-        class Quiet(xmlstream.Authenticator):
-            def streamStarted(self, root=None):
-                pass
 
         clock, found = task.Clock(), []
-        stream = ServerStream(Quiet(), clock=clock)
+        stream = quiet_server_stream(clock=clock)
         stream.onElement = found.append
         stream.makeConnection(StringTransport())
         stream.dataReceived(DOCUMENT[:DOCUMENT.index(b">") + 1])
@@ -417,19 +394,14 @@ class CompressedAtTheRate(unittest.TestCase):
 
         from twisted.internet import task
         from twisted.internet.testing import StringTransport
-        from twisted.words.protocols.jabber import xmlstream
 
-        from xep207.server.stream import ServerStream, Shaping
-
-        class Quiet(xmlstream.Authenticator):
-            def streamStarted(self, root=None):
-                pass
+        from xep207.server.stream import Shaping
 
         header = (b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
                   b"to='localhost' version='1.0'>")
         clock, seen = task.Clock(), []
         shaping = Shaping()
-        stream = ServerStream(Quiet(), shaping=shaping, clock=clock)
+        stream = quiet_server_stream(shaping=shaping, clock=clock)
         stream.onElement = lambda e: seen.append(e["h"])
         stream.authenticated = True
         transport = StringTransport()

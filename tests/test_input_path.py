@@ -10,7 +10,7 @@ from twisted.trial import unittest
 from twisted.words.xish import domish
 from twisted.words.xish.utility import EventDispatcher
 
-from tests.server_helpers import DOMAIN, ServerTestCase
+from tests.server_helpers import DOMAIN, AliceAndBobOnline, quiet_server_stream
 from xep207.hooks import STANZA, Hooks
 from xep207.server.element_dispatch import FastElementDispatch
 
@@ -207,20 +207,8 @@ class StanzaFilteredHooks(unittest.TestCase):
         self.assertIsNone(hooks.first_now("e"))
 
 
-class ClientStreamElements(ServerTestCase):
+class ClientStreamElements(AliceAndBobOnline):
     """Odd elements on a bound stream get what they got through xish's dispatch."""
-
-    users = ("alice", "bob", "carol")
-
-    server_args = ("--no-tls", "--allow-plaintext-auth")
-
-    async def setUp(self):
-        await self.start_server()
-        self.alice, self.bob = await self.connect(), await self.connect()
-        await self.alice.login("alice")
-        await self.bob.login("bob")
-        self.bob.send("<presence/>")
-        await self.bob.wait_for(lambda e: e.name == "presence")
 
     async def assert_stream_error(self, client, condition, text):
         data = (await client.closed).decode("utf-8", "replace")
@@ -389,16 +377,9 @@ class TheParser(unittest.TestCase):
 
     def parse_both(self, chunks):
         from twisted.internet.testing import StringTransport
-        from twisted.words.protocols.jabber import xmlstream
-
-        from xep207.server.stream import ServerStream
-
-        class Quiet(xmlstream.Authenticator):
-            def streamStarted(self, root=None):
-                pass
 
         ours, reference = [], []
-        stream = ServerStream(Quiet())
+        stream = quiet_server_stream()
         stream.onElement = ours.append
         stream.makeConnection(StringTransport())
         stream.authenticated = True
@@ -414,17 +395,11 @@ class TheParser(unittest.TestCase):
     def test_a_quiet_stream_drops_its_dispatch_plans_with_its_parser(self):
         from twisted.internet import task
         from twisted.internet.testing import StringTransport
-        from twisted.words.protocols.jabber import xmlstream
 
         from xep207.server import idle_parser
-        from xep207.server.stream import ServerStream
-
-        class Quiet(xmlstream.Authenticator):
-            def streamStarted(self, root=None):
-                pass
 
         clock, seen = task.Clock(), []
-        stream = ServerStream(Quiet(), clock=clock)
+        stream = quiet_server_stream(clock=clock)
         stream.addObserver("/message", seen.append)
         stream.makeConnection(StringTransport())
         stream.dataReceived(HEADER + TRICKY[0].encode())

@@ -218,14 +218,7 @@ class SQLiteStorage(SQLStorage):
             if len(batch) == 1 or isinstance(failure.value, StorageUnavailable):
                 return [(d, failure) for _, _, d in batch]  # (the database's failure is every operation's)
             return self._run_batch_by_operation(connection, batch, translate)
-        try:
-            cursor.execute("COMMIT")
-        except Exception:
-            failure = Failure(translate())
-            self._counts.clear()
-            self._abandon(connection)
-            return [(d, failure) for d, _ in results]
-        return results
+        return self._commit(connection, cursor, results, translate)
 
     def _run_batch_by_operation(self, connection, batch, translate):
         results = []
@@ -243,6 +236,10 @@ class SQLiteStorage(SQLStorage):
                 cursor.execute("ROLLBACK TO operation")
                 cursor.execute("RELEASE operation")
                 results.append((d, failure))
+        return self._commit(connection, cursor, results, translate)
+
+    def _commit(self, connection, cursor, results, translate):
+        """The batch's results once committed; the commit's failure for every one otherwise."""
         try:
             cursor.execute("COMMIT")
         except Exception:
