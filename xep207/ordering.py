@@ -44,13 +44,7 @@ class InOrder:
             self._waiting().append((f, args, waiter))
             return waiter
         self._busy = True
-        try:
-            d = f(*args)
-        except BaseException:
-            d = defer.fail()
-        else:
-            if not isinstance(d, defer.Deferred):
-                d = defer.succeed(d)
+        d = self._call(f, args)
         if d.called and not isinstance(d.result, defer.Deferred):  # (done, not waiting on another)
             if self._queue:
                 self._next()

@@ -110,6 +110,12 @@ def _deliverable(subscriptions: Iterable[Subscription]) -> Iterator[Subscription
                 yield subscription
 
 
+def _same_state(a: tuple, b: tuple) -> bool:
+    """Whether two cached (node, affiliations, subscriptions) are the very same
+    objects: the cache replaces them on any write, through either door."""
+    return a[0] is b[0] and a[1] is b[1] and a[2] is b[2]
+
+
 def _truthy(value) -> bool:
     return value in (True, "1", "true", 1)
 
@@ -333,14 +339,14 @@ class PubSubEngine:
         (those very objects: any write replaces them, and the verdict with them).
         Only decisions made on cached objects are remembered."""
         state = access._read.get("state")
-        if state is None or self._peek is None:
+        if not isinstance(state, tuple) or self._peek is None:
             return
         current = self._peek(access.service, access.node_id)
-        if current is None or any(a is not b for a, b in zip(current, state)):  # type: ignore[call-overload]
+        if current is None or not _same_state(current, state):
             return
         key = (access.service, access.node_id)
         entry = self._verdicts.get(key)
-        if entry is None or any(a is not b for a, b in zip(entry.state, current)):
+        if entry is None or not _same_state(entry.state, current):
             if len(self._verdicts) >= KIND_CACHE_SIZE:
                 self._verdicts.clear()
             entry = self._verdicts[key] = _Verdicts(current, kind)
@@ -361,8 +367,7 @@ class PubSubEngine:
         if access is None or isinstance(requestor, Trusted):
             return None  # (a Trusted requestor is never remembered: it equals the string it names)
         state = self._peek(service, node_id)  # type: ignore[misc]
-        known = verdicts.state
-        if state is None or state[0] is not known[0] or state[1] is not known[1] or state[2] is not known[2]:
+        if state is None or not _same_state(state, verdicts.state):
             return None
         item_id, payload = entry
         node = access.node
@@ -1248,7 +1253,7 @@ class PubSubEngine:
         allowed: dict[str, bool | object] = {}
         for subscription in _deliverable(subscriptions):
             subscriber = subscription.subscriber
-            entity = subscriber.split("/", 1)[0]
+            entity = bare(subscriber)
             verdict = allowed.get(entity)
             if verdict is None:
                 verdict = allowed[entity] = self._verdict_without_reads(node, entity, affiliations, blocking)
