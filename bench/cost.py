@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import pstats
+import shutil
 import signal
 import sys
 import tempfile
@@ -260,7 +261,7 @@ async def _setup(server, workload: str, users):
 
 
 async def measure(storage: str, workload: str, messages: int, profile: bool, top: int, repeat: int = 3,
-                  root: str = servers.ROOT) -> dict:
+                  root: str = servers.ROOT, save_profile: str | None = None) -> dict:
     server = (Profiled if profile else servers.Xep207)(storage, root=root)
     users = [f"u{i}" for i in range(101)]
     server.start(users, admins=users[:1])
@@ -311,6 +312,8 @@ async def measure(storage: str, workload: str, messages: int, profile: bool, top
         server.stop()
         if profile and os.path.exists(server.stats):
             _print_profile(server.stats, messages, top, storage)
+            if save_profile:
+                shutil.copyfile(server.stats, save_profile.replace("{storage}", storage))
 
 
 BATCHES = {"chat": _batch_chat, "groupchat": _batch_groupchat, "presence": _batch_presence,
@@ -364,7 +367,8 @@ def _print_profile(path: str, messages: int, top: int, storage: str) -> None:
 
 async def main(args) -> None:
     for storage in args.storage.split(","):
-        result = await measure(storage, args.workload, args.messages, args.profile, args.top, args.repeat, args.root)
+        result = await measure(storage, args.workload, args.messages, args.profile, args.top, args.repeat, args.root,
+                               args.save_profile)
         print(f"{args.workload} on {storage}: {result['us_per_message']:.0f} µs of server CPU per message"
               f" (user {result['user_us']:.0f}, system {result['system_us']:.0f};"
               f" {result['us_per_delivery']:.1f} per delivery), {result['messages']} messages,"
@@ -382,5 +386,7 @@ if __name__ == "__main__":
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--root", default=servers.ROOT, help="another checkout's xep207 (before/after)")
     parser.add_argument("--repeat", type=int, default=3, help="batches measured; the least CPU counts")
+    parser.add_argument("--save-profile", metavar="PATH",
+                        help="keep the pstats file ({storage} in PATH: the storage's name) for pstats/snakeviz")
     args = parser.parse_args()
     run(lambda: main(args))

@@ -86,6 +86,40 @@ class FirstNow(unittest.TestCase):
         self.assertEqual(await hooks.first("e", 1), "x")
 
 
+class NotifyByKind(unittest.TestCase):
+    """``ITEM_PUBLISHED`` runs on every publish: a handler that asked for
+    some node kinds is not called for the others; one that did not sees all."""
+
+    def test_only_the_handlers_of_the_kind_run_in_priority_order(self):
+        hooks, seen = Hooks(), []
+        hooks.add("e", lambda v: seen.append(("pair", v)), kinds=("pair",))
+        hooks.add("e", lambda v: seen.append(("all", v)))
+        hooks.add("e", lambda v: seen.append(("first", v)), priority=5, kinds=("room", "pair"))
+        hooks.notify("e", 1, kind="pair")
+        hooks.notify("e", 2, kind="presence")
+        hooks.notify("e", 3, kind="room")
+        self.assertEqual(seen, [("first", 1), ("pair", 1), ("all", 1), ("all", 2), ("first", 3), ("all", 3)])
+        hooks.add("e", lambda v: seen.append(("late", v)), kinds=("presence",))  # (the plans start over)
+        seen.clear()
+        hooks.notify("e", 4, kind="presence")
+        self.assertEqual(seen, [("all", 4), ("late", 4)])
+
+    def test_a_failing_handler_is_logged_and_the_others_still_run(self):
+        hooks, seen = Hooks(), []
+        hooks.add("e", lambda v: 1 / 0, priority=3)
+        hooks.add("e", lambda v: defer.fail(ValueError("later")), priority=2)
+        hooks.add("e", lambda v: seen.append(v))
+        self.assertIsNone(hooks.notify("e", 7, kind="pair"))
+        self.assertEqual(seen, [7])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError, ValueError)), 2)
+
+    def test_fire_still_calls_every_handler(self):
+        hooks, seen = Hooks(), []
+        hooks.add("e", lambda v: seen.append(v), kinds=("pair",))
+        self.successResultOf(hooks.fire("e", 9))
+        self.assertEqual(seen, [9])
+
+
 class TheConversationLock(unittest.TestCase):
     def test_free_takes_no_deferred_and_waiters_go_in_order(self):
         lock, order = ConversationLock(), []

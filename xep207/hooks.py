@@ -28,7 +28,7 @@ SESSION_BOUND = "session-bound"  # (session)
 SESSION_UNBOUND = "session-unbound"  # (session); may return a Deferred to wait for
 INITIAL_PRESENCE = "initial-presence"  # (session), after the probe is answered
 SUBSCRIPTION_CHANGED = "subscription-changed"  # (SubscriptionChange)
-ITEM_PUBLISHED = "item-published"  # (node, item, requestor), after storing, before delivery
+ITEM_PUBLISHED = "item-published"  # (node, item, requestor), after storing, before delivery (``notify``: by kind)
 ITEMS_RETRACTED = "items-retracted"  # (node, deleted item ids, requestor), after deleting
 NODE_EMPTIED = "node-emptied"  # (node, requestor): every item gone (purged, or the node deleted)
 UNACKED = "stanzas-unacknowledged"  # (session, [stanza Elements]): a XEP-0198 session ended without their ack
@@ -48,15 +48,17 @@ class Hooks:
         self._by_stanza: dict[str, dict[str, list[tuple[int, int, Callable[..., Any]]]]] = {}
 
     def add(self, name: str, handler: Callable[..., Any], priority: int = 0,
-            stanzas: tuple[str, ...] | None = None) -> None:
+            stanzas: tuple[str, ...] | None = None, kinds: tuple[str, ...] | None = None) -> None:
         """``stanzas``: for an event asked with ``first`` whose first argument
         is a stanza (``STANZA``), the handler only sees stanzas of these
-        names; a handler that ignores the others costs them no call."""
+        names; ``kinds``: for an event told with ``notify(..., kind=)``
+        (``ITEM_PUBLISHED``), only events on nodes of these kinds. A handler
+        that ignores the others costs them no call."""
         handlers = self._handlers.setdefault(name, [])
         handlers.append((-priority, next(self._order), handler))
         handlers.sort(key=lambda entry: entry[:2])
-        if stanzas is not None:
-            self._wants[(name, handler)] = frozenset(stanzas)
+        if stanzas is not None or kinds is not None:
+            self._wants[(name, handler)] = frozenset((*(stanzas or ()), *(kinds or ())))
         self._regroup(name)
 
     def remove(self, name: str, handler: Callable[..., Any]) -> None:
@@ -69,10 +71,11 @@ class Hooks:
         if any(event == name for event, _ in self._wants):
             self._by_stanza[name] = {}  # filled per stanza name as asked
 
-    def _for_stanza(self, name: str, kind: str) -> list[tuple[int, int, Callable[..., Any]]]:
+    def _for_stanza(self, name: str, kind: str, remember: bool = False) -> list[tuple[int, int, Callable[..., Any]]]:
+        """The handlers of ``name`` that want ``kind`` (a stanza's name, a node kind's)."""
         handlers = [entry for entry in self._handlers.get(name, ())
                     if kind in self._wants.get((name, entry[2]), (kind,))]
-        if kind in STANZA_NAMES:  # (never a cache entry per name a client made up)
+        if remember or kind in STANZA_NAMES:  # (never a cache entry per name a client made up)
             self._by_stanza[name][kind] = handlers
         return handlers
 
@@ -97,6 +100,31 @@ class Hooks:
             elif inspect.iscoroutine(result):
                 pending.append(defer.ensureDeferred(result).addErrback(logs.failure, _what(name, handler)))
         return defer.gatherResults(pending) if pending else defer.succeed(None)
+
+    def notify(self, name: str, *args: Any, kind: str) -> None:
+        """``fire`` for an event nobody waits on (``ITEM_PUBLISHED``, on every
+        publish): no Deferred unless a handler returns one, only the handlers
+        that want this node ``kind`` called (``add(..., kinds=)``; a handler
+        added without ``kinds`` sees every kind). A handler's failure is logged."""
+        grouped = self._by_stanza.get(name)
+        if grouped is None:
+            handlers = self._handlers.get(name, ())
+        else:  # (node kinds are the server's own names: each one is remembered)
+            handlers = grouped.get(kind)
+            if handlers is None:
+                handlers = self._for_stanza(name, kind, remember=True)
+        for _, _, handler in handlers:
+            try:
+                result = handler(*args)
+            except Exception:
+                logs.failure(Failure(), _what(name, handler))
+                continue
+            if result is None:
+                continue
+            if isinstance(result, defer.Deferred):
+                result.addErrback(logs.failure, _what(name, handler))
+            elif inspect.iscoroutine(result):
+                defer.ensureDeferred(result).addErrback(logs.failure, _what(name, handler))
 
     async def first(self, name: str, *args: Any) -> Any:
         """Run handlers in order until one answers; that answer, or None.

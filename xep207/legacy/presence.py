@@ -48,7 +48,7 @@ class PresenceCapture:
         self.caps = caps
         router.hooks.add(STANZA, self.intercept, stanzas=("presence",))
         router.hooks.add(SESSION_UNBOUND, self._session_gone)
-        engine.hooks.add(ITEM_PUBLISHED, self.on_published)
+        engine.hooks.add(ITEM_PUBLISHED, self.on_published, kinds=("presence",))
 
     def on_published(self, node, item, requestor) -> None:
         """A native presence publish (XEP-0207 §3) makes its session

@@ -119,7 +119,7 @@ class AvatarConversion:
         self.presence = presence  # PresenceCapture: re-sends presence when the hash changes
         self.hashes: dict[str, str] = {}  # account -> its photo's SHA-1 ('' none), once read
         self._work: dict[str, defer.Deferred] = {}  # account -> its conversions, in order
-        engine.hooks.add(ITEM_PUBLISHED, self.on_published)
+        engine.hooks.add(ITEM_PUBLISHED, self.on_published, kinds=("vcard", "generic"))  # (avatar metadata: a generic PEP node)
         hooks.add(SESSION_BOUND, self._on_bound)
         hooks.add(SESSION_UNBOUND, self._on_unbound)
         # Before the presence capture (priority 0) stores the presence; never captures.

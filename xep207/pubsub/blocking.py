@@ -44,7 +44,7 @@ class BlockIndex:
         # The same, when another process of a cluster changed a list (xep207.cluster):
         # only what concerns this process's own sessions (the pushes) runs here.
         self.elsewhere_listeners: list[Callable[[str, frozenset[str], frozenset[str]], object]] = []
-        hooks.add(ITEM_PUBLISHED, self._published, priority=1000)
+        hooks.add(ITEM_PUBLISHED, self._published, priority=1000, kinds=("blocklist",))
         hooks.add(ITEMS_RETRACTED, self._retracted, priority=1000)
         hooks.add(NODE_EMPTIED, self._emptied, priority=1000)
 

@@ -389,7 +389,7 @@ class PubSubEngine:
     def _notify_known(self, item: Item, verdicts: _Verdicts, access: Access):
         node = access.node
         kind = verdicts.kind
-        self.hooks.fire(ITEM_PUBLISHED, node, item, access.requestor)
+        self.hooks.notify(ITEM_PUBLISHED, node, item, access.requestor, kind=kind.name)
         config = node.config
         if config.deliver_notifications:
             recipients: Sequence[Recipient] | None = verdicts.recipients
@@ -813,7 +813,7 @@ class PubSubEngine:
             queued()
         if after is not None and not after.called:
             await after
-        self.hooks.fire(ITEM_PUBLISHED, node, item, requestor)
+        self.hooks.notify(ITEM_PUBLISHED, node, item, requestor, kind=kind.name)
         if self.answer_barrier is not None:
             await self._barrier(node)
         return await self._notify(kind, access, item)

@@ -65,7 +65,7 @@ class PushService(XMPPHandler):
         self.waiting: OrderedDict[str, _Sent] = OrderedDict()
         self.missed: Counter = Counter()  # messages since the account was last online
         self.engine.add_kind(PushKind())
-        server.hooks.add(ITEM_PUBLISHED, self.on_published)
+        server.hooks.add(ITEM_PUBLISHED, self.on_published, kinds=("pair",))
         server.hooks.add(SESSION_BOUND, lambda session: self.missed.pop(session.bare, None))
         server.hooks.add(STANZA, self.on_answer, priority=900, stanzas=("iq",))
 

@@ -52,7 +52,7 @@ class GroupchatService(XMPPHandler):
         self.native.track = self.in_flight.track
         router.hooks.add(SESSION_UNBOUND, self.occupants.session_gone)
         router.hooks.add(SUBSCRIPTION_CHANGED, self.native.on_subscription_change)
-        engine.hooks.add(ITEM_PUBLISHED, self.native.on_published)
+        engine.hooks.add(ITEM_PUBLISHED, self.native.on_published, kinds=("room",))
 
     # Stanzas in ------------------------------------------------------------------
 
