@@ -107,8 +107,9 @@ class Hooks:
         that want this node ``kind`` called (``add(..., kinds=)``; a handler
         added without ``kinds`` sees every kind). A handler's failure is logged."""
         grouped = self._by_stanza.get(name)
+        handlers: list[tuple[int, int, Callable[..., Any]]] | None
         if grouped is None:
-            handlers = self._handlers.get(name, ())
+            handlers = self._handlers.get(name, [])
         else:  # (node kinds are the server's own names: each one is remembered)
             handlers = grouped.get(kind)
             if handlers is None:
