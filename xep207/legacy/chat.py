@@ -213,14 +213,20 @@ class PairRendering:
     def __init__(self, chat: ChatCapture, event):
         self.chat = chat
         self.event = event
+        self.replay = event.replay
         self.items = []
+        # Whether some item is addressed to a full JID: only then can an
+        # unavailable session be addressed (else ``addressed_sessions`` is []).
+        self._to_full = False
         for item in event.items:
             payload = item.payload
-            if event.replay:
+            if self.replay:
                 payload = with_child(payload, f"<delay xmlns='{NS_DELAY}' from={quoteattr(chat.router.domain)}"
                                               f" stamp='{stamp(item.published)}'/>")
-            self.items.append((item.publisher, item.publisher.split("/", 1)[0], addressed_to(item.payload),
-                               payload, item.item_id))
+            addressed = addressed_to(item.payload)
+            if "/" in addressed:
+                self._to_full = True
+            self.items.append((item.publisher, item.publisher.split("/", 1)[0], addressed, payload, item.item_id))
         self._targets: dict[str, tuple[str, list]] = {}  # recipient JID → ``_targets_of``
         self._stamped: dict[tuple[str, str], str] = {}
 
@@ -235,17 +241,18 @@ class PairRendering:
         return found
 
     def _targets_of(self, jid: str) -> tuple[str, list]:
-        """The party, and per item the sessions it is addressed to (None: it sent it; a replay)."""
+        """The party, and per item the sessions it is addressed to (None: it
+        sent it; a replay). Callers look in ``_targets`` first (a call less)."""
         party = jid.split("/", 1)[0]
-        replay = self.event.replay
-        found = self._targets[jid] = (party, [
-            None if replay or party == sender_bare else self.chat._targets(addressed, party)
-            for _, sender_bare, addressed, _, _ in self.items])
+        targets: list = []
+        for _, sender_bare, addressed, _, _ in self.items:  # (a loop: one item, nearly always)
+            targets.append(None if self.replay or party == sender_bare else self.chat._targets(addressed, party))
+        found = self._targets[jid] = (party, targets)
         return found
 
     def stanzas_for(self, recipient, session) -> list[str]:
         party, targets_of = self._targets.get(recipient.jid) or self._targets_of(recipient.jid)
-        replay = self.event.replay
+        replay = self.replay
         stanzas = []
         for (sender, sender_bare, addressed, payload, item_id), targets in zip(self.items, targets_of):
             if replay or (targets is not None and session in targets):
@@ -258,16 +265,17 @@ class PairRendering:
         return stanzas
 
     def addressed_sessions(self, recipient) -> list:
+        if not self._to_full or self.replay:
+            return []  # (the highest-priority available resources: available, all of them)
         found = []
-        _, targets_of = self._targets.get(recipient.jid) or self._targets_of(recipient.jid)
-        for targets in targets_of:
+        for targets in (self._targets.get(recipient.jid) or self._targets_of(recipient.jid))[1]:
             for s in targets or ():
                 if not s.available:
                     found.append(s)
         return found
 
     def missed(self, recipient) -> bool:
-        if self.event.replay:
+        if self.replay:
             return False
         party, targets_of = self._targets.get(recipient.jid) or self._targets_of(recipient.jid)
         for (_, sender_bare, _, _, _), targets in zip(self.items, targets_of):
