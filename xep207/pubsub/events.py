@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from zope.interface import Interface
 
-from xep207.storage.records import Item, NodeConfig, Subscription, SubscriptionState
+from xep207.storage.records import Item, NodeConfig, Subscription, SubscriptionState, quick_init
 
 if TYPE_CHECKING:
     from xep207.pubsub.kinds.base import NodeKindName
@@ -35,6 +35,7 @@ class Recipient:
     subscription: Subscription | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class Event:
     service: str

@@ -10,7 +10,7 @@ import dataclasses
 import time
 import os
 from dataclasses import dataclass, field
-from typing import Final, Iterator, Literal, Mapping, TypeGuard, get_args
+from typing import Final, Iterator, Literal, Mapping, TypeGuard, TypeVar, get_args
 
 # The vocabularies below are ``Literal`` string types, not enums: the values
 # stay plain ``str`` at run time, so storage rows, JSON and XML attributes are
@@ -47,6 +47,43 @@ def is_affiliation(value: object) -> TypeGuard[AffiliationName]:
 def is_subscription_state(value: object) -> TypeGuard[SubscriptionState]:
     """Whether a string from the wire names a subscription state."""
     return value in SUBSCRIPTION_STATES
+
+
+_Record = TypeVar("_Record", bound=type)
+
+
+class _Factory:
+    """The default of a field made by a factory (a sentinel nobody passes)."""
+
+
+def quick_init(cls: _Record) -> _Record:
+    """A frozen dataclass, with an ``__init__`` that sets the instance's
+    ``__dict__`` in one step. The dataclass's own ``__init__`` sets each field
+    through ``object.__setattr__`` (a Python call each: frozen forbids plain
+    assignment), and an Event (14 fields) and an Item are made per publish
+    (issue 13). Same parameters and defaults (factories included); equality,
+    hash, repr, ``dataclasses.replace`` and the frozen ``__setattr__`` stay
+    the dataclass's (tests/test_records.py)."""
+    fields = dataclasses.fields(cls)
+    names: dict = {"_set": object.__setattr__, "_FACTORY": _Factory}
+    parameters, factories = [], []
+    for f in fields:
+        if f.default is not dataclasses.MISSING:
+            names[f"_default_{f.name}"] = f.default
+            parameters.append(f"{f.name}=_default_{f.name}")
+        elif f.default_factory is not dataclasses.MISSING:
+            names[f"_factory_{f.name}"] = f.default_factory
+            parameters.append(f"{f.name}=_FACTORY")
+            factories.append(f"    if {f.name} is _FACTORY:\n        {f.name} = _factory_{f.name}()\n")
+        else:
+            parameters.append(f.name)
+    values = ", ".join(f"{f.name!r}: {f.name}" for f in fields)
+    exec(f"def __init__(self, {', '.join(parameters)}):\n{''.join(factories)}"
+         f"    _set(self, '__dict__', {{{values}}})\n", names)
+    init = names["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
 
 
 def bare(jid: str) -> str:
@@ -136,6 +173,7 @@ class Node:
     created: float = field(default_factory=time.time)
 
 
+@quick_init
 @dataclass(frozen=True)
 class Item:
     """A published item. ``payload`` is serialized XML, kept as sent.
