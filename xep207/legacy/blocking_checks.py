@@ -36,7 +36,7 @@ class BlockingCapture:
 
     def intercept(self, stanza) -> bool:
         index = self.index
-        if not index:
+        if not index.lists:
             return False  # nobody blocks anybody: one truth test per stanza
         sender, to = stanza.getAttribute("from"), stanza.getAttribute("to")
         if not sender or not to:
@@ -96,7 +96,7 @@ class BlockGate:
 
     def for_event(self, event) -> "EventGate | None":
         """The test for this event's recipients, or None when nothing can be blocked."""
-        if not self.index:
+        if not self.index.lists:
             return None
         senders = self.senders(event)
         if not senders:

@@ -36,7 +36,9 @@ class BlockIndex:
     """Each account's blocked JIDs, as the engine last wrote them."""
 
     def __init__(self, hooks: Hooks, is_pep) -> None:
-        self._blocked: dict[str, set[str]] = {}
+        # Account → the JIDs it blocked; read by the hot paths as ``if not
+        # index.lists`` (nobody blocks anybody: a dict's truth, no call). Read only.
+        self.lists: dict[str, set[str]] = {}
         self._is_pep = is_pep
         # Called after each change with (account, JIDs added, JIDs removed):
         # the XEP-0191 pushes and presence consequences, whichever door wrote.
@@ -50,14 +52,14 @@ class BlockIndex:
 
     def __bool__(self) -> bool:
         """Whether anybody blocks anything (the common case, no, costs nothing)."""
-        return bool(self._blocked)
+        return bool(self.lists)  # (hot paths test ``lists`` itself)
 
     def of(self, account: str) -> frozenset[str] | set[str]:
-        return self._blocked.get(account, EMPTY)
+        return self.lists.get(account, EMPTY)
 
     def blocks(self, account: str, jid: str) -> bool:
         """Whether ``account`` (a bare JID) blocked ``jid``."""
-        entries = self._blocked.get(account)
+        entries = self.lists.get(account)
         if not entries or not jid:
             return False
         return any(form in entries for form in forms_of(jid))
@@ -66,11 +68,11 @@ class BlockIndex:
         """``account``'s list as another process of a cluster wrote it
         (xep207.cluster.invalidation); that process ran ``listeners``, this one
         runs ``elsewhere_listeners``."""
-        before = frozenset(self._blocked.get(account, EMPTY))
+        before = frozenset(self.lists.get(account, EMPTY))
         if jids:
-            self._blocked[account] = set(jids)
+            self.lists[account] = set(jids)
         else:
-            self._blocked.pop(account, None)
+            self.lists.pop(account, None)
         added, removed = frozenset(jids) - before, before - frozenset(jids)
         for listener in self.elsewhere_listeners:
             if added:
@@ -84,7 +86,7 @@ class BlockIndex:
             if node_id == BLOCKLIST_NODE and self._is_pep(service):
                 page = await storage.page_items(service, node_id)
                 if page.items:
-                    self._blocked[service] = {i.item_id for i in page.items}
+                    self.lists[service] = {i.item_id for i in page.items}
 
     # The engine's events ----------------------------------------------------------
 
@@ -93,24 +95,24 @@ class BlockIndex:
 
     def _published(self, node, item, requestor) -> None:
         if self._mine(node):
-            entries = self._blocked.setdefault(node.service, set())
+            entries = self.lists.setdefault(node.service, set())
             if item.item_id not in entries:
                 entries.add(item.item_id)
                 self._changed(node.service, frozenset({item.item_id}), EMPTY)
 
     def _retracted(self, node, item_ids, requestor) -> None:
         if self._mine(node):
-            entries = self._blocked.get(node.service, set())
+            entries = self.lists.get(node.service, set())
             removed = frozenset(entries.intersection(item_ids))
             entries.difference_update(removed)
             if not entries:
-                self._blocked.pop(node.service, None)
+                self.lists.pop(node.service, None)
             if removed:
                 self._changed(node.service, EMPTY, removed)
 
     def _emptied(self, node, requestor) -> None:
         if self._mine(node):
-            removed = frozenset(self._blocked.pop(node.service, ()))
+            removed = frozenset(self.lists.pop(node.service, ()))
             if removed:
                 self._changed(node.service, EMPTY, removed)
 

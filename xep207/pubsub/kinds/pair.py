@@ -163,7 +163,7 @@ class PairKind(NodeKind):
         self._check_blocks(access)
 
     def publish_rechecks(self, engine, requestor: str, node: Node) -> None:
-        if engine.blocks:  # (nobody blocks anybody: nothing to ask)
+        if engine.blocks.lists:  # (nobody blocks anybody: nothing to ask)
             _blocks_between(engine, requestor, node.node_id)
 
     @staticmethod
