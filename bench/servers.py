@@ -35,6 +35,8 @@ CONFIG_NOTES = [
     "or rate limits, no session limit, offline storage off where it is a module.",
     "xep207 archives every one-to-one and groupchat message (pair and room nodes); its SQLite "
     "row is the default configuration, memory: keeps the archive in dicts.",
+    "One-to-one workloads (chat, latency) start once each pair's first message was delivered, "
+    "for every server: that first message makes xep207's pair node (once per pair, ever).",
     "Prosody 0.12: modules roster, saslauth, disco, ping, muc, pubsub (+ mam, muc_mam in the "
     "'+MAM' row, archive in its default internal file storage); network_backend epoll; the "
     "pubsub workload's publisher is a Prosody admin (only admins may create nodes there).",
