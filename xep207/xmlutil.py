@@ -69,6 +69,24 @@ def parse_message_item(payload: str, what: str):
     return message
 
 
+def release(stanza: domish.Element) -> None:
+    """Drop the child-to-parent links under a stanza its handler is done with.
+
+    domish links each child to its parent, so a stanza with a child is a
+    reference cycle that only the cyclic garbage collector frees: on
+    one-to-one chat its passes cost 25-50 µs a message on SQLite, promoting
+    whatever work was in flight at the time (issue 13). Without the links the
+    stanza goes the moment its last reference does. For a stanza already
+    captured and serialized: nothing reads ``parent`` after that."""
+    pending = [stanza]
+    while pending:
+        for child in pending.pop().children:
+            if isinstance(child, domish.Element):
+                child.parent = None
+                if child.children:
+                    pending.append(child)
+
+
 def restamped(stanza: domish.Element, sender: str, *, drop: tuple[str, ...] = (),
               without_uri: str | None = None, extra: tuple = ()) -> domish.Element:
     """A shallow copy of ``stanza`` sent by ``sender``: the captures store what a

@@ -33,7 +33,7 @@ from xep207.pubsub.kinds import pair_node_id
 from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind  # noqa: F401 (metrics reads OFFLINE_MARK here)
 from xep207.serializer import serialized
 from xep207.storage.records import bare
-from xep207.xmlutil import addressed_to, restamped
+from xep207.xmlutil import addressed_to, release, restamped
 
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_FORWARD = "urn:xmpp:forward:0"
@@ -168,6 +168,7 @@ class ChatCapture:
             payload = serialized(stanza, is_stanza_id)
         else:
             payload = restamped(without_stanza_ids(stanza), session.full).toXml()
+        release(stanza)  # (from now on it is the payload: the Element need not wait for the collector)
         # A conversation's messages keep their order, each seeing the offline
         # mark the one before left; XEP-0198 counts one once stored.
         return self.publisher.publish(stanza, session, node_id, payload)
