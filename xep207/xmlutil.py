@@ -20,10 +20,14 @@ def parse_stanza(text: str, namespace: str = "jabber:client") -> domish.Element:
     stream.DocumentStartEvent = elements.append
     stream.ElementEvent = lambda e: elements[0].addChild(e)
     stream.DocumentEndEvent = lambda: None
-    stream.parse(f"<root xmlns='{namespace}'>{text}</root>")
+    try:
+        stream.parse(f"<root xmlns='{namespace}'>{text}</root>")
+    finally:
+        stream.parser = None  # (the parser's handlers are the stream's methods: a cycle)
     children = [c for c in elements[0].elements()]
     if len(children) != 1:
         raise ValueError(f"expected one stanza, got {len(children)}")
+    children[0].parent = None  # (not the wrapper's child: both go with their last reference)
     return children[0]
 
 

@@ -24,7 +24,7 @@ from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
 from xep207.pubsub.kinds import PRESENCE_NODE, PresenceKind, Trusted
 from xep207.pubsub.kinds.account import presence_payload
 from xep207.storage.records import PENDING, SUBSCRIBED
-from xep207.xmlutil import parse_stanza
+from xep207.xmlutil import parse_stanza, release
 
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 
@@ -112,6 +112,7 @@ class PresenceCapture:
         session.presence = payload
         if self.caps is not None:
             self.caps.update(session, stanza)
+        release(stanza)  # (the payload and the caps are read: no cycle left to the garbage collector)
         await self.router.hooks.fire(AVAILABILITY_CHANGED, session)
         if initial:
             # The probe and offline delivery below read what this wrote.

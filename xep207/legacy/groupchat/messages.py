@@ -23,7 +23,7 @@ from xep207.ordering import handed_off
 from xep207.pubsub import errors
 from xep207.pubsub.kinds.room import ADMIN, Occupant, Room, may_change_subject, room_item
 from xep207.storage.records import OWNER, PUBLISHER, bare
-from xep207.xmlutil import restamped
+from xep207.xmlutil import release, restamped
 
 DEFAULT_HISTORY = 20
 
@@ -65,6 +65,7 @@ class Messages:
             await rooms.configure(room, subject=str(subject), subject_from=rooms.jid(room, me.nick))
         # The item is from room/nick, as the room kind stamps a native publish.
         payload = room_item(stanza, rooms.jid(room), me.nick)
+        release(stanza)  # (it is the payload now: no cycle left to the garbage collector)
         # The room's next stanza goes on once this item is in storage's queue.
         await handed_off(
             lambda queued: rooms.engine.publish(sender, rooms.domain, room.node.node_id, [(None, payload)],

@@ -11,7 +11,7 @@ from __future__ import annotations
 from xep207.legacy.render import Template, TemplateRendering
 from xep207.pubsub.events import ITEMS
 from xep207.pubsub.kinds.room import NS_NICK
-from xep207.xmlutil import parse_stanza
+from xep207.xmlutil import parse_stanza, release
 
 
 def as_groupchat(room_jid: str, item) -> str | None:
@@ -25,7 +25,9 @@ def as_groupchat(room_jid: str, item) -> str | None:
     message["from"] = f"{room_jid}/{nick}"
     message["type"] = "groupchat"
     message.attributes.pop("to", None)
-    return message.toXml()
+    xml = message.toXml()
+    release(message)
+    return xml
 
 
 class RoomRenderer:
