@@ -4,7 +4,7 @@ Capture: a ``chat`` or ``normal`` message with a body from A to B becomes a
 publish to A and B's pair node on the pubsub service (created on first use:
 whitelist, both parties publishers and subscribers, persistent items).
 
-Rendering (``ChatDelivery``): B's sessions get the message by RFC 6121 §8.5
+Rendering (``xep207.legacy.pair_rendering``): B's sessions get the message by RFC 6121 §8.5
 (the addressed resource, else the highest-priority ones); B's and A's other
 resources get XEP-0280 carbons if they enabled them, the "bcc" of the XEP;
 pubsub-speaking sessions get the XEP-0207 event. A message nobody could take
@@ -15,9 +15,7 @@ same items.
 
 from __future__ import annotations
 
-import datetime
 from typing import Callable
-from xml.sax.saxutils import quoteattr as _quoteattr
 
 from twisted.internet import defer
 from twisted.words.protocols.jabber import jid as jidlib
@@ -27,42 +25,18 @@ from xep207.hooks import STANZA
 from xep207.jids import parse_jid
 from xep207.legacy.offline import OfflineDelivery
 from xep207.legacy.pair_publish import PairPublisher
+from xep207.legacy.pair_rendering import NS_SID, PairRendering, quoteattr
 from xep207.ordering import ConversationLock
 from xep207.pubsub.events import ITEMS
 from xep207.pubsub.kinds import pair_node_id
 from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind  # noqa: F401 (metrics reads OFFLINE_MARK here)
 from xep207.serializer import serialized
 from xep207.storage.records import bare
-from xep207.xmlutil import addressed_to, release, restamped
+from xep207.xmlutil import release, restamped
 
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_FORWARD = "urn:xmpp:forward:0"
-NS_DELAY = "urn:xmpp:delay"
-NS_SID = "urn:xmpp:sid:0"
 STORED_TYPES = ("chat", "normal")
-
-
-_SPECIAL = frozenset("&<>'\"\n\r\t")
-
-
-def quoteattr(value: str) -> str:
-    """``xml.sax.saxutils.quoteattr``, at once for the usual value (an item id,
-    a prepared JID) with nothing to escape."""
-    if _SPECIAL.isdisjoint(value):
-        return "'" + value + "'"
-    return _quoteattr(value)
-
-
-def stamp(published: float) -> str:
-    moment = datetime.datetime.fromtimestamp(published, datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def with_child(message_xml: str, child_xml: str) -> str:
-    """Serialized ``<message …>…</message>`` with one more child at the end."""
-    if message_xml.endswith("/>"):
-        return message_xml[:-2] + ">" + child_xml + "</message>"
-    return message_xml[: -len("</message>")] + child_xml + "</message>"
 
 
 def is_stored(stanza: domish.Element) -> bool:
@@ -175,7 +149,7 @@ class ChatCapture:
 
     # Rendering -------------------------------------------------------------------
 
-    def prepare(self, event) -> "PairRendering | None":
+    def prepare(self, event) -> PairRendering | None:
         if event.kind != ITEMS:
             return None  # configuration, deletion: only the XEP-0207 form says it
         return PairRendering(self, event)
@@ -203,86 +177,6 @@ class ChatCapture:
         """At an initial available presence: every message that waited, oldest first
         (``xep207.legacy.offline``: once with XEP-0198, else at least once)."""
         self.offline.deliver_offline(session)
-
-
-class PairRendering:
-    """A message on a pair node, as RFC 6121 delivers it: to the addressed
-    resource (else the highest-priority ones) of the other party, with
-    XEP-0280 carbons to the parties' other resources; replays (offline
-    delivery) carry an XEP-0203 delay."""
-
-    def __init__(self, chat: ChatCapture, event):
-        self.chat = chat
-        self.event = event
-        self.replay = event.replay
-        self.items = []
-        # Whether some item is addressed to a full JID: only then can an
-        # unavailable session be addressed (else ``addressed_sessions`` is []).
-        self._to_full = False
-        for item in event.items:
-            payload = item.payload
-            if self.replay:
-                payload = with_child(payload, f"<delay xmlns='{NS_DELAY}' from={quoteattr(chat.router.domain)}"
-                                              f" stamp='{stamp(item.published)}'/>")
-            addressed = addressed_to(item.payload)
-            if "/" in addressed:
-                self._to_full = True
-            self.items.append((item.publisher, item.publisher.split("/", 1)[0], addressed, payload, item.item_id))
-        self._targets: dict[str, tuple[str, list]] = {}  # recipient JID → ``_targets_of``
-        self._stamped: dict[tuple[str, str], str] = {}
-
-    def _with_stanza_id(self, payload: str, item_id: str, party: str) -> str:
-        """XEP-0359/XEP-0313: the id the party's archive knows the message by
-        (serialized once per party and item)."""
-        key = (party, item_id)
-        found = self._stamped.get(key)
-        if found is None:
-            found = self._stamped[key] = with_child(
-                payload, f"<stanza-id xmlns='{NS_SID}' id={quoteattr(item_id)} by={quoteattr(party)}/>")
-        return found
-
-    def _targets_of(self, jid: str) -> tuple[str, list]:
-        """The party, and per item the sessions it is addressed to (None: it
-        sent it; a replay). Callers look in ``_targets`` first (a call less)."""
-        party = jid.split("/", 1)[0]
-        targets: list = []
-        for _, sender_bare, addressed, _, _ in self.items:  # (a loop: one item, nearly always)
-            targets.append(None if self.replay or party == sender_bare else self.chat._targets(addressed, party))
-        found = self._targets[jid] = (party, targets)
-        return found
-
-    def stanzas_for(self, recipient, session) -> list[str]:
-        party, targets_of = self._targets.get(recipient.jid) or self._targets_of(recipient.jid)
-        replay = self.replay
-        stanzas = []
-        for (sender, sender_bare, addressed, payload, item_id), targets in zip(self.items, targets_of):
-            if replay or (targets is not None and session in targets):
-                xml = self._with_stanza_id(payload, item_id, party)
-                if replay or not self.chat.offline.hold(session, xml, item_id, self.event.node_id):
-                    stanzas.append(xml)  # (else it waits behind the backlog, or is sent tracked)
-            elif session.carbons and session.full != sender:
-                direction = "sent" if party == sender_bare else "received"
-                stanzas.append(self.chat._carbon(payload, session, direction))
-        return stanzas
-
-    def addressed_sessions(self, recipient) -> list:
-        if not self._to_full or self.replay:
-            return []  # (the highest-priority available resources: available, all of them)
-        found = []
-        for targets in (self._targets.get(recipient.jid) or self._targets_of(recipient.jid))[1]:
-            for s in targets or ():
-                if not s.available:
-                    found.append(s)
-        return found
-
-    def missed(self, recipient) -> bool:
-        if self.replay:
-            return False
-        party, targets_of = self._targets.get(recipient.jid) or self._targets_of(recipient.jid)
-        for (_, sender_bare, _, _, _), targets in zip(self.items, targets_of):
-            if party != sender_bare and not targets:
-                return True
-        return False
 
 
 class CarbonsHandler:

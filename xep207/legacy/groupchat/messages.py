@@ -15,7 +15,7 @@ from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
-from xep207.legacy.chat import NS_DELAY, stamp, with_child
+from xep207.legacy.pair_rendering import NS_DELAY, stamp, with_child
 from xep207.legacy.groupchat.rendering import as_groupchat
 from xep207.legacy.groupchat.rooms import NS_MUC, NS_USER, Rooms
 from xep207.legacy.render import Template
