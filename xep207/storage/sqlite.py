@@ -84,6 +84,16 @@ class SQLiteStorage(SQLStorage):
         self._counts[key] = min(count, max_items)
         return count > max_items
 
+    # An item insert without ``RETURNING``: sqlite3 would step the statement
+    # twice (the row, then its end), and every step hands the GIL to the
+    # reactor and waits to take it back; ``lastrowid`` is the new ``seq``.
+    _INSERT_ITEM = ("INSERT INTO items (service, node, item_id, payload, publisher, published)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, node, item_id) DO NOTHING")
+
+    def _insert_new_item(self, cursor, insert, values, max_items):
+        cursor.execute(self._INSERT_ITEM, values)
+        return ((cursor.lastrowid,) if cursor.rowcount == 1 else None), False
+
     def _items_changed(self, key):
         if key is None:
             self._counts.clear()
