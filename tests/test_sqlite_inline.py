@@ -249,17 +249,27 @@ class InlineWrites(unittest.TestCase):
         self.assertLess(bounded, 1024 * 1024)
         self.assertEqual(len(self.read_ids()), 1201)
 
-    async def test_a_busy_turn_shares_its_writes_with_the_thread(self):
-        """Beyond ``INLINE_MAX`` writes in a turn the rest go to the thread (run
-        there in parallel with the reactor), after the inline ones committed."""
+    async def test_a_busy_turn_and_the_next_go_to_the_thread(self):
+        """Beyond ``INLINE_MAX`` writes in a turn the rest go to the thread,
+        after the inline ones committed; after such a turn (a heavy load) the
+        next one's go there too, where they run in parallel with the reactor;
+        after a light turn, inline again."""
         limit = self.storage.INLINE_MAX
-        stored = await defer.gatherResults([self.storage.put_item(S, "n", item(f"b{i}"), 1000)
-                                            for i in range(limit + 3)])
-        self.assertEqual([i.item_id for i in stored], [f"b{i}" for i in range(limit + 3)])
-        self.assertEqual(len(self.storage.inserts(self.storage.inline_statements)), limit)
-        self.assertEqual(len(self.storage.inserts(self.storage.thread_statements)), 3)
-        self.assertEqual(self.read_ids(), ["first"] + [f"b{i}" for i in range(limit + 3)])
-        self.assertEqual([i.seq for i in stored], sorted(i.seq for i in stored))
+
+        async def turn(prefix, count):
+            self.storage.forget()
+            stored = await defer.gatherResults([self.storage.put_item(S, "n", item(f"{prefix}{i}"), 1000)
+                                                for i in range(count)])
+            self.assertEqual([i.item_id for i in stored], [f"{prefix}{i}" for i in range(count)])
+            self.assertEqual([i.seq for i in stored], sorted(i.seq for i in stored))
+            return (len(self.storage.inserts(self.storage.inline_statements)),
+                    len(self.storage.inserts(self.storage.thread_statements)))
+
+        self.assertEqual(await turn("busy", limit + 3), (limit, 3))
+        self.assertEqual(await turn("after", 2), (0, 2))
+        self.assertEqual(await turn("light", 2), (2, 0))
+        self.assertEqual(self.read_ids(), ["first"] + [f"busy{i}" for i in range(limit + 3)]
+                         + ["after0", "after1", "light0", "light1"])
 
     async def test_same_answers_as_memory_under_a_random_mix(self):
         """Inline writes, thread writes, reads and failing operations mixed

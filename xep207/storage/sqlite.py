@@ -18,10 +18,10 @@ the turn (where the turn's operations are handed to the thread); their
 Deferreds fire after that COMMIT. The first operation of a turn that goes to
 the thread (a read, a larger write, one beyond ``INLINE_MAX``, a put that must
 count or trim its node) takes every later one of that turn with it, handed over
-after the inline COMMIT: the order run is the order issued. A light load then
-costs no thread hop at all; a heavy one still runs on the thread, in parallel
-with the reactor (measured: all writes inline made the reactor the bottleneck,
-issue 13). The write lock held elsewhere (``SQLITE_BUSY``), or any failure
+after the inline COMMIT: the order run is the order issued. Only under a light
+load: after a turn that issued more than ``INLINE_MAX`` operations, the next
+turn's go to the thread, which runs them in parallel with the reactor (all
+writes inline made the reactor the bottleneck, issue 13). The write lock held elsewhere (``SQLITE_BUSY``), or any failure
 inline, rolls the inline transaction back and hands its operations to the
 thread, which waits for the lock or lets the failing one fail alone. A
 ``_running`` lock, never waited for, asserts that the two sides never run
@@ -106,11 +106,12 @@ class SQLiteStorage(SQLStorage):
         self._inline_cursor: sqlite3.Cursor | None = None
 
     MAX_BATCH = 256
-    # Small writes run inline per turn at most: a busier turn hands the rest to
-    # the thread, which then runs them in parallel with the reactor (under
-    # heavy load all writes inline made the reactor the bottleneck: measured
-    # with bench/compare.py, issue 13).
-    INLINE_MAX = 8
+    # Small writes run inline only under a light load: at most this many in a
+    # turn, and only after a turn that issued at most this many operations.
+    # Under a heavy load the thread does the writing, in parallel with the
+    # reactor: all writes inline (or the first few of every turn) made the
+    # reactor the bottleneck (bench/compare.py, issue 13).
+    INLINE_MAX = 4
     # Inline commits between two requests to the thread for a WAL checkpoint
     # (each commit adds a handful of pages; the thread's own connection
     # checkpoints itself every 1000 pages, SQLite's default).
@@ -161,6 +162,7 @@ class SQLiteStorage(SQLStorage):
         self._inline: list[tuple[_Job, Any]] | None = None
         self._turn_end: IDelayedCall | None = None
         self._in_flight = 0  # operations handed to the thread, not answered yet
+        self._light = True  # the last turn issued at most INLINE_MAX operations
         self._inline_commits = 0
         self._checkpoint_due = threading.Event()
         self._jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()  # None: stop
@@ -210,7 +212,7 @@ class SQLiteStorage(SQLStorage):
         this turn's inline transaction, which commits at the end of the turn;
         its Deferred fires after that. Anything else goes to the thread."""
         connection = self._inline_connection
-        if connection is None or self._turn or self._in_flight:
+        if connection is None or self._turn or self._in_flight or not self._light:
             return self._transact(function)
         if counted is not None:
             key, max_items = counted
@@ -259,6 +261,7 @@ class SQLiteStorage(SQLStorage):
         """The end of a reactor turn: commit what ran inline, then give the
         thread what this turn issued for it, then answer the inline writes."""
         self._turn_end = None
+        self._light = len(self._inline or ()) + len(self._turn or ()) <= self.INLINE_MAX
         results = self._commit_inline()
         self._hand_over()
         if results:
