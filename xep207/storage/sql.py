@@ -60,14 +60,6 @@ class SQLStorage:
         """Run ``function(cursor, *args)`` in one transaction; a Deferred."""
         raise NotImplementedError
 
-    def _transact_small(self, function, counted: tuple[tuple[str, str], int] | None = None):
-        """``_transact`` for a write of a row or two by key, the hot path's
-        kind: a backend may run it at once where that costs less than a trip
-        to its database thread (SQLite). ``counted``: the node whose item
-        count the write keeps, and its ``max_items`` (the write may have to
-        count the node's items or trim it: more than a row or two)."""
-        return self._transact(function)
-
     def _sql(self, statement: str) -> str:
         return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
 
@@ -93,8 +85,7 @@ class SQLStorage:
         """Items of a node (None: of any node) went, by other means than a trim."""
 
     def _run(self, statement: str, args=()):
-        """One statement changing a row or two by key."""
-        return self._transact_small(lambda cursor: self._execute(cursor, statement, args) and None)
+        return self._transact(lambda cursor: self._execute(cursor, statement, args) and None)
 
     # Nodes
 
@@ -107,7 +98,7 @@ class SQLStorage:
             except self.integrity_errors:
                 raise NodeExists((node.service, node.node_id))
 
-        return self._transact_small(create)
+        return self._transact(create)
 
     def get_node(self, service, node_id):
         def found(rows):
@@ -236,7 +227,7 @@ class SQLStorage:
                           (json.dumps(options), service, node_id, subscriber))
             return current.replace(options=options)
 
-        return self._transact_small(change)
+        return self._transact(change)
 
     def remove_subscription(self, service, node_id, subscriber):
         return self._run("DELETE FROM subscriptions WHERE service = ? AND node = ? AND subscriber = ?",
@@ -294,7 +285,7 @@ class SQLStorage:
                     (service, node_id, service, node_id, max_items))
             return Item(item.item_id, item.payload, item.publisher, item.published, seq)
 
-        return self._transact_small(put, None if max_items is None else ((service, node_id), max_items))
+        return self._transact(put)
 
     def _insert_new_item(self, cursor, insert: str, values: tuple, max_items: int | None):
         """``insert``'s row (None: the id exists) and whether the node was

@@ -1,37 +1,16 @@
 """``sqlite:///path`` — the embedded default.
 
-Operations run on one dedicated database thread, in the order issued, so the
-reactor never blocks and writes are serialized without lock errors. Under load
-the thread runs the operations that queued up while it was busy as one
-transaction (group commit): they pay for a single commit and a single wake-up
-of the reactor, and one failing operation still rolls back alone (the batch is
-then run again with a savepoint around each operation). A Deferred fires only
-after its transaction committed.
+One connection, used from one dedicated thread, so the reactor never blocks and
+writes are serialized without lock errors. Under load the thread runs the
+operations that queued up while it was busy as one transaction (group commit):
+they pay for a single commit and a single wake-up of the reactor, and one
+failing operation still rolls back alone (the batch is then run again with a
+savepoint around each operation). A
+Deferred fires only after its transaction committed.
 
-**Small writes inline.** A write of a row or two (a message's item, a
-subscription, an affiliation, a node) issued while the thread has nothing to
-do — nothing queued, nothing running, every answer back, so everything issued
-before it has committed — runs at once on the reactor, on a second connection
-that never waits for a lock (``busy_timeout=0``) and never checkpoints. The
-small writes of one reactor turn share one transaction, committed at the end of
-the turn (where the turn's operations are handed to the thread); their
-Deferreds fire after that COMMIT. The first operation of a turn that goes to
-the thread (a read, a larger write, one beyond ``INLINE_MAX``, a put that must
-count or trim its node) takes every later one of that turn with it, handed over
-after the inline COMMIT: the order run is the order issued. Only under a light
-load: after a turn that issued more than ``INLINE_MAX`` operations, the next
-turn's go to the thread, which runs them in parallel with the reactor (all
-writes inline made the reactor the bottleneck, issue 13). The write lock held elsewhere (``SQLITE_BUSY``), or any failure
-inline, rolls the inline transaction back and hands its operations to the
-thread, which waits for the lock or lets the failing one fail alone. A
-``_running`` lock, never waited for, asserts that the two sides never run
-operations at once (the item counts are touched by whichever side runs).
-With ``synchronous=FULL`` (a sync per commit) nothing runs inline.
-
-**Checkpoints stay off the reactor.** The thread's connection checkpoints
-after its own commits (SQLite's default); every ``CHECKPOINT_EVERY`` inline
-commits the reactor asks the thread for a PASSIVE checkpoint, counted as the
-thread's work so that writes go there while it runs and the WAL can start over.
+Why not write on the reactor when the thread is idle (issue 13): built and
+measured, it made the reactor — the bottleneck — slower at every load tried;
+the thread idles between batches even at saturation (docs/architecture.md).
 
 A failure of the database itself (another process holding the lock for
 longer than ``busy_timeout``, a full disk, a read-only file) fails the
@@ -52,7 +31,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -93,29 +72,12 @@ class SQLiteStorage(SQLStorage):
         except ValueError:
             raise ValueError("busy_timeout is in milliseconds") from None
         self._pool: threading.Thread | None = None
-        # Items per node, kept by whichever side runs a write (the database
-        # thread, or the reactor inline): an insert trims a node only when it
-        # holds too many, instead of looking max_items rows deep on every insert.
+        # Items per node, kept by the database thread alone (it is the only
+        # writer): an insert trims a node only when it holds too many, instead
+        # of looking max_items rows deep on every insert.
         self._counts: dict[tuple[str, str], int] = {}
-        # Held by whoever runs operations: the thread for a batch, the reactor
-        # from an inline BEGIN to its COMMIT. Never waited for: the rule below
-        # (inline only while the thread has nothing) means it is always free,
-        # and finding it taken is a bug, reported as one.
-        self._running = threading.Lock()
-        self._inline_connection: sqlite3.Connection | None = None
-        self._inline_cursor: sqlite3.Cursor | None = None
 
     MAX_BATCH = 256
-    # Small writes run inline only under a light load: at most this many in a
-    # turn, and only after a turn that issued at most this many operations.
-    # Under a heavy load the thread does the writing, in parallel with the
-    # reactor: all writes inline (or the first few of every turn) made the
-    # reactor the bottleneck (bench/compare.py, issue 13).
-    INLINE_MAX = 4
-    # Inline commits between two requests to the thread for a WAL checkpoint
-    # (each commit adds a handful of pages; the thread's own connection
-    # checkpoints itself every 1000 pages, SQLite's default).
-    CHECKPOINT_EVERY = 200
 
     def _trim_needed(self, cursor, key, max_items, added):
         count = self._counts.get(key)
@@ -140,14 +102,6 @@ class SQLiteStorage(SQLStorage):
         connection.execute(f"PRAGMA busy_timeout={self._busy_timeout}")
         return connection
 
-    def _open_inline(self) -> sqlite3.Connection:
-        """The reactor's connection (opened by the thread, used by the reactor
-        only): it never waits for a lock and never checkpoints."""
-        connection = self._open()
-        connection.execute("PRAGMA busy_timeout=0")
-        connection.execute("PRAGMA wal_autocheckpoint=0")
-        return connection
-
     def start(self):
         from twisted.internet import reactor
 
@@ -157,14 +111,6 @@ class SQLiteStorage(SQLStorage):
         # transaction: one commit, one wake-up of the reactor for their answers,
         # and their consequences (deliveries) written in one turn (issue 13).
         self._turn: list[_Job] | None = None
-        # Small writes run inline in this turn's transaction (see _transact_small),
-        # with their results, answered once it committed.
-        self._inline: list[tuple[_Job, Any]] | None = None
-        self._turn_end: IDelayedCall | None = None
-        self._in_flight = 0  # operations handed to the thread, not answered yet
-        self._light = True  # the last turn issued at most INLINE_MAX operations
-        self._inline_commits = 0
-        self._checkpoint_due = threading.Event()
         self._jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()  # None: stop
         self._stopped: defer.Deferred[None] = defer.Deferred()
         self._pool = threading.Thread(target=self._work, name=f"xep207-sqlite {self.path}", daemon=True)
@@ -174,26 +120,16 @@ class SQLiteStorage(SQLStorage):
     def stop(self):
         if self._pool is None:
             return defer.succeed(None)
-        if self._turn_end is not None:
-            self._turn_end.cancel()
-            self._turn_end = None
-        results = self._commit_inline()
-        if self._turn_end is not None:  # (set again should the commit fail: its operations are in _turn)
-            self._turn_end.cancel()
-            self._turn_end = None
         self._hand_over()
         self._pool = None
-        self._inline_connection = None  # (the thread closes it)
         self._jobs.put(None)
-        if results:
-            deliver_results(results)  # (what they issue now fails: storage is closed)
         return self._stopped
 
     def queue_depth(self) -> int:
-        """Operations issued and not answered yet (for metrics)."""
+        """Operations waiting for the database thread (for metrics)."""
         if self._pool is None:
             return 0
-        return self._in_flight + len(self._turn or ()) + len(self._inline or ())
+        return self._jobs.qsize() + len(self._turn or ())  # (turns waiting, and this turn's)
 
     def _transact(self, function, *args):
         if self._pool is None:
@@ -201,121 +137,15 @@ class SQLiteStorage(SQLStorage):
         d: defer.Deferred[Any] = defer.Deferred()
         if self._turn is None:
             self._turn = []
-            self._end_turn_later()
+            self._clock.callLater(0, self._hand_over)
         self._turn.append((function, args, d))
         return d
-
-    def _transact_small(self, function, counted=None):
-        """Run a small write inline, in the reactor thread, when the database
-        thread has nothing to do: nothing issued before it is then waiting
-        or uncommitted, so running it now keeps the order issued. It joins
-        this turn's inline transaction, which commits at the end of the turn;
-        its Deferred fires after that. Anything else goes to the thread."""
-        connection = self._inline_connection
-        if connection is None or self._turn or self._in_flight or not self._light:
-            return self._transact(function)
-        if counted is not None:
-            key, max_items = counted
-            count = self._counts.get(key)
-            if count is None or count >= max_items:
-                return self._transact(function)  # (a count or a trim to make: the thread's)
-        inline = self._inline
-        if inline is not None and len(inline) >= self.INLINE_MAX:
-            return self._transact(function)  # (a busy turn: the rest in parallel, on the thread)
-        if inline is None:
-            try:
-                self._take_turn()
-            except AssertionError:
-                return defer.fail()
-            try:
-                connection.execute("BEGIN IMMEDIATE")  # (busy_timeout 0: locked elsewhere fails at once)
-            except sqlite3.Error:
-                self._running.release()
-                return self._transact(function)  # the thread waits for the lock, or reports why not
-            inline = self._inline = []
-            self._end_turn_later()
-        d: defer.Deferred[Any] = defer.Deferred()
-        job = (function, (), d)
-        try:
-            result = function(self._inline_cursor)
-        except Exception:
-            inline.append((job, None))
-            self._inline_to_thread()  # where it fails alone, or the database's failure is reported
-            return d
-        inline.append((job, result))
-        return d
-
-    def _take_turn(self) -> None:
-        """Operations are about to run here (the thread's batch, or the
-        reactor's inline transaction). Under the rule they never run on both
-        at once (so ``_counts`` needs no lock); should they, that is a bug,
-        and the operations fail with it rather than corrupt the counts."""
-        if not self._running.acquire(blocking=False):
-            raise AssertionError("SQLite operations would run in two threads at once")
-
-    def _end_turn_later(self) -> None:
-        if self._turn_end is None:
-            self._turn_end = self._clock.callLater(0, self._end_turn)
-
-    def _end_turn(self) -> None:
-        """The end of a reactor turn: commit what ran inline, then give the
-        thread what this turn issued for it, then answer the inline writes."""
-        self._turn_end = None
-        self._light = len(self._inline or ()) + len(self._turn or ()) <= self.INLINE_MAX
-        results = self._commit_inline()
-        self._hand_over()
-        if results:
-            deliver_results(results)
-
-    def _commit_inline(self) -> list[tuple[defer.Deferred, Any]] | None:
-        inline, self._inline = self._inline, None
-        if inline is None:
-            return None
-        connection = self._inline_connection
-        assert connection is not None
-        try:
-            connection.execute("COMMIT")
-        except sqlite3.Error:
-            self._inline = inline
-            self._inline_to_thread()  # (they run again there: the thread reports the failure)
-            return None
-        self._running.release()
-        self._inline_commits += 1
-        if self._inline_commits % self.CHECKPOINT_EVERY == 0:
-            # The checkpoint counts as the thread's work: writes go there while
-            # it runs, so none is half-way when it copies (else the WAL could not
-            # start over; see _checkpoint).
-            self._in_flight += 1
-            self._checkpoint_due.set()
-            self._jobs.put([])  # (wakes the thread; no operation)
-        return [(job[2], result) for job, result in inline]
-
-    def _inline_to_thread(self) -> None:
-        """Roll back the inline transaction; its operations go to the thread,
-        first in this turn's queue (they were issued before anything in it)."""
-        inline, self._inline = self._inline or [], None
-        self._counts.clear()  # (what they counted is rolled back)
-        if self._inline_connection is not None:
-            self._abandon(self._inline_connection)
-        self._running.release()
-        jobs = [job for job, _ in inline]
-        self._turn = jobs + (self._turn or [])
-        self._end_turn_later()
 
     def _hand_over(self) -> None:
         """Give the thread what this turn issued, in the order issued."""
         turn, self._turn = self._turn, None
         if turn:
-            self._in_flight += len(turn)
             self._jobs.put(turn)
-
-    def _checkpointed(self) -> None:
-        self._in_flight -= 1
-
-    def _deliver(self, results) -> None:
-        """In the reactor thread: the thread's answers (committed)."""
-        self._in_flight -= len(results)
-        deliver_results(results)
 
     # The database thread ------------------------------------------------------------
 
@@ -327,36 +157,17 @@ class SQLiteStorage(SQLStorage):
             self._reactor.callFromThread(self._fail_all, failure)
             self._reactor.callFromThread(self._stopped.callback, None)
             return
-        inline = None  # (then every operation comes here)
-        if self._synchronous != "FULL":  # (no fsync on the reactor)
-            try:
-                inline = self._open_inline()
-            except Exception:
-                pass
-        # The reactor reads these only once the migration's answer came back.
-        self._inline_cursor = inline.cursor() if inline is not None else None
-        self._inline_connection = inline
         try:
             while True:
                 batch = self._next_batch()
                 if batch is None:
                     break
-                if self._checkpoint_due.is_set():
-                    self._checkpoint_due.clear()
-                    self._checkpoint(connection)
-                    self._reactor.callFromThread(self._checkpointed)
-                if not batch:
-                    continue  # (a wake-up for the checkpoint)
                 # Whatever goes wrong, every operation of the batch gets an answer
                 # and the thread goes on with the next batch: a lock held by
                 # another process for longer than busy_timeout, a full disk or
                 # a read-only file are failures of these operations, not of the writer.
                 try:
-                    self._take_turn()
-                    try:
-                        results = self._run_batch(connection, batch, self._translate)
-                    finally:
-                        self._running.release()
+                    results = self._run_batch(connection, batch, self._translate)
                 except BaseException:
                     failure = Failure(self._translate())
                     self._counts.clear()
@@ -364,25 +175,8 @@ class SQLiteStorage(SQLStorage):
                     results = [(d, failure) for _, _, d in batch]
                 self._reactor.callFromThread(self._deliver, results)
         finally:
-            if inline is not None:
-                inline.close()  # (first: the last connection closed checkpoints, here)
             connection.close()
             self._reactor.callFromThread(self._stopped.callback, None)
-
-    @staticmethod
-    def _checkpoint(connection) -> None:
-        """Copy the WAL's committed pages into the database, waiting for no
-        one (PASSIVE). Once all are copied (no write half-way, no reader of an
-        older state), the next writer starts the WAL over from its beginning,
-        so it stays as large as one stretch of writes between checkpoints.
-        The thread's own connection checkpoints after its commits (SQLite's
-        default, every 1000 pages); the inline connection never does (that
-        would be on the reactor): every ``CHECKPOINT_EVERY`` commits the
-        reactor asks for this."""
-        try:
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error:
-            pass  # (tried again at the next request; the WAL only grows meanwhile)
 
     def _translate(self) -> BaseException:
         """The exception being handled, as callers should see it: a database that
@@ -461,7 +255,6 @@ class SQLiteStorage(SQLStorage):
 
     def _fail_all(self, failure):
         self._pool = None  # the thread is gone: later operations fail at once
-        self._in_flight = 0
         waiting: list[_Job] = []
         while True:
             try:
@@ -475,3 +268,4 @@ class SQLiteStorage(SQLStorage):
         for job in waiting:
             job[2].errback(failure)
 
+    _deliver = staticmethod(deliver_results)
