@@ -8,6 +8,10 @@ failing operation still rolls back alone (the batch is then run again with a
 savepoint around each operation). A
 Deferred fires only after its transaction committed.
 
+Why not write on the reactor when the thread is idle (issue 13): built and
+measured, it made the reactor — the bottleneck — slower at every load tried;
+the thread idles between batches even at saturation (docs/architecture.md).
+
 A failure of the database itself (another process holding the lock for
 longer than ``busy_timeout``, a full disk, a read-only file) fails the
 operations of that batch with ``StorageUnavailable``; the thread carries on.

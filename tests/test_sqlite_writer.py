@@ -1,0 +1,254 @@
+"""What SQLite's database thread promises the reactor (issue 13): the order
+issued across writes and reads of one turn, answers only once committed, a lock
+held by another process never blocking the reactor, one failure failing alone,
+stop() draining, a kill losing nothing answered — and ``memory:``'s answers
+under a random mix."""
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from xep207.storage.interface import NodeExists, StorageUnavailable
+from xep207.storage.memory import MemoryStorage
+from xep207.storage.records import Item, Node, NodeConfig
+from xep207.storage.sqlite import SQLiteStorage
+
+from tests.peers import temp_dir
+
+S = "pubsub.example.org"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def item(item_id: str) -> Item:
+    return Item(item_id, f"<p>{item_id}</p>", "x@example.org")
+
+
+def next_turn() -> defer.Deferred:
+    return task.deferLater(reactor, 0, lambda: None)
+
+
+class Traced(SQLiteStorage):
+    """The statements the database thread ran."""
+
+    def __init__(self, url):
+        super().__init__(url)
+        self.statements: list[str] = []
+
+    def _open(self):
+        connection = super()._open()
+        connection.set_trace_callback(self.statements.append)
+        return connection
+
+    def forget(self):
+        del self.statements[:]
+
+    def inserts(self):
+        return [s for s in self.statements if s.startswith("INSERT INTO items")]
+
+
+class WriterPromises(unittest.TestCase):
+    async def setUp(self):
+        self.path = os.path.join(temp_dir(self), "writer.sqlite")
+        self.storage = Traced("sqlite:///" + self.path)
+        await self.storage.start()
+        self.addCleanup(self.stop)
+        await self.storage.create_node(Node(S, "n", NodeConfig(), "o@example.org"))
+        await self.storage.put_item(S, "n", item("first"), 100)
+        self.storage.forget()
+
+    def stop(self):
+        return self.storage.stop()
+
+    def read_ids(self, node="n"):
+        """The items committed, as another process sees them."""
+        other = sqlite3.connect(self.path)
+        try:
+            return [r[0] for r in other.execute("SELECT item_id FROM items WHERE service = ? AND node = ?"
+                                                " ORDER BY seq", (S, node))]
+        finally:
+            other.close()
+
+    async def test_answered_only_once_committed(self):
+        """Each Deferred fires after its transaction committed: another
+        connection already reads the item in the callback."""
+        seen = []
+        ds = [self.storage.put_item(S, "n", item(f"c{i}"), 100).addCallback(lambda _: seen.append(self.read_ids()))
+              for i in range(2)]
+        self.assertEqual(self.read_ids(), ["first"])
+        await defer.gatherResults(ds)
+        self.assertEqual(seen, [["first", "c0", "c1"]] * 2)
+        self.assertEqual(self.storage.queue_depth(), 0)
+
+    async def test_order_issued_across_writes_and_reads_of_one_turn(self):
+        """A write, a read, a write: the read sees exactly the first write."""
+        first = self.storage.put_item(S, "n", item("a"), 100)
+        read = self.storage.page_items(S, "n")
+        after = self.storage.put_item(S, "n", item("b"), 100)
+        self.assertEqual([i.item_id for i in (await read).items], ["first", "a"])
+        await defer.gatherResults([first, after])
+        self.assertEqual(self.read_ids(), ["first", "a", "b"])
+
+    async def test_order_issued_across_turns_while_the_thread_works(self):
+        read = self.storage.page_items(S, "n")
+        await next_turn()  # (on its way to the thread, or running there)
+        written = self.storage.put_item(S, "n", item("w"), 100)
+        self.assertEqual([i.item_id for i in (await read).items], ["first"])
+        await written
+        self.assertEqual(self.read_ids(), ["first", "w"])
+
+    async def test_create_node_then_publish_in_one_turn(self):
+        created = self.storage.create_node(Node(S, "new", NodeConfig(), "o@example.org"))
+        put = self.storage.put_item(S, "new", item("x"), 10)
+        node = self.storage.get_node(S, "new")
+        page = self.storage.page_items(S, "new")
+        await created
+        self.assertEqual((await put).item_id, "x")
+        self.assertEqual((await node).creator, "o@example.org")
+        self.assertEqual([i.item_id for i in (await page).items], ["x"])
+
+    async def test_failing_operation_fails_alone_and_counts_stay_right(self):
+        before = self.storage.put_item(S, "n", item("before"), 100)
+        again = self.storage.create_node(Node(S, "n", NodeConfig(), "intruder@example.org"))
+        other = self.storage.create_node(Node(S, "m", NodeConfig(), "o@example.org"))
+        after = self.storage.put_item(S, "n", item("after"), 100)
+        self.assertEqual((await before).item_id, "before")
+        await self.assertFailure(again, NodeExists)
+        await other
+        self.assertEqual((await after).item_id, "after")
+        self.assertEqual((await self.storage.get_node(S, "n")).creator, "o@example.org")
+        self.assertEqual(self.read_ids(), ["first", "before", "after"])
+        # What the rolled-back attempt counted is forgotten: limits still hold.
+        for i in range(3):
+            await self.storage.put_item(S, "n", item(f"t{i}"), 4)
+        self.assertEqual(self.read_ids(), ["after", "t0", "t1", "t2"])
+
+    async def test_locked_elsewhere_the_reactor_goes_on(self):
+        """Another process holds the write lock (the sqlite3 shell, xep207ctl
+        without a running server): the thread waits for it; the reactor runs
+        meanwhile; what comes next keeps its order."""
+        other = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO items (service, node, item_id, payload, publisher, published)"
+                      " VALUES (?, 'n', 'other', '<p/>', 'y@example.org', 0)", (S,))
+        waiting = self.storage.put_item(S, "n", item("waits"), 100)
+        await next_turn()
+        later = self.storage.put_item(S, "n", item("later"), 100)
+        turns = 0
+        for _ in range(5):
+            await next_turn()  # the reactor is not blocked ...
+            turns += 1
+        self.assertEqual(turns, 5)
+        self.assertFalse(waiting.called)  # ... while the write waits for the lock
+        self.assertFalse(later.called)
+        self.assertGreater(self.storage.queue_depth(), 0)
+        other.execute("COMMIT")
+        self.assertEqual((await waiting).item_id, "waits")
+        self.assertEqual((await later).item_id, "later")
+        self.assertEqual(self.read_ids(), ["first", "other", "waits", "later"])
+
+    async def test_locked_for_longer_than_busy_timeout(self):
+        await self.storage.stop()
+        self.storage = Traced("sqlite:///" + self.path + "?busy_timeout=50")
+        await self.storage.start()
+        other = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")
+        refused = self.storage.put_item(S, "n", item("refused"), 100)
+        failure = await self.assertFailure(refused, StorageUnavailable)
+        self.assertIn("locked", str(failure))
+        other.execute("ROLLBACK")
+        await self.storage.put_item(S, "n", item("fine"), 100)
+        self.assertEqual(self.read_ids(), ["first", "fine"])
+
+    async def test_stop_drains_what_this_turn_issued(self):
+        written = [self.storage.put_item(S, "n", item(f"s{i}"), 100) for i in range(3)]
+        read = self.storage.page_items(S, "n")
+        stopped = self.storage.stop()
+        late = self.storage.put_item(S, "n", item("late"), 100)
+        self.assertEqual([i.item_id for i in await defer.gatherResults(written)], ["s0", "s1", "s2"])
+        self.assertEqual([i.item_id for i in (await read).items], ["first", "s0", "s1", "s2"])
+        await self.assertFailure(late, StorageUnavailable)
+        await stopped
+        self.assertFalse(os.path.exists(self.path + "-wal"))  # (closed cleanly: the last close checkpointed)
+        self.assertEqual(self.read_ids(), ["first", "s0", "s1", "s2"])
+
+    async def test_same_answers_as_memory_under_a_random_mix(self):
+        """Writes, reads and failing operations mixed over many turns give the
+        answers ``memory:`` gives (the writer's item counts trim exactly)."""
+        memory = MemoryStorage()
+        await memory.start()
+        await memory.create_node(Node(S, "n", NodeConfig(), "o@example.org"))
+        await memory.put_item(S, "n", item("first"), 100)
+        rng = random.Random(207)
+        nodes = ["n", "m", "p"]
+
+        def issue(storage, op):
+            kind, node, arg = op
+            if kind == "put":
+                return storage.put_item(S, node, item(f"{node}{arg}"), 12)
+            if kind == "create":
+                return storage.create_node(Node(S, node, NodeConfig(), "o@example.org"))
+            if kind == "page":
+                return storage.page_items(S, node).addCallback(lambda page: [i.item_id for i in page.items])
+            if kind == "delete":
+                return storage.delete_items(S, node, [f"{node}{arg}"])
+            return storage.set_affiliation(S, node, f"e{arg}@example.org", "publisher")
+
+        for turn in range(120):
+            ops = [(rng.choice(["put"] * 8 + ["create", "page", "delete", "aff"]),
+                   rng.choice(nodes), rng.randrange(20)) for _ in range(rng.randrange(1, 6))]
+            answers = []
+            for storage in (memory, self.storage):
+                results = await defer.DeferredList([issue(storage, op) for op in ops], consumeErrors=True)
+                answers.append([(ok, (r.value.__class__ if not ok else
+                                      r.item_id if isinstance(r, Item) else r)) for ok, r in results])
+            self.assertEqual(answers[0], answers[1], (turn, ops))
+            if rng.random() < 0.3:
+                await next_turn()
+        self.assertIn("ROLLBACK", self.storage.statements)  # (failures were among them)
+        for node in nodes:
+            self.assertEqual([i.item_id for i in (await memory.page_items(S, node)).items],
+                             self.read_ids(node))
+
+
+class WriterCrash(unittest.TestCase):
+    async def test_killed_with_a_turn_unanswered_keeps_what_was_answered(self):
+        """A process killed with operations issued and not answered: what was
+        answered is there, and the file opens cleanly."""
+        path = os.path.join(temp_dir(self), "crash.sqlite")
+        script = textwrap.dedent(f"""
+            import os, signal
+            from twisted.internet import reactor, defer
+            from xep207.storage.sqlite import SQLiteStorage
+            from xep207.storage.records import Item
+
+            async def main():
+                storage = SQLiteStorage("sqlite:///{path}")
+                await storage.start()
+                for i in range(5):
+                    await storage.put_item("svc", "node", Item(f"acked{{i}}", "<p/>", "x@y"), 100)
+                for i in range(5):
+                    storage.put_item("svc", "node", Item(f"open{{i}}", "<p/>", "x@y"), 100)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            reactor.callWhenRunning(lambda: defer.ensureDeferred(main()))
+            reactor.run()
+        """)
+        child = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=ROOT),
+                               capture_output=True, text=True, timeout=60)
+        self.assertEqual(child.returncode, -signal.SIGKILL, child.stderr)
+        storage = SQLiteStorage("sqlite:///" + path)
+        await storage.start()
+        self.addCleanup(storage.stop)
+        page = await storage.page_items("svc", "node")
+        self.assertEqual([i.item_id for i in page.items], [f"acked{i}" for i in range(5)])
+        await storage.put_item("svc", "node", Item("after", "<p/>", "x@y"), 100)
+        self.assertEqual((await storage.page_items("svc", "node")).count, 6)
