@@ -39,7 +39,7 @@ from xep207.server import sasl
 from xep207.server.c2s import AuthThrottle, C2SPolicy, ClientFactory, RateWindow
 from xep207.server.stream import Shaping, StreamLimits
 from xep207.server.components import ComponentServerFactory
-from xep207.server.gc_policy import freeze_start_up_objects
+from xep207.server.gc_policy import tune_collector
 from xep207.server.register import RegistrationHandler
 from xep207.server.router import Router
 from xep207.server.services import InternalService, LegacySession, LocalServices, ServerDisco
@@ -259,5 +259,5 @@ def make_server_service(options) -> service.IService:
     log.msg(f"xep207 {xep207.__version__} serving {server.domain} "
             f"(storage {server.storage.url}, pubsub at {options['pubsub-domain']})")
     server.top.server = server
-    freeze_start_up_objects()  # (xep207.server.gc_policy: the process is ours)
+    tune_collector()  # (xep207.server.gc_policy: the process is ours)
     return server.top
