@@ -55,32 +55,33 @@ def _write(element: domish.Element, current: str, out: list[str],
     if uri != default or uri == NS_XML:
         raise _Unusual()  # domish writes a prefix for it
     name = element.name
-    out.append("<" + name)
-    if default != current:
-        out.append(" xmlns='" + default + "'")
+    # (One string per element where it can be: each ``append`` is a call.)
+    head = "<" + name if default == current else "<" + name + " xmlns='" + default + "'"
     for key, value in element.attributes.items():
+        if not _SPECIAL.isdisjoint(value):
+            value = domish.escapeToXml(value, 1)
         if type(key) is tuple:
             if key[0] != NS_XML:
                 raise _Unusual()
-            out.append(" xml:" + key[1] + "='" + (value if _SPECIAL.isdisjoint(value)
-                                                  else domish.escapeToXml(value, 1)) + "'")
+            head += " xml:" + key[1] + "='" + value + "'"
         else:
-            out.append(" " + key + "='" + (value if _SPECIAL.isdisjoint(value)
-                                           else domish.escapeToXml(value, 1)) + "'")
+            head += " " + key + "='" + value + "'"
     children = element.children
     if without is not None:
         children = [c for c in children if not without(c)]
     if not children:
-        out.append("/>")
+        out.append(head + "/>")
         return
-    out.append(">")
+    out.append(head + ">")
     for child in children:
-        if isinstance(child, domish.SerializedXML):
-            out.append(child)
-        elif isinstance(child, str):
+        if type(child) is str:  # (text: the usual child of a leaf)
             out.append(child if _SPECIAL.isdisjoint(child) else domish.escapeToXml(child))
         elif isinstance(child, domish.Element):
             _write(child, default, out)
+        elif isinstance(child, domish.SerializedXML):
+            out.append(child)
+        elif isinstance(child, str):
+            out.append(child if _SPECIAL.isdisjoint(child) else domish.escapeToXml(child))
         else:
             raise _Unusual()
     out.append("</" + name + ">")
