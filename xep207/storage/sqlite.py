@@ -88,6 +88,9 @@ class SQLiteStorage(SQLStorage):
         self._counts[key] = min(count, max_items)
         return count > max_items
 
+    def _execute(self, cursor, statement: str, args=()):
+        return cursor.execute(statement, args)  # (placeholders are ours already: no rewriting, no copy)
+
     # An item insert without ``RETURNING``: sqlite3 would step the statement
     # twice (the row, then its end), and every step hands the GIL to the
     # reactor and waits to take it back; ``lastrowid`` is the new ``seq``.
