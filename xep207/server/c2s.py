@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python import log
+from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import StanzaError
@@ -482,14 +483,14 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         text = str(element).strip()
         initial = None if text == "" else self._decode(text)
         if initial is not False:
-            self._step(mechanism, mechanism.start(initial))
+            self._step(mechanism, mechanism.start, initial)
 
     def _on_response(self, element):
         if self._mechanism is None:
             return self._sasl_failure("malformed-request")
         data = self._decode(str(element).strip())
         if data is not False:
-            self._step(self._mechanism, self._mechanism.respond(data))
+            self._step(self._mechanism, self._mechanism.respond, data)
 
     def _on_abort(self, element):
         self._sasl_failure("aborted")
@@ -504,35 +505,43 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             self._sasl_failure("incorrect-encoding")
             return False
 
-    def _step(self, mechanism: sasl.Mechanism, coroutine):
-        d = defer.ensureDeferred(coroutine)
+    def _step(self, mechanism: sasl.Mechanism, step, data) -> None:
+        """Run one step of ``mechanism`` (``start`` or ``respond``) on ``data``
+        and answer what it decides: now, or once the account is read."""
+        try:
+            outcome = step(data)
+        except Exception:
+            outcome = defer.fail()
+        if not isinstance(outcome, defer.Deferred):
+            outcome = defer.succeed(outcome)
+        outcome.addCallbacks(self._step_answered, self._step_failed,
+                             callbackArgs=(mechanism,), errbackArgs=(mechanism,))
+        outcome.addErrback(log.err, "SASL step failed")
 
-        def answered(outcome):
-            if self._mechanism is not mechanism or self.xmlstream.transport is None:
-                return  # aborted meanwhile, or the client left
-            if isinstance(outcome, sasl.Challenge):
-                challenge = domish.Element((NS_SASL, "challenge"))
-                challenge.addContent(base64.b64encode(outcome.data).decode("ascii") if outcome.data else "=")
-                self.xmlstream.send(challenge)
-            else:
-                self._authenticated(outcome)
+    def _step_answered(self, outcome, mechanism: sasl.Mechanism) -> None:
+        if self._mechanism is not mechanism or self.xmlstream.transport is None:
+            return  # aborted meanwhile, or the client left
+        if isinstance(outcome, sasl.Challenge):
+            challenge = domish.Element((NS_SASL, "challenge"))
+            challenge.addContent(base64.b64encode(outcome.data).decode("ascii") if outcome.data else "=")
+            self.xmlstream.send(challenge)
+        else:
+            self._authenticated(outcome)
 
-        def failed(failure):
-            if self._mechanism is not mechanism or self.xmlstream.transport is None:
-                return
-            if not failure.check(sasl.SASLFailure):
-                # Storage down or corrupt: the client must hear something it can retry on.
-                log.msg(f"SASL for {self.address} failed: {failure.getErrorMessage()}")
-                metrics.AUTH_FAILURES.labels("temporary-auth-failure").inc()
-                return self._sasl_failure("temporary-auth-failure", "the server cannot check credentials now")
-            metrics.AUTH_FAILURES.labels(failure.value.condition).inc()
-            if failure.value.condition in ("not-authorized", "invalid-authzid"):
-                self.throttle.failed(self.address, self._account_key(mechanism.user))
-                log.msg(f"failed login as {mechanism.user!r} from {self.address}: {failure.value.condition}")
-            self._sasl_failure(failure.value.condition, failure.value.text)
-
-        d.addCallbacks(answered, failed)
-        d.addErrback(log.err, "SASL step failed")
+    def _step_failed(self, failure: Failure, mechanism: sasl.Mechanism) -> None:
+        if self._mechanism is not mechanism or self.xmlstream.transport is None:
+            return
+        error = failure.value
+        if not isinstance(error, sasl.SASLFailure):
+            # Storage down or corrupt: the client must hear something it can retry on.
+            log.msg(f"SASL for {self.address} failed: {failure.getErrorMessage()}")
+            metrics.AUTH_FAILURES.labels("temporary-auth-failure").inc()
+            return self._sasl_failure("temporary-auth-failure", "the server cannot check credentials now")
+        metrics.AUTH_FAILURES.labels(error.condition).inc()
+        if error.condition in ("not-authorized", "invalid-authzid"):
+            self.throttle.failed(self.address, self._account_key(mechanism.user))
+            log.msg(f"failed login as {mechanism.user!r} from {self.address}: {error.condition}")
+        self._sasl_failure(error.condition, error.text)
 
     def _authenticated(self, success: sasl.Success):
         revoked = self.router.revoked_since(f"{success.user}@{self.policy.domain}", self._credentials_mark)
