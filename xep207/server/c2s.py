@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -79,6 +80,8 @@ class RateWindow:
         return recent
 
     def exceeded(self, key: str) -> bool:
+        if key not in self._events:  # (every login asks: most keys never failed)
+            return self.limit <= 0
         return len(self._recent(key)) >= self.limit
 
     def record(self, key: str) -> None:
@@ -238,6 +241,27 @@ def _element(uri: str, name: str, *children: str) -> domish.Element:
 _FEATURES: dict[tuple, str] = {}
 
 
+# What every login sends, written as text (issue 13): exactly what
+# ``ServerStream.serialize`` makes of the element (tests/test_login_path.py).
+
+def sasl_text(name: str, data: str) -> str:
+    """``<challenge/>`` or ``<success/>`` holding ``data`` (base64: nothing to escape)."""
+    if not data:
+        return f"<{name} xmlns='{NS_SASL}'/>"
+    return f"<{name} xmlns='{NS_SASL}'>{data}</{name}>"
+
+
+def bind_result(iq: domish.Element, full: str) -> str:
+    """``xmlstream.toResponse(iq, "result")`` carrying the bound ``full`` JID."""
+    addressed = ""
+    for name, value in (("to", iq.getAttribute("from")), ("from", iq.getAttribute("to")),
+                        ("id", iq.getAttribute("id"))):
+        if value:
+            addressed += f" {name}='{domish.escapeToXml(value, 1)}'"
+    return (f"<iq{addressed} type='result'><bind xmlns='{NS_BIND}'><jid>{domish.escapeToXml(full)}</jid>"
+            "</bind></iq>")
+
+
 class ClientNegotiator(xmlstream.ListenAuthenticator):
     """Runs RFC 6120 stream negotiation for one client connection."""
 
@@ -309,7 +333,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         # Twisted's XmlStream sets thisEntity and sid to None in __init__, so mypy types them None.
         xs.thisEntity = parse_jid(self.policy.domain)  # type: ignore[assignment]
         xs.prefixes = {NS_STREAMS: "stream"}
-        xs.sid = uuid.uuid4().hex  # type: ignore[assignment]
+        xs.sid = os.urandom(16).hex()  # type: ignore[assignment]
         if root.uri != NS_STREAMS or root.name != "stream":
             return xs.fail("invalid-namespace")
         if root.defaultUri != NS_CLIENT:
@@ -522,9 +546,8 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         if self._mechanism is not mechanism or self.xmlstream.transport is None:
             return  # aborted meanwhile, or the client left
         if isinstance(outcome, sasl.Challenge):
-            challenge = domish.Element((NS_SASL, "challenge"))
-            challenge.addContent(base64.b64encode(outcome.data).decode("ascii") if outcome.data else "=")
-            self.xmlstream.send(challenge)
+            self.xmlstream.send(sasl_text("challenge", base64.b64encode(outcome.data).decode("ascii")
+                                          if outcome.data else "="))
         else:
             self._authenticated(outcome)
 
@@ -553,10 +576,8 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         log.msg(f"login {success.user}@{self.policy.domain} from {self.address}")
         self._mechanism = None
         self._release_pending()
-        element = domish.Element((NS_SASL, "success"))
-        if success.data:
-            element.addContent(base64.b64encode(success.data).decode("ascii"))
-        self.xmlstream.send(element)
+        self.xmlstream.send(sasl_text("success", base64.b64encode(success.data).decode("ascii")
+                                      if success.data else ""))
         self.xmlstream.authenticated = True  # the restarted stream gets the full limits
         self.xmlstream.reset()
 
@@ -596,10 +617,8 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self.router.bind(self.session)
+        self.xmlstream.send(bind_result(iq, self.session.full))  # (at once: no turn to wait for)
         self.xmlstream.coalesce = True  # negotiation is over: see ServerStream.coalesce
-        result = xmlstream.toResponse(iq, "result")
-        result.addElement((NS_BIND, "bind")).addElement("jid", content=full.full())
-        self.xmlstream.send(result)
 
     def _connection_lost(self, reason):
         self._release_pending()

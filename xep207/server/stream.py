@@ -218,9 +218,7 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
     @property
     def clock(self):
         if self._clock is None:  # (not kept: one attribute less on every stream)
-            from twisted.internet import reactor
-
-            return reactor
+            return _reactor()
         return self._clock
 
     def connectionMade(self) -> None:
@@ -643,9 +641,9 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
             self.sendHeader()
             self.send(features)
             return
+        opening = _opening(self.namespace, self.thisEntity.userhost())
         sid = f" id={quoteattr(self.sid)}" if self.sid else ""
-        self.send(f"<stream:stream xmlns:stream='{NS_STREAMS}' xmlns={quoteattr(self.namespace)} "
-                  f"from={quoteattr(self.thisEntity.userhost())}{sid} version='%d.%d'>" % self.version + features)
+        self.send(f"{opening}{sid} version='%d.%d'>" % self.version + features)
         self._headerSent = True
 
     def send(self, obj) -> None:
@@ -704,6 +702,34 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         transport.abortConnection()
 
 
+_OPENINGS: dict[tuple[str, str], str] = {}
+
+
+def _opening(namespace: str, host: str) -> str:
+    """The start of our stream header up to its id (quoted once per host, not per stream)."""
+    opening = _OPENINGS.get((namespace, host))
+    if opening is None:
+        if len(_OPENINGS) >= 64:  # (hosts of servers long gone: tests)
+            _OPENINGS.clear()
+        opening = _OPENINGS[namespace, host] = (f"<stream:stream xmlns:stream='{NS_STREAMS}' "
+                                                f"xmlns={quoteattr(namespace)} from={quoteattr(host)}")
+    return opening
+
+
+def _reactor():
+    """The global reactor, imported when first needed (not at import: tests
+    and ``twistd`` choose it first)."""
+    global _the_reactor
+    if _the_reactor is None:
+        from twisted.internet import reactor
+
+        _the_reactor = reactor
+    return _the_reactor
+
+
+_the_reactor: Any = None
+
+
 def write_now(transport, data: bytes) -> None:
     """``transport.write``, but on plain TCP with nothing queued the socket is
     tried at once: Twisted would register for writability, wait for the next
@@ -731,9 +757,7 @@ _to_flush: list = []
 
 def _flush_later(stream) -> None:
     if not _to_flush:
-        from twisted.internet import reactor
-
-        reactor.callLater(0, _flush_all)
+        _reactor().callLater(0, _flush_all)
     _to_flush.append(stream)
 
 
