@@ -239,7 +239,14 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         self._quiet_call = None
         if self.end_handler is not None:
             self.end_handler(reason)
+        stream = self.stream
         super().connectionLost(reason)
+        # Nothing more comes: the links that make this stream, its parser and
+        # its negotiator a cycle go, so that they are freed at once rather
+        # than by the garbage collector (whose passes cost a login ~8%, issue 13).
+        _dismantle(stream)
+        self.element_handler = self.end_handler = None
+        self.authenticator = None
 
     def onDocumentStart(self, rootElement):
         """Twisted's, without the one-time observer it registers at every stream
@@ -556,6 +563,9 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
                 self.fail("policy-violation", f"stanza larger than {size} bytes")
             else:
                 self.fail("not-well-formed", message)
+        finally:
+            if self.stream is not stream:
+                _dismantle(stream)  # restarted (SASL, STARTTLS, compression) or failed: done with
 
     def _free_parser(self) -> None:
         """Drop the parser if the stream is between stanzas with nothing held
@@ -700,6 +710,13 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         self._pending = None
         self.stream, self._closed = None, True
         transport.abortConnection()
+
+
+def _dismantle(stream: Any) -> None:
+    """Drop a finished element stream's parser: the parser's handlers refer to
+    the stream, so the two were a cycle only the garbage collector frees."""
+    if stream is not None:
+        stream.parser = None
 
 
 _OPENINGS: dict[tuple[str, str], str] = {}
