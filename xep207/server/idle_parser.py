@@ -37,7 +37,12 @@ def header_for(root: Any) -> bytes | None:
     the root's namespace), and the parser is then never freed."""
     if (getattr(root, "localPrefixes", None) == _CLIENT_PREFIXES and root.defaultUri == "jabber:client"
             and root.uri == _NS_STREAMS and root.name == "stream"):
-        return _CLIENT_HEADER  # (nearly every stream: what the rest makes of it)
+        return _CLIENT_HEADER  # (nearly every stream: what derived_header makes of it)
+    return derived_header(root)
+
+
+def derived_header(root: Any) -> bytes | None:
+    """``header_for``, worked out from the root's declarations."""
     prefixes = dict(getattr(root, "localPrefixes", None) or {})
     default = root.defaultUri or ""
     names = [p for p, uri in prefixes.items() if uri == root.uri]
