@@ -347,3 +347,42 @@ class NothingForTheCollector(ServerTestCase):
         finally:
             del gc.garbage[:]
         self.assertEqual(ours, [])
+
+
+class CacheWhileTheDatabaseFails(unittest.TestCase):
+    """Logins are answered from memory only while the database works: once it
+    has failed, they ask it (and are refused as everything else is) until it
+    answers again."""
+
+    async def test_logins_go_to_a_failing_database(self):
+        import sqlite3
+
+        from tests.peers import temp_dir
+        from xep207.metrics import TimedStorage
+        from xep207.storage.cache import CachingStorage
+        from xep207.storage.interface import StorageUnavailable
+        from xep207.storage.sqlite import SQLiteStorage
+        from xep207.testing.contract import account
+
+        path = os.path.join(temp_dir(self), "x.sqlite")
+        storage = CachingStorage(TimedStorage(SQLiteStorage(f"sqlite:///{path}?busy_timeout=50")))
+        await storage.start()
+        self.addCleanup(storage.stop)
+        await storage.create_account(account())
+        self.assertIsNotNone(await storage.get_login_account("juliet@example.org"))  # now remembered
+        self.assertEqual(await storage.get_entity_subscriptions("juliet@example.org"), [])  # this too
+        locker = sqlite3.connect(path, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            self.assertIsNotNone(await storage.get_login_account("juliet@example.org"))  # not known to fail yet
+            with self.assertRaises(StorageUnavailable):
+                await storage.get_node("s", "n")  # anything that finds the database unusable
+            with self.assertRaises(StorageUnavailable):
+                await storage.get_login_account("juliet@example.org")
+            with self.assertRaises(StorageUnavailable):
+                await storage.get_entity_subscriptions("juliet@example.org")
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        self.assertIsNotNone(await storage.get_login_account("juliet@example.org"))  # asked, and it answered
+        self.assertFalse(storage.backend.unavailable)

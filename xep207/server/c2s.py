@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.python import log
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import jid as jidlib
@@ -320,14 +320,20 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             self._address = getattr(peer, "host", str(peer))
         return self._address
 
+    _tls: bool | None = None  # tls_active, worked out once per stream
+
     @property
     def tls_active(self) -> bool:
-        from twisted.internet.interfaces import ISSLTransport
-
-        transport = getattr(self.xmlstream.transport, "_transport", self.xmlstream.transport)
-        return ISSLTransport.providedBy(transport)
+        """Whether the connection is encrypted (STARTTLS or direct TLS). Only a
+        stream restart can follow a change (STARTTLS), so it is worked out once
+        per stream (a zope interface lookup, asked several times per login)."""
+        if self._tls is None:
+            transport = getattr(self.xmlstream.transport, "_transport", self.xmlstream.transport)
+            self._tls = ISSLTransport.providedBy(transport)
+        return self._tls
 
     def streamStarted(self, root):
+        self._tls = None
         xs = self.xmlstream
         xs.namespace = NS_CLIENT
         # Twisted's XmlStream sets thisEntity and sid to None in __init__, so mypy types them None.

@@ -143,7 +143,10 @@ class CachingStorage:
         """``get_account`` for a login (SASL), from memory when read lately.
         ``get_account`` itself still reads the database: account changes
         begin with it, so that they are refused before anything is done
-        when the database cannot be written."""
+        when the database cannot be written. While the database fails, a
+        login asks it too, and is refused as everything else is."""
+        if self._failing():
+            return self.backend.get_account(jid)
         account = self._accounts.get(jid)
         if account is not _MISSING:
             return defer.succeed(account)
@@ -158,7 +161,7 @@ class CachingStorage:
     def get_entity_subscriptions(self, entity, service=None, node_id=None):
         query = (service, node_id)
         known = self._by_entity.get(entity)
-        if known is not _MISSING and query in known:
+        if known is not _MISSING and query in known and not self._failing():
             return defer.succeed(list(known[query]))
         token = self._by_entity.token(entity)
 
@@ -169,6 +172,11 @@ class CachingStorage:
             return list(subscriptions)
 
         return self.backend.get_entity_subscriptions(entity, service, node_id).addCallback(remember)
+
+    def _failing(self) -> bool:
+        """Whether the database's last answer was that it cannot be used now
+        (``xep207.metrics.TimedStorage`` keeps track)."""
+        return getattr(self.backend, "unavailable", False)
 
     # Writes invalidate ------------------------------------------------------------
 
