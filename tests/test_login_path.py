@@ -386,3 +386,22 @@ class CacheWhileTheDatabaseFails(unittest.TestCase):
             locker.close()
         self.assertIsNotNone(await storage.get_login_account("juliet@example.org"))  # asked, and it answered
         self.assertFalse(storage.backend.unavailable)
+
+
+class NamedEvents(unittest.TestCase):
+    """A stream's named events (connected, started, ended) go to their
+    observers as before; with none registered at all, nothing is walked."""
+
+    def test_named_events_with_and_without_observers(self):
+        stream = quiet_server_stream()
+        self.assertFalse(stream.dispatch(None, xmlstream.STREAM_END_EVENT))
+        seen = []
+        stream.addObserver(xmlstream.STREAM_END_EVENT, seen.append)
+        self.assertTrue(stream.dispatch("gone", xmlstream.STREAM_END_EVENT))
+        self.assertFalse(stream.dispatch("other", xmlstream.STREAM_START_EVENT))
+        stream.removeObserver(xmlstream.STREAM_END_EVENT, seen.append)
+        self.assertFalse(stream.dispatch("again", xmlstream.STREAM_END_EVENT))
+        stream.addOnetimeObserver(xmlstream.STREAM_START_EVENT, seen.append)
+        self.assertTrue(stream.dispatch("once", xmlstream.STREAM_START_EVENT))
+        self.assertFalse(stream.dispatch("twice", xmlstream.STREAM_START_EVENT))
+        self.assertEqual(seen, ["gone", "once"])

@@ -237,8 +237,9 @@ def _element(uri: str, name: str, *children: str) -> domish.Element:
     return element
 
 
-# Serialized stream features by what decides them (ClientNegotiator._features_xml).
-_FEATURES: dict[tuple, str] = {}
+# Serialized stream features by what decides them (ClientNegotiator._features_xml),
+# each with the policy it was made for.
+_FEATURES: dict[tuple, tuple[C2SPolicy, str]] = {}
 
 
 # What every login sends, written as text (issue 13): exactly what
@@ -317,7 +318,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             transport = self.xmlstream.transport
             assert transport is not None
             peer = transport.getPeer()
-            self._address = getattr(peer, "host", str(peer))
+            self._address = peer.host if hasattr(peer, "host") else str(peer)
         return self._address
 
     _tls: bool | None = None  # tls_active, worked out once per stream
@@ -363,14 +364,16 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         on the policy, on TLS, compression and authentication, and on the
         stream extensions, which add theirs by whether the client authenticated."""
         xs = self.xmlstream
-        key = (type(xs), self.policy, self.user is None, self.tls_active, xs.compressed,
+        # (The policy by identity, kept in the entry: hashing its fields each time cost more.)
+        policy = self.policy
+        key = (type(xs), id(policy), self.user is None, self.tls_active, xs.compressed,
                tuple(self.router.stream_extensions))
-        xml = _FEATURES.get(key)
-        if xml is None:
+        entry = _FEATURES.get(key)
+        if entry is None or entry[0] is not policy:
             if len(_FEATURES) >= 64:  # policies and extensions of servers long gone (tests)
                 _FEATURES.clear()
-            xml = _FEATURES[key] = xs.serialize(self._features())
-        return xml
+            entry = _FEATURES[key] = (policy, xs.serialize(self._features()))
+        return entry[1]
 
     def _features(self) -> domish.Element:
         features = domish.Element((NS_STREAMS, "features"))

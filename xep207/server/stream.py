@@ -652,7 +652,8 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
             self.send(features)
             return
         opening = _opening(self.namespace, self.thisEntity.userhost())
-        sid = f" id={quoteattr(self.sid)}" if self.sid else ""
+        sid = self.sid
+        sid = "" if not sid else f' id="{sid}"' if sid.isalnum() else f" id={quoteattr(sid)}"
         self.send(f"{opening}{sid} version='%d.%d'>" % self.version + features)
         self._headerSent = True
 
