@@ -449,15 +449,9 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             for received in receivers:
                 received(self, element)
             return
-        handler = {
-            (NS_TLS, "starttls"): self._on_starttls,
-            (NS_SASL, "auth"): self._on_auth,
-            (NS_SASL, "response"): self._on_response,
-            (NS_SASL, "abort"): self._on_abort,
-            (NS_COMPRESS, "compress"): self._on_compress,
-        }.get((element.uri, element.name))
+        handler = _NEGOTIATION.get((uri, element.name))
         if handler is not None:
-            return handler(element)
+            return getattr(self, handler)(element)
         if element.name == "iq" and element.uri == NS_CLIENT:
             return self._on_iq(element)
         self.xmlstream.fail("not-authorized", "negotiate the stream first")
@@ -638,6 +632,17 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             if any(extension.connection_lost(self, session) for extension in self.router.stream_extensions):
                 return  # kept bound without a connection (XEP-0198 resumption)
             self.router.unbind(session)
+
+
+# What a client may send before it is bound, besides an iq: the negotiator's
+# method for it (made once, not a dict of bound methods per element).
+_NEGOTIATION = {
+    (NS_TLS, "starttls"): "_on_starttls",
+    (NS_SASL, "auth"): "_on_auth",
+    (NS_SASL, "response"): "_on_response",
+    (NS_SASL, "abort"): "_on_abort",
+    (NS_COMPRESS, "compress"): "_on_compress",
+}
 
 
 class ClientFactory(xmlstream.XmlStreamServerFactory):
