@@ -35,6 +35,10 @@ CONFIG_NOTES = [
     "or rate limits, no session limit, offline storage off where it is a module.",
     "xep207 archives every one-to-one and groupchat message (pair and room nodes); its SQLite "
     "row is the default configuration, memory: keeps the archive in dicts.",
+    "Logins: SCRAM-SHA-1 with 4096 iterations everywhere; the load generator caches SaltedPassword "
+    "per account, every server keeps StoredKey/ServerKey (no PBKDF2 per login on either side). "
+    "xep207 writes a log line per login (twistd's text log: ~35 µs of its CPU per login); Prosody "
+    "and ejabberd log at level error and write none.",
     "Prosody 0.12: modules roster, saslauth, disco, ping, muc, pubsub (+ mam, muc_mam in the "
     "'+MAM' row, archive in its default internal file storage); network_backend epoll; the "
     "pubsub workload's publisher is a Prosody admin (only admins may create nodes there).",
