@@ -405,3 +405,42 @@ class NamedEvents(unittest.TestCase):
         self.assertTrue(stream.dispatch("once", xmlstream.STREAM_START_EVENT))
         self.assertFalse(stream.dispatch("twice", xmlstream.STREAM_START_EVENT))
         self.assertEqual(seen, ["gone", "once"])
+
+
+class CacheBounds(unittest.TestCase):
+    """The subscriptions kept are bounded by how many there are, not by how
+    many entities: a few large rosters cannot fill memory."""
+
+    async def test_large_answers_are_not_kept_and_small_ones_make_room(self):
+        from xep207.storage.cache import CachingStorage
+        from xep207.storage.memory import MemoryStorage
+        from xep207.storage.records import Node, NodeConfig, Subscription
+
+        backend = MemoryStorage()
+        storage = CachingStorage(backend, max_subscriptions=10)
+        reads: list[str] = []
+        original = backend.get_entity_subscriptions
+
+        def counted(entity, *args):
+            reads.append(entity)
+            return original(entity, *args)
+
+        backend.get_entity_subscriptions = counted
+        for i in range(12):
+            await storage.create_node(Node("s", f"n{i}", NodeConfig(), "o@x"))
+            await storage.set_subscription(Subscription("s", f"n{i}", "big@x"))
+        for i in range(3):
+            await storage.set_subscription(Subscription("s", f"n{i}", f"small{i}@x"))
+        for _ in range(2):
+            self.assertEqual(len(await storage.get_entity_subscriptions("big@x")), 12)
+        self.assertEqual(reads.count("big@x"), 2)  # 13 > 10: never kept
+        for entity in ("small0@x", "small1@x", "small0@x", "small1@x"):
+            self.assertEqual(len(await storage.get_entity_subscriptions(entity)), 1)
+        self.assertEqual(reads.count("small0@x") + reads.count("small1@x"), 2)  # kept: 2 + 2 of 10
+        for entity in ("small2@x", "small0@x"):
+            await storage.get_entity_subscriptions(entity)
+        self.assertEqual(reads.count("small0@x"), 1)
+        for i in range(5):  # 6 units kept, 5 more: the least recently used (small1) goes
+            await storage.get_entity_subscriptions(f"none{i}@x")
+        await storage.get_entity_subscriptions("small1@x")
+        self.assertEqual(reads.count("small1@x"), 2)

@@ -32,7 +32,9 @@ _MISSING = object()
 
 
 class _Reads:
-    """Read results by key, the least recently used dropped past ``limit``.
+    """Read results by key, the least recently used dropped once their total
+    ``weight`` passes ``limit`` (a result's weight: how many records it holds,
+    so that a few large answers cannot hold more memory than many small ones).
 
     ``token(key)`` is taken before reading the backend and ``keep`` stores
     the result only if no write to that key (``forget``) or ``clear`` came
@@ -40,42 +42,53 @@ class _Reads:
 
     def __init__(self, limit: int):
         self.limit = limit
-        self._entries: OrderedDict = OrderedDict()
+        self._entries: OrderedDict = OrderedDict()  # key -> (value, weight)
+        self._weight = 0
         self._writes: dict = {}  # key -> writes seen while a read of it may be in flight
         self._epoch = 0
 
     def get(self, key):
-        value = self._entries.get(key, _MISSING)
-        if value is not _MISSING:
-            self._entries.move_to_end(key)
-        return value
+        entry = self._entries.get(key)
+        if entry is None:
+            return _MISSING
+        self._entries.move_to_end(key)
+        return entry[0]
 
     def token(self, key) -> tuple[int, int]:
         return self._epoch, self._writes.get(key, 0)
 
-    def keep(self, key, token: tuple[int, int], value) -> None:
-        if token == (self._epoch, self._writes.get(key, 0)):
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            if len(self._entries) > self.limit:
-                self._entries.popitem(last=False)
+    def keep(self, key, token: tuple[int, int], value, weight: int = 1) -> None:
+        if token != (self._epoch, self._writes.get(key, 0)) or weight > self.limit:
+            return
+        self._drop(key)
+        self._entries[key] = (value, weight)
+        self._weight += weight
+        while self._weight > self.limit:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self._weight -= dropped
+
+    def _drop(self, key) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._weight -= entry[1]
 
     def forget(self, key) -> None:
         self._writes[key] = self._writes.get(key, 0) + 1
-        self._entries.pop(key, None)
+        self._drop(key)
         if len(self._writes) > self.limit:  # (only a race needs the count: restart it)
             self._writes.clear()
             self._epoch += 1
 
     def clear(self) -> None:
         self._entries.clear()
+        self._weight = 0
         self._writes.clear()
         self._epoch += 1
 
 
 @implementer(IStorage)
 class CachingStorage:
-    def __init__(self, backend, max_nodes: int = 20000):
+    def __init__(self, backend, max_nodes: int = 20000, max_subscriptions: int = 20000):
         self.backend = backend
         self.url = backend.url
         self.max_nodes = max_nodes
@@ -84,8 +97,9 @@ class CachingStorage:
         self._epoch = 0  # bumped when everything is forgotten at once
         self.put_item = backend.put_item  # (every message: no ``__getattr__`` on the way)
         self._accounts = _Reads(max_nodes)  # bare JID -> Account, or None: no such account
-        # bare JID -> {(service, node_id) asked for: that entity's subscriptions}
-        self._by_entity = _Reads(max_nodes)
+        # bare JID -> {(service, node_id) asked for: that entity's subscriptions}, at most
+        # ``max_subscriptions`` of them in all (a roster's worth each: a few MB, not a table's copy)
+        self._by_entity = _Reads(max_subscriptions)
 
     def __getattr__(self, name):
         # Everything not cached passes straight through (items, accounts, entity queries).
@@ -167,8 +181,8 @@ class CachingStorage:
 
         def remember(subscriptions):
             answers = self._by_entity.get(entity)
-            self._by_entity.keep(entity, token, {**({} if answers is _MISSING else answers),
-                                                 query: subscriptions})
+            answers = {**({} if answers is _MISSING else answers), query: subscriptions}
+            self._by_entity.keep(entity, token, answers, sum(1 + len(found) for found in answers.values()))
             return list(subscriptions)
 
         return self.backend.get_entity_subscriptions(entity, service, node_id).addCallback(remember)
