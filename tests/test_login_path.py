@@ -444,3 +444,65 @@ class CacheBounds(unittest.TestCase):
             await storage.get_entity_subscriptions(f"none{i}@x")
         await storage.get_entity_subscriptions("small1@x")
         self.assertEqual(reads.count("small1@x"), 2)
+
+
+class MechanismSteps(unittest.TestCase):
+    """A step answers at once when the account is at hand, and the same
+    answer later when it is still being read (PostgreSQL, a cache miss)."""
+
+    def exchange(self, mechanism, user: str, password: str, pending: defer.Deferred | None, account):
+        """(server-first, outcome) of a SCRAM-SHA-1 exchange; the outcome a
+        Success or the SASLFailure's condition."""
+        from xep207.server import sasl
+
+        first = mechanism.start(f"n,,n={user},r=client".encode())
+        if pending is not None:
+            self.assertIsInstance(first, defer.Deferred)
+            self.assertFalse(first.called)
+            pending.callback(account)
+            first = self.successResultOf(first)
+        self.assertIsInstance(first, sasl.Challenge)
+        scram = ScramSha1(user, password)
+        scram.first_bare = f"n={user},r=client"
+        response = scram.response(b"<challenge>" + b64(first.data).encode() + b"</challenge>")
+        data = base64.b64decode(response.split(">", 1)[1].split("<", 1)[0])
+        try:
+            return first.data, mechanism.respond(data)
+        except sasl.SASLFailure as failure:
+            return first.data, failure.condition
+
+    def test_scram_at_once_and_later(self):
+        from xep207.server import sasl
+
+        account = sasl.make_account("alice", DOMAIN, PASSWORD)
+        for user, password, known in (("alice", PASSWORD, account), ("alice", "wrong", account),
+                                      ("nobody", PASSWORD, None)):
+            at_once = sasl.Scram("SCRAM-SHA-1", lambda u: defer.succeed(known), nonce=lambda: "N", secret=b"s" * 32)
+            pending: defer.Deferred = defer.Deferred()
+            later = sasl.Scram("SCRAM-SHA-1", lambda u: pending, nonce=lambda: "N", secret=b"s" * 32)
+            now = self.exchange(at_once, user, password, None, known)
+            then = self.exchange(later, user, password, pending, known)
+            self.assertEqual(now, then)
+            self.assertEqual(now[1] if isinstance(now[1], str) else "success",
+                             "success" if password == PASSWORD and known else "not-authorized")
+
+    def test_plain_at_once_and_later(self):
+        from xep207.server import sasl
+
+        account = sasl.make_account("alice", DOMAIN, PASSWORD)
+        for password in (PASSWORD, "wrong"):
+            outcomes = []
+            for lookup_now in (True, False):
+                pending: defer.Deferred = defer.Deferred()
+                plain = sasl.Plain(lambda u: defer.succeed(account) if lookup_now else pending)
+                try:
+                    answer = plain.respond(f"\0alice\0{password}".encode())
+                    if not lookup_now:
+                        pending.callback(account)
+                        answer = self.successResultOf(answer) if password == PASSWORD else self.failureResultOf(
+                            answer, sasl.SASLFailure).value.condition
+                except sasl.SASLFailure as failure:
+                    answer = failure.condition
+                outcomes.append(answer.user if isinstance(answer, sasl.Success) else answer)
+            self.assertEqual(outcomes[0], outcomes[1])
+            self.assertEqual(outcomes[0], "alice" if password == PASSWORD else "not-authorized")

@@ -539,11 +539,15 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             outcome = step(data)
         except Exception:
             outcome = defer.fail()
-        if not isinstance(outcome, defer.Deferred):
-            outcome = defer.succeed(outcome)
-        outcome.addCallbacks(self._step_answered, self._step_failed,
-                             callbackArgs=(mechanism,), errbackArgs=(mechanism,))
-        outcome.addErrback(log.err, "SASL step failed")
+        if isinstance(outcome, defer.Deferred):
+            outcome.addCallbacks(self._step_answered, self._step_failed,
+                                 callbackArgs=(mechanism,), errbackArgs=(mechanism,))
+            outcome.addErrback(log.err, "SASL step failed")
+            return
+        try:
+            self._step_answered(outcome, mechanism)
+        except Exception:
+            log.err(None, "SASL step failed")
 
     def _step_answered(self, outcome, mechanism: sasl.Mechanism) -> None:
         if self._mechanism is not mechanism or self.xmlstream.transport is None:

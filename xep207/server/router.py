@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.python import log
+from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
@@ -92,7 +93,10 @@ class Router:
         except jidlib.InvalidFormat:
             return defer.succeed(None)
         read = getattr(self.storage, "get_login_account", None) or self.storage.get_account
-        return read(bare).addErrback(self._lookup_failed, bare)
+        found = read(bare)
+        if found.called and not found.paused and not isinstance(found.result, Failure):
+            return found  # (from the cache: nothing can fail)
+        return found.addErrback(self._lookup_failed, bare)
 
     @staticmethod
     def _lookup_failed(failure, bare: str):

@@ -4,8 +4,9 @@ Only SCRAM material is ever stored (salt, iteration count, StoredKey and
 ServerKey per hash); PLAIN is verified by deriving the same keys from the
 offered password. Mechanisms are small state machines: ``start`` and
 ``respond`` return a ``Challenge``, a ``Success`` or raise ``SASLFailure``;
-a step that reads the account returns a Deferred of that instead (fired
-already when the account was at hand: no coroutine per step, issue 13).
+a step that waits for the account to be read returns a Deferred of that
+instead (when the account is at hand, the answer itself: no coroutine or
+Deferred per step, issue 13).
 
 Nothing an exchange answers depends on whether the account exists: an
 unknown user gets a decoy account (salt and keys derived from a server secret,
@@ -25,6 +26,7 @@ from functools import partial
 from typing import Callable
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from xep207.storage.records import Account
 
@@ -137,6 +139,17 @@ def _always(user: str) -> bool:
     return True
 
 
+def then(result, step: Callable, *args):
+    """``step(result, *args)`` once ``result`` is there: at once when it is
+    a value or a Deferred that has fired (the account was at hand: no
+    Deferred machinery per SASL step), else as the Deferred's callback."""
+    if isinstance(result, defer.Deferred):
+        if result.called and not result.paused and not isinstance(result.result, (Failure, defer.Deferred)):
+            return step(result.result, *args)
+        return result.addCallback(step, *args)
+    return step(result, *args)
+
+
 class Mechanism:
     """A server-side SASL mechanism: ``start`` with the optional initial
     response, then ``respond`` to each client message.
@@ -153,9 +166,9 @@ class Mechanism:
         self._secret = secret or _PROCESS_SECRET
         self._may_verify = may_verify
 
-    def _credentials(self, user: str) -> defer.Deferred[tuple[Account, bool]]:
-        """The account to check against, and whether it is real."""
-        return self._lookup(user).addCallback(self._real_or_decoy, user)
+    def _credentials(self, user: str):
+        """The account to check against, and whether it is real (or a Deferred of that)."""
+        return then(self._lookup(user), self._real_or_decoy, user)
 
     def _real_or_decoy(self, account: Account | None, user: str) -> tuple[Account, bool]:
         if account is None:
@@ -187,7 +200,7 @@ class Plain(Mechanism):
             raise SASLFailure("malformed-request")
         self.user = authcid
         self._check_allowed(authcid)
-        return self._credentials(authcid).addCallback(self._verify, authcid, authzid, password)
+        return then(self._credentials(authcid), self._verify, authcid, authzid, password)
 
     def _verify(self, credentials: tuple[Account, bool], authcid: str, authzid: str, password: str) -> Success:
         account, real = credentials
@@ -235,7 +248,7 @@ class Scram(Mechanism):
             return self._client_final(message)
         raise SASLFailure("malformed-request")
 
-    def _client_first(self, message: str) -> defer.Deferred[Challenge]:
+    def _client_first(self, message: str):
         parts = message.split(",", 2)
         if len(parts) != 3 or parts[0] not in ("n", "y") and not parts[0].startswith("p="):
             raise SASLFailure("malformed-request")
@@ -250,7 +263,7 @@ class Scram(Mechanism):
         self.user = self._authcid = _unescape_username(attributes["n"])
         # An unknown user gets the same exchange with a decoy account, failing
         # only at the proof, so the server does not reveal which accounts exist.
-        return self._credentials(self._authcid).addCallback(self._server_first_message, attributes["r"])
+        return then(self._credentials(self._authcid), self._server_first_message, attributes["r"])
 
     def _server_first_message(self, credentials: tuple[Account, bool], client_nonce: str) -> Challenge:
         self._account, self._real = credentials
