@@ -76,6 +76,15 @@ class MemoryContract(StorageContract, unittest.TestCase):
         return MemoryStorage()
 
 
+
+class CachedMemoryContract(MemoryContract):
+    """The server puts the cache in front of ``memory:`` too."""
+
+    def make_storage(self):
+        from xep207.storage.cache import CachingStorage
+
+        return CachingStorage(MemoryStorage())
+
 class SQLiteContract(StorageContract, BackendExtras, unittest.TestCase):
     def make_storage(self):
         self.path = os.path.join(temp_dir(self), "contract.sqlite")
@@ -123,6 +132,80 @@ class CachedSQLiteContract(SQLiteContract):
         await self.storage.delete_node("s", "n")
         self.assertIsNone(await self.storage.get_node("s", "n"))
 
+    async def test_login_accounts_are_read_once_and_fresh_after_every_write(self):
+        from xep207.testing.contract import account
+
+        selects = self._count_reads("get_account")
+        self.assertIsNone(await self.storage.get_login_account("juliet@example.org"))
+        self.assertIsNone(await self.storage.get_login_account("juliet@example.org"))  # a name without one: kept too
+        await self.storage.create_account(account())
+        self.assertEqual((await self.storage.get_login_account("juliet@example.org")).salt, b"salt1")
+        self.assertEqual((await self.storage.get_login_account("juliet@example.org")).salt, b"salt1")
+        self.assertEqual(len(selects), 2)  # once before the account, once after: then from memory
+        await self.storage.update_account(account(marker=b"2"))
+        self.assertEqual((await self.storage.get_login_account("juliet@example.org")).salt, b"salt2")
+        racing = self.storage.get_login_account("juliet@example.org")  # in flight while the password changes
+        changed = self.storage.update_account(account(marker=b"3"))
+        self.assertEqual((await racing).salt, b"salt2")  # issued before the write: its answer
+        await changed
+        self.assertEqual((await self.storage.get_login_account("juliet@example.org")).salt, b"salt3")
+        await self.storage.delete_account("juliet@example.org")
+        self.assertIsNone(await self.storage.get_login_account("juliet@example.org"))
+        await self.storage.create_account(account(marker=b"4"))  # the name taken again
+        self.assertEqual((await self.storage.get_login_account("juliet@example.org")).salt, b"salt4")
+        reads = len(selects)
+        self.assertEqual((await self.storage.get_account("juliet@example.org")).salt, b"salt4")
+        self.assertEqual(len(selects), reads + 1)  # get_account itself asks the database (a check it is usable)
+
+    async def test_entity_subscriptions_are_fresh_after_every_write(self):
+        entity = "a@example.org"
+
+        async def subscribed(service=None, node_id=None):
+            return [(s.service, s.node_id, s.subscriber, dict(s.options))
+                    for s in await self.storage.get_entity_subscriptions(entity, service, node_id)]
+
+        selects = self._count_reads("get_entity_subscriptions")
+        for node_id in ("n", "m"):
+            await self.storage.create_node(Node(S, node_id, NodeConfig(), "o@example.org"))
+        self.assertEqual(await subscribed(), [])
+        self.assertEqual(await subscribed(S), [])
+        self.assertEqual(await subscribed(), [])
+        self.assertEqual(len(selects), 2)  # each question once
+        await self.storage.set_subscription(Subscription(S, "n", entity + "/r"))  # a full JID: its bare's
+        self.assertEqual(await subscribed(), [(S, "n", entity + "/r", {})])
+        self.assertEqual(await subscribed(S, "m"), [])
+        await self.storage.set_subscription_option(S, "n", entity + "/r", "nick", "al")
+        self.assertEqual(await subscribed(S), [(S, "n", entity + "/r", {"nick": "al"})])
+        answer = await self.storage.get_entity_subscriptions(entity)
+        answer.clear()  # a caller's list is its own
+        self.assertEqual(len(await subscribed()), 1)
+        await self.storage.set_subscription(Subscription(S, "m", entity))
+        self.assertEqual([s[1] for s in await subscribed()], ["m", "n"])
+        racing = self.storage.get_entity_subscriptions(entity)
+        removed = self.storage.remove_subscription(S, "m", entity)
+        self.assertEqual(len(await racing), 2)
+        await removed
+        self.assertEqual([s[1] for s in await subscribed()], ["n"])
+        await self.storage.delete_node(S, "n")  # someone else's node: its subscriptions go
+        self.assertEqual(await subscribed(), [])
+        self.assertEqual(await subscribed(S, "m"), [])
+        await self.storage.create_node(Node("b@example.org", "presence", NodeConfig(), "b@example.org"))
+        await self.storage.set_subscription(Subscription("b@example.org", "presence", entity))
+        self.assertEqual(len(await subscribed()), 1)
+        await self.storage.delete_account("b@example.org")  # its nodes go, with others' subscriptions
+        self.assertEqual(await subscribed(), [])
+
+    def _count_reads(self, method: str) -> list:
+        """The calls of the database's ``method`` from now on (those the cache did not answer)."""
+        calls: list[tuple] = []
+        original = getattr(self.storage.backend, method)
+
+        def counted(*args):
+            calls.append(args)
+            return original(*args)
+
+        setattr(self.storage.backend, method, counted)
+        return calls
 
 class SQLiteBatches(unittest.TestCase):
     """Operations of one reactor turn share a transaction: without a savepoint

@@ -96,6 +96,8 @@ class Hooks:
             if result is None:
                 continue
             if isinstance(result, defer.Deferred):
+                if result.called and not result.paused and not isinstance(result.result, Failure):
+                    continue  # done already (most consequences of a session's end): nothing to wait for
                 pending.append(result.addErrback(logs.failure, _what(name, handler)))
             elif inspect.iscoroutine(result):
                 pending.append(defer.ensureDeferred(result).addErrback(logs.failure, _what(name, handler)))

@@ -23,7 +23,7 @@ from twisted.web import resource, server
 from zope.interface import implementer
 
 from xep207 import logs
-from xep207.storage.interface import IStorage
+from xep207.storage.interface import IStorage, StorageUnavailable
 
 KINDS = ("message", "presence", "iq")
 OFFLINE_REFRESH = 30.0  # seconds between counts of waiting offline messages
@@ -132,20 +132,25 @@ _TIMED = tuple(name for name in IStorage.names() if name not in ("url", "start",
 
 @implementer(IStorage)
 class TimedStorage:
-    """Measures every storage operation of the wrapped backend."""
+    """Measures every storage operation of the wrapped backend, and remembers
+    whether the last one answered found the database unusable (``unavailable``:
+    the storage cache then sends logins to the database, which refuses them
+    as it refuses everything else, rather than admit sessions from memory)."""
+
+    unavailable = False
 
     def __init__(self, backend):
         self.backend = backend
         self.url = backend.url
         for name in _TIMED:
             setattr(self, name, self._timed(getattr(backend, name), STORAGE_SECONDS.labels(name),
-                                            STORAGE_FAILURES.labels(name)))
+                                            STORAGE_FAILURES.labels(name), self))
 
     def __getattr__(self, name):
         return getattr(self.backend, name)
 
     @staticmethod
-    def _timed(method, counts, failures):
+    def _timed(method, counts, failures, health):
         bounds, clock = STORAGE_SECONDS.bounds, time.perf_counter
 
         def done(result, started):
@@ -154,6 +159,9 @@ class TimedStorage:
             counts[-1] += seconds
             if isinstance(result, Failure):
                 failures.inc()
+                health.unavailable = result.check(StorageUnavailable) is not None
+            elif health.unavailable:
+                health.unavailable = False
             return result
 
         def timed(*args, **kwargs):

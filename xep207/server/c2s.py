@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.python import log
+from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import StanzaError
@@ -78,6 +80,8 @@ class RateWindow:
         return recent
 
     def exceeded(self, key: str) -> bool:
+        if key not in self._events:  # (every login asks: most keys never failed)
+            return self.limit <= 0
         return len(self._recent(key)) >= self.limit
 
     def record(self, key: str) -> None:
@@ -233,8 +237,30 @@ def _element(uri: str, name: str, *children: str) -> domish.Element:
     return element
 
 
-# Serialized stream features by what decides them (ClientNegotiator._features_xml).
-_FEATURES: dict[tuple, str] = {}
+# Serialized stream features by what decides them (ClientNegotiator._features_xml),
+# each with the policy it was made for.
+_FEATURES: dict[tuple, tuple[C2SPolicy, str]] = {}
+
+
+# What every login sends, written as text (issue 13): exactly what
+# ``ServerStream.serialize`` makes of the element (tests/test_login_path.py).
+
+def sasl_text(name: str, data: str) -> str:
+    """``<challenge/>`` or ``<success/>`` holding ``data`` (base64: nothing to escape)."""
+    if not data:
+        return f"<{name} xmlns='{NS_SASL}'/>"
+    return f"<{name} xmlns='{NS_SASL}'>{data}</{name}>"
+
+
+def bind_result(iq: domish.Element, full: str) -> str:
+    """``xmlstream.toResponse(iq, "result")`` carrying the bound ``full`` JID."""
+    addressed = ""
+    for name, value in (("to", iq.getAttribute("from")), ("from", iq.getAttribute("to")),
+                        ("id", iq.getAttribute("id"))):
+        if value:
+            addressed += f" {name}='{domish.escapeToXml(value, 1)}'"
+    return (f"<iq{addressed} type='result'><bind xmlns='{NS_BIND}'><jid>{domish.escapeToXml(full)}</jid>"
+            "</bind></iq>")
 
 
 class ClientNegotiator(xmlstream.ListenAuthenticator):
@@ -292,23 +318,29 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             transport = self.xmlstream.transport
             assert transport is not None
             peer = transport.getPeer()
-            self._address = getattr(peer, "host", str(peer))
+            self._address = peer.host if hasattr(peer, "host") else str(peer)
         return self._address
+
+    _tls: bool | None = None  # tls_active, worked out once per stream
 
     @property
     def tls_active(self) -> bool:
-        from twisted.internet.interfaces import ISSLTransport
-
-        transport = getattr(self.xmlstream.transport, "_transport", self.xmlstream.transport)
-        return ISSLTransport.providedBy(transport)
+        """Whether the connection is encrypted (STARTTLS or direct TLS). Only a
+        stream restart can follow a change (STARTTLS), so it is worked out once
+        per stream (a zope interface lookup, asked several times per login)."""
+        if self._tls is None:
+            transport = getattr(self.xmlstream.transport, "_transport", self.xmlstream.transport)
+            self._tls = ISSLTransport.providedBy(transport)
+        return self._tls
 
     def streamStarted(self, root):
+        self._tls = None
         xs = self.xmlstream
         xs.namespace = NS_CLIENT
         # Twisted's XmlStream sets thisEntity and sid to None in __init__, so mypy types them None.
         xs.thisEntity = parse_jid(self.policy.domain)  # type: ignore[assignment]
         xs.prefixes = {NS_STREAMS: "stream"}
-        xs.sid = uuid.uuid4().hex  # type: ignore[assignment]
+        xs.sid = os.urandom(16).hex()  # type: ignore[assignment]
         if root.uri != NS_STREAMS or root.name != "stream":
             return xs.fail("invalid-namespace")
         if root.defaultUri != NS_CLIENT:
@@ -332,14 +364,16 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         on the policy, on TLS, compression and authentication, and on the
         stream extensions, which add theirs by whether the client authenticated."""
         xs = self.xmlstream
-        key = (type(xs), self.policy, self.user is None, self.tls_active, xs.compressed,
+        # (The policy by identity, kept in the entry: hashing its fields each time cost more.)
+        policy = self.policy
+        key = (type(xs), id(policy), self.user is None, self.tls_active, xs.compressed,
                tuple(self.router.stream_extensions))
-        xml = _FEATURES.get(key)
-        if xml is None:
+        entry = _FEATURES.get(key)
+        if entry is None or entry[0] is not policy:
             if len(_FEATURES) >= 64:  # policies and extensions of servers long gone (tests)
                 _FEATURES.clear()
-            xml = _FEATURES[key] = xs.serialize(self._features())
-        return xml
+            entry = _FEATURES[key] = (policy, xs.serialize(self._features()))
+        return entry[1]
 
     def _features(self) -> domish.Element:
         features = domish.Element((NS_STREAMS, "features"))
@@ -415,15 +449,9 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             for received in receivers:
                 received(self, element)
             return
-        handler = {
-            (NS_TLS, "starttls"): self._on_starttls,
-            (NS_SASL, "auth"): self._on_auth,
-            (NS_SASL, "response"): self._on_response,
-            (NS_SASL, "abort"): self._on_abort,
-            (NS_COMPRESS, "compress"): self._on_compress,
-        }.get((element.uri, element.name))
+        handler = _NEGOTIATION.get((uri, element.name))
         if handler is not None:
-            return handler(element)
+            return getattr(self, handler)(element)
         if element.name == "iq" and element.uri == NS_CLIENT:
             return self._on_iq(element)
         self.xmlstream.fail("not-authorized", "negotiate the stream first")
@@ -482,14 +510,14 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         text = str(element).strip()
         initial = None if text == "" else self._decode(text)
         if initial is not False:
-            self._step(mechanism, mechanism.start(initial))
+            self._step(mechanism, mechanism.start, initial)
 
     def _on_response(self, element):
         if self._mechanism is None:
             return self._sasl_failure("malformed-request")
         data = self._decode(str(element).strip())
         if data is not False:
-            self._step(self._mechanism, self._mechanism.respond(data))
+            self._step(self._mechanism, self._mechanism.respond, data)
 
     def _on_abort(self, element):
         self._sasl_failure("aborted")
@@ -504,35 +532,46 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             self._sasl_failure("incorrect-encoding")
             return False
 
-    def _step(self, mechanism: sasl.Mechanism, coroutine):
-        d = defer.ensureDeferred(coroutine)
+    def _step(self, mechanism: sasl.Mechanism, step, data) -> None:
+        """Run one step of ``mechanism`` (``start`` or ``respond``) on ``data``
+        and answer what it decides: now, or once the account is read."""
+        try:
+            outcome = step(data)
+        except Exception:
+            outcome = defer.fail()
+        if isinstance(outcome, defer.Deferred):
+            outcome.addCallbacks(self._step_answered, self._step_failed,
+                                 callbackArgs=(mechanism,), errbackArgs=(mechanism,))
+            outcome.addErrback(log.err, "SASL step failed")
+            return
+        try:
+            self._step_answered(outcome, mechanism)
+        except Exception:
+            log.err(None, "SASL step failed")
 
-        def answered(outcome):
-            if self._mechanism is not mechanism or self.xmlstream.transport is None:
-                return  # aborted meanwhile, or the client left
-            if isinstance(outcome, sasl.Challenge):
-                challenge = domish.Element((NS_SASL, "challenge"))
-                challenge.addContent(base64.b64encode(outcome.data).decode("ascii") if outcome.data else "=")
-                self.xmlstream.send(challenge)
-            else:
-                self._authenticated(outcome)
+    def _step_answered(self, outcome, mechanism: sasl.Mechanism) -> None:
+        if self._mechanism is not mechanism or self.xmlstream.transport is None:
+            return  # aborted meanwhile, or the client left
+        if isinstance(outcome, sasl.Challenge):
+            self.xmlstream.send(sasl_text("challenge", base64.b64encode(outcome.data).decode("ascii")
+                                          if outcome.data else "="))
+        else:
+            self._authenticated(outcome)
 
-        def failed(failure):
-            if self._mechanism is not mechanism or self.xmlstream.transport is None:
-                return
-            if not failure.check(sasl.SASLFailure):
-                # Storage down or corrupt: the client must hear something it can retry on.
-                log.msg(f"SASL for {self.address} failed: {failure.getErrorMessage()}")
-                metrics.AUTH_FAILURES.labels("temporary-auth-failure").inc()
-                return self._sasl_failure("temporary-auth-failure", "the server cannot check credentials now")
-            metrics.AUTH_FAILURES.labels(failure.value.condition).inc()
-            if failure.value.condition in ("not-authorized", "invalid-authzid"):
-                self.throttle.failed(self.address, self._account_key(mechanism.user))
-                log.msg(f"failed login as {mechanism.user!r} from {self.address}: {failure.value.condition}")
-            self._sasl_failure(failure.value.condition, failure.value.text)
-
-        d.addCallbacks(answered, failed)
-        d.addErrback(log.err, "SASL step failed")
+    def _step_failed(self, failure: Failure, mechanism: sasl.Mechanism) -> None:
+        if self._mechanism is not mechanism or self.xmlstream.transport is None:
+            return
+        error = failure.value
+        if not isinstance(error, sasl.SASLFailure):
+            # Storage down or corrupt: the client must hear something it can retry on.
+            log.msg(f"SASL for {self.address} failed: {failure.getErrorMessage()}")
+            metrics.AUTH_FAILURES.labels("temporary-auth-failure").inc()
+            return self._sasl_failure("temporary-auth-failure", "the server cannot check credentials now")
+        metrics.AUTH_FAILURES.labels(error.condition).inc()
+        if error.condition in ("not-authorized", "invalid-authzid"):
+            self.throttle.failed(self.address, self._account_key(mechanism.user))
+            log.msg(f"failed login as {mechanism.user!r} from {self.address}: {error.condition}")
+        self._sasl_failure(error.condition, error.text)
 
     def _authenticated(self, success: sasl.Success):
         revoked = self.router.revoked_since(f"{success.user}@{self.policy.domain}", self._credentials_mark)
@@ -544,10 +583,8 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         log.msg(f"login {success.user}@{self.policy.domain} from {self.address}")
         self._mechanism = None
         self._release_pending()
-        element = domish.Element((NS_SASL, "success"))
-        if success.data:
-            element.addContent(base64.b64encode(success.data).decode("ascii"))
-        self.xmlstream.send(element)
+        self.xmlstream.send(sasl_text("success", base64.b64encode(success.data).decode("ascii")
+                                      if success.data else ""))
         self.xmlstream.authenticated = True  # the restarted stream gets the full limits
         self.xmlstream.reset()
 
@@ -587,10 +624,8 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self.router.bind(self.session)
+        self.xmlstream.send(bind_result(iq, self.session.full))  # (at once: no turn to wait for)
         self.xmlstream.coalesce = True  # negotiation is over: see ServerStream.coalesce
-        result = xmlstream.toResponse(iq, "result")
-        result.addElement((NS_BIND, "bind")).addElement("jid", content=full.full())
-        self.xmlstream.send(result)
 
     def _connection_lost(self, reason):
         self._release_pending()
@@ -601,6 +636,17 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             if any(extension.connection_lost(self, session) for extension in self.router.stream_extensions):
                 return  # kept bound without a connection (XEP-0198 resumption)
             self.router.unbind(session)
+
+
+# What a client may send before it is bound, besides an iq: the negotiator's
+# method for it (made once, not a dict of bound methods per element).
+_NEGOTIATION = {
+    (NS_TLS, "starttls"): "_on_starttls",
+    (NS_SASL, "auth"): "_on_auth",
+    (NS_SASL, "response"): "_on_response",
+    (NS_SASL, "abort"): "_on_abort",
+    (NS_COMPRESS, "compress"): "_on_compress",
+}
 
 
 class ClientFactory(xmlstream.XmlStreamServerFactory):

@@ -89,6 +89,8 @@ class FastElementDispatch(EventDispatcher):
 
     def dispatch(self, obj, event=None):
         if event is not None or type(getattr(obj, "name", None)) is not str:
+            if event is not None and not self._eventObservers:
+                return False  # (a server's client stream: nobody observes its named events)
             return super().dispatch(obj, event)  # a named event, or not an element
         return self.dispatch_element(obj)
 

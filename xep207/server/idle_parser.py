@@ -27,12 +27,22 @@ HANDLERS = ("StartElementHandler", "EndElementHandler", "CharacterDataHandler",
 
 _CLIENT_HEADER = (b'<stream:stream xmlns="jabber:client" '
                   b'xmlns:stream="http://etherx.jabber.org/streams">')
+_NS_STREAMS = "http://etherx.jabber.org/streams"
+_CLIENT_PREFIXES = {"stream": _NS_STREAMS}
 
 
 def header_for(root: Any) -> bytes | None:
     """An opening tag that binds what ``root`` (domish's stream root) bound, under
     the same qualified name; None when that name cannot be told (two prefixes for
     the root's namespace), and the parser is then never freed."""
+    if (getattr(root, "localPrefixes", None) == _CLIENT_PREFIXES and root.defaultUri == "jabber:client"
+            and root.uri == _NS_STREAMS and root.name == "stream"):
+        return _CLIENT_HEADER  # (nearly every stream: what derived_header makes of it)
+    return derived_header(root)
+
+
+def derived_header(root: Any) -> bytes | None:
+    """``header_for``, worked out from the root's declarations."""
     prefixes = dict(getattr(root, "localPrefixes", None) or {})
     default = root.defaultUri or ""
     names = [p for p, uri in prefixes.items() if uri == root.uri]

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.python import log
+from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
@@ -83,18 +84,26 @@ class Router:
 
     # Accounts -------------------------------------------------------------------
 
-    async def lookup_account(self, user: str) -> Account | None:
-        """SASL's credential lookup: a localpart on our domain."""
+    def lookup_account(self, user: str) -> defer.Deferred[Account | None]:
+        """SASL's credential lookup: a localpart on our domain. A Deferred
+        (fired at once when the storage cache has the account: a login on
+        SQLite then does not wait for the database thread)."""
         try:
             bare = jid_from_parts(user, self.domain).userhost()
         except jidlib.InvalidFormat:
-            return None
-        try:
-            return await self.storage.get_account(bare)
-        except StorageUnavailable as exc:
-            # RFC 6120 §6.5.15: the client may retry; without an answer it would wait forever.
-            log.msg(f"login of {bare} not checked: {exc}")
-            raise SASLFailure("temporary-auth-failure", "the account store is unavailable; try later")
+            return defer.succeed(None)
+        read = getattr(self.storage, "get_login_account", None) or self.storage.get_account
+        found = read(bare)
+        if found.called and not found.paused and not isinstance(found.result, Failure):
+            return found  # (from the cache: nothing can fail)
+        return found.addErrback(self._lookup_failed, bare)
+
+    @staticmethod
+    def _lookup_failed(failure, bare: str):
+        failure.trap(StorageUnavailable)
+        # RFC 6120 §6.5.15: the client may retry; without an answer it would wait forever.
+        log.msg(f"login of {bare} not checked: {failure.getErrorMessage()}")
+        raise SASLFailure("temporary-auth-failure", "the account store is unavailable; try later")
 
     def known_account(self, bare: str) -> bool:
         """Whether ``bare`` is an account already seen (no storage read)."""

@@ -3,7 +3,10 @@
 Only SCRAM material is ever stored (salt, iteration count, StoredKey and
 ServerKey per hash); PLAIN is verified by deriving the same keys from the
 offered password. Mechanisms are small state machines: ``start`` and
-``respond`` return a ``Challenge``, a ``Success`` or raise ``SASLFailure``.
+``respond`` return a ``Challenge``, a ``Success`` or raise ``SASLFailure``;
+a step that waits for the account to be read returns a Deferred of that
+instead (when the account is at hand, the answer itself: no coroutine or
+Deferred per step, issue 13).
 
 Nothing an exchange answers depends on whether the account exists: an
 unknown user gets a decoy account (salt and keys derived from a server secret,
@@ -20,7 +23,10 @@ import os
 import unicodedata
 from dataclasses import dataclass
 from functools import partial
-from typing import Awaitable, Callable
+from typing import Callable
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from xep207.storage.records import Account
 
@@ -125,12 +131,23 @@ def decoy_account(user: str, secret: bytes) -> Account:
                    hashlib.sha256(keys[::-1]).digest())
 
 
-# The credential lookup the mechanisms need: localpart -> Account or None.
-AccountLookup = Callable[[str], Awaitable[Account | None]]
+# The credential lookup the mechanisms need: localpart -> Deferred of the Account or None.
+AccountLookup = Callable[[str], "defer.Deferred[Account | None]"]
 
 
 def _always(user: str) -> bool:
     return True
+
+
+def then(result, step: Callable, *args):
+    """``step(result, *args)`` once ``result`` is there: at once when it is
+    a value or a Deferred that has fired (the account was at hand: no
+    Deferred machinery per SASL step), else as the Deferred's callback."""
+    if isinstance(result, defer.Deferred):
+        if result.called and not result.paused and not isinstance(result.result, (Failure, defer.Deferred)):
+            return step(result.result, *args)
+        return result.addCallback(step, *args)
+    return step(result, *args)
 
 
 class Mechanism:
@@ -149,9 +166,11 @@ class Mechanism:
         self._secret = secret or _PROCESS_SECRET
         self._may_verify = may_verify
 
-    async def _credentials(self, user: str) -> tuple[Account, bool]:
-        """The account to check against, and whether it is real."""
-        account = await self._lookup(user)
+    def _credentials(self, user: str):
+        """The account to check against, and whether it is real (or a Deferred of that)."""
+        return then(self._lookup(user), self._real_or_decoy, user)
+
+    def _real_or_decoy(self, account: Account | None, user: str) -> tuple[Account, bool]:
         if account is None:
             return decoy_account(user, self._secret), False
         return account, True
@@ -160,12 +179,12 @@ class Mechanism:
         if not self._may_verify(user):
             raise SASLFailure("temporary-auth-failure", "too many failed attempts; try later")
 
-    async def start(self, data: bytes | None):
+    def start(self, data: bytes | None):
         if not data:
             return Challenge(b"")  # no initial response: ask for one
-        return await self.respond(data)
+        return self.respond(data)
 
-    async def respond(self, data: bytes):
+    def respond(self, data: bytes):
         raise NotImplementedError
 
 
@@ -174,14 +193,17 @@ class Plain(Mechanism):
 
     name = "PLAIN"
 
-    async def respond(self, data: bytes):
+    def respond(self, data: bytes):
         try:
             authzid, authcid, password = data.decode("utf-8").split("\x00")
         except (UnicodeDecodeError, ValueError):
             raise SASLFailure("malformed-request")
         self.user = authcid
         self._check_allowed(authcid)
-        account, real = await self._credentials(authcid)
+        return then(self._credentials(authcid), self._verify, authcid, authzid, password)
+
+    def _verify(self, credentials: tuple[Account, bool], authcid: str, authzid: str, password: str) -> Success:
+        account, real = credentials
         if not verify_password(account, password) or not real:
             raise SASLFailure("not-authorized")
         if authzid and authzid not in (authcid, account.jid):
@@ -215,18 +237,18 @@ class Scram(Mechanism):
         self._nonce = nonce or (lambda: base64.b64encode(os.urandom(18)).decode("ascii"))
         self._state = "start"
 
-    async def respond(self, data: bytes):
+    def respond(self, data: bytes):
         try:
             message = data.decode("utf-8")
         except UnicodeDecodeError:
             raise SASLFailure("malformed-request")
         if self._state == "start":
-            return await self._client_first(message)
+            return self._client_first(message)
         if self._state == "final":
             return self._client_final(message)
         raise SASLFailure("malformed-request")
 
-    async def _client_first(self, message: str):
+    def _client_first(self, message: str):
         parts = message.split(",", 2)
         if len(parts) != 3 or parts[0] not in ("n", "y") and not parts[0].startswith("p="):
             raise SASLFailure("malformed-request")
@@ -241,9 +263,12 @@ class Scram(Mechanism):
         self.user = self._authcid = _unescape_username(attributes["n"])
         # An unknown user gets the same exchange with a decoy account, failing
         # only at the proof, so the server does not reveal which accounts exist.
-        self._account, self._real = await self._credentials(self._authcid)
+        return then(self._credentials(self._authcid), self._server_first_message, attributes["r"])
+
+    def _server_first_message(self, credentials: tuple[Account, bool], client_nonce: str) -> Challenge:
+        self._account, self._real = credentials
         salt, iterations = self._account.salt, self._account.iterations
-        self._nonce_value = attributes["r"] + self._nonce()
+        self._nonce_value = client_nonce + self._nonce()
         self._server_first = (f"r={self._nonce_value},s={base64.b64encode(salt).decode('ascii')},"
                               f"i={iterations}")
         self._state = "final"

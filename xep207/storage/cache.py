@@ -9,6 +9,13 @@ of xep207 shares one storage object, so no write goes around it.
 Only for backends one process writes to: a database several xep207
 processes share (PostgreSQL) could change under the cache, so it is not used
 there.
+
+Every login reads the account (``get_login_account``), and every logout the
+account's subscriptions (the rooms it is in): those are kept too (``_Reads``),
+so that a login on SQLite does not cross to the database thread twice (issue 13). A name without
+an account is remembered as such, like one with: whether a lookup is
+answered from here says only that the name was asked for lately, never
+whether it exists (SASL's decoys keep the rest of the exchange alike).
 """
 
 from __future__ import annotations
@@ -19,13 +26,69 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from xep207.storage.interface import IStorage
+from xep207.storage.records import bare
 
 _MISSING = object()
 
 
+class _Reads:
+    """Read results by key, the least recently used dropped once their total
+    ``weight`` passes ``limit`` (a result's weight: how many records it holds,
+    so that a few large answers cannot hold more memory than many small ones).
+
+    ``token(key)`` is taken before reading the backend and ``keep`` stores
+    the result only if no write to that key (``forget``) or ``clear`` came
+    in between: a read that raced a write may have seen the old data."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._entries: OrderedDict = OrderedDict()  # key -> (value, weight)
+        self._weight = 0
+        self._writes: dict = {}  # key -> writes seen while a read of it may be in flight
+        self._epoch = 0
+
+    def get(self, key):
+        entry = self._entries.get(key)
+        if entry is None:
+            return _MISSING
+        self._entries.move_to_end(key)
+        return entry[0]
+
+    def token(self, key) -> tuple[int, int]:
+        return self._epoch, self._writes.get(key, 0)
+
+    def keep(self, key, token: tuple[int, int], value, weight: int = 1) -> None:
+        if token != (self._epoch, self._writes.get(key, 0)) or weight > self.limit:
+            return
+        self._drop(key)
+        self._entries[key] = (value, weight)
+        self._weight += weight
+        while self._weight > self.limit:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self._weight -= dropped
+
+    def _drop(self, key) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._weight -= entry[1]
+
+    def forget(self, key) -> None:
+        self._writes[key] = self._writes.get(key, 0) + 1
+        self._drop(key)
+        if len(self._writes) > self.limit:  # (only a race needs the count: restart it)
+            self._writes.clear()
+            self._epoch += 1
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._weight = 0
+        self._writes.clear()
+        self._epoch += 1
+
+
 @implementer(IStorage)
 class CachingStorage:
-    def __init__(self, backend, max_nodes: int = 20000):
+    def __init__(self, backend, max_nodes: int = 20000, max_subscriptions: int = 20000):
         self.backend = backend
         self.url = backend.url
         self.max_nodes = max_nodes
@@ -33,6 +96,10 @@ class CachingStorage:
         self._generation: dict = {}  # (service, node) -> writes seen, to drop racing reads
         self._epoch = 0  # bumped when everything is forgotten at once
         self.put_item = backend.put_item  # (every message: no ``__getattr__`` on the way)
+        self._accounts = _Reads(max_nodes)  # bare JID -> Account, or None: no such account
+        # bare JID -> {(service, node_id) asked for: that entity's subscriptions}, at most
+        # ``max_subscriptions`` of them in all (a roster's worth each: a few MB, not a table's copy)
+        self._by_entity = _Reads(max_subscriptions)
 
     def __getattr__(self, name):
         # Everything not cached passes straight through (items, accounts, entity queries).
@@ -86,6 +153,45 @@ class CachingStorage:
             return None
         return node, affiliations, subscriptions
 
+    def get_login_account(self, jid):
+        """``get_account`` for a login (SASL), from memory when read lately.
+        ``get_account`` itself still reads the database: account changes
+        begin with it, so that they are refused before anything is done
+        when the database cannot be written. While the database fails, a
+        login asks it too, and is refused as everything else is."""
+        if self._failing():
+            return self.backend.get_account(jid)
+        account = self._accounts.get(jid)
+        if account is not _MISSING:
+            return defer.succeed(account)
+        token = self._accounts.token(jid)
+
+        def remember(account):
+            self._accounts.keep(jid, token, account)
+            return account
+
+        return self.backend.get_account(jid).addCallback(remember)
+
+    def get_entity_subscriptions(self, entity, service=None, node_id=None):
+        query = (service, node_id)
+        known = self._by_entity.get(entity)
+        if known is not _MISSING and query in known and not self._failing():
+            return defer.succeed(list(known[query]))
+        token = self._by_entity.token(entity)
+
+        def remember(subscriptions):
+            answers = self._by_entity.get(entity)
+            answers = {**({} if answers is _MISSING else answers), query: subscriptions}
+            self._by_entity.keep(entity, token, answers, sum(1 + len(found) for found in answers.values()))
+            return list(subscriptions)
+
+        return self.backend.get_entity_subscriptions(entity, service, node_id).addCallback(remember)
+
+    def _failing(self) -> bool:
+        """Whether the database's last answer was that it cannot be used now
+        (``xep207.metrics.TimedStorage`` keeps track)."""
+        return getattr(self.backend, "unavailable", False)
+
     # Writes invalidate ------------------------------------------------------------
 
     def _forget(self, service, node_id, *kinds):
@@ -106,29 +212,64 @@ class CachingStorage:
         return self._write(self.backend.set_node_config(service, node_id, config), service, node_id, "node")
 
     def delete_node(self, service, node_id):
-        return self._write(self.backend.delete_node(service, node_id), service, node_id)
+        # Its subscriptions go with it: whose they were is not known here.
+        self._by_entity.clear()
+
+        def clear(result):
+            self._by_entity.clear()
+            return result
+
+        return self._write(self.backend.delete_node(service, node_id).addBoth(clear), service, node_id)
 
     def set_affiliation(self, service, node_id, entity, affiliation):
         return self._write(self.backend.set_affiliation(service, node_id, entity, affiliation),
                            service, node_id, "affiliations")
 
     def set_subscription(self, subscription):
-        return self._write(self.backend.set_subscription(subscription),
-                           subscription.service, subscription.node_id, "subscriptions")
+        return self._write_subscription(self.backend.set_subscription(subscription),
+                                        subscription.service, subscription.node_id, subscription.subscriber)
 
     def set_subscription_option(self, service, node_id, subscriber, option, value, only_if_unset=False):
-        return self._write(self.backend.set_subscription_option(service, node_id, subscriber, option, value,
-                                                                only_if_unset),
-                           service, node_id, "subscriptions")
+        return self._write_subscription(
+            self.backend.set_subscription_option(service, node_id, subscriber, option, value, only_if_unset),
+            service, node_id, subscriber)
 
     def remove_subscription(self, service, node_id, subscriber):
-        return self._write(self.backend.remove_subscription(service, node_id, subscriber),
-                           service, node_id, "subscriptions")
+        return self._write_subscription(self.backend.remove_subscription(service, node_id, subscriber),
+                                        service, node_id, subscriber)
+
+    def _write_subscription(self, result_deferred, service, node_id, subscriber):
+        entity = bare(subscriber)
+        self._by_entity.forget(entity)
+
+        def forget_again(result):
+            self._by_entity.forget(entity)
+            return result
+
+        return self._write(result_deferred.addBoth(forget_again), service, node_id, "subscriptions")
+
+    def create_account(self, account):
+        return self._write_account(self.backend.create_account(account), account.jid)
+
+    def update_account(self, account):
+        return self._write_account(self.backend.update_account(account), account.jid)
+
+    def _write_account(self, result_deferred, jid):
+        self._accounts.forget(jid)
+
+        def forget_again(result):
+            self._accounts.forget(jid)
+            return result
+
+        return result_deferred.addBoth(forget_again)
 
     def delete_account(self, jid):
+        # Its PEP nodes go, with everyone's subscriptions to them: every entity's answers change.
         def clear(result=None):
             self._entries.clear()
             self._epoch += 1
+            self._accounts.forget(jid)
+            self._by_entity.clear()
             return result
 
         clear()

@@ -220,14 +220,20 @@ class Occupants:
         """A session that ends leaves every room it is in; the last one of an
         account also ends the account's bare-JID (native) occupancies, whose
         resources have all gone (an occupant is a connected session)."""
-        async def leave_all():
-            rooms = self.rooms
-            gone = {session.full} if rooms.router.resources(session.bare) else {session.full, session.bare}
-            for subscription in await rooms.storage.get_entity_subscriptions(session.bare, rooms.domain):
-                if subscription.subscriber in gone and subscription.options.get(NICK):
-                    room = await rooms.room(subscription.node_id)
-                    if room is not None:
-                        await self.leave(room, subscription.subscriber)
+        rooms = self.rooms
+        gone = {session.full} if rooms.router.resources(session.bare) else {session.full, session.bare}
 
-        d = defer.ensureDeferred(leave_all())
+        def occupancies(subscriptions) -> defer.Deferred | None:
+            held = [s for s in subscriptions if s.subscriber in gone and s.options.get(NICK)]
+            if not held:
+                return None  # (nearly every session: in no room, no coroutine)
+            return defer.ensureDeferred(leave_all(held))
+
+        async def leave_all(held):
+            for subscription in held:
+                room = await rooms.room(subscription.node_id)
+                if room is not None:
+                    await self.leave(room, subscription.subscriber)
+
+        d = rooms.storage.get_entity_subscriptions(session.bare, rooms.domain).addCallback(occupancies)
         return d.addErrback(log.err, f"leaving rooms for {session.full} failed")
