@@ -41,9 +41,12 @@ class RawClient(protocol.Protocol):
 
     def dataReceived(self, data):
         self.received += data
+        # (A waiter fired by ``_check`` may start parsing from ``received``,
+        # this data included: only a parser that was there before gets it.)
+        parser = self._parser
         self._check()
-        if self._parser is not None:
-            self._parser.parse(data)
+        if parser is not None:
+            parser.parse(data)
 
     def start_parsing(self, pending: bytes = b"") -> None:
         """From now on, parse what arrives into ``stanzas``."""
