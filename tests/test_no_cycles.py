@@ -55,3 +55,63 @@ class WithoutTheCollector(unittest.TestCase):
         built.addElement("body", content="x")
         release(built)
         self.assertEqual(built.toXml(), "<message><body>x</body></message>")
+
+
+class ThroughTheServer(unittest.TestCase):
+    """The real server (``InMemoryServer``), the collector off: each stanza a
+    session sends is gone once handled, captured (chat with a body, room
+    messages, broadcast presence) or only routed (receipts, chat states,
+    directed presence: one per message a modern client sends)."""
+
+    async def setUp(self):
+        from xep207.testing import InMemoryServer
+
+        self.harness = await InMemoryServer.start(accounts=["alice", "bob"])
+        self.addCleanup(self.harness.stop)
+        self.alice = await self.harness.login("alice", "a")
+        self.bob = await self.harness.login("bob", "b")
+        for session in (self.alice, self.bob):
+            self.harness.send(session, "<presence/>")
+        # A conversation under way: its pair node exists.
+        self.harness.send(self.alice, "<message to='bob@localhost' type='chat'><body>first</body></message>")
+        await self.harness.settle()
+        if gc.isenabled():
+            gc.disable()
+            self.addCleanup(gc.enable)
+
+    async def assert_freed(self, sender, xml: str, expected: str) -> None:
+        before = {s: len(s.stream.written) for s in (self.alice, self.bob)}
+        # As the c2s stream hands a stanza over (parsed, no parent, marked);
+        # not ``harness.send``, whose parser keeps what it parsed until a collection.
+        stanza = parse_stanza(xml)
+        stanza.handled = True
+        self.harness.router.route_from_session(sender.session, stanza)
+        watched = [weakref.ref(stanza), *(weakref.ref(c) for c in stanza.elements())]
+        del stanza
+        await self.harness.settle()
+        written = [x for s in (self.alice, self.bob) for x in s.stream.written[before[s]:]]
+        self.assertTrue(any(expected in x for x in written), written)
+        self.assertEqual([w() for w in watched], [None] * len(watched), xml)
+
+    async def test_a_captured_chat_message(self):
+        await self.assert_freed(self.alice, "<message to='bob@localhost' type='chat'><body>hi</body>"
+                                            "<active xmlns='http://jabber.org/protocol/chatstates'/></message>",
+                                "<body>hi</body>")
+
+    async def test_a_broadcast_presence(self):
+        await self.assert_freed(self.bob, "<presence><show>away</show><status>out</status></presence>",
+                                "<status>out</status>")
+
+    async def test_a_receipt(self):
+        await self.assert_freed(self.bob, "<message to='alice@localhost/a' id='r1'>"
+                                          "<received xmlns='urn:xmpp:receipts' id='m1'/></message>",
+                                "urn:xmpp:receipts")
+
+    async def test_a_chat_state_to_the_bare_jid(self):
+        await self.assert_freed(self.alice, "<message to='bob@localhost' type='chat'>"
+                                            "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+                                "<composing")
+
+    async def test_a_directed_presence(self):
+        await self.assert_freed(self.alice, "<presence to='bob@localhost/b'><status>only you</status></presence>",
+                                "<status>only you</status>")
