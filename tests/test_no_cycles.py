@@ -115,3 +115,18 @@ class ThroughTheServer(unittest.TestCase):
     async def test_a_directed_presence(self):
         await self.assert_freed(self.alice, "<presence to='bob@localhost/b'><status>only you</status></presence>",
                                 "<status>only you</status>")
+
+    async def test_a_message_kept_offline(self):
+        """Kept for an account with no session: the push hook reads it too."""
+        await self.harness.logout(self.bob)
+        self.harness.send(self.alice, "<message to='bob@localhost' type='chat'><body>while away</body></message>")
+        await self.harness.settle()
+        gc.collect()
+        stanza = parse_stanza("<message to='bob@localhost' type='chat'><body>still away</body></message>")
+        stanza.handled = True
+        watched = weakref.ref(stanza)
+        self.harness.router.route_from_session(self.alice.session, stanza)
+        del stanza
+        await self.harness.settle()
+        self.assertIsNone(watched())
+        self.assertEqual(gc.collect(), 0)  # (nothing else the message made was left in a cycle)
