@@ -412,10 +412,11 @@ class Router:
             return
         if target.host == self.domain:
             await self.deliver_local(stanza, target)
-            if stanza.name != "iq":
+            if stanza.name != "iq" or is_error_or_result(stanza):
                 # Written or queued as it is (receipts, chat states, directed presence:
-                # one or two per chat message): no cycle left to the collector (issue 13).
-                # (An iq may still be read by a service's handler: wokkel reads ``parent``.)
+                # one or two per chat message; a service's answer): no cycle left to the
+                # collector (issue 13). (A request may still be read by a service's
+                # handler: wokkel parses it by ``parent``.)
                 release(stanza)
         elif target.host in self.routes:
             self.routes[target.host].send(stanza)
