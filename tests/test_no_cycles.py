@@ -173,3 +173,12 @@ class ThroughTheServer(unittest.TestCase):
             "<iq type='set' id='p2'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
             "<publish node='urn:xmpp:microblog:0'><item><entry xmlns='http://www.w3.org/2005/Atom'>"
             "<title>hi</title></entry></item></publish></pubsub></iq>")
+
+    async def test_a_native_presence_publish(self):
+        """XEP-0207 §3: presence through the other door."""
+        await self.assert_answered_without_cycles(
+            "<iq type='set' id='p3'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+            "<publish node='presence'><item id='a'><presence xmlns='jabber:client'><show>dnd</show>"
+            "<status>native</status></presence></item></publish></pubsub></iq>")
+        page = await self.harness.server.storage.page_items("alice@localhost", "presence")
+        self.assertIn("<status>native</status>", page.items[0].payload)
