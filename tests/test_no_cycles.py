@@ -182,3 +182,19 @@ class ThroughTheServer(unittest.TestCase):
             "<status>native</status></presence></item></publish></pubsub></iq>")
         page = await self.harness.server.storage.page_items("alice@localhost", "presence")
         self.assertIn("<status>native</status>", page.items[0].payload)
+
+    async def test_room_messages_through_both_doors(self):
+        """XEP-0045 ``groupchat``, and a publish to the room node (the subject too)."""
+        for xml in ("<presence to='room@chat.localhost/a'><x xmlns='http://jabber.org/protocol/muc'/></presence>",
+                    "<iq type='set' to='room@chat.localhost' id='cfg'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+                    "<x xmlns='jabber:x:data' type='submit'/></query></iq>",
+                    "<presence to='room@chat.localhost/b'><x xmlns='http://jabber.org/protocol/muc'/></presence>"):
+            self.harness.send(self.bob if "/b'" in xml else self.alice, xml)
+            await self.harness.settle()
+        await self.assert_freed(self.alice, "<message to='room@chat.localhost' type='groupchat'><body>legacy</body>"
+                                            "</message>", "<body>legacy</body>")
+        await self.assert_answered_without_cycles(
+            "<iq type='set' to='chat.localhost' id='r1'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+            "<publish node='room'><item><message xmlns='jabber:client' type='groupchat'><body>native</body>"
+            "</message></item></publish></pubsub></iq>")
+        self.assertTrue(any("<body>native</body>" in x for x in self.bob.stream.written))
