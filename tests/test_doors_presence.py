@@ -143,6 +143,26 @@ class RosterInjection(DoorsTestCase):
                                               "<presence xmlns='jabber:client' type='unavailable'/>"))
 
 
+class NativePresence(DoorsTestCase):
+    """XEP-0207 §3: a resource that never sent ``<presence/>`` publishes its
+    presence item through XEP-0060 instead, and is available as broadcast
+    presence would make it (the ``item-published`` hook on presence nodes;
+    a hook told only of some node kinds must be told of this one)."""
+
+    async def test_a_native_presence_publish_makes_the_session_available(self):
+        alice = await self.online("alice")
+        bot = await self.online("bob", "bot", presence=False)
+        self.chat(alice, BOB, "before")  # to the bare JID: no available resource, kept offline
+        await self.settle(alice, bot)
+        self.nothing(bot, lambda e: "before" in e.toXml())
+        payload = "<presence xmlns='jabber:client'><priority>7</priority><status>native</status></presence>"
+        self.assert_ok(await self.publish(bot, BOB, "presence", payload, item_id="bot"))
+        session = self.server.router.session(f"{BOB}/bot")
+        self.assertEqual((session.available, session.priority), (True, 7))
+        self.chat(alice, BOB, "after")
+        await bot.wait_for(lambda e: e.name == "message" and "after" in e.toXml())
+
+
 class RosterIsPrivate(DoorsTestCase):
     async def test_every_operation_on_someone_elses_roster_is_hidden(self):
         alice = await self.online("alice", "phone", presence=False)

@@ -5,6 +5,7 @@ through either door) takes effect at once."""
 
 from twisted.internet import defer
 from twisted.trial import unittest
+from twisted.words.xish import domish
 
 from tests.doors_helpers import ALICE, EVE, chat_body, message_with
 from tests.test_blocking import NODE, NS_BLOCKING, BlockingTestCase
@@ -112,6 +113,36 @@ class NotifyByKind(unittest.TestCase):
         self.assertIsNone(hooks.notify("e", 7, kind="pair"))
         self.assertEqual(seen, [7])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError, ValueError)), 2)
+
+    def test_one_handler_added_for_two_kinds_in_two_calls(self):
+        """Each ``add`` is a registration of its own (a plugin's method for the
+        pair kind, then for the room kind): neither replaces the other's kinds."""
+        hooks, seen = Hooks(), []
+
+        def handler(v):
+            seen.append(v)
+        hooks.add("e", handler, kinds=("pair",))
+        hooks.add("e", handler, kinds=("room",))
+        for value, kind in ((1, "pair"), (2, "room"), (3, "presence")):
+            hooks.notify("e", value, kind=kind)
+        self.assertEqual(seen, [1, 2])
+        hooks.remove("e", handler)  # (every registration of it)
+        hooks.add("e", handler)  # again, for every kind
+        seen.clear()
+        for value, kind in ((4, "pair"), (5, "presence")):
+            hooks.notify("e", value, kind=kind)
+        self.assertEqual(seen, [4, 5])
+
+    def test_one_handler_added_for_two_stanza_names_in_two_calls(self):
+        hooks, seen = Hooks(), []
+
+        def handler(stanza):
+            seen.append(stanza.name)
+        hooks.add("s", handler, stanzas=("message",))
+        hooks.add("s", handler, stanzas=("presence",))
+        for name in ("message", "presence", "iq"):
+            hooks.first_now("s", domish.Element((None, name)))
+        self.assertEqual(seen, ["message", "presence"])
 
     def test_fire_still_calls_every_handler(self):
         hooks, seen = Hooks(), []

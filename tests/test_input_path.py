@@ -179,7 +179,10 @@ class StanzaFilteredHooks(unittest.TestCase):
         hooks.remove(STANZA, presence_only)
         hooks.first_now(STANZA, self.stanza("message"))
         self.assertEqual(seen, ["presence"])
-        self.assertEqual(hooks._wants, {(STANZA, hooks.handlers(STANZA)[0]): frozenset({"presence"})})
+        # (the removed handler's filter went with it; the one left keeps its own)
+        self.assertEqual(list(hooks._wants.values()), [frozenset({"presence"})])
+        self.assertEqual(hooks.first_now(STANZA, self.stanza("presence")), "taken")
+        self.assertIsNone(hooks.first_now(STANZA, self.stanza("message")))
 
     def test_a_made_up_name_is_filtered_but_not_remembered(self):
         hooks, seen = Hooks(), []

@@ -2,6 +2,7 @@
 frozen dataclass promises, with a faster ``__init__``."""
 
 import dataclasses
+import tracemalloc
 import time
 
 from twisted.trial import unittest
@@ -56,3 +57,26 @@ class QuickInit(unittest.TestCase):
         event = Event("s", "n", "items")
         self.assertEqual((event.items, event.include_payloads, event.notification_type, event.node_kind,
                           event.replay, event.note), ((), True, "headline", "generic", False, ""))
+
+    def test_no_heavier_than_the_dataclass_it_speeds_up(self):
+        """An instance's ``__dict__`` stays key-sharing, as the dataclass's own
+        ``__init__`` leaves it (the ``memory:`` archive and the caches keep
+        many Items): a dict built whole and set per instance was twice the
+        bytes (Item 248 against 120, Event 528 against 200)."""
+        for record, args in ((Item, ("id", "<x/>", "a@b/c", 1.0, 2)), (Event, ("s", "n", "items"))):
+            plain = dataclasses.make_dataclass(
+                "Plain" + record.__name__, [(f.name, f.type, f) for f in dataclasses.fields(record)], frozen=True)
+            quick, slow = _bytes_each(record, args), _bytes_each(plain, args)
+            self.assertLess(quick, 1.6 * slow, f"{record.__name__}: {quick:.0f} bytes, the dataclass {slow:.0f}")
+
+
+def _bytes_each(cls, args, count: int = 2000) -> float:
+    cls(*args)  # (the class's shared keys, made once)
+    tracemalloc.start()
+    try:
+        made = [cls(*args) for _ in range(count)]
+        size = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    del made
+    return size / count

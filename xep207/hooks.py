@@ -42,8 +42,10 @@ class Hooks:
     def __init__(self) -> None:
         self._handlers: dict[str, list[tuple[int, int, Callable[..., Any]]]] = {}
         self._order = itertools.count()
-        # (event, handler) -> the stanza names it wants (``add(stanzas=...)``)
-        self._wants: dict[tuple[str, Callable[..., Any]], frozenset[str]] = {}
+        # (event, registration) -> the stanza names or node kinds it wants
+        # (``add(stanzas=..., kinds=...)``); per registration, not per handler:
+        # one handler added twice for different names keeps both.
+        self._wants: dict[tuple[str, int], frozenset[str]] = {}
         # event with such handlers -> stanza name -> the handlers that see it
         self._by_stanza: dict[str, dict[str, list[tuple[int, int, Callable[..., Any]]]]] = {}
 
@@ -55,15 +57,18 @@ class Hooks:
         (``ITEM_PUBLISHED``), only events on nodes of these kinds. A handler
         that ignores the others costs them no call."""
         handlers = self._handlers.setdefault(name, [])
-        handlers.append((-priority, next(self._order), handler))
+        order = next(self._order)
+        handlers.append((-priority, order, handler))
         handlers.sort(key=lambda entry: entry[:2])
         if stanzas is not None or kinds is not None:
-            self._wants[(name, handler)] = frozenset((*(stanzas or ()), *(kinds or ())))
+            self._wants[(name, order)] = frozenset((*(stanzas or ()), *(kinds or ())))
         self._regroup(name)
 
     def remove(self, name: str, handler: Callable[..., Any]) -> None:
+        for _, order, added in self._handlers.get(name, []):
+            if added == handler:
+                self._wants.pop((name, order), None)
         self._handlers[name] = [h for h in self._handlers.get(name, []) if h[2] != handler]
-        self._wants.pop((name, handler), None)
         self._regroup(name)
 
     def _regroup(self, name: str) -> None:
@@ -74,7 +79,7 @@ class Hooks:
     def _for_stanza(self, name: str, kind: str, remember: bool = False) -> list[tuple[int, int, Callable[..., Any]]]:
         """The handlers of ``name`` that want ``kind`` (a stanza's name, a node kind's)."""
         handlers = [entry for entry in self._handlers.get(name, ())
-                    if kind in self._wants.get((name, entry[2]), (kind,))]
+                    if kind in self._wants.get((name, entry[1]), (kind,))]
         if remember or kind in STANZA_NAMES:  # (never a cache entry per name a client made up)
             self._by_stanza[name][kind] = handlers
         return handlers

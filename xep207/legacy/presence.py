@@ -58,7 +58,9 @@ class PresenceCapture:
         session = self.router.session(requestor)
         if session is not None and not session.available:
             session.available = True
-            session.priority = priority_of(parse_stanza(item.payload))
+            presence = parse_stanza(item.payload)
+            session.priority = priority_of(presence)
+            release(presence)
             session.presence = item.payload
         elif session is not None:
             session.presence = item.payload

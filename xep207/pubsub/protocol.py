@@ -33,6 +33,7 @@ from zope.interface import implementer
 from xep207.pubsub import config as node_config
 from xep207.pubsub import errors, render
 from xep207.pubsub.events import IEventSink
+from xep207.xmlutil import release
 from xep207.storage.records import AFFILIATIONS, NONE, SubscriptionState, is_subscription_state
 
 NS_RSM = "http://jabber.org/protocol/rsm"
@@ -457,6 +458,12 @@ class PubSubProtocol(PubSubService):
                                    self._on_authorization_answer)
 
     def _onPubSubRequest(self, iq):
+        # Parsed already (wokkel reads ``parent`` while parsing): once handled,
+        # the request's cycles go (issue 13; the answer copies its attributes, an
+        # error its children, neither its links).
+        return self._handle(iq).addBoth(_released, iq)
+
+    def _handle(self, iq) -> defer.Deferred:
         # wokkel builds its own PubSubRequest here; ours parses more.
         try:
             request = Request.fromElement(iq)
@@ -549,3 +556,8 @@ class PubSubProtocol(PubSubService):
         for owner in request.owners:
             self.send(render.message(request.service, owner, form,
                                      id=render.authorization_id(request)))
+
+
+def _released(result, iq: domish.Element):
+    release(iq)
+    return result

@@ -37,7 +37,7 @@ from xep207.pubsub import errors
 from xep207.pubsub.kinds import Trusted, pair_parties
 from xep207.pubsub.kinds.push import NS_DATA, NS_PUSH, PUSH_NODE, PushKind, enable_payload, parse_enable
 from xep207.storage.records import bare
-from xep207.xmlutil import parse_stanza
+from xep207.xmlutil import parse_stanza, release
 
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 SUMMARY = "urn:xmpp:push:summary"
@@ -130,6 +130,8 @@ class PushService(XMPPHandler):
             await self.engine.retract(session.full, session.bare, PUSH_NODE, gone)
 
     async def _registrations(self, account: str) -> dict[str, tuple[str, str, domish.Element | None]]:
+        if await self.engine.storage.get_node(account, PUSH_NODE) is None:
+            return {}  # never enabled (nearly everyone): no item-not-found raised per offline message
         try:
             page = await self.engine.get_items(Trusted(account), account, PUSH_NODE)
         except errors.StanzaError:
@@ -171,7 +173,8 @@ class PushService(XMPPHandler):
             message = parse_stanza(item.payload)
         except ValueError:
             return
-        body = next((c for c in message.elements() if c.name == "body"), None)
+        body = next((str(c) for c in message.elements() if c.name == "body"), None)
+        release(message)  # (read: no cycle left to the garbage collector, per offline message)
         if body is None:
             return  # chat states, receipts: nothing a user needs waking for
         registrations = await self._registrations(account)
@@ -179,7 +182,7 @@ class PushService(XMPPHandler):
             return
         self.missed[account] += 1
         for item_id, (service, node, options) in registrations.items():
-            iq = self._publish(account, service, node, options, item.publisher, str(body))
+            iq = self._publish(account, service, node, options, item.publisher, body)
             self.waiting[iq["id"]] = _Sent(account, item_id, service)
             while len(self.waiting) > MAX_WAITING:  # never answered: forgotten, oldest first
                 self.waiting.popitem(last=False)

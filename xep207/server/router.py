@@ -30,7 +30,7 @@ from xep207.jids import full_jid, jid_from_parts, parse_jid
 from xep207.server.c2s import Session
 from xep207.server.sasl import SASLFailure
 from xep207.storage.interface import StorageUnavailable
-from xep207.xmlutil import parse_stanza
+from xep207.xmlutil import parse_stanza, release
 from xep207.storage.records import Account
 
 STANZAS = ("message", "presence", "iq")
@@ -421,6 +421,12 @@ class Router:
             return
         if target.host == self.domain:
             await self.deliver_local(stanza, target)
+            if stanza.name != "iq" or is_error_or_result(stanza):
+                # Written or queued as it is (receipts, chat states, directed presence:
+                # one or two per chat message; a service's answer): no cycle left to the
+                # collector (issue 13). (A request may still be read by a service's
+                # handler: wokkel parses it by ``parent``.)
+                release(stanza)
         elif target.host in self.routes:
             self.routes[target.host].send(stanza)
             if target.host in self.internal_routes:

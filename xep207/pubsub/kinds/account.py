@@ -28,7 +28,7 @@ from xep207.storage.records import (
     Subscription,
     bare,
 )
-from xep207.xmlutil import parse_stanza, restamped
+from xep207.xmlutil import parse_stanza, release, restamped
 
 PRESENCE_NODE = "presence"  # XEP-0207: the node that carries presence
 ROSTER_NODE = "roster"  # private owner-only node: roster names and groups
@@ -66,7 +66,9 @@ class PresenceKind(NodeKind):
                 presence.getAttribute("type") is not None:
             raise errors.bad_request("invalid-payload",
                                      text="the item must be an available jabber:client presence")
-        return access.requestor.split("/", 1)[1], presence_payload(presence, access.requestor)
+        payload = presence_payload(presence, access.requestor)
+        release(presence)  # (serialized: no cycle left to the collector, per native presence)
+        return access.requestor.split("/", 1)[1], payload
 
     def subscriber_key(self, subscriber: str) -> str:
         """RFC 6121: presence subscriptions are between bare JIDs, whichever

@@ -27,7 +27,7 @@ from xep207.storage.records import (
     Via,
     bare,
 )
-from xep207.xmlutil import parse_message_item, restamped
+from xep207.xmlutil import parse_message_item, release, restamped
 
 PAIR_PREFIX = "chat:"
 OFFLINE_MARK = "xep207#offline-since"  # subscription option: first undelivered item
@@ -156,7 +156,9 @@ class PairKind(NodeKind):
         message["type"] = message.getAttribute("type", "chat")
         if message["type"] not in ("chat", "normal"):
             raise errors.bad_request("invalid-payload", text="a one-to-one message is of type chat or normal")
-        return item_id, restamped(message, access.requestor).toXml()
+        payload = restamped(message, access.requestor).toXml()
+        release(message)  # (serialized: no cycle left to the collector, per native message)
+        return item_id, payload
 
     async def check_publish(self, access: Access) -> None:
         await super().check_publish(access)

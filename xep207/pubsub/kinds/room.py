@@ -50,7 +50,7 @@ from xep207.storage.records import (
     Via,
     bare,
 )
-from xep207.xmlutil import parse_message_item, restamped
+from xep207.xmlutil import parse_message_item, release, restamped
 
 NICK = "roomnick"
 ROLE = "xep207#role"
@@ -513,7 +513,9 @@ class RoomKind(NodeKind):
                 (occupant is None or not may_change_subject(Room(access.node), occupant.role)):
             raise errors.forbidden(text="only moderators change the subject")
         nick = occupant.nick if occupant is not None else access.requestor.split("@")[0]
-        return item_id, room_item(message, f"{access.node_id}@{access.service}", nick)
+        payload = room_item(message, f"{access.node_id}@{access.service}", nick)
+        release(message)  # (serialized: no cycle left to the collector, per native message)
+        return item_id, payload
 
     def reply_to(self, access: Access, item: Item) -> str | None:
         """Replies go to the publisher's occupant JID (room/nick), never its
