@@ -93,20 +93,29 @@ class Hooks:
         not stop the others. Cheap when no handler waits: it runs per publish."""
         pending = []
         for _, _, handler in self._handlers.get(name, ()):
-            try:
-                result = handler(*args)
-            except Exception:
-                logs.failure(Failure(), _what(name, handler))
-                continue
-            if result is None:
-                continue
-            if isinstance(result, defer.Deferred):
-                if result.called and not result.paused and not isinstance(result.result, Failure):
-                    continue  # done already (most consequences of a session's end): nothing to wait for
-                pending.append(result.addErrback(logs.failure, _what(name, handler)))
-            elif inspect.iscoroutine(result):
-                pending.append(defer.ensureDeferred(result).addErrback(logs.failure, _what(name, handler)))
+            d = self._run(name, handler, args)
+            if d is not None:
+                pending.append(d)
         return defer.gatherResults(pending) if pending else defer.succeed(None)
+
+    @staticmethod
+    def _run(name: str, handler: Callable[..., Any], args: tuple[Any, ...]) -> defer.Deferred | None:
+        """Call one handler of ``fire`` or ``notify``: a Deferred of what it
+        still does (its failure logged), or None when it is done."""
+        try:
+            result = handler(*args)
+        except Exception:
+            logs.failure(Failure(), _what(name, handler))
+            return None
+        if result is None:
+            return None
+        if isinstance(result, defer.Deferred):
+            if result.called and not result.paused and not isinstance(result.result, Failure):
+                return None  # done already (most consequences of a session's end): nothing to wait for
+            return result.addErrback(logs.failure, _what(name, handler))
+        if inspect.iscoroutine(result):
+            return defer.ensureDeferred(result).addErrback(logs.failure, _what(name, handler))
+        return None
 
     def notify(self, name: str, *args: Any, kind: str) -> None:
         """``fire`` for an event nobody waits on (``ITEM_PUBLISHED``, on every
@@ -122,17 +131,7 @@ class Hooks:
             if handlers is None:
                 handlers = self._for_stanza(name, kind, remember=True)
         for _, _, handler in handlers:
-            try:
-                result = handler(*args)
-            except Exception:
-                logs.failure(Failure(), _what(name, handler))
-                continue
-            if result is None:
-                continue
-            if isinstance(result, defer.Deferred):
-                result.addErrback(logs.failure, _what(name, handler))
-            elif inspect.iscoroutine(result):
-                defer.ensureDeferred(result).addErrback(logs.failure, _what(name, handler))
+            self._run(name, handler, args)
 
     async def first(self, name: str, *args: Any) -> Any:
         """Run handlers in order until one answers; that answer, or None.
