@@ -222,7 +222,8 @@ class WriterPromises(unittest.TestCase):
 class WriterCrash(unittest.TestCase):
     async def test_killed_with_a_turn_unanswered_keeps_what_was_answered(self):
         """A process killed with operations issued and not answered: what was
-        answered is there, and the file opens cleanly."""
+        answered is there (an acknowledged publish survives a kill), and the
+        file opens cleanly."""
         path = os.path.join(temp_dir(self), "crash.sqlite")
         script = textwrap.dedent(f"""
             import os, signal

@@ -1,7 +1,6 @@
 """Every bundled backend against the storage contract, plus selection and durability."""
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -318,37 +317,3 @@ class SQLiteSchema(unittest.TestCase):
         with self.assertRaises(RuntimeError):
             await newer.start()
         newer.stop()
-
-
-class SQLiteDurability(unittest.TestCase):
-    async def test_acknowledged_publish_survives_kill(self):
-        path = os.path.join(temp_dir(self), "db.sqlite")
-        script = textwrap.dedent(f"""
-            import sys
-            from twisted.internet import reactor, defer
-            from xep207.storage.sqlite import SQLiteStorage
-            from xep207.storage.records import Item
-
-            async def main():
-                storage = SQLiteStorage("sqlite:///{path}")
-                await storage.start()
-                for i in range(50):
-                    await storage.put_item("svc", "node", Item(f"i{{i}}", "<p/>", "x@y"), None)
-                print("ACK", flush=True)
-
-            reactor.callWhenRunning(lambda: defer.ensureDeferred(main()))
-            reactor.run()
-        """)
-        env = dict(os.environ, PYTHONPATH=ROOT)
-        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env, text=True)
-        try:
-            self.assertEqual(child.stdout.readline().strip(), "ACK")
-        finally:
-            child.send_signal(signal.SIGKILL)
-            child.wait()
-            child.stdout.close()
-        storage = SQLiteStorage("sqlite:///" + path)
-        await storage.start()
-        self.addCleanup(storage.stop)
-        page = await storage.page_items("svc", "node")
-        self.assertEqual(page.count, 50)
