@@ -14,7 +14,10 @@ _ENTITIES = {"&apos;": "'", "&quot;": '"'}
 
 
 def parse_stanza(text: str, namespace: str = "jabber:client") -> domish.Element:
-    """Parse exactly one serialized stanza into an Element."""
+    """Parse exactly one serialized stanza into an Element. Its children keep
+    their links up: a parsed stanza may be routed on (the router, a cluster's
+    other process) to a service whose parser walks up (wokkel's pubsub
+    requests). A reader done with it calls ``release``."""
     elements: list[domish.Element] = []
     stream = domish.elementStream()
     stream.DocumentStartEvent = elements.append

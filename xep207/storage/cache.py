@@ -85,6 +85,19 @@ class _Reads:
         self._writes.clear()
         self._epoch += 1
 
+    def around(self, written: defer.Deferred, key=_MISSING) -> defer.Deferred:
+        """Forget ``key`` (every key when none is given) now and once
+        ``written`` fired: a read that started meanwhile saw the old data."""
+        def forget(result=None):
+            if key is _MISSING:
+                self.clear()
+            else:
+                self.forget(key)
+            return result
+
+        forget()
+        return written.addBoth(forget)
+
 
 @implementer(IStorage)
 class CachingStorage:
@@ -213,13 +226,7 @@ class CachingStorage:
 
     def delete_node(self, service, node_id):
         # Its subscriptions go with it: whose they were is not known here.
-        self._by_entity.clear()
-
-        def clear(result):
-            self._by_entity.clear()
-            return result
-
-        return self._write(self.backend.delete_node(service, node_id).addBoth(clear), service, node_id)
+        return self._write(self._by_entity.around(self.backend.delete_node(service, node_id)), service, node_id)
 
     def set_affiliation(self, service, node_id, entity, affiliation):
         return self._write(self.backend.set_affiliation(service, node_id, entity, affiliation),
@@ -239,29 +246,14 @@ class CachingStorage:
                                         service, node_id, subscriber)
 
     def _write_subscription(self, result_deferred, service, node_id, subscriber):
-        entity = bare(subscriber)
-        self._by_entity.forget(entity)
-
-        def forget_again(result):
-            self._by_entity.forget(entity)
-            return result
-
-        return self._write(result_deferred.addBoth(forget_again), service, node_id, "subscriptions")
+        return self._write(self._by_entity.around(result_deferred, bare(subscriber)),
+                           service, node_id, "subscriptions")
 
     def create_account(self, account):
-        return self._write_account(self.backend.create_account(account), account.jid)
+        return self._accounts.around(self.backend.create_account(account), account.jid)
 
     def update_account(self, account):
-        return self._write_account(self.backend.update_account(account), account.jid)
-
-    def _write_account(self, result_deferred, jid):
-        self._accounts.forget(jid)
-
-        def forget_again(result):
-            self._accounts.forget(jid)
-            return result
-
-        return result_deferred.addBoth(forget_again)
+        return self._accounts.around(self.backend.update_account(account), account.jid)
 
     def delete_account(self, jid):
         # Its PEP nodes go, with everyone's subscriptions to them: every entity's answers change.
