@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import queue
+from dataclasses import dataclass
 
 from twisted.python.failure import Failure
 
@@ -76,9 +77,9 @@ class SQLStorage:
     # Item counts per node, where a backend can keep them (one writer): they
     # decide whether an insert must trim the node to ``max_items``.
 
-    def _trim_needed(self, cursor, key: tuple[str, str], max_items: int, added: bool) -> bool:
-        """Whether a node may now hold more than ``max_items`` (after an insert;
-        ``added``: a new item, not a replacement). Without counts: always."""
+    def _trim_needed(self, cursor, key: tuple[str, str], max_items: int, added: int) -> bool:
+        """Whether a node may now hold more than ``max_items`` (after inserts;
+        ``added``: how many were new items, not replacements). Without counts: always."""
         return True
 
     def _items_changed(self, key: tuple[str, str] | None) -> None:
@@ -256,36 +257,17 @@ class SQLStorage:
     # Items
 
     def put_item(self, service, node_id, item, max_items):
-        insert = ("INSERT INTO items (service, node, item_id, payload, publisher, published)"
-                  " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, node, item_id) DO NOTHING RETURNING seq")
-        values = (service, node_id, item.item_id, item.payload, item.publisher, item.published)
+        return self._transact(ItemPut(self, service, node_id, item, max_items))
 
-        def put(cursor):
-            # A new id (nearly always: generated) is one insert. Replace = delete,
-            # then insert as the newest. Under PostgreSQL's read committed, a
-            # concurrent writer of the same id can slip in between: then the
-            # insert does nothing and we go round again.
-            row, trimmed = self._insert_new_item(cursor, insert, values, max_items)
-            added = row is not None
-            for _ in range(10):
-                if row is not None:
-                    break
-                self._execute(cursor, "DELETE FROM items WHERE service = ? AND node = ? AND item_id = ?",
-                              (service, node_id, item.item_id))
-                row = self._execute(cursor, insert, values).fetchone()
-            else:
-                raise RuntimeError(f"could not store item {item.item_id}: too much contention")
-            seq = row[0]
-            if max_items is not None and not trimmed and \
-                    self._trim_needed(cursor, (service, node_id), max_items, added):
-                self._execute(
-                    cursor, "DELETE FROM items WHERE service = ? AND node = ? AND seq <= ("
-                    " SELECT seq FROM items WHERE service = ? AND node = ?"
-                    " ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                    (service, node_id, service, node_id, max_items))
-            return Item(item.item_id, item.payload, item.publisher, item.published, seq)
+    _INSERT_RETURNING = ("INSERT INTO items (service, node, item_id, payload, publisher, published)"
+                         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, node, item_id) DO NOTHING RETURNING seq")
 
-        return self._transact(put)
+    def _trim(self, cursor, service: str, node_id: str, max_items: int) -> None:
+        """Keep the newest ``max_items`` items of a node."""
+        self._execute(cursor, "DELETE FROM items WHERE service = ? AND node = ? AND seq <= ("
+                              " SELECT seq FROM items WHERE service = ? AND node = ?"
+                              " ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                      (service, node_id, service, node_id, max_items))
 
     def _insert_new_item(self, cursor, insert: str, values: tuple, max_items: int | None):
         """``insert``'s row (None: the id exists) and whether the node was
@@ -448,6 +430,46 @@ def migrate(cursor, execute, migrations: list[str]) -> None:
                 execute(cursor, statement)
     execute(cursor, "DELETE FROM schema_version")
     execute(cursor, "INSERT INTO schema_version VALUES (?)", (len(migrations),))
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPut:
+    """One ``put_item``, as a writer thread runs it: alone (call it with a
+    cursor), or — SQLite — with the puts queued next to it as one multi-row
+    statement (``sqlite_items.py``), which needs to see what it stores."""
+
+    storage: SQLStorage
+    service: str
+    node_id: str
+    item: Item
+    max_items: int | None
+
+    def values(self) -> tuple:
+        item = self.item
+        return (self.service, self.node_id, item.item_id, item.payload, item.publisher, item.published)
+
+    def __call__(self, cursor) -> Item:
+        # A new id (nearly always: generated) is one insert. Replace = delete,
+        # then insert as the newest. Under PostgreSQL's read committed, a
+        # concurrent writer of the same id can slip in between: then the
+        # insert does nothing and we go round again.
+        storage, service, node_id, item, max_items = \
+            self.storage, self.service, self.node_id, self.item, self.max_items
+        insert, values = storage._INSERT_RETURNING, self.values()
+        row, trimmed = storage._insert_new_item(cursor, insert, values, max_items)
+        added = row is not None
+        for _ in range(10):
+            if row is not None:
+                break
+            storage._execute(cursor, "DELETE FROM items WHERE service = ? AND node = ? AND item_id = ?",
+                             (service, node_id, item.item_id))
+            row = storage._execute(cursor, insert, values).fetchone()
+        else:
+            raise RuntimeError(f"could not store item {item.item_id}: too much contention")
+        if max_items is not None and not trimmed and \
+                storage._trim_needed(cursor, (service, node_id), max_items, added):
+            storage._trim(cursor, service, node_id, max_items)
+        return Item(item.item_id, item.payload, item.publisher, item.published, row[0])
 
 
 def drain_batch(jobs: "queue.SimpleQueue", max_batch: int) -> list | None:

@@ -37,6 +37,7 @@ from zope.interface import implementer
 
 from xep207.storage.interface import IStorage, StorageUnavailable
 from xep207.storage.sql import SQLStorage, deliver_results, drain_batch, migrate, schema
+from xep207.storage.sqlite_items import run_jobs
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
 MIGRATIONS = [schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT", binary="BLOB", real="REAL")]
@@ -83,8 +84,8 @@ class SQLiteStorage(SQLStorage):
         count = self._counts.get(key)
         if count is None:
             count = cursor.execute("SELECT COUNT(*) FROM items WHERE service = ? AND node = ?", key).fetchone()[0]
-        elif added:
-            count += 1
+        else:
+            count += added
         self._counts[key] = min(count, max_items)
         return count > max_items
 
@@ -108,7 +109,9 @@ class SQLiteStorage(SQLStorage):
             self._counts.pop(key, None)
 
     def _open(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # (a statement prepared again hands the GIL over too: room for all of ours)
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                     cached_statements=256)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={self._synchronous}")
         # xep207ctl may write meanwhile; beyond this, operations fail with StorageUnavailable.
@@ -227,7 +230,7 @@ class SQLiteStorage(SQLStorage):
         cursor = connection.cursor()
         cursor.execute("BEGIN IMMEDIATE")
         try:
-            results = [(d, function(cursor, *args)) for function, args, d in batch]
+            results = run_jobs(cursor, batch)
         except Exception:
             failure = Failure(translate())
             self._counts.clear()

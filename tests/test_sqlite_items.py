@@ -1,0 +1,110 @@
+"""SQLite stores a run of puts with multi-row statements (xep207/storage/sqlite_items.py);
+each put must still get exactly what it would have got alone, as ``memory:`` answers:
+the same rows, seqs in the order issued, overwrites as the newest, trims to max_items."""
+
+import os
+import sqlite3
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from xep207.storage.memory import MemoryStorage
+from xep207.storage.records import Item, Node, NodeConfig
+
+from tests.peers import temp_dir
+from tests.test_sqlite_writer import Traced
+
+S = "pubsub.example.org"
+
+
+def item(item_id: str) -> Item:
+    return Item(item_id, f"<p>{item_id}</p>", "x@example.org", 1700000000.0)
+
+
+class StoredTogether(unittest.TestCase):
+    async def setUp(self):
+        self.path = os.path.join(temp_dir(self), "items.sqlite")
+        self.sqlite = Traced("sqlite:///" + self.path)
+        self.memory = MemoryStorage()
+        for storage in (self.sqlite, self.memory):
+            await storage.start()
+            self.addCleanup(storage.stop)
+            for node in ("n", "m", "few"):
+                await storage.create_node(Node(S, node, NodeConfig(), "o@example.org"))
+            await storage.put_item(S, "n", item("old"), 1000)
+        self.sqlite.forget()
+
+    def rows(self):
+        """(node, item_id, seq) as another connection reads them, in seq order."""
+        other = sqlite3.connect(self.path)
+        try:
+            return other.execute("SELECT node, item_id, seq FROM items ORDER BY seq").fetchall()
+        finally:
+            other.close()
+
+    async def both(self, puts):
+        """Each (node, item_id, max_items) put in one turn, on both backends:
+        the answers (checked equal but for seq) and SQLite's stored items."""
+        answers = []
+        for storage in (self.memory, self.sqlite):
+            stored = await defer.gatherResults(
+                [storage.put_item(S, node, item(item_id), max_items) for node, item_id, max_items in puts])
+            answers.append(stored)
+        by_memory, by_sqlite = answers
+        self.assertEqual([(i.item_id, i.payload, i.publisher, i.published) for i in by_memory],
+                         [(i.item_id, i.payload, i.publisher, i.published) for i in by_sqlite])
+        for node in ("n", "m", "few"):
+            self.assertEqual([i.item_id for i in (await self.memory.page_items(S, node)).items],
+                             [i.item_id for i in (await self.sqlite.page_items(S, node)).items], node)
+        return by_sqlite
+
+    async def test_a_long_run_is_a_few_statements_in_the_order_issued(self):
+        puts = [("n" if i % 3 else "m", f"i{i}", 1000) for i in range(300)]
+        stored = await self.both(puts)
+        self.assertLessEqual(len(self.sqlite.inserts()), 8)  # (128 + 128 + 32 + 8 + 4 rows)
+        seqs = [i.seq for i in stored]
+        self.assertEqual(seqs, list(range(seqs[0], seqs[0] + 300)))  # consecutive, as issued
+        self.assertEqual([(node, item_id, seq) for node, item_id, seq in self.rows()][1:],
+                         [(node, item_id, seq) for (node, item_id, _), seq in zip(puts, seqs)])
+
+    async def test_an_overwrite_in_a_run_is_stored_as_the_newest(self):
+        await self.both([("n", "a", 1000), ("n", "b", 1000), ("m", "c", 1000)])
+        stored = await self.both([("n", "d", 1000), ("n", "a", 1000), ("m", "e", 1000), ("n", "f", 1000)])
+        self.assertEqual([i.seq for i in stored], sorted(i.seq for i in stored))
+        self.assertEqual([item_id for node, item_id, _ in self.rows() if node == "n"],
+                         ["old", "b", "d", "a", "f"])
+        self.assertEqual(sum(1 for row in self.rows() if row[1] == "a"), 1)
+
+    async def test_an_id_twice_in_one_run_keeps_the_second(self):
+        stored = await self.both([("m", "x", 1000), ("m", "y", 1000), ("m", "x", 1000), ("m", "z", 1000)])
+        self.assertEqual([i.seq for i in stored], sorted(i.seq for i in stored))
+        self.assertEqual([item_id for node, item_id, _ in self.rows() if node == "m"], ["y", "x", "z"])
+
+    async def test_a_run_trims_to_max_items_like_puts_one_by_one(self):
+        await self.both([("few", f"a{i}", 5) for i in range(3)])
+        await self.both([("few", f"b{i}", 5) for i in range(20)])
+        self.assertEqual([item_id for node, item_id, _ in self.rows() if node == "few"],
+                         [f"b{i}" for i in range(15, 20)])
+        await self.both([("few", "c", 5), ("n", "c", 1000)])
+        self.assertEqual([item_id for node, item_id, _ in self.rows() if node == "few"],
+                         [f"b{i}" for i in range(16, 20)] + ["c"])
+
+    async def test_a_trim_counts_from_the_database_after_a_restart(self):
+        await self.both([("few", f"a{i}", 5) for i in range(4)])
+        await self.sqlite.stop()
+        self.sqlite = Traced("sqlite:///" + self.path)  # (its counts start empty)
+        await self.sqlite.start()
+        self.addCleanup(self.sqlite.stop)
+        await self.both([("few", f"b{i}", 5) for i in range(3)])
+        self.assertEqual([item_id for node, item_id, _ in self.rows() if node == "few"],
+                         ["a2", "a3", "b0", "b1", "b2"])
+
+    async def test_a_failing_operation_amid_a_run_fails_alone(self):
+        puts = [self.sqlite.put_item(S, "n", item(f"p{i}"), 1000) for i in range(4)]
+        again = self.sqlite.create_node(Node(S, "n", NodeConfig(), "intruder@example.org"))
+        puts += [self.sqlite.put_item(S, "m", item(f"q{i}"), 1000) for i in range(4)]
+        await self.assertFailure(again, Exception)
+        stored = await defer.gatherResults(puts)
+        self.assertEqual([i.seq for i in stored], sorted(i.seq for i in stored))
+        self.assertEqual([item_id for _, item_id, _ in self.rows()],
+                         ["old"] + [f"p{i}" for i in range(4)] + [f"q{i}" for i in range(4)])
