@@ -22,7 +22,7 @@ from xep207.ordering import InOrder
 from xep207.pubsub.errors import StanzaError
 from xep207.pubsub.kinds.base import Trusted
 from xep207.server import accounts
-from xep207.storage.records import new_id
+from xep207.storage.records import new_id, new_item_id
 
 NODE = pair(ALICE, BOB)
 
@@ -321,6 +321,18 @@ class ItemIds(unittest.TestCase):
         parent = [new_id() for _ in range(4)]
         self.assertEqual(len(child), 128)
         self.assertFalse(any(i in child for i in parent))
+
+    def test_item_ids_grow_with_time_and_stay_unpredictable(self):
+        """An item id is ordered by its millisecond (index locality: new rows
+        at the end of each node's range), then 80 random bits (XEP-0359)."""
+        earlier, later = new_item_id(lambda: 1764000000.001), new_item_id(lambda: 1764000000.002)
+        self.assertLess(earlier, later)
+        self.assertLess(new_item_id(lambda: 1764000000.999), new_item_id(lambda: 1764000001.0))
+        same_ms = [new_item_id(lambda: 1764000000.5) for _ in range(1000)]
+        self.assertTrue(all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in same_ms))
+        self.assertEqual({i[:12] for i in same_ms}, {f"{1764000000500:012x}"})
+        self.assertEqual(len({i[12:] for i in same_ms}), 1000)
+        self.assertNotEqual([i[12:] for i in same_ms], sorted(i[12:] for i in same_ms))  # (no counter)
 
 
 class WaitFor(unittest.TestCase):

@@ -67,6 +67,7 @@ from xep207.storage.records import (
     bare,
     is_affiliation,
     new_id,
+    new_item_id,
 )
 
 def returns_deferred(method):
@@ -376,7 +377,7 @@ class PubSubEngine:
                 or len(payload) * 4 > self.max_payload_size:
             return None  # (an overwrite, a large payload, a cluster: the full path)
         verdicts.kind.publish_rechecks(self, requestor, node)
-        stored = self.storage.put_item(service, node_id, Item(new_id(), payload, requestor), config.max_items)
+        stored = self.storage.put_item(service, node_id, Item(new_item_id(), payload, requestor), config.max_items)
         if queued is not None and self._ordered_writes:
             queued()  # whatever is issued next runs after it
         return stored.addCallback(self._stored_known, verdicts, access, after)
@@ -803,7 +804,7 @@ class PubSubEngine:
             existing = await self.storage.get_items(service, node_id, [item_id])
             if existing:
                 await kind.check_overwrite(access, existing[0])
-        item = Item(item_id or new_id(), payload, requestor)
+        item = Item(item_id or new_item_id(), payload, requestor)
         if config.persist_items:
             stored = self.storage.put_item(service, node_id, item, config.max_items)
             if queued is not None and self._ordered_writes:

@@ -10,7 +10,7 @@ import dataclasses
 import time
 import os
 from dataclasses import dataclass, field
-from typing import Final, Iterator, Literal, Mapping, TypeGuard, TypeVar, get_args
+from typing import Callable, Final, Iterator, Literal, Mapping, TypeGuard, TypeVar, get_args
 
 # The vocabularies below are ``Literal`` string types, not enums: the values
 # stay plain ``str`` at run time, so storage rows, JSON and XML attributes are
@@ -113,6 +113,22 @@ def new_id() -> str:
         return found
     _random_ids = _more_random_ids()
     return next(_random_ids)
+
+
+def new_item_id(clock: Callable[[], float] = time.time) -> str:
+    """An item's id: 32 hex digits, the first 12 the milliseconds since the
+    epoch, the other 20 random (80 bits), as a UUIDv7 orders them.
+
+    Why ordered: every node's items are indexed by (node, id), and random ids
+    land on a random page of that index each time — a batch of 300 chat
+    messages dirtied ~300 pages to write and checkpoint. Ids that grow with
+    time append at the end of each node's range: SQLite's writer went from
+    83–89 to 44–52 µs per item at 90,000 items (issue 13), and random ids only
+    get worse as the archive grows. XEP-0359 asks that an id be unpredictable
+    and tell nothing like the archive's size: the random part keeps it
+    unpredictable, and the time it tells is the one the archive states anyway
+    (XEP-0313's delay stamp)."""
+    return f"{int(clock() * 1000) & 0xFFFFFFFFFFFF:012x}{new_id()[:20]}"
 
 
 def _forget_random_ids() -> None:
