@@ -50,6 +50,28 @@ class IdleParser(ServerTestCase):
         await self.client.expect("id='m1'")
         self.assertIn(b"id='p3'", self.client.received)
 
+    async def test_a_quiet_stream_keeps_none_of_its_parser_handlers(self):
+        """While idle, a session holds what the collector must walk at every
+        full pass: the parser's closures are made again with the next parser,
+        and the authentication timer went with the bind."""
+        import gc
+        import types
+
+        def handlers_of(stream):
+            gc.collect()
+            return [f for f in gc.get_objects() if type(f) is types.FunctionType
+                    and f.__qualname__.startswith("ServerStream._install_parser_handlers.")
+                    and any(c.cell_contents is stream for c in f.__closure__ or ()
+                            if c.cell_contents is not None)]
+
+        self.assertTrue(handlers_of(self.stream))  # on_start, on_end, ...
+        self.clock.advance(idle_parser.QUIET_SECONDS)
+        self.assertIsNone(self.stream.stream.parser)
+        self.assertEqual(handlers_of(self.stream), [])
+        self.assertIsNone(self.stream.authenticator._timeout)
+        await self.ping("p1")
+        self.assertTrue(handlers_of(self.stream))
+
     async def test_limits_still_apply_after_a_fresh_parser(self):
         self.clock.advance(idle_parser.QUIET_SECONDS)
         self.assertIsNone(self.stream.stream.parser)
@@ -109,7 +131,7 @@ class HeaderFor(unittest.TestCase):
         header = idle_parser.header_for(self.root({"s": NS_STREAMS, "q": "urn:a'b&c"}))
         self.assertEqual(header, b'<s:stream xmlns="jabber:client" xmlns:q="urn:a\'b&amp;c" '
                                  b'xmlns:s="http://etherx.jabber.org/streams">')
-        parser = idle_parser.fresh_parser(header, ())
+        parser = idle_parser.fresh_parser(header)
         names = []
         parser.StartElementHandler = lambda name, attributes: names.append(name)
         parser.Parse(b"<q:x/><y/></s:stream>", True)  # both prefixes bound, the root's end matches

@@ -307,6 +307,13 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             self._admitted = False
             self.pending.release(self.address)
 
+    def _cancel_timeout(self) -> None:
+        # (dropped, not only cancelled: a DelayedCall and two bound methods
+        # per session otherwise, for the collector to walk while it idles)
+        timeout, self._timeout = self._timeout, None
+        if timeout is not None and timeout.active():
+            timeout.cancel()
+
     def _timed_out(self):
         self._timeout = None
         if self.session is None:
@@ -473,8 +480,7 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
         self.session = session
         session.stream = self.xmlstream
         self._release_pending()
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
+        self._cancel_timeout()
         self.xmlstream.coalesce = True
 
     def _on_starttls(self, element):
@@ -621,16 +627,14 @@ class ClientNegotiator(xmlstream.ListenAuthenticator):
             # (and maybe another took its name): RFC 6120 §4.9.3.16 / §4.9.3.14.
             return self.xmlstream.fail(revoked, "the account's credentials were revoked")
         self.session = Session(full, self.xmlstream, lang=self._lang)
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
+        self._cancel_timeout()
         self.router.bind(self.session)
         self.xmlstream.send(bind_result(iq, self.session.full))  # (at once: no turn to wait for)
         self.xmlstream.coalesce = True  # negotiation is over: see ServerStream.coalesce
 
     def _connection_lost(self, reason):
         self._release_pending()
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
+        self._cancel_timeout()
         if self.session is not None:
             session, self.session = self.session, None
             if any(extension.connection_lost(self, session) for extension in self.router.stream_extensions):

@@ -6,8 +6,9 @@ sessions are idle most of the time. So a stream that has been between stanzas
 for ``QUIET_SECONDS`` drops its parser; the next bytes from the peer get a
 fresh one, primed (handlers off) with a copy of the stream header's namespace
 declarations and root name, so prefixes, the default namespace and the final
-``</stream:stream>`` resolve exactly as before. A busy stream pays one parser
-creation (about 10 µs) per ``QUIET_SECONDS`` at most.
+``</stream:stream>`` resolve exactly as before; the stream then sets its
+handlers on it. A busy stream pays one parser creation (about 10 µs) per
+``QUIET_SECONDS`` at most.
 """
 
 from __future__ import annotations
@@ -17,13 +18,6 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 QUIET_SECONDS = 1.0
-
-# What a parser calls back, saved when it is freed and set on its successor.
-HANDLERS = ("StartElementHandler", "EndElementHandler", "CharacterDataHandler",
-            "StartNamespaceDeclHandler", "EndNamespaceDeclHandler", "StartDoctypeDeclHandler",
-            "EntityDeclHandler", "CommentHandler", "ProcessingInstructionHandler",
-            "UnparsedEntityDeclHandler", "NotationDeclHandler", "StartCdataSectionHandler",
-            "EndCdataSectionHandler")
 
 _CLIENT_HEADER = (b'<stream:stream xmlns="jabber:client" '
                   b'xmlns:stream="http://etherx.jabber.org/streams">')
@@ -76,15 +70,10 @@ def buffer_text(parser: Any) -> None:
     parser.buffer_text = True
 
 
-def fresh_parser(header: bytes, handlers: tuple) -> Any:
-    """A parser in the state of one that has just read ``header``."""
+def fresh_parser(header: bytes) -> Any:
+    """A parser in the state of one that has just read ``header`` (without
+    handlers yet: the stream sets its own)."""
     parser = pyexpat.ParserCreate("UTF-8", " ")
     parser.Parse(header)
     buffer_text(parser)  # as ServerStream's own parsers
-    for name, handler in zip(HANDLERS, handlers):
-        setattr(parser, name, handler)
     return parser
-
-
-def saved_handlers(parser: Any) -> tuple:
-    return tuple(getattr(parser, name) for name in HANDLERS)

@@ -166,10 +166,9 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
     # nothing more is to be parsed from this peer.
     stream: Any | None
     # While the stream is quiet between stanzas its parser is freed
-    # (idle_parser): the header that primes the next one, the handlers it
-    # gets, the bytes the current one was fed, the pending check.
+    # (idle_parser): the header that primes the next one (its handlers are
+    # made again then), the bytes the current one was fed, the pending check.
     _parser_header: bytes | None = None
-    _parser_handlers: tuple | None = None
     _fed = 0
     _quiet_call: IDelayedCall | None = None
     _clock: Any = None  # a test's task.Clock; None: the reactor
@@ -273,13 +272,11 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         stream.maxStanzaSize = limits.stanza_size
         stream.maxElementCount = limits.elements
         stream.ElementEvent = self._on_complete_stanza
-        parser = stream.parser
-        start_element = parser.StartElementHandler
         self._stanza_start = 0
         self._depth = 0
         self._elements = 0
         self._fed = 0
-        self._parser_header = self._parser_handlers = None
+        self._parser_header = None
         start_document = stream.DocumentStartEvent
 
         def on_document(root):
@@ -288,7 +285,15 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
             start_document(root)
 
         stream.DocumentStartEvent = on_document
+        self._install_parser_handlers(stream, stream.parser)
 
+    def _install_parser_handlers(self, stream: Any, parser: Any) -> None:
+        """Set ``stream``'s handlers on ``parser``: its first, and each fresh
+        one after an idle spell. (Made again then, not kept while the parser
+        is freed: an idle session would hold two dozen objects more for the
+        collector to walk — six closures, their cells, the bound methods.)"""
+        limits = self._current_limits
+        start_element = stream._onStartElement  # (domish's: the stream header)
         # Below the root, the limits and domish's tree building in one handler
         # per event (issue 13: not a wrapper calling domish's): the same
         # Elements, the same state on ``stream`` (currElem, elementCount,
@@ -362,7 +367,7 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
                 else:
                     children.append(data)
 
-        start_namespace = parser.StartNamespaceDeclHandler
+        start_namespace = stream._onStartNamespace
 
         def on_namespace(prefix, uri):
             if uri and _UNSAFE_IN_NAMESPACE.search(uri):
@@ -376,6 +381,7 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
             self._depth -= 1
 
         parser.StartElementHandler = on_start
+        parser.EndNamespaceDeclHandler = stream._onEndNamespace
         parser.StartNamespaceDeclHandler = on_namespace
         parser.StartCdataSectionHandler = on_cdata
         parser.EndCdataSectionHandler = on_cdata_end
@@ -582,7 +588,6 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
                 or not stream.documentStarted or stream.currElem is not None or self._depth
                 or stream.parser.CurrentByteIndex != self._fed):
             return
-        self._parser_handlers = idle_parser.saved_handlers(stream.parser)
         stream.parser = None
         self.__dict__.pop("_plans", None)  # the dispatch plans too (remade at the next stanza)
         # CPython grew this stream's __dict__ to 128 slots when it passed 30
@@ -594,10 +599,10 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
     def live_parser(self, stream: Any) -> Any:
         """``stream``'s expat parser, renewed first if it was freed while idle."""
         if stream.parser is None:
-            assert self._parser_header is not None and self._parser_handlers is not None
-            stream.parser = idle_parser.fresh_parser(self._parser_header, self._parser_handlers)
+            assert self._parser_header is not None
+            stream.parser = idle_parser.fresh_parser(self._parser_header)
+            self._install_parser_handlers(stream, stream.parser)
             self._fed = len(self._parser_header)
-            self._parser_handlers = None
         return stream.parser
 
     def fail(self, condition: str, text: str | None = None) -> None:

@@ -198,11 +198,8 @@ class WebSocketStream(ServerStream):
         super().reset()
         self._awaiting_open = True
 
-    def _initializeStream(self):
-        super()._initializeStream()
-        stream = self.stream
-        assert stream is not None
-        parser = stream.parser
+    def _install_parser_handlers(self, stream, parser) -> None:
+        super()._install_parser_handlers(stream, parser)  # (each fresh parser's too)
         on_text = parser.CharacterDataHandler
 
         def text(data):
