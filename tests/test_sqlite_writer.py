@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
 from xep207.storage.interface import NodeExists, StorageUnavailable
@@ -214,6 +214,34 @@ class WriterPromises(unittest.TestCase):
         for node in nodes:
             self.assertEqual([i.item_id for i in (await memory.page_items(S, node)).items],
                              self.read_ids(node))
+
+
+class Checkpoints(unittest.TestCase):
+    """The writer's commits do not copy the WAL into the database file (that
+    waited for an fsync while messages waited for the commit): a thread of
+    its own does, soon after."""
+
+    async def test_committed_items_reach_the_database_file_from_another_thread(self):
+        path = os.path.join(temp_dir(self), "checkpoints.sqlite")
+        storage = Traced("sqlite:///" + path)
+        await storage.start()
+        self.addCleanup(storage.stop)
+        self.assertIn("PRAGMA wal_autocheckpoint=0", storage.statements)
+        await storage.create_node(Node(S, "n", NodeConfig(), "o@example.org"))
+        before = os.path.getsize(path)
+        big = "x" * 2000
+        await defer.gatherResults([storage.put_item(S, "n", Item(f"i{i}", f"<p>{big}</p>", "x@example.org"), 1000)
+                                   for i in range(500)])
+        # In WAL mode only a checkpoint writes the database file: it grows by
+        # the megabyte just committed, after the pass that follows the commit
+        # (one may have been under way for the node's creation).
+        for _ in range(3):
+            storage.checkpoints.passed.clear()
+            if os.path.getsize(path) >= before + 1_000_000:
+                break
+            self.assertTrue(await threads.deferToThread(storage.checkpoints.passed.wait, 10))
+        self.assertGreaterEqual(os.path.getsize(path), before + 1_000_000)
+        self.assertFalse(any("wal_checkpoint" in s for s in storage.statements))  # (not the writer)
 
 
 class WriterCrash(unittest.TestCase):

@@ -37,6 +37,7 @@ from zope.interface import implementer
 
 from xep207.storage.interface import IStorage, StorageUnavailable
 from xep207.storage.sql import SQLStorage, deliver_results, drain_batch, migrate, schema
+from xep207.storage.sqlite_checkpoints import Checkpointer
 from xep207.storage.sqlite_items import run_jobs
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
@@ -173,7 +174,10 @@ class SQLiteStorage(SQLStorage):
             self._reactor.callFromThread(self._fail_all, failure)
             self._reactor.callFromThread(self._stopped.callback, None)
             return
+        checkpoints = self.checkpoints = Checkpointer(self.path)  # (off this thread: sqlite_checkpoints.py)
         try:
+            connection.execute("PRAGMA wal_autocheckpoint=0")
+            checkpoints.start()
             while True:
                 batch = self._next_batch()
                 if batch is None:
@@ -190,8 +194,10 @@ class SQLiteStorage(SQLStorage):
                     self._abandon(connection)
                     results = [(d, failure) for _, _, d in batch]
                 self._reactor.callFromThread(self._deliver, results)
+                checkpoints.poke()
         finally:
             connection.close()
+            checkpoints.stop()  # (closes last: checkpoints the rest, removes the WAL)
             self._reactor.callFromThread(self._stopped.callback, None)
 
     def _translate(self) -> BaseException:
