@@ -108,3 +108,14 @@ class StoredTogether(unittest.TestCase):
         self.assertEqual([i.seq for i in stored], sorted(i.seq for i in stored))
         self.assertEqual([item_id for _, item_id, _ in self.rows()],
                          ["old"] + [f"p{i}" for i in range(4)] + [f"q{i}" for i in range(4)])
+
+    async def test_an_overwrite_amid_a_run_leaves_the_counts_exact(self):
+        """An id that exists, amid a run, still takes a seq in SQLite (AUTOINCREMENT
+        counts the row it skipped): the rows before it must all be undone, else
+        their puts count as replacements and the node later keeps too many."""
+        await self.both([("few", "p0", 10), ("few", "p1", 10)])
+        run = ["x1", "x2", "x3", "p0", "p1", "y1", "y2", "y3"]  # (one statement of 8 rows)
+        await self.both([("few", item_id, 10) for item_id in run])
+        await self.both([("few", f"z{i}", 10) for i in range(4)])
+        self.assertEqual([item_id for node, item_id, _ in self.rows() if node == "few"],
+                         ["x3", "p0", "p1", "y1", "y2", "y3", "z0", "z1", "z2", "z3"])

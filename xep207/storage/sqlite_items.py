@@ -86,8 +86,7 @@ def _insert_chunk(cursor, chunk: list[ItemPut]) -> list[Item]:
         # each put alone, in order, replaces as it would have. (AUTOINCREMENT
         # leaves a gap in seq where these rows were; seq orders, it does not count.)
         if inserted > 0:
-            last = cursor.lastrowid
-            cursor.execute("DELETE FROM items WHERE seq BETWEEN ? AND ?", (last - inserted + 1, last))
+            _undo(cursor, len(chunk), inserted)
         return [put(cursor) for put in chunk]
     # The rows got consecutive seqs, in the order listed: AUTOINCREMENT, one writer.
     seq = cursor.lastrowid - inserted
@@ -104,3 +103,15 @@ def _insert_chunk(cursor, chunk: list[ItemPut]) -> list[Item]:
         if storage._trim_needed(cursor, (service, node_id), max_items, added):
             storage._trim(cursor, service, node_id, max_items)
     return stored
+
+
+def _undo(cursor, rows: int, inserted: int) -> None:
+    """Delete what a chunk of ``rows`` rows inserted. Every row listed took a
+    seq, the skipped ones too (AUTOINCREMENT counts them): the chunk's rows
+    are the last ``rows`` seqs handed out, not the last ``inserted`` before
+    ``lastrowid`` (that left the rows before a skipped one, and each one's put
+    then counted as a replacement: the node kept more than max_items)."""
+    top = cursor.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()[0]
+    cursor.execute("DELETE FROM items WHERE seq > ?", (top - rows,))
+    if cursor.rowcount != inserted:  # (never seen; the batch then runs again, one put at a time)
+        raise RuntimeError(f"a chunk of {rows} items inserted {inserted} rows, {cursor.rowcount} found")
