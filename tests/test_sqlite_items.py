@@ -119,3 +119,11 @@ class StoredTogether(unittest.TestCase):
         await self.both([("few", f"z{i}", 10) for i in range(4)])
         self.assertEqual([item_id for node, item_id, _ in self.rows() if node == "few"],
                          ["x3", "p0", "p1", "y1", "y2", "y3", "z0", "z1", "z2", "z3"])
+
+    async def test_max_items_changing_amid_a_run_trims_as_one_by_one(self):
+        """Puts to one node may carry different max_items (a configure between
+        two publishes): each put trims to its own, in the order issued."""
+        await self.both([("few", f"a{i}", 10) for i in range(4)])
+        await self.both([("few", "b0", 10), ("few", "b1", 2), ("few", "b2", 10), ("few", "b3", 10)])
+        self.assertEqual([item_id for node, item_id, _ in self.rows() if node == "few"],
+                         ["b0", "b1", "b2", "b3"])

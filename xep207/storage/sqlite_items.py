@@ -77,8 +77,12 @@ def _insert_chunk(cursor, chunk: list[ItemPut]) -> list[Item]:
     if len(chunk) == 1:
         return [chunk[0](cursor)]
     values: list = []
+    limits: dict[tuple[str, str], int | None] = {}
     for put in chunk:
         values.extend(put.values())
+        if limits.setdefault((put.service, put.node_id), put.max_items) != put.max_items:
+            # (max_items changed between two puts to a node: each trims to its own, in turn)
+            return [put(cursor) for put in chunk]
     cursor.execute(_INSERTS[len(chunk)], values)
     inserted = cursor.rowcount
     if inserted != len(chunk):
@@ -91,16 +95,16 @@ def _insert_chunk(cursor, chunk: list[ItemPut]) -> list[Item]:
     # The rows got consecutive seqs, in the order listed: AUTOINCREMENT, one writer.
     seq = cursor.lastrowid - inserted
     stored = []
-    trimmed: Counter = Counter()
+    added: Counter = Counter()
     for put in chunk:
         seq += 1
         item = put.item
         stored.append(Item(item.item_id, item.payload, item.publisher, item.published, seq))
-        if put.max_items is not None:
-            trimmed[(put.service, put.node_id, put.max_items)] += 1
+        added[(put.service, put.node_id)] += 1
     storage = chunk[0].storage
-    for (service, node_id, max_items), added in trimmed.items():
-        if storage._trim_needed(cursor, (service, node_id), max_items, added):
+    for (service, node_id), count in added.items():
+        max_items = limits[(service, node_id)]
+        if max_items is not None and storage._trim_needed(cursor, (service, node_id), max_items, count):
             storage._trim(cursor, service, node_id, max_items)
     return stored
 
