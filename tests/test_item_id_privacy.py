@@ -8,6 +8,10 @@ stranger and as a party."""
 import time
 
 from tests.doors_helpers import ALICE, BOB, DoorsTestCase, chat_body
+from tests.test_mam import MamTestCase
+
+from xep207.pubsub import engine
+from xep207.storage.records import new_item_id
 
 NS_SID = "urn:xmpp:sid:0"
 
@@ -42,3 +46,23 @@ class WhatIdsTell(DoorsTestCase):
         after = time.time()
         stanza_id = next(e for e in received.elements(NS_SID, "stanza-id"))["id"]
         self.assertTrue(before - 0.01 <= told_time(stanza_id) <= after + 0.01, stanza_id)
+
+
+class OrderNotById(MamTestCase):
+    """Ids begin with a clock, and a clock goes back (NTP) or stands still (one
+    millisecond, many messages): the archive's order is the order stored, never
+    the ids' order, through XEP-0313 paging and its RSM ids."""
+
+    async def test_mam_pages_in_the_order_stored_when_the_clock_goes_back(self):
+        clock = iter([1764000000.009, 1764000000.005, 1764000000.005, 1764000000.001, 1764000000.000])
+        self.patch(engine, "new_item_id", lambda: new_item_id(lambda: next(clock)))
+        alice, _ = await self.conversation(5)
+        reply, bodies, ids = await self.query(alice, "<max>10</max>")
+        self.assertEqual(bodies, ["m0", "m1", "m2", "m3", "m4"])
+        self.assertNotEqual(ids, sorted(ids))  # (the ids do not grow: the clock went back)
+        _, bodies, _ = await self.query(alice, f"<max>2</max><after>{ids[1]}</after>")
+        self.assertEqual(bodies, ["m2", "m3"])
+        _, bodies, _ = await self.query(alice, f"<max>2</max><before>{ids[3]}</before>")
+        self.assertEqual(bodies, ["m1", "m2"])
+        _, bodies, _ = await self.query(alice, fields={"after-id": ids[0], "before-id": ids[4]})
+        self.assertEqual(bodies, ["m1", "m2", "m3"])
