@@ -129,6 +129,19 @@ class StoredTogether(unittest.TestCase):
         self.assertEqual([item_id for node, item_id, _ in self.rows() if node == "few"],
                          ["b0", "b1", "b2", "b3"])
 
+    async def test_a_put_sqlite_cannot_bind_fails_alone_amid_a_run(self):
+        """A payload SQLite cannot encode (a lone surrogate) fails the statement
+        of its whole run: the turn runs again one operation at a time."""
+        bad = Item("bad", "<p>\ud800</p>", "x@example.org", 1700000000.0)
+        puts = [self.sqlite.put_item(S, "n", item(f"p{i}"), 1000) for i in range(3)]
+        failed = self.sqlite.put_item(S, "n", bad, 1000)
+        puts += [self.sqlite.put_item(S, "n", item(f"q{i}"), 1000) for i in range(3)]
+        await self.assertFailure(failed, UnicodeEncodeError)
+        stored = await defer.gatherResults(puts)
+        self.assertEqual([i.seq for i in stored], sorted(i.seq for i in stored))
+        self.assertEqual([item_id for _, item_id, _ in self.rows()],
+                         ["old", "p0", "p1", "p2", "q0", "q1", "q2"])
+
 
 class Summaries(list):
     """Statements as (their beginning, how many items they list): the whole
