@@ -70,6 +70,13 @@ from xep207.storage.records import (
     new_item_id,
 )
 
+
+def _item_id(kind: NodeKind) -> str:
+    """A new item's id: it tells the time it was stored only where the kind's
+    readers are told that time anyway."""
+    return new_item_id() if kind.ids_tell_time else new_id()
+
+
 def returns_deferred(method):
     """Run an ``async def`` method as a Deferred, the currency of Twisted callers."""
 
@@ -377,7 +384,8 @@ class PubSubEngine:
                 or len(payload) * 4 > self.max_payload_size:
             return None  # (an overwrite, a large payload, a cluster: the full path)
         verdicts.kind.publish_rechecks(self, requestor, node)
-        stored = self.storage.put_item(service, node_id, Item(new_item_id(), payload, requestor), config.max_items)
+        stored = self.storage.put_item(service, node_id, Item(_item_id(verdicts.kind), payload, requestor),
+                                       config.max_items)
         if queued is not None and self._ordered_writes:
             queued()  # whatever is issued next runs after it
         return stored.addCallback(self._stored_known, verdicts, access, after)
@@ -804,7 +812,7 @@ class PubSubEngine:
             existing = await self.storage.get_items(service, node_id, [item_id])
             if existing:
                 await kind.check_overwrite(access, existing[0])
-        item = Item(item_id or new_item_id(), payload, requestor)
+        item = Item(item_id or _item_id(kind), payload, requestor)
         if config.persist_items:
             stored = self.storage.put_item(service, node_id, item, config.max_items)
             if queued is not None and self._ordered_writes:

@@ -127,7 +127,8 @@ def new_item_id(clock: Callable[[], float] = time.time) -> str:
     get worse as the archive grows. XEP-0359 asks that an id be unpredictable
     and tell nothing like the archive's size: the random part keeps it
     unpredictable, and the time it tells is the one the archive states anyway
-    (XEP-0313's delay stamp)."""
+    (XEP-0313's delay stamp) — hence only for kinds that state it
+    (``NodeKind.ids_tell_time``); other items keep ``new_id``."""
     return f"{int(clock() * 1000) & 0xFFFFFFFFFFFF:012x}{new_id()[:20]}"
 
 

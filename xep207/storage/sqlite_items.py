@@ -77,8 +77,12 @@ def _insert_chunk(cursor, chunk: list[ItemPut]) -> list[Item]:
     if len(chunk) == 1:
         return [chunk[0](cursor)]
     values: list = []
+    limits: dict[tuple[str, str], int | None] = {}
     for put in chunk:
         values.extend(put.values())
+        if limits.setdefault((put.service, put.node_id), put.max_items) != put.max_items:
+            # (max_items changed between two puts to a node: each trims to its own, in turn)
+            return [put(cursor) for put in chunk]
     cursor.execute(_INSERTS[len(chunk)], values)
     inserted = cursor.rowcount
     if inserted != len(chunk):
@@ -86,21 +90,32 @@ def _insert_chunk(cursor, chunk: list[ItemPut]) -> list[Item]:
         # each put alone, in order, replaces as it would have. (AUTOINCREMENT
         # leaves a gap in seq where these rows were; seq orders, it does not count.)
         if inserted > 0:
-            last = cursor.lastrowid
-            cursor.execute("DELETE FROM items WHERE seq BETWEEN ? AND ?", (last - inserted + 1, last))
+            _undo(cursor, len(chunk), inserted)
         return [put(cursor) for put in chunk]
     # The rows got consecutive seqs, in the order listed: AUTOINCREMENT, one writer.
     seq = cursor.lastrowid - inserted
     stored = []
-    trimmed: Counter = Counter()
+    added: Counter = Counter()
     for put in chunk:
         seq += 1
         item = put.item
         stored.append(Item(item.item_id, item.payload, item.publisher, item.published, seq))
-        if put.max_items is not None:
-            trimmed[(put.service, put.node_id, put.max_items)] += 1
+        added[(put.service, put.node_id)] += 1
     storage = chunk[0].storage
-    for (service, node_id, max_items), added in trimmed.items():
-        if storage._trim_needed(cursor, (service, node_id), max_items, added):
+    for (service, node_id), count in added.items():
+        max_items = limits[(service, node_id)]
+        if max_items is not None and storage._trim_needed(cursor, (service, node_id), max_items, count):
             storage._trim(cursor, service, node_id, max_items)
     return stored
+
+
+def _undo(cursor, rows: int, inserted: int) -> None:
+    """Delete what a chunk of ``rows`` rows inserted. Every row listed took a
+    seq, the skipped ones too (AUTOINCREMENT counts them): the chunk's rows
+    are the last ``rows`` seqs handed out, not the last ``inserted`` before
+    ``lastrowid`` (that left the rows before a skipped one, and each one's put
+    then counted as a replacement: the node kept more than max_items)."""
+    top = cursor.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()[0]
+    cursor.execute("DELETE FROM items WHERE seq > ?", (top - rows,))
+    if cursor.rowcount != inserted:  # (never seen; the batch then runs again, one put at a time)
+        raise RuntimeError(f"a chunk of {rows} items inserted {inserted} rows, {cursor.rowcount} found")

@@ -147,6 +147,11 @@ class NodeKind:
     # objects (any write replaces them). What else the answer depends on
     # (block lists) goes in ``publish_rechecks``, asked on every publish.
     publish_verdict_cacheable: ClassVar[bool] = False
+    # Whether an id the engine makes for an item may begin with the time it was
+    # stored (``new_item_id``: index locality for an archive that grows). Only
+    # where every reader is told that time anyway (a chat archive's delay
+    # stamps); XEP-0060 tells readers no time, so elsewhere ids are all random.
+    ids_tell_time: ClassVar[bool] = False
 
     def claims(self, engine: "PubSubEngine", service: str, node_id: str) -> bool:
         return True
