@@ -37,7 +37,7 @@ from zope.interface import implementer
 
 from xep207.storage.interface import IStorage, StorageUnavailable
 from xep207.storage.sql import SQLStorage, deliver_results, drain_batch, migrate, schema
-from xep207.storage.sqlite_checkpoints import Checkpointer
+from xep207.storage.sqlite_checkpoints import WRITER_CHECKPOINT_PAGES, Checkpointer
 from xep207.storage.sqlite_items import run_jobs
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
@@ -176,7 +176,8 @@ class SQLiteStorage(SQLStorage):
             return
         checkpoints = self.checkpoints = Checkpointer(self.path)  # (off this thread: sqlite_checkpoints.py)
         try:
-            connection.execute("PRAGMA wal_autocheckpoint=0")
+            # (not 0: a WAL that never stops growing would then never start over)
+            connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
             checkpoints.start()
             while True:
                 batch = self._next_batch()
