@@ -7,6 +7,7 @@ session that authenticates and never binds."""
 from twisted.internet import reactor, task
 
 from tests.server_helpers import ServerTestCase, plain_auth
+from tests.sm_helpers import NS_SM, authenticate, enable, server_side_gone, sm
 from xep207.server import idle_parser
 
 PING = "<iq type='get' id='{id}'><ping xmlns='urn:xmpp:ping'/></iq>"
@@ -153,3 +154,28 @@ class AuthTimeout(ServerTestCase):
         await other.closed  # the bystander's timer fired: the bound session's would have by now
         client.send(PING.format(id="alive"))
         await client.expect("id='alive'")
+
+    async def test_a_resumed_session_keeps_no_timer_and_renews_its_parser(self):
+        """XEP-0198: a session resumed on a new connection is bound there: no
+        authentication timer cuts it, and its parser, freed, comes back."""
+        clock = task.Clock()
+        self.server.client_factory.clock = clock
+        alice = await self.connect()
+        await alice.login("alice", resource="phone")
+        previd = (await enable(alice))["id"]
+        gone = server_side_gone(self.server, "alice@localhost/phone")
+        alice.transport.abortConnection()
+        await gone
+        client = await self.connect()
+        await authenticate(client, "alice")
+        client.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>")
+        await client.wait_for(sm("resumed"))
+        stream = self.server.router.session("alice@localhost/phone").stream
+        self.assertIsNone(stream.authenticator._timeout)
+        other = await self.connect()
+        other.header()
+        await other.closed  # a timer started after the resumed connection's has fired
+        clock.advance(idle_parser.QUIET_SECONDS)
+        self.assertIsNone(stream.stream.parser)
+        client.send(PING.format(id="resumed"))
+        await client.wait_for(lambda e: e.getAttribute("id") == "resumed")
