@@ -167,3 +167,22 @@ class IdleWebSocketParser(ServerTestCase):
         self.assertEqual(error.firstChildElement().name, "not-well-formed")
         code, _ = await client.closed
         self.assertEqual(code, 1000)
+
+    async def test_a_websocket_fresh_parser_keeps_the_stream_checks(self):
+        """After an idle free, the WebSocket stream's fresh parser refuses what
+        the first refused: a comment (restricted XML) and a stanza too deep."""
+        from tests.web_helpers import connect_ws
+
+        await self.start_server()
+        for data, condition in (("<!-- x -->", "restricted-xml"),
+                                ("<message xmlns='jabber:client'>" + "<a>" * 65 + "</a>" * 65 + "</message>",
+                                 "policy-violation")):
+            client = await connect_ws(self, f"ws://127.0.0.1:{self.server.web.port}/xmpp-websocket")
+            await client.login("alice", resource="ws")
+            stream = self.server.router.session("alice@localhost/ws").stream
+            stream._free_parser()
+            self.assertIsNone(stream.stream.parser)
+            client.send_text(data)
+            error = await client.wait_for(lambda e: e.name == "error")
+            self.assertEqual(error.firstChildElement().name, condition)
+            await client.closed
