@@ -13,7 +13,7 @@ from twisted.internet import protocol, reactor, ssl, task
 from twisted.trial import unittest
 
 from tests.peers import free_port
-from tests.server_helpers import RawClient, ServerTestCase
+from tests.server_helpers import RawClient, ServerTestCase, plain_auth
 from xep207.server import idle_parser, idle_tls, tls
 from xep207.server.stream import COMPACT_DICT, ServerStream
 
@@ -123,6 +123,50 @@ class QuietTLSStream(ServerTestCase):
         self.assertTrue(self.server.router.session("alice@localhost/zlib").stream.compressed)
         await self.ping(client, "before")
         await self.check_released_and_serving(client, "zlib")
+
+    async def test_every_restart_from_a_freed_parser(self):
+        """STARTTLS, SASL and XEP-0138 each asked of a parser renewed after an
+        idle free: each restarted stream's parser (and its renewal) is that
+        stream's, with its checks."""
+        streams = []
+        build = self.server.client_factory.buildProtocol
+        self.server.client_factory.buildProtocol = lambda addr: streams.append(build(addr)) or streams[-1]
+        client = await self.connect()
+
+        def free():
+            self.clock.advance(idle_parser.QUIET_SECONDS)
+            self.assertIsNone(streams[0].stream.parser)
+
+        client.header()
+        await client.expect("</stream:features>")
+        free()
+        client.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        await client.expect("<proceed")
+        client.transport.startTLS(ssl.CertificateOptions(verify=False))
+        client.header()
+        await client.expect("</stream:features>")
+        free()
+        client.send(plain_auth("alice"))
+        await client.expect("<success")
+        client.header()
+        await client.expect("</stream:features>")
+        free()
+        client.send("<compress xmlns='http://jabber.org/protocol/compress'><method>zlib</method></compress>")
+        await client.expect("<compressed")
+        client.deflate()
+        client.header()
+        await client.expect("</stream:features>")
+        free()
+        client.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                    "<resource>all</resource></bind></iq>")
+        await client.expect("</bind></iq>")
+        client.start_parsing(client.received[client._cursor:])
+        free()
+        await self.ping(client, "after")
+        free()
+        client.send("<!-- after three restarts -->")
+        error = await client.wait_for(lambda e: e.name == "error")
+        self.assertEqual(error.firstChildElement().name, "restricted-xml")
 
     async def test_a_push_in_the_same_turn_as_the_release_arrives(self):
         """Another session's message to a quiet TLS stream, written in the very
