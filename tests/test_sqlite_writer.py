@@ -301,3 +301,36 @@ class WriterCrash(unittest.TestCase):
         self.assertEqual([i.item_id for i in page.items], [f"acked{i}" for i in range(5)])
         await storage.put_item("svc", "node", Item("after", "<p/>", "x@y"), 100)
         self.assertEqual((await storage.page_items("svc", "node")).count, 6)
+
+    async def test_killed_while_the_checkpoint_thread_copies_keeps_what_was_answered(self):
+        """Killed just after the answer to a megabyte's batch, when the checkpoint
+        thread is copying it into the database file: every answered item is
+        there and the file is sound."""
+        path = os.path.join(temp_dir(self), "checkpoint-crash.sqlite")
+        script = textwrap.dedent(f"""
+            import os, signal
+            from twisted.internet import reactor, defer
+            from xep207.storage.sqlite import SQLiteStorage
+            from xep207.storage.records import Item
+
+            async def main():
+                storage = SQLiteStorage("sqlite:///{path}")
+                await storage.start()
+                big = "x" * 4000
+                for turn in range(3):
+                    await defer.gatherResults([storage.put_item("svc", "node", Item(f"{{turn}}-{{i}}", f"<p>{{big}}</p>", "x@y"), 10_000)
+                                               for i in range(300)])
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            reactor.callWhenRunning(lambda: defer.ensureDeferred(main()))
+            reactor.run()
+        """)
+        child = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=ROOT),
+                               capture_output=True, text=True, timeout=60)
+        self.assertEqual(child.returncode, -signal.SIGKILL, child.stderr)
+        other = sqlite3.connect(path)
+        try:
+            self.assertEqual(other.execute("PRAGMA integrity_check").fetchall(), [("ok",)])
+            self.assertEqual(other.execute("SELECT count(*) FROM items").fetchone()[0], 900)
+        finally:
+            other.close()
