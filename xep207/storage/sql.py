@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import queue
-from dataclasses import dataclass
 
 from twisted.python.failure import Failure
 
@@ -432,17 +431,22 @@ def migrate(cursor, execute, migrations: list[str]) -> None:
     execute(cursor, "INSERT INTO schema_version VALUES (?)", (len(migrations),))
 
 
-@dataclass(frozen=True, slots=True)
 class ItemPut:
     """One ``put_item``, as a writer thread runs it: alone (call it with a
     cursor), or — SQLite — with the puts queued next to it as one multi-row
-    statement (``sqlite_items.py``), which needs to see what it stores."""
+    statement (``sqlite_items.py``), which needs to see what it stores.
+    (A plain class: one is made per message, and a frozen dataclass's
+    ``__init__`` costs four times as much.)"""
 
-    storage: SQLStorage
-    service: str
-    node_id: str
-    item: Item
-    max_items: int | None
+    __slots__ = ("storage", "service", "node_id", "item", "max_items")
+
+    def __init__(self, storage: SQLStorage, service: str, node_id: str, item: Item,
+                 max_items: int | None) -> None:
+        self.storage = storage
+        self.service = service
+        self.node_id = node_id
+        self.item = item
+        self.max_items = max_items
 
     def values(self) -> tuple:
         item = self.item
