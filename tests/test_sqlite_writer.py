@@ -267,6 +267,36 @@ class Checkpoints(unittest.TestCase):
         self.assertLess(largest, bound)
 
 
+    async def test_started_and_stopped_many_times_nothing_is_left(self):
+        """A process starts hundreds of storages (the test suite, a cluster's
+        tests): each stop ends both its threads, closes both connections and
+        leaves no WAL behind, even stopped in the turn it was started."""
+        import threading
+
+        directory = temp_dir(self)
+        warm = SQLiteStorage("sqlite:///" + os.path.join(directory, "warm.sqlite"))  # (the reactor's
+        await warm.start()  # waker, opened at the first callFromThread, stays)
+        await warm.stop()
+        files = len(os.listdir("/proc/self/fd"))
+        for n in range(30):
+            path = os.path.join(directory, f"{n}.sqlite")
+            storage = SQLiteStorage("sqlite:///" + path)
+            started = storage.start()
+            if n % 2:
+                await started
+                await storage.put_item(S, "n", item("i"), 10)
+            else:
+                storage.put_item(S, "n", item("i"), 10)
+            await storage.stop()
+            await started
+            self.assertFalse(os.path.exists(path + "-wal"))
+        ours = [t for t in threading.enumerate() if t.name.startswith("xep207-sqlite")]
+        for thread in ours:  # (a writer answers stop() as its last act, then ends)
+            thread.join(10)
+        self.assertEqual([t.name for t in ours if t.is_alive()], [])
+        self.assertEqual(len(os.listdir("/proc/self/fd")), files)
+
+
 class WriterCrash(unittest.TestCase):
     async def test_killed_with_a_turn_unanswered_keeps_what_was_answered(self):
         """A process killed with operations issued and not answered: what was
