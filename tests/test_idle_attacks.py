@@ -131,6 +131,30 @@ class FreshParserChecks(ServerTestCase):
         self.assertNotIn(b"xmpp-streams", received)
 
 
+    async def test_the_restarted_streams_own_prefixes_after_a_fresh_parser(self):
+        """The header after SASL binds other prefixes than the first (``s`` for
+        the streams namespace, ``f`` for another): a fresh parser is primed
+        with the restarted stream's, not the first stream's."""
+        client = await self.connect()
+        client.header()
+        await client.expect("</stream:features>")
+        client.send(plain_auth("alice"))
+        await client.expect("<success")
+        client.send("<s:stream xmlns='jabber:client' xmlns:s='http://etherx.jabber.org/streams'"
+                    " xmlns:f='urn:example:f' to='localhost' version='1.0'>")
+        await client.expect("</stream:features>")
+        client.send(BIND)
+        await client.expect("</bind></iq>")
+        await self.freed(client, "p1")
+        client.send("<message to='alice@localhost/r' id='m1'><body>x</body><f:x/></message>")
+        await client.expect("id='m1'")
+        await client.expect("urn:example:f")
+        await self.freed(client, "p2")
+        client.send("</s:stream>")  # the root's end, under the restarted stream's prefix
+        received = await client.closed
+        self.assertTrue(received.endswith(b"</stream:stream>"))
+        self.assertNotIn(b"xmpp-streams", received)
+
 class AuthTimeout(ServerTestCase):
     server_args = ("--no-tls", "--allow-plaintext-auth", "--auth-timeout", "1")
 
