@@ -222,6 +222,23 @@ class Checkpoints(unittest.TestCase):
     waited for an fsync while messages waited for the commit): a thread of
     its own does, soon after."""
 
+    async def test_no_thread_to_be_had_the_writer_goes_on(self):
+        """A process at its thread limit: the checkpoint thread cannot start,
+        and the writer still answers every operation (its own net checkpoints)."""
+        from xep207.storage import sqlite as sqlite_module
+        from xep207.storage.sqlite_checkpoints import Checkpointer
+
+        class NoThread(Checkpointer):
+            def start(self):
+                raise RuntimeError("can't start new thread")
+
+        self.patch(sqlite_module, "Checkpointer", NoThread)
+        storage = SQLiteStorage("sqlite:///" + os.path.join(temp_dir(self), "nothread.sqlite"))
+        await storage.start()
+        await storage.create_node(Node(S, "n", NodeConfig(), "o@example.org"))
+        self.assertEqual((await storage.put_item(S, "n", item("a"), 10)).item_id, "a")
+        await storage.stop()
+
     async def test_committed_items_reach_the_database_file_from_another_thread(self):
         path = os.path.join(temp_dir(self), "checkpoints.sqlite")
         storage = Traced("sqlite:///" + path)

@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFromThreads
+from twisted.python import log
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -178,7 +179,10 @@ class SQLiteStorage(SQLStorage):
         try:
             # (not 0: a WAL that never stops growing would then never start over)
             connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
-            checkpoints.start()
+            try:
+                checkpoints.start()
+            except RuntimeError as exc:  # (no thread to be had: the writer's own net checkpoints)
+                log.msg(f"SQLite checkpoints for {self.path} stay in the writer: {exc}")
             while True:
                 batch = self._next_batch()
                 if batch is None:
