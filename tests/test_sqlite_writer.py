@@ -315,32 +315,39 @@ class Checkpoints(unittest.TestCase):
 
 
 class WriterCrash(unittest.TestCase):
-    async def test_killed_with_a_turn_unanswered_keeps_what_was_answered(self):
-        """A process killed with operations issued and not answered: what was
-        answered is there (an acknowledged publish survives a kill), and the
-        file opens cleanly."""
-        path = os.path.join(temp_dir(self), "crash.sqlite")
-        script = textwrap.dedent(f"""
+    def killed_child(self, main_body: str) -> None:
+        """Run ``main_body`` (the body of ``async def main()``, with ``path``,
+        SQLiteStorage and Item at hand) in a child process that kills itself."""
+        script = textwrap.dedent("""
             import os, signal
             from twisted.internet import reactor, defer
             from xep207.storage.sqlite import SQLiteStorage
             from xep207.storage.records import Item
 
             async def main():
-                storage = SQLiteStorage("sqlite:///{path}")
-                await storage.start()
-                for i in range(5):
-                    await storage.put_item("svc", "node", Item(f"acked{{i}}", "<p/>", "x@y"), 100)
-                for i in range(5):
-                    storage.put_item("svc", "node", Item(f"open{{i}}", "<p/>", "x@y"), 100)
+            {body}
                 os.kill(os.getpid(), signal.SIGKILL)
 
             reactor.callWhenRunning(lambda: defer.ensureDeferred(main()))
             reactor.run()
-        """)
+        """).format(body=textwrap.indent(textwrap.dedent(main_body), "    "))
         child = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=ROOT),
                                capture_output=True, text=True, timeout=60)
         self.assertEqual(child.returncode, -signal.SIGKILL, child.stderr)
+
+    async def test_killed_with_a_turn_unanswered_keeps_what_was_answered(self):
+        """A process killed with operations issued and not answered: what was
+        answered is there (an acknowledged publish survives a kill), and the
+        file opens cleanly."""
+        path = os.path.join(temp_dir(self), "crash.sqlite")
+        self.killed_child(f"""
+            storage = SQLiteStorage("sqlite:///{path}")
+            await storage.start()
+            for i in range(5):
+                await storage.put_item("svc", "node", Item(f"acked{{i}}", "<p/>", "x@y"), 100)
+            for i in range(5):
+                storage.put_item("svc", "node", Item(f"open{{i}}", "<p/>", "x@y"), 100)
+        """)
         storage = SQLiteStorage("sqlite:///" + path)
         await storage.start()
         self.addCleanup(storage.stop)
@@ -354,27 +361,14 @@ class WriterCrash(unittest.TestCase):
         thread is copying it into the database file: every answered item is
         there and the file is sound."""
         path = os.path.join(temp_dir(self), "checkpoint-crash.sqlite")
-        script = textwrap.dedent(f"""
-            import os, signal
-            from twisted.internet import reactor, defer
-            from xep207.storage.sqlite import SQLiteStorage
-            from xep207.storage.records import Item
-
-            async def main():
-                storage = SQLiteStorage("sqlite:///{path}")
-                await storage.start()
-                big = "x" * 4000
-                for turn in range(3):
-                    await defer.gatherResults([storage.put_item("svc", "node", Item(f"{{turn}}-{{i}}", f"<p>{{big}}</p>", "x@y"), 10_000)
-                                               for i in range(300)])
-                os.kill(os.getpid(), signal.SIGKILL)
-
-            reactor.callWhenRunning(lambda: defer.ensureDeferred(main()))
-            reactor.run()
+        self.killed_child(f"""
+            storage = SQLiteStorage("sqlite:///{path}")
+            await storage.start()
+            big = "x" * 4000
+            for turn in range(3):
+                await defer.gatherResults([storage.put_item("svc", "node", Item(f"{{turn}}-{{i}}", f"<p>{{big}}</p>", "x@y"), 10_000)
+                                           for i in range(300)])
         """)
-        child = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=ROOT),
-                               capture_output=True, text=True, timeout=60)
-        self.assertEqual(child.returncode, -signal.SIGKILL, child.stderr)
         other = sqlite3.connect(path)
         try:
             self.assertEqual(other.execute("PRAGMA integrity_check").fetchall(), [("ok",)])
