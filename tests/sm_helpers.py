@@ -42,6 +42,12 @@ async def authenticate(client: RawClient, user: str) -> None:
     client.start_parsing(client.received[client._cursor:])
 
 
+async def ask_resume(client: RawClient, user: str, previd: str, h: int = 0) -> None:
+    """Authenticate on a new connection, without binding, and ask to resume."""
+    await authenticate(client, user)
+    client.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='{h}'/>")
+
+
 async def enable(client: RawClient, resume: bool = True):
     client.send(f"<enable xmlns='{NS_SM}' resume='{'true' if resume else 'false'}'/>")
     return await client.wait_for(sm("enabled"))

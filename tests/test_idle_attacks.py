@@ -7,7 +7,7 @@ session that authenticates and never binds."""
 from twisted.internet import reactor, task
 
 from tests.server_helpers import ServerTestCase, plain_auth
-from tests.sm_helpers import NS_SM, authenticate, enable, server_side_gone, sm
+from tests.sm_helpers import ask_resume, enable, server_side_gone, sm
 from xep207.server import idle_parser
 
 PING = "<iq type='get' id='{id}'><ping xmlns='urn:xmpp:ping'/></iq>"
@@ -155,6 +155,7 @@ class FreshParserChecks(ServerTestCase):
         self.assertTrue(received.endswith(b"</stream:stream>"))
         self.assertNotIn(b"xmpp-streams", received)
 
+
 class AuthTimeout(ServerTestCase):
     server_args = ("--no-tls", "--allow-plaintext-auth", "--auth-timeout", "1")
 
@@ -191,8 +192,7 @@ class AuthTimeout(ServerTestCase):
         alice.transport.abortConnection()
         await gone
         client = await self.connect()
-        await authenticate(client, "alice")
-        client.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>")
+        await ask_resume(client, "alice", previd)
         await client.wait_for(sm("resumed"))
         stream = self.server.router.session("alice@localhost/phone").stream
         self.assertIsNone(stream.authenticator._timeout)

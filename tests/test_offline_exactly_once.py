@@ -105,11 +105,10 @@ class ExactlyOnce(ServerTestCase):
         alice.transport.abortConnection()
         await gone
 
-        from tests.sm_helpers import authenticate, sm
+        from tests.sm_helpers import ask_resume, sm
 
         resumed = await self.connect()
-        await authenticate(resumed, "alice")
-        resumed.send(f"<resume xmlns='{NS_SM}' previd='{sm_id}' h='{h}'/>")
+        await ask_resume(resumed, "alice", sm_id, h)
         await resumed.wait_for(sm("resumed"))
         last = await resumed.wait_for(is_body("m11"))
         self.assertEqual(bodies(resumed), [f"m{n}" for n in range(4, 12)])

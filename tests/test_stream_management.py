@@ -6,7 +6,7 @@ from __future__ import annotations
 from twisted.internet import task
 
 from tests.server_helpers import DOMAIN, ServerTestCase
-from tests.sm_helpers import (NS_SM, NS_STREAMS_ERROR, authenticate, bodies, enable, failed_condition, handled,
+from tests.sm_helpers import (NS_SM, NS_STREAMS_ERROR, ask_resume, authenticate, bodies, enable, failed_condition, handled,
                               server_side_gone, sm, stream_error)
 
 ALICE = f"alice@{DOMAIN}"
@@ -169,8 +169,7 @@ class Resumption(ServerTestCase):
 
     async def resume(self, h: int, previd=None, user="alice"):
         client = await self.connect()
-        await authenticate(client, user)
-        client.send(f"<resume xmlns='{NS_SM}' previd='{previd or self.sm_id}' h='{h}'/>")
+        await ask_resume(client, user, previd or self.sm_id, h)
         return client
 
     async def test_resumed_gets_what_was_not_acked_and_what_came_meanwhile(self):
