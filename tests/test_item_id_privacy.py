@@ -7,7 +7,8 @@ stranger and as a party."""
 
 import time
 
-from tests.doors_helpers import ALICE, BOB, DoorsTestCase, chat_body
+from tests.doors_helpers import (ALICE, BOB, CHAT, PUBSUB, ROOM, DoorsTestCase, RoomDoorsTestCase, chat_body,
+                                 chat_item, pair)
 from tests.test_mam import MamTestCase
 
 from xep207.pubsub import engine
@@ -46,6 +47,32 @@ class WhatIdsTell(DoorsTestCase):
         after = time.time()
         stanza_id = next(e for e in received.elements(NS_SID, "stanza-id"))["id"]
         self.assertTrue(before - 0.01 <= told_time(stanza_id) <= after + 0.01, stanza_id)
+
+    async def test_a_chat_message_published_through_xep_0060_tells_the_same(self):
+        """The kind decides, not the door: bob's item on the pair node, published
+        as XEP-0060, gets the id a legacy message would."""
+        await self.online("alice")
+        bob = await self.online("bob", "native")
+        before = time.time()
+        reply = self.assert_ok(await self.publish(bob, PUBSUB, pair(ALICE, BOB), chat_item("native hello")))
+        after = time.time()
+        item_id = reply.pubsub.publish.item["id"]
+        self.assertTrue(before - 0.01 <= told_time(item_id) <= after + 0.01, item_id)
+
+
+class RoomIdsThroughBothDoors(RoomDoorsTestCase):
+    async def test_a_room_message_tells_the_time_through_either_door(self):
+        alice = await self.room_with_alice()
+        before = time.time()
+        self.say(alice, "legacy words")
+        reply = self.assert_ok(await self.native_say(alice, "native words"))
+        await self.settle(alice)
+        after = time.time()
+        native_id = reply.pubsub.publish.item["id"]
+        ids = self.item_ids(self.assert_ok(await self.items(alice, CHAT, ROOM)))  # (the legacy one too)
+        self.assertIn(native_id, ids)
+        self.assertEqual(len(ids), 2, ids)
+        self.assertTrue(all(before - 0.01 <= told_time(i) <= after + 0.01 for i in ids), ids)
 
 
 class OrderNotById(MamTestCase):
