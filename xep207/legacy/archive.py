@@ -21,8 +21,8 @@ from wokkel import data_form
 from wokkel.subprotocols import XMPPHandler
 
 from xep207.jids import bare_jid
-from xep207.legacy.chat import NS_FORWARD, pair_node_id
-from xep207.legacy.pair_rendering import NS_DELAY, stamp
+from xep207.legacy.chat import pair_node_id
+from xep207.legacy.pair_rendering import NS_DELAY, NS_FORWARD, stamp
 from xep207.pubsub.kinds import ROSTER_NODE, pair_parties
 from xep207.pubsub.kinds.mamprefs import MAM_PREFS_NODE, Prefs, prefs_of
 from xep207.storage.paging import page_of

@@ -25,17 +25,14 @@ from xep207.hooks import STANZA
 from xep207.jids import parse_jid
 from xep207.legacy.offline import OfflineDelivery
 from xep207.legacy.pair_publish import PairPublisher
-from xep207.legacy.pair_rendering import NS_SID, PairRendering, quoteattr
+from xep207.legacy.pair_rendering import NS_CARBONS, NS_SID, PairRendering
 from xep207.ordering import ConversationLock
 from xep207.pubsub.events import ITEMS
 from xep207.pubsub.kinds import pair_node_id
 from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind  # noqa: F401 (metrics reads OFFLINE_MARK here)
 from xep207.serializer import serialized
-from xep207.storage.records import bare
 from xep207.xmlutil import release, restamped
 
-NS_CARBONS = "urn:xmpp:carbons:2"
-NS_FORWARD = "urn:xmpp:forward:0"
 STORED_TYPES = ("chat", "normal")
 
 
@@ -156,20 +153,6 @@ class ChatCapture:
 
     def render_authorization(self, request):
         return None
-
-    def _targets(self, addressed: str, party: str):
-        """RFC 6121 §8.5.3.2/§8.5.2.1.1: the addressed resource if it is online,
-        else the available resources of highest (non-negative) priority."""
-        if "/" in addressed and bare(addressed) == party:
-            session = self.router.session(addressed)
-            if session is not None:
-                return [session]
-        return self.router.deliverable_resources(party)
-
-    def _carbon(self, payload: str, session, direction: str) -> str:
-        return (f"<message from={quoteattr(session.bare)} to={quoteattr(session.full)} type='chat'>"
-                f"<{direction} xmlns='{NS_CARBONS}'><forwarded xmlns='{NS_FORWARD}'>{payload}"
-                f"</forwarded></{direction}></message>")
 
     # Offline delivery -------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import datetime
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr as _quoteattr
 
+from xep207.storage.records import bare
 from xep207.xmlutil import addressed_to
 
 if TYPE_CHECKING:
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 
 NS_DELAY = "urn:xmpp:delay"
 NS_SID = "urn:xmpp:sid:0"
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_FORWARD = "urn:xmpp:forward:0"
 
 _SPECIAL = frozenset("&<>'\"\n\r\t")
 
@@ -83,9 +86,19 @@ class PairRendering:
         party = jid.split("/", 1)[0]
         targets: list = []
         for _, sender_bare, addressed, _, _ in self.items:  # (a loop: one item, nearly always)
-            targets.append(None if self.replay or party == sender_bare else self.chat._targets(addressed, party))
+            targets.append(None if self.replay or party == sender_bare else self._sessions_addressed(addressed, party))
         found = self._targets[jid] = (party, targets)
         return found
+
+    def _sessions_addressed(self, addressed: str, party: str) -> list:
+        """RFC 6121 §8.5.3.2/§8.5.2.1.1: the addressed resource if it is online,
+        else the available resources of highest (non-negative) priority."""
+        router = self.chat.router
+        if "/" in addressed and bare(addressed) == party:
+            session = router.session(addressed)
+            if session is not None:
+                return [session]
+        return router.deliverable_resources(party)
 
     def stanzas_for(self, recipient, session) -> list[str]:
         party, targets_of = self._targets.get(recipient.jid) or self._targets_of(recipient.jid)
@@ -98,7 +111,7 @@ class PairRendering:
                     stanzas.append(xml)  # (else it waits behind the backlog, or is sent tracked)
             elif session.carbons and session.full != sender:
                 direction = "sent" if party == sender_bare else "received"
-                stanzas.append(self.chat._carbon(payload, session, direction))
+                stanzas.append(carbon(payload, session, direction))
         return stanzas
 
     def addressed_sessions(self, recipient) -> list:
@@ -119,3 +132,10 @@ class PairRendering:
             if party != sender_bare and not targets:
                 return True
         return False
+
+
+def carbon(payload: str, session, direction: str) -> str:
+    """XEP-0280: a copy, ``sent`` or ``received``, for another of a party's sessions."""
+    return (f"<message from={quoteattr(session.bare)} to={quoteattr(session.full)} type='chat'>"
+            f"<{direction} xmlns='{NS_CARBONS}'><forwarded xmlns='{NS_FORWARD}'>{payload}"
+            f"</forwarded></{direction}></message>")

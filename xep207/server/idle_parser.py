@@ -72,8 +72,7 @@ def buffer_text(parser: Any) -> None:
 
 def fresh_parser(header: bytes) -> Any:
     """A parser in the state of one that has just read ``header`` (without
-    handlers yet: the stream sets its own)."""
+    handlers or text buffering yet: the stream sets its own)."""
     parser = pyexpat.ParserCreate("UTF-8", " ")
     parser.Parse(header)
-    buffer_text(parser)  # as ServerStream's own parsers
     return parser

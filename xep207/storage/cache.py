@@ -115,7 +115,7 @@ class CachingStorage:
         self._by_entity = _Reads(max_subscriptions)
 
     def __getattr__(self, name):
-        # Everything not cached passes straight through (items, accounts, entity queries).
+        # Everything not cached passes straight through (items, get_account, other entity queries).
         return getattr(self.backend, name)
 
     # Cached reads -----------------------------------------------------------------

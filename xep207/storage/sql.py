@@ -49,6 +49,12 @@ def _account(row) -> Account:
                    bytes(svk256), created)
 
 
+def insert_items(rows: int) -> str:
+    """An insert of ``rows`` new items that skips an id the node has."""
+    return ("INSERT INTO items (service, node, item_id, payload, publisher, published) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows) + " ON CONFLICT (service, node, item_id) DO NOTHING")
+
+
 class SQLStorage:
     """Every ``IStorage`` method, as SQL run through ``self._transact``."""
 
@@ -258,8 +264,7 @@ class SQLStorage:
     def put_item(self, service, node_id, item, max_items):
         return self._transact(ItemPut(self, service, node_id, item, max_items))
 
-    _INSERT_RETURNING = ("INSERT INTO items (service, node, item_id, payload, publisher, published)"
-                         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, node, item_id) DO NOTHING RETURNING seq")
+    _INSERT_RETURNING = insert_items(1) + " RETURNING seq"
 
     def _trim(self, cursor, service: str, node_id: str, max_items: int) -> None:
         """Keep the newest ``max_items`` items of a node."""
@@ -268,10 +273,9 @@ class SQLStorage:
                               " ORDER BY seq DESC LIMIT 1 OFFSET ?)",
                       (service, node_id, service, node_id, max_items))
 
-    def _insert_new_item(self, cursor, insert: str, values: tuple, max_items: int | None):
-        """``insert``'s row (None: the id exists) and whether the node was
-        trimmed to ``max_items`` with it (a backend may do both in one statement)."""
-        return self._execute(cursor, insert, values).fetchone(), False
+    def _insert_new_item(self, cursor, values: tuple):
+        """The new row's ``(seq,)``; None when the id exists."""
+        return self._execute(cursor, self._INSERT_RETURNING, values).fetchone()
 
     def get_items(self, service, node_id, item_ids):
         item_ids = list(item_ids)
@@ -460,7 +464,7 @@ class ItemPut:
         storage, service, node_id, item, max_items = \
             self.storage, self.service, self.node_id, self.item, self.max_items
         insert, values = storage._INSERT_RETURNING, self.values()
-        row, trimmed = storage._insert_new_item(cursor, insert, values, max_items)
+        row = storage._insert_new_item(cursor, values)
         added = row is not None
         for _ in range(10):
             if row is not None:
@@ -470,8 +474,7 @@ class ItemPut:
             row = storage._execute(cursor, insert, values).fetchone()
         else:
             raise RuntimeError(f"could not store item {item.item_id}: too much contention")
-        if max_items is not None and not trimmed and \
-                storage._trim_needed(cursor, (service, node_id), max_items, added):
+        if max_items is not None and storage._trim_needed(cursor, (service, node_id), max_items, added):
             storage._trim(cursor, service, node_id, max_items)
         return Item(item.item_id, item.payload, item.publisher, item.published, row[0])
 

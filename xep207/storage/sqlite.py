@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from xep207.storage.interface import IStorage, StorageUnavailable
-from xep207.storage.sql import SQLStorage, deliver_results, drain_batch, migrate, schema
+from xep207.storage.sql import SQLStorage, deliver_results, drain_batch, insert_items, migrate, schema
 from xep207.storage.sqlite_checkpoints import WRITER_CHECKPOINT_PAGES, Checkpointer
 from xep207.storage.sqlite_items import run_jobs
 
@@ -97,12 +97,11 @@ class SQLiteStorage(SQLStorage):
     # An item insert without ``RETURNING``: sqlite3 would step the statement
     # twice (the row, then its end), and every step hands the GIL to the
     # reactor and waits to take it back; ``lastrowid`` is the new ``seq``.
-    _INSERT_ITEM = ("INSERT INTO items (service, node, item_id, payload, publisher, published)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, node, item_id) DO NOTHING")
+    _INSERT_ITEM = insert_items(1)
 
-    def _insert_new_item(self, cursor, insert, values, max_items):
+    def _insert_new_item(self, cursor, values):
         cursor.execute(self._INSERT_ITEM, values)
-        return ((cursor.lastrowid,) if cursor.rowcount == 1 else None), False
+        return (cursor.lastrowid,) if cursor.rowcount == 1 else None
 
     def _items_changed(self, key):
         if key is None:

@@ -21,16 +21,12 @@ from collections import Counter
 from typing import Any
 
 from xep207.storage.records import Item
-from xep207.storage.sql import ItemPut
-
-_COLUMNS = "INSERT INTO items (service, node, item_id, payload, publisher, published) VALUES "
-_ROW = "(?, ?, ?, ?, ?, ?)"
-_CONFLICT = " ON CONFLICT (service, node, item_id) DO NOTHING"
+from xep207.storage.sql import ItemPut, insert_items
 
 # Statements of 128, 64, … 1 rows: a run of any length is a few of them, and
 # the connection's statement cache holds eight shapes, not one per length.
 _SIZES = (128, 64, 32, 16, 8, 4, 2, 1)
-_INSERTS = {size: _COLUMNS + ", ".join([_ROW] * size) + _CONFLICT for size in _SIZES}
+_INSERTS = {size: insert_items(size) for size in _SIZES}
 
 
 def run_jobs(cursor, batch: list) -> list[tuple[Any, Any]]:

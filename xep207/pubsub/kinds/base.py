@@ -149,8 +149,10 @@ class NodeKind:
     publish_verdict_cacheable: ClassVar[bool] = False
     # Whether an id the engine makes for an item may begin with the time it was
     # stored (``new_item_id``: index locality for an archive that grows). Only
-    # where every reader is told that time anyway (a chat archive's delay
-    # stamps); XEP-0060 tells readers no time, so elsewhere ids are all random.
+    # where the node's readers are its parties or occupants, who were told that
+    # time anyway (delivered as it happened; MAM, room history and offline
+    # delivery stamp it); an open node's stranger learns no time from
+    # XEP-0060, so elsewhere ids are all random.
     ids_tell_time: ClassVar[bool] = False
 
     def claims(self, engine: "PubSubEngine", service: str, node_id: str) -> bool:

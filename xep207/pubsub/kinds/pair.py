@@ -56,7 +56,7 @@ def pair_parties(node_id: str) -> tuple[str, str] | None:
 
 class PairKind(NodeKind):
     name: ClassVar[NodeKindName] = "pair"
-    ids_tell_time: ClassVar[bool] = True  # (its delay stamps tell it)
+    ids_tell_time: ClassVar[bool] = True  # (read by those told the time anyway)
     # Visible to its parties, set up once both are affiliated, published to by
     # publishers: all from the node's cached state; the block lists are
     # ``publish_rechecks`` (issue 13: a chat message's checks without a coroutine).

@@ -301,7 +301,7 @@ def may_change_subject(room: "Room", role: str) -> bool:
 
 class RoomKind(NodeKind):
     name: ClassVar[NodeKindName] = "room"
-    ids_tell_time: ClassVar[bool] = True  # (its delay stamps tell it)
+    ids_tell_time: ClassVar[bool] = True  # (read by those told the time anyway)
 
     def __init__(self, chat_domain: str, max_history: int = 50, lock_timeout: float = LOCK_TIMEOUT):
         self.chat_domain = chat_domain
