@@ -12,7 +12,7 @@ from tests.peers import temp_dir
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, "xep207")
 WRITES = {"create_node", "set_node_config", "delete_node", "set_affiliation", "set_subscription",
           "remove_subscription", "put_item", "delete_items", "purge_items", "create_account",
-          "update_account", "delete_account"}
+          "update_account", "delete_account", "answer_pending_subscription"}
 # Only the engine (and the storage layer itself, and the backend contract suite) write storage.
 MAY_WRITE = ("pubsub", "storage", "testing")
 

@@ -142,7 +142,14 @@ class SubscriptionCapture:
                     await self._consume_approval(owner, contact)  # the request crossed it (above)
             return
         if subscription.state == PENDING:
-            await self.engine.answer_authorization(owner, owner, PRESENCE_NODE, contact, True)
+            try:
+                await self.engine.answer_authorization(owner, owner, PRESENCE_NODE, contact, True)
+            except StanzaError as exc:
+                if exc.condition != "unexpected-request":
+                    raise
+                # Answered meanwhile (her other door, another process): no error
+                # for a 'subscribed'; it means what it would mean now.
+                await self._subscribed(session, owner, contact)
 
     async def _consume_approval(self, owner: str, contact: str) -> None:
         """A pre-approval and a request stored at once, each after reading that
@@ -174,7 +181,12 @@ class SubscriptionCapture:
                 await self.roster.push(owner, contact)
             return
         if existing.state == PENDING:
-            await self.engine.answer_authorization(owner, owner, PRESENCE_NODE, contact, False)
+            try:
+                await self.engine.answer_authorization(owner, owner, PRESENCE_NODE, contact, False)
+            except StanzaError as exc:
+                if exc.condition != "unexpected-request":
+                    raise
+                await self._unsubscribed(session, owner, contact)  # approved meanwhile: cancel it now
         else:
             await self.engine.set_node_subscriptions(owner, owner, PRESENCE_NODE, [(contact, NONE)])
 

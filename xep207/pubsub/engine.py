@@ -1068,6 +1068,16 @@ class PubSubEngine:
                     await self.storage.remove_subscription(service, node_id, subscriber)
                     await self._notify_subscription_state(node, existing.replace(state=NONE))
                     self._changed(existing.replace(state=NONE), existing.state, requestor)
+            elif state == SUBSCRIBED and existing is not None and existing.state == PENDING:
+                # An approval, as answer_authorization's: one of two at once tells the subscriber.
+                answered = await self._answer_pending(existing, True)
+                if answered is None:  # answered meanwhile: done if approved, failed if denied
+                    now = await self.storage.get_subscription(service, node_id, subscriber)
+                    if now is None or now.state != SUBSCRIBED:
+                        failed.append((subscriber, state))
+                    continue
+                await self._notify_subscription_state(node, answered)
+                self._changed(answered, PENDING, requestor)
             elif state == SUBSCRIBED:
                 subscription = (existing or Subscription(service, node_id, subscriber)).replace(
                     state=SUBSCRIBED)
@@ -1128,16 +1138,34 @@ class PubSubEngine:
                 raise blocked
         if subid and subid != subscription.subid:
             raise errors.not_acceptable("invalid-subid")
+        answered = await self._answer_pending(subscription, allow)
+        if answered is None:
+            raise errors.StanzaError("unexpected-request", text="the subscription was answered meanwhile")
         if allow:
-            subscription = subscription.replace(state=SUBSCRIBED)
-            await self.storage.set_subscription(subscription)
-            self._send_last_item_later(node, subscription)
-        else:
-            await self.storage.remove_subscription(service, node_id, subscriber)
-            subscription = subscription.replace(state=NONE)
-        await self._notify_subscription_state(node, subscription)
-        self._changed(subscription, PENDING, requestor)
-        return subscription
+            self._send_last_item_later(node, answered)
+        await self._notify_subscription_state(node, answered)
+        self._changed(answered, PENDING, requestor)
+        return answered
+
+    async def _answer_pending(self, pending: Subscription, allow: bool) -> Subscription | None:
+        """Approve or remove ``pending`` if it still is: None when another
+        answer came first since it was read. Two answers at once (the owner's
+        two doors, or a crossing's two sides on two processes of a cluster)
+        each read it pending; only the one whose write finds it so tells the
+        subscriber, or it would hear 'subscribed' twice."""
+        service, node_id, subscriber = pending.service, pending.node_id, pending.subscriber
+        backend = getattr(self.storage, "backend", self.storage)  # behind the cache, if any
+        if hasattr(backend, "answer_pending_subscription"):
+            return await self.storage.answer_pending_subscription(service, node_id, subscriber, allow)
+        # A backend without it (a plugin's): read again and write, as close together as it can.
+        current = await self.storage.get_subscription(service, node_id, subscriber)
+        if current is None or current.state != PENDING:
+            return None
+        if allow:
+            await self.storage.set_subscription(current.replace(state=SUBSCRIBED))
+            return current.replace(state=SUBSCRIBED)
+        await self.storage.remove_subscription(service, node_id, subscriber)
+        return current.replace(state=NONE)
 
     # The service's own bookkeeping --------------------------------------------------
 

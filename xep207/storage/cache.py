@@ -241,6 +241,11 @@ class CachingStorage:
             self.backend.set_subscription_option(service, node_id, subscriber, option, value, only_if_unset),
             service, node_id, subscriber)
 
+    def answer_pending_subscription(self, service, node_id, subscriber, allow):
+        return self._write_subscription(
+            self.backend.answer_pending_subscription(service, node_id, subscriber, allow),
+            service, node_id, subscriber)
+
     def remove_subscription(self, service, node_id, subscriber):
         return self._write_subscription(self.backend.remove_subscription(service, node_id, subscriber),
                                         service, node_id, subscriber)

@@ -13,6 +13,8 @@ from zope.interface import implementer
 from xep207.storage.interface import AccountExists, IStorage, NodeExists
 from xep207.storage.records import (
     NONE,
+    PENDING,
+    SUBSCRIBED,
     Account,
     Affiliation,
     AffiliationName,
@@ -139,6 +141,19 @@ class MemoryStorage:
         changed = current.replace(options=options)
         self._subscriptions[(service, node_id)][subscriber] = changed
         return defer.succeed(changed)
+
+    def answer_pending_subscription(self, service: str, node_id: str, subscriber: str,
+                                    allow: bool) -> defer.Deferred[Subscription | None]:
+        """Approve or remove a pending subscription (``SQLStorage.answer_pending_subscription``)."""
+        current = self._subscriptions.get((service, node_id), {}).get(subscriber)
+        if current is None or current.state != PENDING:
+            return defer.succeed(None)
+        if allow:
+            answered = current.replace(state=SUBSCRIBED)
+            self._subscriptions[(service, node_id)][subscriber] = answered
+            return defer.succeed(answered)
+        self.remove_subscription(service, node_id, subscriber)
+        return defer.succeed(current.replace(state=NONE))
 
     def remove_subscription(self, service: str, node_id: str,
                             subscriber: str) -> defer.Deferred[None]:

@@ -16,6 +16,8 @@ from twisted.python.failure import Failure
 from xep207.storage.interface import AccountExists, NodeExists
 from xep207.storage.records import (
     NONE,
+    PENDING,
+    SUBSCRIBED,
     Account,
     Affiliation,
     Item,
@@ -234,6 +236,30 @@ class SQLStorage:
             return current.replace(options=options)
 
         return self._transact(change)
+
+    def answer_pending_subscription(self, service, node_id, subscriber, allow):
+        """An owner's answer to a pending subscription: approved (state
+        ``subscribed``) or, ``allow`` false, removed, in one transaction with the
+        row locked, so that of two answers at once (two doors, two processes)
+        exactly one finds it pending. Not part of ``IStorage``: the engine uses
+        it where a backend has it. Fires with the subscription as answered
+        (state ``subscribed`` or ``none``), or None when none was pending."""
+        key = (service, node_id, subscriber)
+
+        def answer(cursor):
+            row = self._execute(cursor, f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"
+                                        f" WHERE service = ? AND node = ? AND subscriber = ?{self.lock_row}",
+                                key).fetchone()
+            if row is None or row[4] != PENDING:
+                return None
+            if allow:
+                self._execute(cursor, "UPDATE subscriptions SET state = ?"
+                                      " WHERE service = ? AND node = ? AND subscriber = ?", (SUBSCRIBED, *key))
+                return _subscription(row).replace(state=SUBSCRIBED)
+            self._execute(cursor, "DELETE FROM subscriptions WHERE service = ? AND node = ? AND subscriber = ?", key)
+            return _subscription(row).replace(state=NONE)
+
+        return self._transact(answer)
 
     def remove_subscription(self, service, node_id, subscriber):
         return self._run("DELETE FROM subscriptions WHERE service = ? AND node = ? AND subscriber = ?",

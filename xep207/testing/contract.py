@@ -8,6 +8,7 @@ from twisted.internet import defer
 
 from xep207.storage.interface import AccountExists, IStorage, NodeExists
 from xep207.storage.records import (
+    NONE,
     OUTCAST,
     OWNER,
     PENDING,
@@ -225,6 +226,29 @@ class StorageContract(_TestCase):
         stored = _found(await self.storage.get_subscription(S, "a", "x@example.org"))
         self.assertEqual(dict(stored.options), {"keep": "k", "xep207#n": "3"})
         self.assertEqual(stored.subid, after.subid)
+
+    async def test_answer_pending_subscription_answers_it_once(self):
+        """Where a backend has it (the engine's answers to requests): a pending
+        subscription approved or removed, once, however many answers were issued."""
+        if not hasattr(self.storage, "answer_pending_subscription"):
+            self.skipTest("backend has no answer_pending_subscription")
+        answer = self.storage.answer_pending_subscription
+        self.assertIsNone(await answer(S, "a", "nobody@example.org", True))
+        await self.storage.set_subscription(Subscription(S, "a", "x@example.org", PENDING, options={"keep": "k"}))
+        await self.storage.set_subscription(Subscription(S, "a", "y@example.org", PENDING))
+        await self.storage.get_subscriptions(S, "a")  # a cache in front remembers them...
+        approvals = await defer.gatherResults([answer(S, "a", "x@example.org", True) for _ in range(2)])
+        denials = await defer.gatherResults([answer(S, "a", "y@example.org", False) for _ in range(2)])
+        self.assertEqual([a is None for a in approvals].count(True), 1, approvals)  # one of them, either
+        self.assertEqual([d is None for d in denials].count(True), 1, denials)
+        approved = _found(next(a for a in approvals if a is not None))
+        self.assertEqual((approved.state, dict(approved.options)), (SUBSCRIBED, {"keep": "k"}))
+        self.assertEqual(_found(next(d for d in denials if d is not None)).state, NONE)
+        listed = await self.storage.get_subscriptions(S, "a")  # ...and must forget them
+        self.assertEqual([(s.subscriber, s.state, s.subid) for s in listed],
+                         [("x@example.org", SUBSCRIBED, approved.subid)])
+        self.assertIsNone(await answer(S, "a", "x@example.org", False))  # not pending: left as it is
+        self.assertEqual(_found(await self.storage.get_subscription(S, "a", "x@example.org")).state, SUBSCRIBED)
 
     async def test_get_items_by_id(self):
         for i in range(3):
