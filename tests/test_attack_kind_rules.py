@@ -83,3 +83,76 @@ class PairItems(DoorsTestCase):
             self.assertEqual([c["id"] for c in got.elements(NS_SID, "origin-id")], ["mine"], got.toXml())
         page = await self.server.storage.page_items(PUBSUB, NODE)
         self.assertEqual([i for i in page.items if "forged" in i.payload], [])
+
+
+def configure(node: str, **fields) -> str:
+    return f"<configure node='{node}'>{form(NODE_CONFIG, {f'pubsub#{k}': v for k, v in fields.items()})}</configure>"
+
+
+class AccountNodesConfiguration(DoorsTestCase):
+    """The owner may configure her roster and presence nodes through XEP-0060,
+    but not away what their legacy doors need: the roster's items kept, all
+    of them; her presence stored per resource and notified with its payload."""
+
+    async def befriend(self, alice, bob) -> None:
+        """bob subscribes to alice's presence and she approves (RFC 6121 §3.1)."""
+        bob.send(f"<presence to='{ALICE}' type='subscribe'/>")
+        await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("type") == "subscribe")
+        alice.send(f"<presence to='{BOB}' type='subscribed'/>")
+        await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("type") == "subscribed")
+        await self.settle(alice, bob)
+
+    async def test_the_roster_keeps_what_a_roster_set_stores(self):
+        alice = await self.roster_ready("alice")
+        bob = await self.roster_ready("bob")
+        eve = await self.online("eve", "lair")
+        for fields in ({"persist_items": "0"}, {"max_items": "1"}, {"publisher": EVE},
+                       {"access_model": "open", "publish_model": "open"}):
+            reply = await self.pubsub(alice, "set", ALICE, configure("roster", **fields), owner=True)
+            self.assert_error(reply, "not-acceptable")
+            # A stranger and a contact: hidden (as if no roster existed), as before.
+            self.assert_error(await self.pubsub(eve, "set", ALICE, configure("roster", **fields), owner=True),
+                              "item-not-found")
+            self.assert_error(await self.pubsub(bob, "set", ALICE, configure("roster", **fields), owner=True),
+                              "item-not-found")
+        # What the kind leaves to her (a title) she may still set.
+        self.assert_ok(await self.pubsub(alice, "set", ALICE, configure("roster", title="mine"), owner=True))
+        for contact in ("carol@localhost", "dave@localhost"):
+            self.assert_ok(await self.iq(alice, "set", None, f"<query xmlns='{NS_ROSTER}'>"
+                                                             f"<item jid='{contact}' name='x'/></query>"))
+        self.assertEqual(set(await self.roster(alice)), {"carol@localhost", "dave@localhost"})
+        self.assertNotIn(EVE, await self.server.storage.get_affiliations(ALICE, "roster"))
+
+    async def test_presence_keeps_reaching_the_contacts(self):
+        alice = await self.roster_ready("alice")
+        bob = await self.roster_ready("bob")
+        await self.befriend(alice, bob)
+        for fields in ({"persist_items": "0"}, {"max_items": "1"}, {"deliver_notifications": "0"},
+                       {"deliver_payloads": "0"}):
+            reply = await self.pubsub(alice, "set", ALICE, configure("presence", **fields), owner=True)
+            self.assert_error(reply, "not-acceptable")
+            # The contact (a subscriber) is no owner.
+            self.assert_error(await self.pubsub(bob, "set", ALICE, configure("presence", **fields), owner=True),
+                              "forbidden")
+        self.assert_ok(await self.pubsub(alice, "set", ALICE, configure("presence", title="me"), owner=True))
+        alice.send("<presence><status>still here</status></presence>")
+        got = await bob.wait_for(lambda e: e.name == "presence" and e.status is not None
+                                 and str(e.status) == "still here")
+        self.assertEqual(got["from"], f"{ALICE}/r")
+        second = await self.online("alice", "tablet", presence=False)
+        second.send("<presence><status>second</status></presence>")
+        await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == f"{ALICE}/tablet")
+        page = await self.server.storage.page_items(ALICE, "presence")
+        self.assertEqual(sorted(i.item_id for i in page.items), ["r", "tablet"])
+
+
+class NotSubscribed(DoorsTestCase):
+    async def test_unsubscribing_a_non_subscriber_is_cancel(self):
+        """XEP-0060 §6.2.3.2: <unexpected-request/> + <not-subscribed/>, type cancel."""
+        alice = await self.online("alice", "phone")
+        self.assert_ok(await self.create(alice, PUBSUB, "news"))
+        reply = await self.pubsub(alice, "set", PUBSUB, f"<unsubscribe node='news' jid='{ALICE}/phone'/>")
+        self.assert_error(reply, "unexpected-request", "not-subscribed")
+        self.assertEqual(reply.error["type"], "cancel", reply.toXml())
+        self.assertEqual(reply["id"][:1], "q")
+        self.assertEqual((reply["from"], reply["to"]), (PUBSUB, f"{ALICE}/phone"))

@@ -980,7 +980,7 @@ class PubSubEngine:
             await kind.check_unsubscribe(access, subscriber)
         existing = await self.storage.get_subscription(service, node_id, subscriber)
         if existing is None:
-            raise errors.not_subscribed()
+            raise errors.not_subscribed("cancel")
         if subid and subid != existing.subid:
             raise errors.not_acceptable("invalid-subid")
         await self.storage.remove_subscription(service, node_id, subscriber)

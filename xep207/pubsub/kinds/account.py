@@ -15,6 +15,7 @@ from typing import ClassVar, Mapping, Sequence
 
 from xep207.pubsub import errors
 from xep207.pubsub.kinds.base import Access, NodeKind, NodeKindName, Trusted, only_options
+from xep207.pubsub.kinds.personal import FIXED_FIELDS, check_fixed
 from xep207.pubsub.roster_items import is_pre_approval, without_pre_approval
 from xep207.storage.records import (
     MEMBER,
@@ -33,6 +34,7 @@ from xep207.xmlutil import parse_stanza, release, restamped
 PRESENCE_NODE = "presence"  # XEP-0207: the node that carries presence
 ROSTER_NODE = "roster"  # private owner-only node: roster names and groups
 PRESENCE_OPTIONS = ("pubsub#deliver",)
+PRESENCE_FIXED = ("persist_items", "max_items", "deliver_notifications", "deliver_payloads")
 REQUEST_EXTENSIONS = "xep207#request"  # a legacy subscribe's children, for the contact (RFC 6121 §3.1.3)
 
 
@@ -81,6 +83,9 @@ class PresenceKind(NodeKind):
             raise errors.not_acceptable(text="only the account's resources publish its presence")
         if values.get("pubsub#access_model", "authorize") != "authorize":
             raise errors.not_acceptable(text="presence needs the owner's authorization (XEP-0207 §8)")
+        if not check_fixed(self, access, values, PRESENCE_FIXED):
+            # Probes read the items (one per resource), broadcast is the notification.
+            raise errors.not_acceptable(text="presence is kept per resource and broadcast with its payload")
 
     async def check_retract(self, access: Access, existing) -> None:
         """A resource retracts its own presence only (item id = resource)."""
@@ -139,8 +144,18 @@ class RosterKind(NodeKind):
             access_model="whitelist", max_items=engine.max_items_limit, deliver_notifications=False,
             send_last_published_item="never")
 
+    # What the jabber:iq:roster door needs kept: every item, the account's alone.
+    fixed_fields: ClassVar[Sequence[str]] = FIXED_FIELDS
+
     async def visible(self, access: Access) -> bool:
         return access.trusted or bare(access.requestor) == access.service
+
+    async def check_configure(self, access: Access, values: Mapping[str, object]) -> None:
+        """A roster set answered "result" must be stored: the owner does not
+        configure away the items, nor share the node."""
+        await super().check_configure(access, values)
+        if not check_fixed(self, access, values, self.fixed_fields):
+            raise errors.not_acceptable(text="a roster keeps every item and is its account's alone")
 
     async def check_affiliation_change(self, access: Access,
                                        changes: Mapping[str, AffiliationName]) -> None:
