@@ -156,3 +156,54 @@ class NotSubscribed(DoorsTestCase):
         self.assertEqual(reply.error["type"], "cancel", reply.toXml())
         self.assertEqual(reply["id"][:1], "q")
         self.assertEqual((reply["from"], reply["to"]), (PUBSUB, f"{ALICE}/phone"))
+
+
+class LongIds(DoorsTestCase):
+    """A node id or item id is at most 1023 octets (a JID part's bound,
+    RFC 7622 §3.1), for every backend alike: PostgreSQL cannot index a key of
+    more than about 2700 bytes, and answered internal-server-error (logging
+    an unhandled error) where memory and SQLite stored the id."""
+
+    storage = "memory"
+    LONG = "n" * 1024
+    LONGEST = "é" * 511 + "n"  # 1023 octets
+
+    async def test_over_long_ids_are_refused_alike(self):
+        alice = await self.online("alice", "phone")
+        bob = await self.online("bob", "desk")
+        self.assert_error(await self.create(alice, PUBSUB, self.LONG), "not-acceptable")
+        self.assert_error(await self.publish(alice, ALICE, self.LONG, "<x xmlns='urn:example'/>"), "not-acceptable")
+        self.assert_ok(await self.create(alice, PUBSUB, "n1"))
+        self.assert_error(await self.publish(alice, PUBSUB, "n1", "<x xmlns='urn:example'/>", item_id=self.LONG),
+                          "not-acceptable")
+        # A party's chat item with a long id, through the pair node.
+        self.assert_error(await self.publish(alice, PUBSUB, NODE, "<message xmlns='jabber:client'><body>x</body>"
+                                                                  "</message>", item_id=self.LONG),
+                          "not-acceptable")
+        self.assertEqual(await self.server.storage.list_nodes(ALICE), ["presence", "roster"])
+        self.assertEqual((await self.server.storage.page_items(PUBSUB, "n1")).items, ())
+        # At the bound: stored, read back, on every backend.
+        self.assert_ok(await self.create(alice, PUBSUB, self.LONGEST))
+        self.assert_ok(await self.publish(alice, PUBSUB, self.LONGEST, "<x xmlns='urn:example'/>",
+                                          item_id=self.LONGEST))
+        self.assertEqual(self.item_ids(self.assert_ok(await self.items(alice, PUBSUB, self.LONGEST))),
+                         [self.LONGEST])
+        # A JID an owner names for someone else: the same bound.
+        far = "u" * 600 + "@" + ".".join(["d" * 60] * 8) + "/" + "r" * 200
+        self.assertGreater(len(far.split("/")[0].encode()), 1023)
+        for body in (f"<subscriptions node='n1'><subscription jid='{far}' subscription='subscribed'/></subscriptions>",
+                     f"<affiliations node='n1'><affiliation jid='{far}' affiliation='publisher'/></affiliations>"):
+            self.assert_error(await self.pubsub(alice, "set", PUBSUB, body, owner=True), "not-acceptable")
+        self.assert_error(await self.subscribe(alice, PUBSUB, "n1", jid=far), "not-acceptable")
+        self.assertEqual(await self.server.storage.get_subscriptions(PUBSUB, "n1"), [])
+        self.assertEqual(await self.server.storage.get_affiliations(PUBSUB, "n1"), {ALICE: "owner"})
+        self.chat(alice, BOB, "the session lives on")
+        await bob.wait_for(chat_body("the session lives on"))
+
+
+class LongIdsSQLite(LongIds):
+    storage = "sqlite"
+
+
+class LongIdsPostgreSQL(LongIds):
+    storage = "postgresql"

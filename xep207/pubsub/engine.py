@@ -88,6 +88,23 @@ def returns_deferred(method):
 
 
 KIND_CACHE_SIZE = 65536
+# The longest node id or item id a request may give (a JID part's bound, RFC
+# 7622 §3.1): every backend can index it (PostgreSQL refuses keys of more than
+# about 2700 bytes), so all answer alike. Ids the service makes are its own.
+MAX_ID_OCTETS = 1023
+
+
+def too_long(value: str | None) -> bool:
+    if not value or len(value) <= MAX_ID_OCTETS // 4:  # (at most 4 octets a character)
+        return False
+    return len(value.encode("utf-8")) > MAX_ID_OCTETS
+
+
+def check_id_length(value: str | None, what: str) -> None:
+    """The same bound for a JID an owner names for someone else (a session's
+    own JID, whatever its resource, is the router's to accept)."""
+    if too_long(value):
+        raise errors.not_acceptable(text=f"{what} is at most {MAX_ID_OCTETS} octets")
 
 
 _UNDECIDED = object()
@@ -463,6 +480,8 @@ class PubSubEngine:
                 return kind, access, False
             pending = self._auto_creating.get(key)
             if pending is None:
+                if not is_trusted(requestor):
+                    check_id_length(node_id, "a node id")
                 if not await kind.may_auto_create(self, requestor, service, node_id, operation):
                     raise errors.item_not_found()
                 # (another request may have begun creating it while the kind was asked)
@@ -505,6 +524,7 @@ class PubSubEngine:
         """Create a node (instant when ``node_id`` is None); its kind decides who may."""
         kind = self.kind_of(service, node_id) if node_id else self.generic
         if not is_trusted(requestor):
+            check_id_length(node_id, "a node id")
             await kind.check_create(self, requestor, service, node_id or "", values)
             if values:
                 await self._check_create_form(requestor, service, node_id, kind, values)
@@ -807,6 +827,8 @@ class PubSubEngine:
             raise errors.bad_request("payload-required")
         if not vetted and payload:
             item_id, payload = await kind.vet_item(access, item_id, payload)
+        if not access.trusted:
+            check_id_length(item_id, "an item id")
         if item_id and config.persist_items and not access.trusted \
                 and not kind.overwrites_any(access):
             existing = await self.storage.get_items(service, node_id, [item_id])
@@ -905,6 +927,8 @@ class PubSubEngine:
         kind, access, _ = await self._access_or_create(requestor, service, node_id, "subscribe", via)
         node = access.node
         subscriber = kind.subscriber_key(subscriber)
+        if not access.trusted and bare(subscriber) != bare(requestor):
+            check_id_length(subscriber, "a JID")
         existing = await self.storage.get_subscription(service, node_id, subscriber)
         if existing is not None:
             if existing.state == PENDING:
@@ -1059,7 +1083,8 @@ class PubSubEngine:
             subscriber = kind.subscriber_key(subscriber)
             existing = await self.storage.get_subscription(service, node_id, subscriber)
             if not access.trusted and (
-                    (state == SUBSCRIBED and self._blocked_subscriber(access, subscriber) is not None)
+                    too_long(subscriber)
+                    or (state == SUBSCRIBED and self._blocked_subscriber(access, subscriber) is not None)
                     or not await kind.check_subscription_change(access, subscriber, state, existing)):
                 failed.append((subscriber, state))
                 continue
@@ -1095,6 +1120,8 @@ class PubSubEngine:
         for entity, affiliation in changes.items():
             if not is_affiliation(affiliation):
                 raise errors.bad_request(text=f"unknown affiliation {affiliation!r}")
+            if not access.trusted:
+                check_id_length(entity, "a JID")
             valid[entity] = affiliation
         if not access.trusted:
             await kind.check_affiliation_change(access, valid)
