@@ -207,3 +207,34 @@ class LongIdsSQLite(LongIds):
 
 class LongIdsPostgreSQL(LongIds):
     storage = "postgresql"
+
+
+class ArchivingPreferencesHistory(DoorsTestCase):
+    """The archive reads each message under the preferences in force when it
+    was published, so a version of them is history: retracting one is refused
+    (kinds/mamprefs.py), and purging or deleting them all through XEP-0060 —
+    which put back in alice's archive what she had said "never" to — too."""
+
+    async def test_the_owner_cannot_purge_or_delete_the_versions(self):
+        alice = await self.online("alice", "phone")
+        bob = await self.online("bob", "desk")
+        eve = await self.online("eve", "lair")
+        self.assert_ok(await self.iq(alice, "set", None, "<prefs xmlns='urn:xmpp:mam:2' default='always'><always/>"
+                                                         f"<never><jid>{BOB}</jid></never></prefs>"))
+        self.chat(bob, ALICE, "not for my archive")
+        await alice.wait_for(chat_body("not for my archive"))
+        self.assertEqual(await self.mam(alice, BOB), [])
+        for verb in ("purge", "delete"):
+            self.assert_error(await self.pubsub(alice, "set", ALICE, f"<{verb} node='mam-prefs'/>", owner=True),
+                              "forbidden")
+            # Anyone else: as if there were no such node.
+            for other in (bob, eve):
+                self.assert_error(await self.pubsub(other, "set", ALICE, f"<{verb} node='mam-prefs'/>", owner=True),
+                                  "item-not-found")
+        self.assertEqual(await self.mam(alice, BOB), [])
+        self.assertEqual(await self.mam(bob, ALICE), ["not for my archive"])
+        # Newer preferences still apply from their time on, through either door.
+        self.assert_ok(await self.iq(alice, "set", None, "<prefs xmlns='urn:xmpp:mam:2' default='always'/>"))
+        self.chat(bob, ALICE, "for my archive")
+        await alice.wait_for(chat_body("for my archive"))
+        self.assertEqual(await self.mam(alice, BOB), ["for my archive"])
