@@ -238,3 +238,77 @@ class ArchivingPreferencesHistory(DoorsTestCase):
         self.chat(bob, ALICE, "for my archive")
         await alice.wait_for(chat_body("for my archive"))
         self.assertEqual(await self.mam(alice, BOB), ["for my archive"])
+
+
+NS_RSM = "http://jabber.org/protocol/rsm"
+
+
+def rsm_of(reply) -> dict:
+    found = next((c for c in reply.pubsub.elements() if c.name == "set" and c.uri == NS_RSM), None)
+    if found is None:
+        return {}
+    return {c.name: str(c) for c in found.elements()}
+
+
+class ItemsArePaged(DoorsTestCase):
+    """XEP-0313 reads a pair node a page (at most 250) at a time; XEP-0060's
+    ``<items/>`` on the same node returned all of it (up to 10000 messages, or
+    10000 items of 64 KiB on a node anyone may fill and read) in one stanza.
+    Both doors now answer a page at most, the XEP-0060 one with an RSM
+    ``<set/>`` saying more exist (XEP-0060 §6.5.7)."""
+
+    TOTAL = 260
+
+    async def fill(self, requestor: str, service: str, node: str, payload) -> list[str]:
+        ids = []
+        for n in range(self.TOTAL):
+            ids += await self.server.engine.publish(requestor, service, node, [(None, payload(n))])
+        return ids
+
+    async def test_a_party_reads_a_page_then_pages_back(self):
+        alice = await self.online("alice", "phone")
+        bob = await self.online("bob", "desk")
+        ids = await self.fill(f"{ALICE}/phone", PUBSUB, NODE,
+                              lambda n: f"<message xmlns='jabber:client'><body>m{n}</body></message>")
+        reply = self.assert_ok(await self.items(bob, PUBSUB, NODE))
+        self.assertEqual(self.item_ids(reply), ids[-250:])
+        self.assertEqual(rsm_of(reply)["count"], str(self.TOTAL))
+        self.assertEqual(rsm_of(reply)["first"], ids[-250])
+        older = self.assert_ok(await self.pubsub(bob, "get", PUBSUB, f"<items node='{NODE}'/>"
+                                                 f"<set xmlns='{NS_RSM}'><before>{ids[-250]}</before></set>"))
+        self.assertEqual(self.item_ids(older), ids[:10])
+        # Asking for more than a page is asking for a page; asking for fewer is no truncation.
+        many = self.assert_ok(await self.pubsub(bob, "get", PUBSUB, f"<items node='{NODE}' max_items='1000'/>"))
+        self.assertEqual(len(self.item_ids(many)), 250)
+        self.assertEqual(rsm_of(many)["count"], str(self.TOTAL))
+        few = self.assert_ok(await self.pubsub(bob, "get", PUBSUB, f"<items node='{NODE}' max_items='3'/>"))
+        self.assertEqual((self.item_ids(few), rsm_of(few)), (ids[-3:], {}))
+        # The MAM door pages the same node too.
+        self.assertEqual(len(await self.mam(bob, ALICE)), 50)
+        # A stranger: as before, nothing.
+        eve = await self.online("eve", "lair")
+        self.assert_error(await self.items(eve, PUBSUB, NODE), "item-not-found")
+
+    async def test_an_open_node_anyone_reads(self):
+        alice = await self.online("alice", "phone")
+        eve = await self.online("eve", "lair")
+        self.assert_ok(await self.create(alice, ALICE, "big", {"access_model": "open", "max_items": "1000"}))
+        ids = await self.fill(ALICE, ALICE, "big", lambda n: f"<x xmlns='urn:example'>{n}</x>")
+        for reader in (alice, eve):
+            reply = self.assert_ok(await self.items(reader, ALICE, "big"))
+            self.assertEqual(self.item_ids(reply), ids[-250:])
+            self.assertEqual(rsm_of(reply)["count"], str(self.TOTAL))
+
+    async def test_the_block_list_is_whole_through_both_doors(self):
+        """A list the legacy door returns whole (XEP-0191 has no paging) is
+        whole through XEP-0060 too: the kind's own bound is its size."""
+        alice = await self.online("alice", "phone")
+        blocked = [f"spammer{n}@example.org" for n in range(self.TOTAL)]
+        for jid in blocked:
+            await self.server.engine.publish(ALICE, ALICE, "blocklist",
+                                             [(None, f"<item xmlns='urn:xmpp:blocking' jid='{jid}'/>")])
+        legacy = self.assert_ok(await self.iq(alice, "get", None, "<blocklist xmlns='urn:xmpp:blocking'/>"))
+        self.assertEqual(len(list(legacy.blocklist.elements())), self.TOTAL)
+        native = self.assert_ok(await self.items(alice, ALICE, "blocklist"))
+        self.assertEqual(sorted(self.item_ids(native)), sorted(blocked))
+        self.assertEqual(rsm_of(native), {})

@@ -897,6 +897,8 @@ class PubSubEngine:
         kind, access = await self._access(requestor, service, node_id)
         if not access.trusted:
             await kind.check_retrieve(access)
+            if kind.max_page is not None and not item_ids:
+                max_items = kind.max_page if max_items is None else min(max_items, kind.max_page)
         if not access.node.config.persist_items:
             raise errors.unsupported("persistent-items")
         if item_ids:

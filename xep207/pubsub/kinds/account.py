@@ -146,6 +146,7 @@ class RosterKind(NodeKind):
 
     # What the jabber:iq:roster door needs kept: every item, the account's alone.
     fixed_fields: ClassVar[Sequence[str]] = FIXED_FIELDS
+    max_page: ClassVar[int | None] = None  # (the account's own, read whole as a roster is)
 
     async def visible(self, access: Access) -> bool:
         return access.trusted or bare(access.requestor) == access.service

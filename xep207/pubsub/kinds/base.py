@@ -47,6 +47,10 @@ NodeKindName = Literal["generic", "presence", "roster", "blocklist", "mamprefs",
 
 MAY_PUBLISH = frozenset({OWNER, PUBLISHER, PUBLISH_ONLY})
 MAY_RETRIEVE = frozenset({OWNER, PUBLISHER, MEMBER})
+# The most items one read answers (XEP-0059 pages the rest, XEP-0060 §6.5.7):
+# whichever door reads a node others fill (a conversation, an open node of
+# 10000 items of 64 KiB), one answer stays bounded. XEP-0313 pages alike.
+MAX_PAGE = 250
 INTERNAL_OPTION_PREFIX = "xep207#"
 KIND_FIELD = "xep207#kind"  # stored in a node's configuration: which kind made it  # subscription options only the service sets
 
@@ -154,6 +158,10 @@ class NodeKind:
     # delivery stamp it); an open node's stranger learns no time from
     # XEP-0060, so elsewhere ids are all random.
     ids_tell_time: ClassVar[bool] = False
+    # The most items one untrusted read answers (``MAX_PAGE``); None: the
+    # whole node, for an account's own node its legacy door returns whole
+    # (a block list: XEP-0191 has no paging), bounded by its own max_items.
+    max_page: ClassVar[int | None] = MAX_PAGE
 
     def claims(self, engine: "PubSubEngine", service: str, node_id: str) -> bool:
         return True
@@ -371,6 +379,7 @@ class AccountPrivateKind(NodeKind):
 
     node_name: ClassVar[str]
     what: ClassVar[str]  # "the block list": who the errors talk about
+    max_page: ClassVar[int | None] = None  # (read whole by its account's legacy door)
 
     def claims(self, engine, service: str, node_id: str) -> bool:
         return node_id == self.node_name and engine.is_pep(service)

@@ -91,6 +91,7 @@ class AccountOnlyKind(NodeKind):
     """A node of one account's PEP service that nobody else may see (like ``roster``)."""
 
     node_name: ClassVar[str] = ""
+    max_page: ClassVar[int | None] = None  # (XEP-0048 reads every bookmark at once)
 
     def claims(self, engine, service: str, node_id: str) -> bool:
         return node_id == self.node_name and engine.is_pep(service)
