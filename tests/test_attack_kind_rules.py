@@ -312,3 +312,40 @@ class ItemsArePaged(DoorsTestCase):
         native = self.assert_ok(await self.items(alice, ALICE, "blocklist"))
         self.assertEqual(sorted(self.item_ids(native)), sorted(blocked))
         self.assertEqual(rsm_of(native), {})
+
+
+class PendingRequestsCap(DoorsTestCase):
+    """RFC 6121 requests waiting for approval are capped per account (100 by
+    default) so that nobody floods everyone with them. The legacy door kept
+    the cap; an XEP-0060 subscribe to a presence node is the same request
+    (the contact gets the same <presence type='subscribe'/>) and went past it."""
+
+    users = ("alice", "bob", "carol", "eve", "dave", "erin")
+
+    async def test_the_cap_holds_through_both_doors_together(self):
+        presence = self.server.engine.kind_of(ALICE, "presence")
+        presence.max_pending = 2
+        eve = await self.online("eve", "lair")
+        dave = await self.roster_ready("dave")
+        erin = await self.roster_ready("erin")
+        # One request through each door: both count.
+        eve.send(f"<presence to='{ALICE}' type='subscribe'/>")
+        self.assertEqual(self.assert_ok(await self.subscribe(eve, BOB, "presence", jid=EVE))
+                         .pubsub.subscription["subscription"], "pending")
+        await self.settle(eve)
+        self.assertEqual((await self.server.storage.get_subscription(ALICE, "presence", EVE)).state, "pending")
+        # The third, through XEP-0060: refused, as the legacy door refuses it.
+        refused = self.assert_error(await self.subscribe(eve, "dave@localhost", "presence", jid=EVE),
+                                    "policy-violation")
+        self.assertEqual(refused.error["type"], "modify", refused.toXml())  # (RFC 6120 §8.3.3.12)
+        eve.send("<presence to='erin@localhost' type='subscribe'/>")
+        error = await eve.wait_for(lambda e: e.name == "presence" and e.getAttribute("type") == "error")
+        self.assertIn("policy-violation", error.toXml())
+        await self.settle(eve, dave, erin)
+        for victim in (dave, erin):
+            self.nothing(victim, lambda e: e.name == "presence" and e.getAttribute("type") == "subscribe")
+        for owner in ("dave@localhost", "erin@localhost"):
+            self.assertIsNone(await self.server.storage.get_subscription(owner, "presence", EVE))
+        # Subscribing to an open node is no request: no cap.
+        self.assert_ok(await self.create(eve, EVE, "open-news", {"access_model": "open"}))
+        self.assert_ok(await self.subscribe(dave, EVE, "open-news"))

@@ -45,6 +45,9 @@ def presence_payload(presence, sender: str) -> str:
 
 class PresenceKind(NodeKind):
     name: ClassVar[NodeKindName] = "presence"
+    # Requests one account may have waiting for approval, whichever door sent
+    # them (each one is a <presence type='subscribe'/> to somebody).
+    max_pending: int = 100
 
     def claims(self, engine, service: str, node_id: str) -> bool:
         return node_id == PRESENCE_NODE and engine.is_pep(service)
@@ -99,7 +102,16 @@ class PresenceKind(NodeKind):
             raise errors.bad_request("invalid-jid")  # nobody subscribes anybody else
         if not access.trusted:
             only_options(options, PRESENCE_OPTIONS)
-        return await super().check_subscribe(access, subscriber, options)
+        cleaned = await super().check_subscribe(access, subscriber, options)
+        if not access.trusted and self.needs_approval(access, subscriber):
+            await self.check_pending(access.engine, subscriber)
+        return cleaned
+
+    async def check_pending(self, engine, subscriber: str) -> None:
+        """``policy-violation`` once ``subscriber`` has ``max_pending`` requests waiting."""
+        outgoing = await engine.storage.get_entity_subscriptions(bare(subscriber), node_id=PRESENCE_NODE)
+        if sum(1 for s in outgoing if s.state == PENDING) >= self.max_pending:
+            raise errors.StanzaError("policy-violation", type="modify", text="too many pending subscription requests")
 
     async def consume_pre_approval(self, access: Access, subscriber: str) -> bool:
         """RFC 6121 §3.4: the account's 'subscribed' sent before the request is
