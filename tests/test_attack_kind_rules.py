@@ -201,6 +201,32 @@ class LongIds(DoorsTestCase):
         await bob.wait_for(chat_body("the session lives on"))
 
 
+class PublishersInAForm(DoorsTestCase):
+    """``pubsub#publisher`` in a node's configuration form makes publisher
+    affiliations (XEP-0207 §6): an affiliation change by another way, held to
+    the same rules — a node keeps its owner, a JID is bounded."""
+
+    async def test_the_owner_listing_herself_stays_owner(self):
+        alice = await self.online("alice", "phone")
+        bob = await self.online("bob", "desk")
+        self.assert_ok(await self.create(alice, PUBSUB, "news"))
+        self.assert_ok(await self.pubsub(alice, "set", PUBSUB, configure("news", publisher=[ALICE, BOB]), owner=True))
+        self.assertEqual(await self.server.storage.get_affiliations(PUBSUB, "news"),
+                         {ALICE: "owner", BOB: "publisher"})
+        self.assert_ok(await self.pubsub(alice, "get", PUBSUB, "<configure node='news'/>", owner=True))
+        # Made with the form at creation: the same.
+        self.assert_ok(await self.create(alice, PUBSUB, "more", {"publisher": [ALICE, BOB]}))
+        self.assertEqual(await self.server.storage.get_affiliations(PUBSUB, "more"),
+                         {ALICE: "owner", BOB: "publisher"})
+        far = "u" * 1100 + "@localhost"
+        self.assert_error(await self.pubsub(alice, "set", PUBSUB, configure("news", publisher=[far]), owner=True),
+                          "not-acceptable")
+        self.assert_error(await self.create(alice, PUBSUB, "far", {"publisher": [far]}), "not-acceptable")
+        self.assertEqual(await self.server.storage.get_affiliations(PUBSUB, "news"),
+                         {ALICE: "owner", BOB: "publisher"})
+        self.assertIsNone(await self.server.storage.get_node(PUBSUB, "far"))
+
+
 class LongIdsSQLite(LongIds):
     storage = "sqlite"
 

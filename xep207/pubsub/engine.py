@@ -541,6 +541,9 @@ class PubSubEngine:
         if self.is_pep(service):
             owners[service] = OWNER
         await kind.check_configure(Access(self, node, requestor, owners), values)
+        _, publishers = node_config.apply_values(node.config, values, self.max_items_limit)
+        for publisher in publishers or ():
+            check_id_length(publisher, "a JID")
 
     async def _create(self, requestor, service, node_id, kind, values, *, config=None,
                       via: Via = VIA_PUBSUB):
@@ -594,11 +597,15 @@ class PubSubEngine:
             await kind.check_configure(access, values)
         node = access.node
         config, publishers = node_config.apply_values(node.config, values, self.max_items_limit)
+        if not access.trusted:
+            for publisher in publishers or ():
+                check_id_length(publisher, "a JID")
         if extra is not None:
             config = config.replace(extra=dict(extra))
         await self.storage.set_node_config(service, node_id, config)
         for publisher in publishers or ():
-            await self.storage.set_affiliation(service, node_id, publisher, PUBLISHER)
+            if access.affiliations.get(publisher) != OWNER:  # (listing an owner demotes nobody)
+                await self.storage.set_affiliation(service, node_id, publisher, PUBLISHER)
         if config.max_items < node.config.max_items:
             await self._trim(service, node_id, config.max_items)
         if config.notify_config and values:
