@@ -375,3 +375,4 @@ class PendingRequestsCap(DoorsTestCase):
         # Subscribing to an open node is no request: no cap.
         self.assert_ok(await self.create(eve, EVE, "open-news", {"access_model": "open"}))
         self.assert_ok(await self.subscribe(dave, EVE, "open-news"))
+

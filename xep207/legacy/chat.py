@@ -29,7 +29,11 @@ from xep207.legacy.pair_rendering import NS_CARBONS, PairRendering
 from xep207.ordering import ConversationLock
 from xep207.pubsub.events import ITEMS
 from xep207.pubsub.kinds import pair_node_id
-from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind, is_stanza_id  # noqa: F401 (metrics reads OFFLINE_MARK here)
+from xep207.pubsub.kinds.pair import (  # noqa: F401 (metrics reads OFFLINE_MARK here)
+    OFFLINE_MARK,
+    PairKind,
+    is_stanza_id,
+)
 from xep207.serializer import serialized
 from xep207.xmlutil import release, restamped
 

@@ -111,7 +111,8 @@ class PresenceKind(NodeKind):
         """``policy-violation`` once ``subscriber`` has ``max_pending`` requests waiting."""
         outgoing = await engine.storage.get_entity_subscriptions(bare(subscriber), node_id=PRESENCE_NODE)
         if sum(1 for s in outgoing if s.state == PENDING) >= self.max_pending:
-            raise errors.StanzaError("policy-violation", type="modify", text="too many pending subscription requests")
+            raise errors.StanzaError("policy-violation", type="modify",
+                                     text="too many pending subscription requests")
 
     async def consume_pre_approval(self, access: Access, subscriber: str) -> bool:
         """RFC 6121 §3.4: the account's 'subscribed' sent before the request is
@@ -147,6 +148,9 @@ class PresenceKind(NodeKind):
 
 class RosterKind(NodeKind):
     name: ClassVar[NodeKindName] = "roster"
+    # What the jabber:iq:roster door needs kept: every item, the account's alone.
+    fixed_fields: ClassVar[Sequence[str]] = FIXED_FIELDS
+    max_page: ClassVar[int | None] = None  # (the account's own, read whole as a roster is)
 
     def claims(self, engine, service: str, node_id: str) -> bool:
         return node_id == ROSTER_NODE and engine.is_pep(service)
@@ -155,10 +159,6 @@ class RosterKind(NodeKind):
         return super().initial_config(engine, service, node_id).replace(
             access_model="whitelist", max_items=engine.max_items_limit, deliver_notifications=False,
             send_last_published_item="never")
-
-    # What the jabber:iq:roster door needs kept: every item, the account's alone.
-    fixed_fields: ClassVar[Sequence[str]] = FIXED_FIELDS
-    max_page: ClassVar[int | None] = None  # (the account's own, read whole as a roster is)
 
     async def visible(self, access: Access) -> bool:
         return access.trusted or bare(access.requestor) == access.service
