@@ -13,6 +13,7 @@ them and the other did not (the attacker's session of 2026-11-25).
 from tests.doors_helpers import (
     ALICE,
     BOB,
+    CHAT,
     EVE,
     NODE_CONFIG,
     NS_ROSTER,
@@ -180,6 +181,9 @@ class LongIds(DoorsTestCase):
         self.assert_error(await self.publish(alice, PUBSUB, NODE, "<message xmlns='jabber:client'><body>x</body>"
                                                                   "</message>", item_id=self.LONG),
                           "not-acceptable")
+        # A room is a JID's localpart: beyond the bound, no JID (XEP-0045 and RFC 7622 alike).
+        self.assert_error(await self.subscribe(alice, CHAT, self.LONG, options={"roomnick": "a"}), "jid-malformed")
+        self.assertEqual(await self.server.storage.list_nodes(CHAT), [])
         self.assertEqual(await self.server.storage.list_nodes(ALICE), ["presence", "roster"])
         self.assertEqual((await self.server.storage.page_items(PUBSUB, "n1")).items, ())
         # At the bound: stored, read back, on every backend.

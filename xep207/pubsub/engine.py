@@ -33,6 +33,8 @@ from xep207.hooks import ITEM_PUBLISHED, ITEMS_RETRACTED, NODE_EMPTIED, SUBSCRIP
 from xep207.pubsub.blocking import BlockIndex
 from xep207.pubsub.kinds import PRESENCE_NODE, ROSTER_NODE, PresenceKind, RosterKind
 from xep207.pubsub.kinds.base import (
+    check_id_length,
+    too_long,
     INTERNAL_OPTION_PREFIX,
     MAY_RETRIEVE,
     Access,
@@ -88,23 +90,6 @@ def returns_deferred(method):
 
 
 KIND_CACHE_SIZE = 65536
-# The longest node id or item id a request may give (a JID part's bound, RFC
-# 7622 §3.1): every backend can index it (PostgreSQL refuses keys of more than
-# about 2700 bytes), so all answer alike. Ids the service makes are its own.
-MAX_ID_OCTETS = 1023
-
-
-def too_long(value: str | None) -> bool:
-    if not value or len(value) <= MAX_ID_OCTETS // 4:  # (at most 4 octets a character)
-        return False
-    return len(value.encode("utf-8")) > MAX_ID_OCTETS
-
-
-def check_id_length(value: str | None, what: str) -> None:
-    """The same bound for a JID an owner names for someone else (a session's
-    own JID, whatever its resource, is the router's to accept)."""
-    if too_long(value):
-        raise errors.not_acceptable(text=f"{what} is at most {MAX_ID_OCTETS} octets")
 
 
 _UNDECIDED = object()
@@ -480,8 +465,6 @@ class PubSubEngine:
                 return kind, access, False
             pending = self._auto_creating.get(key)
             if pending is None:
-                if not is_trusted(requestor):
-                    check_id_length(node_id, "a node id")
                 if not await kind.may_auto_create(self, requestor, service, node_id, operation):
                     raise errors.item_not_found()
                 # (another request may have begun creating it while the kind was asked)
@@ -524,7 +507,6 @@ class PubSubEngine:
         """Create a node (instant when ``node_id`` is None); its kind decides who may."""
         kind = self.kind_of(service, node_id) if node_id else self.generic
         if not is_trusted(requestor):
-            check_id_length(node_id, "a node id")
             await kind.check_create(self, requestor, service, node_id or "", values)
             if values:
                 await self._check_create_form(requestor, service, node_id, kind, values)

@@ -55,6 +55,25 @@ INTERNAL_OPTION_PREFIX = "xep207#"
 KIND_FIELD = "xep207#kind"  # stored in a node's configuration: which kind made it  # subscription options only the service sets
 
 
+# The longest node id (of a kind that takes any name), item id or JID an
+# owner names for someone else that a request may give: a JID part's bound
+# (RFC 7622 §3.1), which every backend can index (PostgreSQL refuses keys of
+# more than about 2700 bytes), so all answer alike. Ids the service makes,
+# and a session's own JID, are not the request's to choose.
+MAX_ID_OCTETS = 1023
+
+
+def too_long(value: str | None) -> bool:
+    if not value or len(value) <= MAX_ID_OCTETS // 4:  # (at most 4 octets a character)
+        return False
+    return len(value.encode("utf-8")) > MAX_ID_OCTETS
+
+
+def check_id_length(value: str | None, what: str) -> None:
+    if too_long(value):
+        raise errors.not_acceptable(text=f"{what} is at most {MAX_ID_OCTETS} octets")
+
+
 class Trusted(str):
     """The service acting for itself, or for a party whose right it has just
     established (a pair node on a first message, room bookkeeping, accounts).
@@ -179,6 +198,7 @@ class NodeKind:
 
     async def check_create(self, engine, requestor: str, service: str, node_id: str,
                            values: Mapping[str, object] | None) -> None:
+        check_id_length(node_id, "a node id")
         if engine.is_pep(service) and bare(requestor) != service:
             raise errors.forbidden(text="only the account may create nodes on its PEP service")
 
@@ -208,7 +228,10 @@ class NodeKind:
     async def may_auto_create(self, engine, requestor: str, service: str, node_id: str,
                               operation: str) -> bool:
         # XEP-0163 §3: publishing to a missing PEP node creates it.
-        return operation == "publish" and engine.is_pep(service) and bare(requestor) == service
+        if operation == "publish" and engine.is_pep(service) and bare(requestor) == service:
+            check_id_length(node_id, "a node id")
+            return True
+        return False
 
     def creator(self, engine, requestor: str, service: str, node_id: str) -> str:
         return bare(requestor)
