@@ -380,3 +380,49 @@ class PendingRequestsCap(DoorsTestCase):
         self.assert_ok(await self.create(eve, EVE, "open-news", {"access_model": "open"}))
         self.assert_ok(await self.subscribe(dave, EVE, "open-news"))
 
+
+
+class AccountNodesStay(DoorsTestCase):
+    """Purging or deleting the presence node through XEP-0060 ended every
+    subscription (or emptied every resource's presence) without the
+    unavailable presence RFC 6121 §3.2.3 sends: bob's client showed alice
+    online for good. Deleting the roster dropped every item without a roster
+    push. Both are the service's (account removal, a restart's stale
+    presence); the owner ends subscriptions one by one, through either door."""
+
+    async def befriend(self, alice, bob) -> None:
+        bob.send(f"<presence to='{ALICE}' type='subscribe'/>")
+        await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("type") == "subscribe")
+        alice.send(f"<presence to='{BOB}' type='subscribed'/>")
+        await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == f"{ALICE}/r"
+                           and e.getAttribute("type") is None)
+        await self.settle(alice, bob)
+
+    async def test_presence_and_roster_are_not_purged_or_deleted(self):
+        alice = await self.roster_ready("alice")
+        bob = await self.roster_ready("bob")
+        eve = await self.online("eve", "lair")
+        await self.befriend(alice, bob)
+        self.assert_ok(await self.iq(alice, "set", None, f"<query xmlns='{NS_ROSTER}'><item jid='carol@localhost'/>"
+                                                         "</query>"))
+        for verb in ("purge", "delete"):
+            for node in ("presence", "roster"):
+                self.assert_error(await self.pubsub(alice, "set", ALICE, f"<{verb} node='{node}'/>", owner=True),
+                                  "forbidden")
+            # A contact, a stranger: no owner (the roster: no such node for them).
+            for other in (bob, eve):
+                self.assert_error(await self.pubsub(other, "set", ALICE, f"<{verb} node='presence'/>", owner=True),
+                                  "forbidden")
+                self.assert_error(await self.pubsub(other, "set", ALICE, f"<{verb} node='roster'/>", owner=True),
+                                  "item-not-found")
+        self.assertEqual((await self.server.storage.get_subscription(ALICE, "presence", BOB)).state, "subscribed")
+        self.assertEqual(set(await self.roster(alice)), {BOB, "carol@localhost"})
+        alice.send("<presence><status>still yours</status></presence>")
+        await bob.wait_for(lambda e: e.name == "presence" and e.status is not None
+                           and str(e.status) == "still yours")
+        # Ending bob's subscription through XEP-0060 tells him, as the legacy door does.
+        self.assert_ok(await self.pubsub(alice, "set", ALICE, f"<subscriptions node='presence'><subscription "
+                                                              f"jid='{BOB}' subscription='none'/></subscriptions>",
+                                         owner=True))
+        await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == f"{ALICE}/r"
+                           and e.getAttribute("type") == "unavailable")

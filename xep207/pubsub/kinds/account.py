@@ -90,6 +90,15 @@ class PresenceKind(NodeKind):
             # Probes read the items (one per resource), broadcast is the notification.
             raise errors.not_acceptable(text="presence is kept per resource and broadcast with its payload")
 
+    async def check_owner(self, access: Access, operation: str) -> None:
+        """Emptying or deleting the node would end every subscription, or
+        every resource's presence, with no unavailable presence for legacy
+        contacts (RFC 6121 §3.2.3): the service's (account removal, a
+        restart's stale presence); the owner ends subscriptions one by one."""
+        await super().check_owner(access, operation)
+        if operation in ("purge", "delete"):
+            raise errors.forbidden(text="presence ends per resource (unavailable) or per contact (unsubscribed)")
+
     async def check_retract(self, access: Access, existing) -> None:
         """A resource retracts its own presence only (item id = resource)."""
         resource = access.requestor.split("/", 1)[1] if "/" in access.requestor else None
@@ -151,6 +160,9 @@ class RosterKind(NodeKind):
     # What the jabber:iq:roster door needs kept: every item, the account's alone.
     fixed_fields: ClassVar[Sequence[str]] = FIXED_FIELDS
     max_page: ClassVar[int | None] = None  # (the account's own, read whole as a roster is)
+    # Whether the owner may purge or delete the node: a roster emptied so
+    # would push nothing to the account's legacy sessions (items go one by one).
+    owner_empties: ClassVar[bool] = False
 
     def claims(self, engine, service: str, node_id: str) -> bool:
         return node_id == ROSTER_NODE and engine.is_pep(service)
@@ -162,6 +174,11 @@ class RosterKind(NodeKind):
 
     async def visible(self, access: Access) -> bool:
         return access.trusted or bare(access.requestor) == access.service
+
+    async def check_owner(self, access: Access, operation: str) -> None:
+        await super().check_owner(access, operation)
+        if operation in ("purge", "delete") and not self.owner_empties:
+            raise errors.forbidden(text="roster items are removed one by one (subscription='remove')")
 
     async def check_configure(self, access: Access, values: Mapping[str, object]) -> None:
         """A roster set answered "result" must be stored: the owner does not

@@ -71,6 +71,7 @@ class PushKind(RosterKind):
     name: ClassVar[NodeKindName] = "push"
     # The owner may lower the bound on registrations (``_bounded``), never lift it.
     fixed_fields: ClassVar[Sequence[str]] = ("access_model", "publish_model", "persist_items")
+    owner_empties: ClassVar[bool] = True  # (XEP-0357 <disable/> without a node is as much)
 
     def claims(self, engine, service: str, node_id: str) -> bool:
         return node_id == PUSH_NODE and engine.is_pep(service)
