@@ -426,3 +426,25 @@ class AccountNodesStay(DoorsTestCase):
                                          owner=True))
         await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == f"{ALICE}/r"
                            and e.getAttribute("type") == "unavailable")
+
+    async def assert_bob_is_told(self, body: str, owner: bool) -> None:
+        """RFC 6121 §3.2: the contact whose subscription the user cancels gets
+        ``unsubscribed``. The legacy door and XEP-0060 §8.8.2 said it; the
+        owner's XEP-0060 unsubscribe of bob and an outcast affiliation did not."""
+        alice = await self.roster_ready("alice")
+        bob = await self.roster_ready("bob")
+        await self.befriend(alice, bob)
+        self.assert_ok(await self.pubsub(alice, "set", ALICE, body, owner=owner))
+        await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == ALICE
+                           and e.getAttribute("type") == "unsubscribed")
+        await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == f"{ALICE}/r"
+                           and e.getAttribute("type") == "unavailable")
+        self.assertIsNone(await self.server.storage.get_subscription(ALICE, "presence", BOB))
+        self.assertEqual((await self.roster(bob)).get(ALICE), "none")
+
+    async def test_the_owners_unsubscribe_of_a_contact_says_unsubscribed(self):
+        await self.assert_bob_is_told(f"<unsubscribe node='presence' jid='{BOB}'/>", owner=False)
+
+    async def test_an_outcast_affiliation_says_unsubscribed(self):
+        await self.assert_bob_is_told(f"<affiliations node='presence'><affiliation jid='{BOB}' "
+                                      "affiliation='outcast'/></affiliations>", owner=True)

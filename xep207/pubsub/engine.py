@@ -999,6 +999,9 @@ class PubSubEngine:
         if subid and subid != existing.subid:
             raise errors.not_acceptable("invalid-subid")
         await self.storage.remove_subscription(service, node_id, subscriber)
+        if bare(requestor) != bare(subscriber):
+            # The owner ended it: told as §8.8.2's change is (RFC 6121's unsubscribed).
+            await self._notify_subscription_state(access.node, existing.replace(state=NONE))
         self._changed(existing.replace(state=NONE), existing.state, requestor)
 
     async def _subscription_of(self, access: Access, subscriber: str, subid: str | None) -> Subscription:
@@ -1126,6 +1129,7 @@ class PubSubEngine:
             if affiliation == OUTCAST:
                 for subscription in await self.storage.get_entity_subscriptions(entity, service, node_id):
                     await self.storage.remove_subscription(service, node_id, subscription.subscriber)
+                    await self._notify_subscription_state(access.node, subscription.replace(state=NONE))
                     self._changed(subscription.replace(state=NONE), subscription.state, requestor)
         await kind.after_affiliation_change(self, access.node, valid)
 
