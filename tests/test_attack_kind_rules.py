@@ -448,3 +448,23 @@ class AccountNodesStay(DoorsTestCase):
     async def test_an_outcast_affiliation_says_unsubscribed(self):
         await self.assert_bob_is_told(f"<affiliations node='presence'><affiliation jid='{BOB}' "
                                       "affiliation='outcast'/></affiliations>", owner=True)
+
+    async def test_a_contacts_delivery_is_the_contacts_to_set(self):
+        """XEP-0060 let the owner set options of any subscription: alice
+        turned ``pubsub#deliver`` off on bob's subscription to her presence,
+        so bob stayed 'to', saw her online for good and heard nothing more,
+        while a probe still answered. A subscription's delivery is its
+        subscriber's, through either door (RFC 6121 has no such owner switch)."""
+        alice = await self.roster_ready("alice")
+        bob = await self.roster_ready("bob")
+        eve = await self.online("eve", "lair")
+        await self.befriend(alice, bob)
+        for who in (alice, eve):
+            self.assert_error(await self.set_options(who, ALICE, "presence", {"pubsub#deliver": "0"}, jid=BOB),
+                              "forbidden")
+        stored = await self.server.storage.get_subscription(ALICE, "presence", BOB)
+        self.assertNotIn("pubsub#deliver", stored.options)
+        alice.send("<presence><status>seen</status></presence>")
+        await bob.wait_for(lambda e: e.name == "presence" and e.status is not None and str(e.status) == "seen")
+        # Bob's own switch is his.
+        self.assert_ok(await self.set_options(bob, ALICE, "presence", {"pubsub#deliver": "0"}, jid=BOB))

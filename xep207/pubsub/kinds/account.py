@@ -136,8 +136,13 @@ class PresenceKind(NodeKind):
 
     async def check_options(self, access: Access, subscription: Subscription,
                             options: Mapping[str, object]) -> Mapping[str, object]:
+        """The subscriber's alone: an owner switching a contact's delivery off
+        leaves it 'to' and hearing nothing, not even unavailable (RFC 6121
+        has no such switch; the owner ends a subscription instead)."""
         if not access.trusted:
             only_options(options, PRESENCE_OPTIONS)
+            if bare(subscription.subscriber) != bare(access.requestor):
+                raise errors.forbidden(text="a subscription's options are its subscriber's")
         return await super().check_options(access, subscription, options)
 
     async def check_subscription_change(self, access: Access, subscriber: str, state: str,
