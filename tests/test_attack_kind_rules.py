@@ -86,6 +86,17 @@ class PairItems(DoorsTestCase):
         self.assertEqual([i for i in page.items if "forged" in i.payload], [])
 
 
+async def befriend(case, alice, bob) -> None:
+    """bob subscribes to alice's presence, she approves (RFC 6121 §3.1), and
+    he has her presence (both online as resource ``r``)."""
+    bob.send(f"<presence to='{ALICE}' type='subscribe'/>")
+    await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("type") == "subscribe")
+    alice.send(f"<presence to='{BOB}' type='subscribed'/>")
+    await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == f"{ALICE}/r"
+                       and e.getAttribute("type") is None)
+    await case.settle(alice, bob)
+
+
 def configure(node: str, **fields) -> str:
     return f"<configure node='{node}'>{form(NODE_CONFIG, {f'pubsub#{k}': v for k, v in fields.items()})}</configure>"
 
@@ -94,14 +105,6 @@ class AccountNodesConfiguration(DoorsTestCase):
     """The owner may configure her roster and presence nodes through XEP-0060,
     but not away what their legacy doors need: the roster's items kept, all
     of them; her presence stored per resource and notified with its payload."""
-
-    async def befriend(self, alice, bob) -> None:
-        """bob subscribes to alice's presence and she approves (RFC 6121 §3.1)."""
-        bob.send(f"<presence to='{ALICE}' type='subscribe'/>")
-        await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("type") == "subscribe")
-        alice.send(f"<presence to='{BOB}' type='subscribed'/>")
-        await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("type") == "subscribed")
-        await self.settle(alice, bob)
 
     async def test_the_roster_keeps_what_a_roster_set_stores(self):
         alice = await self.roster_ready("alice")
@@ -127,7 +130,7 @@ class AccountNodesConfiguration(DoorsTestCase):
     async def test_presence_keeps_reaching_the_contacts(self):
         alice = await self.roster_ready("alice")
         bob = await self.roster_ready("bob")
-        await self.befriend(alice, bob)
+        await befriend(self, alice, bob)
         for fields in ({"persist_items": "0"}, {"max_items": "1"}, {"deliver_notifications": "0"},
                        {"deliver_payloads": "0"}):
             reply = await self.pubsub(alice, "set", ALICE, configure("presence", **fields), owner=True)
@@ -390,19 +393,11 @@ class AccountNodesStay(DoorsTestCase):
     push. Both are the service's (account removal, a restart's stale
     presence); the owner ends subscriptions one by one, through either door."""
 
-    async def befriend(self, alice, bob) -> None:
-        bob.send(f"<presence to='{ALICE}' type='subscribe'/>")
-        await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("type") == "subscribe")
-        alice.send(f"<presence to='{BOB}' type='subscribed'/>")
-        await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == f"{ALICE}/r"
-                           and e.getAttribute("type") is None)
-        await self.settle(alice, bob)
-
     async def test_presence_and_roster_are_not_purged_or_deleted(self):
         alice = await self.roster_ready("alice")
         bob = await self.roster_ready("bob")
         eve = await self.online("eve", "lair")
-        await self.befriend(alice, bob)
+        await befriend(self, alice, bob)
         self.assert_ok(await self.iq(alice, "set", None, f"<query xmlns='{NS_ROSTER}'><item jid='carol@localhost'/>"
                                                          "</query>"))
         for verb in ("purge", "delete"):
@@ -433,7 +428,7 @@ class AccountNodesStay(DoorsTestCase):
         owner's XEP-0060 unsubscribe of bob and an outcast affiliation did not."""
         alice = await self.roster_ready("alice")
         bob = await self.roster_ready("bob")
-        await self.befriend(alice, bob)
+        await befriend(self, alice, bob)
         self.assert_ok(await self.pubsub(alice, "set", ALICE, body, owner=owner))
         await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == ALICE
                            and e.getAttribute("type") == "unsubscribed")
@@ -458,7 +453,7 @@ class AccountNodesStay(DoorsTestCase):
         alice = await self.roster_ready("alice")
         bob = await self.roster_ready("bob")
         eve = await self.online("eve", "lair")
-        await self.befriend(alice, bob)
+        await befriend(self, alice, bob)
         for who in (alice, eve):
             self.assert_error(await self.set_options(who, ALICE, "presence", {"pubsub#deliver": "0"}, jid=BOB),
                               "forbidden")
@@ -468,3 +463,37 @@ class AccountNodesStay(DoorsTestCase):
         await bob.wait_for(lambda e: e.name == "presence" and e.status is not None and str(e.status) == "seen")
         # Bob's own switch is his.
         self.assert_ok(await self.set_options(bob, ALICE, "presence", {"pubsub#deliver": "0"}, jid=BOB))
+
+
+class PresenceValues(DoorsTestCase):
+    """RFC 6121 §4.7.2: a priority is an integer from -128 to 127, a show
+    one of away, chat, dnd, xa. Both doors broadcast whatever came (a
+    contact's client that reads the priority as a number, as slixmpp does,
+    fails on ``abc``); now both answer bad-request and broadcast nothing."""
+
+    async def test_bad_values_are_refused_through_both_doors(self):
+        alice = await self.roster_ready("alice")
+        bob = await self.roster_ready("bob")
+        await befriend(self, alice, bob)
+        second = await self.online("alice", "tablet", presence=False)
+        for child in ("<priority>abc</priority>", "<priority>128</priority>", "<priority>-129</priority>",
+                      "<priority>1e3</priority>", "<priority>+-5</priority>", "<priority>1_0</priority>",
+                      "<priority>²</priority>", "<show>evil</show>", "<priority>1</priority><priority>2</priority>"):
+            alice.send(f"<presence>{child}<status>{child}</status></presence>")
+            error = await alice.wait_for(lambda e: e.name == "presence" and e.getAttribute("type") == "error")
+            self.assertIn("bad-request", error.toXml())
+            reply = await self.publish(second, ALICE, "presence",
+                                       f"<presence xmlns='jabber:client'>{child}</presence>")
+            self.assert_error(reply, "bad-request", "invalid-payload")
+            alice.stanzas.clear()
+        await self.settle(alice, second, bob)
+        self.nothing(bob, lambda e: e.name == "presence" and ("abc" in e.toXml() or "evil" in e.toXml()
+                                                              or "<priority>1" in e.toXml()))
+        page = await self.server.storage.page_items(ALICE, "presence")
+        self.assertEqual([i.item_id for i in page.items], ["r"])
+        # In range, through either door: broadcast.
+        alice.send("<presence><show>dnd</show><priority>-128</priority></presence>")
+        await bob.wait_for(lambda e: e.name == "presence" and e.show is not None and str(e.show) == "dnd")
+        self.assert_ok(await self.publish(second, ALICE, "presence",
+                                          "<presence xmlns='jabber:client'><priority> 127 </priority></presence>"))
+        await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == f"{ALICE}/tablet")

@@ -11,6 +11,7 @@ the account may even learn that it exists.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Mapping, Sequence
 
 from xep207.pubsub import errors
@@ -36,6 +37,28 @@ ROSTER_NODE = "roster"  # private owner-only node: roster names and groups
 PRESENCE_OPTIONS = ("pubsub#deliver",)
 PRESENCE_FIXED = ("persist_items", "max_items", "deliver_notifications", "deliver_payloads")
 REQUEST_EXTENSIONS = "xep207#request"  # a legacy subscribe's children, for the contact (RFC 6121 §3.1.3)
+
+
+SHOWS = ("away", "chat", "dnd", "xa")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,4}")  # (xs:byte's lexical space, bounded before int())
+
+
+def check_presence_values(presence) -> None:
+    """RFC 6121 §4.7.2: at most one priority, an integer from -128 to 127,
+    and one show among ``SHOWS``; a ``bad-request`` otherwise, whichever door
+    (contacts' clients read them as such: nothing else is broadcast)."""
+    seen: set[str] = set()
+    for child in presence.elements():
+        if child.uri != presence.uri or child.name not in ("priority", "show"):
+            continue
+        if child.name in seen:
+            raise errors.bad_request(text=f"one <{child.name}/> at most")
+        seen.add(child.name)
+        text = str(child).strip()
+        if child.name == "show" and text not in SHOWS:
+            raise errors.bad_request(text="show is away, chat, dnd or xa")
+        if child.name == "priority" and not (_INTEGER.fullmatch(text) and -128 <= int(text) <= 127):
+            raise errors.bad_request(text="priority is an integer from -128 to 127")
 
 
 def presence_payload(presence, sender: str) -> str:
@@ -71,6 +94,10 @@ class PresenceKind(NodeKind):
                 presence.getAttribute("type") is not None:
             raise errors.bad_request("invalid-payload",
                                      text="the item must be an available jabber:client presence")
+        try:
+            check_presence_values(presence)
+        except errors.StanzaError as exc:
+            raise errors.bad_request("invalid-payload", text=exc.text)
         payload = presence_payload(presence, access.requestor)
         release(presence)  # (serialized: no cycle left to the collector, per native presence)
         return access.requestor.split("/", 1)[1], payload
