@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from xep207.pubsub.kinds.pair import NS_SID
 from xep207.storage.records import bare
 from xep207.xmlutil import addressed_to, quoteattr, stamp, with_child
 
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
     from xep207.legacy.chat import ChatCapture
 
 NS_DELAY = "urn:xmpp:delay"
-NS_SID = "urn:xmpp:sid:0"
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_FORWARD = "urn:xmpp:forward:0"
 
