@@ -37,7 +37,9 @@ class CreateWithConfig(DoorsTestCase):
 
     async def test_presence_node_recreated_open_is_refused(self):
         alice, eve = await self.online("alice"), await self.online("eve", presence=False)
-        self.assert_ok(await self.pubsub(alice, "set", ALICE, "<delete node='presence'/>", owner=True))
+        # (Deleting it is the service's: tests/test_attack_kind_rules.py AccountNodesStay.)
+        self.assert_error(await self.pubsub(alice, "set", ALICE, "<delete node='presence'/>", owner=True),
+                          "forbidden")
         self.assert_error(await self.create(alice, ALICE, "presence", {"access_model": "open"}), "not-acceptable")
         # So eve cannot follow alice's presence without alice's authorization.
         reply = await self.subscribe(eve, ALICE, "presence")

@@ -14,15 +14,16 @@ import os
 import re
 
 from twisted.internet import defer, task
+from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
-from twisted.words.protocols.jabber import xmlstream
+from twisted.words.protocols.jabber import jid, xmlstream
 from twisted.words.xish import domish
 
 from tests.server_helpers import DOMAIN, PASSWORD, STREAM_HEADER, ServerTestCase, quiet_server_stream
 from xep207.hooks import Hooks
 from xep207.server import idle_parser
 from xep207.server.c2s import NS_BIND, NS_CLIENT, NS_SASL, RateWindow, bind_result, sasl_text
-from xep207.server.stream import NS_STREAMS
+from xep207.server.stream import NS_STREAMS, _opening
 
 ODD = ["plain", "it's", 'say "hi"', "a<b>&c", "&amp;", "caf\u00e9 \u2603", " spaced ", "\t"]
 
@@ -79,6 +80,36 @@ class WrittenAsSerialized(unittest.TestCase):
                      b"xmlns:x='urn:x'>")
         self.assertEqual(idle_parser.header_for(roots[2]), idle_parser.derived_header(roots[2]))
         self.assertIn(b"xmlns:x=", idle_parser.header_for(roots[2]))
+
+
+    def test_usual_client_header_for_more_hosts_than_are_kept(self):
+        """The header's start is quoted once per host and kept for a bounded
+        number of hosts: past the bound, each host still gets its own."""
+        def header(host: str, general: bool) -> tuple[tuple, bytes]:
+            stream = negotiating_stream()
+            transport = StringTransport()
+            stream.makeConnection(transport)
+            stream.initiating = False  # (a client's stream, as ``streamStarted`` leaves it)
+            stream.thisEntity = jid.JID(host)
+            stream.sid = "s1"
+            stream.version = (1, 0)
+            if general:
+                stream.sendHeader()
+            else:
+                stream.send_header("")
+            roots: list[domish.Element] = []
+            parser = domish.elementStream()
+            parser.DocumentStartEvent = roots.append
+            parser.parse(transport.value())
+            return (roots[0].uri, roots[0].defaultUri, roots[0].attributes), transport.value()
+
+        hosts = [f"host{i}.example" for i in range(150)] + ["caf\u00e9.example"]
+        for host in hosts + hosts[:10]:  # (again: from what is kept, or quoted anew)
+            meaning, written = header(host, general=False)
+            self.assertEqual(meaning, header(host, general=True)[0])  # (domish quotes the id otherwise)
+            self.assertEqual(meaning[2]["from"], host)
+            self.assertTrue(written.startswith(_opening(NS_CLIENT, host).encode()))
+        self.assertEqual(_opening.cache_info().currsize, _opening.cache_info().maxsize)
 
 
 class ThrottleWindows(unittest.TestCase):

@@ -359,7 +359,8 @@ class SubscriptionErrors(PresenceTestCase):
         self.assertEqual(await self.roster(juliet), {})
 
     async def test_flood_of_requests_is_limited(self):
-        self.server.subscriptions.max_pending = 2
+        presence = self.server.engine.kind_of(JULIET, "presence")  # (the cap is the kind's, both doors)
+        presence.max_pending = 2
         romeo = await self.online("romeo", "mobile")
         for contact in (JULIET, BARD):
             romeo.send(f"<presence to='{contact}' type='subscribe'/>")

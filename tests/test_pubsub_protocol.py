@@ -552,7 +552,11 @@ class OwnerManagement(PubSubTestCase):
         await self.owner(HAMLET, "set", "<affiliations node='princely_musings'>"
                          "<affiliation jid='iago@shakespeare.lit' affiliation='outcast'/></affiliations>")
         await self.publish()
-        self.assertEqual(self.harness.messages_to(IAGO), [])
+        # Told its subscription ended (as §8.8.2's change is), then no item.
+        told = [m.toXml() for m in self.harness.messages_to(IAGO)]
+        self.assertEqual(len(told), 1, told)
+        self.assertIn("subscription='none'", told[0])
+        self.assertNotIn("<items", told[0])
         self.assertIsNone(await self.storage.get_subscription(SERVICE, "princely_musings", IAGO))
 
     async def test_whitelist_notifications_stop_when_membership_ends(self):

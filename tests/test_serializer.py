@@ -57,8 +57,23 @@ class SameAsDomish(unittest.TestCase):
         no_default = domish.Element(("urn:a", "outer"), defaultUri=None)
         no_default.addElement((None, "inner"))
         other_uri = domish.Element(("urn:a", "outer"), defaultUri="urn:b")
-        for element in (plain, raw, qualified, prefixed, no_default, other_uri):
+        class Text(str):
+            """Text that is a ``str`` subclass but not ``SerializedXML``: escaped as text."""
+
+        subclassed = domish.Element(("jabber:client", "message"))
+        subclassed.addElement("body").children.append(Text("a & <b> 'c'"))
+        subclassed.children.append(Text("plain"))
+        for element in (plain, raw, qualified, prefixed, no_default, other_uri, subclassed):
             self.assertEqual(serialized(element), element.toXml())
+        self.assertIn("<body>a &amp; &lt;b&gt; 'c'</body>plain</message>", serialized(subclassed))
+
+    def test_unknown_child_is_left_to_domish(self):
+        element = domish.Element(("jabber:client", "message"))
+        element.children.append(42)  # (domish itself cannot write it: the same error from both)
+        with self.assertRaises(AttributeError):
+            element.toXml()
+        with self.assertRaises(AttributeError):
+            serialized(element)
 
     def test_without_leaves_out_direct_children(self):
         message = parsed(CORPUS[6])[0]

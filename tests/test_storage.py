@@ -194,6 +194,41 @@ class CachedSQLiteContract(SQLiteContract):
         await self.storage.delete_account("b@example.org")  # its nodes go, with others' subscriptions
         self.assertEqual(await subscribed(), [])
 
+    async def test_deleting_a_node_forgets_only_its_subscribers_answers(self):
+        """Every answer that held a subscription to the node is asked again
+        (never served stale); the answers of entities without one stay."""
+        alice, bob, carol, dave = (f"{name}@example.org" for name in ("alice", "bob", "carol", "dave"))
+        for node_id in ("n", "m"):
+            await self.storage.create_node(Node(S, node_id, NodeConfig(), "o@example.org"))
+        await self.storage.create_node(Node("other.example.org", "n", NodeConfig(), "o@example.org"))
+        await self.storage.set_subscription(Subscription(S, "n", alice))
+        await self.storage.set_subscription(Subscription(S, "m", alice))
+        await self.storage.set_subscription(Subscription(S, "m", bob))
+        await self.storage.set_subscription(Subscription("other.example.org", "n", bob))  # same name, other service
+        await self.storage.set_subscription(Subscription(S, "n", dave + "/phone"))  # a full JID: its bare's
+
+        async def subscribed(entity, service=None, node_id=None):
+            return sorted((s.service, s.node_id) for s in
+                          await self.storage.get_entity_subscriptions(entity, service, node_id))
+
+        questions = [(alice,), (alice, S), (alice, S, "n"), (alice, S, "m"), (bob,), (bob, S, "n"),
+                     (carol,), (dave,)]
+        for question in questions:
+            await subscribed(*question)  # now kept
+        selects = self._count_reads("get_entity_subscriptions")
+        await self.storage.delete_node(S, "n")
+        self.assertEqual(await subscribed(bob), [("other.example.org", "n"), (S, "m")])
+        self.assertEqual(await subscribed(bob, S, "n"), [])
+        self.assertEqual(await subscribed(carol), [])
+        self.assertEqual(selects, [])  # still kept: no subscription of theirs went
+        self.assertEqual(await subscribed(alice), [(S, "m")])
+        self.assertEqual(await subscribed(alice, S), [(S, "m")])
+        self.assertEqual(await subscribed(alice, S, "n"), [])
+        self.assertEqual(await subscribed(dave), [])
+        self.assertEqual(len(selects), 4)  # each of the four that held one asked again ...
+        self.assertEqual(await subscribed(alice, S, "m"), [(S, "m")])
+        self.assertEqual(len(selects), 5)  # ... and the rest of alice's answers with them (one entry an entity)
+
     def _count_reads(self, method: str) -> list:
         """The calls of the database's ``method`` from now on (those the cache did not answer)."""
         calls: list[tuple] = []
@@ -205,6 +240,109 @@ class CachedSQLiteContract(SQLiteContract):
 
         setattr(self.storage.backend, method, counted)
         return calls
+
+class _Held:
+    """A memory backend whose node deletions and entity-subscription reads
+    answer when the test says: the order in which a database thread answers,
+    made deterministic (a read answers what was there when it ran)."""
+
+    def __init__(self) -> None:
+        self.memory = MemoryStorage()
+        self.reads = 0
+        self.held: dict[str, tuple[defer.Deferred, object]] = {}
+
+    def __getattr__(self, name):
+        return getattr(self.memory, name)
+
+    def get_entity_subscriptions(self, *args):
+        self.reads += 1
+        answer: list = []
+        self.memory.get_entity_subscriptions(*args).addCallback(answer.extend)  # (memory answers at once)
+        return self._hold(f"read{self.reads}", lambda: answer)
+
+    def delete_node(self, service, node_id):
+        def delete() -> None:
+            self.memory.delete_node(service, node_id)  # (memory deletes at once)
+
+        return self._hold("delete", delete)
+
+    def _hold(self, name: str, answer) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self.held[name] = (d, answer)
+        return d
+
+    def answer(self, name: str) -> None:
+        d, answer = self.held.pop(name)
+        d.callback(answer())
+
+
+class NodeDeletionRacesEntityReads(unittest.TestCase):
+    """An entity-subscription read that races a node's deletion is never
+    kept with the deleted node's subscription in it."""
+
+    ALICE = "alice@example.org"
+
+    async def _storage(self):
+        from xep207.storage.cache import CachingStorage
+
+        backend = _Held()
+        storage = CachingStorage(backend)
+        await storage.create_node(Node(S, "n", NodeConfig(), "o@example.org"))
+        await storage.set_subscription(Subscription(S, "n", self.ALICE))
+        return storage, backend
+
+    def _fresh(self, storage, backend, *query) -> list:
+        """Alice's subscriptions as the cache answers now (asking the backend if it must)."""
+        d = storage.get_entity_subscriptions(self.ALICE, *query)
+        for name in [n for n in backend.held if n.startswith("read")]:
+            backend.answer(name)
+        return [(s.service, s.node_id) for s in self.successResultOf(d)]
+
+    async def test_read_under_way_when_the_deletion_starts(self):
+        storage, backend = await self._storage()
+        racing = storage.get_entity_subscriptions(self.ALICE)  # read before the deletion runs ...
+        deleted = storage.delete_node(S, "n")
+        backend.answer("read1")  # ... and answered with what it read
+        self.assertEqual([s.node_id for s in self.successResultOf(racing)], ["n"])
+        backend.answer("delete")
+        self.successResultOf(deleted)
+        self.assertEqual(self._fresh(storage, backend), [])
+        self.assertEqual(backend.reads, 2)  # not kept: asked again
+
+    async def test_read_answered_after_the_deletion_was_written(self):
+        storage, backend = await self._storage()
+        racing = storage.get_entity_subscriptions(self.ALICE)  # it read before the deletion ...
+        deleted = storage.delete_node(S, "n")
+        backend.answer("delete")
+        self.successResultOf(deleted)
+        backend.answer("read1")  # ... and its answer comes after it
+        self.assertEqual([s.node_id for s in self.successResultOf(racing)], ["n"])
+        self.assertEqual(self._fresh(storage, backend), [])
+        self.assertEqual(backend.reads, 2)  # not kept: asked again
+
+    async def test_read_started_while_the_deletion_is_written(self):
+        storage, backend = await self._storage()
+        deleted = storage.delete_node(S, "n")
+        racing = storage.get_entity_subscriptions(self.ALICE)  # the database has not deleted yet
+        backend.answer("read1")
+        self.assertEqual([s.node_id for s in self.successResultOf(racing)], ["n"])
+        backend.answer("delete")
+        self.successResultOf(deleted)
+        self.assertEqual(self._fresh(storage, backend), [])
+
+    async def test_answer_kept_before_and_read_under_way_for_another_query(self):
+        storage, backend = await self._storage()
+        self.assertEqual(self._fresh(storage, backend), [(S, "n")])  # kept
+        racing = storage.get_entity_subscriptions(self.ALICE, S)  # another question, under way
+        deleted = storage.delete_node(S, "n")
+        backend.answer("read2")
+        self.successResultOf(racing)
+        backend.answer("delete")
+        self.successResultOf(deleted)
+        self.assertEqual(self._fresh(storage, backend), [])
+        self.assertEqual(self._fresh(storage, backend, S), [])
+        self.assertEqual(backend.reads, 4)  # neither answer kept: both asked again
+
 
 class SQLiteBatches(unittest.TestCase):
     """Operations of one reactor turn share a transaction: without a savepoint

@@ -74,14 +74,17 @@ def _write(element: domish.Element, current: str, out: list[str],
         return
     out.append(head + ">")
     for child in children:
-        if type(child) is str:  # (text: the usual child of a leaf)
-            out.append(child if _SPECIAL.isdisjoint(child) else domish.escapeToXml(child))
-        elif isinstance(child, domish.Element):
-            _write(child, default, out)
-        elif isinstance(child, domish.SerializedXML):
-            out.append(child)
-        elif isinstance(child, str):
-            out.append(child if _SPECIAL.isdisjoint(child) else domish.escapeToXml(child))
-        else:
-            raise _Unusual()
+        # Text, the usual child of a leaf, costs one exact type check; the
+        # rest are tested as before, and a ``str`` subclass that is not
+        # ``SerializedXML`` falls through to the same text line.
+        if type(child) is not str:
+            if isinstance(child, domish.Element):
+                _write(child, default, out)
+                continue
+            if isinstance(child, domish.SerializedXML):
+                out.append(child)
+                continue
+            if not isinstance(child, str):
+                raise _Unusual()
+        out.append(child if _SPECIAL.isdisjoint(child) else domish.escapeToXml(child))
     out.append("</" + name + ">")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import re
-from xml.sax.saxutils import unescape
+from xml.sax.saxutils import quoteattr as _quoteattr, unescape
 
 from twisted.words.xish import domish
 
@@ -11,6 +12,7 @@ from twisted.words.xish import domish
 # attributes quoted with ' and escapes &, <, > and ' inside them).
 _START_TAG_TO = re.compile(r"""<[^\s>/]+(?:\s+[^\s=>]+=(?:'[^']*'|"[^"]*"))*?\s+to=(?:'([^']*)'|"([^"]*)")""")
 _ENTITIES = {"&apos;": "'", "&quot;": '"'}
+_SPECIAL = frozenset("&<>'\"\n\r\t")
 
 
 def parse_stanza(text: str, namespace: str = "jabber:client") -> domish.Element:
@@ -108,3 +110,23 @@ def restamped(stanza: domish.Element, sender: str, *, drop: tuple[str, ...] = ()
     for attribute in drop:
         copy.attributes.pop(attribute, None)
     return copy
+
+
+def quoteattr(value: str) -> str:
+    """``xml.sax.saxutils.quoteattr``, at once for the usual value (an item id,
+    a prepared JID) with nothing to escape."""
+    if _SPECIAL.isdisjoint(value):
+        return "'" + value + "'"
+    return _quoteattr(value)
+
+
+def stamp(published: float) -> str:
+    moment = datetime.datetime.fromtimestamp(published, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def with_child(message_xml: str, child_xml: str) -> str:
+    """Serialized ``<message …>…</message>`` with one more child at the end."""
+    if message_xml.endswith("/>"):
+        return message_xml[:-2] + ">" + child_xml + "</message>"
+    return message_xml[: -len("</message>")] + child_xml + "</message>"

@@ -22,16 +22,16 @@ from wokkel.subprotocols import XMPPHandler
 
 from xep207.jids import bare_jid
 from xep207.legacy.chat import pair_node_id
-from xep207.legacy.pair_rendering import NS_DELAY, NS_FORWARD, stamp
+from xep207.legacy.pair_rendering import NS_DELAY, NS_FORWARD
 from xep207.pubsub.kinds import ROSTER_NODE, pair_parties
+from xep207.pubsub.kinds.base import MAX_PAGE
 from xep207.pubsub.kinds.mamprefs import MAM_PREFS_NODE, Prefs, prefs_of
 from xep207.storage.paging import page_of
-from xep207.xmlutil import answer_iq
+from xep207.xmlutil import answer_iq, stamp
 
 NS_MAM = "urn:xmpp:mam:2"
 NS_RSM = "http://jabber.org/protocol/rsm"
 DEFAULT_PAGE = 50
-MAX_PAGE = 250
 
 
 def _parse_time(value: str | None) -> float | None:

@@ -25,11 +25,15 @@ from xep207.hooks import STANZA
 from xep207.jids import parse_jid
 from xep207.legacy.offline import OfflineDelivery
 from xep207.legacy.pair_publish import PairPublisher
-from xep207.legacy.pair_rendering import NS_CARBONS, NS_SID, PairRendering
+from xep207.legacy.pair_rendering import NS_CARBONS, PairRendering
 from xep207.ordering import ConversationLock
 from xep207.pubsub.events import ITEMS
 from xep207.pubsub.kinds import pair_node_id
-from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind  # noqa: F401 (metrics reads OFFLINE_MARK here)
+from xep207.pubsub.kinds.pair import (  # noqa: F401 (metrics reads OFFLINE_MARK here)
+    OFFLINE_MARK,
+    PairKind,
+    is_stanza_id,
+)
 from xep207.serializer import serialized
 from xep207.xmlutil import release, restamped
 
@@ -44,10 +48,6 @@ def is_stored(stanza: domish.Element) -> bool:
             if isinstance(child, domish.Element) and child.name == "body":
                 return True
     return False
-
-
-def is_stanza_id(child) -> bool:
-    return isinstance(child, domish.Element) and child.uri == NS_SID and child.name == "stanza-id"
 
 
 def without_stanza_ids(stanza: domish.Element) -> domish.Element:

@@ -30,13 +30,12 @@ from twisted.words.xish import domish
 from xep207.hooks import SESSION_UNBOUND, STANZA, UNACKED
 from xep207.pubsub.events import ITEMS, Event, Recipient
 from xep207.pubsub.kinds import Trusted, pair_node_id
-from xep207.pubsub.kinds.pair import OFFLINE_MARK, PairKind
+from xep207.pubsub.kinds.pair import NS_SID, OFFLINE_MARK, PairKind
+from xep207.legacy.pair_rendering import NS_CARBONS
 from xep207.legacy.unacked import UNACKED_MARK, UnackedWindow
 from xep207.storage.records import VIA_LEGACY, bare
 from xep207.xmlutil import parse_stanza
 
-NS_SID = "urn:xmpp:sid:0"
-NS_CARBONS = "urn:xmpp:carbons:2"
 BATCH = 500  # messages written before waiting for their acknowledgement
 
 

@@ -6,43 +6,18 @@
 
 from __future__ import annotations
 
-import datetime
 from typing import TYPE_CHECKING
-from xml.sax.saxutils import quoteattr as _quoteattr
 
+from xep207.pubsub.kinds.pair import NS_SID
 from xep207.storage.records import bare
-from xep207.xmlutil import addressed_to
+from xep207.xmlutil import addressed_to, quoteattr, stamp, with_child
 
 if TYPE_CHECKING:
     from xep207.legacy.chat import ChatCapture
 
 NS_DELAY = "urn:xmpp:delay"
-NS_SID = "urn:xmpp:sid:0"
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_FORWARD = "urn:xmpp:forward:0"
-
-_SPECIAL = frozenset("&<>'\"\n\r\t")
-
-
-def quoteattr(value: str) -> str:
-    """``xml.sax.saxutils.quoteattr``, at once for the usual value (an item id,
-    a prepared JID) with nothing to escape."""
-    if _SPECIAL.isdisjoint(value):
-        return "'" + value + "'"
-    return _quoteattr(value)
-
-
-def stamp(published: float) -> str:
-    moment = datetime.datetime.fromtimestamp(published, datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def with_child(message_xml: str, child_xml: str) -> str:
-    """Serialized ``<message …>…</message>`` with one more child at the end."""
-    if message_xml.endswith("/>"):
-        return message_xml[:-2] + ">" + child_xml + "</message>"
-    return message_xml[: -len("</message>")] + child_xml + "</message>"
-
 
 class PairRendering:
     """A message on a pair node, as RFC 6121 delivers it: to the addressed

@@ -22,7 +22,7 @@ from xep207.hooks import AVAILABILITY_CHANGED, INITIAL_PRESENCE, ITEM_PUBLISHED,
 from xep207.pubsub import errors
 from xep207.pubsub.events import ITEMS, AuthorizationRequest, Event, Recipient
 from xep207.pubsub.kinds import PRESENCE_NODE, PresenceKind, Trusted
-from xep207.pubsub.kinds.account import presence_payload
+from xep207.pubsub.kinds.account import check_presence_values, presence_payload
 from xep207.storage.records import PENDING, SUBSCRIBED
 from xep207.xmlutil import parse_stanza, release
 
@@ -99,6 +99,11 @@ class PresenceCapture:
                 session.directed.discard(to)
             return False
         if kind is None:
+            try:
+                check_presence_values(stanza)  # (the presence kind's rule, both doors)
+            except errors.StanzaError as exc:
+                self.router.bounce(stanza, exc.condition, exc.text)
+                return True
             await self.available(session, stanza)
         else:
             # RFC 6121 §4.5: the unavailable presence as sent, its <status/> included.

@@ -32,13 +32,12 @@ from xep207.storage.records import NONE, PENDING, SUBSCRIBED, VIA_LEGACY, bare
 
 
 class SubscriptionCapture:
-    def __init__(self, router, engine, delivery, roster, *, max_pending: int = 100):
+    def __init__(self, router, engine, delivery, roster):
         self.router = router
         self.engine = engine
         self.storage = engine.storage
         self.delivery = delivery
         self.roster = roster
-        self.max_pending = max_pending
         router.hooks.add(SUBSCRIPTION_CHANGED, self.on_change)
         router.hooks.add(STANZA, self.intercept, stanzas=("message",))
 
@@ -104,9 +103,11 @@ class SubscriptionCapture:
                 AuthorizationRequest(contact, PRESENCE_NODE, existing, (contact,),
                                      node_kind=PresenceKind.name))
             return
-        outgoing = await self.storage.get_entity_subscriptions(user, node_id=PRESENCE_NODE)
-        if sum(1 for s in outgoing if s.state == PENDING) >= self.max_pending:
-            self.router.bounce(stanza, "policy-violation", "too many pending subscription requests")
+        kind = self.engine.kind_of(contact, PRESENCE_NODE)
+        try:
+            await kind.check_pending(self.engine, user)  # the kind's cap, whichever door
+        except StanzaError as exc:
+            self.router.bounce(stanza, exc.condition, exc.text)
             return
         entry = await self.roster.entry(contact, user)
         if entry.approved:

@@ -33,6 +33,8 @@ from xep207.hooks import ITEM_PUBLISHED, ITEMS_RETRACTED, NODE_EMPTIED, SUBSCRIP
 from xep207.pubsub.blocking import BlockIndex
 from xep207.pubsub.kinds import PRESENCE_NODE, ROSTER_NODE, PresenceKind, RosterKind
 from xep207.pubsub.kinds.base import (
+    check_id_length,
+    too_long,
     INTERNAL_OPTION_PREFIX,
     MAY_RETRIEVE,
     Access,
@@ -521,6 +523,9 @@ class PubSubEngine:
         if self.is_pep(service):
             owners[service] = OWNER
         await kind.check_configure(Access(self, node, requestor, owners), values)
+        _, publishers = node_config.apply_values(node.config, values, self.max_items_limit)
+        for publisher in publishers or ():
+            check_id_length(publisher, "a JID")
 
     async def _create(self, requestor, service, node_id, kind, values, *, config=None,
                       via: Via = VIA_PUBSUB):
@@ -574,11 +579,15 @@ class PubSubEngine:
             await kind.check_configure(access, values)
         node = access.node
         config, publishers = node_config.apply_values(node.config, values, self.max_items_limit)
+        if not access.trusted:
+            for publisher in publishers or ():
+                check_id_length(publisher, "a JID")
         if extra is not None:
             config = config.replace(extra=dict(extra))
         await self.storage.set_node_config(service, node_id, config)
         for publisher in publishers or ():
-            await self.storage.set_affiliation(service, node_id, publisher, PUBLISHER)
+            if access.affiliations.get(publisher) != OWNER:  # (listing an owner demotes nobody)
+                await self.storage.set_affiliation(service, node_id, publisher, PUBLISHER)
         if config.max_items < node.config.max_items:
             await self._trim(service, node_id, config.max_items)
         if config.notify_config and values:
@@ -807,6 +816,8 @@ class PubSubEngine:
             raise errors.bad_request("payload-required")
         if not vetted and payload:
             item_id, payload = await kind.vet_item(access, item_id, payload)
+        if not access.trusted:
+            check_id_length(item_id, "an item id")
         if item_id and config.persist_items and not access.trusted \
                 and not kind.overwrites_any(access):
             existing = await self.storage.get_items(service, node_id, [item_id])
@@ -875,6 +886,8 @@ class PubSubEngine:
         kind, access = await self._access(requestor, service, node_id)
         if not access.trusted:
             await kind.check_retrieve(access)
+            if kind.max_page is not None and not item_ids:
+                max_items = kind.max_page if max_items is None else min(max_items, kind.max_page)
         if not access.node.config.persist_items:
             raise errors.unsupported("persistent-items")
         if item_ids:
@@ -905,6 +918,8 @@ class PubSubEngine:
         kind, access, _ = await self._access_or_create(requestor, service, node_id, "subscribe", via)
         node = access.node
         subscriber = kind.subscriber_key(subscriber)
+        if not access.trusted and bare(subscriber) != bare(requestor):
+            check_id_length(subscriber, "a JID")
         existing = await self.storage.get_subscription(service, node_id, subscriber)
         if existing is not None:
             if existing.state == PENDING:
@@ -980,10 +995,13 @@ class PubSubEngine:
             await kind.check_unsubscribe(access, subscriber)
         existing = await self.storage.get_subscription(service, node_id, subscriber)
         if existing is None:
-            raise errors.not_subscribed()
+            raise errors.not_subscribed("cancel")
         if subid and subid != existing.subid:
             raise errors.not_acceptable("invalid-subid")
         await self.storage.remove_subscription(service, node_id, subscriber)
+        if bare(requestor) != bare(subscriber):
+            # The owner ended it: told as §8.8.2's change is (RFC 6121's unsubscribed).
+            await self._notify_subscription_state(access.node, existing.replace(state=NONE))
         self._changed(existing.replace(state=NONE), existing.state, requestor)
 
     async def _subscription_of(self, access: Access, subscriber: str, subid: str | None) -> Subscription:
@@ -1059,7 +1077,8 @@ class PubSubEngine:
             subscriber = kind.subscriber_key(subscriber)
             existing = await self.storage.get_subscription(service, node_id, subscriber)
             if not access.trusted and (
-                    (state == SUBSCRIBED and self._blocked_subscriber(access, subscriber) is not None)
+                    too_long(subscriber)
+                    or (state == SUBSCRIBED and self._blocked_subscriber(access, subscriber) is not None)
                     or not await kind.check_subscription_change(access, subscriber, state, existing)):
                 failed.append((subscriber, state))
                 continue
@@ -1105,6 +1124,8 @@ class PubSubEngine:
         for entity, affiliation in changes.items():
             if not is_affiliation(affiliation):
                 raise errors.bad_request(text=f"unknown affiliation {affiliation!r}")
+            if not access.trusted:
+                check_id_length(entity, "a JID")
             valid[entity] = affiliation
         if not access.trusted:
             await kind.check_affiliation_change(access, valid)
@@ -1118,6 +1139,7 @@ class PubSubEngine:
             if affiliation == OUTCAST:
                 for subscription in await self.storage.get_entity_subscriptions(entity, service, node_id):
                     await self.storage.remove_subscription(service, node_id, subscription.subscriber)
+                    await self._notify_subscription_state(access.node, subscription.replace(state=NONE))
                     self._changed(subscription.replace(state=NONE), subscription.state, requestor)
         await kind.after_affiliation_change(self, access.node, valid)
 

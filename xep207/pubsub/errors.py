@@ -45,8 +45,13 @@ def precondition_not_met(text=None):
     return PubSubError("conflict", "precondition-not-met", text=text)
 
 
-def not_subscribed():
-    return PubSubError("unexpected-request", "not-subscribed")
+def not_subscribed(type=None):
+    """``type``: XEP-0060 §6.2.3.2 says ``cancel`` for an unsubscribe
+    (Twisted's default for the condition is RFC 3920's ``wait``)."""
+    error = PubSubError("unexpected-request", "not-subscribed")
+    if type is not None:
+        error.type = type
+    return error
 
 
 def unsupported(feature, text=None):

@@ -299,7 +299,10 @@ class EngineResource(PubSubResource):
                 element["id"] = item.item_id
                 if item.payload:
                     element.addRawXml(item.payload)
-            if request.rsm is not None:
+            # XEP-0060 §6.5.7: a read cut short by the node's page says so.
+            truncated = not request.itemIdentifiers and len(page.items) < page.count \
+                and (limit is None or limit > len(page.items))
+            if request.rsm is not None or truncated:
                 rsm_set = response.addElement((NS_RSM, "set"))
                 if page.items:
                     first = rsm_set.addElement("first", content=page.first)

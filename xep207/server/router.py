@@ -18,12 +18,12 @@ from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.python import log
-from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
 from xep207 import logs
+from xep207.deferreds import fired_with_value
 from xep207.hooks import SESSION_BOUND, SESSION_UNBOUND, STANZA, Hooks
 from xep207.inflight import InFlight
 from xep207.jids import full_jid, jid_from_parts, parse_jid
@@ -94,7 +94,7 @@ class Router:
             return defer.succeed(None)
         read = getattr(self.storage, "get_login_account", None) or self.storage.get_account
         found = read(bare)
-        if found.called and not found.paused and not isinstance(found.result, Failure):
+        if fired_with_value(found):
             return found  # (from the cache: nothing can fail)
         return found.addErrback(self._lookup_failed, bare)
 

@@ -26,8 +26,8 @@ from functools import partial
 from typing import Callable
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 
+from xep207.deferreds import fired_with_value
 from xep207.storage.records import Account
 
 DEFAULT_ITERATIONS = 4096
@@ -144,7 +144,7 @@ def then(result, step: Callable, *args):
     a value or a Deferred that has fired (the account was at hand: no
     Deferred machinery per SASL step), else as the Deferred's callback."""
     if isinstance(result, defer.Deferred):
-        if result.called and not result.paused and not isinstance(result.result, (Failure, defer.Deferred)):
+        if fired_with_value(result):
             return step(result.result, *args)
         return result.addCallback(step, *args)
     return step(result, *args)

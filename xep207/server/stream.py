@@ -13,6 +13,7 @@ written to a peer that does not read.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from collections import deque
@@ -725,18 +726,10 @@ def _dismantle(stream: Any) -> None:
         stream.parser = None
 
 
-_OPENINGS: dict[tuple[str, str], str] = {}
-
-
+@functools.lru_cache(maxsize=64)  # (bounded: hosts of servers long gone, in tests)
 def _opening(namespace: str, host: str) -> str:
     """The start of our stream header up to its id (quoted once per host, not per stream)."""
-    opening = _OPENINGS.get((namespace, host))
-    if opening is None:
-        if len(_OPENINGS) >= 64:  # (hosts of servers long gone: tests)
-            _OPENINGS.clear()
-        opening = _OPENINGS[namespace, host] = (f"<stream:stream xmlns:stream='{NS_STREAMS}' "
-                                                f"xmlns={quoteattr(namespace)} from={quoteattr(host)}")
-    return opening
+    return f"<stream:stream xmlns:stream='{NS_STREAMS}' xmlns={quoteattr(namespace)} from={quoteattr(host)}"
 
 
 def _reactor():

@@ -21,6 +21,7 @@ whether it exists (SASL's decoys keep the rest of the exchange alike).
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any, Callable
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -85,14 +86,24 @@ class _Reads:
         self._writes.clear()
         self._epoch += 1
 
-    def around(self, written: defer.Deferred, key=_MISSING) -> defer.Deferred:
-        """Forget ``key`` (every key when none is given) now and once
+    def forget_stale(self, stale: Callable[[Any], bool]) -> None:
+        """Forget the entries whose value ``stale`` says a write changed, and
+        let no read in flight be kept (which keys it changes is known only
+        of what is here): the other entries stay."""
+        for key in [key for key, (value, _) in self._entries.items() if stale(value)]:
+            self._drop(key)
+        self._writes.clear()
+        self._epoch += 1
+
+    def around(self, written: defer.Deferred, key=_MISSING,
+               stale: Callable[[Any], bool] | None = None) -> defer.Deferred:
+        """Forget ``key``, or with ``stale`` the entries it picks, now and once
         ``written`` fired: a read that started meanwhile saw the old data."""
         def forget(result=None):
-            if key is _MISSING:
-                self.clear()
-            else:
+            if stale is None:
                 self.forget(key)
+            else:
+                self.forget_stale(stale)
             return result
 
         forget()
@@ -225,8 +236,14 @@ class CachingStorage:
         return self._write(self.backend.set_node_config(service, node_id, config), service, node_id, "node")
 
     def delete_node(self, service, node_id):
-        # Its subscriptions go with it: whose they were is not known here.
-        return self._write(self._by_entity.around(self.backend.delete_node(service, node_id)), service, node_id)
+        # Its subscriptions go with it, and nothing else: exactly the answers
+        # kept that hold one of them change (the others stay); answers still
+        # being read are not kept.
+        def holds_one(answers) -> bool:
+            return any(s.node_id == node_id and s.service == service for found in answers.values() for s in found)
+
+        return self._write(self._by_entity.around(self.backend.delete_node(service, node_id), stale=holds_one),
+                           service, node_id)
 
     def set_affiliation(self, service, node_id, entity, affiliation):
         return self._write(self.backend.set_affiliation(service, node_id, entity, affiliation),

@@ -15,7 +15,7 @@ from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
-from xep207.legacy.pair_rendering import NS_DELAY, stamp, with_child
+from xep207.legacy.pair_rendering import NS_DELAY
 from xep207.legacy.groupchat.rendering import as_groupchat
 from xep207.legacy.groupchat.rooms import NS_MUC, NS_USER, Rooms
 from xep207.legacy.render import Template
@@ -23,7 +23,7 @@ from xep207.ordering import handed_off
 from xep207.pubsub import errors
 from xep207.pubsub.kinds.room import ADMIN, Occupant, Room, may_change_subject, room_item
 from xep207.storage.records import OWNER, PUBLISHER, bare
-from xep207.xmlutil import release, restamped
+from xep207.xmlutil import release, restamped, stamp, with_child
 
 DEFAULT_HISTORY = 20
 

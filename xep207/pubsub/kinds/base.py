@@ -47,8 +47,31 @@ NodeKindName = Literal["generic", "presence", "roster", "blocklist", "mamprefs",
 
 MAY_PUBLISH = frozenset({OWNER, PUBLISHER, PUBLISH_ONLY})
 MAY_RETRIEVE = frozenset({OWNER, PUBLISHER, MEMBER})
+# The most items one read answers (XEP-0059 pages the rest, XEP-0060 §6.5.7):
+# whichever door reads a node others fill (a conversation, an open node of
+# 10000 items of 64 KiB), one answer stays bounded. XEP-0313 pages alike.
+MAX_PAGE = 250
 INTERNAL_OPTION_PREFIX = "xep207#"
 KIND_FIELD = "xep207#kind"  # stored in a node's configuration: which kind made it  # subscription options only the service sets
+
+
+# The longest node id (of a kind that takes any name), item id or JID an
+# owner names for someone else that a request may give: a JID part's bound
+# (RFC 7622 §3.1), which every backend can index (PostgreSQL refuses keys of
+# more than about 2700 bytes), so all answer alike. Ids the service makes,
+# and a session's own JID, are not the request's to choose.
+MAX_ID_OCTETS = 1023
+
+
+def too_long(value: str | None) -> bool:
+    if not value or len(value) <= MAX_ID_OCTETS // 4:  # (at most 4 octets a character)
+        return False
+    return len(value.encode("utf-8")) > MAX_ID_OCTETS
+
+
+def check_id_length(value: str | None, what: str) -> None:
+    if too_long(value):
+        raise errors.not_acceptable(text=f"{what} is at most {MAX_ID_OCTETS} octets")
 
 
 class Trusted(str):
@@ -154,6 +177,10 @@ class NodeKind:
     # delivery stamp it); an open node's stranger learns no time from
     # XEP-0060, so elsewhere ids are all random.
     ids_tell_time: ClassVar[bool] = False
+    # The most items one untrusted read answers (``MAX_PAGE``); None: the
+    # whole node, for an account's own node its legacy door returns whole
+    # (a block list: XEP-0191 has no paging), bounded by its own max_items.
+    max_page: ClassVar[int | None] = MAX_PAGE
 
     def claims(self, engine: "PubSubEngine", service: str, node_id: str) -> bool:
         return True
@@ -171,6 +198,7 @@ class NodeKind:
 
     async def check_create(self, engine, requestor: str, service: str, node_id: str,
                            values: Mapping[str, object] | None) -> None:
+        check_id_length(node_id, "a node id")
         if engine.is_pep(service) and bare(requestor) != service:
             raise errors.forbidden(text="only the account may create nodes on its PEP service")
 
@@ -200,7 +228,10 @@ class NodeKind:
     async def may_auto_create(self, engine, requestor: str, service: str, node_id: str,
                               operation: str) -> bool:
         # XEP-0163 §3: publishing to a missing PEP node creates it.
-        return operation == "publish" and engine.is_pep(service) and bare(requestor) == service
+        if operation == "publish" and engine.is_pep(service) and bare(requestor) == service:
+            check_id_length(node_id, "a node id")
+            return True
+        return False
 
     def creator(self, engine, requestor: str, service: str, node_id: str) -> str:
         return bare(requestor)
@@ -371,6 +402,7 @@ class AccountPrivateKind(NodeKind):
 
     node_name: ClassVar[str]
     what: ClassVar[str]  # "the block list": who the errors talk about
+    max_page: ClassVar[int | None] = None  # (read whole by its account's legacy door)
 
     def claims(self, engine, service: str, node_id: str) -> bool:
         return node_id == self.node_name and engine.is_pep(service)

@@ -111,3 +111,10 @@ class MamPrefsKind(AccountPrivateKind):
 
     async def check_retract(self, access: Access, existing) -> None:
         raise errors.forbidden(text="a version of the preferences is history; publish a new one")
+
+    async def check_owner(self, access: Access, operation: str) -> None:
+        """Purging or deleting the versions is retracting them all at once: the
+        archive would read past messages under preferences never in force then."""
+        await super().check_owner(access, operation)
+        if operation in ("purge", "delete"):
+            raise errors.forbidden(text="a version of the preferences is history; publish a new one")

@@ -12,6 +12,9 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import ClassVar, Mapping, Sequence
 
+from twisted.words.xish import domish
+
+from xep207.jids import InvalidFormat, full_jid
 from xep207.pubsub import errors
 from xep207.pubsub.kinds.base import KIND_FIELD, Access, NodeKind, NodeKindName, Trusted, only_options
 from xep207.storage.records import (
@@ -32,6 +35,13 @@ from xep207.xmlutil import parse_message_item, release, restamped
 PAIR_PREFIX = "chat:"
 OFFLINE_MARK = "xep207#offline-since"  # subscription option: first undelivered item
 PAIR_OPTIONS = ("pubsub#deliver",)
+NS_SID = "urn:xmpp:sid:0"
+
+
+def is_stanza_id(child) -> bool:
+    """A client's own XEP-0359 ``<stanza-id/>`` claims what only the archive
+    says (§4): an item of a pair node never keeps one, whichever door."""
+    return isinstance(child, domish.Element) and child.uri == NS_SID and child.name == "stanza-id"
 
 
 @lru_cache(maxsize=65536)  # a pure function of strings, asked on every message (issue 13)
@@ -150,14 +160,15 @@ class PairKind(NodeKind):
         message = parse_message_item(payload, "a chat item")
         if "/" not in access.requestor:
             raise errors.bad_request("invalid-payload", text="messages come from a resource")
-        if not message.getAttribute("to"):
-            parties = pair_parties(access.node_id) or ()
-            others = [p for p in parties if p != bare(access.requestor)]
-            message["to"] = others[0] if others else bare(access.requestor)
+        parties = pair_parties(access.node_id) or ()
+        others = [p for p in parties if p != bare(access.requestor)]
+        message["to"] = _addressee(message.getAttribute("to"), others[0] if others else bare(access.requestor))
         message["type"] = message.getAttribute("type", "chat")
         if message["type"] not in ("chat", "normal"):
             raise errors.bad_request("invalid-payload", text="a one-to-one message is of type chat or normal")
-        payload = restamped(message, access.requestor).toXml()
+        stamped = restamped(message, access.requestor)
+        stamped.children = [c for c in stamped.children if not is_stanza_id(c)]
+        payload = stamped.toXml()
         release(message)  # (serialized: no cycle left to the collector, per native message)
         return item_id, payload
 
@@ -236,6 +247,22 @@ class PairKind(NodeKind):
 
     async def ends_with_account(self, engine, node: Node, account: str) -> bool:
         return account in (pair_parties(node.node_id) or ())
+
+
+def _addressee(to: str | None, other: str) -> str:
+    """A message in A and B's node is to the other party, as a legacy one
+    routed there is: bare or one of its resources, prepared (a native
+    publish "to" anyone else would sit in the other party's stream and
+    archive as a message of the publisher's to a third)."""
+    if not to:
+        return other
+    try:
+        prepared = full_jid(to)
+    except (InvalidFormat, ValueError):
+        raise errors.bad_request("invalid-payload", text="the message's to is not a JID")
+    if prepared.split("/", 1)[0] != other:
+        raise errors.bad_request("invalid-payload", text="a message in this node is to the other party")
+    return prepared
 
 
 def _blocks_between(engine, requestor: str, node_id: str) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from typing import ClassVar, Mapping
+from typing import ClassVar, Mapping, Sequence
 
 from twisted.words.protocols.jabber import jid as jidlib
 
@@ -70,7 +70,8 @@ def sha1_hex(data: bytes) -> str:
 FIXED_FIELDS = ("access_model", "publish_model", "persist_items", "max_items")
 
 
-def check_fixed(kind: "NodeKind", access: Access, values: Mapping[str, object]) -> bool:
+def check_fixed(kind: "NodeKind", access: Access, values: Mapping[str, object],
+                fields: Sequence[str] = FIXED_FIELDS) -> bool:
     """Whether ``values`` leave the kind's fixed fields as the kind made them
     (a bookmarks node trimmed to one item loses bookmarks on the next XEP-0048 write)."""
     engine = access.engine
@@ -78,7 +79,7 @@ def check_fixed(kind: "NodeKind", access: Access, values: Mapping[str, object]) 
         return False
     wanted, _ = node_config.apply_values(access.node.config, values, engine.max_items_limit)
     fixed = kind.initial_config(engine, access.service, access.node_id)
-    return all(getattr(wanted, f) == getattr(fixed, f) for f in FIXED_FIELDS)
+    return all(getattr(wanted, f) == getattr(fixed, f) for f in fields)
 
 
 def is_image_type(kind: str) -> bool:
@@ -90,6 +91,7 @@ class AccountOnlyKind(NodeKind):
     """A node of one account's PEP service that nobody else may see (like ``roster``)."""
 
     node_name: ClassVar[str] = ""
+    max_page: ClassVar[int | None] = None  # (XEP-0048 reads every bookmark at once)
 
     def claims(self, engine, service: str, node_id: str) -> bool:
         return node_id == self.node_name and engine.is_pep(service)

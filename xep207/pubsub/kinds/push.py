@@ -11,7 +11,7 @@ whichever door (the ``<enable/>`` iq, or an XEP-0060 publish) it came through.
 from __future__ import annotations
 
 import hashlib
-from typing import ClassVar, Mapping
+from typing import ClassVar, Mapping, Sequence
 
 from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.xish import domish
@@ -69,6 +69,9 @@ def enable_payload(service: str, node: str, form: domish.Element | None) -> str:
 
 class PushKind(RosterKind):
     name: ClassVar[NodeKindName] = "push"
+    # The owner may lower the bound on registrations (``_bounded``), never lift it.
+    fixed_fields: ClassVar[Sequence[str]] = ("access_model", "publish_model", "persist_items")
+    owner_empties: ClassVar[bool] = True  # (XEP-0357 <disable/> without a node is as much)
 
     def claims(self, engine, service: str, node_id: str) -> bool:
         return node_id == PUSH_NODE and engine.is_pep(service)

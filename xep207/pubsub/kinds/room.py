@@ -25,6 +25,7 @@ from twisted.words.protocols.jabber import jid as jidlib
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
+from xep207.jids import InvalidFormat, jid_from_parts
 from xep207.pubsub import errors
 from xep207.pubsub.kinds.base import (
     INTERNAL_OPTION_PREFIX,
@@ -326,8 +327,8 @@ class RoomKind(NodeKind):
         if operation != "subscribe":
             return False
         try:
-            prepared = jidlib.JID(tuple=(node_id, service, None)).user
-        except jidlib.InvalidFormat:
+            prepared = jid_from_parts(node_id, service).user  # (RFC 7622: at most 1023 octets)
+        except InvalidFormat:
             raise StanzaError("jid-malformed")
         if prepared != node_id:  # a room is room@chat.DOMAIN: one name, one room
             raise StanzaError("jid-malformed", text=f"the room is called {prepared}")
