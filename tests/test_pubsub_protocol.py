@@ -13,6 +13,9 @@ from tests.pubsub_helpers import (
     form,
     node_config,
 )
+from tests.test_storage import IStorageOnly
+from xep207.storage.cache import CachingStorage
+from xep207.storage.memory import MemoryStorage
 
 NS_EVENT = NS + "#event"
 
@@ -485,6 +488,25 @@ class Authorization(PubSubTestCase):
     async def test_pending_resubscribe_is_refused(self):
         await self.setUp_node()
         self.assert_error(await self.subscribe(ROMEO), "not-authorized", "pending-subscription")
+
+
+class AuthorizationOverAnIStorageOnlyBackend(Authorization):
+    """A backend without ``answer_pending_subscription`` (a plugin's, written
+    against IStorage alone), behind the cache as the server puts it: the
+    engine reads the request again and writes; answers work as on ours."""
+
+    def make_storage(self):
+        return CachingStorage(IStorageOnly(MemoryStorage()))
+
+    async def test_a_second_answer_finds_nothing_pending(self):
+        self.assertFalse(hasattr(self.storage, "answer_pending_subscription"))
+        await self.setUp_node()
+        await self.engine.answer_authorization(HAMLET, SERVICE, "princely_musings", ROMEO, True)
+        with self.assertRaises(StanzaError) as raised:
+            await self.engine.answer_authorization(HAMLET, SERVICE, "princely_musings", ROMEO, False)
+        self.assertEqual(raised.exception.condition, "unexpected-request")
+        subscription = await self.storage.get_subscription(SERVICE, "princely_musings", ROMEO)
+        self.assertEqual(subscription.state, "subscribed")
 
 
 class OwnerManagement(PubSubTestCase):

@@ -9,6 +9,8 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from xep207.storage import open_storage
+from xep207.storage.cache import CachingStorage
+from xep207.storage.interface import IStorage
 from xep207.storage.memory import MemoryStorage
 from xep207.storage.records import (OWNER, PENDING, PUBLISHER, SUBSCRIBED, VIA_LEGACY, Item, Node, NodeConfig,
                                     Subscription)
@@ -83,6 +85,36 @@ class CachedMemoryContract(MemoryContract):
         from xep207.storage.cache import CachingStorage
 
         return CachingStorage(MemoryStorage())
+
+class IStorageOnly:
+    """A third-party backend written against ``IStorage`` alone: none of the
+    bundled backends' extras (``answer_pending_subscription``, say)."""
+
+    single_writer = True
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def __getattr__(self, name):
+        if name not in IStorage.names():
+            raise AttributeError(name)
+        return getattr(self._backend, name)
+
+
+class CachedIStorageOnlyContract(StorageContract, unittest.TestCase):
+    """Such a backend behind the cache the server puts in front of it keeps
+    the contract: the cache offers no more than the backend has (the
+    contract's tests of the extras skip, rather than fail)."""
+
+    def make_storage(self):
+        from xep207.storage.cache import CachingStorage
+
+        return CachingStorage(IStorageOnly(MemoryStorage()))
+
+    def test_the_cache_offers_only_what_the_backend_has(self):
+        self.assertFalse(hasattr(self.storage, "answer_pending_subscription"))
+        self.assertTrue(hasattr(CachingStorage(MemoryStorage()), "answer_pending_subscription"))
+
 
 class SQLiteContract(StorageContract, BackendExtras, unittest.TestCase):
     def make_storage(self):

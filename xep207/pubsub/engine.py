@@ -1176,8 +1176,7 @@ class PubSubEngine:
         each read it pending; only the one whose write finds it so tells the
         subscriber, or it would hear 'subscribed' twice."""
         service, node_id, subscriber = pending.service, pending.node_id, pending.subscriber
-        backend = getattr(self.storage, "backend", self.storage)  # behind the cache, if any
-        if hasattr(backend, "answer_pending_subscription"):
+        if hasattr(self.storage, "answer_pending_subscription"):  # (the cache has it when its backend has)
             return await self.storage.answer_pending_subscription(service, node_id, subscriber, allow)
         # A backend without it (a plugin's): read again and write, as close together as it can.
         current = await self.storage.get_subscription(service, node_id, subscriber)
