@@ -86,6 +86,7 @@ class CachedMemoryContract(MemoryContract):
 
         return CachingStorage(MemoryStorage())
 
+
 class IStorageOnly:
     """A third-party backend written against ``IStorage`` alone: none of the
     bundled backends' extras (``answer_pending_subscription``, say)."""
@@ -107,8 +108,6 @@ class CachedIStorageOnlyContract(StorageContract, unittest.TestCase):
     contract's tests of the extras skip, rather than fail)."""
 
     def make_storage(self):
-        from xep207.storage.cache import CachingStorage
-
         return CachingStorage(IStorageOnly(MemoryStorage()))
 
     def test_the_cache_offers_only_what_the_backend_has(self):
