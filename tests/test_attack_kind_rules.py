@@ -332,6 +332,19 @@ class ItemsArePaged(DoorsTestCase):
             self.assertEqual(self.item_ids(reply), ids[-250:])
             self.assertEqual(rsm_of(reply)["count"], str(self.TOTAL))
 
+    async def test_a_read_within_a_page_says_nothing_of_pages(self):
+        """Under the page (and at it), a plain ``<items/>`` answers every item
+        and no RSM ``<set/>``, to the owner and to anyone else alike."""
+        alice = await self.online("alice", "phone")
+        eve = await self.online("eve", "lair")
+        self.assert_ok(await self.create(alice, ALICE, "small", {"access_model": "open", "max_items": "1000"}))
+        ids = []
+        for n in range(3):
+            ids += await self.server.engine.publish(ALICE, ALICE, "small", [(None, f"<x xmlns='urn:example'>{n}</x>")])
+        for reader in (alice, eve):
+            reply = self.assert_ok(await self.items(reader, ALICE, "small"))
+            self.assertEqual((self.item_ids(reply), rsm_of(reply)), (ids, {}))
+
     async def test_the_block_list_is_whole_through_both_doors(self):
         """A list the legacy door returns whole (XEP-0191 has no paging) is
         whole through XEP-0060 too: the kind's own bound is its size."""
