@@ -523,9 +523,17 @@ class PubSubEngine:
         if self.is_pep(service):
             owners[service] = OWNER
         await kind.check_configure(Access(self, node, requestor, owners), values)
-        _, publishers = node_config.apply_values(node.config, values, self.max_items_limit)
-        for publisher in publishers or ():
-            check_id_length(publisher, "a JID")
+        self._applied_form(node.config, values, untrusted=True)
+
+    def _applied_form(self, config: NodeConfig, values: Mapping[str, object], *, untrusted: bool):
+        """A configuration form applied (create's and configure's alike): the new
+        config and the ``pubsub#publisher`` JIDs it names, each within the id
+        bound when a request chose them."""
+        config, publishers = node_config.apply_values(config, values, self.max_items_limit)
+        if untrusted:
+            for publisher in publishers or ():
+                check_id_length(publisher, "a JID")
+        return config, publishers
 
     async def _create(self, requestor, service, node_id, kind, values, *, config=None,
                       via: Via = VIA_PUBSUB):
@@ -578,10 +586,7 @@ class PubSubEngine:
                 raise errors.forbidden()
             await kind.check_configure(access, values)
         node = access.node
-        config, publishers = node_config.apply_values(node.config, values, self.max_items_limit)
-        if not access.trusted:
-            for publisher in publishers or ():
-                check_id_length(publisher, "a JID")
+        config, publishers = self._applied_form(node.config, values, untrusted=not access.trusted)
         if extra is not None:
             config = config.replace(extra=dict(extra))
         await self.storage.set_node_config(service, node_id, config)
