@@ -128,6 +128,7 @@ class SQLiteStorage(SQLStorage):
         # transaction: one commit, one wake-up of the reactor for their answers,
         # and their consequences (deliveries) written in one turn (issue 13).
         self._turn: list[_Job] | None = None
+        self._under_way = 0  # operations of the batch the thread runs (set by it; an int is atomic)
         self._jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()  # None: stop
         self._stopped: defer.Deferred[None] = defer.Deferred()
         self._pool = threading.Thread(target=self._work, name=f"xep207-sqlite {self.path}", daemon=True)
@@ -143,10 +144,13 @@ class SQLiteStorage(SQLStorage):
         return self._stopped
 
     def queue_depth(self) -> int:
-        """Operations waiting for the database thread (for metrics)."""
+        """Work waiting for the database thread or under way there (for metrics:
+        the batch the thread runs counts too, or a write waiting for a lock
+        another process holds would show an empty queue)."""
         if self._pool is None:
             return 0
-        return self._jobs.qsize() + len(self._turn or ())  # (turns waiting, and this turn's)
+        # (turns waiting, the batch under way, and this turn's)
+        return self._jobs.qsize() + self._under_way + len(self._turn or ())
 
     def _transact(self, function, *args):
         if self._pool is None:
@@ -186,6 +190,7 @@ class SQLiteStorage(SQLStorage):
                 batch = self._next_batch()
                 if batch is None:
                     break
+                self._under_way = len(batch)
                 # Whatever goes wrong, every operation of the batch gets an answer
                 # and the thread goes on with the next batch: a lock held by
                 # another process for longer than busy_timeout, a full disk or
@@ -197,6 +202,7 @@ class SQLiteStorage(SQLStorage):
                     self._counts.clear()
                     self._abandon(connection)
                     results = [(d, failure) for _, _, d in batch]
+                self._under_way = 0  # (before the answers: whoever reads them sees it done)
                 self._reactor.callFromThread(self._deliver, results)
                 checkpoints.poke()
         finally:
