@@ -38,7 +38,7 @@ from zope.interface import implementer
 
 from xep207.storage.interface import IStorage, StorageUnavailable
 from xep207.storage.sql import SQLStorage, deliver_results, drain_batch, insert_items, migrate, schema
-from xep207.storage.sqlite_checkpoints import WRITER_CHECKPOINT_PAGES, Checkpointer
+from xep207.storage.sqlite_checkpoints import WRITER_CHECKPOINT_PAGES, WRITER_CHECKPOINT_PAGES_ALONE, Checkpointer
 from xep207.storage.sqlite_items import run_jobs
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
@@ -184,8 +184,9 @@ class SQLiteStorage(SQLStorage):
             connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
             try:
                 checkpoints.start()
-            except RuntimeError as exc:  # (no thread to be had: the writer's own net checkpoints)
+            except RuntimeError as exc:  # (no thread to be had: the writer checkpoints, as SQLite does)
                 log.msg(f"SQLite checkpoints for {self.path} stay in the writer: {exc}")
+                connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES_ALONE}")
             while True:
                 batch = self._next_batch()
                 if batch is None:
@@ -204,7 +205,7 @@ class SQLiteStorage(SQLStorage):
                     results = [(d, failure) for _, _, d in batch]
                 self._under_way = 0  # (before the answers: whoever reads them sees it done)
                 self._reactor.callFromThread(self._deliver, results)
-                checkpoints.poke()
+                checkpoints.after_batch(connection)
         finally:
             connection.close()
             checkpoints.stop()  # (closes last: checkpoints the rest, removes the WAL)

@@ -6,15 +6,27 @@ waited for the copy into the database file and its fsync. Measured with a
 single-threaded writer (300 items per batch, 90,000 items): 58–60 µs of wall
 time per item with checkpoints in the commit, 26–33 without (issue 13).
 
-The writer puts its own automatic checkpoints off to ``WRITER_CHECKPOINT_PAGES``
-(a safety net: a WAL copied while the writer appends to it is never wholly
-copied when a write begins, so SQLite never starts it over, and without the
-net it grew without bound under steady writes) and pokes this thread after each
-commit; it runs a PASSIVE checkpoint (it never blocks the writer, nor waits
+This thread runs a PASSIVE checkpoint (it never blocks the writer, nor waits
 for a lock: whatever it cannot copy now, the next one does) at most every
-``INTERVAL`` seconds. The WAL then holds what was committed since the last
-checkpoint; at stop this connection closes last, which checkpoints the rest
-and removes the WAL file.
+``INTERVAL`` seconds after the writer pokes it. The WAL then holds what was
+committed since the last checkpoint; at stop this connection closes last,
+which checkpoints the rest and removes the WAL file.
+
+**Starting the WAL over.** SQLite starts the WAL file from its beginning only
+when a write begins and every frame in it was already copied. A copy made
+while the writer appends never is, so under steady writes the WAL grew without
+bound, and the writer's own automatic checkpoint (its net) had to catch up:
+in its COMMIT it copied all the thread had not (up to a fifth of a second of
+frames, 8 MB at 5,000 messages/s), with two fsyncs, every 4,000 pages. At a
+fixed 5,000 one-to-one messages/s those commits (17–44 ms, one every half
+second) were the p99 (issue 13). Now, once a pass found ``WRAP_PAGES`` or more
+in the WAL, the writer — after answering its batch, before taking the next —
+copies the few frames committed since that pass began (``after_batch``), and
+its next commit starts the WAL over. The wait for two fsyncs stays (a WAL may
+not be overwritten before what it holds is in the database file, on disk);
+the copy is a few hundred pages, and it comes every ``WRAP_PAGES`` pages, not
+every 4,000. The writer's automatic checkpoint stays as a net
+(``WRITER_CHECKPOINT_PAGES``) for a thread that cannot keep up.
 """
 
 from __future__ import annotations
@@ -26,8 +38,14 @@ from twisted.python import log
 
 INTERVAL = 0.2  # seconds between checkpoints, at most
 
-# The writer's own checkpoint, a safety net only: pages of WAL (of 4 KiB).
-WRITER_CHECKPOINT_PAGES = 4000
+# Pages (of 4 KiB) in the WAL past which the writer finishes a pass's copy so
+# that the WAL starts over: the WAL file's size under steady writes (64 MiB).
+WRAP_PAGES = 16_000
+
+# The writer's own automatic checkpoint, a net only (a thread that never
+# finishes a pass); SQLite's default when there is no thread at all.
+WRITER_CHECKPOINT_PAGES = 2 * WRAP_PAGES
+WRITER_CHECKPOINT_PAGES_ALONE = 1000
 
 
 class Checkpointer:
@@ -36,13 +54,23 @@ class Checkpointer:
         self._due = threading.Event()
         self._stopping = threading.Event()
         self.passed = threading.Event()  # set after each checkpoint (tests wait on it)
+        self.wrap_due = False  # set by this thread, cleared by the writer (a bool: atomic)
         self._thread = threading.Thread(target=self._run, name=f"xep207-sqlite-checkpoints {path}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def poke(self) -> None:
-        """From the writer, after a commit: there is something to copy."""
+    def after_batch(self, connection: sqlite3.Connection) -> None:
+        """From the writer, once a batch is committed and answered: this thread
+        has something to copy; and when its last pass left a long WAL, the
+        writer copies what came since, so that its next commit starts the WAL
+        over."""
+        if self.wrap_due:
+            self.wrap_due = False
+            try:
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:  # (a full disk: the next long pass asks again)
+                log.msg(f"SQLite checkpoint of {self.path} in the writer failed: {exc}")
         self._due.set()
 
     def stop(self) -> None:
@@ -65,9 +93,13 @@ class Checkpointer:
                     break
                 self._due.clear()
                 try:
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    busy, pages, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:  # (a full disk: the WAL waits, the next one tries again)
                     log.msg(f"SQLite checkpoint of {self.path} failed: {exc}")
+                else:
+                    # (it copied all it found, and found a long WAL: only what came meanwhile is left)
+                    if not busy and pages >= WRAP_PAGES and copied == pages:
+                        self.wrap_due = True
                 self.passed.set()
                 if self._stopping.wait(INTERVAL):
                     break
