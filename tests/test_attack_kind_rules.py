@@ -16,12 +16,19 @@ from tests.doors_helpers import (
     CHAT,
     EVE,
     NODE_CONFIG,
+    NS_MUC,
     NS_ROSTER,
     PUBSUB,
+    ROOM,
+    ROOM_JID,
     DoorsTestCase,
+    RoomDoorsTestCase,
     chat_body,
+    error_condition,
     error_of,
+    error_presence,
     form,
+    from_room,
     message_with,
     pair,
 )
@@ -510,3 +517,32 @@ class PresenceValues(DoorsTestCase):
         self.assert_ok(await self.publish(second, ALICE, "presence",
                                           "<presence xmlns='jabber:client'><priority> 127 </priority></presence>"))
         await bob.wait_for(lambda e: e.name == "presence" and e.getAttribute("from") == f"{ALICE}/tablet")
+
+
+class RoomPresenceValues(RoomDoorsTestCase):
+    """A room relays its occupants' show and priority to every occupant: the
+    presence kind's values rule (RFC 6121 §4.7.2) holds for them too. A join
+    or a change with ``<priority>abc</priority>`` was relayed as sent."""
+
+    async def test_bad_values_neither_join_nor_reach_the_occupants(self):
+        alice = await self.room_with_alice()
+        bob = await self.online("bob", "laptop")
+        for child in ("<priority>abc</priority>", "<priority>300</priority>", "<show>evil</show>",
+                      "<show>away</show><show>dnd</show>"):
+            bob.send(f"<presence to='{ROOM_JID}/Bob'><x xmlns='{NS_MUC}'/>{child}</presence>")
+            self.assertEqual(error_condition(await bob.wait_for(error_presence)), "bad-request")
+            bob.stanzas.clear()
+        await self.settle(alice, bob)
+        self.nothing(alice, from_room(ROOM_JID, "Bob"))
+        occupants = [s.subscriber for s in await self.server.storage.get_subscriptions(CHAT, ROOM)]
+        self.assertNotIn(f"{BOB}/laptop", occupants)
+        # A good join, then a bad change: refused, and the occupant stays as it was.
+        await self.join(bob, "Bob")
+        await alice.wait_for(from_room(ROOM_JID, "Bob"))
+        alice.stanzas.clear()
+        bob.send(f"<presence to='{ROOM_JID}/Bob'><show>evil</show></presence>")
+        self.assertEqual(error_condition(await bob.wait_for(error_presence)), "bad-request")
+        bob.send(f"<presence to='{ROOM_JID}/Bob'><show>dnd</show><priority>-5</priority></presence>")
+        changed = await alice.wait_for(from_room(ROOM_JID, "Bob"))
+        self.assertEqual(str(changed.show), "dnd")
+        self.nothing(alice, lambda e: "evil" in e.toXml())

@@ -21,6 +21,7 @@ from xep207.legacy.groupchat.rooms import NS_MUC, NS_USER, Rooms
 from xep207.legacy.render import Template
 from xep207.pubsub import errors
 from xep207.pubsub.kinds import Trusted
+from xep207.pubsub.kinds.account import check_presence_values
 from xep207.pubsub.kinds.room import NICK, PASSWORD_OPTION, Occupant, Room, role_of
 from xep207.storage.records import NONE, VIA_LEGACY, bare
 
@@ -106,6 +107,9 @@ class Occupants:
             return  # subscriptions to rooms mean nothing
         if nick is None:
             raise StanzaError("jid-malformed", text="join as room@service/nick")
+        # RFC 6121 §4.7.2, as the presence kind asks it of a contact's presence:
+        # the room sends these to every occupant (only this door carries them).
+        check_presence_values(stanza)
         current = None
         if room is not None:
             current = next((o for o in await self.rooms.occupants(room) if o.jid == sender), None)
