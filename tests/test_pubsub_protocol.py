@@ -382,15 +382,25 @@ class Subscribing(PubSubTestCase):
 
     async def test_subscription_options_with_subscribe_and_after(self):
         await self.create()
-        options = "<options>" + form(NS + "#subscribe_options",
+        # XEP-0060 §6.3.5: an option the node does not define is invalid-options, and nothing is stored.
+        unknown = "<options>" + form(NS + "#subscribe_options",
                                      {"pubsub#deliver": "1", "roomnick": "thirdwitch"}) + "</options>"
+        self.assert_error(await self.subscribe(ROMEO, options=unknown), "bad-request", "invalid-options")
+        self.assertIsNone(await self.storage.get_subscription(SERVICE, "princely_musings", ROMEO))
+        options = "<options>" + form(NS + "#subscribe_options",
+                                     {"pubsub#deliver": "1", "pubsub#expire": "presence"}) + "</options>"
         self.assert_result(await self.subscribe(ROMEO, options=options))
         subscription = await self.storage.get_subscription(SERVICE, "princely_musings", ROMEO)
-        self.assertEqual(subscription.options["roomnick"], "thirdwitch")
+        self.assertEqual(subscription.options["pubsub#expire"], "presence")
         reply = self.assert_result(await self.pubsub(
             ROMEO, "get", f"<options node='princely_musings' jid='{ROMEO}'/>"))
         values = {f["var"]: str(f.value) for f in reply.pubsub.options.x.elements() if f.name == "field"}
-        self.assertEqual(values["roomnick"], "thirdwitch")
+        self.assertEqual(values["pubsub#expire"], "presence")
+        self.assert_error(await self.pubsub(ROMEO, "set", f"<options node='princely_musings' jid='{ROMEO}'>"
+                                            + form(NS + "#subscribe_options", {"x-anything": "x" * 1000})
+                                            + "</options>"), "bad-request", "invalid-options")
+        subscription = await self.storage.get_subscription(SERVICE, "princely_musings", ROMEO)
+        self.assertNotIn("x-anything", subscription.options)
         set_options = (f"<options node='princely_musings' jid='{ROMEO}'>"
                        + form(NS + "#subscribe_options", {"pubsub#deliver": "0"}) + "</options>")
         self.assert_result(await self.pubsub(ROMEO, "set", set_options))

@@ -51,6 +51,10 @@ MAY_RETRIEVE = frozenset({OWNER, PUBLISHER, MEMBER})
 # whichever door reads a node others fill (a conversation, an open node of
 # 10000 items of 64 KiB), one answer stays bounded. XEP-0313 pages alike.
 MAX_PAGE = 250
+# XEP-0060 §16.4.2's pubsub#subscribe_options fields.
+SUBSCRIBE_OPTIONS = ("pubsub#deliver", "pubsub#digest", "pubsub#digest_frequency", "pubsub#expire",
+                     "pubsub#include_body", "pubsub#show-values", "pubsub#subscription_type",
+                     "pubsub#subscription_depth")
 INTERNAL_OPTION_PREFIX = "xep207#"
 KIND_FIELD = "xep207#kind"  # stored in a node's configuration: which kind made it  # subscription options only the service sets
 
@@ -181,6 +185,10 @@ class NodeKind:
     # whole node, for an account's own node its legacy door returns whole
     # (a block list: XEP-0191 has no paging), bounded by its own max_items.
     max_page: ClassVar[int | None] = MAX_PAGE
+    # The subscription options a requestor may set (XEP-0060 §6.3.5: any
+    # other is ``invalid-options``); kinds with options of their own (a
+    # room's nick, a pair's) check them themselves.
+    subscription_options: ClassVar[Sequence[str]] = SUBSCRIBE_OPTIONS
 
     def claims(self, engine: "PubSubEngine", service: str, node_id: str) -> bool:
         return True
@@ -369,9 +377,10 @@ class NodeKind:
 
     def clean_options(self, access: Access, subscription: Subscription | None,
                       options: Mapping[str, object]) -> dict:
-        """Internal options are the service's; the rest are the subscriber's."""
-        if not access.trusted and any(k.startswith(INTERNAL_OPTION_PREFIX) for k in options):
-            raise errors.forbidden(text="that subscription option is set by the service")
+        """Internal options are the service's; the kind's are the subscriber's;
+        any other is refused (stored, it was a place to keep anything)."""
+        if not access.trusted:
+            only_options(options, self.subscription_options)
         return dict(options)
 
     async def check_unsubscribe(self, access: Access, subscriber: str) -> None:
