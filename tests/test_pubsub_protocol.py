@@ -115,6 +115,18 @@ class NodeLifecycle(PubSubTestCase):
         message = await self.harness.next_message_to(ROMEO)
         self.assertEqual(message.event.delete.redirect["uri"], "xmpp:hamlet@denmark.lit?;node=blog")
 
+    async def test_a_redirect_is_an_xmpp_uri(self):
+        """XEP-0060 §8.4.3: subscribers' clients may follow it or show it as a
+        link; anything else is bad-request and the node stays."""
+        await self.create()
+        await self.subscribe(ROMEO)
+        for uri in ("javascript:alert(1)", "https://evil.example/", "xmpp:" + "a" * 5000, "xmpp:a&#10;b",
+                    "xmpp:a b", ""):
+            reply = await self.owner(HAMLET, "set", f"<delete node='princely_musings'><redirect uri='{uri}'/></delete>")
+            self.assert_error(reply, "bad-request")
+            self.assertIsNotNone(await self.storage.get_node(SERVICE, "princely_musings"))
+        self.assertEqual(self.harness.messages_to(ROMEO), [])
+
     async def test_delete_errors(self):
         await self.create()
         self.assert_error(await self.owner(ROMEO, "set", "<delete node='princely_musings'/>"), "forbidden")

@@ -90,6 +90,8 @@ def returns_deferred(method):
 
 
 KIND_CACHE_SIZE = 65536
+# An XMPP URI naming a node: a JID (3071 octets at most, RFC 7622) and a node id.
+MAX_REDIRECT_OCTETS = 4096
 
 
 _UNDECIDED = object()
@@ -166,6 +168,16 @@ class AutoCreation:
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(None)
+
+
+def check_redirect(uri: str) -> None:
+    """XEP-0060 §8.4.3: a deleted node's subscribers are pointed at another
+    node, an XMPP URI (RFC 5122). A client may follow it (subscribe there) or
+    show it as a link, so nothing else goes out to every subscriber: not a
+    ``javascript:`` or web address, not a kilobyte of text."""
+    if not uri.startswith("xmpp:") or len(uri.encode("utf-8")) > MAX_REDIRECT_OCTETS \
+            or any(c.isspace() or ord(c) < 0x20 for c in uri):  # (RFC 3986: none in a URI)
+        raise errors.bad_request(text="a redirect is an xmpp: URI")
 
 
 class PubSubEngine:
@@ -615,6 +627,8 @@ class PubSubEngine:
     async def delete_node(self, requestor: str, service: str, node_id: str,
                           redirect: str | None = None) -> None:
         _, access = await self._owner_access(requestor, service, node_id, "delete")
+        if redirect is not None and not access.trusted:
+            check_redirect(redirect)
         node = access.node
         recipients = await self._recipients(node) if node.config.notify_delete else []
         subscriptions = await self.storage.get_subscriptions(service, node_id)
