@@ -47,6 +47,14 @@ WRAP_PAGES = 16_000
 WRITER_CHECKPOINT_PAGES = 2 * WRAP_PAGES
 WRITER_CHECKPOINT_PAGES_ALONE = 1000
 
+# Bytes the WAL file is cut back to when it starts over (SQLite's
+# ``journal_size_limit``; frames are pages plus 24 bytes). A WAL never
+# shrinks by itself: once a reader elsewhere (the sqlite3 shell, a backup)
+# kept every checkpoint from copying past it, or a full disk kept them from
+# copying at all, the file stayed at its largest until the server stopped.
+# Steady writes stay below it, so it costs them no truncation.
+WAL_SIZE_LIMIT = WRITER_CHECKPOINT_PAGES * (4096 + 24)
+
 
 class Checkpointer:
     def __init__(self, path: str) -> None:
