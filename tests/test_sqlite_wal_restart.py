@@ -17,6 +17,7 @@ from twisted.trial import unittest
 
 from xep207.storage import sqlite as sqlite_module
 from xep207.storage import sqlite_checkpoints
+from xep207.storage.interface import StorageUnavailable
 from xep207.storage.records import Item, Node, NodeConfig
 
 from tests.peers import temp_dir
@@ -71,6 +72,64 @@ class WalRestart(unittest.TestCase):
         await self.turn(storage, turn)
         self.assertTrue(await threads.deferToThread(storage.checkpoints.passed.wait, 30))
 
+    async def test_with_passes_keeping_up_the_wal_stays_near_wrap_pages(self):
+        """Each turn followed by a pass: the WAL starts over within a turn or
+        two of WRAP_PAGES, so its file never grows much beyond (1 MB)."""
+        self.patch(sqlite_module, "WRITER_CHECKPOINT_PAGES", 10**6)
+        storage = await self.started()
+        largest = 0
+        for turn in range(60):  # (12 MB of items)
+            await self.after_a_pass(storage, turn)
+            largest = max(largest, wal_size(self.path))
+        self.assertGreaterEqual(wal_restarts(self.path), 5)
+        self.assertLess(largest, 4 * 250 * 4120)
+
+    async def test_a_failed_batch_then_the_writers_checkpoint(self):
+        """A wrap is due when a batch fails: another connection (xep207ctl)
+        holds the write lock past busy_timeout, with a row of its own not
+        yet committed. The writer's checkpoint runs all the same, in no
+        transaction (none is left open), neither waiting for the lock nor
+        copying the other's row; both commits keep their rows, the file is
+        sound, and the WAL starts over."""
+        writer_in_transaction = []
+
+        class AlwaysDue(sqlite_checkpoints.Checkpointer):
+            """Every pass asks (so the batch that fails is followed by a checkpoint)."""
+
+            wrap_due = property(lambda self: True, lambda self, value: None)
+
+            def after_batch(self, connection):
+                writer_in_transaction.append(connection.in_transaction)
+                super().after_batch(connection)
+
+        self.patch(sqlite_module, "Checkpointer", AlwaysDue)
+        storage = await self.started("?busy_timeout=50")
+        for turn in range(8):  # (past WRAP_PAGES)
+            await self.turn(storage, turn)
+        before = wal_restarts(self.path)
+        other = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO items (service, node, item_id, payload, publisher, published)"
+                      " VALUES (?, 'n', 'ctl', '<p/>', 'y@example.org', 0)", (S,))
+        storage.forget()
+        await self.assertFailure(storage.put_item(S, "n", Item("refused", "<p/>", "x@example.org"), 10**6),
+                                 StorageUnavailable)
+        other.execute("COMMIT")
+        await storage.put_item(S, "n", Item("fine", "<p/>", "x@example.org"), 10**6)
+        # (the failed BEGIN, the writer's checkpoint, then the next batch in a transaction of its own;
+        # the last turn's checkpoint may come first)
+        failed = storage.statements.index("BEGIN IMMEDIATE")
+        self.assertEqual(storage.statements[failed:failed + 3], ["BEGIN IMMEDIATE", "PRAGMA wal_checkpoint(PASSIVE)",
+                                                                 "BEGIN IMMEDIATE"])
+        self.assertEqual(set(writer_in_transaction), {False})
+        self.assertEqual(count_items(self.path), ("ok", 802))
+        for n in range(20):  # (the next write after a checkpoint that copied everything: the thread's may race it)
+            await storage.put_item(S, "n", Item(f"again{n}", "<p/>", "x@example.org"), 10**6)
+            if wal_restarts(self.path) > before:
+                break
+        self.assertGreater(wal_restarts(self.path), before)
+
     async def test_a_reader_that_pins_the_wal_then_lets_go(self):
         """A read transaction held by another connection (xep207ctl, the
         sqlite3 shell, a backup) keeps every checkpoint from copying past it:
@@ -100,6 +159,21 @@ class WalRestart(unittest.TestCase):
         self.assertGreater(wal_restarts(self.path), pinned)
         self.assertLessEqual(wal_size(self.path), 2 * 250 * 4120 + 2 * 200 * 4120)
         self.assertEqual(count_items(self.path)[0], "ok")
+
+    async def test_stopped_with_a_wrap_due(self):
+        """stop() between a pass that asked for a wrap and the writer's next
+        batch: the last connection's close copies the rest, removes the WAL,
+        and loses nothing."""
+        storage = await self.started()
+        for turn in range(8):
+            await self.turn(storage, turn)
+        storage.checkpoints.wrap_due = True
+        last = storage.put_item(S, "n", Item("last", "<p/>", "x@example.org"), 10**6)
+        await storage.stop()
+        await last
+        self.assertFalse(os.path.exists(self.path + "-wal"))
+        self.assertEqual(count_items(self.path), ("ok", 801))
+
 
 class WalRestartCrash(unittest.TestCase):
     """A child process with a small WRAP_PAGES, killed -9 (or filling its disk)."""
@@ -132,6 +206,27 @@ class WalRestartCrash(unittest.TestCase):
                                capture_output=True, text=True, timeout=120)
         self.assertEqual(child.returncode, -9 if killed else 0, child.stdout + child.stderr)
         return child.stdout
+
+    def test_killed_after_many_restarts_with_a_wrap_due(self):
+        """Killed -9 right after the writer's checkpoint (a wrap was due) and
+        after many restarts, in every synchronous mode: every answered item
+        is there and the file is sound."""
+        for mode in ("NORMAL", "FULL", "OFF"):
+            path = os.path.join(temp_dir(self), f"crash-{mode}.sqlite")
+            self.child(f"""
+                storage = SQLiteStorage("sqlite:///{path}?synchronous={mode}")
+                await storage.start()
+                for turn in range(40):  # (8 MB: WRAP_PAGES many times over)
+                    storage.checkpoints.passed.clear()
+                    await defer.gatherResults([storage.put_item("svc", "node", Item(f"{{turn}}-{{i}}", f"<p>{{BIG}}</p>", "x@y"), 10**6)
+                                               for i in range(100)])
+                    await threads.deferToThread(storage.checkpoints.passed.wait, 30)
+                storage.checkpoints.wrap_due = True
+                await storage.put_item("svc", "node", Item("last", "<p/>", "x@y"), 10**6)
+                storage.put_item("svc", "node", Item("unanswered", "<p/>", "x@y"), 10**6)
+                os.kill(os.getpid(), signal.SIGKILL)
+            """)
+            self.assertIn(count_items(path), [("ok", 4001), ("ok", 4002)], mode)
 
     def test_a_full_disk_while_checkpoints_run(self):
         """The disk fills (here the file size limit): the checkpoints, the
