@@ -282,3 +282,32 @@ class WalRestartCrash(unittest.TestCase):
         self.assertGreater(int(lines["restarts"]), 0)
         self.assertLessEqual(int(lines["wal"]), 2 * 250 * 4120 + 2 * 200 * 4120)
         self.assertEqual(count_items(path), ("ok", int(lines["answered"])))
+
+
+class CheckpointThreadGone(unittest.TestCase):
+    async def test_a_checkpoint_thread_that_cannot_open_the_file(self):
+        """The thread started but could not open its connection (a process at
+        its file limit): the writer checkpoints as SQLite does alone (every
+        ``WRITER_CHECKPOINT_PAGES_ALONE``), not only at the net of twice
+        WRAP_PAGES, which copied 128 MB inside one COMMIT."""
+        self.patch(sqlite_module, "WRITER_CHECKPOINT_PAGES", 10**6)  # (the net out of reach)
+
+        class CannotOpen(sqlite_checkpoints.Checkpointer):
+            def __init__(self, path):
+                super().__init__(os.path.join(path + ".missing", "no.sqlite"))
+
+        self.patch(sqlite_module, "Checkpointer", CannotOpen)
+        path = os.path.join(temp_dir(self), "alone.sqlite")
+        storage = Traced("sqlite:///" + path)
+        await storage.start()
+        self.addCleanup(storage.stop)
+        await storage.create_node(Node(S, "n", NodeConfig(), "o@example.org"))
+        await threads.deferToThread(storage.checkpoints._thread.join, 30)  # (it gave up)
+        restarts = set()
+        for turn in range(20):  # (4 MB: 1,000 pages four times over)
+            await defer.gatherResults([storage.put_item(S, "n", Item(f"i{turn}-{i}", f"<p>{BIG}</p>", "x@example.org"),
+                                                        10**6) for i in range(100)])
+            restarts.add(wal_restarts(path))
+        alone = f"PRAGMA wal_autocheckpoint={sqlite_checkpoints.WRITER_CHECKPOINT_PAGES_ALONE}"
+        self.assertTrue(any(s == alone for s in storage.statements))
+        self.assertGreaterEqual(len(restarts), 3)

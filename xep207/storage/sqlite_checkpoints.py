@@ -63,6 +63,7 @@ class Checkpointer:
         self._stopping = threading.Event()
         self.passed = threading.Event()  # set after each checkpoint (tests wait on it)
         self.wrap_due = False  # set by this thread, cleared by the writer (a bool: atomic)
+        self._alone = False  # (the writer's: it checkpoints as often as SQLite would, this thread gone)
         self._thread = threading.Thread(target=self._run, name=f"xep207-sqlite-checkpoints {path}", daemon=True)
 
     def start(self) -> None:
@@ -73,6 +74,14 @@ class Checkpointer:
         has something to copy; and when its last pass left a long WAL, the
         writer copies what came since, so that its next commit starts the WAL
         over."""
+        if not self._alone and not self._thread.is_alive():
+            # (it never started, could not open the file, or died: the writer
+            # copies as SQLite does alone, not only at the net, 128 MB in a COMMIT)
+            self._alone = True
+            try:
+                connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES_ALONE}")
+            except sqlite3.Error as exc:
+                log.msg(f"SQLite checkpoints of {self.path} stay at the net: {exc}")
         if self.wrap_due:
             self.wrap_due = False
             try:
