@@ -38,7 +38,12 @@ from zope.interface import implementer
 
 from xep207.storage.interface import IStorage, StorageUnavailable
 from xep207.storage.sql import SQLStorage, deliver_results, drain_batch, insert_items, migrate, schema
-from xep207.storage.sqlite_checkpoints import WRITER_CHECKPOINT_PAGES, WRITER_CHECKPOINT_PAGES_ALONE, Checkpointer
+from xep207.storage.sqlite_checkpoints import (
+    WAL_SIZE_LIMIT,
+    WRITER_CHECKPOINT_PAGES,
+    WRITER_CHECKPOINT_PAGES_ALONE,
+    Checkpointer,
+)
 from xep207.storage.sqlite_items import run_jobs
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
@@ -182,6 +187,8 @@ class SQLiteStorage(SQLStorage):
         try:
             # (not 0: a WAL that never stops growing would then never start over)
             connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
+            # (a WAL that grew while no checkpoint could copy is cut back when it starts over)
+            connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             try:
                 checkpoints.start()
             except RuntimeError as exc:  # (no thread to be had: the writer checkpoints, as SQLite does)

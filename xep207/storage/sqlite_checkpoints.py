@@ -47,6 +47,14 @@ WRAP_PAGES = 16_000
 WRITER_CHECKPOINT_PAGES = 2 * WRAP_PAGES
 WRITER_CHECKPOINT_PAGES_ALONE = 1000
 
+# Bytes the WAL file is cut back to when it starts over (SQLite's
+# ``journal_size_limit``; frames are pages plus 24 bytes). A WAL never
+# shrinks by itself: once a reader elsewhere (the sqlite3 shell, a backup)
+# kept every checkpoint from copying past it, or a full disk kept them from
+# copying at all, the file stayed at its largest until the server stopped.
+# Steady writes stay below it, so it costs them no truncation.
+WAL_SIZE_LIMIT = WRITER_CHECKPOINT_PAGES * (4096 + 24)
+
 
 class Checkpointer:
     def __init__(self, path: str) -> None:
@@ -55,6 +63,7 @@ class Checkpointer:
         self._stopping = threading.Event()
         self.passed = threading.Event()  # set after each checkpoint (tests wait on it)
         self.wrap_due = False  # set by this thread, cleared by the writer (a bool: atomic)
+        self._alone = False  # (the writer's: it checkpoints as often as SQLite would, this thread gone)
         self._thread = threading.Thread(target=self._run, name=f"xep207-sqlite-checkpoints {path}", daemon=True)
 
     def start(self) -> None:
@@ -65,6 +74,14 @@ class Checkpointer:
         has something to copy; and when its last pass left a long WAL, the
         writer copies what came since, so that its next commit starts the WAL
         over."""
+        if not self._alone and not self._thread.is_alive():
+            # (it never started, could not open the file, or died: the writer
+            # copies as SQLite does alone, not only at the net, 128 MB in a COMMIT)
+            self._alone = True
+            try:
+                connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES_ALONE}")
+            except sqlite3.Error as exc:
+                log.msg(f"SQLite checkpoints of {self.path} stay at the net: {exc}")
         if self.wrap_due:
             self.wrap_due = False
             try:
