@@ -296,6 +296,12 @@ class PairSubscriptionOptions(DoorsTestCase):
         subscription = await self.server.storage.get_subscription(PUBSUB, NODE, BOB)
         self.assertEqual({k for k in subscription.options if k.startswith("x-") or k == "xep207#kind"}, set())
         self.assert_ok(await self.set_options(bob, PUBSUB, NODE, {"pubsub#deliver": "0"}, jid=BOB))
+        # XEP-0060 §16.4.2: pubsub#deliver is a boolean; any other text was stored with the mailbox.
+        for value in ("x" * 3000, "maybe", ["1", "0"]):
+            self.assert_error(await self.set_options(bob, PUBSUB, NODE, {"pubsub#deliver": value}, jid=BOB),
+                              "bad-request", "invalid-options")
+        self.assertEqual((await self.server.storage.get_subscription(PUBSUB, NODE, BOB)).options["pubsub#deliver"],
+                         "0")
 
 
 class DeletedAccount(DoorsTestCase):

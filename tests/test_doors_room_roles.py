@@ -73,6 +73,21 @@ class SubscriptionOptions(RoomDoorsTestCase):
                           "bad-request", "invalid-options")
         self.assertNotIn("x-unknown", (await self.subscription_of(eve.jid)).options)
 
+    async def test_deliver_is_a_boolean(self):
+        """XEP-0060 §16.4.2: any other pubsub#deliver was kept with the occupant (any text, joining or after)."""
+        alice = await self.room_with_alice()
+        eve = await self.online("eve", "lair")
+        for value in ("x" * 3000, "maybe"):
+            self.assert_error(await self.native_join(eve, "Eve", **{"pubsub#deliver": value}),
+                              "bad-request", "invalid-options")
+        self.assertIsNone(await self.subscription_of(eve.jid))
+        self.assert_ok(await self.native_join(eve, "Eve", **{"pubsub#deliver": "1"}))
+        await alice.wait_for(from_room(ROOM_JID, "Eve"))
+        for value in ("x" * 3000, ["1", "0"]):
+            self.assert_error(await self.set_options(eve, CHAT, ROOM, {"pubsub#deliver": value}),
+                              "bad-request", "invalid-options")
+        self.assertEqual((await self.subscription_of(eve.jid)).options["pubsub#deliver"], "1")
+
     async def test_nobody_sets_her_own_role(self):
         alice = await self.room_with_alice(moderatedroom="1")
         bob = await self.online("bob", "desk")

@@ -419,6 +419,50 @@ class Subscribing(PubSubTestCase):
         await self.publish()
         self.assertEqual(self.harness.messages_to(ROMEO), [])  # deliver=false honoured
 
+    async def test_subscription_option_values_follow_their_types(self):
+        """XEP-0060 §16.4.2 gives each option a type: a value outside it is
+        invalid-options (§6.3.5) and nothing is stored, on subscribe and on
+        options set, as the subscriber and as the owner. Only the names were
+        checked: pubsub#expire kept any text (the attacker's place to store
+        anything moved from the name to the value)."""
+        await self.create()
+        bad = [{"pubsub#expire": "x" * 3000}, {"pubsub#deliver": "maybe"}, {"pubsub#deliver": ["1", "0"]},
+               {"pubsub#digest": "yes"}, {"pubsub#include_body": "x" * 100}, {"pubsub#digest_frequency": "often"},
+               {"pubsub#digest_frequency": "9" * 100}, {"pubsub#show-values": ["online", "x" * 100]},
+               {"pubsub#show-values": ["away"] * 50}, {"pubsub#subscription_type": "everything"},
+               {"pubsub#subscription_depth": "2"}, {"pubsub#expire": "2006-03-31"}]
+        for values in bad:
+            options = "<options>" + form(NS + "#subscribe_options", values) + "</options>"
+            self.assert_error(await self.subscribe(ROMEO, options=options), "bad-request", "invalid-options")
+            self.assertIsNone(await self.storage.get_subscription(SERVICE, "princely_musings", ROMEO))
+        await self.subscribe(ROMEO)
+        for who in (ROMEO, HAMLET):
+            for values in bad:
+                self.assert_error(await self.pubsub(who, "set", f"<options node='princely_musings' jid='{ROMEO}'>"
+                                                    + form(NS + "#subscribe_options", values) + "</options>"),
+                                  "bad-request", "invalid-options")
+        subscription = await self.storage.get_subscription(SERVICE, "princely_musings", ROMEO)
+        self.assertEqual(dict(subscription.options), {})
+        good = {"pubsub#deliver": "true", "pubsub#digest": "false", "pubsub#digest_frequency": "86400000",
+                "pubsub#expire": "2006-02-28T23:59:59.123Z", "pubsub#include_body": "0",
+                "pubsub#show-values": ["chat", "online"], "pubsub#subscription_type": "items",
+                "pubsub#subscription_depth": "all"}
+        self.assert_result(await self.pubsub(ROMEO, "set", f"<options node='princely_musings' jid='{ROMEO}'>"
+                                             + form(NS + "#subscribe_options", good) + "</options>"))
+        subscription = await self.storage.get_subscription(SERVICE, "princely_musings", ROMEO)
+        self.assertEqual(subscription.options["pubsub#expire"], "2006-02-28T23:59:59.123Z")
+        self.assertEqual(subscription.options["pubsub#digest_frequency"], "86400000")
+        # The service's own options form comes back whole, and an empty field sets nothing.
+        reply = self.assert_result(await self.pubsub(ROMEO, "get", f"<options node='princely_musings' jid='{ROMEO}'/>"))
+        echoed = reply.pubsub.options.x
+        echoed["type"] = "submit"
+        self.assert_result(await self.pubsub(ROMEO, "set", f"<options node='princely_musings' jid='{ROMEO}'>"
+                                             + echoed.toXml() + "</options>"))
+        self.assert_result(await self.pubsub(ROMEO, "set", f"<options node='princely_musings' jid='{ROMEO}'>"
+                                             + form(NS + "#subscribe_options", {"pubsub#digest": []}) + "</options>"))
+        self.assertEqual(dict((await self.storage.get_subscription(SERVICE, "princely_musings", ROMEO)).options),
+                         {**good, "pubsub#deliver": "true"})
+
     async def test_options_errors(self):
         await self.create()
         self.assert_error(await self.pubsub(ROMEO, "get", f"<options node='princely_musings' jid='{ROMEO}'/>"),

@@ -13,6 +13,7 @@ that answers "may this actor do this", and a trusted actor) is the model.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal, Mapping, Sequence
 
@@ -381,6 +382,8 @@ class NodeKind:
         any other is refused (stored, it was a place to keep anything)."""
         if not access.trusted:
             only_options(options, self.subscription_options)
+            # An empty field sets nothing (kept, it came back as the text "None").
+            return {k: v for k, v in options.items() if v is not None}
         return dict(options)
 
     async def check_unsubscribe(self, access: Access, subscriber: str) -> None:
@@ -451,9 +454,65 @@ def single_value(options: Mapping[str, object], name: str) -> str | None:
 
 
 def only_options(options: Mapping[str, object], allowed: Sequence[str]) -> None:
-    """Refuse options a kind does not define (XEP-0060 §6.3.5 invalid-options)."""
+    """Refuse options a kind does not define (XEP-0060 §6.3.5 invalid-options)
+    and §16.4.2's options whose values are not of their type."""
     for name in options:
         if name.startswith(INTERNAL_OPTION_PREFIX):
             raise errors.forbidden(text="that subscription option is set by the service")
         if name not in allowed:
             raise errors.bad_request("invalid-options", text=f"unknown subscription option {name}")
+    check_option_values(options)
+
+
+_BOOLEAN = frozenset({"0", "1", "true", "false"})
+_SHOW_VALUES = frozenset({"away", "chat", "dnd", "online", "xa"})
+# XEP-0082 DateTime: the date, the time, fractions of a second, the zone.
+_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
+
+
+def _one_of(choices: frozenset[str]):
+    return lambda value: value in choices
+
+
+def _boolean(value: str) -> bool:
+    return value in _BOOLEAN
+
+
+def _frequency(value: str) -> bool:  # milliseconds, as an xs:integer (a 32-bit one is plenty)
+    return value.isascii() and value.isdigit() and len(value) <= 10
+
+
+def _expire(value: str) -> bool:
+    return value == "presence" or _DATETIME.fullmatch(value) is not None
+
+
+# XEP-0060 §16.4.2's fields, by type: a value outside it was stored as given
+# (any text: the place to keep anything moved from the name to the value).
+_SINGLE_VALUES = {
+    "pubsub#deliver": _boolean, "pubsub#digest": _boolean, "pubsub#include_body": _boolean,
+    "pubsub#digest_frequency": _frequency, "pubsub#expire": _expire,
+    "pubsub#subscription_type": _one_of(frozenset({"items", "nodes"})),
+    "pubsub#subscription_depth": _one_of(frozenset({"1", "all"})),
+}
+
+
+def check_option_values(options: Mapping[str, object]) -> None:
+    """``invalid-options`` for a §16.4.2 option whose value is not of its type.
+    An empty field (no value) passes: a form echoed back may hold one."""
+    for name, valid in _SINGLE_VALUES.items():
+        if name in options and options[name] is not None:
+            value = options[name]
+            text = value if isinstance(value, str) else _boolean_text(value)
+            if text is None or not valid(text):
+                raise errors.bad_request("invalid-options", text=f"{name}: not a valid value")
+    if "pubsub#show-values" in options and options["pubsub#show-values"] is not None:
+        shows = options["pubsub#show-values"]
+        shows = [shows] if isinstance(shows, str) else shows
+        if not isinstance(shows, (list, tuple)) or len(shows) > len(_SHOW_VALUES) \
+                or any(show not in _SHOW_VALUES for show in shows):
+            raise errors.bad_request("invalid-options", text="pubsub#show-values: not a valid value")
+
+
+def _boolean_text(value: object) -> str | None:
+    """A parsed boolean (a typed form) as its text; None for anything else (a list)."""
+    return ("true" if value else "false") if isinstance(value, bool) else None

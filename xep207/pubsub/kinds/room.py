@@ -33,6 +33,7 @@ from xep207.pubsub.kinds.base import (
     Access,
     NodeKind,
     NodeKindName,
+    check_option_values,
     single_value,
 )
 from xep207.storage.records import (
@@ -370,6 +371,7 @@ class RoomKind(NodeKind):
                 if name.startswith(INTERNAL_OPTION_PREFIX):
                     raise errors.forbidden(text="that subscription option is set by the service")
                 raise errors.bad_request("invalid-options", text=f"unknown subscription option {name}")
+        check_option_values(options)
 
     async def check_subscribe(self, access: Access, subscriber: str,
                               options: Mapping[str, object]) -> Mapping[str, object]:
