@@ -127,6 +127,33 @@ class NodeLifecycle(PubSubTestCase):
             self.assertIsNotNone(await self.storage.get_node(SERVICE, "princely_musings"))
         self.assertEqual(self.harness.messages_to(ROMEO), [])
 
+    async def test_a_redirect_is_checked_as_rfc_5122_and_3987_say(self):
+        """Legitimate XMPP URIs and IRIs pass (a scheme in any case, RFC 3986
+        §3.1; percent-encoding; non-ASCII; the authority form; queries and
+        fragments); what is no URI at all is bad-request and the node stays:
+        no JID, DEL and C1 controls, bidi formatting (RFC 3987 §4.1: a link
+        shown reversed), characters RFC 3986 leaves out of every URI (a quote
+        or angle bracket breaks out of a web client's link), broken
+        percent-encoding. A stranger and a subscriber get forbidden first."""
+        await self.create()
+        await self.subscribe(ROMEO)
+        for uri in ("xmpp:", "xmpp://", "xmpp:?;node=blog", "xmpp:a&#127;b", "xmpp:a&#128;b",
+                    "xmpp:&#8238;til.kramned@telmah", "xmpp:a&#8294;b", "xmpp:a&quot;onmouseover=&quot;alert(1)",
+                    "xmpp:a&lt;script&gt;", "xmpp:a{b}", "xmpp:a%zz", "xmpp:a%4"):
+            for who in (IAGO, ROMEO, HAMLET):
+                reply = await self.owner(who, "set", f"<delete node='princely_musings'><redirect uri='{uri}'/></delete>")
+                self.assert_error(reply, "bad-request" if who == HAMLET else "forbidden")
+            self.assertIsNotNone(await self.storage.get_node(SERVICE, "princely_musings"))
+        self.assertEqual(self.harness.messages_to(ROMEO), [])
+        for uri in ("XMPP:hamlet@denmark.lit?;node=blog", "xmpp:j%C3%BCliet@example.com",
+                    "xmpp:jüliet@例え.jp?;node=blog", "xmpp://guest@example.com/support@example.com?message",
+                    "xmpp:pubsub.shakespeare.lit?pubsub;action=subscribe;node=princely%20musings#top"):
+            if await self.storage.get_node(SERVICE, "princely_musings") is None:
+                await self.create()
+            self.assert_result(await self.owner(HAMLET, "set",
+                                                f"<delete node='princely_musings'><redirect uri='{uri}'/></delete>"))
+            self.assertIsNone(await self.storage.get_node(SERVICE, "princely_musings"))
+
     async def test_delete_errors(self):
         await self.create()
         self.assert_error(await self.owner(ROMEO, "set", "<delete node='princely_musings'/>"), "forbidden")

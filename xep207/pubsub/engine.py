@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
+import string
+import unicodedata
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from twisted.internet import defer
@@ -170,13 +173,25 @@ class AutoCreation:
             d.callback(None)
 
 
+# RFC 3986 §2: the ASCII a URI holds (unreserved, reserved, and "%");
+# RFC 3987 §4.1: no bidi formatting in an IRI (U+2066-2069 alike).
+_URI_ASCII = frozenset(string.ascii_letters + string.digits + "-._~:/?#[]@!$&'()*+,;=%")
+_BIDI_FORMATTING = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
 def check_redirect(uri: str) -> None:
     """XEP-0060 §8.4.3: a deleted node's subscribers are pointed at another
     node, an XMPP URI (RFC 5122). A client may follow it (subscribe there) or
     show it as a link, so nothing else goes out to every subscriber: not a
-    ``javascript:`` or web address, not a kilobyte of text."""
-    if not uri.startswith("xmpp:") or len(uri.encode("utf-8")) > MAX_REDIRECT_OCTETS \
-            or any(c.isspace() or ord(c) < 0x20 for c in uri):  # (RFC 3986: none in a URI)
+    ``javascript:`` or web address, not a kilobyte of text, not a quote that
+    ends a web client's link, not text shown reversed."""
+    scheme, _, rest = uri.partition(":")
+    path = rest.split("?", 1)[0].split("#", 1)[0].removeprefix("//")
+    if scheme.lower() != "xmpp" or not path.strip("/") or len(uri.encode("utf-8")) > MAX_REDIRECT_OCTETS \
+            or any((c not in _URI_ASCII) if c.isascii() else
+                   (c.isspace() or unicodedata.category(c) == "Cc" or c in _BIDI_FORMATTING) for c in uri) \
+            or _PERCENT.search(uri):
         raise errors.bad_request(text="a redirect is an xmpp: URI")
 
 
