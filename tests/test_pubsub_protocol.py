@@ -457,7 +457,8 @@ class Subscribing(PubSubTestCase):
                {"pubsub#digest": "yes"}, {"pubsub#include_body": "x" * 100}, {"pubsub#digest_frequency": "often"},
                {"pubsub#digest_frequency": "9" * 100}, {"pubsub#show-values": ["online", "x" * 100]},
                {"pubsub#show-values": ["away"] * 50}, {"pubsub#subscription_type": "everything"},
-               {"pubsub#subscription_depth": "2"}, {"pubsub#expire": "2006-03-31"}]
+               {"pubsub#subscription_depth": "deep"}, {"pubsub#subscription_depth": "0"},
+               {"pubsub#expire": "2006-03-31"}]
         for values in bad:
             options = "<options>" + form(NS + "#subscribe_options", values) + "</options>"
             self.assert_error(await self.subscribe(ROMEO, options=options), "bad-request", "invalid-options")
@@ -487,6 +488,13 @@ class Subscribing(PubSubTestCase):
                                              + echoed.toXml() + "</options>"))
         self.assert_result(await self.pubsub(ROMEO, "set", f"<options node='princely_musings' jid='{ROMEO}'>"
                                              + form(NS + "#subscribe_options", {"pubsub#digest": []}) + "</options>"))
+        # gloox asks for any depth as a number.
+        self.assert_result(await self.pubsub(ROMEO, "set", f"<options node='princely_musings' jid='{ROMEO}'>"
+                                             + form(NS + "#subscribe_options", {"pubsub#subscription_depth": "2"})
+                                             + "</options>"))
+        self.assert_result(await self.pubsub(ROMEO, "set", f"<options node='princely_musings' jid='{ROMEO}'>"
+                                             + form(NS + "#subscribe_options", {"pubsub#subscription_depth": "all"})
+                                             + "</options>"))
         self.assertEqual(dict((await self.storage.get_subscription(SERVICE, "princely_musings", ROMEO)).options),
                          {**good, "pubsub#deliver": "true"})
 

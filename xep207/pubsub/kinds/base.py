@@ -482,6 +482,10 @@ def _frequency(value: str) -> bool:  # milliseconds, as an xs:integer (a 32-bit 
     return value.isascii() and value.isdigit() and len(value) <= 10
 
 
+def _depth(value: str) -> bool:  # §16.4.2 lists 1 and all; gloox sends any depth (its "2")
+    return value == "all" or (_frequency(value) and value.strip("0") != "")
+
+
 def _expire(value: str) -> bool:
     return value == "presence" or _DATETIME.fullmatch(value) is not None
 
@@ -492,7 +496,7 @@ _SINGLE_VALUES = {
     "pubsub#deliver": _boolean, "pubsub#digest": _boolean, "pubsub#include_body": _boolean,
     "pubsub#digest_frequency": _frequency, "pubsub#expire": _expire,
     "pubsub#subscription_type": _one_of(frozenset({"items", "nodes"})),
-    "pubsub#subscription_depth": _one_of(frozenset({"1", "all"})),
+    "pubsub#subscription_depth": _depth,
 }
 
 
