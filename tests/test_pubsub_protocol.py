@@ -498,6 +498,30 @@ class Subscribing(PubSubTestCase):
         self.assertEqual(dict((await self.storage.get_subscription(SERVICE, "princely_musings", ROMEO)).options),
                          {**good, "pubsub#deliver": "true"})
 
+    async def test_an_options_form_from_before_the_rules_comes_back_whole(self):
+        """A subscription stored before options were checked keeps what it was
+        given; the options form shows it, and a client that sends the form
+        back whole with one field changed (as a form dialog does) is not
+        refused for the fields it left alone. A changed one is checked."""
+        await self.create()
+        await self.subscribe(ROMEO)
+        stored = await self.storage.get_subscription(SERVICE, "princely_musings", ROMEO)
+        await self.storage.set_subscription(stored.replace(options={"x-legacy": "kept", "pubsub#expire": "soon"}))
+        reply = self.assert_result(await self.pubsub(ROMEO, "get", f"<options node='princely_musings' jid='{ROMEO}'/>"))
+        echoed = reply.pubsub.options.x
+        echoed["type"] = "submit"
+        for field in echoed.elements():
+            if field.getAttribute("var") == "pubsub#deliver":
+                field.children = []
+                field.addElement("value", content="0")
+        self.assert_result(await self.pubsub(ROMEO, "set", f"<options node='princely_musings' jid='{ROMEO}'>"
+                                             + echoed.toXml() + "</options>"))
+        self.assertEqual(dict((await self.storage.get_subscription(SERVICE, "princely_musings", ROMEO)).options),
+                         {"x-legacy": "kept", "pubsub#expire": "soon", "pubsub#deliver": "0"})
+        self.assert_error(await self.pubsub(ROMEO, "set", f"<options node='princely_musings' jid='{ROMEO}'>"
+                                            + form(NS + "#subscribe_options", {"x-legacy": "changed"}) + "</options>"),
+                          "bad-request", "invalid-options")
+
     async def test_options_errors(self):
         await self.create()
         self.assert_error(await self.pubsub(ROMEO, "get", f"<options node='princely_musings' jid='{ROMEO}'/>"),

@@ -381,6 +381,11 @@ class NodeKind:
         """Internal options are the service's; the kind's are the subscriber's;
         any other is refused (stored, it was a place to keep anything)."""
         if not access.trusted:
+            if subscription is not None:
+                # The options form comes back whole: what it left as stored is
+                # no request (a subscription from before the checks keeps its own).
+                options = {k: v for k, v in options.items() if k.startswith(INTERNAL_OPTION_PREFIX)
+                           or k not in subscription.options or subscription.options[k] != v}
             only_options(options, self.subscription_options)
             # An empty field sets nothing (kept, it came back as the text "None").
             return {k: v for k, v in options.items() if v is not None}
