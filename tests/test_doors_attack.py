@@ -596,3 +596,30 @@ class Pins(DoorsTestCase):
         await eve.closed  # invalid-from ends eve's stream
         await self.settle(alice)
         self.assertIsNotNone(await self.server.storage.get_subscription(CHAT, ROOM, alice.jid))
+
+
+class RedirectThroughPep(DoorsTestCase):
+    """XEP-0060 §8.4.3 through the other door that names a redirect: an
+    account's own (PEP) node. The engine's check is the same for both."""
+
+    async def test_a_pep_node_deleted_with_a_redirect(self):
+        alice = await self.online("alice", "phone")
+        bob = await self.online("bob", "desk")
+        eve = await self.online("eve", "lair")
+        node = "urn:example:blog"
+        self.assert_ok(await self.create(alice, ALICE, node, {"access_model": "open"}))
+        self.assert_ok(await self.subscribe(bob, ALICE, node))
+
+        def delete(client, uri):
+            return self.pubsub(client, "set", ALICE, f"<delete node={quoteattr(node)}>"
+                                                     f"<redirect uri={quoteattr(uri)}/></delete>", owner=True)
+
+        for uri in ("javascript:alert(1)", "https://evil.example/", "xmpp:a\"onclick=\"alert(1)", "xmpp:\u202egro"):
+            self.assert_error(await delete(eve, uri), "forbidden")
+            self.assert_error(await delete(bob, uri), "forbidden")
+            self.assert_error(await delete(alice, uri), "bad-request")
+            self.assertIsNotNone(await self.server.storage.get_node(ALICE, node))
+        self.assert_ok(await delete(alice, f"xmpp:{ALICE}?;node=urn%3Aexample%3Anew"))
+        told = await bob.wait_for(lambda e: e.name == "message" and "redirect" in e.toXml())
+        self.assertIn(f"uri='xmpp:{ALICE}?;node=urn%3Aexample%3Anew'", told.toXml())
+        self.assertIsNone(await self.server.storage.get_node(ALICE, node))
