@@ -38,12 +38,7 @@ from zope.interface import implementer
 
 from xep207.storage.interface import IStorage, StorageUnavailable
 from xep207.storage.sql import SQLStorage, deliver_results, drain_batch, insert_items, migrate, schema
-from xep207.storage.sqlite_checkpoints import (
-    WAL_SIZE_LIMIT,
-    WRITER_CHECKPOINT_PAGES,
-    WRITER_CHECKPOINT_PAGES_ALONE,
-    Checkpointer,
-)
+from xep207.storage.sqlite_checkpoints import WAL_SIZE_LIMIT, WRITER_CHECKPOINT_PAGES, Checkpointer
 from xep207.storage.sqlite_items import run_jobs
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
@@ -191,9 +186,8 @@ class SQLiteStorage(SQLStorage):
             connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             try:
                 checkpoints.start()
-            except RuntimeError as exc:  # (no thread to be had: the writer checkpoints, as SQLite does)
-                log.msg(f"SQLite checkpoints for {self.path} stay in the writer: {exc}")
-                connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES_ALONE}")
+            except RuntimeError as exc:  # (no thread to be had: the writer checkpoints, as SQLite does,
+                log.msg(f"SQLite checkpoints for {self.path} stay in the writer: {exc}")  # after_batch)
             while True:
                 batch = self._next_batch()
                 if batch is None:
