@@ -155,21 +155,28 @@ class AnswersAtOnce(PresenceTestCase):
         other = SUBSCRIBED if decided == NONE else "none"
         self.assertEqual([e.toXml() for e in romeo.stanzas if is_subscription_event(other)(e)], [])
 
-    async def test_a_legacy_subscribed_that_finds_it_answered_is_no_error(self):
-        """Juliet's legacy 'subscribed' and her native client's approval at
-        once: whichever loses finds it answered. The legacy one is then no
-        error for her (§3.1.5: nothing to answer), and romeo hears 'subscribed' once."""
+    async def legacy_answer_crossing_an_approval(self, answer: str):
+        """Juliet's legacy ``answer`` to romeo's pending request, at once with her
+        native client's approval (both reads held until both are out); fires
+        once her stream has handled the legacy one: (romeo, changes, juliet)."""
         romeo, changes = await self.pending_request()
         juliet = await self.online("juliet", "balcony")
         await self.quiesce()
         legacy, native = self.answering_engines()
         ReadsMeet(self, [legacy.storage, native.storage], KEY)
-        juliet.send(f"<presence to='{ROMEO}' type='subscribed'/>")
+        juliet.send(f"<presence to='{ROMEO}' type='{answer}'/>")
         await defer.DeferredList(
             [native.answer_authorization(f"{JULIET}/tablet", JULIET, PRESENCE_NODE, ROMEO, True)],
             consumeErrors=True)
         juliet.send("<iq type='get' id='ping'><ping xmlns='urn:xmpp:ping'/></iq>")
         await juliet.wait_for(is_result("ping"))
+        return romeo, changes, juliet
+
+    async def test_a_legacy_subscribed_that_finds_it_answered_is_no_error(self):
+        """Juliet's legacy 'subscribed' and her native client's approval at
+        once: whichever loses finds it answered. The legacy one is then no
+        error for her (§3.1.5: nothing to answer), and romeo hears 'subscribed' once."""
+        romeo, changes, juliet = await self.legacy_answer_crossing_an_approval("subscribed")
         self.assertEqual(await self.told(romeo, SUBSCRIBED), 1)
         self.assertEqual([(c.previous, c.subscription.state) for c in changes], [(PENDING, SUBSCRIBED)])
         self.assertEqual([e.toXml() for e in juliet.stanzas if e.getAttribute("type") == "error"], [])
@@ -179,17 +186,7 @@ class AnswersAtOnce(PresenceTestCase):
         """Juliet's legacy 'unsubscribed' crosses her native approval: if the
         approval came first, the 'unsubscribed' cancels it (§3.2) rather than
         fail; either way romeo ends without her presence, and she gets no error."""
-        romeo, changes = await self.pending_request()
-        juliet = await self.online("juliet", "balcony")
-        await self.quiesce()
-        legacy, native = self.answering_engines()
-        ReadsMeet(self, [legacy.storage, native.storage], KEY)
-        juliet.send(f"<presence to='{ROMEO}' type='unsubscribed'/>")
-        await defer.DeferredList(
-            [native.answer_authorization(f"{JULIET}/tablet", JULIET, PRESENCE_NODE, ROMEO, True)],
-            consumeErrors=True)
-        juliet.send("<iq type='get' id='ping'><ping xmlns='urn:xmpp:ping'/></iq>")
-        await juliet.wait_for(is_result("ping"))
+        romeo, changes, juliet = await self.legacy_answer_crossing_an_approval("unsubscribed")
         self.assertEqual(await self.told(romeo, NONE), 1)
         self.assertEqual(changes[-1].subscription.state, NONE)
         self.assertEqual([e.toXml() for e in juliet.stanzas if e.getAttribute("type") == "error"], [])

@@ -41,6 +41,16 @@ def stanza_ids(message) -> list[tuple[str, str]]:
     return [(c["by"], c["id"]) for c in message.elements(NS_SID, "stanza-id")]
 
 
+async def neither_purged_nor_deleted(test, node: str, owner, others, others_error: str) -> None:
+    """Alice's own ``node`` is purged and deleted by the service alone: she
+    gets ``forbidden`` through XEP-0060, anyone else ``others_error``."""
+    for verb in ("purge", "delete"):
+        request = f"<{verb} node='{node}'/>"
+        test.assert_error(await test.pubsub(owner, "set", ALICE, request, owner=True), "forbidden")
+        for other in others:
+            test.assert_error(await test.pubsub(other, "set", ALICE, request, owner=True), others_error)
+
+
 class PairItems(DoorsTestCase):
     async def test_a_native_message_is_addressed_to_the_other_party_only(self):
         """Through the legacy door a message in alice and bob's node is to bob;
@@ -264,13 +274,8 @@ class ArchivingPreferencesHistory(DoorsTestCase):
         self.chat(bob, ALICE, "not for my archive")
         await alice.wait_for(chat_body("not for my archive"))
         self.assertEqual(await self.mam(alice, BOB), [])
-        for verb in ("purge", "delete"):
-            self.assert_error(await self.pubsub(alice, "set", ALICE, f"<{verb} node='mam-prefs'/>", owner=True),
-                              "forbidden")
-            # Anyone else: as if there were no such node.
-            for other in (bob, eve):
-                self.assert_error(await self.pubsub(other, "set", ALICE, f"<{verb} node='mam-prefs'/>", owner=True),
-                                  "item-not-found")
+        # Anyone else: as if there were no such node.
+        await neither_purged_nor_deleted(self, "mam-prefs", alice, (bob, eve), "item-not-found")
         self.assertEqual(await self.mam(alice, BOB), [])
         self.assertEqual(await self.mam(bob, ALICE), ["not for my archive"])
         # Newer preferences still apply from their time on, through either door.
@@ -420,16 +425,9 @@ class AccountNodesStay(DoorsTestCase):
         await befriend(self, alice, bob)
         self.assert_ok(await self.iq(alice, "set", None, f"<query xmlns='{NS_ROSTER}'><item jid='carol@localhost'/>"
                                                          "</query>"))
-        for verb in ("purge", "delete"):
-            for node in ("presence", "roster"):
-                self.assert_error(await self.pubsub(alice, "set", ALICE, f"<{verb} node='{node}'/>", owner=True),
-                                  "forbidden")
-            # A contact, a stranger: no owner (the roster: no such node for them).
-            for other in (bob, eve):
-                self.assert_error(await self.pubsub(other, "set", ALICE, f"<{verb} node='presence'/>", owner=True),
-                                  "forbidden")
-                self.assert_error(await self.pubsub(other, "set", ALICE, f"<{verb} node='roster'/>", owner=True),
-                                  "item-not-found")
+        # A contact, a stranger: no owner (the roster: no such node for them).
+        await neither_purged_nor_deleted(self, "presence", alice, (bob, eve), "forbidden")
+        await neither_purged_nor_deleted(self, "roster", alice, (bob, eve), "item-not-found")
         self.assertEqual((await self.server.storage.get_subscription(ALICE, "presence", BOB)).state, "subscribed")
         self.assertEqual(set(await self.roster(alice)), {BOB, "carol@localhost"})
         alice.send("<presence><status>still yours</status></presence>")

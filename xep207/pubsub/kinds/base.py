@@ -483,12 +483,12 @@ def _boolean(value: str) -> bool:
     return value in _BOOLEAN
 
 
-def _frequency(value: str) -> bool:  # milliseconds, as an xs:integer (a 32-bit one is plenty)
+def _whole_number(value: str) -> bool:  # an xs:integer of at most 10 digits (a 32-bit one is plenty)
     return value.isascii() and value.isdigit() and len(value) <= 10
 
 
 def _depth(value: str) -> bool:  # §16.4.2 lists 1 and all; gloox sends any depth (its "2")
-    return value == "all" or (_frequency(value) and value.strip("0") != "")
+    return value == "all" or (_whole_number(value) and value.strip("0") != "")
 
 
 def _expire(value: str) -> bool:
@@ -499,7 +499,7 @@ def _expire(value: str) -> bool:
 # (any text: the place to keep anything moved from the name to the value).
 _SINGLE_VALUES = {
     "pubsub#deliver": _boolean, "pubsub#digest": _boolean, "pubsub#include_body": _boolean,
-    "pubsub#digest_frequency": _frequency, "pubsub#expire": _expire,
+    "pubsub#digest_frequency": _whole_number, "pubsub#expire": _expire,  # (the frequency: milliseconds)
     "pubsub#subscription_type": _one_of(frozenset({"items", "nodes"})),
     "pubsub#subscription_depth": _depth,
 }
