@@ -97,6 +97,42 @@ class Atomicity(unittest.TestCase):
         self.assertEqual(rows, [(SCHEMA_VERSION,)])
 
 
+class WhoseErrorIsIt(unittest.TestCase):
+    """A CI run once answered a plain ``OperationalError`` ("cannot exit
+    pipeline mode while busy") instead of ``StorageUnavailable`` while
+    PostgreSQL was stopping: the server's FATAL had arrived, the socket was
+    not closed yet, and psycopg's error on leaving pipeline mode, which has
+    no SQLSTATE, replaced it. Such errors are the connection's, whatever the
+    connection says yet; a statement's own errors are not."""
+
+    async def setUp(self):
+        import psycopg
+
+        self.errors = psycopg.errors
+        self.operational = psycopg.OperationalError
+        self.storage = PostgreSQLStorage(shared_cluster().new_database())
+        await self.storage.start()
+        self.addCleanup(self.storage.stop)
+        await self.storage.put_item("svc", "n", Item("i", "<p/>", "x@y"), None)  # (a live, idle connection)
+
+    def test_shutdown_and_sqlstate_less_errors_are_the_connections(self):
+        lost = self.storage._connection_lost
+        self.assertFalse(self.storage._connection.broken)
+        shutdown = self.errors.AdminShutdown("terminating connection due to administrator command")
+        replaced = self.operational("cannot exit pipeline mode while busy")
+        replaced.__context__ = shutdown
+        self.assertTrue(lost(shutdown))
+        self.assertTrue(lost(replaced))
+        self.assertTrue(lost(self.operational("cannot exit pipeline mode while busy")))
+        self.assertTrue(lost(self.errors.ConnectionFailure("connection failure")))
+
+    def test_a_statements_errors_are_not(self):
+        lost = self.storage._connection_lost
+        self.assertFalse(lost(self.errors.DeadlockDetected("deadlock detected")))
+        self.assertFalse(lost(self.errors.QueryCanceled("canceling statement due to statement timeout")))
+        self.assertFalse(lost(self.errors.SerializationFailure("could not serialize access")))
+
+
 class ServerRestart(unittest.TestCase):
     async def test_fails_fast_while_down_and_reconnects(self):
         cluster = Cluster()

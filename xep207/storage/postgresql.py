@@ -297,7 +297,7 @@ class PostgreSQLStorage(SQLStorage):
                 if connection.info.transaction_status != TransactionStatus.IDLE:
                     connection.commit()
         except Exception as exc:
-            if isinstance(exc, self._operational) and self._connection_lost():
+            if isinstance(exc, self._operational) and self._connection_lost(exc):
                 raise
             failed = _BatchFailed(Failure(), conflict=_conflict(exc))
             self._rollback()
@@ -319,11 +319,31 @@ class PostgreSQLStorage(SQLStorage):
         self._ran = True
         return cursor
 
-    def _connection_lost(self) -> bool:
-        """Whether the last error was the connection's (the server went away,
-        or none could be made), not one statement's (a deadlock, a timeout)."""
+    def _connection_lost(self, exc: BaseException) -> bool:
+        """Whether ``exc`` was the connection's (the server went away, or none
+        could be made), not one statement's (a deadlock, a timeout).
+
+        The connection may not know yet: a server shutting down sends its
+        FATAL (57P01) before the socket closes, and psycopg, leaving pipeline
+        mode with that answer unread, replaces it with an error of its own
+        that has no SQLSTATE ("cannot exit pipeline mode while busy"). A
+        statement's error always has one; so an operational error without
+        one, or with a connection or shutdown SQLSTATE anywhere in its
+        chain, is the connection's: it is dropped and the batch answered
+        ``StorageUnavailable``, as for a closed socket."""
         connection = self._connection
-        return connection is None or connection.closed or connection.broken
+        if connection is None or connection.closed or connection.broken:
+            return True
+        if getattr(exc, "sqlstate", None) is None:
+            return True
+        link: BaseException | None = exc
+        for _ in range(8):  # (a chain is short; a cycle must not hang the thread)
+            if link is None:
+                break
+            if (getattr(link, "sqlstate", None) or "").startswith(("08", "57P")):
+                return True
+            link = link.__cause__ or link.__context__
+        return False
 
     def _connect(self) -> Connection:
         import psycopg
