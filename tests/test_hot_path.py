@@ -249,6 +249,41 @@ class ThePipeline(unittest.TestCase):
         lock.finish(entry)
         self.assertEqual(fired, [True])
 
+    def test_early_delivery_only_with_everything_ahead_delivered(self):
+        """``deliver_early``: delivery order is the order entered, whichever
+        way (at once, or after the store) each one went."""
+        lock = ConversationLock()
+        lock.try_join()
+        first, _ = lock.enter()
+        self.assertTrue(lock.deliver_early(first))
+        self.assertFalse(lock.deliver_early(first))  # (once)
+        second, _ = lock.enter()
+        self.assertTrue(lock.deliver_early(second))  # the first went already, stored or not
+        late, _ = lock.enter()  # (delivered after its store: not asked, or could not)
+        fourth, _ = lock.enter()
+        self.assertFalse(lock.deliver_early(fourth))  # it would overtake ``late``
+        lock.finish(first)
+        lock.finish(second)
+        lock.finish(late)  # (its delivery came before its end)
+        fifth, _ = lock.enter()
+        self.assertFalse(lock.deliver_early(fifth))  # ``fourth`` is still to be delivered
+        lock.finish(fourth)
+        lock.finish(fifth)
+        self.assertEqual((lock.undelivered, len(lock._order)), (0, 0))
+
+    def test_a_waiting_chat_state_is_not_overtaken_by_an_early_delivery(self):
+        lock, sent = ConversationLock(), []
+        lock.try_join()
+        stored, _ = lock.enter()
+        lock.after_tail().addCallback(lambda _: sent.append("composing"))
+        behind, _ = lock.enter()
+        self.assertFalse(lock.deliver_early(behind))
+        lock.finish(stored)
+        self.assertEqual(sent, ["composing"])
+        self.assertEqual(lock.undelivered, 1)  # only ``behind``: its turn has come
+        lock.finish(behind)
+        self.assertEqual(lock.undelivered, 0)
+
     def test_a_long_pipeline_finishing_at_once_does_not_recurse(self):
         lock = ConversationLock()
         entries = []

@@ -2,12 +2,16 @@
 component (the app server may be anywhere; here it is a real component
 stream), and the registrations a private node reachable through both doors."""
 
+import os
+import sqlite3
+
 from twisted.internet import defer, reactor
 from twisted.words.protocols.jabber import component as jabber_component
 from twisted.words.protocols.jabber import xmlstream
 
 from tests.doors_helpers import DoorsTestCase, error_of
-from tests.server_helpers import DOMAIN
+from tests.server_helpers import DOMAIN, open_item
+from xep207.hooks import AVAILABILITY_CHANGED
 
 NS_PUSH = "urn:xmpp:push:0"
 NS_DATA = "jabber:x:data"
@@ -181,3 +185,42 @@ class PushWithBodies(PushTestCase):
         bob = await self.online("bob", "desk")
         self.chat(bob, ALICE, "words for the lock screen")
         self.assertEqual(summary(await self.app.next())["last-message-body"], "words for the lock screen")
+
+
+class PushAfterEarlyDelivery(PushTestCase):
+    """A one-to-one message reaches an online recipient before its commit
+    (``test_early_delivery``); the push decision is made at the commit."""
+
+    storage = "sqlite"
+    server_args = PushTestCase.server_args + ("--push-body",)
+
+    def storage_url(self):
+        self.path = os.path.join(self.data_dir, "xep207.sqlite")
+        return f"sqlite:///{self.path}?busy_timeout=30000"
+
+    @open_item("the push decision (ITEM_PUBLISHED, after the commit) asks who is available then, "
+               "not whom the message reached before it: alice, who got it early and went away "
+               "before the commit, is pushed a message she read (found attacking early delivery)")
+    async def test_a_message_read_before_its_commit_is_not_pushed(self):
+        bob = await self.online("bob", "desk")
+        alice = await self.online("alice", "phone")
+        self.assert_ok(await self.iq(alice, "set", None, enable("alice-token")))
+        for body in ("one", "two"):  # the conversation exists, bob's verdict remembered
+            self.chat(bob, ALICE, body)
+            await alice.wait_for(lambda e, body=body: e.name == "message" and e.body is not None
+                                 and str(e.body) == body)
+        await self.ping(bob)
+        locker = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(locker.close)
+        locker.execute("BEGIN EXCLUSIVE")
+        self.chat(bob, ALICE, "read early")
+        await alice.wait_for(lambda e: e.name == "message" and e.body is not None and str(e.body) == "read early")
+        away: defer.Deferred = defer.Deferred()
+        self.server.hooks.add(AVAILABILITY_CHANGED, lambda session: away.called or session.available
+                              or away.callback(None))
+        alice.send("<presence type='unavailable'/>")
+        await away  # (her presence's retraction waits for the lock too)
+        locker.execute("ROLLBACK")
+        await self.server.quiesce()
+        self.chat(bob, ALICE, "while away")
+        self.assertEqual(summary(await self.app.next())["last-message-body"], "while away")

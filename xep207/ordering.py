@@ -151,16 +151,23 @@ class ConversationLock:
     and ``finish``): the next one may start while the one before is still
     being stored, as long as nobody else waits; each one's turn (what follows
     its store) comes once every one entered before it finished. Anyone else
-    (``acquire``) has it alone, once the pipeline drained."""
+    (``acquire``) has it alone, once the pipeline drained.
 
-    __slots__ = ("locked", "waiting", "publishing", "_order", "_advancing")
+    A publish may also be delivered before its store finished
+    (``deliver_early``), but only when everything ahead of it in the
+    pipeline reached its recipients already: delivery order is the order
+    entered, whichever way each one went."""
+
+    __slots__ = ("locked", "waiting", "publishing", "_order", "_advancing", "undelivered")
 
     def __init__(self) -> None:
         self.locked = False
         self.waiting: deque[defer.Deferred] = deque()
         self.publishing = 0
-        self._order: deque[list] = deque()  # [finished, turn Deferred or None, sentinel], oldest first
+        # [finished, turn Deferred or None, sentinel, delivered], oldest first
+        self._order: deque[list] = deque()
         self._advancing = False
+        self.undelivered = 0  # entries (sentinels too) not yet delivered nor finished
 
     def try_acquire(self) -> bool:
         if self.locked:
@@ -207,16 +214,32 @@ class ConversationLock:
     def enter(self) -> tuple[list, defer.Deferred | None]:
         """A place in the pipeline's order, and a Deferred firing when its turn
         comes (None: it is its turn already)."""
-        entry: list = [False, None, False]
+        entry: list = [False, None, False, False]
         if self._order:
             entry[1] = defer.Deferred()
         self._order.append(entry)
+        self.undelivered += 1
         return entry, entry[1]
+
+    def deliver_early(self, entry: list) -> bool:
+        """May ``entry`` (the last one entered) reach its recipients now? Yes
+        when every entry ahead of it was delivered or finished; it then
+        counts as delivered."""
+        if entry[3] or self.undelivered != 1:
+            return False
+        self._delivered(entry)
+        return True
+
+    def _delivered(self, entry: list) -> None:
+        if not entry[3]:
+            entry[3] = True
+            self.undelivered -= 1
 
     def finish(self, entry: list) -> None:
         """This publish is done: the next one's turn (a loop, not recursion:
         turns that finish at once while it runs are taken up by it)."""
         entry[0] = True
+        self._delivered(entry)  # (what follows a store delivers first)
         if self._advancing:
             return
         self._advancing = True
@@ -229,6 +252,7 @@ class ConversationLock:
                     turn = head[1]
                     if head[2]:
                         head[0] = True  # a sentinel: nothing to run
+                        self._delivered(head)  # (its message goes now)
                     if turn is not None and not turn.called:
                         turn.callback(None)
         finally:
@@ -244,6 +268,7 @@ class ConversationLock:
         when none is pending."""
         if not self._order:
             return None
-        entry: list = [False, defer.Deferred(), True]
+        entry: list = [False, defer.Deferred(), True, False]
         self._order.append(entry)
+        self.undelivered += 1  # (a message behind it must not overtake it)
         return entry[1]

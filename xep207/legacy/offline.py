@@ -174,7 +174,9 @@ class OfflineDelivery:
             self._release(session)
 
     async def _marked(self, session) -> list:
-        """The session's conversations with messages waiting (or a stored window)."""
+        """The session's conversations with messages waiting (or a stored window),
+        once those on their way are marked (``PairPublisher.settled_for``)."""
+        await (self.chat.publisher.settled_for(session.bare) or defer.succeed(None))
         subscriptions = await self.storage.get_entity_subscriptions(session.bare, self.pubsub_domain)
         return [s for s in subscriptions if (s.options.get(OFFLINE_MARK) or s.options.get(UNACKED_MARK))
                 and self.chat.is_chat_node(s.service, s.node_id)]
@@ -270,27 +272,29 @@ class OfflineDelivery:
 
     async def _mark_back(self, session, messages) -> None:
         """The mark of each conversation moves back to its earliest unreceived message."""
-        earliest: dict[str, str] = {}
+        unreceived: dict[str, list[str]] = {}  # node id → item ids, oldest first
         for message in messages:
             item_id = stanza_id_of(message, session.bare)
             sender = bare(message.getAttribute("from", ""))
             if item_id is None or not sender or sender == session.bare:
                 continue
-            earliest.setdefault(pair_node_id(session.bare, sender), item_id)
-        for node_id, item_id in earliest.items():
+            unreceived.setdefault(pair_node_id(session.bare, sender), []).append(item_id)
+        for node_id, item_ids in unreceived.items():
             try:
-                await self.window.locked(node_id, self._mark_at_most, session.bare, node_id, item_id)
+                await self.window.locked(node_id, self._mark_at_most, session.bare, node_id, item_ids)
             except Exception as exc:  # storage trouble: logged, the other conversations still tried
                 log.msg(f"could not keep unacknowledged messages of {session.bare} in {node_id}: {exc}")
 
-    async def _mark_at_most(self, party: str, node_id: str, item_id: str) -> None:
+    async def _mark_at_most(self, party: str, node_id: str, item_ids: list[str]) -> None:
+        """The earliest of ``item_ids`` stored, by ``seq`` (one delivered early may never be,
+        and a native publish may arrive ahead of one stored before it)."""
         current = await self.storage.get_subscription(self.pubsub_domain, node_id, party)
         if current is None:
             return
         mark = current.options.get(OFFLINE_MARK)
-        if mark and mark != item_id:
-            items = {i.item_id: i.seq for i in await self.storage.get_items(self.pubsub_domain, node_id,
-                                                                              [mark, item_id])}
-            if mark in items and items[mark] <= items.get(item_id, 0):
-                return  # already earlier
+        asked = [*item_ids, mark] if mark else item_ids
+        seqs = {i.item_id: i.seq for i in await self.storage.get_items(self.pubsub_domain, node_id, asked)}
+        item_id = min((i for i in item_ids if i in seqs), key=seqs.__getitem__, default=None)
+        if item_id is None or item_id == mark or (mark in seqs and seqs[mark] <= seqs[item_id]):
+            return  # none was stored (nothing to wait for), or the mark is there already, or earlier
         await self.engine.set_offline_mark(Trusted(self.pubsub_domain), current, item_id)  # (lock held)

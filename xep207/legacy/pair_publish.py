@@ -15,7 +15,18 @@ What keeps the rules:
   message as handled only once stored (``Session.durable``): an ``<a h/>``
   still means "stored";
 - a message that is only routed (a chat state) never overtakes the stored
-  messages of its conversation still on their way.
+  messages of its conversation still on their way;
+- a message reaches its online recipients as soon as it is in storage's
+  queue (``ConversationLock.deliver_early``), when everything ahead of it in
+  its conversation reached them already (and the engine knows of no publish
+  to the node through another door still waiting to notify, and the writer
+  thread keeps up): as Prosody and
+  ejabberd route a message without waiting for their archive, so the latency
+  is not the commit's. What a delivery means for the store is unchanged: the
+  offline mark of a recipient it missed, the ``ITEM_PUBLISHED`` hook (push)
+  and the sender's XEP-0198 ack wait for the commit, and a store that fails
+  still bounces the message to its sender, who is told it was not kept (an
+  online recipient may have it: at least once, as XEP-0198 is).
 
 Without ordered writes (a connection pool) each message waits for the one
 before, as it always did.
@@ -23,10 +34,13 @@ before, as it always did.
 
 from __future__ import annotations
 
+from functools import partial
+
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from xep207.ordering import ConversationLock
+from xep207.pubsub.kinds import pair_parties
 from xep207.storage.records import VIA_LEGACY
 
 __all__ = ["PairPublisher"]
@@ -53,6 +67,16 @@ class PairPublisher:
         lock = self.chat._locks.get(node_id)
         return lock.after_tail() if lock is not None else None
 
+    def settled_for(self, party: str) -> defer.Deferred | None:
+        """Fires once every message of ``party``'s conversations on its way is
+        done; None when there are none. One delivered before its commit while
+        ``party`` was away gets its offline mark only after the commit: an
+        offline backlog must not read the marks before that."""
+        waits = [lock.after_tail() for node_id, lock in list(self.chat._locks.items())
+                 if party in (pair_parties(node_id) or ())]
+        waits = [d for d in waits if d is not None]
+        return defer.gatherResults(waits) if waits else None
+
     def _start(self, stanza, session, node_id: str, payload: str,
                lock: ConversationLock) -> defer.Deferred | bool:
         entry, after = lock.enter()
@@ -60,7 +84,8 @@ class PairPublisher:
         # The pair kind creates the node on a party's first message,
         # whichever door it came through.
         full = self.engine.publish(session.full, self.chat.pubsub_domain, node_id, [(None, payload)],
-                                   vetted=True, via=VIA_LEGACY, queued=handoff.queued, after=after)
+                                   vetted=True, via=VIA_LEGACY, queued=handoff.queued, after=after,
+                                   early=partial(lock.deliver_early, entry) if self.pipelined else None)
         full.addBoth(self._done, node_id, lock, entry, session, handoff, stanza)
         if full.called and not isinstance(full.result, defer.Deferred):
             # Done within this call (``memory:``, nothing before it): no Deferred to wait on.

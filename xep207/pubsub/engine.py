@@ -16,6 +16,7 @@ import unicodedata
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from xep207.pubsub import config as node_config
 from xep207.pubsub import errors
@@ -80,6 +81,11 @@ def _item_id(kind: NodeKind) -> str:
     """A new item's id: it tells the time it was stored only where the kind's
     readers are told that time anyway."""
     return new_item_id() if kind.ids_tell_time else new_id()
+
+
+def _failed(d: defer.Deferred) -> bool:
+    """Refused at once (storage stopped): nothing to deliver early."""
+    return d.called and isinstance(d.result, Failure)
 
 
 def returns_deferred(method):
@@ -251,6 +257,8 @@ class PubSubEngine:
         # Whether storage runs operations in the order they were issued (one
         # writer: SQLite's thread, memory:); a pool of connections does not.
         self._ordered_writes = bool(getattr(storage, "ordered_writes", False))
+        # (a writer thread falling behind: no early delivery meanwhile; ``SQLStorage.keeping_up``)
+        self._keeping_up: Callable[[], bool] | None = getattr(storage, "keeping_up", None)
         self._mark_orders: dict[tuple[str, str, str, str], InOrder] = {}  # offline marks being changed
         # What kinds derive from a node's cached metadata (a room's occupants),
         # keyed by node, valid while the cache hands out the same objects.
@@ -258,6 +266,9 @@ class PubSubEngine:
         # Who passed a cacheable kind's publish checks, per node, valid while the
         # cache hands out the same node, affiliations and subscriptions objects.
         self._verdicts: dict[tuple[str, str], _Verdicts] = {}
+        # Publishes per node whose notifications wait for their commit: none
+        # may be overtaken by one delivered early (``publish(early=…)``).
+        self._undelivered: dict[tuple[str, str], int] = {}
         self.blocks = BlockIndex(self.hooks, self.is_pep)  # XEP-0191, from the blocklist nodes
         # xep207.cluster: after a write, a Deferred to wait for before the
         # writer is answered (other processes' in-memory copies of the node
@@ -392,7 +403,8 @@ class PubSubEngine:
 
     def _publish_known(self, requestor: str, service: str, node_id: str, entry: tuple[str | None, str],
                        queued: Callable[[], object] | None,
-                       after: defer.Deferred | None) -> defer.Deferred | None:
+                       after: defer.Deferred | None,
+                       early: Callable[[], bool] | None = None) -> defer.Deferred | None:
         """The common publish (a chat message) as plain calls, when its verdict
         is remembered for the node state the cache holds now; else None (the
         full path judges it, and remembers). The kind's ``publish_rechecks``
@@ -413,11 +425,43 @@ class PubSubEngine:
                 or len(payload) * 4 > self.max_payload_size:
             return None  # (an overwrite, a large payload, a cluster: the full path)
         verdicts.kind.publish_rechecks(self, requestor, node)
-        stored = self.storage.put_item(service, node_id, Item(_item_id(verdicts.kind), payload, requestor),
-                                       config.max_items)
+        item = Item(_item_id(verdicts.kind), payload, requestor)
+        stored = self.storage.put_item(service, node_id, item, config.max_items)
         if queued is not None and self._ordered_writes:
             queued()  # whatever is issued next runs after it
-        return stored.addCallback(self._stored_known, verdicts, access, after)
+            if early is not None and config.deliver_notifications and not _failed(stored) \
+                    and (service, node_id) not in self._undelivered \
+                    and (self._keeping_up is None or self._keeping_up()):
+                recipients = self._recipients_known(verdicts, access)
+                if recipients is not None and early():
+                    undelivered = self.sink.deliver(self._item_event(verdicts.kind, access, item), recipients)
+                    return stored.addCallback(self._stored_delivered, verdicts.kind, access, after, undelivered)
+        key = self._delivery_pending(service, node_id)
+        return stored.addCallback(self._stored_known, verdicts, access, after).addBoth(self._delivery_done, key)
+
+    def _delivery_pending(self, service: str, node_id: str) -> tuple[str, str]:
+        key = (service, node_id)
+        self._undelivered[key] = self._undelivered.get(key, 0) + 1
+        return key
+
+    def _delivery_done(self, result, key: tuple[str, str]):
+        left = self._undelivered[key] - 1
+        if left:
+            self._undelivered[key] = left
+        else:
+            del self._undelivered[key]
+        return result
+
+    def _stored_delivered(self, item: Item, kind: NodeKind, access: Access, after: defer.Deferred | None,
+                          undelivered):
+        """What follows the store of an item delivered before it: the hook
+        (which means "stored") and the kind's ``undelivered``, in turn."""
+        if after is not None and not after.called:
+            return after.addCallback(lambda _: self._stored_delivered(item, kind, access, None, undelivered))
+        self.hooks.notify(ITEM_PUBLISHED, access.node, item, access.requestor, kind=kind.name)
+        if undelivered:
+            return defer.ensureDeferred(self._after_delivery(kind, access, item, undelivered))
+        return [item.item_id]
 
     def _stored_known(self, item: Item, verdicts: _Verdicts, access: Access, after: defer.Deferred | None):
         if after is not None and not after.called:
@@ -430,17 +474,24 @@ class PubSubEngine:
         self.hooks.notify(ITEM_PUBLISHED, node, item, access.requestor, kind=kind.name)
         config = node.config
         if config.deliver_notifications:
-            recipients: Sequence[Recipient] | None = verdicts.recipients
+            recipients = self._recipients_known(verdicts, access)
             if recipients is None:
-                recipients = self._recipients_now(node, access.affiliations, verdicts.state[2])
-                if recipients is None:
-                    return defer.ensureDeferred(self._notify(kind, access, item))
-                if not self.is_pep(node.service):
-                    verdicts.recipients = tuple(recipients)
+                return defer.ensureDeferred(self._notify(kind, access, item))
             undelivered = self.sink.deliver(self._item_event(kind, access, item), recipients)
             if undelivered:
                 return defer.ensureDeferred(self._after_delivery(kind, access, item, undelivered))
         return [item.item_id]
+
+    def _recipients_known(self, verdicts: _Verdicts, access: Access) -> Sequence[Recipient] | None:
+        """The recipients, as a plain call, from the cached node state the
+        verdict was made on; None when deciding them needs a read."""
+        recipients: Sequence[Recipient] | None = verdicts.recipients
+        if recipients is None:
+            node = access.node
+            recipients = self._recipients_now(node, access.affiliations, verdicts.state[2])
+            if recipients is not None and not self.is_pep(node.service):
+                verdicts.recipients = tuple(recipients)
+        return recipients
 
     async def _notify(self, kind: NodeKind, access: Access, item: Item) -> list[str]:
         """What follows a stored item (its hook fired): notifications, the
@@ -779,7 +830,7 @@ class PubSubEngine:
         items: Sequence[tuple[str | None, str]],
         options: Mapping[str, object] | None = None, *, vetted: bool = False,
         via: Via = VIA_PUBSUB, queued: Callable[[], object] | None = None,
-        after: defer.Deferred | None = None,
+        after: defer.Deferred | None = None, early: Callable[[], bool] | None = None,
     ) -> defer.Deferred:
         """Publish ``items`` as (item id or None, serialized payload) pairs.
 
@@ -794,7 +845,12 @@ class PubSubEngine:
         not called: the caller goes on when the publish is done. ``after``
         (never failing): what runs once the item is stored (notifications, the
         kind's ``undelivered``) waits for it — the previous publish of a
-        pipeline of them, whose consequences this one must see.
+        pipeline of them, whose consequences this one must see. ``early``
+        (a one-to-one message): asked once the item is in storage's queue,
+        on the plain-call path below, whether its notifications may leave
+        now instead of after the commit (True: they did; the hook and the
+        kind's ``undelivered`` still wait for the commit and for ``after``).
+        A store that fails after that still fails the publish.
 
         A publish the engine judged before, against the very node, affiliations
         and subscriptions the cache still holds, takes a plain-call path
@@ -802,7 +858,7 @@ class PubSubEngine:
         """
         if vetted and not options and len(items) == 1 and self._peek is not None:
             try:
-                known = self._publish_known(requestor, service, node_id, items[0], queued, after)
+                known = self._publish_known(requestor, service, node_id, items[0], queued, after, early)
             except Exception:
                 return defer.fail()  # (a refusal, or storage refusing at once: as the full path fails)
             if known is not None:
@@ -858,19 +914,23 @@ class PubSubEngine:
             if existing:
                 await kind.check_overwrite(access, existing[0])
         item = Item(item_id or _item_id(kind), payload, requestor)
-        if config.persist_items:
-            stored = self.storage.put_item(service, node_id, item, config.max_items)
-            if queued is not None and self._ordered_writes:
-                queued()  # whatever is issued next runs after it
-            item = await stored
-        elif queued is not None and self._ordered_writes:
-            queued()
-        if after is not None and not after.called:
-            await after
-        self.hooks.notify(ITEM_PUBLISHED, node, item, requestor, kind=kind.name)
-        if self.answer_barrier is not None:
-            await self._barrier(node)
-        return await self._notify(kind, access, item)
+        key = self._delivery_pending(service, node_id)
+        try:
+            if config.persist_items:
+                stored = self.storage.put_item(service, node_id, item, config.max_items)
+                if queued is not None and self._ordered_writes:
+                    queued()  # whatever is issued next runs after it
+                item = await stored
+            elif queued is not None and self._ordered_writes:
+                queued()
+            if after is not None and not after.called:
+                await after
+            self.hooks.notify(ITEM_PUBLISHED, node, item, requestor, kind=kind.name)
+            if self.answer_barrier is not None:
+                await self._barrier(node)
+            return await self._notify(kind, access, item)
+        finally:
+            self._delivery_done(None, key)
 
     def _check_preconditions(self, config: NodeConfig, options: Mapping[str, object]) -> None:
         """XEP-0060 §7.1.5: every publish-option must match the node's configuration."""

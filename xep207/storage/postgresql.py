@@ -39,7 +39,7 @@ from zope.interface import implementer
 
 from xep207.storage.interface import IStorage, StorageUnavailable
 from xep207.storage.records import Item
-from xep207.storage.sql import _ITEM_COLUMNS, SQLStorage, _item, deliver_results, drain_batch, migrate, schema
+from xep207.storage.sql import _ITEM_COLUMNS, SQLStorage, _item, migrate, schema
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -131,6 +131,8 @@ class PostgreSQLStorage(SQLStorage):
     def start(self):
         from twisted.internet import reactor
 
+        if self._thread is None and (waiting := self._after_stop(self.start)) is not None:
+            return waiting
         self._reactor = IReactorFromThreads(reactor)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()  # None: stop
         self._stopped: defer.Deferred[None] = defer.Deferred()
@@ -158,6 +160,7 @@ class PostgreSQLStorage(SQLStorage):
             return defer.fail(StorageUnavailable(f"storage {self.url} is not open"))
         d: defer.Deferred[Any] = defer.Deferred()
         self._jobs.put((function, args, d))
+        self._issued += 1
         return d
 
     def _execute(self, cursor, statement: str, args=()):
@@ -226,9 +229,6 @@ class PostgreSQLStorage(SQLStorage):
         finally:
             self._disconnect()
             self._reactor.callFromThread(self._stopped.callback, None)
-
-    def _next_batch(self) -> list[_Job] | None:
-        return drain_batch(self._jobs, self.MAX_BATCH)
 
     def _answer(self, batch: list[_Job]) -> list[tuple[defer.Deferred, Any]]:
         """Every operation's outcome, whatever happens: a batch that fails as a
@@ -396,4 +396,3 @@ class PostgreSQLStorage(SQLStorage):
         unavailable.__cause__ = exc
         return unavailable
 
-    _deliver = staticmethod(deliver_results)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import queue
 
+from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from xep207.storage.interface import AccountExists, NodeExists
@@ -64,9 +65,51 @@ class SQLStorage:
     integrity_errors: tuple = ()
     lock_row = ""  # what locks a row read for a change in the same transaction ("FOR UPDATE")
 
+    MAX_BATCH = 256  # operations a writer thread takes for one transaction (at least)
+    _jobs: queue.SimpleQueue
+    # Operations issued and answered, both counted on the reactor thread.
+    _issued = 0
+    _answered = 0
+
+    _stopped: defer.Deferred | None = None  # fires once the writer thread ended
+
+    def _after_stop(self, start):
+        """None, or (a stop still under way) ``start()`` once the old writer
+        thread ended: it reads the queue and the stop Deferred off ``self``,
+        which a start meanwhile would replace (its operations never answered,
+        and counted as waiting for good; its stop never fired)."""
+        stopping = self._stopped
+        if stopping is None or stopping.called:
+            return None
+        ended: defer.Deferred = defer.Deferred()
+
+        def passed_on(result):
+            ended.callback(None)
+            return result
+
+        stopping.addBoth(passed_on)
+        return ended.addCallback(lambda _: start())
+
     def _transact(self, function, *args):
         """Run ``function(cursor, *args)`` in one transaction; a Deferred."""
         raise NotImplementedError
+
+    def _next_batch(self) -> list | None:
+        """The writer thread's next batch (``drain_batch``)."""
+        return drain_batch(self._jobs, self.MAX_BATCH)
+
+    def _deliver(self, results) -> None:
+        """In the reactor thread: each operation's outcome (``deliver_results``)."""
+        self._answered += len(results)
+        deliver_results(results)
+
+    def keeping_up(self) -> bool:
+        """Whether fewer than two batches' worth of operations wait for their
+        answers. While more do, one-to-one messages wait for their commit
+        again (``engine.publish(early=…)``): a sender that waits for its
+        messages to arrive is then held back by the store, instead of
+        filling the writer's queue faster than it empties."""
+        return self._issued - self._answered < 2 * self.MAX_BATCH
 
     def _sql(self, statement: str) -> str:
         return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)

@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from xep207.storage.interface import IStorage, StorageUnavailable
-from xep207.storage.sql import SQLStorage, deliver_results, drain_batch, insert_items, migrate, schema
+from xep207.storage.sql import SQLStorage, insert_items, migrate, schema
 from xep207.storage.sqlite_checkpoints import WAL_SIZE_LIMIT, WRITER_CHECKPOINT_PAGES, Checkpointer
 from xep207.storage.sqlite_items import run_jobs
 
@@ -122,6 +122,8 @@ class SQLiteStorage(SQLStorage):
     def start(self):
         from twisted.internet import reactor
 
+        if self._pool is None and (waiting := self._after_stop(self.start)) is not None:
+            return waiting
         self._reactor = IReactorFromThreads(reactor)
         self._clock = reactor
         # Operations issued in one reactor turn go to the thread together, as one
@@ -160,6 +162,7 @@ class SQLiteStorage(SQLStorage):
             self._turn = []
             self._clock.callLater(0, self._hand_over)
         self._turn.append((function, args, d))
+        self._issued += 1
         return d
 
     def _hand_over(self) -> None:
@@ -234,9 +237,6 @@ class SQLiteStorage(SQLStorage):
         except sqlite3.Error:
             pass
 
-    def _next_batch(self):
-        return drain_batch(self._jobs, self.MAX_BATCH)
-
     def _run_batch(self, connection, batch, translate):
         # Optimistically, the whole batch in one transaction, no savepoints:
         # an operation is then one statement or two, not three or four (each
@@ -299,7 +299,7 @@ class SQLiteStorage(SQLStorage):
                 waiting.extend(jobs)
         waiting.extend(self._turn or ())
         self._turn = None
+        self._answered += len(waiting)
         for job in waiting:
             job[2].errback(failure)
 
-    _deliver = staticmethod(deliver_results)
