@@ -61,6 +61,20 @@ class EarlyDelivery(AliceAndBobOnline):
         return locker.execute("SELECT COUNT(*) FROM items WHERE payload LIKE ?",
                               (f"%<body>{body}</body>%",)).fetchone()[0]
 
+    async def bob_drops_and_comes_back(self):
+        """bob's connection dies unannounced; his next session is available
+        and alice's next message, "after", has reached it."""
+        gone = server_side_gone(self.server, f"{BOB}/raw")
+        self.bob.transport.abortConnection()
+        await gone
+        await self.server.quiesce()
+        again = await self.connect()
+        await again.login("bob")
+        again.send("<presence/>")
+        self.alice.send(f"<message to='{BOB}' type='chat'><body>after</body></message>")
+        await again.wait_for(chat_body("after"))
+        return again
+
     async def stored_bodies(self) -> list[str]:
         page = await self.server.storage.page_items(PUBSUB, NODE)  # (queued behind the writes)
         return [i.payload.split("<body>")[1].split("</body>")[0] for i in page.items if "<body>" in i.payload]
@@ -189,15 +203,7 @@ class EarlyDelivery(AliceAndBobOnline):
         self.assertEqual(bodies(self.bob), ["one", "two", "n", "l1"])  # (the open item: overtaken)
         stored = await self.stored_bodies()
         self.assertLess(stored.index("l1"), stored.index("n"))
-        gone = server_side_gone(self.server, f"{BOB}/raw")
-        self.bob.transport.abortConnection()
-        await gone
-        await self.server.quiesce()
-        again = await self.connect()
-        await again.login("bob")
-        again.send("<presence/>")
-        self.alice.send(f"<message to='{BOB}' type='chat'><body>after</body></message>")
-        await again.wait_for(chat_body("after"))
+        again = await self.bob_drops_and_comes_back()
         self.assertEqual(bodies(again), ["l1", "n", "after"])
 
     async def test_a_recipient_away_gets_it_from_the_store(self):
@@ -327,13 +333,5 @@ class EarlyDeliveryThenStoreFails(EarlyDelivery):
         await self.bob.wait_for(chat_body("doomed"))  # never acknowledged
         await self.alice.wait_for(is_message("doomed"), timeout=20)  # bounced: not stored
         locker.execute("ROLLBACK")
-        gone = server_side_gone(self.server, f"{BOB}/raw")
-        self.bob.transport.abortConnection()
-        await gone
-        await self.server.quiesce()
-        again = await self.connect()
-        await again.login("bob")
-        again.send("<presence/>")
-        self.alice.send(f"<message to='{BOB}' type='chat'><body>after</body></message>")
-        await again.wait_for(chat_body("after"))
+        again = await self.bob_drops_and_comes_back()
         self.assertEqual(bodies(again), ["after"])
