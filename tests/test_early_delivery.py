@@ -91,7 +91,7 @@ class EarlyDelivery(AliceAndBobOnline):
         page = await self.server.storage.page_items(PUBSUB, NODE)
         self.assertEqual(page.items[-1].item_id, stanza_id)
         self.assertEqual([e for e in self.alice.stanzas if e.getAttribute("type") == "error"], [])
-        self.assertEqual(self.server.engine._undelivered, {})  # (nothing left to wait for: no leak)
+        self.assertEqual(self.server.engine._notifying_late, {})  # (nothing left to wait for: no leak)
 
     async def test_a_message_never_overtakes_a_chat_state_waiting_for_the_one_before(self):
         """A chat state waits for the stored messages ahead of it (their
@@ -309,7 +309,7 @@ class EarlyDeliveryThenStoreFails(EarlyDelivery):
         self.alice.send(f"<message to='{BOB}' type='chat'><body>after</body></message>")
         await self.bob.wait_for(chat_body("after"))
         self.assertEqual(await self.stored_bodies(), ["one", "two", "after"])
-        self.assertEqual(self.server.engine._undelivered, {})
+        self.assertEqual(self.server.engine._notifying_late, {})
 
     # (with commits failing, the other scenarios are the outage tests' business)
     test_an_online_recipient_gets_the_message_before_its_commit = None

@@ -268,7 +268,7 @@ class PubSubEngine:
         self._verdicts: dict[tuple[str, str], _Verdicts] = {}
         # Publishes per node whose notifications wait for their commit: none
         # may be overtaken by one delivered early (``publish(early=…)``).
-        self._undelivered: dict[tuple[str, str], int] = {}
+        self._notifying_late: dict[tuple[str, str], int] = {}
         self.blocks = BlockIndex(self.hooks, self.is_pep)  # XEP-0191, from the blocklist nodes
         # xep207.cluster: after a write, a Deferred to wait for before the
         # writer is answered (other processes' in-memory copies of the node
@@ -430,7 +430,7 @@ class PubSubEngine:
         if queued is not None and self._ordered_writes:
             queued()  # whatever is issued next runs after it
             if early is not None and config.deliver_notifications and not _failed(stored) \
-                    and (service, node_id) not in self._undelivered \
+                    and (service, node_id) not in self._notifying_late \
                     and (self._keeping_up is None or self._keeping_up()):
                 recipients = self._recipients_known(verdicts, access)
                 if recipients is not None and early():
@@ -441,15 +441,15 @@ class PubSubEngine:
 
     def _delivery_pending(self, service: str, node_id: str) -> tuple[str, str]:
         key = (service, node_id)
-        self._undelivered[key] = self._undelivered.get(key, 0) + 1
+        self._notifying_late[key] = self._notifying_late.get(key, 0) + 1
         return key
 
     def _delivery_done(self, result, key: tuple[str, str]):
-        left = self._undelivered[key] - 1
+        left = self._notifying_late[key] - 1
         if left:
-            self._undelivered[key] = left
+            self._notifying_late[key] = left
         else:
-            del self._undelivered[key]
+            del self._notifying_late[key]
         return result
 
     def _stored_delivered(self, item: Item, kind: NodeKind, access: Access, after: defer.Deferred | None,
