@@ -20,9 +20,8 @@ What keeps the rules:
   queue (``ConversationLock.deliver_early``), when everything ahead of it in
   its conversation reached them already (and the engine knows of no publish
   to the node through another door still waiting to notify, and the writer
-  thread keeps up): as Prosody and
-  ejabberd route a message without waiting for their archive, so the latency
-  is not the commit's. What a delivery means for the store is unchanged: the
+  thread keeps up): as Prosody and ejabberd route a message without waiting
+  for their archive, so the latency is not the commit's. What a delivery means for the store is unchanged: the
   offline mark of a recipient it missed, the ``ITEM_PUBLISHED`` hook (push)
   and the sender's XEP-0198 ack wait for the commit, and a store that fails
   still bounces the message to its sender, who is told it was not kept (an

@@ -28,12 +28,11 @@ from twisted.words.xish import domish
 from xep207.jids import InvalidFormat, jid_from_parts
 from xep207.pubsub import errors
 from xep207.pubsub.kinds.base import (
-    INTERNAL_OPTION_PREFIX,
     KIND_FIELD,
     Access,
     NodeKind,
     NodeKindName,
-    check_option_values,
+    only_options,
     single_value,
 )
 from xep207.storage.records import (
@@ -365,20 +364,12 @@ class RoomKind(NodeKind):
 
     # Joining (subscribing) ----------------------------------------------------------
 
-    def _check_option_names(self, access: Access, options: Mapping[str, object]) -> None:
-        for name in options:
-            if name not in ROOM_OPTIONS:
-                if name.startswith(INTERNAL_OPTION_PREFIX):
-                    raise errors.forbidden(text="that subscription option is set by the service")
-                raise errors.bad_request("invalid-options", text=f"unknown subscription option {name}")
-        check_option_values(options)
-
     async def check_subscribe(self, access: Access, subscriber: str,
                               options: Mapping[str, object]) -> Mapping[str, object]:
         """XEP-0045 §7.2 admission, for the legacy join and the native subscribe alike."""
         if bare(subscriber) != bare(access.requestor):
             raise errors.bad_request("invalid-jid")  # nobody joins anybody else
-        self._check_option_names(access, options)
+        only_options(options, ROOM_OPTIONS)
         if ROLE in options:
             raise errors.forbidden(text="a role is given by a moderator")
         directory = access.engine.interest
@@ -408,7 +399,7 @@ class RoomKind(NodeKind):
     async def check_options(self, access: Access, subscription: Subscription,
                             options: Mapping[str, object]) -> Mapping[str, object]:
         """A nick change is the occupant's own; a role is a moderator's."""
-        self._check_option_names(access, options)
+        only_options(options, ROOM_OPTIONS)
         own = bare(subscription.subscriber) == bare(access.requestor)
         cleaned: dict[str, object] = {}
         room = Room(access.node)
