@@ -20,7 +20,7 @@ from xep207 import logs
 
 __all__ = ["Hooks", "STANZA", "SESSION_BOUND", "SESSION_UNBOUND", "INITIAL_PRESENCE",
            "SUBSCRIPTION_CHANGED", "ITEM_PUBLISHED", "ITEMS_RETRACTED", "NODE_EMPTIED", "UNACKED",
-           "AVAILABILITY_CHANGED"]
+           "AVAILABILITY_CHANGED", "KEPT_OFFLINE"]
 
 # The events the server fires (third-party plugins may add their own names).
 STANZA = "stanza"  # (stanza) from a session, before routing; a truthy answer consumes it
@@ -31,6 +31,9 @@ SUBSCRIPTION_CHANGED = "subscription-changed"  # (SubscriptionChange)
 ITEM_PUBLISHED = "item-published"  # (node, item, requestor), after storing, before delivery (``notify``: by kind)
 ITEMS_RETRACTED = "items-retracted"  # (node, deleted item ids, requestor), after deleting
 NODE_EMPTIED = "node-emptied"  # (node, requestor): every item gone (purged, or the node deleted)
+# (node, item, account): a one-to-one message none of the account's sessions got,
+# kept for its next one (told once its offline mark is written; ``notify``: "pair")
+KEPT_OFFLINE = "kept-offline"
 UNACKED = "stanzas-unacknowledged"  # (session, [stanza Elements]): a XEP-0198 session ended without their ack
 # (session) whose availability or priority just changed, awaited before anyone is told
 # (a cluster registers it first, so whoever sees the presence can route to the session)

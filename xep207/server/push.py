@@ -32,9 +32,9 @@ from wokkel.subprotocols import XMPPHandler
 from zope.interface import implementer
 
 from xep207 import logs
-from xep207.hooks import ITEM_PUBLISHED, SESSION_BOUND, STANZA
+from xep207.hooks import KEPT_OFFLINE, SESSION_BOUND, STANZA
 from xep207.pubsub import errors
-from xep207.pubsub.kinds import Trusted, pair_parties
+from xep207.pubsub.kinds import Trusted
 from xep207.pubsub.kinds.push import NS_DATA, NS_PUSH, PUSH_NODE, PushKind, enable_payload, parse_enable
 from xep207.storage.records import bare
 from xep207.xmlutil import parse_stanza, release
@@ -51,8 +51,6 @@ class _Sent:
     service: str
 
 
-_NONE: dict = {}
-
 
 @implementer(disco.IDisco)
 class PushService(XMPPHandler):
@@ -65,7 +63,9 @@ class PushService(XMPPHandler):
         self.waiting: OrderedDict[str, _Sent] = OrderedDict()
         self.missed: Counter = Counter()  # messages since the account was last online
         self.engine.add_kind(PushKind())
-        server.hooks.add(ITEM_PUBLISHED, self.on_published, kinds=("pair",))
+        # Whom the delivery missed, as it decided (not who is available by the commit:
+        # a message delivered before its commit to a party gone since was read).
+        server.hooks.add(KEPT_OFFLINE, self.on_kept_offline, kinds=("pair",))
         server.hooks.add(SESSION_BOUND, lambda session: self.missed.pop(session.bare, None))
         server.hooks.add(STANZA, self.on_answer, priority=900, stanzas=("iq",))
 
@@ -146,27 +146,10 @@ class PushService(XMPPHandler):
 
     # Notifications ---------------------------------------------------------------------
 
-    def on_published(self, node, item, requestor) -> None:
-        parties = pair_parties(node.node_id)
-        if parties is None:
-            return
-        sender = (item.publisher or requestor).split("/", 1)[0]
-        sessions = self.router.sessions
-        for account in parties:
-            if account == sender:
-                continue
-            for session in sessions.get(account, _NONE).values():
-                if session.available:
-                    break  # (the common case, answered without building lists)
-            else:
-                self._maybe_notify(node, account, item)
-
-    def _maybe_notify(self, node, account: str, item) -> None:
-        if self.engine.kind_of(node.service, node.node_id).name == "pair":
-            if not self.router.available_resources(account):
-                d = defer.ensureDeferred(self.notify(account, item))
-                d.addErrback(logs.failure, f"push notification for {account} failed")
-                self.router.in_flight.track(d)
+    def on_kept_offline(self, node, item, account: str) -> None:
+        d = defer.ensureDeferred(self.notify(account, item))
+        d.addErrback(logs.failure, f"push notification for {account} failed")
+        self.router.in_flight.track(d)
 
     async def notify(self, account: str, item) -> None:
         try:

@@ -14,6 +14,7 @@ from typing import ClassVar, Mapping, Sequence
 
 from twisted.words.xish import domish
 
+from xep207.hooks import KEPT_OFFLINE
 from xep207.jids import InvalidFormat, full_jid
 from xep207.pubsub import errors
 from xep207.pubsub.kinds.base import KIND_FIELD, Access, NodeKind, NodeKindName, Trusted, only_options
@@ -222,16 +223,22 @@ class PairKind(NodeKind):
         ``late``: reported after its publish returned (a cluster's other
         process was gone), maybe after later misses: the mark then moves back
         to the earlier one (at least once: an offline delivery under way may
-        have carried it already)."""
+        have carried it already). Then ``KEPT_OFFLINE`` (XEP-0357 push): the
+        delivery's own verdict, not whether the party is available by now (a
+        message delivered before its commit to a party gone since was read)."""
         subscription = recipient.subscription
         if subscription is None or bare(subscription.subscriber) == bare(item.publisher):
             return
         if not late:
             # In order, inside the publish: an earlier miss is remembered (kept atomically).
             await engine.set_offline_mark(Trusted(node.service), subscription, item.item_id, only_if_unset=True)
-            return
-        current = await engine.storage.get_subscription(node.service, node.node_id,
-                                                        subscription.subscriber)
+        else:
+            await self._mark_back(engine, node, item, subscription)
+        engine.hooks.notify(KEPT_OFFLINE, node, item, bare(subscription.subscriber), kind=self.name)
+
+    @staticmethod
+    async def _mark_back(engine, node: Node, item: Item, subscription) -> None:
+        current = await engine.storage.get_subscription(node.service, node.node_id, subscription.subscriber)
         if current is None:
             return
         mark = current.options.get(OFFLINE_MARK)
