@@ -1,5 +1,5 @@
-"""What the server writes to a bound client: TCP_NODELAY, one write per reactor
-turn (in pieces of at most one TLS record), and nothing queued lost or
+"""What the server writes to a bound client: TCP_NODELAY, one write per read
+handled or per reactor turn (in pieces of at most one TLS record), and nothing queued lost or
 reordered when the stream ends."""
 
 import socket
@@ -107,6 +107,53 @@ class Output(ServerTestCase):
         self.session.send(f"<message from='{DOMAIN}' id='t2'/>")
         await self.client.expect("id='t2'")
         self.assertEqual(len(self.writes), 2)
+
+
+class WhatAReadCauses(ServerTestCase):
+    """Output a read causes leaves once that read is handled, not at the end
+    of the reactor turn: the turn may hold two dozen other clients' reads
+    (issue 13: a one-to-one message waited for all of them)."""
+
+    server_args = ("--no-tls", "--allow-plaintext-auth")
+
+    async def setUp(self):
+        await self.start_server()
+        self.alice = await self.connect()
+        await self.alice.login("alice", resource="a")
+        self.bob = await self.connect()
+        await self.bob.login("bob", resource="b")
+        self.bob.send("<presence/>")
+        await self.bob.expect("<presence")
+        self.stream = self.server.router.session(f"alice@{DOMAIN}/a").stream
+        self.writes: dict = {}
+        real_write = stream_module.write_now
+
+        def recording_write(to, data):  # a spy: the real write still happens
+            self.writes.setdefault(to, []).append(data)
+            real_write(to, data)
+
+        self.patch(stream_module, "write_now", recording_write)
+
+    def written_to(self, user: str, resource: str) -> bytes:
+        return b"".join(self.writes.get(self.server.router.session(f"{user}@{DOMAIN}/{resource}").stream.transport, []))
+
+    async def test_a_one_to_one_message_is_written_before_the_read_returns(self):
+        self.alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>first</body></message>")
+        await self.bob.expect("first")  # (the conversation exists)
+        self.stream.dataReceived(f"<message to='bob@{DOMAIN}' type='chat'><body>second</body></message>".encode())
+        self.assertIn(b"<body>second</body>", self.written_to("bob", "b"))  # no reactor turn yet
+        self.assertEqual(stream_module._to_flush, [])
+        await self.bob.expect("second")
+
+    async def test_what_one_read_causes_is_still_one_write_per_stream(self):
+        pings = "".join(f"<iq type='get' id='p{i}' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>"
+                        for i in range(3))
+        self.stream.dataReceived(pings.encode())
+        writes = self.writes.get(self.stream.transport, [])
+        self.assertEqual(len(writes), 1, writes)
+        for i in range(3):
+            self.assertIn(f"id='p{i}'".encode(), writes[0])
+        await self.alice.wait_for(lambda e: e.getAttribute("id") == "p2")
 
 
 class _Reader(protocol.Protocol):

@@ -419,6 +419,18 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         self.stream.ElementEvent = self._on_complete_stanza
 
     def dataReceived(self, data: bytes) -> None:
+        """What one read caused (a delivery, an answer) leaves when the read
+        is handled, not at the end of the reactor turn (``_flush_later``)."""
+        global _reading
+        _reading += 1
+        try:
+            self._data_received(data)
+        finally:
+            _reading -= 1
+            if not _reading and _to_flush:
+                _flush_all()
+
+    def _data_received(self, data: bytes) -> None:
         if self.stream is None:
             return
         if self._unparsed or len(data) > PARSE_SLICE:
@@ -766,13 +778,21 @@ def write_now(transport, data: bytes) -> None:
     transport.write(data)
 
 
-# Every stream with output queued in this reactor turn, flushed together by one
-# delayed call (not one per stream: a room message queues output on fifty).
+# Every stream with output queued and not yet written: a stream's ``send``
+# queues, and the queue is written in one write per stream (a room message
+# queues output on fifty streams; each gets one write, not one per stanza).
 _to_flush: list = []
+# How deep we are in ``dataReceived`` calls (nested: an in-memory transport's
+# write is the other side's read). Output queued while reading leaves once the
+# read is handled: a one-to-one message read in a reactor turn with twenty-four
+# others is then written at once, not after the other twenty-four (issue 13:
+# half the median latency at 5,000 msgs/s). Output queued anywhere else (a
+# commit's results, a timer) leaves at the end of the turn, by one delayed call.
+_reading = 0
 
 
 def _flush_later(stream) -> None:
-    if not _to_flush:
+    if not _to_flush and not _reading:
         _reactor().callLater(0, _flush_all)
     _to_flush.append(stream)
 
