@@ -5,7 +5,8 @@ changes one of them (through either door, or the service) judges the next
 message anew, and the block lists are asked on every message.
 
 The engine is called here exactly as the chat capture calls it (``vetted``,
-``via='legacy'``), so that the engine itself, not the legacy
+``via='legacy'``, ``in_pipeline``: each call waits for the one before, as the
+conversation's pipeline would), so that the engine itself, not the legacy
 ``BlockingCapture`` in front of it, must refuse."""
 
 import os
@@ -47,7 +48,7 @@ class RememberedVerdicts(BlockingTestCase):
     def send(self, sender: str, body: str):
         """A chat message as the capture publishes it."""
         return self.server.engine.publish(sender, PUBSUB, NODE, [(None, payload(sender, body))],
-                                          vetted=True, via="legacy")
+                                          vetted=True, via="legacy", in_pipeline=True)
 
     async def refused(self, sender: str, body: str) -> str:
         try:
