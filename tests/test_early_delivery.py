@@ -28,9 +28,10 @@ COMPOSING = "<composing xmlns='http://jabber.org/protocol/chatstates'/>"
 NS_BLOCKING = "urn:xmpp:blocking"
 
 
-def native_publish(stanza_id: str, body: str) -> str:
+def native_publish(stanza_id: str, body: str, to: str = BOB, item_id: str | None = None) -> str:
+    item = f"<item id='{item_id}'>" if item_id else "<item>"
     return (f"<iq type='set' id='{stanza_id}' to='{PUBSUB}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
-            f"<publish node='{NODE}'><item><message xmlns='jabber:client' to='{BOB}'><body>{body}</body>"
+            f"<publish node='{NODE}'>{item}<message xmlns='jabber:client' to='{to}'><body>{body}</body>"
             "</message></item></publish></pubsub></iq>")
 
 
@@ -255,6 +256,36 @@ class EarlyDelivery(TwoTalkingOnSQLite):
         await ping(self.bob, "after")
         self.assertEqual(bodies(self.bob), ["one", "two", "l1"])
         self.assertEqual(await self.stored_bodies(), ["one", "two", "l1"])
+        self.assertEqual(self.server.chat._locks, {})
+
+    async def test_two_parties_naming_one_item_id_at_once_never_replace_each_others_message(self):
+        """alice and bob publish natively under the same item id at once: each
+        one's check of whose item it would replace is read while the other's
+        write is not issued yet (the reads wait behind the held commit). One
+        is stored; the other is refused as an overwrite of the other party's
+        message, as it is when it comes second (the pair kind's rule); it
+        replaced the first one's message before."""
+        await ping(self.alice, "known")
+        await ping(self.bob, "known")
+        locker = self.hold_commits()
+        self.alice.send(native_publish("a", "alice's", to=BOB, item_id="same"))
+        self.bob.send(native_publish("b", "bob's", to=ALICE, item_id="same"))
+        await ping(self.alice, "sent")
+        await ping(self.bob, "sent")
+        locker.execute("ROLLBACK")
+        replies = {"alice's": await self.alice.wait_for(lambda e: e.getAttribute("id") == "a"),
+                   "bob's": await self.bob.wait_for(lambda e: e.getAttribute("id") == "b")}
+        stored = [body for body, reply in replies.items() if reply["type"] == "result"]
+        self.assertEqual(len(stored), 1, [r.toXml() for r in replies.values()])
+        refused = next(reply for reply in replies.values() if reply["type"] == "error")
+        self.assertEqual(error_of(refused)[0], "forbidden")
+        self.assertEqual((await self.stored_bodies())[-1:], stored)
+        winner, other = (self.alice, BOB) if stored == ["alice's"] else (self.bob, ALICE)
+        page = await self.server.storage.page_items(PUBSUB, NODE)
+        self.assertEqual(page.items[-1].publisher, winner.jid)
+        winner.send(native_publish("again", "edited", to=other, item_id="same"))  # (one's own: replaced)
+        self.assertEqual((await winner.wait_for(lambda e: e.getAttribute("id") == "again"))["type"], "result")
+        self.assertEqual((await self.stored_bodies())[-1:], ["edited"])
         self.assertEqual(self.server.chat._locks, {})
 
     async def test_a_recipient_away_gets_it_from_the_store(self):

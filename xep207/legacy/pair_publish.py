@@ -14,8 +14,11 @@ What keeps the rules:
 - a publish to the pair node through the XEP-0060 door joins the same
   pipeline (``native_turn``, the engine's ``pipeline_turn``) once the pair kind
   allowed it (whom it refuses never takes a place), and is judged again if it
-  had to wait for its turn: storage, delivery and offline-mark order are the
-  conversation's, whichever door and direction each message came through;
+  had to wait for its turn (an overwrite always is, holding the lock alone
+  until its write is issued: whose item it replaces is read with nothing of
+  the conversation issued in between): storage, delivery and offline-mark
+  order are the conversation's, whichever door and direction each message
+  came through;
 - the session's next stanza goes on at the hand-off, but XEP-0198 counts the
   message as handled only once stored (``Session.durable``): an ``<a h/>``
   still means "stored";
@@ -69,19 +72,21 @@ class PairPublisher:
             return self._start(stanza, session, node_id, payload, lock)
         return lock.join().addCallback(lambda _: self._start(stanza, session, node_id, payload, lock))
 
-    def native_turn(self, kind: NodeKind, service: str,
-                    node_id: str) -> "_NativeTurn | defer.Deferred | None":
+    def native_turn(self, kind: NodeKind, service: str, node_id: str,
+                    alone: bool = False) -> "_NativeTurn | defer.Deferred | None":
         """``engine.pipeline_turn``: a publish to a pair node through the
         XEP-0060 door, judged already, joins the conversation's pipeline as a
         legacy message does: its place at once, or a Deferred firing with it
-        once it may join; None for any other node."""
+        once it may join; None for any other node. ``alone`` (an overwrite,
+        judged again in its turn): the conversation is its own, as the
+        offline flush has it, until its write is issued."""
         if not isinstance(kind, PairKind) or service != self.chat.pubsub_domain:
             return None
         lock = self.chat.lock_for(node_id)
-        turn = _NativeTurn(self.chat, node_id, lock)
-        if lock.try_join(share=self.pipelined):
+        turn = _NativeTurn(self.chat, node_id, lock, alone)
+        if lock.try_acquire() if alone else lock.try_join(share=self.pipelined):
             return turn
-        return lock.join().addCallback(lambda _: turn)
+        return (lock.acquire() if alone else lock.join()).addCallback(lambda _: turn)
 
     def behind(self, node_id: str) -> defer.Deferred | None:
         """For a message only routed: fires once the conversation's stored
@@ -169,15 +174,19 @@ class _NativeTurn:
     entered just before its write is issued, left once it is done (notified,
     offline marks written), refused or failed."""
 
-    __slots__ = ("chat", "node_id", "lock", "entry")
+    __slots__ = ("chat", "node_id", "lock", "entry", "alone")
 
-    def __init__(self, chat, node_id: str, lock: ConversationLock) -> None:
+    def __init__(self, chat, node_id: str, lock: ConversationLock, alone: bool) -> None:
         self.chat = chat
         self.node_id = node_id
         self.lock = lock
         self.entry: list | None = None
+        self.alone = alone  # (held alone, not yet a publish of the pipeline)
 
     def enter(self) -> defer.Deferred | None:
+        if self.alone:
+            self.alone = False
+            self.lock.share()  # (its write is issued next: others may join behind it)
         self.entry, after = self.lock.enter()
         return after
 
@@ -185,7 +194,10 @@ class _NativeTurn:
         lock = self.lock
         if self.entry is not None:
             lock.finish(self.entry)  # (the next one's consequences wait for this one's)
-        lock.leave()
+        if self.alone:
+            lock.release()  # (refused before it entered)
+        else:
+            lock.leave()
         if not lock.locked and self.chat._locks.get(self.node_id) is lock:
             del self.chat._locks[self.node_id]
 

@@ -292,7 +292,9 @@ class PubSubEngine:
         # node) joins, for the publishes whose caller did not put them there
         # (``publish(in_pipeline=…)``: the XEP-0060 door's): a turn, a Deferred
         # firing with one once it may join, or None (no pipeline for the node).
-        self.pipeline_turn: Callable[[NodeKind, str, str],
+        # Its last argument (an overwrite): the turn is taken alone, nothing
+        # else entering before this one did.
+        self.pipeline_turn: Callable[[NodeKind, str, str, bool],
                                      PipelineTurn | defer.Deferred | None] | None = None
 
     async def _barrier(self, node: Node) -> None:
@@ -939,8 +941,10 @@ class PubSubEngine:
                     item_id, payload = await kind.vet_item(access, item_id, payload)
                 if not access.trusted:
                     check_id_length(item_id, "an item id")
+                overwrite = False  # (whether whose item it replaces is checked)
                 if item_id and config.persist_items and not access.trusted \
                         and not kind.overwrites_any(access):
+                    overwrite = True
                     existing = await self.storage.get_items(service, node_id, [item_id])
                     if existing:
                         await kind.check_overwrite(access, existing[0])
@@ -949,15 +953,22 @@ class PubSubEngine:
                 # Judged: a publish to a conversation its caller did not put in
                 # the conversation's pipeline (the XEP-0060 door's) takes its
                 # place there now. Whom the kind refused never does.
-                joined = self.pipeline_turn(kind, service, node_id)
+                joined = self.pipeline_turn(kind, service, node_id, overwrite)
                 if not isinstance(joined, defer.Deferred):
                     turn = joined  # (None: the node has no pipeline)
-                    break
-                turn = await joined
+                    if turn is None or not overwrite:
+                        break
+                else:
+                    turn = await joined
                 # It waited for its turn (the pipeline was held alone, or
                 # serializes): judged again, on what holds now (a block, an
                 # outcast, the node deleted since), as a legacy message that
-                # waited is judged once its turn came.
+                # waited is judged once its turn came. An overwrite always
+                # is, holding the conversation alone: whose item it replaces
+                # is read with no write of the conversation issued between
+                # that read and its own (two parties' publishes naming one
+                # item id at once each found none, and the second replaced
+                # the first party's message).
                 items, vetted = [(item_id, payload)], True
         except BaseException:
             if turn is not None:
