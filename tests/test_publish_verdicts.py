@@ -82,6 +82,17 @@ class RememberedVerdicts(BlockingTestCase):
         page = await self.server.storage.page_items(PUBSUB, NODE)
         return [i.payload.split("<body>")[1].split("</body>")[0] for i in page.items]
 
+    async def test_a_conversations_publish_from_outside_its_pipeline_is_judged_in_full(self):
+        """A vetted publish to a pair node its caller did not place in the
+        conversation's pipeline never rides on a remembered verdict: the full
+        path judges it and places it there (``PairKind.pipelined``)."""
+        alice, bob = await self.talking()
+        await self.server.engine.publish(f"{ALICE}/phone", PUBSUB, NODE,
+                                         [(None, payload(f"{ALICE}/phone", "outside"))], vetted=True, via="legacy")
+        self.assertEqual(self.judged, [f"{ALICE}/phone"])
+        await bob.wait_for(chat_body("outside"))
+        self.assertEqual(await self.stored_bodies(), ["one", "two", "three", "outside"])
+
     async def test_a_block_by_the_recipient_through_xep0191_refuses_the_next_message(self):
         alice, bob = await self.talking()
         self.assert_ok(await self.block(bob, ALICE))

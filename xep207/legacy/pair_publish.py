@@ -51,7 +51,6 @@ from twisted.python.failure import Failure
 from xep207.ordering import ConversationLock
 from xep207.pubsub.kinds import pair_parties
 from xep207.pubsub.kinds.base import NodeKind
-from xep207.pubsub.kinds.pair import PairKind
 from xep207.storage.records import VIA_LEGACY
 
 __all__ = ["PairPublisher"]
@@ -80,7 +79,7 @@ class PairPublisher:
         once it may join; None for any other node. ``alone`` (an overwrite,
         judged again in its turn): the conversation is its own, as the
         offline flush has it, until its write is issued."""
-        if not isinstance(kind, PairKind) or service != self.chat.pubsub_domain:
+        if not kind.pipelined or service != self.chat.pubsub_domain:
             return None
         lock = self.chat.lock_for(node_id)
         turn = _NativeTurn(self.chat, node_id, lock, alone)

@@ -424,14 +424,15 @@ class PubSubEngine:
     def _publish_known(self, requestor: str, service: str, node_id: str, entry: tuple[str | None, str],
                        queued: Callable[[], object] | None,
                        after: defer.Deferred | None,
-                       early: Callable[[], bool] | None = None) -> defer.Deferred | None:
+                       early: Callable[[], bool] | None = None,
+                       in_pipeline: bool = False) -> defer.Deferred | None:
         """The common publish (a chat message) as plain calls, when its verdict
         is remembered for the node state the cache holds now; else None (the
         full path judges it, and remembers). The kind's ``publish_rechecks``
         (what lives outside the node: block lists) still runs every time."""
         verdicts = self._verdicts.get((service, node_id))
-        if verdicts is None:
-            return None
+        if verdicts is None or (verdicts.kind.pipelined and not in_pipeline and self.pipeline_turn is not None):
+            return None  # (a conversation's publish its caller did not place in the pipeline: ``_publish`` does)
         access = verdicts.allowed.get(requestor)
         if access is None or isinstance(requestor, Trusted):
             return None  # (a Trusted requestor is never remembered: it equals the string it names)
@@ -884,10 +885,10 @@ class PubSubEngine:
         and subscriptions the cache still holds, takes a plain-call path
         (``_publish_known``): no coroutine, no access read (issue 13).
         """
-        if vetted and not options and len(items) == 1 and self._peek is not None \
-                and (in_pipeline or self.pipeline_turn is None):
+        if vetted and not options and len(items) == 1 and self._peek is not None:
             try:
-                known = self._publish_known(requestor, service, node_id, items[0], queued, after, early)
+                known = self._publish_known(requestor, service, node_id, items[0], queued, after, early,
+                                            in_pipeline)
             except Exception:
                 return defer.fail()  # (a refusal, or storage refusing at once: as the full path fails)
             if known is not None:
