@@ -14,16 +14,29 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
-from tests.doors_helpers import ALICE, BOB, PUBSUB, chat_body, pair
+from tests.doors_helpers import ALICE, BOB, PUBSUB, chat_body, error_of, pair
 from tests.peers import temp_dir
-from tests.server_helpers import AliceAndBobOnline, DOMAIN, open_item
+from tests.server_helpers import AliceAndBobOnline, DOMAIN
 from tests.sm_helpers import NS_SM, server_side_gone
 from tests.test_storage_outage import condition, is_message
 
+from xep207.storage.interface import StorageUnavailable
 from xep207.storage.sqlite import SQLiteStorage
 
 NODE = pair(ALICE, BOB)
 COMPOSING = "<composing xmlns='http://jabber.org/protocol/chatstates'/>"
+NS_BLOCKING = "urn:xmpp:blocking"
+
+
+def native_publish(stanza_id: str, body: str, to: str = BOB, item_id: str | None = None) -> str:
+    item = f"<item id='{item_id}'>" if item_id else "<item>"
+    return (f"<iq type='set' id='{stanza_id}' to='{PUBSUB}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+            f"<publish node='{NODE}'>{item}<message xmlns='jabber:client' to='{to}'><body>{body}</body>"
+            "</message></item></publish></pubsub></iq>")
+
+
+def block(stanza_id: str, jid: str) -> str:
+    return f"<iq type='set' id='{stanza_id}'><block xmlns='{NS_BLOCKING}'><item jid='{jid}'/></block></iq>"
 
 
 async def ping(client, stanza_id: str) -> None:
@@ -114,30 +127,26 @@ class EarlyDelivery(TwoTalkingOnSQLite):
         await self.bob.wait_for(chat_body("four"))
         self.assertEqual(bodies(self.bob), ["one", "two", "three", "(state)", "four"])
 
-    @open_item("a native publish to a pair node is not in the conversation's pipeline: it is "
-               "delivered at its commit, ahead of a legacy message stored before it that waits "
-               "for the one before it (bob's b1, whose offline mark for alice is still being "
-               "written); as before early delivery (found by the attack on it)")
     async def test_both_doors_and_both_directions_keep_the_conversations_order(self):
-        """alice's legacy message, her native publish and her next legacy
-        message, with bob writing back meanwhile (alice is not available: his
-        message leaves her an offline mark): bob sees hers in the order stored."""
-        native = (f"<iq type='set' id='native' to='{PUBSUB}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
-                  f"<publish node='{NODE}'><item><message xmlns='jabber:client' to='{BOB}'><body>n</body>"
-                  "</message></item></publish></pubsub></iq>")
+        """bob writes first (alice is not available: his message leaves her an
+        offline mark, written after its commit), then alice sends a legacy
+        message, a native publish and a legacy message: her legacy ones wait
+        for that mark, and so must her native one, or it overtakes the legacy
+        one stored before it. bob sees hers in the order stored."""
+        native = native_publish("native", "n")
         await ping(self.alice, "known")
         await ping(self.bob, "known")
         locker = self.hold_commits()
-        self.alice.send(f"<message to='{BOB}' type='chat'><body>l1</body></message>" + native)
         self.bob.send(f"<message to='{ALICE}' type='chat'><body>b1</body></message>")
-        self.alice.send(f"<message to='{BOB}' type='chat'><body>l2</body></message>")
+        await ping(self.bob, "b1")  # (in storage's queue first)
+        self.alice.send(f"<message to='{BOB}' type='chat'><body>l1</body></message>" + native
+                        + f"<message to='{BOB}' type='chat'><body>l2</body></message>")
         await ping(self.alice, "sent")
-        await ping(self.bob, "sent")
         locker.execute("ROLLBACK")
         await self.bob.wait_for(chat_body("l2"))
         await self.alice.wait_for(lambda e: e.getAttribute("id") == "native")
         self.assertEqual(bodies(self.bob), ["one", "two", "l1", "n", "l2"])
-        self.assertEqual(await self.stored_bodies(), ["one", "two", "l1", "n", "b1", "l2"])
+        self.assertEqual(await self.stored_bodies(), ["one", "two", "b1", "l1", "n", "l2"])
 
     def when_put(self, node_id: str) -> defer.Deferred:
         """Fires once a publish to ``node_id`` is in storage's queue."""
@@ -183,32 +192,101 @@ class EarlyDelivery(TwoTalkingOnSQLite):
         await self.bob.wait_for(chat_body("next"))
         self.assertEqual(bodies(self.bob)[-2:], ["m", "next"])
 
-    async def test_an_overtaken_message_never_acknowledged_waits_offline(self):
-        """bob (XEP-0198) got alice's native publish ahead of her legacy message
-        stored before it (the open item above) and dropped before acknowledging
-        either: his offline mark goes back to the earliest one stored, not to
-        the first one he was sent, or the overtaken one is lost."""
-        native = (f"<iq type='set' id='native' to='{PUBSUB}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
-                  f"<publish node='{NODE}'><item><message xmlns='jabber:client' to='{BOB}'><body>n</body>"
-                  "</message></item></publish></pubsub></iq>")
+    async def test_messages_of_both_doors_never_acknowledged_wait_offline_in_order(self):
+        """bob (XEP-0198) got alice's legacy message and then her native publish,
+        in the order stored (the native one waited for its turn in the
+        conversation, behind the legacy one still waiting for bob's "b1"), and
+        dropped before acknowledging either: his offline mark goes back to the
+        earliest one stored, and both come again, in that order."""
+        native = native_publish("native", "n")
         self.bob.send(f"<enable xmlns='{NS_SM}' resume='false'/>")
         await self.bob.wait_for(lambda e: e.name == "enabled")
         await ping(self.alice, "known")
         await ping(self.bob, "known")
         locker = self.hold_commits()
-        self.alice.send(f"<message to='{BOB}' type='chat'><body>l1</body></message>" + native)
         self.bob.send(f"<message to='{ALICE}' type='chat'><body>b1</body></message>")
+        await ping(self.bob, "b1")  # (in storage's queue first)
+        self.alice.send(f"<message to='{BOB}' type='chat'><body>l1</body></message>" + native)
         await ping(self.alice, "sent")
-        await ping(self.bob, "sent")
         locker.execute("ROLLBACK")
         await self.bob.wait_for(chat_body("l1"))
         await self.bob.wait_for(chat_body("n"))
         await self.alice.wait_for(lambda e: e.getAttribute("id") == "native")
-        self.assertEqual(bodies(self.bob), ["one", "two", "n", "l1"])  # (the open item: overtaken)
-        stored = await self.stored_bodies()
-        self.assertLess(stored.index("l1"), stored.index("n"))
+        self.assertEqual(bodies(self.bob), ["one", "two", "l1", "n"])  # (the order stored)
+        self.assertEqual(await self.stored_bodies(), ["one", "two", "b1", "l1", "n"])
         again = await self.bob_drops_and_comes_back()
         self.assertEqual(bodies(again), ["l1", "n", "after"])
+
+    async def test_a_native_publish_is_judged_before_its_turn_and_again_in_it(self):
+        """The conversation is held alone (bob's XEP-0198 window being
+        stored, behind alice's "l1" whose commit waits). carol, a stranger,
+        publishing to it natively is refused at once: she never waits in it,
+        nor holds anyone up. alice's native publish, allowed, waits for its
+        turn; bob blocks alice meanwhile: at its turn it is judged again and
+        refused, as her legacy message behind it is (the legacy door judges
+        a message once its turn came)."""
+        carol = await self.connect()
+        await carol.login("carol")
+        self.bob.send(f"<enable xmlns='{NS_SM}' resume='false'/>")
+        await self.bob.wait_for(lambda e: e.name == "enabled")
+        self.bob.send(block("warm", f"nobody@{DOMAIN}"))  # (his block list exists: no read behind the lock)
+        await self.bob.wait_for(lambda e: e.getAttribute("id") == "warm")
+        for client in (self.alice, self.bob, carol):
+            await ping(client, "known")
+        locker = self.hold_commits()
+        self.alice.send(f"<message to='{BOB}' type='chat'><body>l1</body></message>")
+        await self.bob.wait_for(chat_body("l1"))  # early; his window's write waits for the conversation
+        self.alice.send(native_publish("native", "n"))
+        await ping(self.alice, "queued")
+        lock = self.server.chat._locks[NODE]
+        self.assertEqual(len(lock.waiting), 2, "bob's window, then alice's publish, wait for their turn")
+        carol.send(native_publish("stranger", "from carol"))
+        refused = await carol.wait_for(lambda e: e.getAttribute("id") == "stranger")
+        self.assertEqual(error_of(refused)[0], "item-not-found")  # (as if the node did not exist)
+        self.assertEqual(len(lock.waiting), 2, "carol took no place in the conversation")
+        blocked = self.when_put("blocklist")
+        self.bob.send(block("block", ALICE))
+        await blocked
+        self.alice.send(f"<message to='{BOB}' type='chat' id='l2'><body>l2</body></message>")
+        locker.execute("ROLLBACK")
+        reply = await self.alice.wait_for(lambda e: e.getAttribute("id") == "native")
+        self.assertEqual(error_of(reply)[0], "service-unavailable")
+        bounced = await self.alice.wait_for(is_message("l2"))
+        self.assertEqual((bounced["type"], condition(bounced)), ("error", "service-unavailable"))
+        await ping(self.bob, "after")
+        self.assertEqual(bodies(self.bob), ["one", "two", "l1"])
+        self.assertEqual(await self.stored_bodies(), ["one", "two", "l1"])
+        self.assertEqual(self.server.chat._locks, {})
+
+    async def test_two_parties_naming_one_item_id_at_once_never_replace_each_others_message(self):
+        """alice and bob publish natively under the same item id at once: each
+        one's check of whose item it would replace is read while the other's
+        write is not issued yet (the reads wait behind the held commit). One
+        is stored; the other is refused as an overwrite of the other party's
+        message, as it is when it comes second (the pair kind's rule); it
+        replaced the first one's message before."""
+        await ping(self.alice, "known")
+        await ping(self.bob, "known")
+        locker = self.hold_commits()
+        self.alice.send(native_publish("a", "alice's", to=BOB, item_id="same"))
+        self.bob.send(native_publish("b", "bob's", to=ALICE, item_id="same"))
+        await ping(self.alice, "sent")
+        await ping(self.bob, "sent")
+        locker.execute("ROLLBACK")
+        replies = {"alice's": await self.alice.wait_for(lambda e: e.getAttribute("id") == "a"),
+                   "bob's": await self.bob.wait_for(lambda e: e.getAttribute("id") == "b")}
+        stored = [body for body, reply in replies.items() if reply["type"] == "result"]
+        self.assertEqual(len(stored), 1, [r.toXml() for r in replies.values()])
+        refused = next(reply for reply in replies.values() if reply["type"] == "error")
+        self.assertEqual(error_of(refused)[0], "forbidden")
+        self.assertEqual((await self.stored_bodies())[-1:], stored)
+        winner, other = (self.alice, BOB) if stored == ["alice's"] else (self.bob, ALICE)
+        page = await self.server.storage.page_items(PUBSUB, NODE)
+        self.assertEqual(page.items[-1].publisher, winner.jid)
+        winner.send(native_publish("again", "edited", to=other, item_id="same"))  # (one's own: replaced)
+        self.assertEqual((await winner.wait_for(lambda e: e.getAttribute("id") == "again"))["type"], "result")
+        self.assertEqual((await self.stored_bodies())[-1:], ["edited"])
+        self.assertEqual(self.server.chat._locks, {})
 
     async def test_a_recipient_away_gets_it_from_the_store(self):
         """carol is offline: nothing is delivered early, her offline mark is
@@ -315,6 +393,24 @@ class EarlyDeliveryThenStoreFails(TwoTalkingOnSQLite):
         self.assertEqual(await self.stored_bodies(), ["one", "two", "after"])
         self.assertEqual(self.server.engine._notifying_late, {})
 
+
+    async def test_a_native_publish_whose_store_fails_gives_up_its_turn(self):
+        """alice's native publish is refused by storage: she is answered with
+        an error, not a result, bob never sees it, and its place in the
+        conversation is given up: her next message goes through."""
+        await ping(self.alice, "known")
+        locker = self.hold_commits()
+        self.alice.send(native_publish("doomed", "doomed"))
+        reply = await self.alice.wait_for(lambda e: e.getAttribute("id") == "doomed", timeout=20)
+        self.assertEqual(error_of(reply)[0], "internal-server-error")
+        self.flushLoggedErrors(StorageUnavailable)  # (wokkel logs a failure the handler did not answer)
+        locker.execute("ROLLBACK")
+        self.alice.send(f"<message to='{BOB}' type='chat'><body>after</body></message>")
+        await self.bob.wait_for(chat_body("after"))
+        self.assertEqual(bodies(self.bob), ["one", "two", "after"])
+        self.assertEqual(await self.stored_bodies(), ["one", "two", "after"])
+        self.assertEqual(self.server.chat._locks, {})
+        self.assertEqual(self.server.engine._notifying_late, {})
 
     async def test_a_recipient_who_never_acknowledged_it_is_not_sent_the_whole_conversation_again(self):
         """bob (XEP-0198) drops before acknowledging a message whose store

@@ -234,6 +234,26 @@ class ThePipeline(unittest.TestCase):
         self.assertEqual(order, ["mark", "next publish"])
         self.assertEqual(lock.publishing, 1)
 
+    def test_held_alone_then_shared_publishes_join_behind_it(self):
+        """An overwrite through the XEP-0060 door holds the conversation alone
+        while it reads whose item it replaces, then shares it once its write
+        is issued (``PairPublisher.native_turn``)."""
+        lock = ConversationLock()
+        self.assertTrue(lock.try_acquire())
+        self.assertFalse(lock.try_join())  # alone: nobody joins
+        lock.share()
+        entry, _ = lock.enter()
+        self.assertTrue(lock.try_join())  # its write issued: the next publish joins
+        second, turn = lock.enter()
+        self.assertFalse(turn.called)
+        lock.finish(entry)
+        lock.leave()
+        self.assertTrue(turn.called)
+        self.assertTrue(lock.locked)
+        lock.finish(second)
+        lock.leave()
+        self.assertFalse(lock.locked)
+
     def test_without_sharing_each_publish_waits(self):
         lock = ConversationLock()
         self.assertTrue(lock.try_join(share=False))

@@ -5,7 +5,8 @@ changes one of them (through either door, or the service) judges the next
 message anew, and the block lists are asked on every message.
 
 The engine is called here exactly as the chat capture calls it (``vetted``,
-``via='legacy'``), so that the engine itself, not the legacy
+``via='legacy'``, ``in_pipeline``: each call waits for the one before, as the
+conversation's pipeline would), so that the engine itself, not the legacy
 ``BlockingCapture`` in front of it, must refuse."""
 
 import os
@@ -47,7 +48,7 @@ class RememberedVerdicts(BlockingTestCase):
     def send(self, sender: str, body: str):
         """A chat message as the capture publishes it."""
         return self.server.engine.publish(sender, PUBSUB, NODE, [(None, payload(sender, body))],
-                                          vetted=True, via="legacy")
+                                          vetted=True, via="legacy", in_pipeline=True)
 
     async def refused(self, sender: str, body: str) -> str:
         try:
@@ -80,6 +81,17 @@ class RememberedVerdicts(BlockingTestCase):
     async def stored_bodies(self) -> list[str]:
         page = await self.server.storage.page_items(PUBSUB, NODE)
         return [i.payload.split("<body>")[1].split("</body>")[0] for i in page.items]
+
+    async def test_a_conversations_publish_from_outside_its_pipeline_is_judged_in_full(self):
+        """A vetted publish to a pair node its caller did not place in the
+        conversation's pipeline never rides on a remembered verdict: the full
+        path judges it and places it there (``PairKind.pipelined``)."""
+        alice, bob = await self.talking()
+        await self.server.engine.publish(f"{ALICE}/phone", PUBSUB, NODE,
+                                         [(None, payload(f"{ALICE}/phone", "outside"))], vetted=True, via="legacy")
+        self.assertEqual(self.judged, [f"{ALICE}/phone"])
+        await bob.wait_for(chat_body("outside"))
+        self.assertEqual(await self.stored_bodies(), ["one", "two", "three", "outside"])
 
     async def test_a_block_by_the_recipient_through_xep0191_refuses_the_next_message(self):
         alice, bob = await self.talking()

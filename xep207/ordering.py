@@ -211,6 +211,11 @@ class ConversationLock:
         self.publishing = 1
         return result
 
+    def share(self) -> None:
+        """Held alone (``acquire``), it becomes a pipeline of one publish
+        that others may join (``try_join``); its ``leave`` releases it."""
+        self.publishing = 1
+
     def enter(self) -> tuple[list, defer.Deferred | None]:
         """A place in the pipeline's order, and a Deferred firing when its turn
         comes (None: it is its turn already)."""

@@ -73,6 +73,9 @@ class ChatCapture:
         router.hooks.add(STANZA, self.intercept, stanzas=("message",))
         self.offline = OfflineDelivery(self)
         self.publisher = PairPublisher(self)
+        # A publish to a pair node through the XEP-0060 door joins the same
+        # pipeline as the legacy door's messages (``PairPublisher.native_turn``).
+        engine.pipeline_turn = self.publisher.native_turn
 
     def is_chat_node(self, service: str, node_id: str) -> bool:
         return isinstance(self.engine.kind_of(service, node_id), PairKind)

@@ -11,6 +11,14 @@ What keeps the rules:
   so each sees the mark the one before left;
 - anyone else who writes the conversation's marks (offline flush, the
   XEP-0198 window) takes the conversation lock alone, once the pipeline drained;
+- a publish to the pair node through the XEP-0060 door joins the same
+  pipeline (``native_turn``, the engine's ``pipeline_turn``) once the pair kind
+  allowed it (whom it refuses never takes a place), and is judged again if it
+  had to wait for its turn (an overwrite always is, holding the lock alone
+  until its write is issued: whose item it replaces is read with nothing of
+  the conversation issued in between): storage, delivery and offline-mark
+  order are the conversation's, whichever door and direction each message
+  came through;
 - the session's next stanza goes on at the hand-off, but XEP-0198 counts the
   message as handled only once stored (``Session.durable``): an ``<a h/>``
   still means "stored";
@@ -18,17 +26,19 @@ What keeps the rules:
   messages of its conversation still on their way;
 - a message reaches its online recipients as soon as it is in storage's
   queue (``ConversationLock.deliver_early``), when everything ahead of it in
-  its conversation reached them already (and the engine knows of no publish
-  to the node through another door still waiting to notify, and the writer
-  thread keeps up): as Prosody and ejabberd route a message without waiting
-  for their archive, so the latency is not the commit's. What a delivery means for the store is unchanged: the
-  offline mark of a recipient it missed, the ``ITEM_PUBLISHED`` hook (push)
-  and the sender's XEP-0198 ack wait for the commit, and a store that fails
-  still bounces the message to its sender, who is told it was not kept (an
-  online recipient may have it: at least once, as XEP-0198 is).
+  its conversation reached them already (a native publish ahead of it is
+  delivered at its commit; and the engine knows of no publish to the node
+  still waiting to notify, and the writer thread keeps up): as Prosody and
+  ejabberd route a message without waiting for their archive, so the
+  latency is not the commit's. What a delivery means for the store is
+  unchanged: the offline mark of a recipient it missed, the
+  ``ITEM_PUBLISHED`` hook (push) and the sender's XEP-0198 ack wait for the
+  commit, and a store that fails still bounces the message to its sender,
+  who is told it was not kept (an online recipient may have it: at least
+  once, as XEP-0198 is).
 
 Without ordered writes (a connection pool) each message waits for the one
-before, as it always did.
+before, as it always did, through either door.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from twisted.python.failure import Failure
 
 from xep207.ordering import ConversationLock
 from xep207.pubsub.kinds import pair_parties
+from xep207.pubsub.kinds.base import NodeKind
 from xep207.storage.records import VIA_LEGACY
 
 __all__ = ["PairPublisher"]
@@ -59,6 +70,22 @@ class PairPublisher:
         if lock.try_join(share=self.pipelined):
             return self._start(stanza, session, node_id, payload, lock)
         return lock.join().addCallback(lambda _: self._start(stanza, session, node_id, payload, lock))
+
+    def native_turn(self, kind: NodeKind, service: str, node_id: str,
+                    alone: bool = False) -> "_NativeTurn | defer.Deferred | None":
+        """``engine.pipeline_turn``: a publish to a pair node through the
+        XEP-0060 door, judged already, joins the conversation's pipeline as a
+        legacy message does: its place at once, or a Deferred firing with it
+        once it may join; None for any other node. ``alone`` (an overwrite,
+        judged again in its turn): the conversation is its own, as the
+        offline flush has it, until its write is issued."""
+        if not kind.pipelined or service != self.chat.pubsub_domain:
+            return None
+        lock = self.chat.lock_for(node_id)
+        turn = _NativeTurn(self.chat, node_id, lock, alone)
+        if lock.try_acquire() if alone else lock.try_join(share=self.pipelined):
+            return turn
+        return (lock.acquire() if alone else lock.join()).addCallback(lambda _: turn)
 
     def behind(self, node_id: str) -> defer.Deferred | None:
         """For a message only routed: fires once the conversation's stored
@@ -84,7 +111,8 @@ class PairPublisher:
         # whichever door it came through.
         full = self.engine.publish(session.full, self.chat.pubsub_domain, node_id, [(None, payload)],
                                    vetted=True, via=VIA_LEGACY, queued=handoff.queued, after=after,
-                                   early=partial(lock.deliver_early, entry) if self.pipelined else None)
+                                   early=partial(lock.deliver_early, entry) if self.pipelined else None,
+                                   in_pipeline=True)
         full.addBoth(self._done, node_id, lock, entry, session, handoff, stanza)
         if full.called and not isinstance(full.result, defer.Deferred):
             # Done within this call (``memory:``, nothing before it): no Deferred to wait on.
@@ -138,6 +166,39 @@ class PairPublisher:
         if isinstance(result, Failure):
             self.router.route_failed(result, stanza)  # failed once queued: bounced all the same
         return None
+
+
+class _NativeTurn:
+    """A native publish's place in its conversation's pipeline (``engine.PipelineTurn``):
+    entered just before its write is issued, left once it is done (notified,
+    offline marks written), refused or failed."""
+
+    __slots__ = ("chat", "node_id", "lock", "entry", "alone")
+
+    def __init__(self, chat, node_id: str, lock: ConversationLock, alone: bool) -> None:
+        self.chat = chat
+        self.node_id = node_id
+        self.lock = lock
+        self.entry: list | None = None
+        self.alone = alone  # (held alone, not yet a publish of the pipeline)
+
+    def enter(self) -> defer.Deferred | None:
+        if self.alone:
+            self.alone = False
+            self.lock.share()  # (its write is issued next: others may join behind it)
+        self.entry, after = self.lock.enter()
+        return after
+
+    def leave(self) -> None:
+        lock = self.lock
+        if self.entry is not None:
+            lock.finish(self.entry)  # (the next one's consequences wait for this one's)
+        if self.alone:
+            lock.release()  # (refused before it entered)
+        else:
+            lock.leave()
+        if not lock.locked and self.chat._locks.get(self.node_id) is lock:
+            del self.chat._locks[self.node_id]
 
 
 class _Handoff:

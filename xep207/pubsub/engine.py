@@ -13,7 +13,7 @@ import functools
 import re
 import string
 import unicodedata
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -156,6 +156,18 @@ class _Verdicts:
         self.recipients: tuple[Recipient, ...] | None = None
 
 
+class PipelineTurn(Protocol):
+    """A publish's place in its node's pipeline (a conversation's:
+    ``xep207.legacy.pair_publish``), taken once the publish was judged."""
+
+    def enter(self) -> defer.Deferred | None:
+        """Its place in the order, taken just before its write is issued: a
+        Deferred firing once what entered before it is done (None: nothing is)."""
+
+    def leave(self) -> None:
+        """Done (stored and notified, or refused or failed): the next one's turn."""
+
+
 class NodeCreatedElsewhere(errors.StanzaError):
     """The node a create named exists after all: made by another request or
     process since this one looked. A ``conflict`` to whoever asked to create
@@ -276,6 +288,14 @@ class PubSubEngine:
         self.answer_barrier: Callable[[Node], defer.Deferred | None] | None = None
         # Nodes being made by a request's first use (``_access_or_create``).
         self._auto_creating: dict[tuple[str, str], AutoCreation] = {}
+        # xep207.legacy.chat: the pipeline a publish to a conversation (a pair
+        # node) joins, for the publishes whose caller did not put them there
+        # (``publish(in_pipeline=…)``: the XEP-0060 door's): a turn, a Deferred
+        # firing with one once it may join, or None (no pipeline for the node).
+        # Its last argument (an overwrite): the turn is taken alone, nothing
+        # else entering before this one did.
+        self.pipeline_turn: Callable[[NodeKind, str, str, bool],
+                                     PipelineTurn | defer.Deferred | None] | None = None
 
     async def _barrier(self, node: Node) -> None:
         if self.answer_barrier is not None:
@@ -404,14 +424,15 @@ class PubSubEngine:
     def _publish_known(self, requestor: str, service: str, node_id: str, entry: tuple[str | None, str],
                        queued: Callable[[], object] | None,
                        after: defer.Deferred | None,
-                       early: Callable[[], bool] | None = None) -> defer.Deferred | None:
+                       early: Callable[[], bool] | None = None,
+                       in_pipeline: bool = False) -> defer.Deferred | None:
         """The common publish (a chat message) as plain calls, when its verdict
         is remembered for the node state the cache holds now; else None (the
         full path judges it, and remembers). The kind's ``publish_rechecks``
         (what lives outside the node: block lists) still runs every time."""
         verdicts = self._verdicts.get((service, node_id))
-        if verdicts is None:
-            return None
+        if verdicts is None or (verdicts.kind.pipelined and not in_pipeline and self.pipeline_turn is not None):
+            return None  # (a conversation's publish its caller did not place in the pipeline: ``_publish`` does)
         access = verdicts.allowed.get(requestor)
         if access is None or isinstance(requestor, Trusted):
             return None  # (a Trusted requestor is never remembered: it equals the string it names)
@@ -831,6 +852,7 @@ class PubSubEngine:
         options: Mapping[str, object] | None = None, *, vetted: bool = False,
         via: Via = VIA_PUBSUB, queued: Callable[[], object] | None = None,
         after: defer.Deferred | None = None, early: Callable[[], bool] | None = None,
+        in_pipeline: bool = False,
     ) -> defer.Deferred:
         """Publish ``items`` as (item id or None, serialized payload) pairs.
 
@@ -852,26 +874,35 @@ class PubSubEngine:
         kind's ``undelivered`` still wait for the commit and for ``after``).
         A store that fails after that still fails the publish.
 
+        ``in_pipeline``: the caller put this publish in its node's pipeline
+        itself (the chat capture, a legacy message: ``after`` and ``early``
+        are its place there). Any other publish to a node with a pipeline (a
+        conversation's, ``pipeline_turn``) joins it here once judged, before
+        its write is issued: stored, notified and offline-marked in the same
+        order as the legacy door's messages, whichever door it came through.
+
         A publish the engine judged before, against the very node, affiliations
         and subscriptions the cache still holds, takes a plain-call path
         (``_publish_known``): no coroutine, no access read (issue 13).
         """
         if vetted and not options and len(items) == 1 and self._peek is not None:
             try:
-                known = self._publish_known(requestor, service, node_id, items[0], queued, after, early)
+                known = self._publish_known(requestor, service, node_id, items[0], queued, after, early,
+                                            in_pipeline)
             except Exception:
                 return defer.fail()  # (a refusal, or storage refusing at once: as the full path fails)
             if known is not None:
                 return known
         return defer.ensureDeferred(self._publish(requestor, service, node_id, items, options, vetted=vetted,
-                                                  via=via, queued=queued, after=after))
+                                                  via=via, queued=queued, after=after,
+                                                  in_pipeline=in_pipeline))
 
     async def _publish(
         self, requestor: str, service: str, node_id: str,
         items: Sequence[tuple[str | None, str]],
         options: Mapping[str, object] | None, *, vetted: bool,
         via: Via, queued: Callable[[], object] | None,
-        after: defer.Deferred | None,
+        after: defer.Deferred | None, in_pipeline: bool = False,
     ) -> list[str]:
         if not node_id:
             raise errors.bad_request("nodeid-required")
@@ -881,41 +912,74 @@ class PubSubEngine:
             # (at most 4 bytes a character: most payloads need no encoding to tell)
             if len(payload) * 4 > self.max_payload_size and len(payload.encode("utf-8")) > self.max_payload_size:
                 raise errors.not_acceptable("payload-too-big")
-        # XEP-0163 §3: a PEP node made by a publish takes the publish-options as
-        # its configuration (the kind's ``may_auto_create`` is its create check).
-        target = self.kind_of(service, node_id)
-        generic = target is self.generic or target.publish_options_configure
-        kind, access, created = await self._access_or_create(
-            requestor, service, node_id, "publish", via, options if generic else None)
-        if created and generic:
-            options = None  # they were the configuration; a kind's own config is checked below
-        node = access.node
-        if not access.trusted:
-            await kind.check_publish(access)  # permission first: preconditions leak nothing
-            if kind.publish_verdict_cacheable:
-                self._remember_verdict(kind, access)
-        if options:
-            self._check_preconditions(node.config, options)
-        config = node.config
-        if not items:
-            if config.persist_items or config.deliver_payloads:
-                raise errors.bad_request("item-required")
-            items = [(None, "")]
-        item_id, payload = items[0]
-        if not payload and (config.persist_items or config.deliver_payloads):
-            raise errors.bad_request("payload-required")
-        if not vetted and payload:
-            item_id, payload = await kind.vet_item(access, item_id, payload)
-        if not access.trusted:
-            check_id_length(item_id, "an item id")
-        if item_id and config.persist_items and not access.trusted \
-                and not kind.overwrites_any(access):
-            existing = await self.storage.get_items(service, node_id, [item_id])
-            if existing:
-                await kind.check_overwrite(access, existing[0])
-        item = Item(item_id or _item_id(kind), payload, requestor)
+        turn: PipelineTurn | None = None
+        try:
+            while True:  # (twice only for a publish that waited for its turn in a pipeline: below)
+                # XEP-0163 §3: a PEP node made by a publish takes the publish-options as
+                # its configuration (the kind's ``may_auto_create`` is its create check).
+                target = self.kind_of(service, node_id)
+                generic = target is self.generic or target.publish_options_configure
+                kind, access, created = await self._access_or_create(
+                    requestor, service, node_id, "publish", via, options if generic else None)
+                if created and generic:
+                    options = None  # they were the configuration; a kind's own config is checked below
+                node = access.node
+                if not access.trusted:
+                    await kind.check_publish(access)  # permission first: preconditions leak nothing
+                    if kind.publish_verdict_cacheable:
+                        self._remember_verdict(kind, access)
+                if options:
+                    self._check_preconditions(node.config, options)
+                config = node.config
+                if not items:
+                    if config.persist_items or config.deliver_payloads:
+                        raise errors.bad_request("item-required")
+                    items = [(None, "")]
+                item_id, payload = items[0]
+                if not payload and (config.persist_items or config.deliver_payloads):
+                    raise errors.bad_request("payload-required")
+                if not vetted and payload:
+                    item_id, payload = await kind.vet_item(access, item_id, payload)
+                if not access.trusted:
+                    check_id_length(item_id, "an item id")
+                overwrite = False  # (whether whose item it replaces is checked)
+                if item_id and config.persist_items and not access.trusted \
+                        and not kind.overwrites_any(access):
+                    overwrite = True
+                    existing = await self.storage.get_items(service, node_id, [item_id])
+                    if existing:
+                        await kind.check_overwrite(access, existing[0])
+                if turn is not None or in_pipeline or self.pipeline_turn is None:
+                    break
+                # Judged: a publish to a conversation its caller did not put in
+                # the conversation's pipeline (the XEP-0060 door's) takes its
+                # place there now. Whom the kind refused never does.
+                joined = self.pipeline_turn(kind, service, node_id, overwrite)
+                if not isinstance(joined, defer.Deferred):
+                    turn = joined  # (None: the node has no pipeline)
+                    if turn is None or not overwrite:
+                        break
+                else:
+                    turn = await joined
+                # It waited for its turn (the pipeline was held alone, or
+                # serializes): judged again, on what holds now (a block, an
+                # outcast, the node deleted since), as a legacy message that
+                # waited is judged once its turn came. An overwrite always
+                # is, holding the conversation alone: whose item it replaces
+                # is read with no write of the conversation issued between
+                # that read and its own (two parties' publishes naming one
+                # item id at once each found none, and the second replaced
+                # the first party's message).
+                items, vetted = [(item_id, payload)], True
+        except BaseException:
+            if turn is not None:
+                turn.leave()
+            raise
         key = self._delivery_pending(service, node_id)
         try:
+            item = Item(item_id or _item_id(kind), payload, requestor)
+            if turn is not None:
+                after = turn.enter()  # (its write is issued next, in this call: stored in that order)
             if config.persist_items:
                 stored = self.storage.put_item(service, node_id, item, config.max_items)
                 if queued is not None and self._ordered_writes:
@@ -931,6 +995,8 @@ class PubSubEngine:
             return await self._notify(kind, access, item)
         finally:
             self._delivery_done(None, key)
+            if turn is not None:
+                turn.leave()
 
     def _check_preconditions(self, config: NodeConfig, options: Mapping[str, object]) -> None:
         """XEP-0060 §7.1.5: every publish-option must match the node's configuration."""

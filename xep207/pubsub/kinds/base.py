@@ -175,6 +175,10 @@ class NodeKind:
     # objects (any write replaces them). What else the answer depends on
     # (block lists) goes in ``publish_rechecks``, asked on every publish.
     publish_verdict_cacheable: ClassVar[bool] = False
+    # Whether publishes to its nodes keep one order whichever door they came
+    # through (a conversation's pipeline, ``engine.pipeline_turn``): a publish
+    # its caller did not place there never takes the remembered-verdict path.
+    pipelined: ClassVar[bool] = False
     # Whether an id the engine makes for an item may begin with the time it was
     # stored (``new_item_id``: index locality for an archive that grows). Only
     # where the node's readers are its parties or occupants, who were told that

@@ -72,6 +72,7 @@ class PairKind(NodeKind):
     # publishers: all from the node's cached state; the block lists are
     # ``publish_rechecks`` (issue 13: a chat message's checks without a coroutine).
     publish_verdict_cacheable: ClassVar[bool] = True
+    pipelined: ClassVar[bool] = True  # (a conversation: xep207.legacy.pair_publish)
 
     def __init__(self, pubsub_domain: str, max_items: int = 10000):
         self.pubsub_domain = pubsub_domain
