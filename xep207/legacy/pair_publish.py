@@ -31,9 +31,9 @@ What keeps the rules:
   still waiting to notify, and the writer thread keeps up): as Prosody and
   ejabberd route a message without waiting for their archive, so the
   latency is not the commit's. What a delivery means for the store is
-  unchanged: the offline mark of a recipient it missed, the
-  ``ITEM_PUBLISHED`` hook (push) and the sender's XEP-0198 ack wait for the
-  commit, and a store that fails still bounces the message to its sender,
+  unchanged: the offline mark of a recipient it missed (and with it the
+  ``KEPT_OFFLINE`` hook: push), the ``ITEM_PUBLISHED`` hook and the
+  sender's XEP-0198 ack wait for the commit, and a store that fails still bounces the message to its sender,
   who is told it was not kept (an online recipient may have it: at least
   once, as XEP-0198 is).
 
