@@ -12,7 +12,7 @@ import sqlite3
 import time
 import urllib.request
 
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, protocol, reactor, task, threads
 from twisted.python import log
 from twisted.trial import unittest
 
@@ -21,6 +21,7 @@ from tests.peers import temp_dir
 from tests.server_helpers import DOMAIN, plain_auth
 from tests.sm_helpers import server_side_gone
 from tests.test_early_delivery import TwoTalkingOnSQLite, bodies, ping
+from tests.test_idle_tls import ZlibClient
 from tests.web_helpers import connect_ws
 from xep207.server.stream import HELD_BY_RATE, HELD_BY_STORAGE, PARSE_SLICE
 from xep207.storage.postgresql import PostgreSQLStorage
@@ -205,6 +206,44 @@ class AFloodWaitsForTheWriter(Flooding):
         await newcomer.expect("</stream:features>")
         newcomer.send(plain_auth("alice"))
         await newcomer.expect("<success")
+        await self.everything_arrives(count)
+
+
+class ACompressedFlood(Flooding):
+    """XEP-0138: a read of a few KB inflates to many slices' worth, parsed a
+    16 KB chunk at a time; past the mark, the rest waits between two chunks."""
+
+    flooder_names = ()
+
+    async def setUp(self):
+        await super().setUp()
+        client = await protocol.ClientCreator(reactor, ZlibClient).connectTCP("127.0.0.1", self.port)
+        self.addCleanup(self._close, client)
+        await client.authenticate("frank")
+        client.send("<compress xmlns='http://jabber.org/protocol/compress'><method>zlib</method></compress>")
+        await client.expect("<compressed")
+        client.deflate()
+        client.header()
+        await client.expect("</stream:features>")
+        client.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                    "<resource>raw</resource></bind></iq>")
+        await client.expect("</bind></iq>")
+        client.start_parsing(client.received[client._cursor:])
+        client.send(chat("hello from frank"))
+        await self.bob.wait_for(chat_body("hello from frank"))
+        self.flooders["frank"] = client
+
+    async def test_the_mark_crossed_while_inflating_holds_the_rest(self):
+        self.assertTrue(self.stream_of("frank").compressed)
+        high, _ = self.storage.backlog_marks()
+        locker = self.hold_commits()
+        behind = [self.storage.list_nodes(PUBSUB) for _ in range(high - 10)]  # (ten short of the mark)
+        count = high // 2  # 37 KB inflated, from one read of a few KB
+        self.flood(count)
+        await self.all_paused()
+        self.assertLessEqual(self.storage.waiting(), high + PARSE_SLICE // len(chat("frank 0")))
+        locker.execute("ROLLBACK")
+        await defer.gatherResults(behind)
         await self.everything_arrives(count)
 
 
