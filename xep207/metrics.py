@@ -202,6 +202,20 @@ class ServerCollector:
         if depth is not None:
             queues.add_metric(["storage"], depth())
         yield queues
+        backpressure = getattr(self.server, "backpressure", None)  # (xep207/server/backpressure.py)
+        if backpressure is not None:
+            holding = GaugeMetricFamily("xep207_backpressure_holding",
+                                        "1 while the storage writer is behind: client streams stop reading.")
+            holding.add_metric([], int(backpressure.holding))
+            yield holding
+            paused = GaugeMetricFamily("xep207_backpressure_paused_streams",
+                                       "Client streams not read until the storage writer catches up.")
+            paused.add_metric([], len(backpressure.paused))
+            yield paused
+            pauses = CounterMetricFamily("xep207_backpressure_pauses",
+                                         "Times the storage writer fell behind and client streams stopped reading.")
+            pauses.add_metric([], backpressure.pauses)
+            yield pauses
         if self.offline is not None:
             conversations, waiting = self.offline
             gauge = GaugeMetricFamily("xep207_offline_conversations",

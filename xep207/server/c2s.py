@@ -13,7 +13,7 @@ import os
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, ISSLTransport
@@ -29,6 +29,9 @@ from xep207.ordering import InOrder
 from xep207.jids import jid_from_parts, parse_jid
 from xep207.server import sasl
 from xep207.server.stream import NS_STREAMS, PRE_AUTH_LIMITS, ServerStream, Shaping, StreamLimits
+
+if TYPE_CHECKING:
+    from xep207.server.backpressure import Backpressure
 
 NS_CLIENT = "jabber:client"
 _RECEIVED, _SENT, _SENT_KIND = metrics.RECEIVED, metrics.SENT, metrics.KIND_BY_INITIAL
@@ -654,12 +657,15 @@ _NEGOTIATION = {
 
 
 class ClientFactory(xmlstream.XmlStreamServerFactory):
-    """Creates a ``ServerStream`` with a fresh negotiator per connection."""
+    """Creates a ``ServerStream`` with a fresh negotiator per connection.
+    Its streams stop reading while ``backpressure`` holds (``ServerStream.backpressure``)."""
 
-    def __init__(self, policy: C2SPolicy, router, throttle: AuthThrottle):
+    def __init__(self, policy: C2SPolicy, router, throttle: AuthThrottle,
+                 backpressure: Backpressure | None = None):
         self.pending = PendingConnections(policy.max_unauthenticated)
         super().__init__(lambda: ClientNegotiator(policy, router, throttle, self.pending))
         self.policy = policy
+        self.backpressure = backpressure
         self.clock = None  # the reactor; tests inject a task.Clock to drive traffic shaping
 
     def buildProtocol(self, addr):

@@ -7,8 +7,9 @@ element costs a few hundred bytes of memory however few bytes it took on the
 wire, and a deep tree breaks every recursive walk over it), ``not-well-formed``
 reported as a stream error before closing, XEP-0138 zlib compression with
 bounded inflation, traffic shaping of what the peer sends (a token bucket:
-reading pauses while the peer is over its rate) and a bound on what waits to be
-written to a peer that does not read.
+reading pauses while the peer is over its rate), reading paused as well while
+the storage writer is behind (``xep207.server.backpressure``) and a bound on
+what waits to be written to a peer that does not read.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from xml.sax.saxutils import quoteattr
 
 from twisted.internet import tcp
@@ -34,11 +35,21 @@ from zope.interface import implementer
 from xep207.server import idle_parser, idle_tls
 from xep207.server.element_dispatch import FastElementDispatch
 
+if TYPE_CHECKING:
+    from xep207.server.backpressure import Backpressure
+
 NS_STREAMS = "http://etherx.jabber.org/streams"
 INFLATE_CHUNK = 16 * 1024
 PARSE_SLICE = 16 * 1024  # bytes of one read parsed per reactor turn
 WRITE_CHUNK = 16 * 1024  # the largest TLS record's plaintext
 COMPACT_DICT = 42  # the attributes a dict of 64 slots holds
+
+# Why a stream's socket is not read (``ServerStream.hold_reading``). Each
+# reason is released on its own; the socket is read again once none holds,
+# so the shaper's refill never resumes a socket the storage holds, nor the
+# reverse.
+HELD_BY_RATE = 1  # over its shaping rate (``ServerStream._charge``)
+HELD_BY_STORAGE = 2  # the storage writer is behind (``xep207.server.backpressure``)
 
 
 class RestrictedXML(Exception):
@@ -180,7 +191,8 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
     compressed = False
     _inflater: Any | None = None  # a zlib Decompress object once compressed
     _refilled: float | None = None
-    _resume_reading: IDelayedCall | None = None
+    _resume_reading: IDelayedCall | None = None  # the shaper's refill
+    _reading_held = 0  # HELD_BY_* reasons the socket is not read for
     _output_blocked = False
     _queued_output = 0
     _producing = False
@@ -216,6 +228,13 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
                             min(pre.depth, full.depth))
 
     @property
+    def backpressure(self) -> Backpressure | None:
+        """What holds client streams while storage is behind: the listener's
+        (``ClientFactory.backpressure``); None for a stream never held so.
+        (Looked up, not kept: one attribute less on every stream.)"""
+        return getattr(self.factory, "backpressure", None)
+
+    @property
     def clock(self):
         if self._clock is None:  # (not kept: one attribute less on every stream)
             return _reactor()
@@ -230,6 +249,9 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._parse_the_rest()
+        backpressure = self.backpressure
+        if backpressure is not None:
+            backpressure.forget(self)  # (not kept among the paused: nothing more to read)
         self._producing = False
         if self._resume_reading is not None and self._resume_reading.active():
             self._resume_reading.cancel()
@@ -433,10 +455,13 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
     def _data_received(self, data: bytes) -> None:
         if self.stream is None:
             return
-        if self._unparsed or len(data) > PARSE_SLICE:
+        backpressure = self.backpressure
+        if self._unparsed or len(data) > PARSE_SLICE or (backpressure is not None and backpressure.holding):
             # A large read (a first burst of hundreds of KB) is parsed a slice
             # per reactor turn, so other connections are served in between;
             # what arrives meanwhile waits behind it, in order (issue 12).
+            # While the storage writer is behind, a read waits there unparsed
+            # (_parse_next_slice pauses the stream) until it caught up.
             # The shaper is paid for the whole read now, as when it was parsed at once.
             charged = self._inflater is None
             if charged:
@@ -468,6 +493,8 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
             return
         if self._inflater is not None and self._resume_reading is not None:
             return  # compressed, over its rate: _read_again carries on (see _inflate)
+        if self._wait_for_storage():
+            return  # storage_caught_up carries on
         self._feed(*unparsed.popleft())
         if unparsed and self.stream is not None:
             self._next_slice = self.clock.callLater(0, self._parse_next_slice)
@@ -481,8 +508,9 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         self._next_slice = None
         unparsed = self._unparsed
         while unparsed and self.stream is not None:
-            if self._inflater is not None and self._resume_reading is not None:
-                break  # what it inflates to past its rate is dropped, not parsed at once
+            if self._inflater is not None and (self._resume_reading is not None
+                                               or self._reading_held & HELD_BY_STORAGE):
+                break  # (held for its rate or the storage) what it inflates to is dropped, not parsed at once
             self._feed(*unparsed.popleft())
         self._unparsed = None
 
@@ -500,15 +528,49 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         self._refilled = now
         self._tokens -= size
         if self._tokens < 0 and self._resume_reading is None and self.transport is not None:
-            self.transport.pauseProducing()
+            self.hold_reading(HELD_BY_RATE)
             self._resume_reading = self.clock.callLater(-self._tokens / rate, self._read_again)
 
     def _read_again(self) -> None:
         self._resume_reading = None
+        self.release_reading(HELD_BY_RATE)
         if self.transport is not None and self.stream is not None:
-            self.transport.resumeProducing()
             if self._unparsed and self._next_slice is None:
                 self._parse_next_slice()  # compressed data that waited for the rate
+
+    # Holding reading: the shaper's reason and the storage's ------------------------
+
+    def hold_reading(self, reason: int) -> None:
+        """Stop reading the socket for ``reason`` (a HELD_BY_* flag)."""
+        held = self._reading_held
+        self._reading_held = held | reason
+        if not held and self.transport is not None:
+            self.transport.pauseProducing()
+
+    def release_reading(self, reason: int) -> None:
+        """``reason`` holds no more: the socket is read again unless another one does."""
+        held = self._reading_held
+        if not held & reason:
+            return
+        self._reading_held = held = held & ~reason
+        if not held and self.transport is not None and self.stream is not None:
+            self.transport.resumeProducing()
+
+    def _wait_for_storage(self) -> bool:
+        """Whether what was read must wait for the storage writer to catch up
+        (``Backpressure.holding``); if so, this stream stops reading until then."""
+        backpressure = self.backpressure
+        if backpressure is None or not backpressure.holding:
+            return False
+        backpressure.pause(self)
+        return True
+
+    def storage_caught_up(self) -> None:
+        """Called by ``Backpressure`` in its turn: read again (unless over its
+        rate), and parse a slice of what waited now, the rest as usual."""
+        self.release_reading(HELD_BY_STORAGE)
+        if self._unparsed and self._next_slice is None and self.stream is not None:
+            self._parse_next_slice()
 
     # Bounded output (IPushProducer, for our transport) -----------------------------
 
@@ -545,8 +607,8 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
                     break
                 if chunk:
                     self._parse(stream, chunk)
-                    if self._resume_reading is not None and self.stream is not None \
-                            and (data or len(chunk) == INFLATE_CHUNK):
+                    if self.stream is not None and (data or len(chunk) == INFLATE_CHUNK) \
+                            and (self._resume_reading is not None or self._wait_for_storage()):
                         if self._unparsed is None:
                             self._unparsed = deque()
                         self._unparsed.appendleft((data, False))

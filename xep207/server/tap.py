@@ -34,7 +34,8 @@ from xep207.pubsub.engine import PubSubEngine
 from xep207.pubsub.kinds import PairKind, PresenceKind, standard_kinds
 from xep207.pubsub.kinds.room import RoomKind
 from xep207.pubsub.protocol import PubSubProtocol
-from xep207.server import account_control, admin_channel, csi, direct_tls, push, service_admin, stream_management, tls
+from xep207.server import account_control, admin_channel, backpressure, csi, direct_tls, push, service_admin
+from xep207.server import stream_management, tls
 from xep207.server import sasl
 from xep207.server.c2s import AuthThrottle, C2SPolicy, ClientFactory, RateWindow
 from xep207.server.stream import Shaping, StreamLimits
@@ -182,7 +183,9 @@ class Server:
         self.throttle = AuthThrottle(clock, options["max-auth-failures"],
                                      options["max-account-auth-failures"])
         self.registrations = RateWindow(clock, options["max-registrations"], 3600.0)
-        self.client_factory = ClientFactory(self.policy, self.router, self.throttle)
+        # Client streams stop reading while the storage writer is behind.
+        self.backpressure = backpressure.install(self, clock)
+        self.client_factory = ClientFactory(self.policy, self.router, self.throttle, self.backpressure)
         self.client_factory.noisy = False
         self.listeners = []
         for interface in _interfaces(options["c2s-interfaces"]):

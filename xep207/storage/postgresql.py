@@ -161,6 +161,8 @@ class PostgreSQLStorage(SQLStorage):
         d: defer.Deferred[Any] = defer.Deferred()
         self._jobs.put((function, args, d))
         self._issued += 1
+        if self._issued - self._answered >= self.HIGH_WATER * self.MAX_BATCH and not self.backlogged:
+            self._tell_backlog(True)
         return d
 
     def _execute(self, cursor, statement: str, args=()):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import queue
+from typing import Callable
 
 from twisted.internet import defer
+from twisted.python import log
 from twisted.python.failure import Failure
 
 from xep207.storage.interface import AccountExists, NodeExists
@@ -101,7 +103,11 @@ class SQLStorage:
     def _deliver(self, results) -> None:
         """In the reactor thread: each operation's outcome (``deliver_results``)."""
         self._answered += len(results)
-        deliver_results(results)
+        try:
+            deliver_results(results)
+        finally:
+            if self.backlogged:  # (after the answers: what they issued in turn counts too)
+                self._maybe_caught_up()
 
     def keeping_up(self) -> bool:
         """Whether fewer than two batches' worth of operations wait for their
@@ -110,6 +116,49 @@ class SQLStorage:
         messages to arrive is then held back by the store, instead of
         filling the writer's queue faster than it empties."""
         return self._issued - self._answered < 2 * self.MAX_BATCH
+
+    # Backpressure (xep207/server/backpressure.py): once HIGH_WATER batches'
+    # worth of operations wait for their answers the storage tells its
+    # watchers it fell behind, and once LOW_WATER batches' worth or fewer
+    # do, that it caught up; in between nothing changes (hysteresis: a queue
+    # hovering at one mark does not flap). HIGH_WATER is above keeping_up's
+    # two batches, so early delivery stops first (the gentler brake, for
+    # senders that wait for delivery); LOW_WATER leaves the writer a batch to
+    # commit while the clients read again refill its queue. Counted in
+    # batches: a backend's MAX_BATCH is what one transaction takes.
+    HIGH_WATER = 4
+    LOW_WATER = 1
+    backlogged = False  # between the marks: as the last one crossed said
+    _backlog_watchers: tuple[Callable[[bool], object], ...] = ()
+
+    def backlog_marks(self) -> tuple[int, int]:
+        """(high, low): the operations waiting that make the storage behind,
+        and those it must be down to again to have caught up."""
+        return self.HIGH_WATER * self.MAX_BATCH, self.LOW_WATER * self.MAX_BATCH
+
+    def waiting(self) -> int:
+        """Operations issued and not answered yet (queued, or in a batch not committed)."""
+        return self._issued - self._answered
+
+    def watch_backlog(self, watcher: Callable[[bool], object]) -> None:
+        """Have ``watcher(True)`` called, on the reactor thread, when the storage
+        falls behind (an operation issued past the high-water mark), and
+        ``watcher(False)`` when it caught up (answers down to the low-water mark)."""
+        self._backlog_watchers += (watcher,)
+
+    def _maybe_caught_up(self) -> None:
+        """After answers (the high-water mark is checked where operations are
+        issued, inline in the backends' ``_transact``)."""
+        if self._issued - self._answered <= self.LOW_WATER * self.MAX_BATCH:
+            self._tell_backlog(False)
+
+    def _tell_backlog(self, backlogged: bool) -> None:
+        self.backlogged = backlogged
+        for watcher in self._backlog_watchers:
+            try:
+                watcher(backlogged)
+            except Exception:  # (a watcher's bug must not fail the operation being issued)
+                log.err(None, "a storage backlog watcher failed")
 
     def _sql(self, statement: str) -> str:
         return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)

@@ -163,6 +163,8 @@ class SQLiteStorage(SQLStorage):
             self._clock.callLater(0, self._hand_over)
         self._turn.append((function, args, d))
         self._issued += 1
+        if self._issued - self._answered >= self.HIGH_WATER * self.MAX_BATCH and not self.backlogged:
+            self._tell_backlog(True)
         return d
 
     def _hand_over(self) -> None:
@@ -302,4 +304,6 @@ class SQLiteStorage(SQLStorage):
         self._answered += len(waiting)
         for job in waiting:
             job[2].errback(failure)
+        if self.backlogged:
+            self._maybe_caught_up()
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections import deque
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.parsers import expat
 from xml.sax.saxutils import quoteattr
 
@@ -24,12 +25,16 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.words.xish import domish
 from zope.interface import directlyProvides
 
 from xep207.server.c2s import AuthThrottle, C2SPolicy, ClientNegotiator, PendingConnections
 from xep207.server.stream import NS_STREAMS, ServerStream
+
+if TYPE_CHECKING:
+    from xep207.server.backpressure import Backpressure
 
 NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 NS_XML = "http://www.w3.org/XML/1998/namespace"
@@ -178,6 +183,11 @@ class FrameTransport:
 class WebSocketStream(ServerStream):
     """A client stream whose bytes come and go as RFC 7395 messages."""
 
+    # Messages received while the storage writer was behind, handled once it
+    # caught up (``xep207.server.backpressure``; a TCP stream keeps the bytes
+    # it read unparsed instead). None while there are none.
+    _waiting: deque[bytes] | None = None
+
     def __init__(self, authenticator, domain: str, *args, **kwargs):
         super().__init__(authenticator, *args, **kwargs)
         self.domain = domain
@@ -215,6 +225,32 @@ class WebSocketStream(ServerStream):
         """One text message from the client."""
         if self.stream is None:
             return
+        if self._waiting or self._wait_for_storage():
+            if self._waiting is None:
+                self._waiting = deque()
+            self._waiting.append(data)  # (the connection is paused: what its last read held)
+            return
+        self._handle_message(data)
+
+    def storage_caught_up(self) -> None:
+        """``ServerStream``'s, for messages: those that waited are handled in
+        order, until the storage is behind again (the rest then wait on)."""
+        super().storage_caught_up()
+        waiting = self._waiting
+        while waiting and self.stream is not None and not self._wait_for_storage():
+            self._handle_message(waiting.popleft())
+        if not waiting:
+            self._waiting = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        waiting, self._waiting = self._waiting, None
+        while waiting and self.stream is not None:  # sent before it closed (RFC 6120 §10.1)
+            self._handle_message(waiting.popleft())
+        super().connectionLost(reason)
+
+    def _handle_message(self, data: bytes) -> None:
+        if self.stream is None:
+            return  # (failed while the message waited)
         data = _DECLARATION.sub(b"", data, count=1).strip()
         if not data:
             return  # whitespace: a keepalive, as on TCP
@@ -363,7 +399,7 @@ class XMPPWebSocketFactory(WebSocketServerFactory):
     protocol = XMPPWebSocketProtocol  # type: ignore[assignment]  # autobahn's factories are untyped
 
     def __init__(self, policy: C2SPolicy, router, throttle: AuthThrottle, pending: PendingConnections,
-                 secure: bool, clock=None):
+                 secure: bool, clock=None, backpressure: Backpressure | None = None):
         super().__init__(server="xep207")
         self.policy = replace(policy, tls=None, require_tls=False, compression=False)
         self.router = router
@@ -371,6 +407,7 @@ class XMPPWebSocketFactory(WebSocketServerFactory):
         self.pending = pending
         self.secure = secure
         self.clock = clock  # the reactor; tests inject a task.Clock to drive traffic shaping
+        self.backpressure = backpressure  # as the TCP listener's (``ServerStream.backpressure``)
         self.noisy = False
         largest = self.policy.limits.stanza_size + 1024
         self.setProtocolOptions(
@@ -382,8 +419,10 @@ class XMPPWebSocketFactory(WebSocketServerFactory):
     def build_stream(self) -> WebSocketStream:
         policy = self.policy
         negotiator = ClientNegotiator(policy, self.router, self.throttle, self.pending)
-        return WebSocketStream(negotiator, policy.domain, policy.limits, policy.pre_auth_limits,
-                               policy.shaping, clock=self.clock)
+        stream = WebSocketStream(negotiator, policy.domain, policy.limits, policy.pre_auth_limits,
+                                 policy.shaping, clock=self.clock)
+        stream.factory = self  # (its backpressure)
+        return stream
 
 
 class WebSocketEndpoint(WebSocketResource):
@@ -402,9 +441,9 @@ class WebSocketEndpoint(WebSocketResource):
 
 def websocket_factory(server, secure: bool) -> XMPPWebSocketFactory:
     """The WebSocket endpoint of a running ``Server``: its c2s policy, router,
-    throttle, and its TCP listener's count of unauthenticated connections."""
+    throttle, and its TCP listener's count of unauthenticated connections and backpressure."""
     return XMPPWebSocketFactory(server.policy, server.router, server.throttle, server.client_factory.pending,
-                                secure)
+                                secure, backpressure=server.client_factory.backpressure)
 
 
 __all__ = ["NS_FRAMING", "WebSocketEndpoint", "WebSocketStream", "XMPPWebSocketFactory", "websocket_factory"]
