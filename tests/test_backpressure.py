@@ -156,7 +156,8 @@ class AFloodWaitsForTheWriter(Flooding):
         locker.execute("ROLLBACK")
         await self.everything_arrives(count)
         self.assertGreaterEqual(self.gate.pauses, 1)
-        self.assertEqual(lines, ["storage writer behind", "storage writer caught up"] * self.gate.pauses)
+        # One line each way, however often the marks were crossed meanwhile (LogLines).
+        self.assertEqual(lines, ["storage writer behind", "storage writer caught up"])
 
     async def test_a_client_paused_behind_the_flood_gets_its_turn_before_the_flood_is_through(self):
         """bob pings while the flooders wait: his stream is paused last; once
@@ -399,3 +400,32 @@ class WatchBacklogOnPostgreSQL(WatchBacklog, unittest.TestCase):
         self.addCleanup(locker.close)
         locker.execute("LOCK TABLE nodes IN ACCESS EXCLUSIVE MODE")  # (the writer's reads wait for it)
         return locker.rollback
+
+
+class LogLines(unittest.TestCase):
+    """An operator reads one line when the writer falls behind and one when
+    it catches up; under sustained overload (the marks crossed many times a
+    second) not one pair per crossing."""
+
+    def test_at_most_one_line_per_interval_and_how_often_since(self):
+        from xep207.server.backpressure import LOG_INTERVAL, Backpressure
+
+        clock = task.Clock()
+        gate = Backpressure(clock)
+        lines: list[str] = []
+        observer = lambda event: lines.append(" ".join(str(m) for m in event.get("message", ())))  # noqa: E731
+        log.addObserver(observer)
+        self.addCleanup(log.removeObserver, observer)
+        for _ in range(5):
+            gate.storage_backlogged(True)
+            clock.advance(0.1)
+            gate.storage_backlogged(False)
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("behind", lines[0])
+        self.assertIn("caught up", lines[1])
+        clock.advance(LOG_INTERVAL)
+        gate.storage_backlogged(True)
+        self.assertEqual(len(lines), 3, lines)
+        self.assertIn("and 4 more times", lines[2])
+        self.assertEqual(gate.pauses, 6)
+

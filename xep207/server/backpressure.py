@@ -31,7 +31,6 @@ timeout, a stream error) is forgotten at once.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from twisted.python import log
@@ -42,6 +41,10 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
     from xep207.server.stream import ServerStream
+
+# Under sustained overload the marks are crossed many times a second: one
+# line for the first time in this long, and how often since with the next.
+LOG_INTERVAL = 10.0  # seconds
 
 
 class Backpressure:
@@ -54,6 +57,9 @@ class Backpressure:
         self.paused: dict[ServerStream, None] = {}
         self.pauses = 0  # times the storage fell behind (metrics)
         self._since = 0.0
+        self._logged_at: float | None = None  # when "behind" was last logged
+        self._logged_pauses = 0  # ``pauses`` then
+        self._logging = False  # this hold's "behind" was logged: so is its end
         self._resuming: IDelayedCall | None = None
 
     def storage_backlogged(self, backlogged: bool) -> None:
@@ -61,13 +67,20 @@ class Backpressure:
         if backlogged == self.holding:
             return
         self.holding = backlogged
+        now = self.clock.seconds()
         if backlogged:
             self.pauses += 1
-            self._since = time.monotonic()
-            log.msg("storage writer behind: client streams stop reading until it catches up")
+            self._since = now
+            self._logging = self._logged_at is None or now - self._logged_at >= LOG_INTERVAL
+            if self._logging:
+                more = self.pauses - self._logged_pauses - 1
+                since = f" (and {more} more times since the last such line)" if more else ""
+                self._logged_at, self._logged_pauses = now, self.pauses
+                log.msg(f"storage writer behind: client streams stop reading until it catches up{since}")
             return
-        log.msg(f"storage writer caught up: {len(self.paused)} client streams read again "
-                f"(after {time.monotonic() - self._since:.3f} s)")
+        if self._logging:
+            log.msg(f"storage writer caught up: {len(self.paused)} client streams read again "
+                    f"(after {now - self._since:.3f} s)")
         if self._resuming is None:  # (not here: among the storage's answers)
             self._resuming = self.clock.callLater(0, self._resume)
 
