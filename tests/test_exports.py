@@ -18,7 +18,7 @@ PUBLIC = {
                             "PRESENCE_NODE", "ROSTER_NODE", "standard_kinds"},
     "xep207.hooks": {"Hooks", "STANZA", "SESSION_BOUND", "SESSION_UNBOUND", "INITIAL_PRESENCE",
                      "SUBSCRIPTION_CHANGED", "ITEM_PUBLISHED", "ITEMS_RETRACTED", "NODE_EMPTIED", "UNACKED",
-                     "AVAILABILITY_CHANGED"},
+                     "AVAILABILITY_CHANGED", "KEPT_OFFLINE"},
     "xep207.plugins": {"IServerPlugin", "PluginNotFound", "find_plugins", "install_plugins"},
     "xep207.testing": {"StorageContract", "StanzaHarness", "Client", "RunningServer", "server_fixture",
                        "start_server", "InMemoryServer"},
