@@ -949,6 +949,8 @@ class PubSubEngine:
                     existing = await self.storage.get_items(service, node_id, [item_id])
                     if existing:
                         await kind.check_overwrite(access, existing[0])
+                    # (blocks again, after that read: one stored while it was in flight)
+                    kind.publish_rechecks(self, requestor, node)
                 if turn is not None or in_pipeline or self.pipeline_turn is None:
                     break
                 # Judged: a publish to a conversation its caller did not put in
