@@ -158,3 +158,70 @@ class NativeResultAndTheRecipientsWindow(DoorsTestCase):
         gate.callback(None)
         self.assert_ok(await alice.wait_for(is_iq("native")))
         self.assertEqual(sent_when, ["window stored"])
+
+
+class OnePushPerMessage(PushTestCase):
+    """``KEPT_OFFLINE`` is told per subscription the delivery missed. A party
+    may hold a second subscription to its conversation, under one of its
+    full JIDs (the pair kind allows any JID of the requestor's account): a
+    message then missed by both is pushed twice, and counted twice."""
+
+    server_args = PushTestCase.server_args + ("--push-body",)
+
+    async def test_a_second_subscription_of_the_same_party_does_not_double_the_push(self):
+        alice = await self.online("alice", "phone")
+        bob = await self.online("bob", "desk")
+        self.chat(bob, ALICE, "hello")  # (the conversation exists)
+        await alice.wait_for(chat_body("hello"))
+        self.assert_ok(await self.iq(alice, "set", None, push_enable("alice-token")))
+        reply = await self.subscribe(alice, PUBSUB, NODE)  # (her full JID, as XEP-0060 §6.1 has it)
+        if reply["type"] != "result":
+            self.skipTest(f"a second subscription is refused: {reply.toXml()}")
+        await self.logout(alice)
+        await self.server.quiesce()
+        self.chat(bob, ALICE, "first")
+        await self.settle(bob)
+        self.chat(bob, ALICE, "second")
+        pushed = [summary(await self.app.next()) for _ in range(2)]
+        self.assertEqual([(p["last-message-body"], p["message-count"]) for p in pushed],
+                         [("first", "1"), ("second", "2")])
+
+
+class AReadThatEndsInAStreamError(DoorsTestCase):
+    """One read: a message to bob, a ping, then XML that is not well-formed.
+    What the read caused leaves before it returns, each stream once: bob's
+    message (on his stream, no reactor turn later), alice's answer before her
+    stream error, nothing written twice."""
+
+    async def test_what_a_failing_read_queued_leaves_once_and_in_order(self):
+        from xep207.server import stream as stream_module
+
+        alice = await self.online("alice")
+        bob = await self.online("bob")
+        self.chat(alice, BOB, "warm")  # (the conversation exists: the next one is delivered at once)
+        await bob.wait_for(chat_body("warm"))
+        await self.settle(alice, bob)
+        writes: dict = {}
+        real_write = stream_module.write_now
+
+        def recording_write(to, data):
+            writes.setdefault(to, []).append(data)
+            real_write(to, data)
+
+        self.patch(stream_module, "write_now", recording_write)
+        server_alice = self.server.router.session(alice.jid).stream
+        server_bob = self.server.router.session(bob.jid).stream
+        bob_transport, alice_transport = server_bob.transport, server_alice.transport
+        server_alice.dataReceived(
+            f"<message to='{BOB}' type='chat'><body>in the bad read</body></message>"
+            f"<iq type='get' id='p1' to='{self.server.domain}'><ping xmlns='urn:xmpp:ping'/></iq>"
+            "<message><body></message>".encode())
+        to_bob = b"".join(writes.get(bob_transport, []))
+        to_alice = b"".join(writes.get(alice_transport, []))
+        self.assertEqual(to_bob.count(b"in the bad read"), 1, to_bob)
+        self.assertEqual(stream_module._to_flush, [])
+        self.assertEqual(to_alice.count(b"'p1'") + to_alice.count(b'"p1"'), 1, to_alice)
+        self.assertLess(to_alice.find(b"p1"), to_alice.find(b"not-well-formed"), to_alice)
+        data = (await alice.closed).decode()
+        self.assertEqual(data.count("p1"), 1)
+        await bob.wait_for(chat_body("in the bad read"))
