@@ -200,6 +200,9 @@ class _NativeTurn:
         if not lock.locked and self.chat._locks.get(self.node_id) is lock:
             del self.chat._locks[self.node_id]
 
+    def settled(self) -> defer.Deferred | None:
+        return self.chat.offline.window.stored(self.node_id)  # (as ``PairPublisher._published``)
+
 
 class _Handoff:
     """Whether the publish reached storage's queue; the Deferred a caller

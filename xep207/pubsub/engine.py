@@ -167,6 +167,12 @@ class PipelineTurn(Protocol):
     def leave(self) -> None:
         """Done (stored and notified, or refused or failed): the next one's turn."""
 
+    def settled(self) -> defer.Deferred | None:
+        """After ``leave`` of a publish that succeeded: a Deferred firing once
+        what its delivery left to be written is (a recipient's XEP-0198
+        window: the publisher is answered only then, as the legacy door's
+        sender counts a message handled only then); None when nothing is."""
+
 
 class NodeCreatedElsewhere(errors.StanzaError):
     """The node a create named exists after all: made by another request or
@@ -994,11 +1000,15 @@ class PubSubEngine:
             self.hooks.notify(ITEM_PUBLISHED, node, item, requestor, kind=kind.name)
             if self.answer_barrier is not None:
                 await self._barrier(node)
-            return await self._notify(kind, access, item)
+            published = await self._notify(kind, access, item)
         finally:
             self._delivery_done(None, key)
             if turn is not None:
                 turn.leave()
+        settled = turn.settled() if turn is not None else None
+        if settled is not None:
+            await settled  # (a crash after the answer must not lose what the answer says was handled)
+        return published
 
     def _check_preconditions(self, config: NodeConfig, options: Mapping[str, object]) -> None:
         """XEP-0060 §7.1.5: every publish-option must match the node's configuration."""
