@@ -27,7 +27,7 @@ from twisted.internet import defer
 from twisted.python import log
 from twisted.words.xish import domish
 
-from xep207.hooks import SESSION_UNBOUND, STANZA, UNACKED
+from xep207.hooks import KEPT_OFFLINE, SESSION_UNBOUND, STANZA, UNACKED
 from xep207.pubsub.events import ITEMS, Event, Recipient
 from xep207.pubsub.kinds import Trusted, pair_node_id
 from xep207.pubsub.kinds.pair import NS_SID, OFFLINE_MARK, PairKind
@@ -287,14 +287,22 @@ class OfflineDelivery:
 
     async def _mark_at_most(self, party: str, node_id: str, item_ids: list[str]) -> None:
         """The earliest of ``item_ids`` stored, by ``seq`` (one delivered early may never be,
-        and a native publish may arrive ahead of one stored before it)."""
+        and a native publish may arrive ahead of one stored before it); then
+        ``KEPT_OFFLINE`` for each one stored (push: a session that dropped
+        its connection and never came back is the phone push exists for)."""
         current = await self.storage.get_subscription(self.pubsub_domain, node_id, party)
         if current is None:
             return
         mark = current.options.get(OFFLINE_MARK)
         asked = [*item_ids, mark] if mark else item_ids
-        seqs = {i.item_id: i.seq for i in await self.storage.get_items(self.pubsub_domain, node_id, asked)}
-        item_id = min((i for i in item_ids if i in seqs), key=seqs.__getitem__, default=None)
-        if item_id is None or item_id == mark or (mark in seqs and seqs[mark] <= seqs[item_id]):
-            return  # none was stored (nothing to wait for), or the mark is there already, or earlier
-        await self.engine.set_offline_mark(Trusted(self.pubsub_domain), current, item_id)  # (lock held)
+        items = {i.item_id: i for i in await self.storage.get_items(self.pubsub_domain, node_id, asked)}
+        kept = [items[i] for i in item_ids if i in items]
+        if not kept:
+            return  # none was stored: nothing waits
+        item_id = min(kept, key=lambda item: item.seq).item_id
+        if item_id != mark and not (mark in items and items[mark].seq <= items[item_id].seq):
+            await self.engine.set_offline_mark(Trusted(self.pubsub_domain), current, item_id)  # (lock held)
+        node = await self.storage.get_node(self.pubsub_domain, node_id)
+        if node is not None:
+            for item in kept:
+                self.engine.hooks.notify(KEPT_OFFLINE, node, item, party, kind=PairKind.name)
