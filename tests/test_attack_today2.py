@@ -87,7 +87,7 @@ class PushForWhatAHibernatedSessionNeverGot(PushTestCase):
     """``KEPT_OFFLINE``: "a one-to-one message none of the account's sessions
     got, kept for its next one". A message written to a XEP-0198 session
     whose connection is gone (hibernated, waiting for ``<resume/>``) that
-    then expires is exactly that (``OfflineDelivery.requeue`` moves the
+    then expires is exactly that (``Unreceived.requeue`` moves the
     offline mark back to it), but the mark is written without the hook: the
     phone that dropped its connection is never woken for it, though it is
     the case push exists for."""

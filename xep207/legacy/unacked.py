@@ -1,7 +1,7 @@
 """The unacknowledged window of live one-to-one messages (XEP-0198).
 
 A live pair message written to a managed session is acknowledged later, or
-never: its session ends (then ``OfflineDelivery.requeue`` keeps it), or the
+never: its session ends (then ``Unreceived.requeue`` keeps it), or the
 server dies (``kill -9``), and the in-memory queue with it. So, per party and
 conversation, the first message written and not yet acknowledged is stored
 as the subscription option ``UNACKED_MARK``; acks move it (one write at a time
