@@ -80,6 +80,18 @@ class Flooding(TwoTalkingOnSQLite):
         for user, client in self.flooders.items():
             client.send("".join(chat(f"{user} {i}") for i in range(count)))
 
+    async def newcomer_behind_a_flood(self):
+        """Commits held, the flooders paused, and a new client's stream header
+        read: (the lock, how many each flooder sent, the newcomer, paused too)."""
+        locker = self.hold_commits()
+        count = self.storage.backlog_marks()[0] // 2
+        self.flood(count)
+        await self.all_paused()
+        newcomer = await self.connect()
+        newcomer.header()
+        await until(lambda: len(self.gate.paused) == len(FLOODERS) + 1)
+        return locker, count, newcomer
+
     async def all_paused(self) -> None:
         await until(lambda: self.backlog == [True] and len(self.gate.paused) == len(self.flooders))
 
@@ -195,13 +207,7 @@ class AFloodWaitsForTheWriter(Flooding):
         self.assertEqual(kept, [f"carol {i}" for i in range(len(kept))])
 
     async def test_a_client_connecting_meanwhile_waits_and_then_logs_in(self):
-        locker = self.hold_commits()
-        count = self.storage.backlog_marks()[0] // 2
-        self.flood(count)
-        await self.all_paused()
-        newcomer = await self.connect()
-        newcomer.header()
-        await until(lambda: len(self.gate.paused) == len(FLOODERS) + 1)
+        locker, count, newcomer = await self.newcomer_behind_a_flood()
         self.assertNotIn(b"<stream:features", newcomer.received)
         locker.execute("ROLLBACK")
         await newcomer.expect("</stream:features>")
@@ -221,15 +227,7 @@ class ACompressedFlood(Flooding):
         client = await protocol.ClientCreator(reactor, ZlibClient).connectTCP("127.0.0.1", self.port)
         self.addCleanup(self._close, client)
         await client.authenticate("frank")
-        client.send("<compress xmlns='http://jabber.org/protocol/compress'><method>zlib</method></compress>")
-        await client.expect("<compressed")
-        client.deflate()
-        client.header()
-        await client.expect("</stream:features>")
-        client.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-                    "<resource>raw</resource></bind></iq>")
-        await client.expect("</bind></iq>")
-        client.start_parsing(client.received[client._cursor:])
+        await client.compress_and_bind("raw")
         client.send(chat("hello from frank"))
         await self.bob.wait_for(chat_body("hello from frank"))
         self.flooders["frank"] = client
@@ -254,13 +252,7 @@ class AnUnauthenticatedClientMeanwhile(Flooding):
     async def test_timed_out_while_paused_it_is_forgotten_at_once(self):
         """The server ends it (no session in time) while the storage is
         still behind: it leaves the paused ones then, not at the release."""
-        locker = self.hold_commits()
-        count = self.storage.backlog_marks()[0] // 2
-        self.flood(count)
-        await self.all_paused()
-        newcomer = await self.connect()
-        newcomer.header()
-        await until(lambda: len(self.gate.paused) == len(FLOODERS) + 1)
+        locker, count, newcomer = await self.newcomer_behind_a_flood()
         self.assertIn(b"<connection-timeout", await newcomer.closed)
         await until(lambda: len(self.gate.paused) == len(FLOODERS))
         self.assertTrue(self.gate.holding)

@@ -37,6 +37,18 @@ class ZlibClient(RawClient):
             data = self.deflater.compress(data) + self.deflater.flush(zlib.Z_SYNC_FLUSH)
         super().send(data)
 
+    async def compress_and_bind(self, resource: str) -> None:
+        """Authenticated: XEP-0138 zlib both ways, a new stream, bound as ``resource``."""
+        self.send("<compress xmlns='http://jabber.org/protocol/compress'><method>zlib</method></compress>")
+        await self.expect("<compressed")
+        self.deflate()
+        self.header()
+        await self.expect("</stream:features>")
+        self.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                  f"<resource>{resource}</resource></bind></iq>")
+        await self.expect("</bind></iq>")
+        self.start_parsing(self.received[self._cursor:])
+
 
 class QuietTLSStream(ServerTestCase):
     server_args = ("--c2s-rate", "0", "--tls-optional", "--allow-plaintext-auth")
@@ -111,15 +123,7 @@ class QuietTLSStream(ServerTestCase):
         client = await self.connect()
         await self.starttls(client)
         await client.authenticate("alice")
-        client.send("<compress xmlns='http://jabber.org/protocol/compress'><method>zlib</method></compress>")
-        await client.expect("<compressed")
-        client.deflate()
-        client.header()
-        await client.expect("</stream:features>")
-        client.send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-                    "<resource>zlib</resource></bind></iq>")
-        await client.expect("</bind></iq>")
-        client.start_parsing(client.received[client._cursor:])
+        await client.compress_and_bind("zlib")
         self.assertTrue(self.server.router.session("alice@localhost/zlib").stream.compressed)
         await self.ping(client, "before")
         await self.check_released_and_serving(client, "zlib")
