@@ -302,6 +302,12 @@ class PubSubEngine:
         # else entering before this one did.
         self.pipeline_turn: Callable[[NodeKind, str, str, bool],
                                      PipelineTurn | defer.Deferred | None] | None = None
+        # (service, node, item id) → the lock a publish naming that id holds
+        # from reading whose item it would replace until its write is issued
+        # (with ordered writes; else done): two publishers naming one id at
+        # once each found none, and the second replaced the first one's item.
+        # (A conversation's pipeline does the same for pair nodes.)
+        self._claims: dict[tuple[str, str, str], defer.DeferredLock] = {}
 
     async def _barrier(self, node: Node) -> None:
         if self.answer_barrier is not None:
@@ -919,6 +925,7 @@ class PubSubEngine:
             if len(payload) * 4 > self.max_payload_size and len(payload.encode("utf-8")) > self.max_payload_size:
                 raise errors.not_acceptable("payload-too-big")
         turn: PipelineTurn | None = None
+        claim: tuple[str, str, str] | None = None
         try:
             while True:  # (twice only for a publish that waited for its turn in a pipeline: below)
                 # XEP-0163 §3: a PEP node made by a publish takes the publish-options as
@@ -952,6 +959,9 @@ class PubSubEngine:
                 if item_id and config.persist_items and not access.trusted \
                         and not kind.overwrites_any(access):
                     overwrite = True
+                    if claim is None and not (kind.pipelined and self.pipeline_turn is not None):
+                        claim = (service, node_id, item_id)
+                        await self._claim(claim)
                     existing = await self.storage.get_items(service, node_id, [item_id])
                     if existing:
                         await kind.check_overwrite(access, existing[0])
@@ -982,6 +992,8 @@ class PubSubEngine:
         except BaseException:
             if turn is not None:
                 turn.leave()
+            if claim is not None:
+                self._unclaim(claim)
             raise
         key = self._delivery_pending(service, node_id)
         try:
@@ -992,7 +1004,13 @@ class PubSubEngine:
                 stored = self.storage.put_item(service, node_id, item, config.max_items)
                 if queued is not None and self._ordered_writes:
                     queued()  # whatever is issued next runs after it
+                if claim is not None and self._ordered_writes:
+                    self._unclaim(claim)  # (the next claimant's read is answered after this write)
+                    claim = None
                 item = await stored
+                if claim is not None:
+                    self._unclaim(claim)
+                    claim = None
             elif queued is not None and self._ordered_writes:
                 queued()
             if after is not None and not after.called:
@@ -1005,10 +1023,24 @@ class PubSubEngine:
             self._delivery_done(None, key)
             if turn is not None:
                 turn.leave()
+            if claim is not None:
+                self._unclaim(claim)
         settled = turn.settled() if turn is not None else None
         if settled is not None:
             await settled  # (a crash after the answer must not lose what the answer says was handled)
         return published
+
+    async def _claim(self, key: tuple[str, str, str]) -> None:
+        lock = self._claims.get(key)
+        if lock is None:
+            lock = self._claims[key] = defer.DeferredLock()
+        await lock.acquire()
+
+    def _unclaim(self, key: tuple[str, str, str]) -> None:
+        lock = self._claims[key]
+        lock.release()
+        if not lock.locked and self._claims.get(key) is lock:
+            del self._claims[key]
 
     def _check_preconditions(self, config: NodeConfig, options: Mapping[str, object]) -> None:
         """XEP-0060 §7.1.5: every publish-option must match the node's configuration."""
