@@ -30,10 +30,12 @@ from wokkel.pubsub import (
 )
 from zope.interface import implementer
 
+from xep207 import logs
 from xep207.pubsub import config as node_config
 from xep207.pubsub import errors, render
 from xep207.pubsub.events import IEventSink
 from xep207.xmlutil import release
+from xep207.storage.interface import StorageUnavailable
 from xep207.storage.records import AFFILIATIONS, NONE, SubscriptionState, is_subscription_state
 
 NS_RSM = "http://jabber.org/protocol/rsm"
@@ -464,7 +466,7 @@ class PubSubProtocol(PubSubService):
         # Parsed already (wokkel reads ``parent`` while parsing): once handled,
         # the request's cycles go (issue 13; the answer copies its attributes, an
         # error its children, neither its links).
-        return self._handle(iq).addBoth(_released, iq)
+        return self._handle(iq).addErrback(_storage_trouble, iq).addBoth(_released, iq)
 
     def _handle(self, iq) -> defer.Deferred:
         # wokkel builds its own PubSubRequest here; ours parses more.
@@ -559,6 +561,15 @@ class PubSubProtocol(PubSubService):
         for owner in request.owners:
             self.send(render.message(request.service, owner, form,
                                      id=render.authorization_id(request)))
+
+
+def _storage_trouble(failure, iq: domish.Element):
+    """Storage down: one log line, as the legacy door writes (``logs.failure``),
+    not wokkel's "Unhandled error in iq handler" traceback per request, and
+    the same ``internal-server-error`` answer."""
+    failure.trap(StorageUnavailable)
+    logs.failure(failure, f"XEP-0060 request {iq.getAttribute('id')!r} from {iq.getAttribute('from')}")
+    raise error.StanzaError("internal-server-error")
 
 
 def _released(result, iq: domish.Element):
