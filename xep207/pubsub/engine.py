@@ -956,12 +956,13 @@ class PubSubEngine:
                 if not access.trusted:
                     check_id_length(item_id, "an item id")
                 overwrite = False  # (whether whose item it replaces is checked)
+                if item_id and config.persist_items and not access.trusted and claim is None \
+                        and not (kind.pipelined and self.pipeline_turn is not None):
+                    claim = (service, node_id, item_id)  # (an owner's too: a claimant's write must not land on it)
+                    await self._claim(claim)
                 if item_id and config.persist_items and not access.trusted \
                         and not kind.overwrites_any(access):
                     overwrite = True
-                    if claim is None and not (kind.pipelined and self.pipeline_turn is not None):
-                        claim = (service, node_id, item_id)
-                        await self._claim(claim)
                     existing = await self.storage.get_items(service, node_id, [item_id])
                     if existing:
                         await kind.check_overwrite(access, existing[0])
