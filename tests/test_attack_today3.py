@@ -11,7 +11,9 @@ import sqlite3
 
 from twisted.internet import defer, reactor
 
-from tests.doors_helpers import PUBSUB, DoorsTestCase, error_of
+from tests.doors_helpers import ALICE, PUBSUB, DoorsTestCase, chat_body, error_of
+from tests.sm_helpers import enable as sm_enable, server_side_gone
+from tests.test_push import PushTestCase, enable as push_enable, summary
 
 NODE = "board"
 
@@ -95,3 +97,34 @@ class ClaimsAndTheOwner(DoorsTestCase):
             ("result", "error", "forbidden", [("alice@localhost", entry("alice"))]),
         ])
         self.assertEqual(self.server.engine._claims, {})
+
+
+class OnePushForAMessageTwoSessionsMissed(PushTestCase):
+    """``Unreceived.mark_back`` tells ``KEPT_OFFLINE`` for each message a
+    session was written and never acknowledged. A message to the bare JID
+    is written to each of the account's sessions: when both drop their
+    connections without acknowledging it, it is kept once (one offline
+    mark), but told twice: pushed twice, and counted as two messages."""
+
+    server_args = PushTestCase.server_args + ("--push-body",)
+
+    async def test_a_message_two_sessions_never_acknowledged_is_pushed_once(self):
+        phone = await self.online("alice", "phone")
+        self.assert_ok(await self.iq(phone, "set", None, push_enable("alice-token")))
+        tablet = await self.online("alice", "tablet")
+        for client in (phone, tablet):
+            await sm_enable(client, resume=False)
+        bob = await self.online("bob", "desk")
+        self.chat(bob, ALICE, "both got it")
+        for client in (phone, tablet):
+            await client.wait_for(chat_body("both got it"))
+        for client in (phone, tablet):
+            gone = server_side_gone(self.server, client.jid)
+            client.transport.abortConnection()
+            await gone
+            await self.server.quiesce()
+        await self.settle(bob)
+        self.chat(bob, ALICE, "then another")
+        pushed = [summary(await self.app.next()) for _ in range(2)]
+        self.assertEqual([(p["last-message-body"], p["message-count"]) for p in pushed],
+                         [("both got it", "1"), ("then another", "2")])
