@@ -212,6 +212,26 @@ class PushFollowsTheDelivery(PushTestCase):
         self.assertEqual(summary(iq)["message-count"], "1")
 
 
+class PushMemory(PushTestCase):
+    async def test_what_was_pushed_is_remembered_only_for_accounts_that_push(self):
+        """The ids pushed per account (to drop a repeat) are kept for accounts
+        with a registration, until they come back online: not for every
+        account that ever missed a message."""
+        bob = await self.online("bob", "desk")
+        self.chat(bob, f"carol@{DOMAIN}", "carol never enabled push")
+        await self.settle(bob)
+        await self.server.quiesce()
+        push = self.server.push
+        self.assertNotIn(f"carol@{DOMAIN}", push.pushed)
+        await self.enable_and_leave()
+        self.chat(bob, ALICE, "for alice")
+        await self.app.next()
+        self.assertEqual(len(push.pushed[ALICE]), 1)
+        alice = await self.online("alice", "laptop")
+        await self.settle(alice)
+        self.assertNotIn(ALICE, push.pushed)  # (back online: forgotten)
+
+
 class PushWithBodies(PushTestCase):
     server_args = PushTestCase.server_args + ("--push-body",)
 

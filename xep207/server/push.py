@@ -42,6 +42,7 @@ from xep207.xmlutil import parse_stanza, release
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 SUMMARY = "urn:xmpp:push:summary"
 MAX_WAITING = 10000  # notifications awaiting the app server's answer
+MAX_PUSHED_IDS = 1000  # per account offline: the items already pushed (a repeat is dropped)
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,15 @@ class PushService(XMPPHandler):
         self.include_body = include_body
         self.waiting: OrderedDict[str, _Sent] = OrderedDict()
         self.missed: Counter = Counter()  # messages since the account was last online
+        # Per account, the items pushed since it was last online: a message that two
+        # sessions were written and never acknowledged is kept once (one mark) and told
+        # once per session (xep207.legacy.unreceived): pushed once, counted once.
+        self.pushed: dict[str, OrderedDict[str, None]] = {}
         self.engine.add_kind(PushKind())
         # Whom the delivery missed, as it decided (not who is available by the commit:
         # a message delivered before its commit to a party gone since was read).
         server.hooks.add(KEPT_OFFLINE, self.on_kept_offline, kinds=("pair",))
-        server.hooks.add(SESSION_BOUND, lambda session: self.missed.pop(session.bare, None))
+        server.hooks.add(SESSION_BOUND, self._back_online)
         server.hooks.add(STANZA, self.on_answer, priority=900, stanzas=("iq",))
 
     def connectionInitialized(self):
@@ -146,7 +151,17 @@ class PushService(XMPPHandler):
 
     # Notifications ---------------------------------------------------------------------
 
+    def _back_online(self, session) -> None:
+        self.missed.pop(session.bare, None)
+        self.pushed.pop(session.bare, None)
+
     def on_kept_offline(self, node, item, account: str) -> None:
+        pushed = self.pushed.setdefault(account, OrderedDict())
+        if item.item_id in pushed:
+            return  # (told again: another session of the account missed it too)
+        pushed[item.item_id] = None
+        while len(pushed) > MAX_PUSHED_IDS:
+            pushed.popitem(last=False)
         d = defer.ensureDeferred(self.notify(account, item))
         d.addErrback(logs.failure, f"push notification for {account} failed")
         self.router.in_flight.track(d)
@@ -159,9 +174,11 @@ class PushService(XMPPHandler):
         body = next((str(c) for c in message.elements() if c.name == "body"), None)
         release(message)  # (read: no cycle left to the garbage collector, per offline message)
         if body is None:
+            self.pushed.pop(account, None)
             return  # chat states, receipts: nothing a user needs waking for
         registrations = await self._registrations(account)
         if not registrations:
+            self.pushed.pop(account, None)  # (remembered only for accounts that push)
             return
         self.missed[account] += 1
         for item_id, (service, node, options) in registrations.items():

@@ -208,7 +208,7 @@ class Server:
 
         admin_channel.install(self, options)  # xep207ctl's way in: DATA-DIR/admin.sock
         service_admin.install(self, options)  # XEP-0133 ad-hoc commands for --admin accounts
-        push.install(self, options)  # XEP-0357 push notifications
+        self.push = push.install(self, options)  # XEP-0357 push notifications
 
         # Added last, stopped first: sessions end while storage is still open.
         _OnStop(lambda: defer.ensureDeferred(self.close_sessions())).setServiceParent(self.started)
