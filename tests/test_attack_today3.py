@@ -6,16 +6,14 @@ under way together, SQLite's commits are held for real (another connection
 holds the write lock) and the test waits on the storage calls being issued
 (spies that call through at once): nothing waits on time."""
 
-import os
-import sqlite3
 
 from twisted.internet import defer, reactor
 
-from tests.doors_helpers import ALICE, PUBSUB, DoorsTestCase, chat_body, error_of
+from tests.doors_helpers import ALICE, PUBSUB, chat_body, error_of
 from tests.sm_helpers import enable as sm_enable, server_side_gone
+from tests.test_overwrite_claims import NODE, OpenNodeOnSQLite
 from tests.test_push import PushTestCase, enable as push_enable, summary
 
-NODE = "board"
 
 
 def entry(text: str) -> str:
@@ -40,35 +38,13 @@ def spy(test, obj, name: str, select) -> defer.Deferred:
     return hit.addTimeout(10, reactor)
 
 
-class ClaimsAndTheOwner(DoorsTestCase):
+class ClaimsAndTheOwner(OpenNodeOnSQLite):
     """The claim is taken only by a publish that reads whose item it
     replaces; the owner's (``overwrites_any``) takes none and its write is
     issued at once. A stranger's publish whose read found no item (or its
     own) but whose write is not issued yet then replaces the item the owner
     stored meanwhile: the owner was answered first, and a stranger replaced
     an item of someone else — what ``check_overwrite`` refuses."""
-
-    storage = "sqlite"
-
-    def storage_url(self):
-        self.path = os.path.join(self.data_dir, "xep207.sqlite")
-        return f"sqlite:///{self.path}?busy_timeout=30000"
-
-    async def setUp(self):
-        await super().setUp()
-        self.alice = await self.online("alice")
-        self.assert_ok(await self.create(self.alice, PUBSUB, NODE, {"publish_model": "open"}))
-        self.bob = await self.online("bob")
-
-    def hold_commits(self) -> sqlite3.Connection:
-        locker = sqlite3.connect(self.path, isolation_level=None)
-        locker.execute("BEGIN EXCLUSIVE")
-        self.addCleanup(locker.close)
-        return locker
-
-    async def stored(self, item_id: str):
-        items = await self.server.storage.get_items(PUBSUB, NODE, [item_id])
-        return [(i.publisher.split("/")[0], i.payload) for i in items]
 
     async def test_a_strangers_publish_in_flight_does_not_replace_what_the_owner_stored_after_its_read(self):
         for client in (self.alice, self.bob):  # (what their publishes read is cached: only the claimed read is left)

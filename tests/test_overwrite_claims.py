@@ -22,7 +22,9 @@ from tests.doors_helpers import PUBSUB, DoorsTestCase, error_of
 NODE = "board"
 
 
-class OverwriteClaims(DoorsTestCase):
+class OpenNodeOnSQLite(DoorsTestCase):
+    """alice's open node, bob and carol online; commits a test can hold back."""
+
     storage = "sqlite"
 
     def storage_url(self):
@@ -78,6 +80,9 @@ class OverwriteClaims(DoorsTestCase):
     async def stored(self, item_id: str):
         items = await self.server.storage.get_items(PUBSUB, NODE, [item_id])
         return [(i.publisher.split("/")[0], i.payload) for i in items]
+
+
+class OverwriteClaims(OpenNodeOnSQLite):
 
     async def test_one_new_id_named_by_two_at_once_is_the_first_ones(self):
         """Whichever the server read first stores it; the other is refused."""
