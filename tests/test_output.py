@@ -8,6 +8,7 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.trial import unittest
 
 from tests.server_helpers import DOMAIN, ServerTestCase
+from tests.web_helpers import connect_ws
 
 from xep207.server import stream as stream_module
 from xep207.server.stream import WRITE_CHUNK, write_now
@@ -154,6 +155,48 @@ class WhatAReadCauses(ServerTestCase):
         for i in range(3):
             self.assertIn(f"id='p{i}'".encode(), writes[0])
         await self.alice.wait_for(lambda e: e.getAttribute("id") == "p2")
+
+
+class WhatAWebSocketReadCauses(ServerTestCase):
+    """The same over WebSocket (RFC 7395): its messages reach their stream
+    through the WebSocket connection's read, not the stream's own."""
+
+    server_args = ("--tls-optional", "--allow-plaintext-auth", "--http-port", "0",
+                   "--http-interfaces", "127.0.0.1")
+
+    async def setUp(self):
+        await self.start_server()
+
+    async def test_a_browsers_message_is_written_before_the_read_returns(self):
+        bob = await self.connect()
+        await bob.login("bob", resource="tcp")
+        bob.send("<presence/>")
+        await bob.expect("<presence")
+        alice = await connect_ws(self, f"wss://127.0.0.1:{self.server.web.port}/xmpp-websocket")
+        await alice.login("alice", resource="browser")
+        alice.send_text(f"<message xmlns='jabber:client' type='chat' to='bob@{DOMAIN}'><body>first</body></message>")
+        await bob.expect("first")  # (the conversation exists)
+        connection = self.server.router.session(alice.jid).stream.transport._protocol
+        bob_transport = self.server.router.session(f"bob@{DOMAIN}/tcp").stream.transport
+        written = []
+        real_write = stream_module.write_now
+
+        def recording_write(to, data):
+            written.append((to, data))
+            real_write(to, data)
+
+        self.patch(stream_module, "write_now", recording_write)
+        seen_at_return = []
+        real_read = connection.dataReceived
+
+        def read(data):
+            real_read(data)
+            seen_at_return.append(b"".join(d for to, d in written if to is bob_transport))
+
+        connection.dataReceived = read
+        alice.send_text(f"<message xmlns='jabber:client' type='chat' to='bob@{DOMAIN}'><body>second</body></message>")
+        await bob.expect("second")
+        self.assertTrue(any(b"<body>second</body>" in chunk for chunk in seen_at_return), seen_at_return)
 
 
 class _Reader(protocol.Protocol):

@@ -441,16 +441,7 @@ class ServerStream(FastElementDispatch, xmlstream.XmlStream):
         self.stream.ElementEvent = self._on_complete_stanza
 
     def dataReceived(self, data: bytes) -> None:
-        """What one read caused (a delivery, an answer) leaves when the read
-        is handled, not at the end of the reactor turn (``_flush_later``)."""
-        global _reading
-        _reading += 1
-        try:
-            self._data_received(data)
-        finally:
-            _reading -= 1
-            if not _reading and _to_flush:
-                _flush_all()
+        as_one_read(self._data_received, data)
 
     def _data_received(self, data: bytes) -> None:
         if self.stream is None:
@@ -851,6 +842,21 @@ _to_flush: list = []
 # half the median latency at 5,000 msgs/s). Output queued anywhere else (a
 # commit's results, a timer) leaves at the end of the turn, by one delayed call.
 _reading = 0
+
+
+def as_one_read(handle: Callable[..., object], *args: Any) -> None:
+    """``handle(*args)`` as one read from a peer: what it causes (a delivery,
+    an answer) leaves once it returns, not at the end of the reactor turn
+    (``_flush_later``). ``ServerStream.dataReceived``, and the WebSocket
+    connection's read (its messages reach their stream another way)."""
+    global _reading
+    _reading += 1
+    try:
+        handle(*args)
+    finally:
+        _reading -= 1
+        if not _reading and _to_flush:
+            _flush_all()
 
 
 def _flush_later(stream) -> None:

@@ -31,7 +31,7 @@ from twisted.words.xish import domish
 from zope.interface import directlyProvides
 
 from xep207.server.c2s import AuthThrottle, C2SPolicy, ClientNegotiator, PendingConnections
-from xep207.server.stream import NS_STREAMS, ServerStream
+from xep207.server.stream import NS_STREAMS, ServerStream, as_one_read
 
 if TYPE_CHECKING:
     from xep207.server.backpressure import Backpressure
@@ -363,6 +363,10 @@ class XMPPWebSocketProtocol(WebSocketServerProtocol):
             directlyProvides(transport, ISSLTransport)  # the negotiator's tls_active
         self.stream = stream
         stream.makeConnection(transport)
+
+    def dataReceived(self, data):
+        # One read may hold several messages: what they cause leaves once it is handled.
+        as_one_read(super().dataReceived, data)
 
     def onMessage(self, payload, isBinary):
         if isBinary:
