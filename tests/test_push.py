@@ -232,6 +232,30 @@ class PushMemory(PushTestCase):
         self.assertNotIn(ALICE, push.pushed)  # (back online: forgotten)
 
 
+class PushRepeats(PushTestCase):
+    async def test_a_bodyless_message_in_between_does_not_make_a_repeat_pushed_again(self):
+        """What was pushed stays remembered across a receipt or chat state
+        kept meanwhile (nothing to wake for): the repeat is still dropped."""
+        from xep207.storage.records import Item
+
+        await self.enable_and_leave()
+        push = self.server.push
+        told = Item("a1", f"<message from='{BOB}/desk' to='{ALICE}' type='chat'><body>one</body></message>",
+                    f"{BOB}/desk")
+        receipt = Item("r1", f"<message from='{BOB}/desk' to='{ALICE}' type='chat'>"
+                             "<received xmlns='urn:xmpp:receipts' id='x'/></message>", f"{BOB}/desk")
+        push.on_kept_offline(None, told, ALICE)
+        self.assertEqual(summary(await self.app.next())["message-count"], "1")
+        push.on_kept_offline(None, receipt, ALICE)
+        push.on_kept_offline(None, told, ALICE)  # (another session of alice's missed it too)
+        await self.server.quiesce()
+        later = Item("a2", f"<message from='carol@{DOMAIN}/desk' to='{ALICE}' type='chat'><body>two</body>"
+                           "</message>", f"carol@{DOMAIN}/desk")
+        push.on_kept_offline(None, later, ALICE)
+        pushed = summary(await self.app.next())  # the next push is carol's: the repeat was dropped
+        self.assertEqual((pushed["last-message-sender"], pushed["message-count"]), (f"carol@{DOMAIN}/desk", "2"))
+
+
 class PushWithBodies(PushTestCase):
     server_args = PushTestCase.server_args + ("--push-body",)
 

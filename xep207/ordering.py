@@ -212,8 +212,9 @@ class ConversationLock:
         return result
 
     def share(self) -> None:
-        """Held alone (``acquire``), it becomes a pipeline of one publish
-        that others may join (``try_join``); its ``leave`` releases it."""
+        """Held alone (``acquire``), it becomes a pipeline of one publish;
+        its ``leave`` releases it. Who queued meanwhile (``waiting``) keeps
+        waiting until then (``try_join`` refuses while anyone waits)."""
         self.publishing = 1
 
     def enter(self) -> tuple[list, defer.Deferred | None]:

@@ -185,7 +185,7 @@ class _NativeTurn:
     def enter(self) -> defer.Deferred | None:
         if self.alone:
             self.alone = False
-            self.lock.share()  # (its write is issued next: others may join behind it)
+            self.lock.share()  # (its write is issued next; what queued meanwhile waits until it is done)
         self.entry, after = self.lock.enter()
         return after
 

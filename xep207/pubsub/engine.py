@@ -171,7 +171,9 @@ class PipelineTurn(Protocol):
         """After ``leave`` of a publish that succeeded: a Deferred firing once
         what its delivery left to be written is (a recipient's XEP-0198
         window: the publisher is answered only then, as the legacy door's
-        sender counts a message handled only then); None when nothing is."""
+        sender counts a message handled only then); None when nothing is.
+        (On a cluster the legacy door also waits for the other processes'
+        handling, for a sender with XEP-0198; the native door does not.)"""
 
 
 class NodeCreatedElsewhere(errors.StanzaError):
@@ -927,7 +929,7 @@ class PubSubEngine:
         turn: PipelineTurn | None = None
         claim: tuple[str, str, str] | None = None
         try:
-            while True:  # (twice only for a publish that waited for its turn in a pipeline: below)
+            while True:  # (twice for a publish that waited for its turn in a pipeline, or names an item id there: below)
                 # XEP-0163 §3: a PEP node made by a publish takes the publish-options as
                 # its configuration (the kind's ``may_auto_create`` is its create check).
                 target = self.kind_of(service, node_id)

@@ -174,7 +174,6 @@ class PushService(XMPPHandler):
         body = next((str(c) for c in message.elements() if c.name == "body"), None)
         release(message)  # (read: no cycle left to the garbage collector, per offline message)
         if body is None:
-            self.pushed.pop(account, None)
             return  # chat states, receipts: nothing a user needs waking for
         registrations = await self._registrations(account)
         if not registrations:

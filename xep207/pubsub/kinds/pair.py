@@ -233,25 +233,27 @@ class PairKind(NodeKind):
         if not late:
             # In order, inside the publish: an earlier miss is remembered (kept atomically).
             await engine.set_offline_mark(Trusted(node.service), subscription, item.item_id, only_if_unset=True)
-        else:
-            await self._mark_back(engine, node, item, subscription)
+        elif not await self._mark_back(engine, node, item, subscription):
+            return  # (no longer a party: nothing is kept for it)
         engine.hooks.notify(KEPT_OFFLINE, node, item, bare(subscription.subscriber), kind=self.name)
 
     @staticmethod
-    async def _mark_back(engine, node: Node, item: Item, subscription) -> None:
+    async def _mark_back(engine, node: Node, item: Item, subscription) -> bool:
+        """Whether the party is still subscribed (then the message is kept for it)."""
         current = await engine.storage.get_subscription(node.service, node.node_id, subscription.subscriber)
         if current is None:
-            return
+            return False
         mark = current.options.get(OFFLINE_MARK)
         if mark == item.item_id:
-            return
+            return True
         if mark:
             if not item.seq:  # (a store that did not say where it put the item)
-                return
+                return True
             marked = await engine.storage.get_items(node.service, node.node_id, [mark])
             if not marked or marked[0].seq <= item.seq:
-                return  # an earlier miss is remembered (or trimmed since: older still): this one comes with it
+                return True  # an earlier miss is remembered (or trimmed since: older still): this one comes with it
         await engine.set_offline_mark(Trusted(node.service), current, item.item_id)
+        return True
 
     async def ends_with_account(self, engine, node: Node, account: str) -> bool:
         return account in (pair_parties(node.node_id) or ())
