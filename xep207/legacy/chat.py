@@ -90,6 +90,10 @@ class ChatCapture:
 
     def release(self, node_id: str, lock: ConversationLock) -> None:
         lock.release()
+        self.forget_if_idle(node_id, lock)
+
+    def forget_if_idle(self, node_id: str, lock: ConversationLock) -> None:
+        """A conversation's lock goes once nothing holds or waits for it."""
         if not lock.locked and self._locks.get(node_id) is lock:
             del self._locks[node_id]
 

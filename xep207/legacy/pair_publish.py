@@ -138,8 +138,7 @@ class PairPublisher:
     def _published(self, result, node_id: str, lock: ConversationLock, entry: list, session=None):
         lock.finish(entry)  # (the next message's consequences wait for this one's)
         lock.leave()
-        if not lock.locked and self.chat._locks.get(node_id) is lock:
-            del self.chat._locks[node_id]
+        self.chat.forget_if_idle(node_id, lock)
         if isinstance(result, Failure):
             return result
         stored = self.chat.offline.window.stored(node_id)  # (XEP-0198: where a crash cannot lose it)
@@ -194,11 +193,10 @@ class _NativeTurn:
         if self.entry is not None:
             lock.finish(self.entry)  # (the next one's consequences wait for this one's)
         if self.alone:
-            lock.release()  # (refused before it entered)
+            self.chat.release(self.node_id, lock)  # (refused before it entered)
         else:
             lock.leave()
-        if not lock.locked and self.chat._locks.get(self.node_id) is lock:
-            del self.chat._locks[self.node_id]
+            self.chat.forget_if_idle(self.node_id, lock)
 
     def settled(self) -> defer.Deferred | None:
         return self.chat.offline.window.stored(self.node_id)  # (as ``PairPublisher._published``)
