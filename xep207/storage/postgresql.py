@@ -160,9 +160,7 @@ class PostgreSQLStorage(SQLStorage):
             return defer.fail(StorageUnavailable(f"storage {self.url} is not open"))
         d: defer.Deferred[Any] = defer.Deferred()
         self._jobs.put((function, args, d))
-        self._issued += 1
-        if self._issued - self._answered >= self.HIGH_WATER * self.MAX_BATCH and not self.backlogged:
-            self._tell_backlog(True)
+        self._count_issued()
         return d
 
     def _execute(self, cursor, statement: str, args=()):

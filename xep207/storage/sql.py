@@ -115,7 +115,7 @@ class SQLStorage:
         again (``engine.publish(early=…)``): a sender that waits for its
         messages to arrive is then held back by the store, instead of
         filling the writer's queue faster than it empties."""
-        return self._issued - self._answered < 2 * self.MAX_BATCH
+        return self.waiting() < 2 * self.MAX_BATCH
 
     # Backpressure (xep207/server/backpressure.py): once HIGH_WATER batches'
     # worth of operations wait for their answers the storage tells its
@@ -146,10 +146,15 @@ class SQLStorage:
         ``watcher(False)`` when it caught up (answers down to the low-water mark)."""
         self._backlog_watchers += (watcher,)
 
+    def _count_issued(self) -> None:
+        """One operation issued (a backend's ``_transact``): past the high-water mark, behind."""
+        self._issued += 1
+        if not self.backlogged and self.waiting() >= self.HIGH_WATER * self.MAX_BATCH:
+            self._tell_backlog(True)
+
     def _maybe_caught_up(self) -> None:
-        """After answers (the high-water mark is checked where operations are
-        issued, inline in the backends' ``_transact``)."""
-        if self._issued - self._answered <= self.LOW_WATER * self.MAX_BATCH:
+        """After answers: down to the low-water mark, caught up."""
+        if self.waiting() <= self.LOW_WATER * self.MAX_BATCH:
             self._tell_backlog(False)
 
     def _tell_backlog(self, backlogged: bool) -> None:

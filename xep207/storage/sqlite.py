@@ -162,9 +162,7 @@ class SQLiteStorage(SQLStorage):
             self._turn = []
             self._clock.callLater(0, self._hand_over)
         self._turn.append((function, args, d))
-        self._issued += 1
-        if self._issued - self._answered >= self.HIGH_WATER * self.MAX_BATCH and not self.backlogged:
-            self._tell_backlog(True)
+        self._count_issued()
         return d
 
     def _hand_over(self) -> None:
