@@ -12,7 +12,7 @@ from twisted.internet import defer, reactor
 from tests.doors_helpers import ALICE, BOB, PUBSUB, DoorsTestCase, chat_body, error_of, is_iq, message_with, pair
 from tests.sm_helpers import NS_SM, enable as sm_enable, handled, server_side_gone
 from tests.test_early_delivery import native_publish
-from tests.test_push import APP, PushTestCase, enable as push_enable, summary
+from tests.test_push import PushTestCase, enable as push_enable, summary
 
 NODE = pair(ALICE, BOB)
 NS_BLOCKING = "urn:xmpp:blocking"
@@ -194,6 +194,7 @@ class AReadThatEndsInAStreamError(DoorsTestCase):
     stream error, nothing written twice."""
 
     async def test_what_a_failing_read_queued_leaves_once_and_in_order(self):
+        from tests.test_output import spy_on_writes
         from xep207.server import stream as stream_module
 
         alice = await self.online("alice")
@@ -201,14 +202,7 @@ class AReadThatEndsInAStreamError(DoorsTestCase):
         self.chat(alice, BOB, "warm")  # (the conversation exists: the next one is delivered at once)
         await bob.wait_for(chat_body("warm"))
         await self.settle(alice, bob)
-        writes: dict = {}
-        real_write = stream_module.write_now
-
-        def recording_write(to, data):
-            writes.setdefault(to, []).append(data)
-            real_write(to, data)
-
-        self.patch(stream_module, "write_now", recording_write)
+        writes = spy_on_writes(self)
         server_alice = self.server.router.session(alice.jid).stream
         server_bob = self.server.router.session(bob.jid).stream
         bob_transport, alice_transport = server_bob.transport, server_alice.transport

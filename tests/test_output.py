@@ -7,11 +7,25 @@ import socket
 from twisted.internet import defer, protocol, reactor, task
 from twisted.trial import unittest
 
-from tests.server_helpers import DOMAIN, ServerTestCase
+from tests.server_helpers import DOMAIN, AliceAndBobOnline, ServerTestCase
 from tests.web_helpers import connect_ws
 
 from xep207.server import stream as stream_module
 from xep207.server.stream import WRITE_CHUNK, write_now
+
+
+def spy_on_writes(testcase) -> dict:
+    """transport → what ``write_now`` wrote to it, in order (a spy: the real
+    write still happens; undone after the test)."""
+    writes: dict = {}
+    real_write = stream_module.write_now
+
+    def recording_write(to, data):
+        writes.setdefault(to, []).append(data)
+        real_write(to, data)
+
+    testcase.patch(stream_module, "write_now", recording_write)
+    return writes
 
 
 class Output(ServerTestCase):
@@ -22,16 +36,12 @@ class Output(ServerTestCase):
         self.client = await self.connect()
         await self.client.login("alice", resource="out")
         self.session = self.server.router.session(f"alice@{DOMAIN}/out")
-        self.writes = []
-        transport = self.session.stream.transport
-        real_write = stream_module.write_now
+        self._written = spy_on_writes(self)
 
-        def counting_write(to, data):  # a spy: the real write still happens
-            if to is transport:
-                self.writes.append(len(data))
-            real_write(to, data)
-
-        self.patch(stream_module, "write_now", counting_write)
+    @property
+    def writes(self) -> list[int]:
+        """The sizes of the writes to alice's connection."""
+        return [len(data) for data in self._written.get(self.session.stream.transport, [])]
 
     def test_client_sockets_have_tcp_nodelay(self):
         handle = self.session.stream.transport.getHandle()
@@ -110,39 +120,24 @@ class Output(ServerTestCase):
         self.assertEqual(len(self.writes), 2)
 
 
-class WhatAReadCauses(ServerTestCase):
+class WhatAReadCauses(AliceAndBobOnline):
     """Output a read causes leaves once that read is handled, not at the end
     of the reactor turn: the turn may hold two dozen other clients' reads
     (issue 13: a one-to-one message waited for all of them)."""
 
-    server_args = ("--no-tls", "--allow-plaintext-auth")
-
     async def setUp(self):
-        await self.start_server()
-        self.alice = await self.connect()
-        await self.alice.login("alice", resource="a")
-        self.bob = await self.connect()
-        await self.bob.login("bob", resource="b")
-        self.bob.send("<presence/>")
-        await self.bob.expect("<presence")
-        self.stream = self.server.router.session(f"alice@{DOMAIN}/a").stream
-        self.writes: dict = {}
-        real_write = stream_module.write_now
+        await super().setUp()
+        self.stream = self.server.router.session(self.alice.jid).stream
+        self.writes = spy_on_writes(self)
 
-        def recording_write(to, data):  # a spy: the real write still happens
-            self.writes.setdefault(to, []).append(data)
-            real_write(to, data)
-
-        self.patch(stream_module, "write_now", recording_write)
-
-    def written_to(self, user: str, resource: str) -> bytes:
-        return b"".join(self.writes.get(self.server.router.session(f"{user}@{DOMAIN}/{resource}").stream.transport, []))
+    def written_to(self, client) -> bytes:
+        return b"".join(self.writes.get(self.server.router.session(client.jid).stream.transport, []))
 
     async def test_a_one_to_one_message_is_written_before_the_read_returns(self):
         self.alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>first</body></message>")
         await self.bob.expect("first")  # (the conversation exists)
         self.stream.dataReceived(f"<message to='bob@{DOMAIN}' type='chat'><body>second</body></message>".encode())
-        self.assertIn(b"<body>second</body>", self.written_to("bob", "b"))  # no reactor turn yet
+        self.assertIn(b"<body>second</body>", self.written_to(self.bob))  # no reactor turn yet
         self.assertEqual(stream_module._to_flush, [])
         await self.bob.expect("second")
 
@@ -178,20 +173,13 @@ class WhatAWebSocketReadCauses(ServerTestCase):
         await bob.expect("first")  # (the conversation exists)
         connection = self.server.router.session(alice.jid).stream.transport._protocol
         bob_transport = self.server.router.session(f"bob@{DOMAIN}/tcp").stream.transport
-        written = []
-        real_write = stream_module.write_now
-
-        def recording_write(to, data):
-            written.append((to, data))
-            real_write(to, data)
-
-        self.patch(stream_module, "write_now", recording_write)
+        written = spy_on_writes(self)
         seen_at_return = []
         real_read = connection.dataReceived
 
         def read(data):
             real_read(data)
-            seen_at_return.append(b"".join(d for to, d in written if to is bob_transport))
+            seen_at_return.append(b"".join(written.get(bob_transport, [])))
 
         connection.dataReceived = read
         alice.send_text(f"<message xmlns='jabber:client' type='chat' to='bob@{DOMAIN}'><body>second</body></message>")
